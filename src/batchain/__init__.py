@@ -1,7 +1,31 @@
-"""batchain: run LangChain chains over large datasets, realtime or through provider Batch APIs."""
+"""batchain: run LangChain chains over large datasets, realtime or through provider Batch APIs.
+
+>>> import batchain
+>>> job = batchain.run(chain, inputs)          # doctest: +SKIP
+>>> job.outputs()                              # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+from batchain.api import aas_completed, arun, as_completed, run
+from batchain.job import ItemResult, Job
+from batchain.states import CallStatus, ItemStatus, JobStatus
+from batchain.store import SQLiteStore, Usage, default_store_path
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "CallStatus",
+    "ItemResult",
+    "ItemStatus",
+    "Job",
+    "JobStatus",
+    "SQLiteStore",
+    "Usage",
+    "__version__",
+    "aas_completed",
+    "arun",
+    "as_completed",
+    "default_store_path",
+    "run",
+]

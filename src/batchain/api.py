@@ -1,0 +1,278 @@
+"""The public entry points: ``run``/``arun`` and ``as_completed``/``aas_completed``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import signal
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+from langchain_core.runnables import Runnable
+
+from batchain.chainref import resolve_chain
+from batchain.job import ItemResult, Job, StoreArg, new_job_id, open_store
+from batchain.progress import ProgressDisplay, wants_progress
+from batchain.runner import ItemEvent, ItemListener, JobRunner, RunOptions
+from batchain.states import JobStatus
+from batchain.store.records import JobRecord
+
+__all__ = ["aas_completed", "arun", "as_completed", "run"]
+
+T = TypeVar("T")
+
+MODES = ("realtime",)
+
+
+def run(
+    chain: Runnable[Any, Any] | str,
+    inputs: Iterable[Any],
+    *,
+    mode: str = "realtime",
+    store: StoreArg = None,
+    job_id: str | None = None,
+    max_concurrency: int = 64,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_retries: int = 6,
+    timeout: float = 120.0,
+    cache: bool = True,
+    progress: bool = True,
+    window: int | None = None,
+    chain_ref: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> Job:
+    """Run ``chain`` over every input and return the finished :class:`Job` (blocking)."""
+    return _run_sync(
+        arun(
+            chain,
+            inputs,
+            mode=mode,
+            store=store,
+            job_id=job_id,
+            max_concurrency=max_concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            max_retries=max_retries,
+            timeout=timeout,
+            cache=cache,
+            progress=progress,
+            window=window,
+            chain_ref=chain_ref,
+            callbacks=callbacks,
+        )
+    )
+
+
+async def arun(
+    chain: Runnable[Any, Any] | str,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    *,
+    mode: str = "realtime",
+    store: StoreArg = None,
+    job_id: str | None = None,
+    max_concurrency: int = 64,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_retries: int = 6,
+    timeout: float = 120.0,
+    cache: bool = True,
+    progress: bool = True,
+    window: int | None = None,
+    chain_ref: str | None = None,
+    callbacks: list[Any] | None = None,
+    _listener: ItemListener | None = None,
+) -> Job:
+    """Async twin of :func:`run`."""
+    options = RunOptions(
+        mode=mode,
+        max_concurrency=max_concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        max_retries=max_retries,
+        timeout=timeout,
+        cache=cache,
+        window=window,
+        progress=progress,
+        callbacks=list(callbacks or []),
+    )
+    job = _create_job(chain, store, job_id, options, chain_ref)
+    await _execute(job, inputs, {}, _listener, options)
+    return job
+
+
+def _create_job(
+    chain: Runnable[Any, Any] | str,
+    store: StoreArg,
+    job_id: str | None,
+    options: RunOptions,
+    chain_ref: str | None,
+) -> Job:
+    if options.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {options.mode!r}")
+    if isinstance(chain, str):
+        chain_ref = chain_ref or chain
+    runnable = resolve_chain(chain)
+    st = open_store(store)
+    jid = job_id or new_job_id()
+    if st.get_job(jid) is not None:
+        raise ValueError(f"job {jid!r} already exists in {st.path}; use Job.open(...).resume()")
+    now = time.time()
+    st.create_job(
+        JobRecord(
+            id=jid,
+            status=JobStatus.CREATED,
+            mode=options.mode,
+            created_at=now,
+            updated_at=now,
+            chain_ref=chain_ref,
+            options=options.to_record(),
+        )
+    )
+    return Job(jid, st, runnable)
+
+
+async def _execute(
+    job: Job,
+    inputs: Iterable[Any] | AsyncIterable[Any] | None,
+    overrides: dict[str, Any],
+    listener: ItemListener | None = None,
+    options: RunOptions | None = None,
+) -> JobStatus:
+    if options is None:
+        stored = dict(job.record.options)
+        stored.update({k: v for k, v in overrides.items() if k != "callbacks"})
+        known = set(RunOptions.__slots__)  # type: ignore[attr-defined]
+        options = RunOptions(**{k: v for k, v in stored.items() if k in known})
+        options.callbacks = list(overrides.get("callbacks") or [])
+    runner = JobRunner(
+        store=job.store, job_id=job.id, chain=job.chain, options=options, listener=listener
+    )
+    display: asyncio.Task[None] | None = None
+    if wants_progress(options.progress):
+        display = asyncio.create_task(ProgressDisplay(runner, job.id, _total(job, inputs)).run())
+    restore = _on_sigterm(runner)
+    try:
+        return await runner.run(inputs)
+    finally:
+        restore()
+        if display is not None:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+
+
+def _total(job: Job, inputs: Any) -> int | None:
+    if hasattr(inputs, "__len__"):
+        return len(inputs)
+    rec = job.record
+    return rec.n_items if rec.inputs_complete else None
+
+
+def _on_sigterm(runner: JobRunner) -> Any:
+    """SIGTERM stops like the first Ctrl-C: calls on the wire land, then the job pauses."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, runner.request_stop)
+    except (NotImplementedError, RuntimeError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to the end, also from inside a running loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="batchain-run")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def _to_result(event: ItemEvent) -> ItemResult:
+    return ItemResult(event.idx, event.status, event.input, event.output, event.error)
+
+
+async def aas_completed(
+    chain: Runnable[Any, Any] | str,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    **kwargs: Any,
+) -> AsyncIterator[tuple[int, ItemResult]]:
+    """Yield ``(index, result)`` as items finish. Leaving early pauses the job cleanly."""
+    events: asyncio.Queue[ItemEvent | None] = asyncio.Queue()
+    kwargs.setdefault("progress", False)
+    task = asyncio.create_task(arun(chain, inputs, _listener=events.put_nowait, **kwargs))
+    task.add_done_callback(lambda _: events.put_nowait(None))
+    try:
+        while True:
+            event = await events.get()
+            if event is None:
+                break
+            yield event.idx, _to_result(event)
+        await task  # surface errors
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def as_completed(
+    chain: Runnable[Any, Any] | str,
+    inputs: Iterable[Any],
+    **kwargs: Any,
+) -> Iterator[tuple[int, ItemResult]]:
+    """Sync twin of :func:`aas_completed` (the job runs on a background thread)."""
+    # unbounded: the producer is paced by the work itself, and a full queue must never
+    # block the job's thread while the consumer is gone
+    out: queue.Queue[tuple[int, ItemResult] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    async def pump() -> None:
+        agen = aas_completed(chain, inputs, **kwargs)
+        try:
+            async for pair in agen:
+                if stop.is_set():
+                    break
+                out.put(pair)
+        finally:
+            await agen.aclose()
+
+    def target() -> None:
+        try:
+            asyncio.run(pump())
+        except BaseException as exc:
+            out.put(exc)
+        finally:
+            out.put(None)
+
+    thread = threading.Thread(target=target, name="batchain-as-completed", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = out.get()
+            if got is None:
+                break
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,196 @@
+"""Calls: one model request each, identified by the hash of its provider request.
+
+The single rule "a call that already succeeded returns its stored result" gives caching
+across jobs, dedup inside a job, and exact replay after a crash. Identical calls in flight
+share one request. New calls go to the realtime scheduler (this module) or are parked for
+a provider batch (batch mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models._utils import _update_message_content_to_blocks
+from langchain_core.language_models.chat_models import _gen_info_and_msg_metadata
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+from langchain_core.utils.utils import LC_ID_PREFIX
+
+from batchain.intercept import original_agenerate, original_generate
+from batchain.providers import adapter_for
+from batchain.providers.base import CallRequest, ProviderAdapter, Sent, redact
+from batchain.providers.generic import GenericAdapter
+from batchain.providers.openai import Unsupported
+from batchain.scheduler import CallFailed, Scheduler
+from batchain.states import CallStatus
+from batchain.store.sqlite import SQLiteStore
+
+__all__ = ["CallManager", "CallStats"]
+
+_GENERIC = GenericAdapter(original_agenerate, original_generate)
+
+
+@dataclass(slots=True)
+class CallStats:
+    paid: int = 0
+    cached: int = 0
+    shared: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    by_tier: dict[str, int] = field(default_factory=dict)
+
+
+class CallManager:
+    """Runs the model calls of one job."""
+
+    def __init__(
+        self,
+        *,
+        store: SQLiteStore,
+        job_id: str,
+        scheduler: Scheduler,
+        cache: bool = True,
+        timeout: float = 120.0,
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.scheduler = scheduler
+        self.timeout = timeout
+        self.salt = "" if cache else job_id
+        self.stats = CallStats()
+        self._inflight: dict[str, asyncio.Future[str]] = {}
+
+    # -- the hook's entry point --------------------------------------------------------
+
+    async def generate(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: Any,
+        kwargs: dict[str, Any],
+        item_idx: int,
+        *,
+        sync: bool = False,
+    ) -> ChatResult:
+        adapter, request = self._build(model, messages, stop, kwargs)
+        request.context["run_manager"] = run_manager
+        request.context["sync"] = sync
+        text = await self.execute(adapter, model, request, item_idx)
+        result = adapter.parse(model, request, text)
+        if adapter is not _GENERIC:
+            _finish(model, result, run_manager)
+        return result
+
+    def _build(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[ProviderAdapter, CallRequest]:
+        adapter = adapter_for(model)
+        if adapter is not None:
+            try:
+                return adapter, adapter.build(model, messages, stop, kwargs, self.salt)
+            except Unsupported:
+                pass
+        return _GENERIC, _GENERIC.build(model, messages, stop, kwargs, self.salt)
+
+    # -- dedup, replay, dispatch ---------------------------------------------------------
+
+    async def execute(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        item_idx: int,
+    ) -> str:
+        key = request.key
+        shared = self._inflight.get(key)
+        if shared is not None:
+            self.stats.shared += 1
+            self.store.link_call(self.job_id, key, item_idx, "shared")
+            return await asyncio.shield(shared)
+        record = self.store.get_call(key)
+        if record is not None and record.status == CallStatus.SUCCEEDED and record.response:
+            self.stats.cached += 1
+            source = "replay" if record.job_id == self.job_id else "cache"
+            self.store.link_call(self.job_id, key, item_idx, source)
+            return record.response
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            text = await self._realtime(adapter, model, request, item_idx)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: sharers re-raise it themselves
+            raise
+        else:
+            future.set_result(text)
+            return text
+        finally:
+            del self._inflight[key]
+
+    async def _realtime(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        item_idx: int,
+    ) -> str:
+        store = self.store
+        store.begin_call(
+            request.key,
+            provider=request.provider,
+            model=request.model,
+            endpoint=request.endpoint,
+            job_id=self.job_id,
+            status=CallStatus.SENT,
+        )
+        store.commit_soon()
+
+        async def attempt() -> Sent:
+            return await adapter.send(model, request, self.timeout)
+
+        def learn(sent: Sent) -> Any:
+            return adapter.rate_info(sent.headers) if sent.headers else None
+
+        try:
+            sent = await self.scheduler.run(
+                request.lane, request.est_tokens, attempt, adapter.classify, learn
+            )
+        except CallFailed as failed:
+            store.call_failed(request.key, redact(str(failed)), retryable=False)
+            raise failed.original from None
+        except BaseException:
+            # stopped or cancelled before an answer: the call may be sent again later
+            store.call_failed(request.key, "interrupted", retryable=True)
+            raise
+        usage = adapter.usage(sent.text)
+        store.call_succeeded(request.key, sent.text, usage, "realtime")
+        store.link_call(self.job_id, request.key, item_idx, "paid")
+        self.stats.paid += 1
+        self.stats.input_tokens += usage.input_tokens
+        self.stats.output_tokens += usage.output_tokens
+        self.stats.by_tier["realtime"] = self.stats.by_tier.get("realtime", 0) + 1
+        return sent.text
+
+
+def _finish(model: BaseChatModel, result: ChatResult, run_manager: Any) -> None:
+    """What ``_agenerate_with_cache`` does to a fresh result after ``_agenerate``."""
+    if model.output_version == "v1":
+        for generation in result.generations:
+            generation.message = _update_message_content_to_blocks(generation.message, "v1")
+    for idx, generation in enumerate(result.generations):
+        if run_manager and generation.message.id is None:
+            generation.message.id = f"{LC_ID_PREFIX}-{run_manager.run_id}-{idx}"
+        generation.message.response_metadata = _gen_info_and_msg_metadata(generation)
+    if len(result.generations) == 1 and result.llm_output is not None:
+        msg = result.generations[0].message
+        llm_output: Mapping[str, Any] = result.llm_output
+        msg.response_metadata = {**llm_output, **msg.response_metadata}

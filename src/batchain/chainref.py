@@ -1,0 +1,65 @@
+"""Chain references: ``package.module:attr`` or ``path/to/file.py:attr``.
+
+A job records the reference of its chain (never pickled code), so later commands and
+other processes can load the same chain again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableLambda
+
+__all__ = ["ChainRefError", "load_ref", "resolve_chain"]
+
+
+class ChainRefError(ValueError):
+    """A chain reference that does not point at a chain."""
+
+
+def load_ref(ref: str) -> Any:
+    target, sep, attr = ref.rpartition(":")
+    if not sep or not target or not attr:
+        raise ChainRefError(f"chain reference {ref!r} must look like 'module:attr' or 'file.py:attr'")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise ChainRefError(f"chain file not found: {path}")
+        name = f"batchain_chain_{abs(hash(str(path)))}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ChainRefError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            # let the chain file import its siblings
+            sys.path.insert(0, str(path.parent))
+            spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ChainRefError(f"cannot import module {target!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise ChainRefError(f"{target} has no attribute {attr!r}") from exc
+    return obj
+
+
+def resolve_chain(chain: Runnable[Any, Any] | str | Any) -> Runnable[Any, Any]:
+    """A Runnable from a Runnable, a reference, or a plain callable (wrapped)."""
+    if isinstance(chain, str):
+        chain = load_ref(chain)
+    if isinstance(chain, Runnable):
+        return chain
+    if callable(chain):
+        return RunnableLambda(chain)
+    raise ChainRefError(f"expected a LangChain Runnable, got {type(chain).__name__}")

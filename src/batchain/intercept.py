@@ -1,0 +1,120 @@
+"""The model-call hook.
+
+Every chat-model generation in LangChain passes through
+``BaseChatModel._agenerate_with_cache`` (async) or ``_generate_with_cache`` (sync), whatever
+the chain around it looks like: sequences, parallel fan-out, branches, fallbacks,
+structured output, tools, lambdas that call models, LangGraph nodes. batchain replaces
+those two methods once, process-wide. Outside a batchain job (no :data:`ACTIVE` context)
+they run the original code unchanged; inside one, the call is handed to the job's
+:class:`~batchain.calls.CallManager`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+
+if TYPE_CHECKING:
+    from batchain.calls import CallManager
+
+__all__ = ["ACTIVE", "CallContext", "install", "original_agenerate", "original_generate"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    manager: CallManager
+    item_idx: int
+    loop: asyncio.AbstractEventLoop
+
+
+#: set by the runner around each item's chain; child tasks and executor threads inherit it
+ACTIVE: ContextVar[CallContext | None] = ContextVar("batchain_call_context", default=None)
+
+_ORIGINAL_ASYNC: Any = BaseChatModel._agenerate_with_cache
+_ORIGINAL_SYNC: Any = BaseChatModel._generate_with_cache
+_install_lock = threading.Lock()
+_installed = False
+
+
+async def original_agenerate(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
+) -> ChatResult:
+    result: ChatResult = await _ORIGINAL_ASYNC(
+        model, messages, stop=stop, run_manager=run_manager, **kwargs
+    )
+    return result
+
+
+def original_generate(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
+) -> ChatResult:
+    result: ChatResult = _ORIGINAL_SYNC(model, messages, stop=stop, run_manager=run_manager, **kwargs)
+    return result
+
+
+async def _agenerate_with_cache(
+    self: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
+) -> ChatResult:
+    ctx = ACTIVE.get()
+    if ctx is None:
+        return await original_agenerate(self, messages, stop, run_manager, **kwargs)
+    return await ctx.manager.generate(self, messages, stop, run_manager, kwargs, ctx.item_idx)
+
+
+def _generate_with_cache(
+    self: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None = None,
+    run_manager: Any = None,
+    **kwargs: Any,
+) -> ChatResult:
+    ctx = ACTIVE.get()
+    if ctx is None:
+        result: ChatResult = _ORIGINAL_SYNC(
+            self, messages, stop=stop, run_manager=run_manager, **kwargs
+        )
+        return result
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is ctx.loop:
+        raise RuntimeError(
+            "a chat model was called synchronously (invoke) on the event loop of a batchain "
+            "job; use `await model.ainvoke(...)` in async code"
+        )
+    # a sync step running in an executor thread: hand the call to the job's loop and wait
+    coro = ctx.manager.generate(
+        self, messages, stop, run_manager, kwargs, ctx.item_idx, sync=True
+    )
+    return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result()
+
+
+def install() -> None:
+    """Patch the model boundary once per process (idempotent)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        BaseChatModel._agenerate_with_cache = _agenerate_with_cache  # type: ignore[method-assign]
+        BaseChatModel._generate_with_cache = _generate_with_cache  # type: ignore[method-assign]
+        _installed = True

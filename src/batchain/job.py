@@ -1,0 +1,170 @@
+"""Jobs as users see them: status, counts, results, usage, resume and retry."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import Runnable
+
+from batchain import serialize
+from batchain.chainref import resolve_chain
+from batchain.states import ItemStatus, JobStatus
+from batchain.store.records import JobRecord, Usage
+from batchain.store.sqlite import SQLiteStore
+
+__all__ = ["ItemResult", "Job", "new_job_id", "open_store"]
+
+StoreArg = SQLiteStore | str | os.PathLike[str] | None
+
+
+def open_store(store: StoreArg) -> SQLiteStore:
+    if isinstance(store, SQLiteStore):
+        return store
+    return SQLiteStore(store)
+
+
+def new_job_id() -> str:
+    """Sortable and short: ``job-20261121-142233-3f9a1c``."""
+    return time.strftime("job-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    index: int
+    status: ItemStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ItemStatus.SUCCEEDED
+
+    @property
+    def error_message(self) -> str | None:
+        return None if self.error is None else f"{self.error['type']}: {self.error['message']}"
+
+
+class Job:
+    """A handle on one job in a store. Cheap to create; every property reads the store."""
+
+    def __init__(self, job_id: str, store: SQLiteStore, chain: Runnable[Any, Any] | None = None):
+        self.id = job_id
+        self.store = store
+        self._chain = chain
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, status={self.status.value!r}, counts={self.counts})"
+
+    @classmethod
+    def open(
+        cls,
+        job_id: str,
+        *,
+        store: StoreArg = None,
+        chain: Runnable[Any, Any] | str | None = None,
+    ) -> Job:
+        st = open_store(store)
+        if st.get_job(job_id) is None:
+            raise KeyError(f"no job {job_id!r} in store {st.path}")
+        return cls(job_id, st, resolve_chain(chain) if chain is not None else None)
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def record(self) -> JobRecord:
+        rec = self.store.get_job(self.id)
+        if rec is None:
+            raise KeyError(self.id)
+        return rec
+
+    @property
+    def status(self) -> JobStatus:
+        return self.record.status
+
+    @property
+    def counts(self) -> dict[str, int]:
+        raw = self.store.item_counts(self.id)
+        counts = {s.value: raw.get(s.value, 0) for s in ItemStatus}
+        counts["total"] = sum(raw.values())
+        return counts
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens of the model calls this job paid for (cache hits and shared calls excluded)."""
+        return self.store.job_usage(self.id, ("paid",))
+
+    @property
+    def call_stats(self) -> dict[str, int]:
+        """Distinct calls by how this job got them: paid, cache, replay, shared."""
+        return self.store.job_call_stats(self.id)
+
+    @property
+    def chain(self) -> Runnable[Any, Any]:
+        if self._chain is None:
+            ref = self.record.chain_ref
+            if not ref:
+                raise ValueError(
+                    f"job {self.id} has no recorded chain reference; pass chain= to Job.open"
+                )
+            self._chain = resolve_chain(ref)
+        return self._chain
+
+    # -- results -----------------------------------------------------------------------
+
+    def iter_results(self, statuses: tuple[ItemStatus, ...] | None = None) -> Iterator[ItemResult]:
+        """Results in input order, streamed from the store."""
+        for item in self.store.iter_items(self.id, statuses):
+            yield ItemResult(
+                index=item.idx,
+                status=item.status,
+                input=serialize.loads(item.input),
+                output=serialize.loads(item.output),
+                error=json.loads(item.error) if item.error else None,
+            )
+
+    def results(self) -> list[ItemResult]:
+        return list(self.iter_results())
+
+    def outputs(self) -> list[Any]:
+        """Outputs in input order; ``None`` where an item failed or has not run."""
+        return [r.output for r in self.iter_results()]
+
+    def errors(self) -> list[ItemResult]:
+        return list(self.iter_results((ItemStatus.FAILED,)))
+
+    # -- running again -------------------------------------------------------------------
+
+    def resume(self, inputs: Iterable[Any] | None = None, **options: Any) -> Job:
+        """Run the items that have no result yet (and read on from ``inputs`` if given)."""
+        from batchain.api import _run_sync
+
+        return _run_sync(self.aresume(inputs, **options))
+
+    async def aresume(
+        self, inputs: Iterable[Any] | AsyncIterable[Any] | None = None, **options: Any
+    ) -> Job:
+        from batchain.api import _execute
+
+        await _execute(self, inputs, options)
+        return self
+
+    def retry(self, **options: Any) -> Job:
+        """Run the failed items again."""
+        self.store.reset_items(self.id, (ItemStatus.FAILED, ItemStatus.CANCELLED))
+        return self.resume(**options)
+
+    async def aretry(self, **options: Any) -> Job:
+        self.store.reset_items(self.id, (ItemStatus.FAILED, ItemStatus.CANCELLED))
+        return await self.aresume(**options)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path

@@ -1,0 +1,72 @@
+"""Helpers shared by the adapters of Stainless-generated SDKs (openai, anthropic)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from batchain.providers.base import Failure, FailureKind, redact
+
+__all__ = ["classify_sdk_error", "estimate_tokens", "retry_after_seconds"]
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """``retry-after-ms``, then ``retry-after`` as seconds or an HTTP date."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(float(ra), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(ra)
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+def classify_sdk_error(exc: BaseException, provider: str) -> Failure:
+    """Map an SDK (or transport) exception to a retry decision."""
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    headers = response.headers if isinstance(response, httpx.Response) else None
+    message = redact(f"{provider}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "Timeout" in type(exc).__name__:
+        return Failure(FailureKind.TIMEOUT, message)
+    if "Connection" in type(exc).__name__ or isinstance(exc, httpx.TransportError):
+        return Failure(FailureKind.CONNECTION, message)
+    if isinstance(status, int):
+        body = getattr(exc, "body", None)
+        if status == 429 and _is_quota_error(body):
+            # out of credit: waiting does not help, so fail instead of retrying forever
+            return Failure(FailureKind.REQUEST, message, status)
+        if status == 429:
+            return Failure(FailureKind.RATE_LIMIT, message, status, retry_after_seconds(headers))
+        if status >= 500 or status in (408, 409):
+            return Failure(FailureKind.SERVER, message, status, retry_after_seconds(headers))
+        return Failure(FailureKind.REQUEST, message, status)
+    return Failure(FailureKind.OTHER, message)
+
+
+def _is_quota_error(body: Any) -> bool:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return err.get("code") == "insufficient_quota" or err.get("type") == "insufficient_quota"
+    return False
+
+
+def estimate_tokens(body_json_len: int, max_tokens: Any) -> int:
+    """Rough request size for TPM pacing: ~4 characters a token, plus the output cap."""
+    out = max_tokens if isinstance(max_tokens, int) else 0
+    return body_json_len // 4 + out

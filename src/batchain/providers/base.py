@@ -1,0 +1,176 @@
+"""What a provider adapter is: the seam between a LangChain chat model and the network.
+
+An adapter turns a model call into a :class:`CallRequest` (the exact provider request body,
+built by the model's own payload builder, and its hash), sends it, parses the stored
+response body back into a ``ChatResult`` with the model's own parser, and classifies
+failures. Everything but :meth:`ProviderAdapter.send` is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+
+from batchain.store.records import Usage
+
+__all__ = [
+    "CallRequest",
+    "Failure",
+    "FailureKind",
+    "ProviderAdapter",
+    "RateInfo",
+    "Sent",
+    "body_hash",
+    "call_key",
+    "canonical_json",
+    "clean_body_json",
+    "redact",
+]
+
+#: request body keys that never change what the model computes
+_NON_SEMANTIC = ("stream", "stream_options")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def body_hash(body: Mapping[str, Any]) -> str:
+    """The sandbox ledger's request hash: canonical body without streaming keys."""
+    clean = {k: v for k, v in body.items() if k not in _NON_SEMANTIC}
+    return hashlib.sha256(canonical_json(clean).encode()).hexdigest()
+
+
+def clean_body_json(body: Mapping[str, Any]) -> str:
+    """Canonical JSON of ``body`` without streaming keys (the text the key is made of)."""
+    return canonical_json({k: v for k, v in body.items() if k not in _NON_SEMANTIC})
+
+
+def call_key(provider: str, scope: str, endpoint: str, body_json: str, salt: str) -> str:
+    """The Call identity: provider, where it is sent, endpoint and exact body.
+
+    ``salt`` is empty for shareable calls; a job run with ``cache=False`` salts its calls
+    with its id so they are replayed on resume but never shared with other jobs.
+    """
+    raw = "\x1f".join((provider, scope, endpoint, salt, body_json))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+_SECRET_PATTERNS = [
+    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-.]{8,}"),
+    re.compile(r"(?i)(x-api-key['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9_\-.]{8,}"),
+]
+_KNOWN_SECRETS: set[str] = set()
+
+
+def remember_secret(value: str | None) -> None:
+    """Register a key seen on a model so :func:`redact` can scrub it anywhere."""
+    if value and len(value) >= 6:
+        _KNOWN_SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Scrub API keys from text bound for the store, logs or error messages."""
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    for pat in _SECRET_PATTERNS:
+        text = pat.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+class FailureKind(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    SERVER = "server"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    REQUEST = "request"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    kind: FailureKind
+    message: str
+    status: int | None = None
+    retry_after: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in (
+            FailureKind.RATE_LIMIT,
+            FailureKind.SERVER,
+            FailureKind.TIMEOUT,
+            FailureKind.CONNECTION,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """What a provider's rate-limit headers say."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+
+@dataclass(slots=True)
+class CallRequest:
+    provider: str
+    endpoint: str
+    model: str
+    #: the JSON body exactly as it goes to the provider (streaming keys aside)
+    body: dict[str, Any]
+    #: rate-limit lane: provider, destination and model
+    lane: str
+    key: str
+    est_tokens: int
+    headers: dict[str, str] = field(default_factory=dict)
+    #: adapter-private details needed to send or parse (never stored)
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A successful response: the body text to store and the headers to pace from."""
+
+    text: str
+    headers: Mapping[str, str]
+
+
+class ProviderAdapter(Protocol):
+    name: str
+    #: whether this adapter can run calls through the provider's Batch API
+    batchable: bool
+
+    def build(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        salt: str,
+    ) -> CallRequest: ...
+
+    async def send(self, model: BaseChatModel, request: CallRequest, timeout: float) -> Sent: ...
+
+    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult: ...
+
+    def usage(self, text: str) -> Usage: ...
+
+    def classify(self, exc: BaseException) -> Failure: ...
+
+    def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None: ...

@@ -1,0 +1,160 @@
+"""Adapter for ``ChatOpenAI`` (and subclasses such as ``AzureChatOpenAI``): Chat Completions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+from pydantic import BaseModel
+
+from batchain.providers._sdk import classify_sdk_error, estimate_tokens
+from batchain.providers.base import (
+    CallRequest,
+    Failure,
+    RateInfo,
+    Sent,
+    call_key,
+    clean_body_json,
+    remember_secret,
+)
+from batchain.store.records import Usage
+
+__all__ = ["OpenAIAdapter", "Unsupported"]
+
+ENDPOINT = "/v1/chat/completions"
+
+
+class Unsupported(Exception):
+    """This call cannot go through the adapter (e.g. it would use the Responses API)."""
+
+
+class OpenAIAdapter:
+    name = "openai"
+    batchable = True
+
+    def build(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        salt: str,
+    ) -> CallRequest:
+        m: Any = model
+        payload: dict[str, Any] = m._get_request_payload(messages, stop=stop, **kwargs)
+        payload.pop("ls_structured_output_format", None)
+        if m._use_responses_api(payload):
+            raise Unsupported("the OpenAI Responses API is not supported by batchain yet")
+        payload.pop("stream", None)
+        context: dict[str, Any] = {}
+        fmt = payload.get("response_format")
+        if isinstance(fmt, type) and issubclass(fmt, BaseModel):
+            from openai.lib._parsing._completions import type_to_response_format_param
+
+            context["schema"] = fmt
+            payload["response_format"] = type_to_response_format_param(fmt)
+        extra_body = payload.pop("extra_body", None)
+        if isinstance(extra_body, dict):
+            payload.update(extra_body)
+        headers = dict(payload.pop("extra_headers", None) or {})
+        payload.pop("extra_query", None)
+        client = m.root_async_client
+        remember_secret(getattr(client, "api_key", None))
+        scope = str(client.base_url)
+        text = clean_body_json(payload)
+        return CallRequest(
+            provider=self.name,
+            endpoint=ENDPOINT,
+            model=str(payload.get("model", m.model_name)),
+            body=payload,
+            lane=f"openai|{scope}|{payload.get('model')}",
+            key=call_key(self.name, scope, ENDPOINT, text, salt),
+            est_tokens=estimate_tokens(
+                len(text), payload.get("max_completion_tokens", payload.get("max_tokens"))
+            ),
+            headers=headers,
+            context=context,
+        )
+
+    async def send(self, model: BaseChatModel, request: CallRequest, timeout: float) -> Sent:
+        client: Any = model.root_async_client  # type: ignore[attr-defined]
+        options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
+        if request.headers:
+            options["headers"] = request.headers
+        response: httpx.Response = await client.post(
+            "/chat/completions", body=request.body, cast_to=httpx.Response, options=options
+        )
+        return Sent(response.text, response.headers)
+
+    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult:
+        body = json.loads(text)
+        result: ChatResult = model._create_chat_result(body)  # type: ignore[attr-defined]
+        schema = request.context.get("schema")
+        if schema is not None:
+            for gen in result.generations:
+                msg = gen.message
+                if isinstance(msg, AIMessage) and isinstance(msg.content, str) and msg.content:
+                    if not msg.additional_kwargs.get("refusal"):
+                        msg.additional_kwargs["parsed"] = schema.model_validate_json(msg.content)
+        return result
+
+    def usage(self, text: str) -> Usage:
+        return usage_from_body(json.loads(text))
+
+    def classify(self, exc: BaseException) -> Failure:
+        return classify_sdk_error(exc, self.name)
+
+    def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None:
+        lim = headers.get("x-ratelimit-limit-requests")
+        lim_t = headers.get("x-ratelimit-limit-tokens")
+        if lim is None and lim_t is None:
+            return None
+        return RateInfo(
+            limit_requests=_int(lim),
+            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+            reset_requests_s=go_duration(headers.get("x-ratelimit-reset-requests")),
+            limit_tokens=_int(lim_t),
+            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+            reset_tokens_s=go_duration(headers.get("x-ratelimit-reset-tokens")),
+        )
+
+
+def usage_from_body(body: Mapping[str, Any]) -> Usage:
+    u = body.get("usage") or {}
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(u.get("prompt_tokens") or 0),
+        output_tokens=int(u.get("completion_tokens") or 0),
+        cache_read_tokens=int(prompt_details.get("cached_tokens") or 0),
+        cache_creation_tokens=int(prompt_details.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        requests=1,
+    )
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def go_duration(value: str | None) -> float | None:
+    """Parse OpenAI's Go-style durations: ``12ms``, ``1s``, ``6m0s``, ``1h2m3.5s``."""
+    if not value:
+        return None
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)

@@ -1,0 +1,282 @@
+"""Drives one job: feeds items, runs each item's chain, records results, stops cleanly.
+
+Items run as ordinary ``chain.ainvoke`` coroutines inside a bounded window, so memory
+stays flat however many inputs there are. Inputs are written to the store just before
+their item starts, which is what makes a job resumable: a resumed run first re-runs the
+stored items that have no result (their finished model calls replay from the store), then
+reads on from the input iterator where the job stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from batchain import serialize
+from batchain.calls import CallManager
+from batchain.intercept import ACTIVE, CallContext, install
+from batchain.providers.base import redact
+from batchain.scheduler import Scheduler
+from batchain.states import ItemStatus, JobStatus
+from batchain.store.sqlite import SQLiteStore
+
+__all__ = ["ItemEvent", "JobRunner", "RunOptions"]
+
+
+@dataclass(slots=True)
+class RunOptions:
+    mode: str = "realtime"
+    max_concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = 6
+    timeout: float = 120.0
+    cache: bool = True
+    #: items running at once; defaults to 4 x max_concurrency (at least 256)
+    window: int | None = None
+    progress: bool = True
+    #: threads for sync steps (sync lambdas calling models hold one while they wait)
+    threads: int = 256
+    callbacks: list[Any] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__slots__ if k != "callbacks"}  # type: ignore[attr-defined]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ItemEvent:
+    idx: int
+    status: ItemStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+
+
+ItemListener = Callable[[ItemEvent], None]
+
+
+class JobRunner:
+    """Runs (or resumes) one job to the end, or until stopped."""
+
+    def __init__(
+        self,
+        *,
+        store: SQLiteStore,
+        job_id: str,
+        chain: Runnable[Any, Any],
+        options: RunOptions,
+        listener: ItemListener | None = None,
+    ) -> None:
+        install()
+        self.store = store
+        self.job_id = job_id
+        self.chain = chain
+        self.options = options
+        self.listener = listener
+        self.scheduler = Scheduler(
+            max_concurrency=options.max_concurrency,
+            rpm=options.rpm,
+            tpm=options.tpm,
+            max_retries=options.max_retries,
+            timeout=options.timeout,
+        )
+        self.calls = CallManager(
+            store=store,
+            job_id=job_id,
+            scheduler=self.scheduler,
+            cache=options.cache,
+            timeout=options.timeout,
+        )
+        self.done = 0
+        self.failed = 0
+        self.started = 0
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- public ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop starting items and calls; calls on the wire finish and are recorded."""
+        self._stopping = True
+        self.scheduler.stop()
+
+    async def run(self, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> JobStatus:
+        loop = asyncio.get_running_loop()
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.threads, thread_name_prefix="batchain"
+        )
+        loop.set_default_executor(executor)
+        self._enter_running()
+        try:
+            await self._drive(inputs)
+        except asyncio.CancelledError:
+            await self._stop_gracefully()
+            self._finish_status()
+            raise
+        if self._stopping:
+            await self._stop_gracefully()
+        return self._finish_status()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _enter_running(self) -> None:
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        if job.status in (JobStatus.RUNNING, JobStatus.WAITING):
+            # left behind by a process that died: it is not running any more
+            self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
+        self.store.set_job_status(self.job_id, JobStatus.RUNNING)
+
+    def _finish_status(self) -> JobStatus:
+        self.store.commit()
+        counts = self.store.item_counts(self.job_id)
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        pending = counts.get(ItemStatus.PENDING.value, 0)
+        new = JobStatus.COMPLETED if pending == 0 and job.inputs_complete else JobStatus.PAUSED
+        note = None if new == JobStatus.COMPLETED else "stopped before the end; resume to continue"
+        self.store.set_job_status(self.job_id, new, note)
+        return new
+
+    async def _drive(self, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> None:
+        window = self.options.window or max(256, 4 * self.options.max_concurrency)
+        slots = asyncio.Semaphore(window)
+        async for idx, value, stored in self._source(inputs):
+            await slots.acquire()
+            if self._stopping:
+                slots.release()
+                break
+            task = asyncio.create_task(self._run_item(idx, value, stored, slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _source(
+        self, inputs: Iterable[Any] | AsyncIterable[Any] | None
+    ) -> AsyncIterator[tuple[int, Any, bool]]:
+        """Stored items without a result first, then new inputs after the stored ones."""
+        for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
+            if self._stopping:
+                return
+            yield item.idx, serialize.loads(item.input), True
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        if job.inputs_complete:
+            return
+        if inputs is None:
+            raise RuntimeError(
+                f"job {self.job_id} stopped before all of its inputs were read ({job.n_items} "
+                "read); pass the same inputs again to continue it"
+            )
+        idx = 0
+        skip = job.n_items
+        async for value in _aiter(inputs):
+            if idx < skip:  # already stored by an earlier run
+                idx += 1
+                continue
+            if self._stopping:
+                return
+            self._ingest(idx, value)
+            yield idx, value, False
+            idx += 1
+        self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
+        self.store.commit_soon()
+
+    def _ingest(self, idx: int, value: Any) -> None:
+        try:
+            text = serialize.dumps(value)
+        except serialize.Unserializable as exc:
+            text = json.dumps({"__unstorable__": repr(value)[:500]})
+            self.store.add_items(self.job_id, [(idx, text)])
+            self.store.finish_item(
+                self.job_id, idx, ItemStatus.FAILED, error=_error_json(exc, "input")
+            )
+        else:
+            self.store.add_items(self.job_id, [(idx, text)])
+        self.store.update_job(self.job_id, n_items=idx + 1)
+        self.store.commit_soon()
+
+    async def _run_item(self, idx: int, value: Any, stored: bool, slots: asyncio.Semaphore) -> None:
+        token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop()))
+        self.started += 1
+        try:
+            config: RunnableConfig = {"max_concurrency": None}
+            if self.options.callbacks:
+                config["callbacks"] = self.options.callbacks
+            output = await self.chain.ainvoke(value, config)
+        except asyncio.CancelledError:
+            return  # stopped: the item stays pending and runs again on resume
+        except Exception as exc:
+            if self._stopping:
+                return
+            self._record(idx, value, ItemStatus.FAILED, None, _error_dict(exc, "chain"))
+        else:
+            try:
+                text = serialize.dumps(output)
+            except serialize.Unserializable as exc:
+                self._record(idx, value, ItemStatus.FAILED, None, _error_dict(exc, "output"))
+            else:
+                self._record(idx, value, ItemStatus.SUCCEEDED, text, None, output)
+        finally:
+            ACTIVE.reset(token)
+            slots.release()
+
+    def _record(
+        self,
+        idx: int,
+        value: Any,
+        status: ItemStatus,
+        text: str | None,
+        error: dict[str, Any] | None,
+        output: Any = None,
+    ) -> None:
+        self.store.finish_item(
+            self.job_id, idx, status, text, json.dumps(error) if error is not None else None
+        )
+        self.store.commit_soon()
+        if status == ItemStatus.SUCCEEDED:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.listener is not None:
+            self.listener(ItemEvent(idx, status, value, output, error))
+
+    async def _stop_gracefully(self) -> None:
+        self.request_stop()
+        # let calls on the wire land in the store, so a resume does not pay for them again
+        try:
+            await asyncio.wait_for(self.scheduler.wait_idle(), self.options.timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.store.commit()
+
+
+async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(inputs, AsyncIterable):
+        async for value in inputs:
+            yield value
+    else:
+        for n, value in enumerate(inputs):
+            yield value
+            if n % 64 == 63:
+                await asyncio.sleep(0)  # a long synchronous generator must not starve the loop
+
+
+def _error_dict(exc: BaseException, where: str) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": redact(str(exc)), "where": where}
+
+
+def _error_json(exc: BaseException, where: str) -> str:
+    return json.dumps(_error_dict(exc, where))

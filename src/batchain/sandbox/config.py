@@ -1,0 +1,183 @@
+"""Sandbox knobs: one dataclass, runtime merging, and per-request overrides.
+
+Every knob has a safe default (no latency, no limits, no faults), so a bare
+``SandboxConfig()`` behaves like a fast, well-behaved provider.
+
+Knobs can be changed three ways:
+
+* at construction: ``SandboxConfig(latency_ms=50)``;
+* at runtime: ``Sandbox.configure(...)`` / ``POST /_sandbox/config`` (merged);
+* per request: a header ``x-sandbox-<knob-with-dashes>: <value>`` applies to that
+  request only (e.g. ``x-sandbox-latency-ms: 200``).  On a batch-create request the
+  batch knobs apply to that batch only.  Server-wide knobs (limits, seed, batch size
+  limits) cannot be overridden per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "REQUEST_SCOPED_KNOBS",
+    "ConfigError",
+    "SandboxConfig",
+    "header_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A knob name or value is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """All sandbox knobs.  Immutable: changes produce a new instance via :meth:`merged`."""
+
+    # realtime behaviour
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    rpm: int | None = None
+    tpm: int | None = None
+    error_rate: float = 0.0
+    overloaded_rate: float = 0.0
+    # batch behaviour
+    batch_validating_s: float = 0.05
+    batch_processing_s: float = 0.5
+    batch_finalizing_s: float = 0.05
+    cancel_delay_s: float = 0.05
+    batch_item_error_rate: float = 0.0
+    batch_expire_after_fraction: float | None = None
+    batch_drop_rate: float = 0.0
+    batch_fail_validation: bool = False
+    batch_create_429: int = 0
+    shuffle_results: bool = True
+    openai_max_batch_requests: int = 50_000
+    anthropic_max_batch_requests: int = 100_000
+    # both
+    simulate_prompt_cache: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "overloaded_rate", "batch_item_error_rate", "batch_drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be within [0, 1], got {value!r}")
+        fraction = self.batch_expire_after_fraction
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"batch_expire_after_fraction must be within [0, 1], got {fraction!r}")
+        for name in ("rpm", "tpm"):
+            limit = getattr(self, name)
+            if limit is not None and limit <= 0:
+                raise ConfigError(f"{name} must be positive or None, got {limit!r}")
+        for name in (
+            "latency_ms",
+            "latency_jitter_ms",
+            "batch_validating_s",
+            "batch_processing_s",
+            "batch_finalizing_s",
+            "cancel_delay_s",
+            "batch_create_429",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        for name in ("openai_max_batch_requests", "anthropic_max_batch_requests"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def merged(self, changes: Mapping[str, Any]) -> SandboxConfig:
+        """A copy with ``changes`` applied; values are coerced and validated."""
+        if not changes:
+            return self
+        coerced = {name: _coerce(name, value) for name, value in changes.items()}
+        return dataclasses.replace(self, **coerced)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SandboxConfig:
+        return cls().merged(data)
+
+
+# Knobs a single request may override with an ``x-sandbox-*`` header.
+REQUEST_SCOPED_KNOBS: frozenset[str] = frozenset(
+    {
+        "latency_ms",
+        "latency_jitter_ms",
+        "error_rate",
+        "overloaded_rate",
+        "batch_validating_s",
+        "batch_processing_s",
+        "batch_finalizing_s",
+        "cancel_delay_s",
+        "batch_item_error_rate",
+        "batch_expire_after_fraction",
+        "batch_drop_rate",
+        "batch_fail_validation",
+        "shuffle_results",
+        "simulate_prompt_cache",
+    }
+)
+
+_HEADER_PREFIX = b"x-sandbox-"
+
+_KNOB_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(SandboxConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Coerce a JSON or header value to the knob's declared type."""
+    kind = _KNOB_TYPES.get(name)
+    if kind is None:
+        raise ConfigError(f"unknown sandbox knob {name!r}")
+    optional = kind.endswith("| None")
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("", "none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"knob {name!r} cannot be null")
+    base = kind.removesuffix(" | None")
+    try:
+        if base == "bool":
+            return _to_bool(value)
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value {value!r} for knob {name!r} ({base})") from None
+    raise ConfigError(f"knob {name!r} has unsupported type {kind}")  # pragma: no cover
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def header_overrides(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """Knob overrides from ``x-sandbox-*`` request headers (raw ASGI header pairs).
+
+    Raises :class:`ConfigError` for unknown or server-wide knobs, so a typo in a test
+    fails loudly instead of being ignored.
+    """
+    overrides: dict[str, Any] = {}
+    for key, value in raw_headers:
+        if not key.startswith(_HEADER_PREFIX):
+            continue
+        name = key[len(_HEADER_PREFIX) :].decode("latin-1").replace("-", "_")
+        if name not in REQUEST_SCOPED_KNOBS:
+            raise ConfigError(f"knob {name!r} cannot be overridden per request")
+        overrides[name] = _coerce(name, value.decode("latin-1"))
+    return overrides

@@ -1,0 +1,159 @@
+"""Label detection and keyword classification for classification-style prompts.
+
+Pragmatic, not clever: find an explicit list of allowed answers in the prompt
+("one of: a, b, c", "categories: ...", "Answer with X, Y or Z", "[a, b, c]",
+"a/b/c"), then pick the label whose keywords occur most in the rest of the prompt,
+falling back to a hash-based (deterministic) choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+__all__ = ["KEYWORDS", "find_labels", "pick_label"]
+
+KEYWORDS: dict[str, frozenset[str]] = {
+    name: frozenset(words.split())
+    for name, words in {
+        "tech": "ai software apple google microsoft chip chips app apps startup computer "
+        "computers internet robot robots smartphone iphone android cyber data tech "
+        "technology openai cloud quantum laptop gadget semiconductor nvidia processor "
+        "hackers silicon browser",
+        "technology": "ai software apple google microsoft chip app startup computer internet "
+        "robot smartphone iphone cyber tech cloud quantum semiconductor",
+        "business": "market markets stock stocks shares economy economic profit profits bank "
+        "banks merger acquisition ceo revenue earnings investors investor company companies "
+        "trade inflation sales deal billion million firm quarterly retail prices ipo",
+        "entertainment": "film films movie movies music album actor actress celebrity tv "
+        "show hollywood festival concert netflix series oscar oscars grammy singer band "
+        "box office premiere star stars drama comedy",
+        "sports": "match game games team teams league cup championship win wins won coach "
+        "player players goal goals tournament olympic olympics football soccer tennis nba "
+        "nfl season score final finals striker athlete marathon",
+        "sport": "match game team league cup championship coach player goal tournament "
+        "olympic football soccer tennis",
+        "politics": "election elections government president minister parliament senate vote "
+        "votes voters policy congress campaign law lawmakers party democrats republicans",
+        "science": "research researchers scientists study space nasa planet physics "
+        "discovery species climate telescope biology chemistry",
+        "health": "health hospital hospitals disease vaccine vaccines doctor doctors medical "
+        "virus cancer patients drug drugs covid diet",
+        "world": "war country countries international un nations border refugees",
+        "positive": "love loved great excellent amazing good happy wonderful best fantastic "
+        "enjoyed awesome perfect recommend delightful pleased",
+        "negative": "hate hated terrible awful bad worst poor disappointing disappointed "
+        "horrible boring broken useless refund angry",
+        "neutral": "okay ok average fine mixed neutral",
+        "spam": "free winner prize click offer cash urgent",
+        "yes": "yes true correct",
+        "no": "no not false incorrect",
+    }.items()
+}
+
+_WORD_RE = re.compile(r"\w+")
+_INTRO_RE = re.compile(
+    r"(?:\bone\s+of(?:\s+[\w-]+){0,3}\s*:|"
+    r"\b(?:categories|labels|options|classes|choices|classification)\s*:|"
+    r"\b(?:choose|pick|select)\s+(?:from|between|among)\b(?:\s+[\w-]+){0,2}\s*:?|"
+    r"\b(?:answer|respond|reply)\s+(?:only\s+)?with\b(?:\s+either)?\s*:?|"
+    r"\bone\s+of\b)",
+    re.IGNORECASE,
+)
+_BRACKET_RE = re.compile(r"(?<!\[)[\[({]([^\[\](){}\n]{3,200})[\])}](?!\])")
+_SLASH_RE = re.compile(r"\b[\w-]+(?:\s*[/|]\s*[\w-]+)+\b")
+_SPLIT_RE = re.compile(r"\s*(?:,|/|\||;|\bor\b|\band\b)\s*", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"[.!?](?:\s|$)|\n")
+_BULLET_RE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
+_CUE_RE = re.compile(r"classif|label|categor|sentiment|answer|choose|pick|select|respond", re.I)
+_STRIP = " \t'\"`*_.:;!?"
+
+
+def _clean(item: str) -> str:
+    item = item.strip(_STRIP)
+    for prefix in ("or ", "and ", "either "):
+        if item.lower().startswith(prefix):
+            item = item[len(prefix) :].strip(_STRIP)
+    return item
+
+
+def _as_labels(raw: str) -> list[str] | None:
+    items = [_clean(part) for part in _SPLIT_RE.split(raw)]
+    labels: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if not item:
+            continue
+        if len(item) > 40 or len(item.split()) > 4:
+            return None
+        if item.lower() not in seen:
+            seen.add(item.lower())
+            labels.append(item)
+    return labels if len(labels) >= 2 else None
+
+
+def _after_intro(text: str, end: int) -> str:
+    rest = text[end:]
+    stripped = rest.lstrip(" \t")
+    if stripped.startswith("\n") or not stripped.strip():
+        # a bulleted list on the following lines
+        bullets: list[str] = []
+        for line in rest.lstrip(" \t").splitlines()[1:]:
+            match = _BULLET_RE.match(line)
+            if match is None:
+                if bullets or line.strip():
+                    break
+                continue
+            bullets.append(match.group(1))
+        return ",".join(bullets)
+    cut = _SENTENCE_END_RE.search(stripped)
+    return stripped[: cut.start()] if cut else stripped
+
+
+def find_labels(text: str) -> list[str] | None:
+    """The allowed answers listed in ``text``, or None when there is no such list."""
+    for match in _INTRO_RE.finditer(text):
+        labels = _as_labels(_after_intro(text, match.end()))
+        if labels:
+            return labels
+    if not _CUE_RE.search(text):
+        return None
+    for match in _BRACKET_RE.finditer(text):
+        labels = _as_labels(match.group(1))
+        if labels:
+            return labels
+    for match in _SLASH_RE.finditer(text):
+        labels = _as_labels(match.group(0))
+        if labels and len(labels) >= 2:
+            return labels
+    return None
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD_RE.findall(text)]
+
+
+def pick_label(labels: Sequence[str], text: str, key: str) -> str:
+    """The label best supported by keywords in ``text``; ties broken by ``key`` hash."""
+    label_words = {w for label in labels for w in _words(label)}
+    counts: dict[str, int] = {}
+    for word in _words(text):
+        counts[word] = counts.get(word, 0) + 1
+        if word.endswith("s") and len(word) > 3:
+            counts[word[:-1]] = counts.get(word[:-1], 0) + 1
+    for word in label_words:
+        # the list of labels itself (present once in the prompt) is not evidence
+        if counts.get(word, 0) > 0:
+            counts[word] -= 1
+    scores = []
+    for label in labels:
+        lowered = label.lower()
+        vocabulary = KEYWORDS.get(lowered, frozenset()) | {lowered}
+        scores.append(sum(counts.get(word, 0) for word in vocabulary))
+    best = max(scores)
+    candidates = [label for label, score in zip(labels, scores, strict=True) if score == best]
+    if len(candidates) == 1:
+        return candidates[0]
+    digest = hashlib.sha256(key.encode()).digest()
+    return candidates[int.from_bytes(digest[:8], "big") % len(candidates)]

@@ -1,0 +1,149 @@
+"""The billing ledger: one entry per request that produced a successful response.
+
+Billing rules
+-------------
+* A request is billed (one :class:`LedgerEntry`) when it produced a successful
+  response: a realtime 200 that was actually delivered (a client that disconnects
+  during the simulated latency is not billed), or a ``succeeded`` / 200 batch item.
+  Errors (4xx, 5xx, 429), cancelled, expired and dropped batch items are not billed.
+* ``tier`` is ``realtime`` or ``batch``.
+* ``input_tokens`` is the TOTAL prompt tokens including cached ones, for both
+  providers.  OpenAI's wire ``prompt_tokens`` already includes
+  ``cached_tokens``; Anthropic's wire ``input_tokens`` excludes cache reads and
+  writes, so the ledger stores ``input_tokens + cache_read + cache_creation`` and
+  puts the reads in ``cached_tokens`` and the writes in ``cache_creation_tokens``.
+
+Request hash
+------------
+``request_hash`` is the sha256 hex digest of the canonical JSON of the request body
+with the top-level keys ``stream`` and ``stream_options`` removed::
+
+    json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+A realtime body and the identical body inside a batch line (``body`` for OpenAI,
+``params`` for Anthropic) hash the same, so clients can detect double billing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "Ledger",
+    "LedgerEntry",
+    "Provider",
+    "Tier",
+    "canonical_json",
+    "request_hash",
+]
+
+Provider = Literal["openai", "anthropic"]
+Tier = Literal["realtime", "batch"]
+
+_EXCLUDED_KEYS = ("stream", "stream_options")
+_COUNTERS = (
+    "requests",
+    "input_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "output_tokens",
+    "rate_limited",
+)
+
+
+def canonical_json(body: dict[str, Any]) -> str:
+    """The canonical JSON used for hashing (``stream``/``stream_options`` removed)."""
+    if "stream" in body or "stream_options" in body:
+        body = {k: v for k, v in body.items() if k not in _EXCLUDED_KEYS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    ts: float
+    provider: Provider
+    model: str
+    tier: Tier
+    input_tokens: int
+    cached_tokens: int
+    cache_creation_tokens: int
+    output_tokens: int
+    request_hash: str
+    batch_id: str | None = None
+    custom_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LedgerEntry:
+        return cls(**data)
+
+
+class Ledger:
+    """Thread-safe: the server appends on its loop thread while tests read elsewhere."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[LedgerEntry] = []
+        self._rate_limited: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, entry: LedgerEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def note_rate_limited(self, provider: Provider, model: str, tier: Tier = "realtime") -> None:
+        """Count one 429 (not billed) so benchmarks can report rate-limit pressure."""
+        with self._lock:
+            self._rate_limited[(provider, model, tier)] += 1
+
+    def entries(self) -> list[LedgerEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._rate_limited.clear()
+
+    def summary(self) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+        """``summary[provider][model][tier]`` -> counters.
+
+        Counters: ``requests``, ``input_tokens`` (total, cached included),
+        ``cached_tokens``, ``cache_creation_tokens``, ``output_tokens`` and
+        ``rate_limited`` (429s returned, not billed).
+        """
+        with self._lock:
+            entries = list(self._entries)
+            limited = dict(self._rate_limited)
+        result: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+
+        def bucket(provider: str, model: str, tier: str) -> dict[str, int]:
+            tiers = result.setdefault(provider, {}).setdefault(model, {})
+            return tiers.setdefault(tier, dict.fromkeys(_COUNTERS, 0))
+
+        for e in entries:
+            counters = bucket(e.provider, e.model, e.tier)
+            counters["requests"] += 1
+            counters["input_tokens"] += e.input_tokens
+            counters["cached_tokens"] += e.cached_tokens
+            counters["cache_creation_tokens"] += e.cache_creation_tokens
+            counters["output_tokens"] += e.output_tokens
+        for (provider, model, tier), count in limited.items():
+            bucket(provider, model, tier)["rate_limited"] += count
+        return result
+
+    def duplicates(self) -> dict[str, int]:
+        """Request hashes billed more than once, with their counts."""
+        with self._lock:
+            counts = Counter(e.request_hash for e in self._entries)
+        return {digest: n for digest, n in counts.items() if n > 1}

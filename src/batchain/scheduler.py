@@ -1,0 +1,228 @@
+"""Realtime admission: one global concurrency cap, per-lane RPM/TPM pacing, retries.
+
+A *lane* is one (provider, destination, model): providers enforce limits per model, so
+each lane paces on its own. Pacing is a virtual clock (GCRA): each send reserves the next
+free slot ``1/rate`` after the previous one, so the bucket starts empty and bursts never
+exceed the limit. Limits come from the user and are tightened by what the provider's
+rate-limit headers say; a 429 pauses its lane for ``retry-after`` and halves the lane's
+concurrency, which then grows back by one per success (AIMD). So a limit set too high, or
+none at all, still converges on what the provider allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
+
+__all__ = ["CallFailed", "Lane", "Scheduler", "SchedulerStats", "Stopping"]
+
+
+class Stopping(Exception):
+    """The job is stopping; the call was not sent."""
+
+
+class CallFailed(Exception):
+    """A call failed for good. ``original`` is the provider's own exception."""
+
+    def __init__(self, failure: Failure, original: BaseException, attempts: int) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.original = original
+        self.attempts = attempts
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    in_flight: int = 0
+    sent: int = 0
+    succeeded: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class Lane:
+    name: str
+    max_concurrency: int
+    rpm: float | None = None
+    tpm: float | None = None
+    user_rpm: float | None = None
+    user_tpm: float | None = None
+    limit: float = 0.0
+    active: int = 0
+    #: virtual-clock times of the next free request / token slot
+    next_request_at: float = 0.0
+    next_token_at: float = 0.0
+    paused_until: float = 0.0
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.limit = float(self.max_concurrency)
+        self.rpm = self.user_rpm
+        self.tpm = self.user_tpm
+
+    def reserve(self, tokens: int, now: float) -> float:
+        """Reserve a send slot; returns how long to wait for it."""
+        at = max(now, self.paused_until, self.next_request_at)
+        if self.tpm:
+            at = max(at, self.next_token_at)
+            self.next_token_at = at + tokens * 60.0 / self.tpm
+        if self.rpm:
+            self.next_request_at = at + 60.0 / self.rpm
+        return at - now
+
+    def learn(self, info: RateInfo, now: float) -> None:
+        """Tighten limits from the provider's headers; never loosen past the user's."""
+        if info.limit_requests:
+            self.rpm = _min(self.user_rpm, float(info.limit_requests))
+        if info.limit_tokens:
+            self.tpm = _min(self.user_tpm, float(info.limit_tokens))
+        if info.remaining_requests == 0 and info.reset_requests_s:
+            self.paused_until = max(self.paused_until, now + info.reset_requests_s)
+        if info.remaining_tokens == 0 and info.reset_tokens_s:
+            self.paused_until = max(self.paused_until, now + info.reset_tokens_s)
+
+    def on_rate_limited(self, retry_after: float | None, now: float) -> None:
+        self.limit = max(1.0, self.limit / 2)
+        self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
+
+    def on_success(self) -> None:
+        if self.limit < self.max_concurrency:
+            self.limit = min(float(self.max_concurrency), self.limit + 1.0 / max(self.limit, 1.0) * 4)
+
+    async def acquire(self) -> None:
+        while self.active >= int(self.limit):
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self.waiters:
+                    self.waiters.remove(fut)
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        free = int(self.limit) - self.active
+        for fut in self.waiters[: max(free, 0)]:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _min(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
+
+
+Attempt = Callable[[], Awaitable[Sent]]
+Classify = Callable[[BaseException], Failure]
+Learn = Callable[[Sent], RateInfo | None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 64,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_retries: int = 6,
+        timeout: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.max_concurrency = max_concurrency
+        self.rpm = rpm
+        self.tpm = tpm
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.stats = SchedulerStats()
+        self._global = asyncio.Semaphore(max_concurrency)
+        self._lanes: dict[str, Lane] = {}
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def lane(self, name: str) -> Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = Lane(name, self.max_concurrency, user_rpm=self.rpm, user_tpm=self.tpm)
+            self._lanes[name] = lane
+        return lane
+
+    def stop(self) -> None:
+        """Send nothing new; calls already on the wire finish normally."""
+        self._stopping = True
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def run(
+        self, lane_name: str, tokens: int, attempt: Attempt, classify: Classify, learn: Learn
+    ) -> Sent:
+        """Send with pacing, concurrency and retries; raise :class:`CallFailed` at the end."""
+        lane = self.lane(lane_name)
+        tries = 0
+        while True:
+            if self._stopping:
+                raise Stopping()
+            wait = lane.reserve(tokens, time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await lane.acquire()
+            try:
+                async with self._global:
+                    if self._stopping:
+                        raise Stopping()
+                    sent, error = await self._send_once(attempt)
+            finally:
+                lane.release()
+            tries += 1
+            if sent is not None:
+                self.stats.succeeded += 1
+                lane.on_success()
+                info = learn(sent)
+                if info is not None:
+                    lane.learn(info, time.monotonic())
+                return sent
+            assert error is not None
+            failure = classify(error)
+            if failure.kind == FailureKind.RATE_LIMIT:
+                self.stats.rate_limited += 1
+                lane.on_rate_limited(failure.retry_after, time.monotonic())
+            if not failure.retryable or tries > self.max_retries:
+                self.stats.failed += 1
+                raise CallFailed(failure, error, tries)
+            self.stats.retries += 1
+            await asyncio.sleep(self._backoff(tries, failure))
+
+    async def _send_once(self, attempt: Attempt) -> tuple[Sent | None, BaseException | None]:
+        self.stats.in_flight += 1
+        self.stats.sent += 1
+        self._idle.clear()
+        try:
+            return await asyncio.wait_for(attempt(), self.timeout), None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # classified by the caller
+            return None, exc
+        finally:
+            self.stats.in_flight -= 1
+            if self.stats.in_flight == 0:
+                self._idle.set()
+
+    def _backoff(self, tries: int, failure: Failure) -> float:
+        if failure.kind == FailureKind.RATE_LIMIT and failure.retry_after is not None:
+            # the lane is already paused until then; add jitter so waiters spread out
+            return failure.retry_after * (1.0 + random.random() * 0.1)
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (tries - 1))
+        return delay * (0.5 + random.random() / 2)

@@ -1,0 +1,112 @@
+"""Lifecycle states of jobs, items, calls and provider batches, and the one table of
+allowed transitions between them.
+
+Every status change in the store goes through :func:`check_transition`, so an illegal
+move (say, a succeeded call going back to pending) fails loudly in one place instead of
+corrupting a job quietly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "TRANSITIONS",
+    "BatchStatus",
+    "CallStatus",
+    "IllegalTransition",
+    "ItemStatus",
+    "JobStatus",
+    "check_transition",
+]
+
+
+class JobStatus(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    #: batch mode: every live item is parked on a provider batch
+    WAITING = "waiting"
+    #: stopped before the end (Ctrl-C, crash detected on open, budget); resumable
+    PAUSED = "paused"
+    #: every item has a result (succeeded or failed)
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CallStatus(StrEnum):
+    #: recorded, not yet sent (batch mode: waiting for the next flush)
+    PENDING = "pending"
+    #: realtime request on the wire; if the process dies now the provider may bill it
+    SENT = "sent"
+    #: inside a provider batch
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class BatchStatus(StrEnum):
+    #: intent recorded, provider create not yet confirmed
+    CREATING = "creating"
+    SUBMITTED = "submitted"
+    ENDED = "ended"
+    #: results downloaded and applied to calls
+    COLLECTED = "collected"
+    #: create never reached the provider (reconciled as absent)
+    ABANDONED = "abandoned"
+
+
+_J, _I, _C, _B = JobStatus, ItemStatus, CallStatus, BatchStatus
+
+TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
+    JobStatus: {
+        _J.CREATED: frozenset({_J.RUNNING, _J.CANCELLED}),
+        _J.RUNNING: frozenset({_J.WAITING, _J.PAUSED, _J.COMPLETED, _J.CANCELLED}),
+        _J.WAITING: frozenset({_J.RUNNING, _J.PAUSED, _J.COMPLETED, _J.CANCELLED}),
+        _J.PAUSED: frozenset({_J.RUNNING, _J.CANCELLED}),
+        # a completed job runs again to retry its failed items
+        _J.COMPLETED: frozenset({_J.RUNNING}),
+        _J.CANCELLED: frozenset(),
+    },
+    ItemStatus: {
+        _I.PENDING: frozenset({_I.SUCCEEDED, _I.FAILED, _I.CANCELLED}),
+        _I.SUCCEEDED: frozenset(),
+        _I.FAILED: frozenset({_I.PENDING}),
+        _I.CANCELLED: frozenset({_I.PENDING}),
+    },
+    CallStatus: {
+        _C.PENDING: frozenset({_C.SENT, _C.SUBMITTED, _C.FAILED, _C.SUCCEEDED}),
+        # SENT -> PENDING: a retryable failure, sent again later
+        _C.SENT: frozenset({_C.SUCCEEDED, _C.FAILED, _C.PENDING, _C.SENT}),
+        _C.SUBMITTED: frozenset({_C.SUCCEEDED, _C.FAILED, _C.PENDING}),
+        _C.SUCCEEDED: frozenset(),
+        # a failed call is tried again when its item is retried
+        _C.FAILED: frozenset({_C.PENDING, _C.SENT, _C.SUBMITTED}),
+    },
+    BatchStatus: {
+        _B.CREATING: frozenset({_B.SUBMITTED, _B.ABANDONED}),
+        _B.SUBMITTED: frozenset({_B.ENDED}),
+        _B.ENDED: frozenset({_B.COLLECTED}),
+        _B.COLLECTED: frozenset(),
+        _B.ABANDONED: frozenset(),
+    },
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A status change the lifecycle table does not allow."""
+
+
+def check_transition(old: StrEnum, new: StrEnum) -> None:
+    """Raise :class:`IllegalTransition` unless ``old -> new`` is in the table."""
+    if old == new and type(old) is not CallStatus:
+        return
+    allowed = TRANSITIONS[type(old)][old]
+    if new not in allowed:
+        raise IllegalTransition(f"{type(old).__name__}: {old.value} -> {new.value} is not allowed")

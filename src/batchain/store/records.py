@@ -1,0 +1,93 @@
+"""Plain records the store reads and writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchain.states import CallStatus, ItemStatus, JobStatus
+
+__all__ = ["CallRecord", "ItemRecord", "JobRecord", "Usage"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage of one or more calls. ``input_tokens`` includes cached tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_creation_tokens + other.cache_creation_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.requests + other.requests,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    status: JobStatus
+    mode: str
+    created_at: float
+    updated_at: float
+    chain_ref: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    n_items: int = 0
+    inputs_complete: bool = False
+    note: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        return cls(
+            id=row["id"],
+            status=JobStatus(row["status"]),
+            mode=row["mode"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            chain_ref=row["chain_ref"],
+            options=json.loads(row["options"] or "{}"),
+            n_items=row["n_items"],
+            inputs_complete=bool(row["inputs_complete"]),
+            note=row["note"],
+        )
+
+
+@dataclass(slots=True)
+class ItemRecord:
+    job_id: str
+    idx: int
+    status: ItemStatus
+    input: str
+    output: str | None
+    error: str | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class CallRecord:
+    key: str
+    provider: str
+    model: str
+    status: CallStatus
+    attempts: int
+    tier: str | None
+    job_id: str | None
+    response: str | None
+    error: str | None
+    usage: Usage
+    request: str | None = None
+    batch_id: str | None = None

@@ -1,0 +1,474 @@
+"""The SQLite store: one WAL-mode file holding jobs, items, calls and provider batches.
+
+Writes are grouped: every write method starts (or joins) an open transaction and the
+caller commits with :meth:`SQLiteStore.commit` or, inside an event loop,
+:meth:`SQLiteStore.commit_soon`, which commits once per loop iteration. With
+``synchronous=NORMAL`` a commit in WAL mode is an append to the log, so a killed process
+loses at most the writes of the loop iteration it was in; a power cut can lose a bit more.
+
+Status changes are guarded in SQL (``WHERE status IN (<allowed predecessors>)``) from the
+one transition table in :mod:`batchain.states`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from batchain.states import (
+    TRANSITIONS,
+    CallStatus,
+    IllegalTransition,
+    ItemStatus,
+    JobStatus,
+    check_transition,
+)
+from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    chain_ref TEXT,
+    options TEXT NOT NULL DEFAULT '{}',
+    n_items INTEGER NOT NULL DEFAULT 0,
+    inputs_complete INTEGER NOT NULL DEFAULT 0,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_status ON items (job_id, status, idx);
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    tier TEXT,
+    job_id TEXT,
+    request TEXT,
+    response TEXT,
+    error TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    batch_id TEXT,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status);
+CREATE TABLE IF NOT EXISTS job_calls (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    item_idx INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (job_id, key, item_idx, source)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS provider_batches (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    status TEXT NOT NULL,
+    provider_batch_id TEXT,
+    n_calls INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    info TEXT
+);
+"""
+
+_USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
+
+
+def default_store_path() -> Path:
+    """``$BATCHAIN_STORE`` if set, else ``~/.batchain/store.sqlite``."""
+    env = os.environ.get("BATCHAIN_STORE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".batchain" / "store.sqlite"
+
+
+def _predecessors(new: StrEnum) -> tuple[str, ...]:
+    table = TRANSITIONS[type(new)]
+    return tuple(old.value for old, allowed in table.items() if new in allowed)
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ",".join("?" * len(values)) + ")"
+
+
+class SQLiteStore:
+    """Jobs, items, calls and provider batches in one SQLite file (WAL)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self._commit_scheduled = False
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"store {self.path} has schema version {row[0]}, newer than this batchain "
+                    f"({SCHEMA_VERSION}); upgrade batchain"
+                )
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            if not self._in_tx:
+                self._conn.execute("BEGIN")
+                self._in_tx = True
+            return self._conn.execute(sql, tuple(params))
+
+    def _write_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        with self._lock:
+            if not self._in_tx:
+                self._conn.execute("BEGIN")
+                self._in_tx = True
+            self._conn.executemany(sql, rows)
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def commit(self) -> None:
+        with self._lock:
+            self._commit_scheduled = False
+            if self._in_tx:
+                self._conn.execute("COMMIT")
+                self._in_tx = False
+
+    def commit_soon(self) -> None:
+        """Commit at the end of this event-loop iteration (group commit)."""
+        if self._commit_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()
+            return
+        self._commit_scheduled = True
+        loop.call_soon(self.commit)
+
+    def close(self) -> None:
+        self.commit()
+        with self._lock:
+            self._conn.close()
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def create_job(self, job: JobRecord) -> None:
+        self._write(
+            "INSERT INTO jobs (id, status, mode, created_at, updated_at, chain_ref, options,"
+            " n_items, inputs_complete, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                job.id,
+                job.status.value,
+                job.mode,
+                job.created_at,
+                job.updated_at,
+                job.chain_ref,
+                json.dumps(job.options),
+                job.n_items,
+                int(job.inputs_complete),
+                job.note,
+            ),
+        )
+        self.commit()
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        rows = self._read("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return JobRecord.from_row(rows[0]) if rows else None
+
+    def list_jobs(self, limit: int = 100) -> list[JobRecord]:
+        rows = self._read("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [JobRecord.from_row(r) for r in rows]
+
+    def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None:
+        job = self.get_job(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        check_transition(job.status, new)
+        self._write(
+            "UPDATE jobs SET status=?, updated_at=?, note=? WHERE id=?",
+            (new.value, time.time(), note, job_id),
+        )
+        self.commit()
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update job fields {sorted(bad)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        values = [
+            json.dumps(v) if k == "options" else int(v) if isinstance(v, bool) else v
+            for k, v in fields.items()
+        ]
+        self._write(
+            f"UPDATE jobs SET {sets}, updated_at=? WHERE id=?", [*values, time.time(), job_id]
+        )
+
+    # -- items ----------------------------------------------------------------------
+
+    def add_items(self, job_id: str, rows: list[tuple[int, str]]) -> None:
+        """Insert pending items ``(idx, input_json)``; existing ones are left alone."""
+        self._write_many(
+            "INSERT OR IGNORE INTO items (job_id, idx, status, input) VALUES (?,?,'pending',?)",
+            ((job_id, idx, text) for idx, text in rows),
+        )
+
+    def iter_items(
+        self,
+        job_id: str,
+        statuses: tuple[ItemStatus, ...] | None = None,
+        page: int = 1000,
+    ) -> Iterator[ItemRecord]:
+        """Items in index order, read page by page so memory stays flat."""
+        last = -1
+        where = ""
+        params: list[Any] = []
+        if statuses:
+            where = f" AND status IN {_in(tuple(s.value for s in statuses))}"
+            params = [s.value for s in statuses]
+        while True:
+            rows = self._read(
+                "SELECT * FROM items WHERE job_id=? AND idx>?" + where + " ORDER BY idx LIMIT ?",
+                [job_id, last, *params, page],
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield ItemRecord(
+                    job_id=r["job_id"],
+                    idx=r["idx"],
+                    status=ItemStatus(r["status"]),
+                    input=r["input"],
+                    output=r["output"],
+                    error=r["error"],
+                    attempts=r["attempts"],
+                )
+            last = rows[-1]["idx"]
+
+    def finish_item(
+        self,
+        job_id: str,
+        idx: int,
+        status: ItemStatus,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        olds = _predecessors(status)
+        cur = self._write(
+            f"UPDATE items SET status=?, output=?, error=?, attempts=attempts+1"
+            f" WHERE job_id=? AND idx=? AND status IN {_in(olds)}",
+            (status.value, output, error, job_id, idx, *olds),
+        )
+        if cur.rowcount != 1:
+            raise IllegalTransition(f"item {job_id}#{idx}: cannot become {status.value}")
+
+    def reset_items(self, job_id: str, from_statuses: tuple[ItemStatus, ...]) -> int:
+        """Move failed/cancelled items back to pending (``batchain retry``)."""
+        for s in from_statuses:
+            check_transition(s, ItemStatus.PENDING)
+        vals = tuple(s.value for s in from_statuses)
+        cur = self._write(
+            f"UPDATE items SET status='pending', output=NULL, error=NULL"
+            f" WHERE job_id=? AND status IN {_in(vals)}",
+            (job_id, *vals),
+        )
+        self.commit()
+        return cur.rowcount
+
+    def item_counts(self, job_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,)
+        )
+        return {r["status"]: r["n"] for r in rows}
+
+    # -- calls ----------------------------------------------------------------------
+
+    def get_call(self, key: str) -> CallRecord | None:
+        rows = self._read("SELECT * FROM calls WHERE key=?", (key,))
+        if not rows:
+            return None
+        r = rows[0]
+        return CallRecord(
+            key=r["key"],
+            provider=r["provider"],
+            model=r["model"],
+            status=CallStatus(r["status"]),
+            attempts=r["attempts"],
+            tier=r["tier"],
+            job_id=r["job_id"],
+            response=r["response"],
+            error=r["error"],
+            usage=Usage(
+                r["input_tokens"],
+                r["output_tokens"],
+                r["cache_read_tokens"],
+                r["cache_creation_tokens"],
+                r["reasoning_tokens"],
+                1,
+            ),
+            request=r["request"],
+            batch_id=r["batch_id"],
+        )
+
+    def begin_call(
+        self,
+        key: str,
+        *,
+        provider: str,
+        model: str,
+        endpoint: str,
+        job_id: str,
+        status: CallStatus,
+        request: str | None = None,
+    ) -> None:
+        """Record that a call is about to be sent (``SENT``) or parked (``PENDING``)."""
+        olds = _predecessors(status)
+        self._write(
+            "INSERT INTO calls (key, provider, model, endpoint, status, attempts, job_id,"
+            " request, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET status=excluded.status, attempts=attempts+?,"
+            " job_id=excluded.job_id, request=COALESCE(excluded.request, request),"
+            " updated_at=excluded.updated_at"
+            f" WHERE status IN {_in(olds)}",
+            (
+                key,
+                provider,
+                model,
+                endpoint,
+                status.value,
+                int(status == CallStatus.SENT),
+                job_id,
+                request,
+                time.time(),
+                int(status == CallStatus.SENT),
+                *olds,
+            ),
+        )
+
+    def call_succeeded(self, key: str, response: str, usage: Usage, tier: str) -> None:
+        olds = _predecessors(CallStatus.SUCCEEDED)
+        self._write(
+            f"UPDATE calls SET status='succeeded', response=?, error=NULL, tier=?,"
+            f" input_tokens=?, output_tokens=?, cache_read_tokens=?, cache_creation_tokens=?,"
+            f" reasoning_tokens=?, updated_at=? WHERE key=? AND status IN {_in(olds)}",
+            (
+                response,
+                tier,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_creation_tokens,
+                usage.reasoning_tokens,
+                time.time(),
+                key,
+                *olds,
+            ),
+        )
+        self.commit_soon()
+
+    def call_failed(self, key: str, error: str, *, retryable: bool) -> None:
+        new = CallStatus.PENDING if retryable else CallStatus.FAILED
+        olds = _predecessors(new)
+        self._write(
+            f"UPDATE calls SET status=?, error=?, updated_at=? WHERE key=? AND status IN {_in(olds)}",
+            (new.value, error, time.time(), key, *olds),
+        )
+        self.commit_soon()
+
+    def link_call(self, job_id: str, key: str, item_idx: int, source: str) -> None:
+        """Note that ``item_idx`` of ``job_id`` used call ``key`` (paid, cache or shared)."""
+        self._write(
+            "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)",
+            (job_id, key, item_idx, source),
+        )
+
+    def job_usage(self, job_id: str, sources: tuple[str, ...] = ("paid",)) -> Usage:
+        """Usage of the distinct calls this job used through ``sources``."""
+        rows = self._read(
+            f"SELECT COUNT(*) AS n, {', '.join(f'SUM({c}) AS {c}' for c in _USAGE_COLS.split(', '))}"
+            f" FROM calls WHERE status='succeeded' AND key IN (SELECT DISTINCT key FROM job_calls"
+            f" WHERE job_id=? AND source IN {_in(sources)})",
+            (job_id, *sources),
+        )
+        r = rows[0]
+        return Usage(
+            r["input_tokens"] or 0,
+            r["output_tokens"] or 0,
+            r["cache_read_tokens"] or 0,
+            r["cache_creation_tokens"] or 0,
+            r["reasoning_tokens"] or 0,
+            r["n"] or 0,
+        )
+
+    def job_call_stats(self, job_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT source, COUNT(DISTINCT key) AS n FROM job_calls WHERE job_id=? GROUP BY source",
+            (job_id,),
+        )
+        return {r["source"]: r["n"] for r in rows}
+
+    def calls_in_status(self, status: CallStatus, job_id: str | None = None) -> list[str]:
+        if job_id is None:
+            rows = self._read("SELECT key FROM calls WHERE status=?", (status.value,))
+        else:
+            rows = self._read(
+                "SELECT key FROM calls WHERE status=? AND job_id=?", (status.value, job_id)
+            )
+        return [r["key"] for r in rows]
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
