@@ -9,6 +9,7 @@ a provider batch (batch mode).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain.intercept import original_agenerate, original_generate
 from batchain.providers import adapter_for
+from batchain.providers._sdk import fresh_client
 from batchain.providers.base import CallRequest, ProviderAdapter, Sent, redact
 from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
@@ -63,6 +65,8 @@ class CallManager:
         self.salt = "" if cache else job_id
         self.stats = CallStats()
         self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._clients: dict[int, Any] = {}
+        self._originals: list[Any] = []
 
     # -- the hook's entry point --------------------------------------------------------
 
@@ -100,6 +104,24 @@ class CallManager:
             except Unsupported:
                 pass
         return _GENERIC, _GENERIC.build(model, messages, stop, kwargs, self.salt)
+
+    def _client(self, adapter: ProviderAdapter, model: BaseChatModel) -> Any:
+        original = adapter.client(model)
+        if original is None:
+            return None
+        client = self._clients.get(id(original))
+        if client is None:
+            client = fresh_client(original, self.scheduler.max_concurrency + 8)
+            self._clients[id(original)] = client
+            self._originals.append(original)  # keep alive: ids must stay unique
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                await client.close()
+        self._clients.clear()
+        self._originals.clear()
 
     # -- dedup, replay, dispatch ---------------------------------------------------------
 
@@ -154,8 +176,10 @@ class CallManager:
         )
         store.commit_soon()
 
+        client = self._client(adapter, model)
+
         async def attempt() -> Sent:
-            return await adapter.send(model, request, self.timeout)
+            return await adapter.send(model, client, request, self.timeout)
 
         def learn(sent: Sent) -> Any:
             return adapter.rate_info(sent.headers) if sent.headers else None

@@ -107,6 +107,11 @@ class Job:
         return self.store.job_call_stats(self.id)
 
     @property
+    def stats(self) -> dict[str, Any]:
+        """Counters of the last run: calls sent, retries, 429s, peak calls in flight."""
+        return dict(self.record.stats)
+
+    @property
     def chain(self) -> Runnable[Any, Any]:
         if self._chain is None:
             ref = self.record.chain_ref

@@ -115,14 +115,18 @@ class JobRunner:
         loop.set_default_executor(executor)
         self._enter_running()
         try:
-            await self._drive(inputs)
-        except asyncio.CancelledError:
-            await self._stop_gracefully()
-            self._finish_status()
-            raise
-        if self._stopping:
-            await self._stop_gracefully()
-        return self._finish_status()
+            try:
+                await self._drive(inputs)
+            except asyncio.CancelledError:
+                await self._stop_gracefully()
+                self._finish_status()
+                raise
+            if self._stopping:
+                await self._stop_gracefully()
+            return self._finish_status()
+        finally:
+            await self.calls.aclose()
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -135,6 +139,21 @@ class JobRunner:
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)
 
     def _finish_status(self) -> JobStatus:
+        s, c = self.scheduler.stats, self.calls.stats
+        self.store.update_job(
+            self.job_id,
+            stats={
+                "sent": s.sent,
+                "succeeded": s.succeeded,
+                "retries": s.retries,
+                "rate_limited": s.rate_limited,
+                "failed_calls": s.failed,
+                "peak_in_flight": s.peak_in_flight,
+                "paid": c.paid,
+                "cached": c.cached,
+                "shared": c.shared,
+            },
+        )
         self.store.commit()
         counts = self.store.item_counts(self.job_id)
         job = self.store.get_job(self.job_id)

@@ -39,6 +39,7 @@ class CallFailed(Exception):
 @dataclass(slots=True)
 class SchedulerStats:
     in_flight: int = 0
+    peak_in_flight: int = 0
     sent: int = 0
     succeeded: int = 0
     retries: int = 0
@@ -208,6 +209,8 @@ class Scheduler:
     async def _send_once(self, attempt: Attempt) -> tuple[Sent | None, BaseException | None]:
         self.stats.in_flight += 1
         self.stats.sent += 1
+        if self.stats.in_flight > self.stats.peak_in_flight:
+            self.stats.peak_in_flight = self.stats.in_flight
         self._idle.clear()
         try:
             return await asyncio.wait_for(attempt(), self.timeout), None

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 
-from batchain.providers.base import CallRequest, Failure, FailureKind, ProviderAdapter, RateInfo, Sent
+from batchain.providers.base import (
+    CallRequest,
+    Failure,
+    FailureKind,
+    ProviderAdapter,
+    RateInfo,
+    Sent,
+)
 
 __all__ = [
     "CallRequest",

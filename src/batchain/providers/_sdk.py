@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,7 +13,25 @@ import httpx
 
 from batchain.providers.base import Failure, FailureKind, redact
 
-__all__ = ["classify_sdk_error", "estimate_tokens", "retry_after_seconds"]
+__all__ = ["classify_sdk_error", "estimate_tokens", "fresh_client", "retry_after_seconds"]
+
+
+def fresh_client(original: Any, max_connections: int) -> Any:
+    """A copy of an SDK client (same key, base URL, headers) with its own connection pool.
+
+    LangChain models share one cached HTTP client per process, bound to the first event
+    loop that used it; a job runs on its own loop, so it needs its own pool, sized to its
+    concurrency.
+    """
+    sdk = importlib.import_module(type(original).__module__.split(".")[0])
+    http_base = next(
+        c for c in type(original._client).__mro__ if c.__name__ == "AsyncClient"
+    )
+    http_mod = importlib.import_module(http_base.__module__.split(".")[0])
+    limits = http_mod.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    return original.copy(http_client=sdk.DefaultAsyncHttpxClient(limits=limits))
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -39,7 +58,7 @@ def classify_sdk_error(exc: BaseException, provider: str) -> Failure:
     """Map an SDK (or transport) exception to a retry decision."""
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
-    headers = response.headers if isinstance(response, httpx.Response) else None
+    headers = getattr(response, "headers", None)
     message = redact(f"{provider}: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "Timeout" in type(exc).__name__:
         return Failure(FailureKind.TIMEOUT, message)

@@ -70,12 +70,16 @@ class AnthropicAdapter:
             context={"beta": bool(betas)},
         )
 
-    async def send(self, model: BaseChatModel, request: CallRequest, timeout: float) -> Sent:
-        client: Any = model._async_client  # type: ignore[attr-defined]
+    def client(self, model: BaseChatModel) -> Any:
+        return model._async_client  # type: ignore[attr-defined]
+
+    async def send(
+        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
+    ) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
         if request.headers:
             options["headers"] = request.headers
-        response: httpx.Response = await client.post(
+        response: Any = await client.post(
             "/v1/messages", body=request.body, cast_to=httpx.Response, options=options
         )
         return Sent(response.text, response.headers)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import warnings
 import json
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -59,7 +59,12 @@ class GenericAdapter:
             context={"messages": messages, "stop": stop, "kwargs": kwargs},
         )
 
-    async def send(self, model: BaseChatModel, request: CallRequest, timeout: float) -> Sent:
+    def client(self, model: BaseChatModel) -> Any:
+        return None
+
+    async def send(
+        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
+    ) -> Sent:
         ctx = request.context
         args = (model, ctx["messages"])
         kw = {"stop": ctx["stop"], "run_manager": ctx.get("run_manager"), **ctx["kwargs"]}

@@ -82,12 +82,16 @@ class OpenAIAdapter:
             context=context,
         )
 
-    async def send(self, model: BaseChatModel, request: CallRequest, timeout: float) -> Sent:
-        client: Any = model.root_async_client  # type: ignore[attr-defined]
+    def client(self, model: BaseChatModel) -> Any:
+        return model.root_async_client  # type: ignore[attr-defined]
+
+    async def send(
+        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
+    ) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
         if request.headers:
             options["headers"] = request.headers
-        response: httpx.Response = await client.post(
+        response: Any = await client.post(
             "/chat/completions", body=request.body, cast_to=httpx.Response, options=options
         )
         return Sent(response.text, response.headers)

@@ -49,6 +49,8 @@ class JobRecord:
     n_items: int = 0
     inputs_complete: bool = False
     note: str | None = None
+    #: counters of the last run: calls sent, retries, 429s, peak concurrency
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
@@ -63,6 +65,7 @@ class JobRecord:
             n_items=row["n_items"],
             inputs_complete=bool(row["inputs_complete"]),
             note=row["note"],
+            stats=json.loads(row["stats"] or "{}"),
         )
 
 

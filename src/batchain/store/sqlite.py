@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     options TEXT NOT NULL DEFAULT '{}',
     n_items INTEGER NOT NULL DEFAULT 0,
     inputs_complete INTEGER NOT NULL DEFAULT 0,
-    note TEXT
+    note TEXT,
+    stats TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -242,13 +243,13 @@ class SQLiteStore:
         self.commit()
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode"}
+        allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode", "stats"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update job fields {sorted(bad)}")
         sets = ", ".join(f"{k}=?" for k in fields)
         values = [
-            json.dumps(v) if k == "options" else int(v) if isinstance(v, bool) else v
+            json.dumps(v) if k in ("options", "stats") else int(v) if isinstance(v, bool) else v
             for k, v in fields.items()
         ]
         self._write(

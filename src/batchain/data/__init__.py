@@ -1,0 +1,1 @@
+"""Sample datasets bundled for the demo and the examples."""

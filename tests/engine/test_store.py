@@ -1,0 +1,108 @@
+"""The store and the lifecycle table: transitions are enforced in one place."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from batchain.states import (
+    TRANSITIONS,
+    CallStatus,
+    IllegalTransition,
+    ItemStatus,
+    JobStatus,
+    check_transition,
+)
+from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Usage
+
+
+def _job(store: SQLiteStore, job_id: str = "j1") -> None:
+    now = time.time()
+    store.create_job(JobRecord(job_id, JobStatus.CREATED, "realtime", now, now))
+
+
+def test_every_state_has_a_row_in_the_table() -> None:
+    for enum_type, table in TRANSITIONS.items():
+        assert set(table) == set(enum_type)  # type: ignore[call-overload]
+        for targets in table.values():
+            assert all(type(t) is enum_type for t in targets)
+
+
+def test_terminal_states_cannot_move() -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition(ItemStatus.SUCCEEDED, ItemStatus.PENDING)
+    with pytest.raises(IllegalTransition):
+        check_transition(CallStatus.SUCCEEDED, CallStatus.SENT)
+    with pytest.raises(IllegalTransition):
+        check_transition(JobStatus.CANCELLED, JobStatus.RUNNING)
+    check_transition(JobStatus.COMPLETED, JobStatus.RUNNING)  # retry of failed items
+
+
+def test_job_status_changes_go_through_the_table(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        _job(store)
+        store.set_job_status("j1", JobStatus.RUNNING)
+        store.set_job_status("j1", JobStatus.COMPLETED)
+        with pytest.raises(IllegalTransition):
+            store.set_job_status("j1", JobStatus.WAITING)
+        assert store.get_job("j1").status == JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_item_cannot_finish_twice(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        _job(store)
+        store.add_items("j1", [(0, '"a"'), (1, '"b"')])
+        store.finish_item("j1", 0, ItemStatus.SUCCEEDED, '"A"')
+        with pytest.raises(IllegalTransition):
+            store.finish_item("j1", 0, ItemStatus.FAILED, error="{}")
+        store.finish_item("j1", 1, ItemStatus.FAILED, error='{"type":"X","message":"m"}')
+        assert store.item_counts("j1") == {"succeeded": 1, "failed": 1}
+        assert store.reset_items("j1", (ItemStatus.FAILED,)) == 1
+        assert store.item_counts("j1") == {"succeeded": 1, "pending": 1}
+
+
+def test_a_succeeded_call_is_never_overwritten(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        store.begin_call(
+            "k", provider="openai", model="m", endpoint="/e", job_id="j1", status=CallStatus.SENT
+        )
+        store.call_succeeded("k", '{"ok":1}', Usage(10, 2, requests=1), "realtime")
+        # a late duplicate attempt must not flip it back
+        store.begin_call(
+            "k", provider="openai", model="m", endpoint="/e", job_id="j2", status=CallStatus.SENT
+        )
+        store.call_failed("k", "boom", retryable=False)
+        store.commit()
+        rec = store.get_call("k")
+        assert rec is not None
+        assert rec.status == CallStatus.SUCCEEDED
+        assert rec.response == '{"ok":1}'
+        assert rec.job_id == "j1"
+        assert (rec.usage.input_tokens, rec.usage.output_tokens) == (10, 2)
+
+
+def test_writes_survive_reopening_and_schema_is_versioned(store_path: Path) -> None:
+    store = SQLiteStore(store_path)
+    _job(store)
+    store.add_items("j1", [(i, str(i)) for i in range(2500)])
+    store.commit()
+    store.close()
+    again = SQLiteStore(store_path)
+    assert [i.idx for i in again.iter_items("j1")] == list(range(2500))
+    row = again._read("SELECT value FROM meta WHERE key='schema_version'")[0]
+    assert int(row[0]) == SCHEMA_VERSION
+    again.close()
+
+
+def test_newer_schema_is_refused(store_path: Path) -> None:
+    SQLiteStore(store_path).close()
+    import sqlite3
+
+    con = sqlite3.connect(store_path)
+    con.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        SQLiteStore(store_path)
