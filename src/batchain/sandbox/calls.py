@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +41,7 @@ __all__ = [
     "directive_error",
     "dumps",
     "evaluate",
+    "guarded",
     "handle_realtime",
     "parse_json_object",
     "request_config",
@@ -65,6 +68,7 @@ class Evaluated:
     """A parsed request and its deterministic reply (nothing billed yet)."""
 
     body: dict[str, Any]
+    canonical: str
     digest: str
     directives: Directives
     prompt: Prompt
@@ -138,7 +142,7 @@ def evaluate(spec: ProviderSpec, body: dict[str, Any], *, batch: bool) -> Evalua
         raise directive_error(directives.fail)
     prompt = spec.parse(body, batch=batch)
     reply = respond(prompt, digest)
-    return Evaluated(body, digest, directives, prompt, reply, prompt_tokens(prompt))
+    return Evaluated(body, canonical, digest, directives, prompt, reply, prompt_tokens(prompt))
 
 
 def bill(
@@ -250,3 +254,23 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
 
 _NO_DECISION = Decision(allowed=True)
 _SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
+logger = logging.getLogger("batchain.sandbox")
+
+Endpoint = Callable[["Request"], Awaitable["Response"]]
+
+
+def guarded(spec: ProviderSpec, handler: Endpoint) -> Endpoint:
+    """Render ApiError in the provider's envelope; never leak a stack trace or plain 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return spec.error_response(error, _NO_DECISION)
+        except Exception:
+            logger.exception("sandbox: unexpected error on %s %s", request.method, request.url.path)
+            return spec.error_response(ApiError(500, _SERVER_ERROR_MESSAGE), _NO_DECISION)
+
+    return endpoint

@@ -67,7 +67,9 @@ class SandboxConfig:
                 raise ConfigError(f"{name} must be within [0, 1], got {value!r}")
         fraction = self.batch_expire_after_fraction
         if fraction is not None and not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"batch_expire_after_fraction must be within [0, 1], got {fraction!r}")
+            raise ConfigError(
+                f"batch_expire_after_fraction must be within [0, 1], got {fraction!r}"
+            )
         for name in ("rpm", "tpm"):
             limit = getattr(self, name)
             if limit is not None and limit <= 0:
@@ -133,7 +135,9 @@ def _coerce(name: str, value: Any) -> Any:
     if kind is None:
         raise ConfigError(f"unknown sandbox knob {name!r}")
     optional = kind.endswith("| None")
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("", "none", "null")):
+    if value is None or (
+        optional and isinstance(value, str) and value.lower() in ("", "none", "null")
+    ):
         if optional:
             return None
         raise ConfigError(f"knob {name!r} cannot be null")

@@ -88,6 +88,9 @@ def openai_error_body(error: ApiError) -> dict[str, Any]:
 def anthropic_error_body(error: ApiError, request_id: str | None) -> dict[str, Any]:
     return {
         "type": "error",
-        "error": {"type": error.type or anthropic_error_type(error.status), "message": error.message},
+        "error": {
+            "type": error.type or anthropic_error_type(error.status),
+            "message": error.message,
+        },
         "request_id": request_id,
     }

@@ -45,6 +45,7 @@ class SandboxState:
         self.batch_create_429_left = self.config.batch_create_429
         self.stores: list[BatchStore] = []
         self.started = time.time()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set once serving
         self._wakeup: asyncio.Event | None = None
 
     # -- knobs -------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def count_tokens(text: str) -> int:
 
 
 def count_json(value: Any) -> int:
-    return count_tokens(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return count_tokens(
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
 
 
 def message_tokens(message: Message) -> int:

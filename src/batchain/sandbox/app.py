@@ -1,0 +1,138 @@
+"""The Starlette application: provider routes plus the ``/_sandbox`` admin API.
+
+Admin endpoints (no auth)::
+
+    GET  /_sandbox/health           {"status": "ok"}
+    GET  /_sandbox/ledger           [LedgerEntry as dict, ...]
+    GET  /_sandbox/ledger/summary   summary[provider][model][tier] -> counters
+    GET  /_sandbox/duplicates       {request_hash: count} for hashes billed > once
+    GET  /_sandbox/config           current knobs
+    POST /_sandbox/config           merge JSON knobs, returns the new knobs
+    POST /_sandbox/reset            clear ledger, batches, files, limiter state
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from batchain.sandbox import anthropic_api, openai_api
+from batchain.sandbox.anthropic_messages import anthropic_json_response
+from batchain.sandbox.calls import dumps
+from batchain.sandbox.config import ConfigError
+from batchain.sandbox.errors import ApiError, anthropic_error_body, openai_error_body
+from batchain.sandbox.openai_chat import openai_json_response
+from batchain.sandbox.state import SandboxState
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("batchain.sandbox")
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(dumps(value), status, media_type="application/json")
+
+
+def _admin_routes(state: SandboxState) -> list[BaseRoute]:
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def ledger(request: Request) -> Response:
+        state.advance()
+        return _json([entry.to_dict() for entry in state.ledger.entries()])
+
+    async def summary(request: Request) -> Response:
+        state.advance()
+        return _json(state.ledger.summary())
+
+    async def duplicates(request: Request) -> Response:
+        state.advance()
+        return _json(state.ledger.duplicates())
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                changes = json.loads(raw) if raw.strip() else {}
+                if not isinstance(changes, dict):
+                    raise ConfigError("expected a JSON object of knobs")
+                state.configure(changes)
+            except (ConfigError, ValueError) as exc:
+                return _json({"error": str(exc)}, 400)
+        return _json(state.config.to_dict())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return _json({"status": "reset"})
+
+    return [
+        Route("/_sandbox/health", health, methods=["GET"]),
+        Route("/_sandbox/ledger", ledger, methods=["GET"]),
+        Route("/_sandbox/ledger/summary", summary, methods=["GET"]),
+        Route("/_sandbox/duplicates", duplicates, methods=["GET"]),
+        Route("/_sandbox/config", config, methods=["GET", "POST"]),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+    ]
+
+
+def _is_anthropic(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+def _error(request: Request, error: ApiError) -> Response:
+    if _is_anthropic(request.url.path):
+        return anthropic_json_response(dumps(anthropic_error_body(error, None)), error.status)
+    return openai_json_response(dumps(openai_error_body(error)), error.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        if _is_anthropic(request.url.path):
+            return _error(request, ApiError(404, "Not found"))
+        message = f"Invalid URL ({request.method} {request.url.path})"
+        return _error(request, ApiError(404, message))
+    if status == 405:
+        message = f"Method {request.method} not allowed for {request.url.path}"
+        return _error(request, ApiError(405, message))
+    return _error(request, ApiError(status, "The server had an error processing your request."))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("sandbox: unhandled error on %s", request.url.path, exc_info=exc)
+    return _error(request, ApiError(500, "The server had an error processing your request."))
+
+
+def create_app(state: SandboxState | None = None) -> Starlette:
+    """The sandbox ASGI app over ``state`` (a fresh default state if omitted)."""
+    state = state or SandboxState()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.loop = asyncio.get_running_loop()
+        ticker = asyncio.create_task(state.run_ticker())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    routes = [*openai_api.routes(state), *anthropic_api.routes(state), *_admin_routes(state)]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: _http_error, 405: _http_error, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+    app.state.sandbox = state
+    return app

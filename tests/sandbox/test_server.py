@@ -1,0 +1,85 @@
+"""Sandbox runner: subprocess mode, CLI entry point, admin endpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from batchain.sandbox import Sandbox, SandboxConfig
+
+
+def test_process_mode_same_api() -> None:
+    with Sandbox(SandboxConfig(latency_ms=1), process=True) as sb:
+        assert sb.pid is not None
+        with openai.OpenAI(base_url=sb.openai_base_url, api_key="sk-test") as client:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+            )
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+            )
+        entries = sb.ledger()
+        assert len(entries) == 2 and entries[0].provider == "openai"
+        assert sb.ledger_summary()["openai"]["gpt-4o-mini"]["realtime"]["requests"] == 2
+        assert list(sb.duplicates().values()) == [2]
+        assert sb.configure(error_rate=0.25).error_rate == 0.25
+        assert sb.config.latency_ms == 1
+        with pytest.raises(ValueError, match="unknown sandbox knob"):
+            sb.configure(nope=1)
+        sb.reset()
+        assert sb.ledger() == []
+        pid = sb.pid
+    # the child is gone after exit
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+
+
+def test_module_entry_point_ready_line_and_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchain.sandbox", "--port", "0", "--rpm", "100"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("READY http://127.0.0.1:")
+        url = line.split()[1]
+        assert httpx.get(url + "/_sandbox/health").json() == {"status": "ok"}
+        assert httpx.get(url + "/_sandbox/config").json()["rpm"] == 100
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_bad_cli_knob_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "batchain.sandbox", "--error-rate", "7"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "error_rate" in result.stderr
+
+
+def test_admin_endpoints() -> None:
+    with Sandbox() as sb:
+        url = sb.url + "/_sandbox"
+        assert httpx.post(url + "/config", json={"latency_ms": 5, "rpm": 10}).json()["rpm"] == 10
+        assert sb.config.latency_ms == 5
+        bad = httpx.post(url + "/config", json={"error_rate": "lots"})
+        assert bad.status_code == 400 and "error_rate" in bad.json()["error"]
+        assert httpx.get(url + "/ledger").json() == []
+        assert httpx.get(url + "/ledger/summary").json() == {}
+        assert httpx.get(url + "/duplicates").json() == {}
+        assert httpx.post(url + "/reset").status_code == 200
