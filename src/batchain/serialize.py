@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from typing import Any
 
 from langchain_core.load import dumpd, load
@@ -48,7 +49,9 @@ def _revive(obj: Any) -> Any:
     if not isinstance(obj, dict):
         return obj
     if _LC in obj and len(obj) == 1:
-        return load(obj[_LC], allowed_objects="core")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # `load` is marked beta
+            return load(obj[_LC], allowed_objects="core")
     if _PYD in obj and len(obj) == 2 and "data" in obj:
         return _load_pydantic(obj[_PYD], obj["data"])
     return {k: _revive(v) for k, v in obj.items()}

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from langchain_anthropic import ChatAnthropic
@@ -9,6 +11,8 @@ from langchain_openai import ChatOpenAI
 
 from batchain.sandbox import Sandbox, SandboxConfig
 from tests.conftest import TEST_KEY
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +48,19 @@ def make_anthropic(sb: Sandbox, model: str = "claude-haiku-4-5", **kw: Any) -> C
     kw.setdefault("max_tokens", 256)
     kw.setdefault("api_key", TEST_KEY)
     return ChatAnthropic(model=model, base_url=sb.anthropic_base_url, **kw)
+
+
+_direct_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run_direct(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a chain outside batchain on one long-lived loop.
+
+    LangChain models share a process-wide HTTP client bound to the first loop that used
+    it, so direct (non-batchain) runs in tests all go through this one loop.
+    """
+    global _direct_loop
+    if _direct_loop is None:
+        _direct_loop = asyncio.new_event_loop()
+        threading.Thread(target=_direct_loop.run_forever, daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coro, _direct_loop).result()

@@ -13,7 +13,24 @@ import httpx
 
 from batchain.providers.base import Failure, FailureKind, redact
 
-__all__ = ["classify_sdk_error", "estimate_tokens", "fresh_client", "retry_after_seconds"]
+__all__ = [
+    "classify_sdk_error",
+    "estimate_tokens",
+    "fresh_client",
+    "response_class",
+    "retry_after_seconds",
+]
+
+
+def _http_module(client: Any) -> Any:
+    """The HTTP library under an SDK client: ``httpx`` or (newer SDKs) ``httpx2``."""
+    base = next(c for c in type(client._client).__mro__ if c.__name__ == "AsyncClient")
+    return importlib.import_module(base.__module__.split(".")[0])
+
+
+def response_class(client: Any) -> Any:
+    """``cast_to`` that makes the SDK hand back the raw HTTP response."""
+    return _http_module(client).Response
 
 
 def fresh_client(original: Any, max_connections: int) -> Any:
@@ -24,10 +41,7 @@ def fresh_client(original: Any, max_connections: int) -> Any:
     concurrency.
     """
     sdk = importlib.import_module(type(original).__module__.split(".")[0])
-    http_base = next(
-        c for c in type(original._client).__mro__ if c.__name__ == "AsyncClient"
-    )
-    http_mod = importlib.import_module(http_base.__module__.split(".")[0])
+    http_mod = _http_module(original)
     limits = http_mod.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )

@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-from batchain.providers._sdk import classify_sdk_error, estimate_tokens
+from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -80,7 +79,7 @@ class AnthropicAdapter:
         if request.headers:
             options["headers"] = request.headers
         response: Any = await client.post(
-            "/v1/messages", body=request.body, cast_to=httpx.Response, options=options
+            "/v1/messages", body=request.body, cast_to=response_class(client), options=options
         )
         return Sent(response.text, response.headers)
 

@@ -7,13 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import BaseModel
 
-from batchain.providers._sdk import classify_sdk_error, estimate_tokens
+from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -92,7 +91,7 @@ class OpenAIAdapter:
         if request.headers:
             options["headers"] = request.headers
         response: Any = await client.post(
-            "/chat/completions", body=request.body, cast_to=httpx.Response, options=options
+            "/chat/completions", body=request.body, cast_to=response_class(client), options=options
         )
         return Sent(response.text, response.headers)
 
