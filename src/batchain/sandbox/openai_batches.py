@@ -222,8 +222,7 @@ def _check_line(
         return _line_error("invalid_method", number, message, "method")
     if obj["url"] != endpoint:
         message = (
-            f"The URL provided for this request does not match the batch endpoint "
-            f"'{endpoint}'."
+            f"The URL provided for this request does not match the batch endpoint '{endpoint}'."
         )
         return _line_error("url_mismatch", number, message, "url")
     if not isinstance(obj["body"], dict):
@@ -394,6 +393,8 @@ class OpenAIBatchStore:
     def _validate(self, batch: OpenAIBatch, at: float) -> None:
         cfg = batch.config
         record = self._files.get_or_none(batch.input_file_id)
+        items: list[_Item] = []
+        model: str | None = None
         if cfg.batch_fail_validation:
             errors = [
                 _line_error(
@@ -403,10 +404,8 @@ class OpenAIBatchStore:
                     None,
                 )
             ]
-            items, model = [], None
         elif record is None:
             errors = [_line_error("invalid_file", None, "The input file was deleted.", None)]
-            items, model = [], None
         else:
             items, model, errors = validate_input(
                 record.data, batch.endpoint, cfg.openai_max_batch_requests
