@@ -23,7 +23,7 @@ from batchain.calls import CallManager
 from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
-from batchain.states import ItemStatus, JobStatus
+from batchain.states import CallStatus, ItemStatus, JobStatus
 from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["ItemEvent", "JobRunner", "RunOptions"]
@@ -98,6 +98,7 @@ class JobRunner:
         self.failed = 0
         self.started = 0
         self._stopping = False
+        self._lost_calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- public ----------------------------------------------------------------------------
@@ -133,8 +134,15 @@ class JobRunner:
     def _enter_running(self) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
+        self._lost_calls = int(job.stats.get("calls_lost_in_crashes", 0))
         if job.status in (JobStatus.RUNNING, JobStatus.WAITING):
-            # left behind by a process that died: it is not running any more
+            # left behind by a process that died. Its calls still marked as sent were on
+            # the wire: the provider may have answered (and billed) them, but the answer
+            # never reached the store, so they will be sent again.
+            self._lost_calls += len(self.store.calls_in_status(CallStatus.SENT, self.job_id))
+            self.store.update_job(
+                self.job_id, stats={**job.stats, "calls_lost_in_crashes": self._lost_calls}
+            )
             self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)
 
@@ -152,6 +160,7 @@ class JobRunner:
                 "paid": c.paid,
                 "cached": c.cached,
                 "shared": c.shared,
+                "calls_lost_in_crashes": self._lost_calls,
             },
         )
         self.store.commit()

@@ -134,15 +134,19 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD_RE.findall(text)]
 
 
-def pick_label(labels: Sequence[str], text: str, key: str) -> str:
-    """The label best supported by keywords in ``text``; ties broken by ``key`` hash."""
+def pick_label(labels: Sequence[str], text: str, key: str, *, listed: bool = True) -> str:
+    """The label best supported by keywords in ``text``; ties broken by ``key`` hash.
+
+    ``listed`` says the labels themselves appear once in ``text`` (as the list of
+    choices), so one occurrence of each is not evidence.
+    """
     label_words = {w for label in labels for w in _words(label)}
     counts: dict[str, int] = {}
     for word in _words(text):
         counts[word] = counts.get(word, 0) + 1
         if word.endswith("s") and len(word) > 3:
             counts[word[:-1]] = counts.get(word[:-1], 0) + 1
-    for word in label_words:
+    for word in label_words if listed else ():
         # the list of labels itself (present once in the prompt) is not evidence
         if counts.get(word, 0) > 0:
             counts[word] -= 1

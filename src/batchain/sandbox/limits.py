@@ -67,7 +67,8 @@ class _Bucket:
 
     def wait_for(self, cost: float) -> float:
         need = min(cost, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
+        # tolerance: a client that waited exactly retry-after must get in
+        return 0.0 if self.level + 1e-6 >= need else (need - self.level) / self.rate
 
     def view(self) -> BucketView:
         remaining = math.floor(max(self.level, 0.0) / self.capacity * self.limit)

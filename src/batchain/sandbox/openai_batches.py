@@ -364,8 +364,8 @@ class OpenAIBatchStore:
                 if batch.processed < due:
                     return work  # out of budget, continue next tick
                 if batch.processed < len(batch.items):
-                    if batch.stop_count >= len(batch.items):
-                        return work
+                    if batch.processed < batch.stop_count:
+                        return work  # more items are due later
                     batch.expiring = True  # expiry after the configured fraction
                     batch.move(S.FINALIZING, batch.schedule.time_of(batch.stop_count))
                 elif now >= batch.schedule.end:

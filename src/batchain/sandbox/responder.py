@@ -64,7 +64,7 @@ def _source(prompt: Prompt, key: str) -> ValueSource:
 
     def choose(options: list[Any]) -> Any:
         if all(isinstance(o, str) for o in options) and len(options) > 1:
-            return pick_label(options, context, key)
+            return pick_label(options, context, key, listed=False)
         return options[0] if len(options) == 1 else options[hash_index(key, len(options))]
 
     return ValueSource(key, words, choose)

@@ -12,6 +12,7 @@ is produced, so strict-mode schemas (all properties required) validate too.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,13 @@ from typing import Any
 __all__ = ["ValueSource", "generate"]
 
 _MAX_DEPTH = 12
+
+# Some SDKs (anthropic's ``transform_schema``) move unsupported constraints into the
+# description as ``{maximum: 2030, minimum: 1900}``; a model would honour them, so do we.
+_HINT_RE = re.compile(
+    r"\b(minimum|maximum|exclusiveMinimum|exclusiveMaximum|minLength|maxLength"
+    r"|minItems|maxItems): (-?\d+(?:\.\d+)?)"
+)
 
 _FORMATS: dict[str, str] = {
     "date-time": "2024-01-01T00:00:00Z",
@@ -131,6 +139,9 @@ def _gen(schema: Any, source: ValueSource, root: Any, depth: int) -> Any:
             return _gen(options[0], source, root, depth + 1)
     if isinstance(schema.get("allOf"), list):
         return _gen(_merge_all_of(schema, root), source, root, depth + 1)
+    description = schema.get("description")
+    if isinstance(description, str) and "{" in description:
+        schema = _with_hints(schema, description)
     kind = _schema_type(schema)
     if kind == "object":
         return _object(schema, source, root, depth)
@@ -145,6 +156,14 @@ def _gen(schema: Any, source: ValueSource, root: Any, depth: int) -> Any:
     if kind == "null":
         return None
     return _string(schema, source)
+
+
+def _with_hints(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for name, raw in _HINT_RE.findall(description):
+        if name not in schema:
+            hints[name] = float(raw) if "." in raw else int(raw)
+    return {**schema, **hints} if hints else schema
 
 
 def _object(schema: dict[str, Any], source: ValueSource, root: Any, depth: int) -> dict[str, Any]:

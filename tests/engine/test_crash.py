@@ -1,0 +1,135 @@
+"""Kill the process at any point; a resumed job still gives every item exactly one result
+and never pays again for a call that had already been answered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import batchain
+from batchain.sandbox import Sandbox
+
+HERE = Path(__file__).parent / "crash"
+N = 2000
+
+
+def _child(sb: Sandbox, store: Path, job_id: str, action: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, CRASH_OPENAI_BASE_URL=sb.openai_base_url)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "run_job.py"),
+            str(store),
+            job_id,
+            str(N),
+            action,
+            f"{HERE / 'chain_for_crash.py'}:chain",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _count(store: Path, sql: str) -> int:
+    if not store.exists():
+        return 0
+    con = sqlite3.connect(store, timeout=30)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def _wait_for(store: Path, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while _count(store, sql) < target:
+        if proc.poll() is not None:
+            raise AssertionError(f"child exited early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            raise AssertionError("child made no progress")
+        time.sleep(0.01)
+
+
+ITEMS_DONE = "SELECT COUNT(*) FROM items WHERE status='succeeded'"
+ITEMS_STORED = "SELECT COUNT(*) FROM items"
+CALLS_DONE = "SELECT COUNT(*) FROM calls WHERE status='succeeded'"
+CALLS_SENT = "SELECT COUNT(*) FROM calls WHERE status='sent'"
+
+
+def test_sigkill_at_several_points_then_resume(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.configure(latency_ms=15, latency_jitter_ms=10)
+    store = tmp_path / "crash.sqlite"
+    job_id = "job-crash"
+    # kill points: while inputs are still being read, mid-run, late in the run
+    kill_points = [(ITEMS_STORED, 150), (CALLS_DONE, 1500), (ITEMS_DONE, 1800)]
+    in_flight_at_kills = 0
+    proc = _child(sandbox, store, job_id, "start")
+    for sql, target in kill_points:
+        _wait_for(store, sql, target, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        in_flight_at_kills += _count(store, CALLS_SENT)
+        proc = _child(sandbox, store, job_id, "resume")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+    job = batchain.Job.open(job_id, store=store)
+    assert job.status == batchain.JobStatus.COMPLETED
+    results = job.results()
+    assert [r.index for r in results] == list(range(N))
+    assert all(r.ok for r in results)
+    assert results[7].output["summary"]
+    assert results[7].input == {"n": 7}
+
+    ledger = sandbox.ledger()
+    distinct = {e.request_hash for e in ledger}
+    assert len(distinct) == 2 * N  # every call answered once...
+    duplicates = sandbox.duplicates()
+    paid_twice = sum(c - 1 for c in duplicates.values())
+    # ...and only calls that were on the wire at a kill can have been paid twice; the job
+    # knows how many those were
+    assert paid_twice <= in_flight_at_kills
+    assert job.stats["calls_lost_in_crashes"] == in_flight_at_kills
+    assert len(ledger) - len(distinct) == sum(c - 1 for c in duplicates.values())
+
+
+def test_sigterm_drains_in_flight_calls_so_nothing_is_paid_twice(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.configure(latency_ms=40)
+    store = tmp_path / "term.sqlite"
+    proc = _child(sandbox, store, "job-term", "start")
+    _wait_for(store, CALLS_DONE, 300, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert _count(store, CALLS_SENT) == 0
+    job = batchain.Job.open("job-term", store=store)
+    assert job.status == batchain.JobStatus.PAUSED
+    proc = _child(sandbox, store, "job-term", "resume")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert batchain.Job.open("job-term", store=store).counts["succeeded"] == N
+    assert not sandbox.duplicates()
+    assert len(sandbox.ledger()) == 2 * N
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_pauses_like_ctrl_c(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.configure(latency_ms=40)
+    store = tmp_path / "int.sqlite"
+    proc = _child(sandbox, store, "job-int", "start")
+    _wait_for(store, CALLS_DONE, 200, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert _count(store, CALLS_SENT) == 0
+    assert batchain.Job.open("job-int", store=store).status == batchain.JobStatus.PAUSED
