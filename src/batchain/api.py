@@ -148,9 +148,7 @@ async def _execute(
         known = set(RunOptions.__slots__)  # type: ignore[attr-defined]
         options = RunOptions(**{k: v for k, v in stored.items() if k in known})
         options.callbacks = list(overrides.get("callbacks") or [])
-    runner = JobRunner(
-        store=job.store, job_id=job.id, chain=job.chain, options=options, listener=listener
-    )
+    runner = JobRunner(store=job.store, job_id=job.id, chain=job.chain, options=options, listener=listener)
     display: asyncio.Task[None] | None = None
     if wants_progress(options.progress):
         display = asyncio.create_task(ProgressDisplay(runner, job.id, _total(job, inputs)).run())
@@ -246,7 +244,7 @@ def as_completed(
     stop = threading.Event()
 
     async def pump() -> None:
-        agen = aas_completed(chain, inputs, **kwargs)
+        agen: Any = aas_completed(chain, inputs, **kwargs)
         try:
             async for pair in agen:
                 if stop.is_set():

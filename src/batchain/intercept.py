@@ -50,9 +50,7 @@ async def original_agenerate(
     run_manager: Any = None,
     **kwargs: Any,
 ) -> ChatResult:
-    result: ChatResult = await _ORIGINAL_ASYNC(
-        model, messages, stop=stop, run_manager=run_manager, **kwargs
-    )
+    result: ChatResult = await _ORIGINAL_ASYNC(model, messages, stop=stop, run_manager=run_manager, **kwargs)
     return result
 
 
@@ -89,9 +87,7 @@ def _generate_with_cache(
 ) -> ChatResult:
     ctx = ACTIVE.get()
     if ctx is None:
-        result: ChatResult = _ORIGINAL_SYNC(
-            self, messages, stop=stop, run_manager=run_manager, **kwargs
-        )
+        result: ChatResult = _ORIGINAL_SYNC(self, messages, stop=stop, run_manager=run_manager, **kwargs)
         return result
     try:
         running = asyncio.get_running_loop()
@@ -103,9 +99,7 @@ def _generate_with_cache(
             "job; use `await model.ainvoke(...)` in async code"
         )
     # a sync step running in an executor thread: hand the call to the job's loop and wait
-    coro = ctx.manager.generate(
-        self, messages, stop, run_manager, kwargs, ctx.item_idx, sync=True
-    )
+    coro = ctx.manager.generate(self, messages, stop, run_manager, kwargs, ctx.item_idx, sync=True)
     return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result()
 
 

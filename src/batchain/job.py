@@ -116,9 +116,7 @@ class Job:
         if self._chain is None:
             ref = self.record.chain_ref
             if not ref:
-                raise ValueError(
-                    f"job {self.id} has no recorded chain reference; pass chain= to Job.open"
-                )
+                raise ValueError(f"job {self.id} has no recorded chain reference; pass chain= to Job.open")
             self._chain = resolve_chain(ref)
         return self._chain
 
@@ -153,9 +151,7 @@ class Job:
 
         return _run_sync(self.aresume(inputs, **options))
 
-    async def aresume(
-        self, inputs: Iterable[Any] | AsyncIterable[Any] | None = None, **options: Any
-    ) -> Job:
+    async def aresume(self, inputs: Iterable[Any] | AsyncIterable[Any] | None = None, **options: Any) -> Job:
         from batchain.api import _execute
 
         await _execute(self, inputs, options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -140,9 +141,7 @@ class JobRunner:
             # the wire: the provider may have answered (and billed) them, but the answer
             # never reached the store, so they will be sent again.
             self._lost_calls += len(self.store.calls_in_status(CallStatus.SENT, self.job_id))
-            self.store.update_job(
-                self.job_id, stats={**job.stats, "calls_lost_in_crashes": self._lost_calls}
-            )
+            self.store.update_job(self.job_id, stats={**job.stats, "calls_lost_in_crashes": self._lost_calls})
             self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)
 
@@ -224,9 +223,7 @@ class JobRunner:
         except serialize.Unserializable as exc:
             text = json.dumps({"__unstorable__": repr(value)[:500]})
             self.store.add_items(self.job_id, [(idx, text)])
-            self.store.finish_item(
-                self.job_id, idx, ItemStatus.FAILED, error=_error_json(exc, "input")
-            )
+            self.store.finish_item(self.job_id, idx, ItemStatus.FAILED, error=_error_json(exc, "input"))
         else:
             self.store.add_items(self.job_id, [(idx, text)])
         self.store.update_job(self.job_id, n_items=idx + 1)
@@ -280,10 +277,8 @@ class JobRunner:
     async def _stop_gracefully(self) -> None:
         self.request_stop()
         # let calls on the wire land in the store, so a resume does not pay for them again
-        try:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(self.scheduler.wait_idle(), self.options.timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            pass
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

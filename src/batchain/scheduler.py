@@ -226,6 +226,6 @@ class Scheduler:
     def _backoff(self, tries: int, failure: Failure) -> float:
         if failure.kind == FailureKind.RATE_LIMIT and failure.retry_after is not None:
             # the lane is already paused until then; add jitter so waiters spread out
-            return failure.retry_after * (1.0 + random.random() * 0.1)
-        delay = min(self.backoff_max, self.backoff_base * 2 ** (tries - 1))
+            return float(failure.retry_after) * (1.0 + random.random() * 0.1)
+        delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** (tries - 1))
         return delay * (0.5 + random.random() / 2)

@@ -103,9 +103,7 @@ def test_sigkill_at_several_points_then_resume(sandbox: Sandbox, tmp_path: Path)
     assert len(ledger) - len(distinct) == sum(c - 1 for c in duplicates.values())
 
 
-def test_sigterm_drains_in_flight_calls_so_nothing_is_paid_twice(
-    sandbox: Sandbox, tmp_path: Path
-) -> None:
+def test_sigterm_drains_in_flight_calls_so_nothing_is_paid_twice(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.configure(latency_ms=40)
     store = tmp_path / "term.sqlite"
     proc = _child(sandbox, store, "job-term", "start")

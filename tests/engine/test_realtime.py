@@ -59,16 +59,12 @@ def test_cache_across_jobs_and_opt_out(sandbox: Sandbox, store_path: Path) -> No
     assert second.outputs() == first.outputs()
     assert second.call_stats == {"cache": 20}
     assert second.usage.requests == 0
-    third = batchain.run(
-        simple_chain(sandbox), inputs, store=store_path, progress=False, cache=False
-    )
+    third = batchain.run(simple_chain(sandbox), inputs, store=store_path, progress=False, cache=False)
     assert len(sandbox.ledger()) == 40
     assert third.call_stats == {"paid": 20}
 
 
-def test_concurrency_cap_is_global_through_nested_parallel(
-    sandbox: Sandbox, store_path: Path
-) -> None:
+def test_concurrency_cap_is_global_through_nested_parallel(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(latency_ms=60)
     gpt = make_openai(sandbox)
     fan = PROMPT | RunnableParallel(
@@ -76,8 +72,9 @@ def test_concurrency_cap_is_global_through_nested_parallel(
         b=gpt.bind(stop=["zz"]) | StrOutputParser(),
         c=RunnableParallel(d=gpt.bind(temperature=0.5), e=gpt.bind(temperature=0.7)),
     )
-    job = batchain.run(fan, [{"x": i} for i in range(12)], store=store_path, progress=False,
-                       max_concurrency=3)
+    job = batchain.run(
+        fan, [{"x": i} for i in range(12)], store=store_path, progress=False, max_concurrency=3
+    )
     assert job.counts["succeeded"] == 12
     assert job.stats["peak_in_flight"] == 3
     assert len(sandbox.ledger()) == 48
@@ -85,8 +82,7 @@ def test_concurrency_cap_is_global_through_nested_parallel(
 
 def test_transient_errors_are_retried_and_billed_once(sandbox: Sandbox, store_path: Path) -> None:
     inputs = [{"x": f"[[flaky:2]] item {i}"} for i in range(5)]
-    job = batchain.run(simple_chain(sandbox), inputs, store=store_path, progress=False,
-                       max_retries=3)
+    job = batchain.run(simple_chain(sandbox), inputs, store=store_path, progress=False, max_retries=3)
     assert job.counts["succeeded"] == 5
     assert job.stats["retries"] == 10
     assert len(sandbox.ledger()) == 5
@@ -109,17 +105,16 @@ def test_request_errors_fail_the_item_without_retry(sandbox: Sandbox, store_path
 def test_timeout_is_retried_then_reported(sandbox: Sandbox, store_path: Path) -> None:
     inputs = [{"x": "[[latency:3000]] slow"}, {"x": "quick"}]
     t0 = time.monotonic()
-    job = batchain.run(simple_chain(sandbox), inputs, store=store_path, progress=False,
-                       timeout=0.3, max_retries=1)
+    job = batchain.run(
+        simple_chain(sandbox), inputs, store=store_path, progress=False, timeout=0.3, max_retries=1
+    )
     assert time.monotonic() - t0 < 5
     assert job.counts["failed"] == 1 and job.counts["succeeded"] == 1
     assert "Timeout" in job.errors()[0].error["type"]  # type: ignore[index]
     assert job.stats["retries"] == 1
 
 
-def test_rate_limit_without_a_configured_limit_still_finishes(
-    sandbox: Sandbox, store_path: Path
-) -> None:
+def test_rate_limit_without_a_configured_limit_still_finishes(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(rpm=600)  # 10 requests/s, a burst of 10
     inputs = [{"x": i} for i in range(40)]
     t0 = time.monotonic()
@@ -133,8 +128,9 @@ def test_rate_limit_without_a_configured_limit_still_finishes(
 
 def test_rate_limit_given_is_respected_without_429s(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(rpm=1200)
-    job = batchain.run(simple_chain(sandbox), [{"x": i} for i in range(30)], store=store_path,
-                       progress=False, rpm=1200)
+    job = batchain.run(
+        simple_chain(sandbox), [{"x": i} for i in range(30)], store=store_path, progress=False, rpm=1200
+    )
     assert job.counts["succeeded"] == 30
     assert job.stats["rate_limited"] == 0
 
@@ -152,8 +148,9 @@ def test_generator_inputs_and_as_completed(sandbox: Sandbox, store_path: Path) -
 
 def test_async_twins(sandbox: Sandbox, store_path: Path) -> None:
     async def main() -> list[int]:
-        job = await batchain.arun(simple_chain(sandbox), [{"x": i} for i in range(5)],
-                                  store=store_path, progress=False)
+        job = await batchain.arun(
+            simple_chain(sandbox), [{"x": i} for i in range(5)], store=store_path, progress=False
+        )
         assert job.counts["succeeded"] == 5
         got = []
         async for idx, res in batchain.aas_completed(
@@ -166,9 +163,7 @@ def test_async_twins(sandbox: Sandbox, store_path: Path) -> None:
     assert asyncio.run(main()) == [0, 1, 2, 3]
 
 
-def test_leaving_as_completed_early_pauses_and_resume_finishes(
-    sandbox: Sandbox, store_path: Path
-) -> None:
+def test_leaving_as_completed_early_pauses_and_resume_finishes(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(latency_ms=20)
     chain = simple_chain(sandbox)
     inputs = [{"x": i} for i in range(200)]
@@ -186,9 +181,7 @@ def test_leaving_as_completed_early_pauses_and_resume_finishes(
     assert len(sandbox.ledger()) == 200
 
 
-def test_job_reopens_by_recorded_chain_reference(
-    sandbox: Sandbox, store_path: Path, tmp_path: Path
-) -> None:
+def test_job_reopens_by_recorded_chain_reference(sandbox: Sandbox, store_path: Path, tmp_path: Path) -> None:
     chain_file = tmp_path / "my_chain.py"
     chain_file.write_text(
         "from langchain_openai import ChatOpenAI\n"
@@ -206,8 +199,9 @@ def test_job_reopens_by_recorded_chain_reference(
 
 def test_failed_items_can_be_retried(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(error_rate=1.0)
-    job = batchain.run(simple_chain(sandbox), [{"x": i} for i in range(4)], store=store_path,
-                       progress=False, max_retries=0)
+    job = batchain.run(
+        simple_chain(sandbox), [{"x": i} for i in range(4)], store=store_path, progress=False, max_retries=0
+    )
     assert job.counts["failed"] == 4
     sandbox.configure(error_rate=0.0)
     job.retry(progress=False)
@@ -216,8 +210,7 @@ def test_failed_items_can_be_retried(sandbox: Sandbox, store_path: Path) -> None
 
 def test_api_key_never_reaches_the_store(sandbox: Sandbox, store_path: Path) -> None:
     job = batchain.run(simple_chain(sandbox), [{"x": 1}], store=store_path, progress=False)
-    job2 = batchain.run(simple_chain(sandbox), [{"x": "[[fail:400]]"}], store=store_path,
-                        progress=False)
+    job2 = batchain.run(simple_chain(sandbox), [{"x": "[[fail:400]]"}], store=store_path, progress=False)
     assert job.counts["succeeded"] == 1 and job2.counts["failed"] == 1
     batchain.SQLiteStore(store_path).close()
     for path in store_path.parent.iterdir():
@@ -236,24 +229,27 @@ def test_unserializable_output_is_a_clear_item_error(sandbox: Sandbox, store_pat
 def test_sdk_retries_do_not_multiply_ours(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(error_rate=1.0)
     model = make_openai(sandbox, max_retries=5)  # the SDK's own retries must stay off
-    job = batchain.run(PROMPT | model, [{"x": 1}], store=store_path, progress=False,
-                       max_retries=2)
+    job = batchain.run(PROMPT | model, [{"x": 1}], store=store_path, progress=False, max_retries=2)
     assert job.counts["failed"] == 1
     assert job.stats["sent"] == 3
 
 
 def test_anthropic_errors_classified(sandbox: Sandbox, store_path: Path) -> None:
     chain = PROMPT | make_anthropic(sandbox) | StrOutputParser()
-    job = batchain.run(chain, [{"x": "[[fail:400]]"}, {"x": "[[flaky:1]] ok"}], store=store_path,
-                       progress=False)
+    job = batchain.run(
+        chain, [{"x": "[[fail:400]]"}, {"x": "[[flaky:1]] ok"}], store=store_path, progress=False
+    )
     assert job.counts["failed"] == 1 and job.counts["succeeded"] == 1
     assert job.stats["retries"] == 1
 
 
 def test_openai_exception_type_reaches_fallbacks(sandbox: Sandbox, store_path: Path) -> None:
     failing = ChatPromptTemplate.from_template("[[fail:400]] {x}") | make_openai(sandbox)
-    chain = failing.with_fallbacks(
-        [PROMPT | make_anthropic(sandbox)], exceptions_to_handle=(openai.BadRequestError,)
-    ) | StrOutputParser()
+    chain = (
+        failing.with_fallbacks(
+            [PROMPT | make_anthropic(sandbox)], exceptions_to_handle=(openai.BadRequestError,)
+        )
+        | StrOutputParser()
+    )
     job = batchain.run(chain, [{"x": 1}], store=store_path, progress=False)
     assert job.counts["succeeded"] == 1

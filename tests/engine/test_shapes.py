@@ -51,9 +51,7 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def run_and_compare(
-    sb: Sandbox, chain: Runnable[Any, Any], inputs: list[Any], store: Path
-) -> batchain.Job:
+def run_and_compare(sb: Sandbox, chain: Runnable[Any, Any], inputs: list[Any], store: Path) -> batchain.Job:
     expected = run_direct(chain.abatch(inputs))
     sb.reset()
     job = batchain.run(chain, inputs, store=store, progress=False)
@@ -89,10 +87,13 @@ def test_parallel_two_providers(sandbox: Sandbox, store_path: Path) -> None:
 def test_branch_routing(sandbox: Sandbox, store_path: Path) -> None:
     cheap = make_openai(sandbox, "gpt-4o-mini")
     strong = make_openai(sandbox, "gpt-4o")
-    chain = RunnableBranch(
-        (lambda x: len(x["topic"]) <= 4, prompt() | cheap),
-        prompt() | strong,
-    ) | StrOutputParser()
+    chain = (
+        RunnableBranch(
+            (lambda x: len(x["topic"]) <= 4, prompt() | cheap),
+            prompt() | strong,
+        )
+        | StrOutputParser()
+    )
     run_and_compare(sandbox, chain, TOPICS, store_path)
     models = {e.model for e in sandbox.ledger()}
     assert models == {"gpt-4o-mini", "gpt-4o"}
@@ -132,17 +133,15 @@ def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path) -> No
         "properties": {"kind": {"type": "string"}, "legs": {"type": "integer"}},
         "required": ["kind", "legs"],
     }
-    chain = prompt("A pet for a fan of {topic}") | make_openai(sandbox).with_structured_output(
-        schema
-    )
+    chain = prompt("A pet for a fan of {topic}") | make_openai(sandbox).with_structured_output(schema)
     job = run_and_compare(sandbox, chain, TOPICS, store_path)
     assert all(set(o) == {"kind", "legs"} for o in job.outputs())
 
 
 def test_structured_output_anthropic(sandbox: Sandbox, store_path: Path) -> None:
-    chain = prompt("Invent a person who likes {topic}") | make_anthropic(
-        sandbox
-    ).with_structured_output(Person)
+    chain = prompt("Invent a person who likes {topic}") | make_anthropic(sandbox).with_structured_output(
+        Person
+    )
     job = run_and_compare(sandbox, chain, TOPICS, store_path)
     assert all(isinstance(o, Person) for o in job.outputs())
 

@@ -42,9 +42,7 @@ def fresh_client(original: Any, max_connections: int) -> Any:
     """
     sdk = importlib.import_module(type(original).__module__.split(".")[0])
     http_mod = _http_module(original)
-    limits = http_mod.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
+    limits = http_mod.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return original.copy(http_client=sdk.DefaultAsyncHttpxClient(limits=limits))
 
 

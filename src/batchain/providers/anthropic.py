@@ -72,9 +72,7 @@ class AnthropicAdapter:
     def client(self, model: BaseChatModel) -> Any:
         return model._async_client  # type: ignore[attr-defined]
 
-    async def send(
-        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
-    ) -> Sent:
+    async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
         if request.headers:
             options["headers"] = request.headers
@@ -84,11 +82,11 @@ class AnthropicAdapter:
         return Sent(response.text, response.headers)
 
     def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult:
-        if request.context.get("beta"):
-            from anthropic.types.beta import BetaMessage as MessageType
-        else:
-            from anthropic.types import Message as MessageType
-        message = MessageType.model_validate_json(text)
+        from anthropic.types import Message
+        from anthropic.types.beta import BetaMessage
+
+        message_type: Any = BetaMessage if request.context.get("beta") else Message
+        message = message_type.model_validate_json(text)
         result: ChatResult = model._format_output(message)  # type: ignore[attr-defined]
         return result
 

@@ -62,9 +62,7 @@ class GenericAdapter:
     def client(self, model: BaseChatModel) -> Any:
         return None
 
-    async def send(
-        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
-    ) -> Sent:
+    async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         ctx = request.context
         args = (model, ctx["messages"])
         kw = {"stop": ctx["stop"], "run_manager": ctx.get("run_manager"), **ctx["kwargs"]}

@@ -84,9 +84,7 @@ class OpenAIAdapter:
     def client(self, model: BaseChatModel) -> Any:
         return model.root_async_client  # type: ignore[attr-defined]
 
-    async def send(
-        self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float
-    ) -> Sent:
+    async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
         if request.headers:
             options["headers"] = request.headers
@@ -102,9 +100,14 @@ class OpenAIAdapter:
         if schema is not None:
             for gen in result.generations:
                 msg = gen.message
-                if isinstance(msg, AIMessage) and isinstance(msg.content, str) and msg.content:
-                    if not msg.additional_kwargs.get("refusal"):
-                        msg.additional_kwargs["parsed"] = schema.model_validate_json(msg.content)
+                if (
+                    isinstance(msg, AIMessage)
+                    and isinstance(msg.content, str)
+                    and msg.content
+                    and not msg.additional_kwargs.get("refusal")
+                ):
+                    # what the live `.parse()` path would have put there
+                    msg.additional_kwargs["parsed"] = schema.model_validate_json(msg.content)
         return result
 
     def usage(self, text: str) -> Usage:

@@ -131,9 +131,7 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._in_tx = False
@@ -167,7 +165,7 @@ class SQLiteStore:
                 self._in_tx = True
             return self._conn.execute(sql, tuple(params))
 
-    def _write_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+    def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         with self._lock:
             if not self._in_tx:
                 self._conn.execute("BEGIN")
@@ -252,9 +250,7 @@ class SQLiteStore:
             json.dumps(v) if k in ("options", "stats") else int(v) if isinstance(v, bool) else v
             for k, v in fields.items()
         ]
-        self._write(
-            f"UPDATE jobs SET {sets}, updated_at=? WHERE id=?", [*values, time.time(), job_id]
-        )
+        self._write(f"UPDATE jobs SET {sets}, updated_at=? WHERE id=?", [*values, time.time(), job_id])
 
     # -- items ----------------------------------------------------------------------
 
@@ -328,9 +324,7 @@ class SQLiteStore:
         return cur.rowcount
 
     def item_counts(self, job_id: str) -> dict[str, int]:
-        rows = self._read(
-            "SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,)
-        )
+        rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,))
         return {r["status"]: r["n"] for r in rows}
 
     # -- calls ----------------------------------------------------------------------
@@ -463,9 +457,7 @@ class SQLiteStore:
         if job_id is None:
             rows = self._read("SELECT key FROM calls WHERE status=?", (status.value,))
         else:
-            rows = self._read(
-                "SELECT key FROM calls WHERE status=? AND job_id=?", (status.value, job_id)
-            )
+            rows = self._read("SELECT key FROM calls WHERE status=? AND job_id=?", (status.value, job_id))
         return [r["key"] for r in rows]
 
     def __enter__(self) -> SQLiteStore:
