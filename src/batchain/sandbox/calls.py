@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from batchain.sandbox.state import SandboxState
 
 __all__ = [
+    "Endpoint",
     "Evaluated",
     "ProviderSpec",
     "Usage",

@@ -30,9 +30,13 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _rng = random.Random(os.urandom(16))
 
 
+# byte -> base62 character (a slight modulo bias is irrelevant for ids)
+_TABLE = bytes(ord(_ALPHABET[b % 62]) for b in range(256))
+
+
 def base62(length: int) -> str:
-    choice = _rng.choices
-    return "".join(choice(_ALPHABET, k=length))
+    raw = _rng.getrandbits(8 * length).to_bytes(length, "big")
+    return raw.translate(_TABLE).decode("ascii")
 
 
 def openai_file_id() -> str:

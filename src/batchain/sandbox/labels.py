@@ -8,6 +8,7 @@ falling back to a hash-based (deterministic) choice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -134,27 +135,41 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD_RE.findall(text)]
 
 
+@functools.lru_cache(maxsize=512)
+def _vocabulary_index(labels: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """word -> indexes of the labels whose vocabulary (keywords + own name) holds it."""
+    index: dict[str, list[int]] = {}
+    for position, label in enumerate(labels):
+        for word in KEYWORDS.get(label, frozenset()) | {label}:
+            index.setdefault(word, []).append(position)
+    return {word: tuple(positions) for word, positions in index.items()}
+
+
 def pick_label(labels: Sequence[str], text: str, key: str, *, listed: bool = True) -> str:
     """The label best supported by keywords in ``text``; ties broken by ``key`` hash.
 
     ``listed`` says the labels themselves appear once in ``text`` (as the list of
     choices), so one occurrence of each is not evidence.
     """
-    label_words = {w for label in labels for w in _words(label)}
-    counts: dict[str, int] = {}
+    lowered = tuple(label.lower() for label in labels)
+    index = _vocabulary_index(lowered)
+    scores = [0] * len(labels)
+    seen: dict[str, int] = {}
     for word in _words(text):
-        counts[word] = counts.get(word, 0) + 1
+        seen[word] = seen.get(word, 0) + 1
+        hits = index.get(word)
+        if hits:
+            for position in hits:
+                scores[position] += 1
         if word.endswith("s") and len(word) > 3:
-            counts[word[:-1]] = counts.get(word[:-1], 0) + 1
-    for word in label_words if listed else ():
+            for position in index.get(word[:-1], ()):
+                scores[position] += 1
+    if listed:
         # the list of labels itself (present once in the prompt) is not evidence
-        if counts.get(word, 0) > 0:
-            counts[word] -= 1
-    scores = []
-    for label in labels:
-        lowered = label.lower()
-        vocabulary = KEYWORDS.get(lowered, frozenset()) | {lowered}
-        scores.append(sum(counts.get(word, 0) for word in vocabulary))
+        for word in {w for label in lowered for w in _words(label)}:
+            if seen.get(word):
+                for position in index.get(word, ()):
+                    scores[position] -= 1
     best = max(scores)
     candidates = [label for label, score in zip(labels, scores, strict=True) if score == best]
     if len(candidates) == 1:

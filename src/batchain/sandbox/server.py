@@ -75,6 +75,8 @@ def _uvicorn_config(state: SandboxState) -> uvicorn.Config:
         access_log=False,
         log_level="warning",
         lifespan="on",
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=3,
         timeout_keep_alive=30,
     )
@@ -102,10 +104,12 @@ def serve(
     if watch_stdin:
 
         def watch() -> None:
+            # os.read, not sys.stdin: a daemon thread blocked inside a buffered reader
+            # aborts interpreter shutdown ("could not acquire lock for <stdin>").
             try:
-                while sys.stdin.buffer.read(4096):
+                while os.read(0, 4096):
                     pass
-            except (OSError, ValueError):
+            except OSError:
                 pass
             server.should_exit = True
 
