@@ -41,7 +41,5 @@ def oai(sb: Sandbox) -> Iterator[openai.OpenAI]:
 
 @pytest.fixture
 def ant(sb: Sandbox) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=sb.anthropic_base_url, api_key="sk-ant-test", max_retries=0
-    ) as client:
+    with anthropic.Anthropic(base_url=sb.anthropic_base_url, api_key="sk-ant-test", max_retries=0) as client:
         yield client

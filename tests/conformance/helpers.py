@@ -26,9 +26,7 @@ def batch_line(custom_id: str, body: dict[str, Any], **overrides: Any) -> dict[s
 
 
 def jsonl(lines: list[Any]) -> bytes:
-    return "".join(
-        (line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines
-    ).encode()
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines).encode()
 
 
 def upload(client: openai.OpenAI, data: bytes, name: str = "input.jsonl") -> str:

@@ -119,9 +119,7 @@ def test_create_validation(ant: anthropic.Anthropic, reqs: list[object], message
     assert body["error"] == {"type": "invalid_request_error", "message": message}  # type: ignore[index]
 
 
-def test_create_limits(
-    ant: anthropic.Anthropic, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_create_limits(ant: anthropic.Anthropic, sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     sb.configure(anthropic_max_batch_requests=2)
     with pytest.raises(anthropic.BadRequestError, match="at most 2 items"):
         ant.messages.batches.create(requests=requests(3))  # type: ignore[arg-type]
@@ -190,18 +188,14 @@ def test_delete_and_not_found(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     with pytest.raises(anthropic.NotFoundError) as info:
         ant.messages.batches.retrieve(batch.id)
     assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    early = httpx.get(
-        sb.url + "/v1/messages/batches/msgbatch_nope/results", headers={"x-api-key": "k"}
-    )
+    early = httpx.get(sb.url + "/v1/messages/batches/msgbatch_nope/results", headers={"x-api-key": "k"})
     assert early.status_code == 404
 
 
 def test_results_before_end_is_an_error(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     sb.configure(batch_processing_s=5.0)
     batch = ant.messages.batches.create(requests=requests(2))  # type: ignore[arg-type]
-    response = httpx.get(
-        f"{sb.url}/v1/messages/batches/{batch.id}/results", headers={"x-api-key": "k"}
-    )
+    response = httpx.get(f"{sb.url}/v1/messages/batches/{batch.id}/results", headers={"x-api-key": "k"})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -218,10 +212,7 @@ def test_list_pagination(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     assert [b.id for b in after.data] == [newest[4]] and after.has_more is False
     before = ant.messages.batches.list(limit=2, before_id=newest[3])
     assert [b.id for b in before.data] == newest[1:3] and before.has_more is True
-    assert (
-        httpx.get(sb.url + "/v1/messages/batches?limit=0", headers={"x-api-key": "k"}).status_code
-        == 400
-    )
+    assert httpx.get(sb.url + "/v1/messages/batches?limit=0", headers={"x-api-key": "k"}).status_code == 400
 
 
 def test_beta_query_and_auth(sb: Sandbox) -> None:

@@ -17,9 +17,7 @@ def user(text: str) -> list[dict[str, str]]:
 
 
 def test_basic_message_shape(ant: anthropic.Anthropic, sb: Sandbox) -> None:
-    raw = ant.messages.with_raw_response.create(
-        model=MODEL, max_tokens=64, messages=user("Hello there")
-    )
+    raw = ant.messages.with_raw_response.create(model=MODEL, max_tokens=64, messages=user("Hello there"))
     message = raw.parse()
     assert message.type == "message" and message.role == "assistant"
     assert message.id.startswith("msg_01")
@@ -184,9 +182,7 @@ def test_prompt_cache_control(ant: anthropic.Anthropic, sb: Sandbox) -> None:
 
 
 def test_streaming(ant: anthropic.Anthropic) -> None:
-    with ant.messages.stream(
-        model=MODEL, max_tokens=100, messages=user("stream some words now")
-    ) as s:
+    with ant.messages.stream(model=MODEL, max_tokens=100, messages=user("stream some words now")) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == f"Sandbox reply ({MODEL}): stream some words now"
@@ -223,3 +219,14 @@ def test_faults(sb: Sandbox, ant: anthropic.Anthropic) -> None:
     sb.configure(error_rate=0.0)
     with pytest.raises(anthropic.BadRequestError):
         ant.messages.create(model=MODEL, max_tokens=5, messages=user("[[fail:400]]"))
+
+
+def test_request_too_large(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchain.sandbox import anthropic_api
+
+    monkeypatch.setattr(anthropic_api, "MAX_MESSAGES_BYTES", 50)
+    client = anthropic.Anthropic(base_url=sb.url, api_key="k", max_retries=0)
+    with client, pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model=MODEL, max_tokens=5, messages=user("x" * 100))
+    assert info.value.status_code == 413
+    assert info.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]

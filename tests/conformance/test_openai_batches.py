@@ -116,9 +116,7 @@ def test_per_request_errors_and_all_failed_still_completed(oai: openai.OpenAI) -
     assert errors["nomsg"]["response"]["body"]["error"]["param"] == "messages"
     assert errors["boom"]["response"]["status_code"] == 500
     assert errors["boom"]["response"]["body"]["error"]["type"] == "server_error"
-    all_failed = wait_openai(
-        oai, start_batch(oai, [batch_line("x", chat_body("no [[fail:400]]"))]).id
-    )
+    all_failed = wait_openai(oai, start_batch(oai, [batch_line("x", chat_body("no [[fail:400]]"))]).id)
     assert all_failed.status == "completed"
     assert all_failed.output_file_id is None and all_failed.error_file_id is not None
     assert all_failed.request_counts.failed == 1
@@ -182,9 +180,7 @@ def test_validation_invalid_json_line(oai: openai.OpenAI) -> None:
         (batch_line("b", chat_body("x"), method="GET"), "invalid_method", "method"),
     ],
 )
-def test_validation_line_errors(
-    oai: openai.OpenAI, second: dict[str, object], code: str, param: str
-) -> None:
+def test_validation_line_errors(oai: openai.OpenAI, second: dict[str, object], code: str, param: str) -> None:
     errors = _failed(oai, jsonl([batch_line("a", chat_body("first")), second]))
     assert len(errors) == 1
     assert errors[0]["code"] == code and errors[0]["line"] == 2 and errors[0]["param"] == param
@@ -241,9 +237,7 @@ def test_create_errors(oai: openai.OpenAI, sb: Sandbox) -> None:
 
     other = oai.files.create(file=("x.txt", io.BytesIO(b"x")), purpose="user_data").id
     with pytest.raises(openai.BadRequestError) as info:
-        oai.batches.create(
-            input_file_id=other, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+        oai.batches.create(input_file_id=other, endpoint="/v1/chat/completions", completion_window="24h")
     assert info.value.param == "input_file_id"
     assert httpx.post(url, content=b"{oops", headers=headers).status_code == 400
     assert httpx.post(url, json=full).status_code == 401
@@ -324,9 +318,7 @@ def test_dropped_items_and_item_errors(oai: openai.OpenAI, sb: Sandbox) -> None:
 
 
 def test_header_overrides_apply_to_one_batch(oai: openai.OpenAI, sb: Sandbox) -> None:
-    batch = start_batch(
-        oai, simple_lines(3), extra_headers={"x-sandbox-batch-item-error-rate": "1"}
-    )
+    batch = start_batch(oai, simple_lines(3), extra_headers={"x-sandbox-batch-item-error-rate": "1"})
     batch = wait_openai(oai, batch.id)
     assert batch.request_counts.failed == 3
     assert sb.config.batch_item_error_rate == 0
@@ -368,9 +360,7 @@ def test_list_and_not_found(oai: openai.OpenAI) -> None:
 
 
 def test_output_expires_after(oai: openai.OpenAI) -> None:
-    batch = start_batch(
-        oai, simple_lines(1), output_expires_after={"anchor": "created_at", "seconds": 7200}
-    )
+    batch = start_batch(oai, simple_lines(1), output_expires_after={"anchor": "created_at", "seconds": 7200})
     batch = wait_openai(oai, batch.id)
     output = oai.files.retrieve(batch.output_file_id)  # type: ignore[arg-type]
     assert output.expires_at == output.created_at + 7200

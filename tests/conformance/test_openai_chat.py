@@ -89,9 +89,7 @@ def test_max_tokens_truncates(oai: openai.OpenAI) -> None:
 
 
 def test_stop_sequence(oai: openai.OpenAI) -> None:
-    reply = oai.chat.completions.create(
-        model=MODEL, messages=user("alpha beta gamma"), stop=["beta"]
-    )
+    reply = oai.chat.completions.create(model=MODEL, messages=user("alpha beta gamma"), stop=["beta"])
     assert reply.choices[0].finish_reason == "stop"
     assert reply.choices[0].message.content == f"Sandbox reply ({MODEL}): alpha "
 
@@ -120,9 +118,7 @@ def test_tool_call(oai: openai.OpenAI) -> None:
             },
         }
     ]
-    reply = oai.chat.completions.create(
-        model=MODEL, messages=user("Weather in Paris?"), tools=tools
-    )
+    reply = oai.chat.completions.create(model=MODEL, messages=user("Weather in Paris?"), tools=tools)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
@@ -213,9 +209,7 @@ def test_streaming_with_usage(oai: openai.OpenAI, sb: Sandbox) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"Sandbox reply ({MODEL}): stream me a few words please"
     assert chunks[-1].usage is not None and chunks[-1].choices == []
-    finish = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish == ["stop"]
     # streaming and non-streaming bodies hash the same
     entry = sb.ledger()[-1]
@@ -473,9 +467,7 @@ def test_latency_and_header_override(sb: Sandbox, oai: openai.OpenAI) -> None:
     oai.chat.completions.create(model=MODEL, messages=user("x"))
     assert time.monotonic() - started >= 0.14
     started = time.monotonic()
-    oai.chat.completions.create(
-        model=MODEL, messages=user("x"), extra_headers={"x-sandbox-latency-ms": "0"}
-    )
+    oai.chat.completions.create(model=MODEL, messages=user("x"), extra_headers={"x-sandbox-latency-ms": "0"})
     assert time.monotonic() - started < 0.1
     response = httpx.post(
         sb.openai_base_url + "/chat/completions",
@@ -488,11 +480,34 @@ def test_latency_and_header_override(sb: Sandbox, oai: openai.OpenAI) -> None:
 def test_disconnect_during_latency_is_not_billed(sb: Sandbox) -> None:
     sb.configure(latency_ms=500)
     with (
-        openai.OpenAI(
-            base_url=sb.openai_base_url, api_key="sk-test", max_retries=0, timeout=0.1
-        ) as client,
+        openai.OpenAI(base_url=sb.openai_base_url, api_key="sk-test", max_retries=0, timeout=0.1) as client,
         pytest.raises(openai.APITimeoutError),
     ):
         client.chat.completions.create(model=MODEL, messages=user("abandon me"))
     time.sleep(0.6)
     assert sb.ledger() == []
+
+
+def test_unexpected_exception_becomes_500_envelope(
+    sb: Sandbox, oai: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Simulate an internal bug: the sandbox must still answer with the provider's envelope.
+    from batchain.sandbox import calls
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(calls, "respond", broken)
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.chat.completions.create(model=MODEL, messages=user("x"))
+    assert info.value.status_code == 500
+    assert info.value.type == "server_error"
+    assert "simulated bug" not in info.value.message
+    response = httpx.post(
+        sb.url + "/v1/messages",
+        json={"model": "m", "max_tokens": 5, "messages": user("x")},
+        headers={"x-api-key": "k"},
+    )
+    assert response.status_code == 500
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "api_error"

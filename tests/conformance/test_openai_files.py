@@ -16,9 +16,7 @@ THIRTY_DAYS = 30 * 24 * 3600
 
 def test_upload_retrieve_content_delete(oai: openai.OpenAI) -> None:
     data = jsonl(simple_lines(3))
-    created = oai.files.create(
-        file=("in.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch"
-    )
+    created = oai.files.create(file=("in.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch")
     assert created.id.startswith("file-") and len(created.id) == 27
     assert created.object == "file"
     assert created.bytes == len(data)
@@ -70,9 +68,7 @@ def test_batch_purpose_requires_jsonl(oai: openai.OpenAI) -> None:
 def test_invalid_purpose_and_missing_fields(sb: Sandbox) -> None:
     headers = {"authorization": "Bearer sk-test"}
     url = sb.openai_base_url + "/files"
-    bad = httpx.post(
-        url, headers=headers, files={"file": ("a.jsonl", b"{}")}, data={"purpose": "x"}
-    )
+    bad = httpx.post(url, headers=headers, files={"file": ("a.jsonl", b"{}")}, data={"purpose": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
     no_purpose = httpx.post(url, headers=headers, files={"file": ("a.jsonl", b"{}")})
     assert no_purpose.json()["error"]["param"] == "purpose"

@@ -15,9 +15,7 @@ def test_merge_coerces_and_validates() -> None:
     config = SandboxConfig().merged({"latency_ms": "50", "rpm": "100", "shuffle_results": "false"})
     assert config.latency_ms == 50.0 and config.rpm == 100 and config.shuffle_results is False
     assert config.merged({"rpm": None}).rpm is None
-    assert (
-        config.merged({"batch_expire_after_fraction": "none"}).batch_expire_after_fraction is None
-    )
+    assert config.merged({"batch_expire_after_fraction": "none"}).batch_expire_after_fraction is None
     with pytest.raises(ConfigError):
         config.merged({"error_rate": 2})
     with pytest.raises(ConfigError):

@@ -99,15 +99,11 @@ def test_tool_call_rules() -> None:
     auto = respond(prompt("find", tools=[tool, other]), "k")
     assert auto.finish is FinishReason.TOOL_CALL and auto.tool_name == "lookup"
     assert set(auto.tool_args or {}) == {"q"}
-    forced = respond(
-        prompt("find", tools=[tool, other], tool_mode=ToolMode.FORCED, forced_tool="other"), "k"
-    )
+    forced = respond(prompt("find", tools=[tool, other], tool_mode=ToolMode.FORCED, forced_tool="other"), "k")
     assert forced.tool_name == "other"
     none = respond(prompt("find", tools=[tool], tool_mode=ToolMode.NONE), "k")
     assert none.finish is FinishReason.STOP
-    after = Prompt(
-        "m", [Message("user", "find"), Message("tool", "42", is_tool_result=True)], tools=[tool]
-    )
+    after = Prompt("m", [Message("user", "find"), Message("tool", "42", is_tool_result=True)], tools=[tool])
     assert respond(after, "k").finish is FinishReason.STOP
     required = Prompt(
         "m",
@@ -131,9 +127,7 @@ def test_stop_and_max_tokens() -> None:
 
 
 def test_json_object_format() -> None:
-    reply = respond(
-        prompt("json please", response_format=ResponseFormat(FormatKind.JSON_OBJECT)), "k"
-    )
+    reply = respond(prompt("json please", response_format=ResponseFormat(FormatKind.JSON_OBJECT)), "k")
     assert json.loads(reply.text) == {"answer": "json please"}
 
 

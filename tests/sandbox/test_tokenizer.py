@@ -19,9 +19,7 @@ def test_prompt_tokens_rules() -> None:
     with_tool = Prompt("m", [Message("user", "Hi")], tools=[tool])
     # tool: 3 + name(1) + description(2) + {"type":"object"} (9 tokens)
     assert prompt_tokens(with_tool) == 3 + 4 + 3 + 1 + 2 + 9
-    schema = Prompt(
-        "m", [Message("user", "Hi")], response_format=ResponseFormat(FormatKind.JSON_SCHEMA, {})
-    )
+    schema = Prompt("m", [Message("user", "Hi")], response_format=ResponseFormat(FormatKind.JSON_SCHEMA, {}))
     assert prompt_tokens(schema) == 3 + 4 + 3 + 2
     image = Prompt("m", [Message("user", "", extra_tokens=85)])
     assert prompt_tokens(image) == 3 + 3 + 85

@@ -49,6 +49,13 @@ __all__ = [
     "sleep_unless_disconnected",
 ]
 
+logger = logging.getLogger("batchain.sandbox")
+
+Endpoint = Callable[["Request"], Awaitable["Response"]]
+
+_NO_DECISION = Decision(allowed=True)
+_SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -251,15 +258,6 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
     except ApiError as error:
         return spec.error_response(error, decision)
     return spec.success_response(ev, payload, decision, started)
-
-
-_NO_DECISION = Decision(allowed=True)
-_SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
-
-
-logger = logging.getLogger("batchain.sandbox")
-
-Endpoint = Callable[["Request"], Awaitable["Response"]]
 
 
 def guarded(spec: ProviderSpec, handler: Endpoint) -> Endpoint:
