@@ -46,7 +46,8 @@ class AnthropicBatch:
     id: str
     config: SandboxConfig
     created: float
-    requests: list[BatchRequest]
+    requests: list[BatchRequest]  # dropped once ended, to free memory
+    total: int
     schedule: Schedule
     stop_count: int
     rng: random.Random
@@ -69,7 +70,7 @@ class AnthropicBatch:
         if ended:
             counts = {"processing": 0, **self.counts}
         else:
-            counts = {"processing": len(self.requests), **dict.fromkeys(self.counts, 0)}
+            counts = {"processing": self.total, **dict.fromkeys(self.counts, 0)}
         return {
             "id": self.id,
             "type": "message_batch",
@@ -184,6 +185,7 @@ class AnthropicBatchStore:
             config=config,
             created=now,
             requests=requests,
+            total=total,
             schedule=Schedule(now + config.batch_validating_s, config.batch_processing_s, total),
             stop_count=total if fraction is None else int(total * fraction),
             rng=random.Random(f"{config.seed}:{batch_id}"),
@@ -252,7 +254,7 @@ class AnthropicBatchStore:
     def _advance(self, batch: AnthropicBatch, now: float, budget: int) -> int:
         work = 0
         if batch.status is S.IN_PROGRESS:
-            total = len(batch.requests)
+            total = batch.total
             due = min(batch.schedule.due(now), batch.stop_count)
             count = min(due - batch.processed, budget)
             if count > 0:
@@ -308,7 +310,8 @@ class AnthropicBatchStore:
             batch.counts[kind] += 1
             line = {"custom_id": request.custom_id, "result": {"type": kind}}
             batch.lines.append(dumps(line) + b"\n")
-        batch.processed = len(batch.requests)
+        batch.processed = batch.total
+        batch.requests = []
         if batch.config.shuffle_results:
             batch.rng.shuffle(batch.lines)
         batch.results = b"".join(batch.lines)

@@ -94,7 +94,8 @@ class OpenAIBatch:
     status: OpenAIStatus = OpenAIStatus.VALIDATING
     model: str | None = None
     errors: list[dict[str, Any]] | None = None
-    items: list[_Item] = field(default_factory=list)
+    items: list[_Item] = field(default_factory=list)  # dropped once final, to free memory
+    total: int = 0
     processed: int = 0
     stop_count: int = 0
     schedule: Schedule | None = None
@@ -123,7 +124,7 @@ class OpenAIBatch:
         def stamp(value: float | None) -> int | None:
             return int(value) if value is not None else None
 
-        total = len(self.items)
+        total = self.total
         return {
             "id": self.id,
             "object": "batch",
@@ -363,7 +364,7 @@ class OpenAIBatchStore:
                     work += count
                 if batch.processed < due:
                     return work  # out of budget, continue next tick
-                if batch.processed < len(batch.items):
+                if batch.processed < batch.total:
                     if batch.processed < batch.stop_count:
                         return work  # more items are due later
                     batch.expiring = True  # expiry after the configured fraction
@@ -415,6 +416,7 @@ class OpenAIBatchStore:
             batch.move(S.FAILED, at)
             return
         batch.items = items
+        batch.total = len(items)
         batch.model = model
         batch.usage = _Usage()
         total = len(items)
@@ -468,7 +470,8 @@ class OpenAIBatchStore:
                 "error": {"code": code, "message": message},
             }
             batch.error_lines.append(dumps(line) + b"\n")
-        batch.processed = len(batch.items)
+        batch.processed = batch.total
+        batch.items = []
         for kind in ("output", "error"):
             lines = batch.output_lines if kind == "output" else batch.error_lines
             if not lines:
