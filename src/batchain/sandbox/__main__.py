@@ -26,9 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--config-json", default=None, help="all knobs as one JSON object")
-    parser.add_argument(
-        "--watch-stdin", action="store_true", help="exit when stdin closes (parent died)"
-    )
+    parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (parent died)")
     for field in fields(SandboxConfig):
         parser.add_argument(
             "--" + field.name.replace("_", "-"),

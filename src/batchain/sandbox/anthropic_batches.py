@@ -81,9 +81,7 @@ class AnthropicBatch:
             "expires_at": ids.rfc3339(self.created + _WINDOW_S),
             "archived_at": None,
             "cancel_initiated_at": (
-                ids.rfc3339(self.cancel_initiated_at)
-                if self.cancel_initiated_at is not None
-                else None
+                ids.rfc3339(self.cancel_initiated_at) if self.cancel_initiated_at is not None else None
             ),
             "results_url": (f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None),
         }
@@ -104,8 +102,7 @@ def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchRequest
         raise _invalid("requests: List should have at least 1 item after validation, not 0")
     if len(raw) > max_requests:
         raise _invalid(
-            f"requests: List should have at most {max_requests} items after validation, "
-            f"not {len(raw)}"
+            f"requests: List should have at most {max_requests} items after validation, not {len(raw)}"
         )
     requests: list[BatchRequest] = []
     seen: set[str] = set()
@@ -123,9 +120,7 @@ def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchRequest
         if not custom_id:
             raise _invalid(f"{where}.custom_id: String should have at least 1 character")
         if not _CUSTOM_ID_RE.match(custom_id):
-            raise _invalid(
-                f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
-            )
+            raise _invalid(f"{where}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if custom_id in seen:
             raise _invalid(
                 f"{where}.custom_id: Duplicate custom_id '{custom_id}'. Each request in a "

@@ -95,8 +95,7 @@ def _block_text(block: Any, where: str) -> tuple[str, int, bool]:
         return "", 0, False
     expected = ", ".join(f"'{t}'" for t in _BLOCK_TYPES)
     raise _invalid(
-        f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected "
-        f"tags: {expected}"
+        f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags: {expected}"
     )
 
 
@@ -236,15 +235,11 @@ def parse_messages(body: dict[str, Any], *, batch: bool) -> Prompt:
         raise _invalid("stream: Streaming is not supported in the Message Batches API")
     temperature = body.get("temperature")
     if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 1
+        isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1
     ):
         raise _invalid("temperature: Input should be less than or equal to 1")
     stop = body.get("stop_sequences")
-    if stop is not None and (
-        not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)
-    ):
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)):
         raise _invalid("stop_sequences: Input should be a valid list")
     tools = _parse_tools(body)
     mode, forced = _parse_tool_choice(body, tools)
@@ -398,9 +393,7 @@ class AnthropicSpec:
         headers = dict(error.headers)
         headers.update(_limit_headers(decision))
         headers["request-id"] = request_id
-        return anthropic_json_response(
-            dumps(anthropic_error_body(error, request_id)), error.status, headers
-        )
+        return anthropic_json_response(dumps(anthropic_error_body(error, request_id)), error.status, headers)
 
     def success_response(
         self, ev: Evaluated, payload: dict[str, Any], decision: Decision, started: float

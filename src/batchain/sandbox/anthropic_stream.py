@@ -73,8 +73,7 @@ def _events(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def stream_response(payload: dict[str, Any], headers: dict[str, str]) -> Response:
     body = b"".join(
-        b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
-        for name, data in _events(payload)
+        b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n" for name, data in _events(payload)
     )
     base = {"request-id": ids.anthropic_request_id()}
     base.update(headers)

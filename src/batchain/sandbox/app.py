@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from batchain.sandbox import anthropic_api, openai_api
+from batchain.sandbox import anthropic_api, ids, openai_api
 from batchain.sandbox.anthropic_messages import anthropic_json_response
 from batchain.sandbox.calls import Endpoint, dumps
 from batchain.sandbox.config import ConfigError
@@ -92,7 +92,9 @@ def _is_anthropic(path: str) -> bool:
 
 def _error(request: Request, error: ApiError) -> Response:
     if _is_anthropic(request.url.path):
-        return anthropic_json_response(dumps(anthropic_error_body(error, None)), error.status)
+        request_id = ids.anthropic_request_id()
+        body = dumps(anthropic_error_body(error, request_id))
+        return anthropic_json_response(body, error.status, {"request-id": request_id})
     return openai_json_response(dumps(openai_error_body(error)), error.status)
 
 

@@ -36,29 +36,29 @@ class ConfigError(ValueError):
 class SandboxConfig:
     """All sandbox knobs.  Immutable: changes produce a new instance via :meth:`merged`."""
 
-    # realtime behaviour
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    rpm: int | None = None
-    tpm: int | None = None
-    error_rate: float = 0.0
-    overloaded_rate: float = 0.0
-    # batch behaviour
-    batch_validating_s: float = 0.05
-    batch_processing_s: float = 0.5
-    batch_finalizing_s: float = 0.05
-    cancel_delay_s: float = 0.05
-    batch_item_error_rate: float = 0.0
-    batch_expire_after_fraction: float | None = None
-    batch_drop_rate: float = 0.0
-    batch_fail_validation: bool = False
-    batch_create_429: int = 0
-    shuffle_results: bool = True
-    openai_max_batch_requests: int = 50_000
-    anthropic_max_batch_requests: int = 100_000
-    # both
-    simulate_prompt_cache: bool = True
-    seed: int = 0
+    # -- realtime ------------------------------------------------------------------------
+    latency_ms: float = 0.0  # response latency; a client disconnecting during it is not billed
+    latency_jitter_ms: float = 0.0  # uniform +/- jitter added to latency_ms
+    rpm: int | None = None  # requests/min per (provider, model); real 429s + headers
+    tpm: int | None = None  # tokens/min per (provider, model): prompt + completion tokens
+    error_rate: float = 0.0  # random 500s (OpenAI server_error, Anthropic api_error)
+    overloaded_rate: float = 0.0  # random OpenAI 503 / Anthropic 529 overloaded_error
+    # -- batches -------------------------------------------------------------------------
+    batch_validating_s: float = 0.05  # OpenAI `validating` (Anthropic: start delay)
+    batch_processing_s: float = 0.5  # whole-batch processing; items finish progressively
+    batch_finalizing_s: float = 0.05  # OpenAI `finalizing` (Anthropic: end delay)
+    cancel_delay_s: float = 0.05  # `cancelling` / `canceling` before the batch ends
+    batch_item_error_rate: float = 0.0  # items failing with a server error (500 / api_error)
+    batch_expire_after_fraction: float | None = None  # expire after this fraction finished
+    batch_drop_rate: float = 0.0  # items silently missing from the results
+    batch_fail_validation: bool = False  # OpenAI batch -> failed; Anthropic create -> 400
+    batch_create_429: int = 0  # the next N batch-create calls get a 429
+    shuffle_results: bool = True  # result lines not in input order
+    openai_max_batch_requests: int = 50_000  # more lines -> failed with too_many_tasks
+    anthropic_max_batch_requests: int = 100_000  # more requests -> 400 at create
+    # -- both ----------------------------------------------------------------------------
+    simulate_prompt_cache: bool = True  # cached_tokens / cache_read / cache_creation
+    seed: int = 0  # seeds every random fault decision, for reproducible runs
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "overloaded_rate", "batch_item_error_rate", "batch_drop_rate"):
@@ -67,9 +67,7 @@ class SandboxConfig:
                 raise ConfigError(f"{name} must be within [0, 1], got {value!r}")
         fraction = self.batch_expire_after_fraction
         if fraction is not None and not 0.0 <= fraction <= 1.0:
-            raise ConfigError(
-                f"batch_expire_after_fraction must be within [0, 1], got {fraction!r}"
-            )
+            raise ConfigError(f"batch_expire_after_fraction must be within [0, 1], got {fraction!r}")
         for name in ("rpm", "tpm"):
             limit = getattr(self, name)
             if limit is not None and limit <= 0:
@@ -135,9 +133,7 @@ def _coerce(name: str, value: Any) -> Any:
     if kind is None:
         raise ConfigError(f"unknown sandbox knob {name!r}")
     optional = kind.endswith("| None")
-    if value is None or (
-        optional and isinstance(value, str) and value.lower() in ("", "none", "null")
-    ):
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("", "none", "null")):
         if optional:
             return None
         raise ConfigError(f"knob {name!r} cannot be null")

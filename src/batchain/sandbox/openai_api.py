@@ -235,8 +235,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
             state.ledger.note_rate_limited("openai", "*", "batch")
             raise ApiError(
                 429,
-                "Too many batch creation requests (sandbox knob batch_create_429). "
-                "Please try again in 50ms.",
+                "Too many batch creation requests (sandbox knob batch_create_429). Please try again in 50ms.",
                 code="rate_limit_exceeded",
                 type="requests",
                 headers={"retry-after": "0.05", "retry-after-ms": "50"},
@@ -273,9 +272,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
             output_expiry = _expiry_seconds(
                 expiry.get("anchor"), expiry.get("seconds"), "output_expires_after"
             )
-        batch = batches.create(
-            body["input_file_id"], endpoint, "24h", metadata, output_expiry, config
-        )
+        batch = batches.create(body["input_file_id"], endpoint, "24h", metadata, output_expiry, config)
         return _ok(batch.to_dict())
 
     async def retrieve_batch(request: Request) -> Response:

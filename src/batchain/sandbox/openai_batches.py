@@ -156,9 +156,7 @@ def _line_error(code: str, line: int | None, message: str, param: str | None) ->
 
 
 def _missing_line_field(name: str, line: int) -> dict[str, Any]:
-    return _line_error(
-        "missing_required_parameter", line, f"Missing required parameter: '{name}'.", name
-    )
+    return _line_error("missing_required_parameter", line, f"Missing required parameter: '{name}'.", name)
 
 
 def validate_input(
@@ -189,9 +187,7 @@ def validate_input(
             obj = None
         if not isinstance(obj, dict):
             errors.append(
-                _line_error(
-                    "invalid_json_line", number, "This line is not parseable as valid JSON.", None
-                )
+                _line_error("invalid_json_line", number, "This line is not parseable as valid JSON.", None)
             )
             continue
         problem = _check_line(obj, number, endpoint, seen, model)
@@ -215,16 +211,12 @@ def _check_line(
             return _missing_line_field(name, number)
     custom_id = obj["custom_id"]
     if not isinstance(custom_id, str):
-        return _line_error(
-            "invalid_custom_id", number, "The custom_id must be a string.", "custom_id"
-        )
+        return _line_error("invalid_custom_id", number, "The custom_id must be a string.", "custom_id")
     if obj["method"] != "POST":
         message = f"Invalid method '{obj['method']}'. Only 'POST' is supported."
         return _line_error("invalid_method", number, message, "method")
     if obj["url"] != endpoint:
-        message = (
-            f"The URL provided for this request does not match the batch endpoint '{endpoint}'."
-        )
+        message = f"The URL provided for this request does not match the batch endpoint '{endpoint}'."
         return _line_error("url_mismatch", number, message, "url")
     if not isinstance(obj["body"], dict):
         return _line_error("invalid_body", number, "The request body must be an object.", "body")
@@ -328,9 +320,7 @@ class OpenAIBatchStore:
         if batch.status is S.CANCELLING:
             return batch
         if is_terminal(batch.status):
-            raise ApiError(
-                400, f"Cannot cancel a batch with status '{batch.status.value}'.", param=None
-            )
+            raise ApiError(400, f"Cannot cancel a batch with status '{batch.status.value}'.", param=None)
         batch.move(S.CANCELLING, now)
         self._state.wake()
         return batch
@@ -408,9 +398,7 @@ class OpenAIBatchStore:
         elif record is None:
             errors = [_line_error("invalid_file", None, "The input file was deleted.", None)]
         else:
-            items, model, errors = validate_input(
-                record.data, batch.endpoint, cfg.openai_max_batch_requests
-            )
+            items, model, errors = validate_input(record.data, batch.endpoint, cfg.openai_max_batch_requests)
         if errors:
             batch.errors = errors
             batch.move(S.FAILED, at)
@@ -447,9 +435,7 @@ class OpenAIBatchStore:
                 payload = bill(state, spec, ev, "batch", batch.id, item.custom_id)
             except ApiError as error:
                 batch.failed += 1
-                batch.error_lines.append(
-                    _result_line(item.custom_id, error.status, openai_error_body(error))
-                )
+                batch.error_lines.append(_result_line(item.custom_id, error.status, openai_error_body(error)))
                 continue
             batch.completed += 1
             tokens = payload["usage"]

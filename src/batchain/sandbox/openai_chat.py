@@ -152,9 +152,7 @@ def _parse_message(raw: Any, index: int) -> Message:
     if role == "tool" and not isinstance(raw.get("tool_call_id"), str):
         raise _missing(f"{where}.tool_call_id")
     normalized_role = "system" if role == "developer" else ("tool" if role == "function" else role)
-    return Message(
-        normalized_role, text, is_tool_result=normalized_role == "tool", extra_tokens=extra
-    )
+    return Message(normalized_role, text, is_tool_result=normalized_role == "tool", extra_tokens=extra)
 
 
 def _parse_tools(body: dict[str, Any]) -> list[Tool]:
@@ -171,8 +169,7 @@ def _parse_tools(body: dict[str, Any]) -> list[Tool]:
         if item.get("type", "function") != "function":
             raise ApiError(
                 400,
-                f"Invalid value: '{item.get('type')}'. "
-                "Supported values are: 'function' and 'custom'.",
+                f"Invalid value: '{item.get('type')}'. Supported values are: 'function' and 'custom'.",
                 param=f"{where}.type",
                 code="invalid_value",
             )
@@ -204,8 +201,7 @@ def _parse_tool_choice(body: dict[str, Any], tools: list[Tool]) -> tuple[ToolMod
     if not tools:
         raise ApiError(
             400,
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
-            "are specified.",
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
             param="tool_choice",
         )
     if isinstance(choice, str):
@@ -508,9 +504,7 @@ class OpenAISpec:
         return openai_json_response(dumps(payload), 200, headers)
 
 
-def _rate_message(
-    model: str, kind: str, view: BucketView | None, requested: int, wait: float
-) -> str:
+def _rate_message(model: str, kind: str, view: BucketView | None, requested: int, wait: float) -> str:
     limit = view.limit if view is not None else 0
     used = limit - view.remaining if view is not None else 0
     label = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"

@@ -51,9 +51,7 @@ class FileStore:
     def clear(self) -> None:
         self._files.clear()
 
-    def add(
-        self, filename: str, purpose: str, data: bytes, expires_after: int | None
-    ) -> FileRecord:
+    def add(self, filename: str, purpose: str, data: bytes, expires_after: int | None) -> FileRecord:
         now = int(time.time())
         if expires_after is None and purpose == "batch":
             expires_after = THIRTY_DAYS

@@ -109,9 +109,7 @@ def _body_text(prompt: Prompt, key: str) -> str:
     if prompt.ends_with_tool_result():
         return f"Sandbox reply ({prompt.model}): based on the tool result, {_echo_words(prompt)}"
     words = _echo_words(prompt)
-    return (
-        f"Sandbox reply ({prompt.model}): {words}" if words else f"Sandbox reply ({prompt.model})."
-    )
+    return f"Sandbox reply ({prompt.model}): {words}" if words else f"Sandbox reply ({prompt.model})."
 
 
 def _find_labels(prompt: Prompt) -> list[str] | None:

@@ -127,9 +127,7 @@ def serve(
 def _quiet_signals() -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {
-        signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    return {signum: signal.signal(signum, lambda *_: None) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 class Sandbox:
@@ -321,9 +319,7 @@ class Sandbox:
     def ledger_summary(self) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
         """``summary[provider][model][tier]`` -> requests / token counters / rate_limited."""
         if self._process_mode:
-            result: dict[str, dict[str, dict[str, dict[str, int]]]] = self._admin(
-                "GET", "/ledger/summary"
-            )
+            result: dict[str, dict[str, dict[str, dict[str, int]]]] = self._admin("GET", "/ledger/summary")
             return result
 
         def read() -> dict[str, dict[str, dict[str, dict[str, int]]]]:

@@ -61,9 +61,7 @@ def count_tokens(text: str) -> int:
 
 
 def count_json(value: Any) -> int:
-    return count_tokens(
-        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    )
+    return count_tokens(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
 def message_tokens(message: Message) -> int:
@@ -71,12 +69,7 @@ def message_tokens(message: Message) -> int:
 
 
 def tool_tokens(tool: Tool) -> int:
-    return (
-        TOOL_OVERHEAD
-        + count_tokens(tool.name)
-        + count_tokens(tool.description)
-        + count_json(tool.schema)
-    )
+    return TOOL_OVERHEAD + count_tokens(tool.name) + count_tokens(tool.description) + count_json(tool.schema)
 
 
 def prompt_tokens(prompt: Prompt) -> int:
