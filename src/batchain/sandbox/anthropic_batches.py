@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batchain.sandbox import ids
-from batchain.sandbox.calls import bill, dumps, evaluate
+from batchain.sandbox.calls import Evaluated, ProviderSpec, bill, dumps, evaluate, logger
 from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.errors import ApiError, anthropic_error_body
 from batchain.sandbox.lifecycle import AnthropicStatus, is_terminal, transition
@@ -277,7 +277,7 @@ class AnthropicBatchStore:
             dropped = cfg.batch_drop_rate > 0 and rng.random() < cfg.batch_drop_rate
             injected = cfg.batch_item_error_rate > 0 and rng.random() < cfg.batch_item_error_rate
             try:
-                ev = evaluate(spec, request.params, batch=True)
+                ev = _evaluate_safely(spec, request.params)
                 flaky = ev.directives.flaky
                 if flaky is not None and state.flaky_fails(ev.digest, flaky):
                     raise ApiError(500, f"Sandbox directive [[flaky:{flaky}]] failed this attempt.")
@@ -311,3 +311,14 @@ class AnthropicBatchStore:
             batch.rng.shuffle(batch.lines)
         batch.results = b"".join(batch.lines)
         batch.lines = []
+
+
+def _evaluate_safely(spec: ProviderSpec, body: dict[str, Any]) -> Evaluated:
+    """Evaluate one item; an internal bug fails that item (500), never the whole batch."""
+    try:
+        return evaluate(spec, body, batch=True)
+    except ApiError:
+        raise
+    except Exception:
+        logger.exception("sandbox: unexpected error evaluating a batch item")
+        raise ApiError(500, "Internal server error") from None

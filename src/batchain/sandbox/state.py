@@ -7,6 +7,7 @@ is touched by the loop alone, so it needs no locking.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from batchain.sandbox.ledger import Ledger
 from batchain.sandbox.limits import RateLimiter
 
 __all__ = ["BatchStore", "SandboxState"]
+
+logger = logging.getLogger("batchain.sandbox")
 
 _TICK_S = 0.01
 _WORK_PER_TICK = 2000  # batch items processed before yielding to realtime traffic
@@ -114,6 +117,10 @@ class SandboxState:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            done = self.advance(_WORK_PER_TICK)
+            try:
+                done = self.advance(_WORK_PER_TICK)
+            except Exception:  # keep the ticker alive; the failing batch is logged
+                logger.exception("sandbox: batch processing step failed")
+                done = 0
             # a backlog keeps the loop busy, but realtime requests still interleave
             await asyncio.sleep(0 if done >= _WORK_PER_TICK else _TICK_S)
