@@ -181,8 +181,13 @@ class CallManager:
         async def attempt() -> Sent:
             return await adapter.send(model, client, request, self.timeout)
 
-        def learn(sent: Sent) -> Any:
-            return adapter.rate_info(sent.headers) if sent.headers else None
+        def learn(outcome: Sent | BaseException) -> Any:
+            headers: Any
+            if isinstance(outcome, Sent):
+                headers = outcome.headers
+            else:
+                headers = getattr(getattr(outcome, "response", None), "headers", None)
+            return adapter.rate_info(headers) if headers else None
 
         try:
             sent = await self.scheduler.run(

@@ -61,6 +61,8 @@ class Lane:
     next_request_at: float = 0.0
     next_token_at: float = 0.0
     paused_until: float = 0.0
+    #: set by the first 429: from then on learned limits are paced with a small margin
+    throttled: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,17 +81,28 @@ class Lane:
         return at - now
 
     def learn(self, info: RateInfo, now: float) -> None:
-        """Tighten limits from the provider's headers; never loosen past the user's."""
+        """Tighten limits from the provider's headers; never loosen past the user's.
+
+        Pacing at exactly the provider's rate leaves its bucket no slack once a burst has
+        drained it, so after a 429 arrival jitter alone would cause more; a 3% margin lets
+        the bucket refill a little while costing at most 3% of throughput.
+        """
+        margin = _MARGIN if self.throttled else 1.0
         if info.limit_requests:
-            self.rpm = _min(self.user_rpm, float(info.limit_requests))
+            self.rpm = _min(self.user_rpm, float(info.limit_requests) * margin)
         if info.limit_tokens:
-            self.tpm = _min(self.user_tpm, float(info.limit_tokens))
-        if info.remaining_requests == 0 and info.reset_requests_s:
-            self.paused_until = max(self.paused_until, now + info.reset_requests_s)
+            self.tpm = _min(self.user_tpm, float(info.limit_tokens) * margin)
+        # an empty bucket refills continuously: wait for the next request's worth, not for
+        # the full reset the header announces
+        if info.remaining_requests == 0 and info.reset_requests_s and self.rpm:
+            self.paused_until = max(
+                self.paused_until, now + min(info.reset_requests_s, 60.0 / self.rpm)
+            )
         if info.remaining_tokens == 0 and info.reset_tokens_s:
-            self.paused_until = max(self.paused_until, now + info.reset_tokens_s)
+            self.paused_until = max(self.paused_until, now + min(info.reset_tokens_s, 1.0))
 
     def on_rate_limited(self, retry_after: float | None, now: float) -> None:
+        self.throttled = True
         self.limit = max(1.0, self.limit / 2)
         self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
 
@@ -116,13 +129,16 @@ class Lane:
                 fut.set_result(None)
 
 
+_MARGIN = 0.97
+
+
 def _min(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
 
 
 Attempt = Callable[[], Awaitable[Sent]]
 Classify = Callable[[BaseException], Failure]
-Learn = Callable[[Sent], RateInfo | None]
+Learn = Callable[[Sent | BaseException], RateInfo | None]
 
 
 class Scheduler:
@@ -199,7 +215,11 @@ class Scheduler:
             failure = classify(error)
             if failure.kind == FailureKind.RATE_LIMIT:
                 self.stats.rate_limited += 1
-                lane.on_rate_limited(failure.retry_after, time.monotonic())
+                now = time.monotonic()
+                lane.on_rate_limited(failure.retry_after, now)
+                info = learn(error)  # a 429 carries the limits too: pace the retries
+                if info is not None:
+                    lane.learn(info, now)
             if not failure.retryable or tries > self.max_retries:
                 self.stats.failed += 1
                 raise CallFailed(failure, error, tries)
