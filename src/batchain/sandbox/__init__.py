@@ -3,14 +3,40 @@
 The official ``openai`` / ``anthropic`` SDKs and LangChain's ``ChatOpenAI`` /
 ``ChatAnthropic`` work against it unmodified via ``base_url``.  It answers
 deterministically, keeps a billing ledger, enforces rate limits with real 429s and
-headers, and injects faults on request.  See :class:`SandboxConfig` for the knobs.
+headers, and injects faults on request::
 
     from batchain.sandbox import Sandbox, SandboxConfig
 
-    with Sandbox(SandboxConfig(latency_ms=50, rpm=1200)) as sb:
+    with Sandbox(SandboxConfig(latency_ms=50, rpm=1200)) as sb:     # or process=True
         client = OpenAI(base_url=sb.openai_base_url, api_key="sk-test")
+        claude = Anthropic(base_url=sb.anthropic_base_url, api_key="sk-test")
         ...
-        sb.ledger_summary()
+        sb.ledger()            # [LedgerEntry, ...]  one per billed (successful) request
+        sb.ledger_summary()    # summary[provider][model][tier] -> counters (+ rate_limited)
+        sb.duplicates()        # {request_hash: count} billed more than once
+        sb.configure(error_rate=0.1)
+        sb.reset()
+
+Served endpoints:
+
+* OpenAI: ``POST /v1/chat/completions`` (JSON or SSE), Files (upload, list, retrieve,
+  content, delete), Batches (create, list, retrieve, cancel) for
+  ``/v1/chat/completions``.
+* Anthropic: ``POST /v1/messages`` (JSON or SSE), Message Batches (create, list,
+  retrieve, cancel, delete, results).
+* Admin (no auth): ``/_sandbox/health``, ``/_sandbox/ledger``,
+  ``/_sandbox/ledger/summary``, ``/_sandbox/duplicates``, ``/_sandbox/config``
+  (GET, POST merges), ``/_sandbox/reset``.
+
+Where the rules live: knobs and per-request ``x-sandbox-*`` headers in
+:mod:`~batchain.sandbox.config`; token counting in :mod:`~batchain.sandbox.tokenizer`;
+replies in :mod:`~batchain.sandbox.responder`; ``[[fail:N]]`` / ``[[latency:MS]]`` /
+``[[flaky:N]]`` prompt directives in :mod:`~batchain.sandbox.directives`; billing and
+the request hash in :mod:`~batchain.sandbox.ledger`; rate limiting in
+:mod:`~batchain.sandbox.limits`; batch states in :mod:`~batchain.sandbox.lifecycle`.
+
+Auth: any non-empty key is accepted (OpenAI ``Authorization: Bearer``; Anthropic
+``x-api-key`` or ``Authorization: Bearer``); keys starting with ``invalid`` get a 401.
 """
 
 from __future__ import annotations
