@@ -183,8 +183,10 @@ class JobRunner:
             task = asyncio.create_task(self._run_item(idx, value, stored, slots))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # asyncio.wait, not gather: cancelling a gather cancels the items too, aborting
+        # calls on the wire instead of letting a graceful stop drain them
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.wait(list(self._tasks))
 
     async def _source(
         self, inputs: Iterable[Any] | AsyncIterable[Any] | None
