@@ -132,7 +132,7 @@ def find_labels(text: str) -> list[str] | None:
 
 
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD_RE.findall(text)]
+    return _WORD_RE.findall(text.lower())
 
 
 @functools.lru_cache(maxsize=512)
