@@ -441,6 +441,7 @@ def test_directives(sb: Sandbox, oai: openai.OpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as info:
         oai.chat.completions.create(model=MODEL, messages=user("slow down [[fail:429]]"))
     assert info.value.response.headers["retry-after-ms"] == "50"
+    assert sb.ledger_summary()["openai"][MODEL]["realtime"]["rate_limited"] == 1
     # flaky: first 2 sightings fail, then success
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):

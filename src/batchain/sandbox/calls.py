@@ -230,18 +230,20 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
     """Serve one realtime call end to end: the shared order of checks and faults."""
     started = time.perf_counter()
     decision = _NO_DECISION
+    model = "*"
     try:
         denied = spec.authenticate(request)
         if denied is not None:
             raise denied
         config = request_config(state, request)
         body = parse_json_object(await request.body(), spec.bad_json_message)
+        if isinstance(body.get("model"), str):
+            model = body["model"]
         ev = evaluate(spec, body, batch=False)
         decision = state.limiter.admit(
             spec.name, ev.prompt.model, ev.prompt_tokens + ev.reply.completion_tokens
         )
         if not decision.allowed:
-            state.ledger.note_rate_limited(spec.name, ev.prompt.model)
             raise spec.rate_limit_error(ev.prompt.model, decision)
         flaky = ev.directives.flaky
         if flaky is not None and state.flaky_fails(ev.digest, flaky):
@@ -256,6 +258,8 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
             return spec.error_response(ApiError(499, "Client closed request."), decision)
         payload = bill(state, spec, ev, "realtime")
     except ApiError as error:
+        if error.status == 429:  # limiter or [[fail:429]]: counted, never billed
+            state.ledger.note_rate_limited(spec.name, model)
         return spec.error_response(error, decision)
     return spec.success_response(ev, payload, decision, started)
 
