@@ -83,3 +83,17 @@ def test_admin_endpoints() -> None:
         assert httpx.get(url + "/ledger/summary").json() == {}
         assert httpx.get(url + "/duplicates").json() == {}
         assert httpx.post(url + "/reset").status_code == 200
+
+
+def test_watch_stdin_exits_when_parent_goes_away() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchain.sandbox", "--watch-stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().startswith("READY ")
+    proc.stdin.close()  # what the OS does when the parent dies
+    assert proc.wait(timeout=10) == 0
+    proc.stdout.close()
