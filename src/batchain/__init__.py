@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from batchain.api import aas_completed, arun, as_completed, run
+from batchain.api import aas_completed, arun, as_completed, asubmit, run, submit
 from batchain.job import ItemResult, Job
 from batchain.states import CallStatus, ItemStatus, JobStatus
 from batchain.store import SQLiteStore, Usage, default_store_path
@@ -26,6 +26,8 @@ __all__ = [
     "aas_completed",
     "arun",
     "as_completed",
+    "asubmit",
     "default_store_path",
     "run",
+    "submit",
 ]

@@ -14,17 +14,18 @@ from typing import Any, TypeVar
 from langchain_core.runnables import Runnable
 
 from batchain.chainref import resolve_chain
+from batchain.inspect_chain import check_batchable
 from batchain.job import ItemResult, Job, StoreArg, new_job_id, open_store
 from batchain.progress import ProgressDisplay, wants_progress
 from batchain.runner import ItemEvent, ItemListener, JobRunner, RunOptions
 from batchain.states import JobStatus
 from batchain.store.records import JobRecord
 
-__all__ = ["aas_completed", "arun", "as_completed", "run"]
+__all__ = ["aas_completed", "arun", "as_completed", "asubmit", "run", "submit"]
 
 T = TypeVar("T")
 
-MODES = ("realtime",)
+MODES = ("realtime", "batch")
 
 
 def run(
@@ -44,27 +45,19 @@ def run(
     window: int | None = None,
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
+    fallback: str | None = None,
+    poll_min: float = 1.0,
+    poll_max: float = 60.0,
+    max_batch_size: int | None = None,
 ) -> Job:
-    """Run ``chain`` over every input and return the finished :class:`Job` (blocking)."""
-    return _run_sync(
-        arun(
-            chain,
-            inputs,
-            mode=mode,
-            store=store,
-            job_id=job_id,
-            max_concurrency=max_concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            max_retries=max_retries,
-            timeout=timeout,
-            cache=cache,
-            progress=progress,
-            window=window,
-            chain_ref=chain_ref,
-            callbacks=callbacks,
-        )
-    )
+    """Run ``chain`` over every input and return the finished :class:`Job` (blocking).
+
+    ``mode="realtime"`` sends every model call now, under ``max_concurrency`` and the
+    provider's rate limits; ``mode="batch"`` sends every model call through the provider's
+    Batch API (half price) and waits for the results, round after round.
+    """
+    opts = _options(locals())
+    return _run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
 
 
 async def arun(
@@ -84,23 +77,74 @@ async def arun(
     window: int | None = None,
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
+    fallback: str | None = None,
+    poll_min: float = 1.0,
+    poll_max: float = 60.0,
+    max_batch_size: int | None = None,
     _listener: ItemListener | None = None,
 ) -> Job:
     """Async twin of :func:`run`."""
-    options = RunOptions(
-        mode=mode,
-        max_concurrency=max_concurrency,
-        rpm=rpm,
-        tpm=tpm,
-        max_retries=max_retries,
-        timeout=timeout,
-        cache=cache,
-        window=window,
-        progress=progress,
-        callbacks=list(callbacks or []),
+    opts = _options(locals())
+    return await _start(chain, inputs, opts, store, job_id, chain_ref, until=None, listener=_listener)
+
+
+def submit(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any) -> Job:
+    """Start a batch job and return once its first round is at the provider.
+
+    Later, from any process: ``Job.open(job.id).poll()`` advances it once without blocking,
+    ``.wait()`` runs it to the end.
+    """
+    return _run_sync(asubmit(chain, inputs, **kwargs))
+
+
+async def asubmit(
+    chain: Runnable[Any, Any] | str, inputs: Iterable[Any] | AsyncIterable[Any], **kwargs: Any
+) -> Job:
+    kwargs.setdefault("mode", "batch")
+    kwargs.setdefault("progress", False)
+    if kwargs["mode"] != "batch":
+        raise ValueError("submit() is for batch mode; use run() for realtime")
+    store, job_id, chain_ref = kwargs.pop("store", None), kwargs.pop("job_id", None), kwargs.pop(
+        "chain_ref", None
     )
+    opts = _options(kwargs)
+    return await _start(chain, inputs, opts, store, job_id, chain_ref, until="submitted")
+
+
+_OPTION_NAMES = {
+    "mode", "max_concurrency", "rpm", "tpm", "max_retries", "timeout", "cache", "progress",
+    "window", "callbacks", "fallback", "poll_min", "poll_max", "max_batch_size",
+}
+
+
+def _options(given: dict[str, Any]) -> RunOptions:
+    unknown = set(given) - _OPTION_NAMES - {"chain", "inputs", "store", "job_id", "chain_ref",
+                                             "_listener"}
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}
+    opts["callbacks"] = list(opts.get("callbacks") or [])
+    options = RunOptions(**opts)
+    if options.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {options.mode!r}")
+    if options.fallback not in (None, "realtime"):
+        raise ValueError("fallback must be None or 'realtime'")
+    return options
+
+
+async def _start(
+    chain: Runnable[Any, Any] | str,
+    inputs: Iterable[Any] | AsyncIterable[Any],
+    options: RunOptions,
+    store: StoreArg,
+    job_id: str | None,
+    chain_ref: str | None,
+    *,
+    until: str | None,
+    listener: ItemListener | None = None,
+) -> Job:
     job = _create_job(chain, store, job_id, options, chain_ref)
-    await _execute(job, inputs, {}, _listener, options)
+    await _execute(job, inputs, {}, listener, options, until=until)
     return job
 
 
@@ -111,11 +155,11 @@ def _create_job(
     options: RunOptions,
     chain_ref: str | None,
 ) -> Job:
-    if options.mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {options.mode!r}")
     if isinstance(chain, str):
         chain_ref = chain_ref or chain
     runnable = resolve_chain(chain)
+    if options.mode == "batch" and options.fallback != "realtime":
+        check_batchable(runnable)
     st = open_store(store)
     jid = job_id or new_job_id()
     if st.get_job(jid) is not None:
@@ -141,6 +185,9 @@ async def _execute(
     overrides: dict[str, Any],
     listener: ItemListener | None = None,
     options: RunOptions | None = None,
+    *,
+    until: str | None = None,
+    cancelling: bool = False,
 ) -> JobStatus:
     if options is None:
         stored = dict(job.record.options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
+from batchain.batches import BatchCoordinator, Parked
 from batchain.intercept import original_agenerate, original_generate
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
@@ -29,9 +30,22 @@ from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
 from batchain.scheduler import CallFailed, Scheduler
 from batchain.states import CallStatus
+from batchain.store.records import CallRecord
 from batchain.store.sqlite import SQLiteStore
 
-__all__ = ["CallManager", "CallStats"]
+__all__ = ["BatchUnsupportedError", "CallManager", "CallStats"]
+
+
+class BatchUnsupportedError(RuntimeError):
+    """Batch mode met a model with no Batch API adapter."""
+
+    def __init__(self, model: BaseChatModel) -> None:
+        name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
+        super().__init__(
+            f"batch mode: {type(model).__name__}({name!s}) has no Batch API adapter, so its calls "
+            "cannot run at batch price. Nothing was submitted. Pass fallback='realtime' to run "
+            "this model's calls in realtime at full price."
+        )
 
 _GENERIC = GenericAdapter(original_agenerate, original_generate)
 
@@ -57,8 +71,16 @@ class CallManager:
         scheduler: Scheduler,
         cache: bool = True,
         timeout: float = 120.0,
+        batch: BatchCoordinator | None = None,
+        fallback: str | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store
+        self.batch = batch
+        self.fallback = fallback
+        self.on_fatal = on_fatal
+        #: items waiting on a batched call, with how many such waits each
+        self.waiting: dict[int, int] = {}
         self.job_id = job_id
         self.scheduler = scheduler
         self.timeout = timeout
@@ -137,26 +159,79 @@ class CallManager:
         if shared is not None:
             self.stats.shared += 1
             self.store.link_call(self.job_id, key, item_idx, "shared")
-            return await asyncio.shield(shared)
+            return await self._wait(shared, item_idx)
         record = self.store.get_call(key)
         if record is not None and record.status == CallStatus.SUCCEEDED and record.response:
             self.stats.cached += 1
             source = "replay" if record.job_id == self.job_id else "cache"
             self.store.link_call(self.job_id, key, item_idx, source)
             return record.response
+        batched = self.batch is not None and adapter.batchable
+        if self.batch is not None and not batched and self.fallback != "realtime":
+            exc = BatchUnsupportedError(model)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            raise exc
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
+            if batched:
+                return await self._batched(adapter, model, request, item_idx, record, future)
             text = await self._realtime(adapter, model, request, item_idx)
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: sharers re-raise it themselves
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: sharers re-raise it themselves
             raise
         else:
             future.set_result(text)
             return text
         finally:
             del self._inflight[key]
+
+    async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
+        """Await a call; while it is parked for a batch, count the item as waiting."""
+        if self.batch is None:
+            return await asyncio.shield(future)
+        self.waiting[item_idx] = self.waiting.get(item_idx, 0) + 1
+        self.batch.on_change()
+        try:
+            return await asyncio.shield(future)
+        finally:
+            left = self.waiting[item_idx] - 1
+            if left:
+                self.waiting[item_idx] = left
+            else:
+                del self.waiting[item_idx]
+            self.batch.on_change()
+
+    async def _batched(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        item_idx: int,
+        record: CallRecord | None,
+        future: asyncio.Future[str],
+    ) -> str:
+        assert self.batch is not None
+        if record is None or record.status in (CallStatus.FAILED, CallStatus.SENT):
+            self.store.begin_call(
+                request.key,
+                provider=request.provider,
+                model=request.model,
+                endpoint=request.endpoint,
+                job_id=self.job_id,
+                status=CallStatus.PENDING,
+            )
+            self.store.commit_soon()
+            record = None
+        parked = Parked(
+            request, adapter, self._client(adapter, model), future, item_idx,
+            attempts=record.attempts if record is not None else 0,
+        )
+        await self.batch.park(parked, record.batch_id if record is not None else None)
+        return await self._wait(future, item_idx)
 
     async def _realtime(
         self,

@@ -157,6 +157,50 @@ class Job:
         await _execute(self, inputs, options)
         return self
 
+    # -- batch mode ----------------------------------------------------------------------
+
+    def poll(self, **options: Any) -> JobStatus:
+        """Advance a batch job once without waiting: collect ended provider batches, let
+        items continue, submit the next round. Returns the new status."""
+        from batchain.api import _run_sync
+
+        return _run_sync(self.apoll(**options))
+
+    async def apoll(self, inputs: Iterable[Any] | None = None, **options: Any) -> JobStatus:
+        from batchain.api import _execute
+
+        options.setdefault("progress", False)
+        return await _execute(self, inputs, options, until="poll")
+
+    def wait(self, **options: Any) -> Job:
+        """Run a (batch) job to the end, polling its provider batches."""
+        return self.resume(**options)
+
+    async def await_(self, **options: Any) -> Job:
+        return await self.aresume(**options)
+
+    def cancel(self, **options: Any) -> Job:
+        """Cancel the job's provider batches; finished results are kept, the rest of its
+        items end as cancelled."""
+        from batchain.api import _run_sync
+
+        return _run_sync(self.acancel(**options))
+
+    async def acancel(self, **options: Any) -> Job:
+        from batchain.api import _execute
+
+        options.setdefault("progress", False)
+        if self.record.mode != "batch":
+            # nothing waits at a provider: cancelling is marking what has not run
+            self.store.cancel_pending_items(self.id)
+            if self.status != JobStatus.CANCELLED:
+                self.store.set_job_status(self.id, JobStatus.CANCELLED, "cancelled")
+            return self
+        if not self.record.inputs_complete:
+            self.store.update_job(self.id, inputs_complete=True)  # nothing more will be read
+        await _execute(self, None, options, cancelling=True)
+        return self
+
     def retry(self, **options: Any) -> Job:
         """Run the failed items again."""
         self.store.reset_items(self.id, (ItemStatus.FAILED, ItemStatus.CANCELLED))

@@ -20,14 +20,18 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from batchain import serialize
+from batchain.batches import BatchCoordinator, CallCancelled
 from batchain.calls import CallManager
 from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
-from batchain.states import CallStatus, ItemStatus, JobStatus
+from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
 from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["ItemEvent", "JobRunner", "RunOptions"]
+
+#: how long nothing may move before a batch round counts as complete
+_SETTLE_S = 0.02
 
 
 @dataclass(slots=True)
@@ -44,6 +48,13 @@ class RunOptions:
     progress: bool = True
     #: threads for sync steps (sync lambdas calling models hold one while they wait)
     threads: int = 256
+    #: batch mode: first and longest wait between polls of a provider batch (seconds)
+    poll_min: float = 1.0
+    poll_max: float = 60.0
+    #: batch mode: most requests in one provider batch (the provider's own limit applies too)
+    max_batch_size: int | None = None
+    #: batch mode: "realtime" lets models without a Batch API adapter run at full price
+    fallback: str | None = None
     callbacks: list[Any] = field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
@@ -88,13 +99,34 @@ class JobRunner:
             max_retries=options.max_retries,
             timeout=options.timeout,
         )
+        self._changed = asyncio.Event()
+        self.batch: BatchCoordinator | None = None
+        if options.mode == "batch":
+            self.batch = BatchCoordinator(
+                store=store,
+                job_id=job_id,
+                max_retries=options.max_retries,
+                poll_min=options.poll_min,
+                poll_max=options.poll_max,
+                max_batch_size=options.max_batch_size,
+                on_change=self._changed.set,
+                usage_of=lambda adapter, text: adapter.usage(text),
+            )
         self.calls = CallManager(
             store=store,
             job_id=job_id,
             scheduler=self.scheduler,
             cache=options.cache,
             timeout=options.timeout,
+            batch=self.batch,
+            fallback=options.fallback,
+            on_fatal=self._on_fatal,
         )
+        #: "submitted": stop once a round is at the provider; "poll": advance once; None: finish
+        self.stop_when: str | None = None
+        self.cancelling = False
+        self.fatal: BaseException | None = None
+        self._feeder_blocked = False
         self.done = 0
         self.failed = 0
         self.started = 0
@@ -103,6 +135,11 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- public ----------------------------------------------------------------------------
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.request_stop()
 
     def request_stop(self) -> None:
         """Stop starting items and calls; calls on the wire finish and are recorded."""
@@ -125,7 +162,10 @@ class JobRunner:
                 raise
             if self._stopping:
                 await self._stop_gracefully()
-            return self._finish_status()
+            status = self._finish_status()
+            if self.fatal is not None:
+                raise self.fatal
+            return status
         finally:
             await self.calls.aclose()
             executor.shutdown(wait=False, cancel_futures=True)
@@ -136,7 +176,7 @@ class JobRunner:
         job = self.store.get_job(self.job_id)
         assert job is not None
         self._lost_calls = int(job.stats.get("calls_lost_in_crashes", 0))
-        if job.status in (JobStatus.RUNNING, JobStatus.WAITING):
+        if job.status == JobStatus.RUNNING:
             # left behind by a process that died. Its calls still marked as sent were on
             # the wire: the provider may have answered (and billed) them, but the answer
             # never reached the store, so they will be sent again.
@@ -160,6 +200,7 @@ class JobRunner:
                 "cached": c.cached,
                 "shared": c.shared,
                 "calls_lost_in_crashes": self._lost_calls,
+                **self._batch_stats(),
             },
         )
         self.store.commit()
@@ -167,26 +208,126 @@ class JobRunner:
         job = self.store.get_job(self.job_id)
         assert job is not None
         pending = counts.get(ItemStatus.PENDING.value, 0)
-        new = JobStatus.COMPLETED if pending == 0 and job.inputs_complete else JobStatus.PAUSED
-        note = None if new == JobStatus.COMPLETED else "stopped before the end; resume to continue"
+        note: str | None = None
+        if self.cancelling:
+            new = JobStatus.CANCELLED
+        elif pending == 0 and job.inputs_complete:
+            new = JobStatus.COMPLETED
+        elif self.fatal is None and self._at_provider():
+            new = JobStatus.WAITING
+            note = "waiting for provider batches; poll() or wait() to continue"
+        else:
+            new = JobStatus.PAUSED
+            note = str(self.fatal) if self.fatal else "stopped before the end; resume to continue"
         self.store.set_job_status(self.job_id, new, note)
         return new
 
+    def _batch_stats(self) -> dict[str, Any]:
+        if self.batch is None:
+            return {}
+        b = self.batch.stats
+        return {
+            "rounds": b.rounds,
+            "calls_by_round": b.by_round,
+            "batches_created": b.batches_created,
+            "batches_collected": b.batches_collected,
+            "batches_reconciled": b.reconciled,
+            "calls_requeued": b.requeued,
+            "polls": b.polls,
+            "poll_errors": b.poll_errors,
+        }
+
+    def _at_provider(self) -> bool:
+        return bool(self.store.job_batches(self.job_id, (BatchStatus.SUBMITTED, BatchStatus.ENDED)))
+
     async def _drive(self, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> None:
-        window = self.options.window or max(256, 4 * self.options.max_concurrency)
-        slots = asyncio.Semaphore(window)
+        if self.batch is None:
+            await self._feed(inputs)
+        else:
+            feeder = asyncio.create_task(self._feed(inputs))
+            try:
+                await self._rounds(feeder)
+            finally:
+                if not feeder.done():
+                    feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeder
+            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                raise feeder.exception()  # type: ignore[misc]
+            if self._stopping:
+                return
+        # asyncio.wait, not gather: cancelling a gather cancels the items too, aborting
+        # calls on the wire instead of letting a graceful stop drain them
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def _window(self) -> int:
+        if self.options.window:
+            return self.options.window
+        if self.batch is not None:
+            return 10_000  # parked items cost memory (~15 KB each): run big jobs in windows
+        return max(256, 4 * self.options.max_concurrency)
+
+    async def _feed(self, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> None:
+        slots = asyncio.Semaphore(self._window())
         async for idx, value, stored in self._source(inputs):
+            if slots.locked():
+                self._feeder_blocked = True
+                self._changed.set()
             await slots.acquire()
+            self._feeder_blocked = False
             if self._stopping:
                 slots.release()
                 break
             task = asyncio.create_task(self._run_item(idx, value, stored, slots))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        # asyncio.wait, not gather: cancelling a gather cancels the items too, aborting
-        # calls on the wire instead of letting a graceful stop drain them
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
+            task.add_done_callback(self._task_done)
+        self._changed.set()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._changed.set()
+
+    async def _rounds(self, feeder: asyncio.Task[None]) -> None:
+        """Batch mode: flush when every live item waits on a parked call; poll; repeat."""
+        batch = self.batch
+        assert batch is not None
+        polled = False
+        cancel_sent = False
+        while not self._stopping:
+            if feeder.done() and not self._tasks:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                # settle: something still moving means the round is not complete yet
+                await asyncio.wait_for(self._changed.wait(), _SETTLE_S)
+                continue
+            all_waiting = len(self.calls.waiting) >= len(self._tasks) and (
+                feeder.done() or self._feeder_blocked
+            )
+            if not all_waiting:
+                continue
+            if self.cancelling and not cancel_sent:
+                await batch.cancel_all()
+                cancel_sent = True
+                continue
+            if batch.unsubmitted:
+                await batch.flush()
+                if self.stop_when == "submitted" and batch.live:
+                    return
+                continue
+            if not batch.live:
+                continue
+            if self.stop_when == "poll" and polled:
+                return
+            if self.stop_when == "poll" or self.cancelling:
+                await batch.poll_due(force=True)
+                polled = True
+                continue
+            delay = batch.next_poll_in() or 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), delay)
+            await batch.poll_due()
 
     async def _source(
         self, inputs: Iterable[Any] | AsyncIterable[Any] | None
@@ -241,6 +382,8 @@ class JobRunner:
             output = await self.chain.ainvoke(value, config)
         except asyncio.CancelledError:
             return  # stopped: the item stays pending and runs again on resume
+        except CallCancelled as exc:
+            self._record(idx, value, ItemStatus.CANCELLED, None, _error_dict(exc, "cancel"))
         except Exception as exc:
             if self._stopping:
                 return

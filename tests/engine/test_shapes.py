@@ -51,15 +51,25 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def run_and_compare(sb: Sandbox, chain: Runnable[Any, Any], inputs: list[Any], store: Path) -> batchain.Job:
+@pytest.fixture(params=["realtime", "batch"])
+def mode(request: pytest.FixtureRequest, sandbox: Sandbox) -> str:
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+    return str(request.param)
+
+
+def run_and_compare(
+    sb: Sandbox, chain: Runnable[Any, Any], inputs: list[Any], store: Path, mode: str
+) -> batchain.Job:
+    """Run directly, then through batchain in ``mode``: same outputs, every call billed once
+    at that mode's tier."""
     expected = run_direct(chain.abatch(inputs))
     sb.reset()
-    job = batchain.run(chain, inputs, store=store, progress=False)
+    job = batchain.run(chain, inputs, store=store, progress=False, mode=mode, poll_min=0.02)
     assert job.counts["succeeded"] == len(inputs), job.errors()
     assert normalize(job.outputs()) == normalize(expected)
     ledger = sb.ledger()
     assert ledger, "no model call reached the provider"
-    assert {e.tier for e in ledger} == {"realtime"}
+    assert {e.tier for e in ledger} == {mode}
     assert not sb.duplicates()
     assert job.call_stats.get("paid", 0) == len(ledger)
     return job
@@ -69,22 +79,22 @@ def prompt(text: str = "Write one line about {topic}.") -> ChatPromptTemplate:
     return ChatPromptTemplate.from_template(text)
 
 
-def test_prompt_model_parser(sandbox: Sandbox, store_path: Path) -> None:
+def test_prompt_model_parser(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     chain = prompt() | make_openai(sandbox) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
 
 
-def test_parallel_two_providers(sandbox: Sandbox, store_path: Path) -> None:
+def test_parallel_two_providers(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     chain = prompt() | RunnableParallel(
         gpt=make_openai(sandbox) | StrOutputParser(),
         claude=make_anthropic(sandbox) | StrOutputParser(),
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert {e.provider for e in sandbox.ledger()} == {"openai", "anthropic"}
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_branch_routing(sandbox: Sandbox, store_path: Path) -> None:
+def test_branch_routing(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     cheap = make_openai(sandbox, "gpt-4o-mini")
     strong = make_openai(sandbox, "gpt-4o")
     chain = (
@@ -94,39 +104,39 @@ def test_branch_routing(sandbox: Sandbox, store_path: Path) -> None:
         )
         | StrOutputParser()
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     models = {e.model for e in sandbox.ledger()}
     assert models == {"gpt-4o-mini", "gpt-4o"}
 
 
-def test_fallbacks(sandbox: Sandbox, store_path: Path) -> None:
+def test_fallbacks(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     failing = prompt("[[fail:400]] {topic}") | make_openai(sandbox)
     backup = prompt() | make_anthropic(sandbox)
     chain = failing.with_fallbacks([backup]) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert {e.provider for e in sandbox.ledger()} == {"anthropic"}
 
 
-def test_with_retry(sandbox: Sandbox, store_path: Path) -> None:
+def test_with_retry(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     chain = prompt() | make_openai(sandbox).with_retry(stop_after_attempt=2) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
-def test_structured_output_openai(sandbox: Sandbox, store_path: Path, method: str) -> None:
+def test_structured_output_openai(sandbox: Sandbox, store_path: Path, method: str, mode: str) -> None:
     text = "Invent a person who likes {topic}. Reply in JSON with name and age."
     chain = prompt(text) | make_openai(sandbox).with_structured_output(Person, method=method)
-    job = run_and_compare(sandbox, chain, TOPICS, store_path)
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert all(isinstance(o, Person) for o in job.outputs())
 
 
-def test_structured_output_json_mode(sandbox: Sandbox, store_path: Path) -> None:
+def test_structured_output_json_mode(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     model = make_openai(sandbox).with_structured_output(None, method="json_mode")
-    job = run_and_compare(sandbox, prompt("Facts about {topic}, as JSON") | model, TOPICS, store_path)
+    job = run_and_compare(sandbox, prompt("Facts about {topic}, as JSON") | model, TOPICS, store_path, mode)
     assert all(isinstance(o, dict) and o for o in job.outputs())
 
 
-def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path) -> None:
+def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     schema = {
         "title": "Pet",
         "type": "object",
@@ -134,29 +144,29 @@ def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path) -> No
         "required": ["kind", "legs"],
     }
     chain = prompt("A pet for a fan of {topic}") | make_openai(sandbox).with_structured_output(schema)
-    job = run_and_compare(sandbox, chain, TOPICS, store_path)
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert all(set(o) == {"kind", "legs"} for o in job.outputs())
 
 
-def test_structured_output_anthropic(sandbox: Sandbox, store_path: Path) -> None:
+def test_structured_output_anthropic(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     chain = prompt("Invent a person who likes {topic}") | make_anthropic(sandbox).with_structured_output(
         Person
     )
-    job = run_and_compare(sandbox, chain, TOPICS, store_path)
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert all(isinstance(o, Person) for o in job.outputs())
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_bind_tools(sandbox: Sandbox, store_path: Path, provider: str) -> None:
+def test_bind_tools(sandbox: Sandbox, store_path: Path, provider: str, mode: str) -> None:
     model = make_openai(sandbox) if provider == "openai" else make_anthropic(sandbox)
     chain = prompt("What is the weather where {topic} are?") | model.bind_tools([lookup_weather])
-    job = run_and_compare(sandbox, chain, TOPICS, store_path)
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     outs = job.outputs()
     assert all(isinstance(o, AIMessage) and o.tool_calls for o in outs)
     assert outs[0].tool_calls[0]["name"] == "lookup_weather"
 
 
-def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, store_path: Path) -> None:
+def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     gpt = make_openai(sandbox)
     claude = make_anthropic(sandbox)
 
@@ -167,11 +177,11 @@ def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, store_path: Pat
         return str((await claude.ainvoke(f"Shorten: {text}")).content)
 
     chain = RunnableLambda(sync_step) | RunnableLambda(async_step)
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_three_stage_nested_chain(sandbox: Sandbox, store_path: Path) -> None:
+def test_three_stage_nested_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     gpt = make_openai(sandbox)
     claude = make_anthropic(sandbox)
     outline = prompt("Outline an essay on {topic}") | gpt | StrOutputParser()
@@ -182,18 +192,18 @@ def test_three_stage_nested_chain(sandbox: Sandbox, store_path: Path) -> None:
         | RunnablePassthrough.assign(draft=draft)
         | RunnablePassthrough.assign(review=review)
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert len(sandbox.ledger()) == 3 * len(TOPICS)
 
 
-def test_json_parser_chain(sandbox: Sandbox, store_path: Path) -> None:
+def test_json_parser_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     model = make_openai(sandbox, model_kwargs={"response_format": {"type": "json_object"}})
     chain = prompt("Give facts about {topic} as JSON") | model | JsonOutputParser()
-    job = run_and_compare(sandbox, chain, TOPICS, store_path)
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
     assert all(isinstance(o, dict) for o in job.outputs())
 
 
-def test_langgraph_graph(sandbox: Sandbox, store_path: Path) -> None:
+def test_langgraph_graph(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     langgraph = pytest.importorskip("langgraph.graph")
     from typing import TypedDict
 
@@ -218,5 +228,5 @@ def test_langgraph_graph(sandbox: Sandbox, store_path: Path) -> None:
     graph.add_edge("ideate", "critique")
     graph.add_edge("critique", langgraph.END)
     app = graph.compile()
-    run_and_compare(sandbox, app, TOPICS, store_path)
+    run_and_compare(sandbox, app, TOPICS, store_path, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)

@@ -12,6 +12,13 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
+from batchain.providers.batch import (
+    ANTHROPIC_LIMITS,
+    BatchView,
+    Outcome,
+    anthropic_outcomes,
+    anthropic_view,
+)
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -23,7 +30,7 @@ from batchain.providers.base import (
 )
 from batchain.store.records import Usage
 
-__all__ = ["AnthropicAdapter"]
+__all__ = ["AnthropicAdapter", "AnthropicBatchAPI"]
 
 ENDPOINT = "/v1/messages"
 
@@ -31,6 +38,9 @@ ENDPOINT = "/v1/messages"
 class AnthropicAdapter:
     name = "anthropic"
     batchable = True
+
+    def batch_api(self) -> AnthropicBatchAPI:
+        return AnthropicBatchAPI()
 
     def build(
         self,
@@ -142,3 +152,59 @@ def _until(stamp: str | None) -> float | None:
     except ValueError:
         return None
     return max(when.timestamp() - datetime.now(when.tzinfo).timestamp(), 0.0)
+
+
+class AnthropicBatchAPI:
+    """Anthropic Message Batches I/O through the official SDK."""
+
+    limits = ANTHROPIC_LIMITS
+
+    def encode(self, key: str, request: CallRequest) -> bytes:
+        entry = {"custom_id": key, "params": request.body}
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def create(
+        self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
+    ) -> str:
+        # the encoded entries are exactly the JSON array's elements: send them as they are
+        body = b'{"requests":[' + b",".join(lines) + b"]}"
+        options: dict[str, Any] = {"headers": {"content-type": "application/json"}}
+        beta = requests[0].headers.get("anthropic-beta")
+        if beta:
+            options["headers"]["anthropic-beta"] = beta
+        response = await client.post(
+            "/v1/messages/batches", content=body, cast_to=response_class(client), options=options
+        )
+        return str(json.loads(response.text)["id"])
+
+    async def retrieve(self, client: Any, provider_id: str) -> BatchView:
+        batch = await client.messages.batches.retrieve(provider_id)
+        return anthropic_view(json.loads(batch.model_dump_json()))
+
+    async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]:
+        if not view.output_ref:
+            return []
+        response = await client.get(
+            view.output_ref,
+            cast_to=response_class(client),
+            options={"headers": {"Accept": "application/binary"}},
+        )
+        return list(anthropic_outcomes(response.text))
+
+    async def cancel(self, client: Any, provider_id: str) -> None:
+        await client.messages.batches.cancel(provider_id)
+
+    async def find(
+        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
+    ) -> str | None:
+        """Anthropic batches carry no metadata: match one created just after our intent with
+        the same number of requests that no other batch of ours has claimed."""
+        candidates = []
+        async for batch in client.messages.batches.list(limit=100):
+            created = batch.created_at.timestamp()
+            if created < created_after - 120:
+                break
+            total = sum(batch.request_counts.model_dump().values())
+            if total == n and batch.id not in taken and created <= created_after + 600:
+                candidates.append(str(batch.id))
+        return candidates[0] if len(candidates) == 1 else None

@@ -13,6 +13,16 @@ from langchain_core.outputs import ChatResult
 from pydantic import BaseModel
 
 from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
+from batchain._failpoints import failpoint
+from batchain.providers.batch import (
+    OPENAI_LIMITS,
+    BatchView,
+    Outcome,
+    openai_failed_batch_outcomes,
+    openai_line,
+    openai_outcomes,
+    openai_view,
+)
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -24,7 +34,7 @@ from batchain.providers.base import (
 )
 from batchain.store.records import Usage
 
-__all__ = ["OpenAIAdapter", "Unsupported"]
+__all__ = ["OpenAIAdapter", "OpenAIBatchAPI", "Unsupported"]
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -36,6 +46,9 @@ class Unsupported(Exception):
 class OpenAIAdapter:
     name = "openai"
     batchable = True
+
+    def batch_api(self) -> OpenAIBatchAPI:
+        return OpenAIBatchAPI()
 
     def build(
         self,
@@ -164,3 +177,56 @@ def go_duration(value: str | None) -> float | None:
     if not parts:
         return None
     return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+class OpenAIBatchAPI:
+    """OpenAI Batch I/O through the official SDK: one JSONL file per batch."""
+
+    limits = OPENAI_LIMITS
+
+    def encode(self, key: str, request: CallRequest) -> bytes:
+        return openai_line(key, request.endpoint, request.body)
+
+    async def create(
+        self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
+    ) -> str:
+        data = b"".join(lines)
+        upload = await client.files.create(
+            file=(f"batchain-{uid}.jsonl", data, "application/jsonl"), purpose="batch"
+        )
+        failpoint("batch_after_upload")
+        batch = await client.batches.create(
+            input_file_id=upload.id,
+            endpoint=requests[0].endpoint,
+            completion_window="24h",
+            metadata={"batchain_uid": uid, "batchain_job": job_id[:500]},
+        )
+        return str(batch.id)
+
+    async def retrieve(self, client: Any, provider_id: str) -> BatchView:
+        batch = await client.batches.retrieve(provider_id)
+        return openai_view(batch.model_dump())
+
+    async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]:
+        if view.status == "failed":
+            return list(openai_failed_batch_outcomes(keys, view.errors))
+        found: list[Outcome] = []
+        for ref in (view.output_ref, view.error_ref):
+            if ref:
+                content = await client.files.content(ref)
+                found.extend(openai_outcomes(content.text))
+        return found
+
+    async def cancel(self, client: Any, provider_id: str) -> None:
+        await client.batches.cancel(provider_id)
+
+    async def find(
+        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
+    ) -> str | None:
+        """The batch we created with ``uid`` in its metadata, if the create went through."""
+        async for batch in client.batches.list(limit=100):
+            if (batch.metadata or {}).get("batchain_uid") == uid:
+                return str(batch.id)
+            if batch.created_at < created_after - 3600:
+                return None  # listed newest first: older ones cannot be ours
+        return None

@@ -25,6 +25,7 @@ from typing import Any
 
 from batchain.states import (
     TRANSITIONS,
+    BatchStatus,
     CallStatus,
     IllegalTransition,
     ItemStatus,
@@ -106,6 +107,12 @@ CREATE TABLE IF NOT EXISTS provider_batches (
 """
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
+
+
+def _batch_row(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    d["info"] = json.loads(d.get("info") or "{}")
+    return d
 
 
 def default_store_path() -> Path:
@@ -323,6 +330,14 @@ class SQLiteStore:
         self.commit()
         return cur.rowcount
 
+    def cancel_pending_items(self, job_id: str) -> int:
+        cur = self._write(
+            "UPDATE items SET status='cancelled', error=? WHERE job_id=? AND status='pending'",
+            (json.dumps({"type": "Cancelled", "message": "job cancelled", "where": "cancel"}), job_id),
+        )
+        self.commit()
+        return cur.rowcount
+
     def item_counts(self, job_id: str) -> dict[str, int]:
         rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,))
         return {r["status"]: r["n"] for r in rows}
@@ -459,6 +474,84 @@ class SQLiteStore:
         else:
             rows = self._read("SELECT key FROM calls WHERE status=? AND job_id=?", (status.value, job_id))
         return [r["key"] for r in rows]
+
+    # -- provider batches -----------------------------------------------------------------
+
+    def batch_intent(
+        self, uid: str, job_id: str, provider: str, lane: str, keys: list[str], info: dict[str, Any]
+    ) -> None:
+        """Record a batch before asking the provider to create it (committed at once)."""
+        now = time.time()
+        self._write(
+            "INSERT INTO provider_batches (id, job_id, provider, lane, status, n_calls, created_at,"
+            " updated_at, info) VALUES (?,?,?,?,?,?,?,?,?)",
+            (uid, job_id, provider, lane, BatchStatus.CREATING.value, len(keys), now, now,
+             json.dumps(info)),
+        )
+        self._write_many("UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in keys])
+        self.commit()
+
+    def batch_submitted(self, uid: str, provider_batch_id: str) -> None:
+        """The provider has the batch: remember its id and move its calls to SUBMITTED."""
+        self._set_batch(uid, BatchStatus.SUBMITTED, provider_batch_id=provider_batch_id)
+        olds = _predecessors(CallStatus.SUBMITTED)
+        self._write(
+            f"UPDATE calls SET status='submitted', attempts=attempts+1, updated_at=?"
+            f" WHERE batch_id=? AND status IN {_in(olds)}",
+            (time.time(), uid, *olds),
+        )
+        self.commit()
+
+    def batch_abandoned(self, uid: str) -> None:
+        """The create never reached the provider: its calls wait for the next flush."""
+        self._set_batch(uid, BatchStatus.ABANDONED)
+        self._write("UPDATE calls SET batch_id=NULL WHERE batch_id=? AND status='pending'", (uid,))
+        self.commit()
+
+    def batch_ended(self, uid: str) -> None:
+        self._set_batch(uid, BatchStatus.ENDED)
+        self.commit()
+
+    def batch_collected(self, uid: str) -> None:
+        self._set_batch(uid, BatchStatus.COLLECTED)
+        self.commit()
+
+    def _set_batch(self, uid: str, new: BatchStatus, provider_batch_id: str | None = None) -> None:
+        olds = _predecessors(new)
+        cur = self._write(
+            f"UPDATE provider_batches SET status=?, updated_at=?,"
+            f" provider_batch_id=COALESCE(?, provider_batch_id) WHERE id=? AND status IN {_in(olds)}",
+            (new.value, time.time(), provider_batch_id, uid, *olds),
+        )
+        if cur.rowcount != 1:
+            row = self.get_batch(uid)
+            if row is not None and row["status"] == new.value:
+                return  # already there (a resumed run repeating a step)
+            raise IllegalTransition(f"provider batch {uid}: cannot become {new.value}")
+
+    def get_batch(self, uid: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM provider_batches WHERE id=?", (uid,))
+        return _batch_row(rows[0]) if rows else None
+
+    def job_batches(self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM provider_batches WHERE job_id=?"
+        params: list[Any] = [job_id]
+        if statuses:
+            sql += f" AND status IN {_in(tuple(s.value for s in statuses))}"
+            params += [s.value for s in statuses]
+        return [_batch_row(r) for r in self._read(sql + " ORDER BY created_at", params)]
+
+    def batch_keys(self, uid: str) -> list[str]:
+        return [r["key"] for r in self._read("SELECT key FROM calls WHERE batch_id=?", (uid,))]
+
+    def call_requeued(self, key: str, reason: str) -> None:
+        """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
+        olds = _predecessors(CallStatus.PENDING)
+        self._write(
+            f"UPDATE calls SET status='pending', batch_id=NULL, error=?, updated_at=?"
+            f" WHERE key=? AND status IN {_in(olds)}",
+            (reason, time.time(), key, *olds),
+        )
 
     def __enter__(self) -> SQLiteStore:
         return self

@@ -1,0 +1,399 @@
+"""Batch mode: parked calls become provider batches, and provider results resolve them.
+
+Lifecycle of a round: items run until every live one waits on a parked call; the runner
+then asks :meth:`BatchCoordinator.flush` to turn the waiting calls into provider batches
+(grouped by provider, destination, endpoint and model, split under every limit). Each batch
+is recorded as an intent before the provider is asked to create it and gets its provider id
+right after, so a crash in between is reconciled by looking the batch up at the provider,
+never by creating it again. Ended batches are downloaded, matched to calls by custom_id,
+and their futures resolved; calls that did not run are parked again for the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from batchain._failpoints import failpoint
+from batchain.providers.base import CallRequest, ProviderAdapter, redact
+from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
+from batchain.states import BatchStatus
+from batchain.store.records import Usage
+from batchain.store.sqlite import SQLiteStore
+
+__all__ = ["BatchAPI", "BatchCallError", "BatchCoordinator", "CallCancelled", "Parked"]
+
+log = logging.getLogger("batchain.batches")
+
+
+class BatchCallError(RuntimeError):
+    """A call the provider's Batch API rejected for good."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CallCancelled(RuntimeError):
+    """The job was cancelled before this call got an answer."""
+
+
+class BatchAPI(Protocol):
+    limits: BatchLimits
+
+    def encode(self, key: str, request: CallRequest) -> bytes: ...
+
+    async def create(
+        self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
+    ) -> str: ...
+
+    async def retrieve(self, client: Any, provider_id: str) -> BatchView: ...
+
+    async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]: ...
+
+    async def cancel(self, client: Any, provider_id: str) -> None: ...
+
+    async def find(
+        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
+    ) -> str | None: ...
+
+
+@dataclass(slots=True)
+class Parked:
+    """A call waiting for a provider batch, and who waits for it."""
+
+    request: CallRequest
+    adapter: ProviderAdapter
+    client: Any
+    future: asyncio.Future[str]
+    item_idx: int
+    attempts: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        r = self.request
+        return (r.lane, r.endpoint, r.headers.get("anthropic-beta", ""))
+
+
+@dataclass(slots=True)
+class LiveBatch:
+    uid: str
+    provider_id: str
+    api: BatchAPI
+    client: Any
+    next_poll: float
+    interval: float
+    polls: int = 0
+    failures: int = 0
+    view: BatchView | None = None
+
+
+@dataclass(slots=True)
+class BatchStats:
+    rounds: int = 0
+    batches_created: int = 0
+    batches_collected: int = 0
+    reconciled: int = 0
+    requeued: int = 0
+    polls: int = 0
+    poll_errors: int = 0
+    by_round: list[int] = field(default_factory=list)
+
+
+OnResult = Callable[[str, str, Usage], None]
+
+
+class BatchCoordinator:
+    def __init__(
+        self,
+        *,
+        store: SQLiteStore,
+        job_id: str,
+        max_retries: int,
+        poll_min: float,
+        poll_max: float,
+        max_batch_size: int | None,
+        on_change: Callable[[], None],
+        usage_of: Callable[[ProviderAdapter, str], Usage],
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.max_retries = max_retries
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+        self.max_batch_size = max_batch_size
+        self.on_change = on_change
+        self.usage_of = usage_of
+        self.stats = BatchStats()
+        self.cancelling = False
+        #: every call waiting on a provider, by key
+        self.parked: dict[str, Parked] = {}
+        #: keys not yet in a provider batch, in arrival order
+        self.unsubmitted: dict[str, None] = {}
+        self.live: dict[str, LiveBatch] = {}
+        self._apis: dict[str, BatchAPI] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- parking ------------------------------------------------------------------------
+
+    async def park(self, parked: Parked, batch_uid: str | None) -> None:
+        """Wait for a call: a new one, or one that an earlier run already put in a batch."""
+        self.parked[parked.key] = parked
+        if batch_uid is not None and await self._at_provider(batch_uid, parked):
+            self.on_change()
+            return
+        if self.cancelling:
+            self._resolve_cancelled(parked)
+            return
+        self.unsubmitted[parked.key] = None
+        self.on_change()
+
+    def _api(self, adapter: ProviderAdapter) -> BatchAPI:
+        api = self._apis.get(adapter.name)
+        if api is None:
+            api = adapter.batch_api()  # type: ignore[attr-defined]
+            self._apis[adapter.name] = api
+        return api
+
+    async def _at_provider(self, uid: str, parked: Parked) -> bool:
+        """Is batch ``uid`` at the provider? Settles a create that a crash left open."""
+        if uid in self.live:
+            return True
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            if uid in self.live:
+                return True
+            row = self.store.get_batch(uid)
+            if row is None:
+                return False
+            api = self._api(parked.adapter)
+            provider_id = row["provider_batch_id"]
+            if row["status"] == BatchStatus.CREATING.value:
+                # the intent was recorded, the id was not: ask the provider, never resubmit
+                taken = {
+                    b["provider_batch_id"]
+                    for b in self.store.job_batches(self.job_id)
+                    if b["provider_batch_id"]
+                }
+                provider_id = await api.find(
+                    parked.client, uid, row["created_at"], row["n_calls"], taken
+                )
+                if not provider_id:
+                    self.store.batch_abandoned(uid)
+                    return False
+                self.store.batch_submitted(uid, provider_id)
+                self.stats.reconciled += 1
+                log.info("reconciled batch %s as %s", uid, provider_id)
+            elif row["status"] not in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value):
+                return False
+            self.live[uid] = LiveBatch(
+                uid, provider_id, api, parked.client, next_poll=0.0, interval=self.poll_min
+            )
+            return True
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Send every unsubmitted call as provider batches. Returns batches created."""
+        keys = list(self.unsubmitted)
+        self.unsubmitted.clear()
+        groups: dict[tuple[str, str, str], list[Parked]] = {}
+        for key in keys:
+            p = self.parked.get(key)
+            if p is not None:
+                groups.setdefault(p.group, []).append(p)
+        created = 0
+        self.stats.rounds += 1
+        self.stats.by_round.append(len(keys))
+        for members in groups.values():
+            api = self._api(members[0].adapter)
+            encoded = {p.key: api.encode(p.key, p.request) for p in members}
+            by_key = {p.key: p for p in members}
+            sized = [(k, len(v)) for k, v in encoded.items()]
+            for part in chunk(sized, api.limits, self.max_batch_size):
+                await self._create(api, [by_key[k] for k in part], [encoded[k] for k in part])
+                created += 1
+        return created
+
+    async def _create(self, api: BatchAPI, members: list[Parked], lines: list[bytes]) -> None:
+        uid = "bc_" + secrets.token_hex(8)
+        keys = [p.key for p in members]
+        first = members[0]
+        self.store.batch_intent(
+            uid, self.job_id, first.adapter.name, first.request.lane, keys,
+            {"model": first.request.model, "endpoint": first.request.endpoint},
+        )
+        failpoint("batch_before_create")
+        try:
+            provider_id = await api.create(first.client, uid, self.job_id, lines,
+                                           [p.request for p in members])
+        except Exception as exc:
+            # unknown whether it reached the provider: settle it now, as a resume would
+            log.warning("batch create failed: %s", redact(str(exc)))
+            found = await self._find_safely(api, first.client, uid, len(keys))
+            if found is None:
+                self.store.batch_abandoned(uid)
+                await self._create_failed(members, exc)
+                return
+            provider_id = found
+        failpoint("batch_after_create")
+        self.store.batch_submitted(uid, provider_id)
+        self.stats.batches_created += 1
+        self.live[uid] = LiveBatch(uid, provider_id, api, first.client,
+                                   next_poll=time.monotonic() + self.poll_min, interval=self.poll_min)
+
+    async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> str | None:
+        try:
+            return await api.find(client, uid, time.time() - 5, n, set(self.live_provider_ids()))
+        except Exception:
+            return None
+
+    def live_provider_ids(self) -> list[str]:
+        return [b.provider_id for b in self.live.values()]
+
+    async def _create_failed(self, members: list[Parked], exc: Exception) -> None:
+        """A create that failed: retry the calls in a later round, up to the limit."""
+        status = getattr(exc, "status_code", None)
+        retryable = status is None or status == 429 or status >= 500
+        for p in members:
+            p.attempts += 1
+            if retryable and p.attempts <= self.max_retries:
+                self.unsubmitted[p.key] = None
+            else:
+                self._fail(p, f"batch create failed: {redact(str(exc))}", status)
+        if retryable:
+            retry_after = _retry_after(exc)
+            await asyncio.sleep(retry_after if retry_after is not None else self.poll_min)
+        self.on_change()
+
+    # -- polling and collecting ------------------------------------------------------------------
+
+    def next_poll_in(self) -> float | None:
+        if not self.live:
+            return None
+        return max(0.0, min(b.next_poll for b in self.live.values()) - time.monotonic())
+
+    async def poll_due(self, force: bool = False) -> int:
+        """Poll the batches that are due (all with ``force``); collect the ended ones."""
+        now = time.monotonic()
+        due = [b for b in self.live.values() if force or b.next_poll <= now]
+        if not due:
+            return 0
+        ended = await asyncio.gather(*(self._poll(b) for b in due))
+        return sum(ended)
+
+    async def _poll(self, batch: LiveBatch) -> int:
+        self.stats.polls += 1
+        try:
+            view = await batch.api.retrieve(batch.client, batch.provider_id)
+            batch.view = view
+            if view.ended:
+                await self._collect(batch, view)
+                return 1
+        except Exception as exc:  # one failing batch must never block the others
+            self.stats.poll_errors += 1
+            batch.failures += 1
+            log.warning("polling batch %s failed: %s", batch.provider_id, redact(str(exc)))
+        batch.polls += 1
+        batch.interval = min(self.poll_max, batch.interval * 1.5)
+        batch.next_poll = time.monotonic() + batch.interval
+        return 0
+
+    async def _collect(self, batch: LiveBatch, view: BatchView) -> None:
+        self.store.batch_ended(batch.uid)
+        keys = self.store.batch_keys(batch.uid)
+        failpoint("batch_before_download")
+        outcomes = {o.custom_id: o for o in await batch.api.outcomes(batch.client, view, keys)}
+        for key in keys:
+            outcome = outcomes.get(key) or Outcome(key, OutcomeKind.RETRY, "missing from results",
+                                                   None, "missing")
+            self._apply(key, outcome)
+        failpoint("batch_after_apply")
+        self.store.commit()
+        self.store.batch_collected(batch.uid)
+        self.stats.batches_collected += 1
+        del self.live[batch.uid]
+        self.on_change()
+
+    def _apply(self, key: str, outcome: Outcome) -> None:
+        parked = self.parked.get(key)
+        if outcome.kind == OutcomeKind.SUCCEEDED:
+            adapter = parked.adapter if parked else None
+            usage = self.usage_of(adapter, outcome.body) if adapter else Usage(requests=1)
+            self.store.call_succeeded(key, outcome.body, usage, "batch")
+            if parked is not None:
+                self.store.link_call(self.job_id, key, parked.item_idx, "paid")
+                del self.parked[key]
+                if not parked.future.done():
+                    parked.future.set_result(outcome.body)
+            return
+        if outcome.kind == OutcomeKind.RETRY and not self.cancelling:
+            attempts = (parked.attempts if parked else 0) + 1
+            if attempts <= self.max_retries:
+                self.store.call_requeued(key, outcome.reason)
+                self.stats.requeued += 1
+                if parked is not None:
+                    parked.attempts = attempts
+                    self.unsubmitted[key] = None
+                return
+        if outcome.kind == OutcomeKind.RETRY and self.cancelling:
+            self.store.call_requeued(key, "cancelled")
+            if parked is not None:
+                self._resolve_cancelled(parked)
+            return
+        message = outcome.body if outcome.kind == OutcomeKind.FAILED else (
+            f"gave up after {self.max_retries + 1} attempts: {outcome.body}")
+        self.store.call_failed(key, message, retryable=False)
+        if parked is not None:
+            self._fail(parked, message, outcome.status)
+
+    def _fail(self, parked: Parked, message: str, status: int | None) -> None:
+        self.parked.pop(parked.key, None)
+        if not parked.future.done():
+            parked.future.set_exception(BatchCallError(f"{parked.adapter.name}: {message}", status))
+            parked.future.exception()  # retrieved by whoever awaits it
+
+    def _resolve_cancelled(self, parked: Parked) -> None:
+        self.parked.pop(parked.key, None)
+        self.unsubmitted.pop(parked.key, None)
+        if not parked.future.done():
+            parked.future.set_exception(CallCancelled("job cancelled"))
+            parked.future.exception()
+
+    # -- cancel ------------------------------------------------------------------------------------
+
+    async def cancel_all(self) -> int:
+        """Cancel every live batch at its provider; results that finished are kept."""
+        self.cancelling = True
+        for key in list(self.unsubmitted):
+            p = self.parked.get(key)
+            if p is not None:
+                self._resolve_cancelled(p)
+        n = 0
+        for batch in list(self.live.values()):
+            try:
+                await batch.api.cancel(batch.client, batch.provider_id)
+                n += 1
+            except Exception as exc:  # already ended, or a transient error: polling settles it
+                log.info("cancel of %s: %s", batch.provider_id, redact(str(exc)))
+            batch.next_poll = time.monotonic()
+            batch.interval = self.poll_min
+        return n
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    from batchain.providers._sdk import retry_after_seconds
+
+    return retry_after_seconds(headers)

@@ -1,0 +1,1012 @@
+"""The ``batchain`` command line: run chains over datasets, inspect and continue jobs.
+
+Exit codes (all commands): 0 every item succeeded; 1 finished with failed items or bad
+input rows; 2 usage error (bad arguments, unknown job, unreadable chain or input);
+3 internal error; 130 stopped before the end (the job is paused and can be resumed).
+
+Results go to stdout and everything for humans (progress, summaries, errors) to stderr,
+so ``batchain run chain.py:chain in.jsonl > out.jsonl`` works as a pipeline step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from batchain.io import InputError, InputReader, OutputError, ResultWriter
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from batchain.job import Job
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERNAL: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+#: bad input rows and error kinds shown in a summary; the rest are counted
+_SHOW_BAD_ROWS: Final = 20
+_SHOW_ERROR_KINDS: Final = 3
+
+# Typer >= 0.20 vendors click as typer._click; older ones raise the click package's errors.
+_CLICK_ERRORS: Final[tuple[type[Exception], ...]] = (click.ClickException, typer.TyperException)
+_ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
+
+_EXIT_CODES_HELP = (
+    "Exit codes: 0 every item succeeded · 1 finished with failed items or bad input rows · "
+    "2 usage error (bad arguments, unknown job, unreadable chain or input) · 3 internal error · "
+    "130 stopped before the end (job paused; resume it)."
+)
+
+app = typer.Typer(
+    name="batchain",
+    help=(
+        "Run LangChain (LCEL) chains over datasets: realtime under rate limits, or through "
+        "provider Batch APIs, with a durable job store.\n\n"
+        "Start with `batchain demo` (no API keys needed), then "
+        "`batchain run chain.py:chain inputs.jsonl -o results.jsonl`."
+    ),
+    epilog=_EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+sandbox_app = typer.Typer(
+    help="The local sandbox provider: speaks the OpenAI and Anthropic APIs, for free, offline.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class Mode(StrEnum):
+    realtime = "realtime"
+    batch = "batch"
+    auto = "auto"
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+
+
+# -- shared options ---------------------------------------------------------------------------
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="The job store (SQLite file). Default: $BATCHAIN_STORE, else ~/.batchain/store.sqlite.",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write results here: .jsonl or .csv/.tsv (optionally .gz), or - for JSONL on stdout. "
+        "Default: stdout when it is piped or redirected; in a terminal only the summary is shown.",
+        show_default=False,
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency", "-c", min=1, help="Most model calls in flight at once. (run's default: 64)"
+    ),
+]
+RpmOpt = Annotated[
+    float | None, typer.Option("--rpm", min=0.001, help="Requests per minute to stay under (per provider).")
+]
+TpmOpt = Annotated[
+    float | None, typer.Option("--tpm", min=1, help="Tokens per minute to stay under (per provider).")
+]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-retries", min=0, help="Retries of a failed call (429, 5xx, timeout). (run's default: 6)"
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout", min=0.001, help="Seconds before one model call times out. (run's default: 120)"
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress display and no summary; errors only.")
+]
+LimitOpt = Annotated[
+    int | None,
+    typer.Option("--limit", "-n", min=0, help="Read only the first N good input rows."),
+]
+FormatOpt = Annotated[
+    Format | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Input format when the extension does not tell. Default: by extension; - is JSONL.",
+    ),
+]
+JobArg = Annotated[
+    str, typer.Argument(metavar="JOB", help="The job id (see `batchain jobs`).", show_default=False)
+]
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def _stderr() -> Console:
+    # soft_wrap: long lines (paths, commands) stay whole for copy-paste, even when piped
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _store_path(store: Path | None, *, must_exist: bool) -> Path:
+    from batchain.store import default_store_path
+
+    path = (store or default_store_path()).expanduser()
+    if must_exist and not path.is_file():
+        raise CliError(f"no job store at {path} (pass --store or set BATCHAIN_STORE)")
+    return path
+
+
+def _open_job(job_id: str, store: Path | None) -> Job:
+    from batchain.job import Job
+
+    path = _store_path(store, must_exist=False)
+    if not path.is_file():
+        raise CliError(
+            f"no job {job_id!r}: there is no job store at {path} (pass --store or set BATCHAIN_STORE)"
+        )
+    try:
+        return Job.open(job_id, store=path)
+    except KeyError:
+        raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
+
+
+def _absolute_ref(ref: str) -> str:
+    """File references are recorded absolute, so other commands work from any directory."""
+    target, sep, attr = ref.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or "\\" in target):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return ref
+
+
+def _load_chain(ref: str) -> tuple[Runnable[Any, Any], str]:
+    from batchain.chainref import ChainRefError, resolve_chain
+
+    ref = _absolute_ref(ref)
+    try:
+        return resolve_chain(ref), ref
+    except ChainRefError as exc:
+        raise CliError(f"cannot load chain: {exc}") from None
+    except Exception as exc:  # the chain's own module failed to import
+        raise CliError(f"cannot load chain {ref}: {type(exc).__name__}: {exc}") from None
+
+
+def _with_chain(job: Job) -> Job:
+    """The job with its recorded chain loaded now, so a bad reference is a usage error."""
+    from batchain.job import Job
+    from batchain.states import JobStatus
+
+    rec = job.record
+    if rec.status == JobStatus.CANCELLED:
+        raise CliError(f"job {job.id} was cancelled; start a new one with `batchain run`")
+    if not rec.chain_ref:
+        raise CliError(
+            f"job {job.id} has no recorded chain reference (it was started from Python); "
+            "continue it with batchain.Job.open(job_id, chain=...)"
+        )
+    runnable, _ = _load_chain(rec.chain_ref)
+    return Job.open(job.id, store=job.store, chain=runnable)
+
+
+def _open_input(source: str, fmt: Format | None, limit: int | None) -> tuple[InputReader, Iterator[Any]]:
+    """A reader and its values, with the first record already read.
+
+    Reading the first record before the job exists makes an unreadable input (bad CSV
+    header, not gzip, no pyarrow) a usage error instead of a job that stops at once.
+    """
+    try:
+        reader = InputReader(source, fmt=fmt.value if fmt else None, limit=limit)
+        values = reader.values()
+        first = list(itertools.islice(values, 1))
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    return reader, itertools.chain(first, values)
+
+
+def _output_target(output: str | None) -> str | None:
+    """The -o path, else stdout when it is piped, else nowhere (a terminal gets a summary)."""
+    if output is not None:
+        return output
+    return None if sys.stdout.isatty() else "-"
+
+
+def _check_output(target: str | None) -> None:
+    if target is None:
+        return
+    try:
+        ResultWriter(target)
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _overrides(
+    concurrency: int | None,
+    rpm: float | None,
+    tpm: float | None,
+    max_retries: int | None,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """Run options the user gave; the rest keep their defaults (or the job's stored values)."""
+    given = {
+        "max_concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+        "max_retries": max_retries,
+        "timeout": timeout,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _fmt_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+# -- run / resume / retry: running and reporting -------------------------------------------------
+
+
+def _start_job(job_id: str, store: Path, start: Any) -> tuple[Job, bool]:
+    """Run ``start()`` (which runs the job); ``(job, interrupted)``. Ctrl-C pauses the job."""
+    from batchain.job import Job
+
+    interrupted = False
+    try:
+        start()
+    except KeyboardInterrupt:
+        interrupted = True
+    try:
+        return Job.open(job_id, store=store), interrupted
+    except KeyError:  # interrupted before the job was created
+        raise CliError("interrupted before the job started", EXIT_INTERRUPTED) from None
+
+
+def _report(
+    job: Job,
+    *,
+    reader: InputReader | None,
+    target: str | None,
+    quiet: bool,
+    elapsed: float,
+    interrupted: bool,
+) -> int:
+    """Write results, print bad rows and the summary; return the exit code."""
+    errors = _write_results(job, target)
+    if reader is not None:
+        _print_bad_rows(reader)
+    counts = job.counts
+    n_bad = reader.n_bad if reader is not None else 0
+    paused = interrupted or counts["pending"] > 0
+    if not quiet:
+        _print_summary(job, counts, n_bad, elapsed, target, errors, paused)
+    if paused:
+        return EXIT_INTERRUPTED
+    if counts["failed"] or counts["cancelled"] or n_bad:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_results(job: Job, target: str | None) -> Counter[str]:
+    """Stream every result to ``target`` (if any); count failures by kind on the way."""
+    from batchain.states import ItemStatus
+
+    errors: Counter[str] = Counter()
+    if target is None:
+        for r in job.iter_results((ItemStatus.FAILED,)):
+            errors[r.error_message or "unknown error"] += 1
+        return errors
+    try:
+        with ResultWriter(target) as writer:
+            for r in job.iter_results():
+                writer.write(r)
+                if r.status == ItemStatus.FAILED:
+                    errors[r.error_message or "unknown error"] += 1
+    except OutputError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    return errors
+
+
+def _print_bad_rows(reader: InputReader) -> None:
+    if not reader.n_bad:
+        return
+    err = _stderr()
+    for bad in reader.bad_rows[:_SHOW_BAD_ROWS]:
+        err.print(f"[yellow]bad input:[/yellow] {escape(str(bad))}")
+    hidden = reader.n_bad - min(len(reader.bad_rows), _SHOW_BAD_ROWS)
+    if hidden > 0:
+        err.print(f"[yellow]bad input:[/yellow] … and {hidden:,} more")
+
+
+def _print_summary(
+    job: Job,
+    counts: dict[str, int],
+    n_bad: int,
+    elapsed: float,
+    target: str | None,
+    errors: Counter[str],
+    paused: bool,
+) -> None:
+    err = _stderr()
+    state = "[yellow]paused[/yellow]" if paused else f"[bold]{job.status.value}[/bold]"
+    err.print(f"job [bold]{job.id}[/bold] {state} in {elapsed:.1f} s")
+    for label, text in _summary_rows(job, counts, n_bad, target):
+        err.print(f"  {label:<8} {text}")
+    for message, n in errors.most_common(_SHOW_ERROR_KINDS):
+        err.print(f"  [red]{n:,} x[/red] {escape(_one_line(message))}")
+    err.print(_next_steps(job, counts, paused))
+
+
+def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | None) -> list[tuple[str, str]]:
+    stats, usage = job.stats, job.usage
+    items = f"{counts['succeeded']:,} ok · {counts['failed']:,} failed"
+    if counts["pending"]:
+        items += f" · {counts['pending']:,} not run yet"
+    if n_bad:
+        items += f" · {_plural(n_bad, 'bad input row')} skipped"
+    calls = f"{stats.get('paid', 0):,} paid · {stats.get('cached', 0):,} from cache"
+    if stats.get("shared"):
+        calls += f" · {stats['shared']:,} shared"
+    calls += f" · {stats.get('retries', 0):,} retries · {stats.get('rate_limited', 0):,} rate-limited"
+    tokens = f"{usage.input_tokens:,} in · {usage.output_tokens:,} out"
+    if usage.cache_read_tokens:
+        tokens += f" ({usage.cache_read_tokens:,} of the input from the provider's prompt cache)"
+    rows = [("items", items), ("calls", calls), ("tokens", tokens)]
+    if target is not None:
+        rows.append(("results", "stdout" if target == "-" else escape(target)))
+    return rows
+
+
+def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
+    steps = [f"batchain status {job.id}", f"batchain results {job.id} -o results.jsonl"]
+    if paused:
+        steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT"))
+    elif counts["failed"] or counts["cancelled"]:
+        steps.insert(0, f"batchain retry {job.id}")
+    return "next: " + " · ".join(steps)
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+# -- commands: run, resume, retry --------------------------------------------------------------
+
+
+@app.command()
+def run(
+    chain: Annotated[
+        str,
+        typer.Argument(
+            metavar="CHAIN",
+            help="The chain: path/to/file.py:attr or package.module:attr.",
+            show_default=False,
+        ),
+    ],
+    input: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="The dataset: .jsonl (one JSON value per line), .csv/.tsv (header row), .parquet, "
+            "optionally .gz; or - for JSONL on stdin.",
+            show_default=False,
+        ),
+    ],
+    output: OutputOpt = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="realtime: every call now, full price. batch: provider Batch APIs, half price. "
+            "auto: per item."
+        ),
+    ] = Mode.realtime,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Pay for every call again instead of reusing stored answers.")
+    ] = False,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    job_id: Annotated[
+        str | None, typer.Option("--job-id", help="Name the job (default: a new sortable id).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run CHAIN over every row of INPUT as a new durable job.
+
+    Each row is one chain input (a JSON value, or a dict per CSV row). Malformed rows are
+    reported as file:line, skipped and counted; the good rows still run. Identical model
+    calls are made once, and calls answered in earlier jobs are reused unless --no-cache.
+
+    Stop with Ctrl-C: calls on the wire land, the job pauses, and `batchain resume JOB INPUT`
+    continues it without paying twice.
+    """
+    from batchain.job import new_job_id
+
+    store_path = _store_path(store, must_exist=False)
+    target = _output_target(output)
+    _check_output(target)
+    reader, values = _open_input(input, fmt, limit)
+    runnable, ref = _load_chain(chain)
+    _check_mode(mode)
+    jid = job_id or new_job_id()
+    _ensure_new_job(store_path, jid)
+    options = _overrides(concurrency, rpm, tpm, max_retries, timeout)
+    started = time.monotonic()
+
+    def start() -> None:
+        import batchain
+
+        batchain.run(
+            runnable,
+            values,
+            mode=mode.value,
+            store=store_path,
+            job_id=jid,
+            chain_ref=ref,
+            cache=not no_cache,
+            progress=not quiet,
+            **options,
+        )
+
+    job, interrupted = _run_guarded(jid, store_path, start)
+    code = _report(
+        job,
+        reader=reader,
+        target=target,
+        quiet=quiet,
+        elapsed=time.monotonic() - started,
+        interrupted=interrupted,
+    )
+    raise typer.Exit(code)
+
+
+def _check_mode(mode: Mode) -> None:
+    from batchain.api import MODES
+
+    if mode.value not in MODES:
+        raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
+
+
+def _ensure_new_job(store_path: Path, job_id: str) -> None:
+    if not store_path.is_file():
+        return
+    from batchain.store import SQLiteStore
+
+    with SQLiteStore(store_path) as st:
+        if st.get_job(job_id) is not None:
+            raise CliError(
+                f"job {job_id!r} already exists in {store_path}; continue it with `batchain resume`"
+            )
+
+
+def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
+    """Run the job; errors raised before it starts are usage errors (mode, options)."""
+    from batchain.store import SQLiteStore
+
+    try:
+        return _start_job(job_id, store_path, start)
+    except InputError as exc:
+        # the input broke while being read (e.g. a truncated .gz): the job is resumable
+        raise CliError(
+            f"{exc}; the job {job_id} stopped, fix the input and `batchain resume {job_id} INPUT`"
+        ) from None
+    except (ValueError, RuntimeError) as exc:
+        with SQLiteStore(store_path) as st:
+            job = st.get_job(job_id)
+        if job is None or job.n_items == 0:  # refused before any item ran: mode, options
+            raise CliError(str(exc)) from None
+        raise
+
+
+@app.command()
+def resume(
+    job_id: JobArg,
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="The job's dataset again, if the job stopped before reading all of it "
+            "(same file, same --limit and --format).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue a paused or interrupted job: run the items that have no result yet.
+
+    Model calls that already succeeded are replayed from the store, never paid twice.
+    Options not given keep the values the job was started with.
+    """
+    job = _open_job(job_id, store)
+    reader: InputReader | None = None
+    values: Iterator[Any] | None = None
+    if input is not None:
+        reader, values = _open_input(input, fmt, limit)
+    elif not job.record.inputs_complete:
+        raise CliError(
+            f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
+            f"pass the same INPUT again: batchain resume {job.id} INPUT"
+        )
+    _continue(job, reader, values, output, quiet, _overrides(concurrency, rpm, tpm, max_retries, timeout))
+
+
+@app.command()
+def retry(
+    job_id: JobArg,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a job's failed (and cancelled) items again, in a new process if you like.
+
+    The chain is re-imported from the reference the job recorded. Successful items and
+    their calls are kept; only the failed items run.
+    """
+    job = _open_job(job_id, store)
+    if not job.record.inputs_complete:
+        raise CliError(f"job {job.id} has unread inputs; finish it first: batchain resume {job.id} INPUT")
+    _continue(
+        job,
+        None,
+        None,
+        output,
+        quiet,
+        _overrides(concurrency, rpm, tpm, max_retries, timeout),
+        failed_only=True,
+    )
+
+
+def _continue(
+    job: Job,
+    reader: InputReader | None,
+    values: Iterator[Any] | None,
+    output: str | None,
+    quiet: bool,
+    options: dict[str, Any],
+    *,
+    failed_only: bool = False,
+) -> None:
+    target = _output_target(output)
+    _check_output(target)
+    job = _with_chain(job)
+    started = time.monotonic()
+
+    def start() -> None:
+        if failed_only:
+            job.retry(progress=not quiet, **options)
+        else:
+            job.resume(values, progress=not quiet, **options)
+
+    done, interrupted = _run_guarded(job.id, job.store_path, start)
+    code = _report(
+        done,
+        reader=reader,
+        target=target,
+        quiet=quiet,
+        elapsed=time.monotonic() - started,
+        interrupted=interrupted,
+    )
+    raise typer.Exit(code)
+
+
+# -- commands: jobs, status, results -----------------------------------------------------------
+
+
+@app.command()
+def jobs(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many jobs.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per job instead of a table.")
+    ] = False,
+) -> None:
+    """List the jobs in the store, newest first."""
+    from batchain.store import SQLiteStore
+
+    path = _store_path(store, must_exist=False)
+    if not path.is_file():
+        _stderr().print(f"no jobs yet (no store at {escape(str(path))})")
+        return
+    with SQLiteStore(path) as st:
+        records = st.list_jobs(limit)
+        rows = [(rec, _counts(st.item_counts(rec.id))) for rec in records]
+    if as_json:
+        for rec, counts in rows:
+            print(json.dumps(_job_summary(rec, counts)))
+        return
+    if not rows:
+        _stderr().print(f"no jobs in {escape(str(path))}")
+        return
+    # piped output gets room for the whole table instead of rich's 80-column default
+    Console(width=None if sys.stdout.isatty() else 200).print(_jobs_table(rows, path))
+
+
+def _counts(raw: dict[str, int]) -> dict[str, int]:
+    from batchain.states import ItemStatus
+
+    counts = {s.value: raw.get(s.value, 0) for s in ItemStatus}
+    counts["total"] = sum(raw.values())
+    return counts
+
+
+def _job_summary(rec: Any, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "status": rec.status.value,
+        "mode": rec.mode,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "chain_ref": rec.chain_ref,
+        "inputs_complete": rec.inputs_complete,
+        "counts": counts,
+        "note": rec.note,
+    }
+
+
+def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path) -> Table:
+    table = Table(title=f"jobs in {escape(str(path))}", title_justify="left")
+    table.add_column("id", no_wrap=True, style="bold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("ok", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("chain", overflow="fold")
+    for rec, counts in rows:
+        total = f"{counts['total']:,}" + ("" if rec.inputs_complete else "+")
+        table.add_row(
+            rec.id,
+            rec.status.value,
+            rec.mode,
+            f"{counts['succeeded']:,}",
+            f"{counts['failed']:,}",
+            total,
+            _fmt_time(rec.created_at),
+            escape(_short_ref(rec.chain_ref)),
+        )
+    return table
+
+
+def _short_ref(ref: str | None) -> str:
+    if not ref:
+        return "-"
+    target, _, attr = ref.rpartition(":")
+    return f"{Path(target).name}:{attr}" if "/" in target or "\\" in target else ref
+
+
+@app.command()
+def status(
+    job_id: JobArg,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")] = False,
+) -> None:
+    """Show one job: state, item counts, calls, tokens, and the most common errors.
+
+    Exit code: 0 if no item has failed, 1 if some have, 2 if there is no such job.
+    """
+    job = _open_job(job_id, store)
+    rec, counts = job.record, job.counts
+    errors: Counter[str] = Counter()
+    for r in job.errors():
+        errors[r.error_message or "unknown error"] += 1
+    if as_json:
+        usage = job.usage
+        data = _job_summary(rec, counts) | {
+            "calls": job.call_stats,
+            "last_run": job.stats,
+            "usage": {k: getattr(usage, k) for k in usage.__slots__},
+            "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
+        }
+        print(json.dumps(data))
+    else:
+        _print_status(job, counts, errors)
+    raise typer.Exit(EXIT_FAILED if counts["failed"] or counts["cancelled"] else EXIT_OK)
+
+
+_CALL_SOURCES: Final = {
+    "paid": "paid",
+    "cache": "reused from earlier jobs",
+    "replay": "replayed after a restart",
+    "shared": "shared between identical items",
+}
+
+
+def _print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None:
+    rec, out = job.record, _stdout()
+    out.print(f"[bold]{rec.id}[/bold]  {rec.status.value}  ({rec.mode})")
+    items = " · ".join(f"{counts[k]:,} {k}" for k in ("succeeded", "failed", "pending", "cancelled"))
+    items += f" · {counts['total']:,} total" + ("" if rec.inputs_complete else " (inputs not all read yet)")
+    calls = " · ".join(f"{n:,} {_CALL_SOURCES.get(k, k)}" for k, n in sorted(job.call_stats.items()))
+    usage = job.usage
+    last = job.stats
+    rows = [
+        ("chain", escape(rec.chain_ref or "- (started from Python)")),
+        ("created", f"{_fmt_time(rec.created_at)}   updated {_fmt_time(rec.updated_at)}"),
+        ("items", items),
+        ("calls", calls or "none"),
+        ("tokens", f"{usage.input_tokens:,} in · {usage.output_tokens:,} out (paid by this job)"),
+        (
+            "last run",
+            f"{last.get('sent', 0):,} sent · {last.get('retries', 0):,} retries · "
+            f"{last.get('rate_limited', 0):,} rate-limited · "
+            f"peak {last.get('peak_in_flight', 0):,} in flight",
+        ),
+        ("store", escape(str(job.store_path))),
+    ]
+    if rec.note:
+        rows.append(("note", escape(rec.note)))
+    for label, text in rows:
+        out.print(f"  {label:<9} {text}")
+    for message, n in errors.most_common(_SHOW_ERROR_KINDS):
+        out.print(f"  [red]{n:,} x[/red] {escape(_one_line(message))}")
+
+
+@app.command()
+def results(
+    job_id: JobArg,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this .jsonl or .csv/.tsv file (optionally .gz). Default: JSONL on stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Write a job's results, one row per item in input order: index, id, status, output, error.
+
+    Works on a running or paused job too (items not run yet have status pending).
+    """
+    job = _open_job(job_id, store)
+    target = output or "-"
+    _check_output(target)
+    try:
+        with ResultWriter(target) as writer:
+            n = writer.write_all(job.iter_results())
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+    if target != "-":
+        _stderr().print(f"wrote {_plural(n, 'row')} to {escape(target)}")
+
+
+# -- commands: sandbox, demo --------------------------------------------------------------------
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0 picks a free one).")
+    ] = 8765,
+    latency_ms: Annotated[float, typer.Option(min=0, help="Delay before every realtime answer.")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(min=0, help="Random ± added to the latency.")] = 0.0,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute before 429s.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute before 429s.")] = None,
+    error_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests answered with a 500.")
+    ] = 0.0,
+    overloaded_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests answered 529/503 overloaded.")
+    ] = 0.0,
+    batch_processing_s: Annotated[
+        float, typer.Option(min=0, help="How long a provider batch stays in progress.")
+    ] = 0.5,
+    batch_item_error_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of batch items that fail.")
+    ] = 0.0,
+    batch_expire_after_fraction: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Expire batches after this share of items is done."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for jitter and fault injection.")] = 0,
+) -> None:
+    """Serve the OpenAI and Anthropic APIs locally until Ctrl-C.
+
+    Answers are deterministic (classification prompts get one of their labels), usage is
+    billed to a ledger, limits give real 429s. Point the official SDKs or LangChain at it
+    with OPENAI_BASE_URL / ANTHROPIC_BASE_URL; any API key works.
+    """
+    from batchain.sandbox import SandboxConfig, serve
+    from batchain.sandbox.config import ConfigError
+
+    try:
+        config = SandboxConfig(
+            latency_ms=latency_ms,
+            latency_jitter_ms=latency_jitter_ms,
+            rpm=rpm,
+            tpm=tpm,
+            error_rate=error_rate,
+            overloaded_rate=overloaded_rate,
+            batch_processing_s=batch_processing_s,
+            batch_item_error_rate=batch_item_error_rate,
+            batch_expire_after_fraction=batch_expire_after_fraction,
+            seed=seed,
+        )
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        serve(config, host, port, on_ready=_sandbox_banner)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _sandbox_banner(url: str) -> None:
+    lines = [
+        f"batchain sandbox listening on {url}   (Ctrl-C to stop)",
+        f"  OpenAI API     {url}/v1",
+        f"  Anthropic API  {url}",
+        "Point the SDKs (and ChatOpenAI / ChatAnthropic) at it, with any key:",
+        f"  export OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY=sk-sandbox",
+        f"  export ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-sandbox",
+        f"Billing ledger: {url}/_sandbox/ledger/summary",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+@app.command()
+def demo(
+    store: StoreOpt = None,
+    n: Annotated[int, typer.Option("--n", min=1, max=200, help="Headlines to classify (200 bundled).")] = 200,
+    compare: Annotated[
+        int, typer.Option("--compare", min=0, max=200, help="Headlines for the three-model comparison.")
+    ] = 50,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Use the built-in sandbox even when API keys are set.")
+    ] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Pay for every call again.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Classify news headlines, then compare three models on them: real jobs, end to end.
+
+    Without OPENAI_API_KEY and ANTHROPIC_API_KEY this runs against the built-in sandbox
+    provider (free, offline, with realistic latency). With both keys it uses the real
+    APIs and costs a few cents. The jobs land in the store: try `batchain jobs` after.
+    """
+    from batchain.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        store=_store_path(store, must_exist=False),
+        n=n,
+        compare=min(compare, n),
+        force_sandbox=sandbox,
+        cache=not no_cache,
+        progress=not quiet,
+    )
+    raise typer.Exit(run_demo(options, _stdout()))
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+def _error_line(message: str) -> None:
+    from batchain.providers.base import redact
+
+    print(f"batchain: error: {redact(_one_line(message))}", file=sys.stderr, flush=True)
+
+
+def _remember_keys() -> None:
+    """Teach the redactor the keys in the environment, so no message can echo them."""
+    from batchain.providers.base import remember_secret
+
+    for name, value in os.environ.items():
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET")):
+            remember_secret(value)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Argument errors as one line; ``batchain`` alone (no command) shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # type: ignore[attr-defined]
+        return EXIT_USAGE
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    _error_line(exc.format_message() + where)  # type: ignore[attr-defined]
+    return int(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    if os.environ.get("BATCHAIN_DEBUG"):
+        raise exc
+    _error_line(f"internal error: {type(exc).__name__}: {exc} (set BATCHAIN_DEBUG=1 for the traceback)")
+    sys.exit(EXIT_INTERNAL)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code (``main`` exits with it)."""
+    # `batchain run mychain:chain` should import mychain from where the user stands
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _remember_keys()
+    try:
+        code = app(args=argv, prog_name="batchain", standalone_mode=False)
+    except _CLICK_ERRORS as exc:
+        return _usage_error(exc)
+    except _ABORTS:
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        _error_line(exc.message)
+        return exc.code
+    except Exception as exc:
+        _internal_error(exc)
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run_cli())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Find the chat models inside a chain before running it.
+
+Batch mode refuses, before anything is submitted, a chain that holds a model with no
+Batch API adapter (it would otherwise run at full price). Models are found by walking the
+chain's object graph: Runnable fields, bindings, branches, fallbacks, LangGraph nodes, and
+the closures and globals a lambda refers to. A model created inside a lambda at call time
+cannot be seen here; the call hook catches it at its first call instead.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from batchain.providers import adapter_for
+
+__all__ = ["check_batchable", "find_models"]
+
+_MAX_DEPTH = 12
+_SKIP = (str, bytes, int, float, bool, type(None), type, types.ModuleType)
+
+
+def find_models(root: Any) -> Iterator[BaseChatModel]:
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, _SKIP) or id(obj) in seen or depth > _MAX_DEPTH:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, BaseChatModel):
+            yield obj
+            continue
+        stack.extend((child, depth + 1) for child in _children(obj))
+
+
+def _children(obj: Any) -> list[Any]:
+    if isinstance(obj, dict):
+        return list(obj.values())
+    if isinstance(obj, list | tuple | set | frozenset):
+        return list(obj)
+    if isinstance(obj, types.FunctionType | types.MethodType):
+        return _function_refs(obj)
+    out: list[Any] = []
+    d = getattr(obj, "__dict__", None)
+    if isinstance(d, dict):
+        out.extend(d.values())
+    for name in getattr(type(obj), "__slots__", ()):
+        if hasattr(obj, name):
+            out.append(getattr(obj, name))
+    return out
+
+
+def _function_refs(fn: Any) -> list[Any]:
+    func = getattr(fn, "__func__", fn)
+    refs: list[Any] = [getattr(fn, "__self__", None)]
+    for cell in func.__closure__ or ():
+        try:
+            refs.append(cell.cell_contents)
+        except ValueError:  # empty cell
+            pass
+    globs = func.__globals__
+    refs.extend(globs[n] for n in func.__code__.co_names if n in globs)
+    return refs
+
+
+def check_batchable(chain: Any) -> None:
+    """Raise before submitting anything if a model in the chain cannot use a Batch API."""
+    from batchain.calls import BatchUnsupportedError
+
+    for model in find_models(chain):
+        adapter = adapter_for(model)
+        if adapter is None or not adapter.batchable:
+            raise BatchUnsupportedError(model)

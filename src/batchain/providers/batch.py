@@ -1,0 +1,197 @@
+"""Provider Batch API logic without I/O: limits, chunking, line formats, status mapping and
+the classification of every per-request outcome.
+
+The I/O (upload, create, retrieve, download, cancel, list) lives in each provider's
+``*BatchAPI`` class and only moves bytes; everything that decides lives here and is unit
+tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "ANTHROPIC_LIMITS",
+    "OPENAI_LIMITS",
+    "BatchLimits",
+    "BatchView",
+    "Outcome",
+    "OutcomeKind",
+    "anthropic_outcomes",
+    "anthropic_view",
+    "chunk",
+    "openai_failed_batch_outcomes",
+    "openai_line",
+    "openai_outcomes",
+    "openai_view",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_requests: int
+    max_bytes: int
+
+
+OPENAI_LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
+ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024)
+#: keep well under the byte limits: envelopes and multipart framing add a little
+_BYTE_HEADROOM = 0.95
+
+
+def chunk(
+    sized: Sequence[tuple[str, int]], limits: BatchLimits, max_requests: int | None = None
+) -> Iterator[list[str]]:
+    """Split ``(key, encoded_size)`` pairs into batches under every limit, in order."""
+    cap_n = min(limits.max_requests, max_requests or limits.max_requests)
+    cap_b = int(limits.max_bytes * _BYTE_HEADROOM)
+    current: list[str] = []
+    size = 0
+    for key, n in sized:
+        if n > cap_b:
+            raise ValueError(f"request {key[:12]} is {n} bytes, over the provider's batch size limit")
+        if current and (len(current) >= cap_n or size + n > cap_b):
+            yield current
+            current, size = [], 0
+        current.append(key)
+        size += n
+    if current:
+        yield current
+
+
+# -- per-request outcomes -----------------------------------------------------------------
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    #: the request was fine but did not run or failed transiently: send it again
+    RETRY = "retry"
+    #: the provider rejected the request itself: the item gets the error
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    custom_id: str
+    kind: OutcomeKind
+    #: the response body (JSON text) when succeeded, else an error message
+    body: str
+    status: int | None = None
+    reason: str = ""
+
+
+def openai_line(custom_id: str, endpoint: str, body: Mapping[str, Any]) -> bytes:
+    line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _http_outcome(custom_id: str, status: int, body: Any) -> Outcome:
+    if status == 200:
+        return Outcome(custom_id, OutcomeKind.SUCCEEDED, json.dumps(body, ensure_ascii=False), status)
+    err = body.get("error", body) if isinstance(body, dict) else body
+    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    retryable = status == 429 or status >= 500 or status in (408, 409)
+    kind = OutcomeKind.RETRY if retryable else OutcomeKind.FAILED
+    return Outcome(custom_id, kind, f"{status}: {message}", status, f"http_{status}")
+
+
+def openai_outcomes(text: str) -> Iterator[Outcome]:
+    """Outcomes from an OpenAI output or error file (any order; join on custom_id)."""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        cid = str(line.get("custom_id"))
+        response = line.get("response")
+        if response is not None:
+            yield _http_outcome(cid, int(response.get("status_code", 0)), response.get("body"))
+            continue
+        error = line.get("error") or {}
+        code = str(error.get("code") or "error")
+        # expired / cancelled / timed out: the request never ran, so it is safe to resend
+        yield Outcome(cid, OutcomeKind.RETRY, str(error.get("message") or code), None, code)
+
+
+def openai_failed_batch_outcomes(keys: Iterable[str], errors: Any) -> Iterator[Outcome]:
+    """A batch that failed validation: nothing ran. Retry only what waiting can fix."""
+    data = (errors or {}).get("data") or [] if isinstance(errors, dict) else []
+    codes = {str(e.get("code")) for e in data if isinstance(e, dict)}
+    message = "; ".join(str(e.get("message")) for e in data if isinstance(e, dict)) or "batch failed"
+    transient = codes <= {"token_limit_exceeded", "rate_limit_exceeded"} and bool(codes)
+    kind = OutcomeKind.RETRY if transient else OutcomeKind.FAILED
+    for key in keys:
+        yield Outcome(key, kind, f"batch failed validation: {message}", None, ",".join(sorted(codes)))
+
+
+def anthropic_outcomes(text: str) -> Iterator[Outcome]:
+    """Outcomes from an Anthropic results JSONL stream."""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        cid = str(line.get("custom_id"))
+        result = line.get("result") or {}
+        kind = result.get("type")
+        if kind == "succeeded":
+            body = json.dumps(result.get("message"), ensure_ascii=False)
+            yield Outcome(cid, OutcomeKind.SUCCEEDED, body, 200)
+        elif kind == "errored":
+            envelope = result.get("error") or {}
+            err = envelope.get("error", envelope) if isinstance(envelope, dict) else {}
+            etype = str(err.get("type", "api_error"))
+            message = f"{etype}: {err.get('message', '')}"
+            permanent = etype in ("invalid_request_error", "authentication_error",
+                                  "permission_error", "not_found_error", "billing_error")
+            yield Outcome(cid, OutcomeKind.FAILED if permanent else OutcomeKind.RETRY, message,
+                          None, etype)
+        else:  # canceled / expired: never ran
+            yield Outcome(cid, OutcomeKind.RETRY, str(kind), None, str(kind))
+
+
+# -- batch status --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """A provider batch reduced to what the engine needs."""
+
+    ended: bool
+    status: str
+    done: int = 0
+    total: int = 0
+    #: OpenAI: output and error file ids; Anthropic: results URL
+    output_ref: str | None = None
+    error_ref: str | None = None
+    errors: Any = None
+
+
+_OPENAI_ENDED = {"completed", "failed", "expired", "cancelled"}
+
+
+def openai_view(batch: Mapping[str, Any]) -> BatchView:
+    counts = batch.get("request_counts") or {}
+    return BatchView(
+        ended=batch.get("status") in _OPENAI_ENDED,
+        status=str(batch.get("status")),
+        done=int(counts.get("completed") or 0) + int(counts.get("failed") or 0),
+        total=int(counts.get("total") or 0),
+        output_ref=batch.get("output_file_id"),
+        error_ref=batch.get("error_file_id"),
+        errors=batch.get("errors"),
+    )
+
+
+def anthropic_view(batch: Mapping[str, Any]) -> BatchView:
+    counts = batch.get("request_counts") or {}
+    total = sum(int(v or 0) for v in counts.values())
+    return BatchView(
+        ended=batch.get("processing_status") == "ended",
+        status=str(batch.get("processing_status")),
+        done=total - int(counts.get("processing") or 0),
+        total=total,
+        output_ref=batch.get("results_url"),
+    )
