@@ -196,6 +196,8 @@ async def _execute(
         options = RunOptions(**{k: v for k, v in stored.items() if k in known})
         options.callbacks = list(overrides.get("callbacks") or [])
     runner = JobRunner(store=job.store, job_id=job.id, chain=job.chain, options=options, listener=listener)
+    runner.stop_when = until
+    runner.cancelling = cancelling
     display: asyncio.Task[None] | None = None
     if wants_progress(options.progress):
         display = asyncio.create_task(ProgressDisplay(runner, job.id, _total(job, inputs)).run())

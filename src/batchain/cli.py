@@ -50,6 +50,13 @@ _SHOW_ERROR_KINDS: Final = 3
 _CLICK_ERRORS: Final[tuple[type[Exception], ...]] = (click.ClickException, typer.TyperException)
 _ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
 
+_CALL_SOURCES: Final = {
+    "paid": "paid",
+    "cache": "reused from earlier jobs",
+    "replay": "replayed after a restart",
+    "shared": "shared between identical items",
+}
+
 _EXIT_CODES_HELP = (
     "Exit codes: 0 every item succeeded · 1 finished with failed items or bad input rows · "
     "2 usage error (bad arguments, unknown job, unreadable chain or input) · 3 internal error · "
@@ -394,9 +401,12 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
         items += f" · {counts['pending']:,} not run yet"
     if n_bad:
         items += f" · {_plural(n_bad, 'bad input row')} skipped"
-    calls = f"{stats.get('paid', 0):,} paid · {stats.get('cached', 0):,} from cache"
-    if stats.get("shared"):
-        calls += f" · {stats['shared']:,} shared"
+    # distinct calls by source, counted by the store: right in every mode and across resumes
+    sources = job.call_stats
+    calls = f"{sources.get('paid', 0):,} paid · {sources.get('cache', 0):,} reused from earlier jobs"
+    for key in ("replay", "shared"):
+        if sources.get(key):
+            calls += f" · {sources[key]:,} {_CALL_SOURCES[key]}"
     calls += f" · {stats.get('retries', 0):,} retries · {stats.get('rate_limited', 0):,} rate-limited"
     tokens = f"{usage.input_tokens:,} in · {usage.output_tokens:,} out"
     if usage.cache_read_tokens:
@@ -411,6 +421,7 @@ def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
     steps = [f"batchain status {job.id}", f"batchain results {job.id} -o results.jsonl"]
     if paused:
         steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT"))
+        steps.append(f"batchain cancel {job.id}")
     elif counts["failed"] or counts["cancelled"]:
         steps.insert(0, f"batchain retry {job.id}")
     return "next: " + " · ".join(steps)
@@ -465,6 +476,26 @@ def run(
     job_id: Annotated[
         str | None, typer.Option("--job-id", help="Name the job (default: a new sortable id).")
     ] = None,
+    realtime_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--realtime-fallback",
+            help="Batch mode: let models without a Batch API run in realtime at full price "
+            "(by default such a chain is refused before anything is sent).",
+        ),
+    ] = False,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Batch mode: return once the first round is at the provider; "
+            "`batchain resume JOB` collects it later, from any process.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run CHAIN over every row of INPUT as a new durable job.
@@ -481,46 +512,64 @@ def run(
     store_path = _store_path(store, must_exist=False)
     target = _output_target(output)
     _check_output(target)
+    _check_mode(mode, detach)
     reader, values = _open_input(input, fmt, limit)
     runnable, ref = _load_chain(chain)
-    _check_mode(mode)
     jid = job_id or new_job_id()
     _ensure_new_job(store_path, jid)
-    options = _overrides(concurrency, rpm, tpm, max_retries, timeout)
+    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | {
+        "mode": mode.value,
+        "cache": not no_cache,
+        "progress": not quiet and not detach,
+    }
+    if realtime_fallback:
+        options["fallback"] = "realtime"
+    if max_batch_size is not None:
+        options["max_batch_size"] = max_batch_size
     started = time.monotonic()
 
     def start() -> None:
         import batchain
 
-        batchain.run(
-            runnable,
-            values,
-            mode=mode.value,
-            store=store_path,
-            job_id=jid,
-            chain_ref=ref,
-            cache=not no_cache,
-            progress=not quiet,
-            **options,
-        )
+        launch = batchain.submit if detach else batchain.run
+        launch(runnable, values, store=store_path, job_id=jid, chain_ref=ref, **options)
 
     job, interrupted = _run_guarded(jid, store_path, start)
-    code = _report(
-        job,
-        reader=reader,
-        target=target,
-        quiet=quiet,
-        elapsed=time.monotonic() - started,
-        interrupted=interrupted,
-    )
+    elapsed = time.monotonic() - started
+    if detach and not interrupted:
+        raise typer.Exit(_report_submitted(job, reader, quiet, elapsed))
+    code = _report(job, reader=reader, target=target, quiet=quiet, elapsed=elapsed, interrupted=interrupted)
     raise typer.Exit(code)
 
 
-def _check_mode(mode: Mode) -> None:
+def _report_submitted(job: Job, reader: InputReader, quiet: bool, elapsed: float) -> int:
+    """After --detach: what is at the provider and how to collect it."""
+    _print_bad_rows(reader)
+    if not quiet:
+        err = _stderr()
+        counts = job.counts
+        batches = _batch_summary(job)
+        err.print(
+            f"job [bold]{job.id}[/bold] {job.status.value} in {elapsed:.1f} s: "
+            f"{counts['total']:,} items, {counts['succeeded']:,} already done; provider batches: {batches}"
+        )
+        err.print(f"next: batchain status {job.id} · batchain resume {job.id} (waits and collects)")
+    return EXIT_FAILED if reader.n_bad or job.counts["failed"] else EXIT_OK
+
+
+def _batch_summary(job: Job) -> str:
+    """Provider batches of a job by status, e.g. ``2 submitted · 1 collected``."""
+    by_status = Counter(str(b.get("status")) for b in job.store.job_batches(job.id))
+    return " · ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
+
+
+def _check_mode(mode: Mode, detach: bool) -> None:
     from batchain.api import MODES
 
     if mode.value not in MODES:
         raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
+    if detach and mode != Mode.batch:
+        raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
 
 
 def _ensure_new_job(store_path: Path, job_id: str) -> None:
@@ -659,6 +708,26 @@ def _continue(
     raise typer.Exit(code)
 
 
+@app.command()
+def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
+    """Cancel a job: its provider batches are cancelled, finished results are kept, and the
+    items that have not run end as cancelled (`batchain retry JOB` runs them after all)."""
+    from batchain.states import JobStatus
+
+    job = _open_job(job_id, store)
+    if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+        _stderr().print(f"job {job.id} is already {job.status.value}; nothing to cancel")
+        return
+    if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
+        job = _with_chain(job)
+    job.cancel()
+    counts = job.counts
+    _stderr().print(
+        f"job {job.id} {job.status.value}: {counts['succeeded']:,} results kept, "
+        f"{counts['cancelled']:,} items cancelled"
+    )
+
+
 # -- commands: jobs, status, results -----------------------------------------------------------
 
 
@@ -767,19 +836,15 @@ def status(
             "last_run": job.stats,
             "usage": {k: getattr(usage, k) for k in usage.__slots__},
             "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
+            "batches": [
+                {k: b.get(k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
+                for b in job.store.job_batches(job.id)
+            ],
         }
         print(json.dumps(data))
     else:
         _print_status(job, counts, errors)
     raise typer.Exit(EXIT_FAILED if counts["failed"] or counts["cancelled"] else EXIT_OK)
-
-
-_CALL_SOURCES: Final = {
-    "paid": "paid",
-    "cache": "reused from earlier jobs",
-    "replay": "replayed after a restart",
-    "shared": "shared between identical items",
-}
 
 
 def _print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None:
@@ -804,6 +869,8 @@ def _print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> Non
         ),
         ("store", escape(str(job.store_path))),
     ]
+    if job.store.job_batches(job.id):
+        rows.insert(5, ("batches", _batch_summary(job)))
     if rec.note:
         rows.append(("note", escape(rec.note)))
     for label, text in rows:

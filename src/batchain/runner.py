@@ -314,11 +314,13 @@ class JobRunner:
             if batch.unsubmitted:
                 await batch.flush()
                 if self.stop_when == "submitted" and batch.live:
+                    self.request_stop()  # the round is at the provider: leave it there
                     return
                 continue
             if not batch.live:
                 continue
             if self.stop_when == "poll" and polled:
+                self.request_stop()
                 return
             if self.stop_when == "poll" or self.cancelling:
                 await batch.poll_due(force=True)
