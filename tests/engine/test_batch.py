@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,8 @@ def test_expired_batch_keeps_partial_results_and_resubmits_the_rest(
     while job.poll() == batchain.JobStatus.WAITING and not job.counts["succeeded"]:
         pass
     assert job.counts["succeeded"] == 20  # the half that ran before expiry is kept
-    first = fast.ledger()[0].batch_id
-    assert sum(e.batch_id == first for e in fast.ledger()) == 20
+    per_batch = collections.Counter(e.batch_id for e in fast.ledger())
+    assert per_batch.most_common(1)[0][1] == 20  # round 2 may already have started
     fast.configure(batch_expire_after_fraction=None)
     job.wait()
     assert job.counts["succeeded"] == 40
