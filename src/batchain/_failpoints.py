@@ -13,6 +13,8 @@ import signal
 __all__ = ["failpoint"]
 
 
-def failpoint(name: str) -> None:
-    if os.environ.get("BATCHAIN_FAILPOINT") == name:
+def failpoint(name: str, detail: str = "") -> None:
+    """Die here if ``BATCHAIN_FAILPOINT`` is ``name`` or ``name:detail``."""
+    wanted = os.environ.get("BATCHAIN_FAILPOINT")
+    if wanted and (wanted == name or wanted == f"{name}:{detail}"):
         os.kill(os.getpid(), signal.SIGKILL)

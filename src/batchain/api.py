@@ -104,22 +104,35 @@ async def asubmit(
     kwargs.setdefault("progress", False)
     if kwargs["mode"] != "batch":
         raise ValueError("submit() is for batch mode; use run() for realtime")
-    store, job_id, chain_ref = kwargs.pop("store", None), kwargs.pop("job_id", None), kwargs.pop(
-        "chain_ref", None
+    store, job_id, chain_ref = (
+        kwargs.pop("store", None),
+        kwargs.pop("job_id", None),
+        kwargs.pop("chain_ref", None),
     )
     opts = _options(kwargs)
     return await _start(chain, inputs, opts, store, job_id, chain_ref, until="submitted")
 
 
 _OPTION_NAMES = {
-    "mode", "max_concurrency", "rpm", "tpm", "max_retries", "timeout", "cache", "progress",
-    "window", "callbacks", "fallback", "poll_min", "poll_max", "max_batch_size",
+    "mode",
+    "max_concurrency",
+    "rpm",
+    "tpm",
+    "max_retries",
+    "timeout",
+    "cache",
+    "progress",
+    "window",
+    "callbacks",
+    "fallback",
+    "poll_min",
+    "poll_max",
+    "max_batch_size",
 }
 
 
 def _options(given: dict[str, Any]) -> RunOptions:
-    unknown = set(given) - _OPTION_NAMES - {"chain", "inputs", "store", "job_id", "chain_ref",
-                                             "_listener"}
+    unknown = set(given) - _OPTION_NAMES - {"chain", "inputs", "store", "job_id", "chain_ref", "_listener"}
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}

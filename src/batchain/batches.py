@@ -184,9 +184,7 @@ class BatchCoordinator:
                     for b in self.store.job_batches(self.job_id)
                     if b["provider_batch_id"]
                 }
-                provider_id = await api.find(
-                    parked.client, uid, row["created_at"], row["n_calls"], taken
-                )
+                provider_id = await api.find(parked.client, uid, row["created_at"], row["n_calls"], taken)
                 if not provider_id:
                     self.store.batch_abandoned(uid)
                     return False
@@ -229,13 +227,18 @@ class BatchCoordinator:
         keys = [p.key for p in members]
         first = members[0]
         self.store.batch_intent(
-            uid, self.job_id, first.adapter.name, first.request.lane, keys,
+            uid,
+            self.job_id,
+            first.adapter.name,
+            first.request.lane,
+            keys,
             {"model": first.request.model, "endpoint": first.request.endpoint},
         )
-        failpoint("batch_before_create")
+        failpoint("batch_before_create", first.adapter.name)
         try:
-            provider_id = await api.create(first.client, uid, self.job_id, lines,
-                                           [p.request for p in members])
+            provider_id = await api.create(
+                first.client, uid, self.job_id, lines, [p.request for p in members]
+            )
         except Exception as exc:
             # unknown whether it reached the provider: settle it now, as a resume would
             log.warning("batch create failed: %s", redact(str(exc)))
@@ -245,11 +248,17 @@ class BatchCoordinator:
                 await self._create_failed(members, exc)
                 return
             provider_id = found
-        failpoint("batch_after_create")
+        failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
         self.stats.batches_created += 1
-        self.live[uid] = LiveBatch(uid, provider_id, api, first.client,
-                                   next_poll=time.monotonic() + self.poll_min, interval=self.poll_min)
+        self.live[uid] = LiveBatch(
+            uid,
+            provider_id,
+            api,
+            first.client,
+            next_poll=time.monotonic() + self.poll_min,
+            interval=self.poll_min,
+        )
 
     async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> str | None:
         try:
@@ -314,8 +323,9 @@ class BatchCoordinator:
         failpoint("batch_before_download")
         outcomes = {o.custom_id: o for o in await batch.api.outcomes(batch.client, view, keys)}
         for key in keys:
-            outcome = outcomes.get(key) or Outcome(key, OutcomeKind.RETRY, "missing from results",
-                                                   None, "missing")
+            outcome = outcomes.get(key) or Outcome(
+                key, OutcomeKind.RETRY, "missing from results", None, "missing"
+            )
             self._apply(key, outcome)
         failpoint("batch_after_apply")
         self.store.commit()
@@ -350,8 +360,11 @@ class BatchCoordinator:
             if parked is not None:
                 self._resolve_cancelled(parked)
             return
-        message = outcome.body if outcome.kind == OutcomeKind.FAILED else (
-            f"gave up after {self.max_retries + 1} attempts: {outcome.body}")
+        message = (
+            outcome.body
+            if outcome.kind == OutcomeKind.FAILED
+            else (f"gave up after {self.max_retries + 1} attempts: {outcome.body}")
+        )
         self.store.call_failed(key, message, retryable=False)
         if parked is not None:
             self._fail(parked, message, outcome.status)

@@ -47,6 +47,7 @@ class BatchUnsupportedError(RuntimeError):
             "this model's calls in realtime at full price."
         )
 
+
 _GENERIC = GenericAdapter(original_agenerate, original_generate)
 
 
@@ -227,7 +228,11 @@ class CallManager:
             self.store.commit_soon()
             record = None
         parked = Parked(
-            request, adapter, self._client(adapter, model), future, item_idx,
+            request,
+            adapter,
+            self._client(adapter, model),
+            future,
+            item_idx,
             attempts=record.attempts if record is not None else 0,
         )
         await self.batch.park(parked, record.batch_id if record is not None else None)

@@ -270,12 +270,13 @@ def _ledger_line(sandbox: Any, before: int) -> str:
 
 
 def _job_line(job: Job, elapsed: float) -> str:
-    stats, usage = job.stats, job.usage
+    sources, usage = job.call_stats, job.usage
     counts = job.counts
+    reused = sum(n for source, n in sources.items() if source != "paid")
     failed = f" · [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
     return (
         f"{job.id}: {counts['succeeded']} items ok{failed} in {elapsed:.1f} s · "
-        f"calls {stats.get('paid', 0)} paid, {stats.get('cached', 0)} reused from the store · "
+        f"calls {sources.get('paid', 0)} paid, {reused} reused from the store · "
         f"tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out"
     )
 

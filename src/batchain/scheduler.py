@@ -95,9 +95,7 @@ class Lane:
         # an empty bucket refills continuously: wait for the next request's worth, not for
         # the full reset the header announces
         if info.remaining_requests == 0 and info.reset_requests_s and self.rpm:
-            self.paused_until = max(
-                self.paused_until, now + min(info.reset_requests_s, 60.0 / self.rpm)
-            )
+            self.paused_until = max(self.paused_until, now + min(info.reset_requests_s, 60.0 / self.rpm))
         if info.remaining_tokens == 0 and info.reset_tokens_s:
             self.paused_until = max(self.paused_until, now + min(info.reset_tokens_s, 1.0))
 

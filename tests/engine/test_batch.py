@@ -48,8 +48,7 @@ def test_batch_results_equal_realtime(fast: Sandbox, store_path: Path, provider:
     inputs = [{"x": f"topic {i}"} for i in range(30)]
     batch = run_batch(chain_for(fast, provider), inputs, store_path)
     assert {e.tier for e in fast.ledger()} == {"batch"}
-    realtime = batchain.run(chain_for(fast, provider), inputs, store=store_path, progress=False,
-                            cache=False)
+    realtime = batchain.run(chain_for(fast, provider), inputs, store=store_path, progress=False, cache=False)
     assert batch.outputs() == realtime.outputs()
     assert batch.stats["rounds"] == 1 and batch.stats["batches_created"] == 1
 
@@ -62,12 +61,9 @@ def test_batches_split_under_the_size_limit(fast: Sandbox, store_path: Path) -> 
     assert job.stats["batches_created"] == 3
 
 
-def test_expired_batch_keeps_partial_results_and_resubmits_the_rest(
-    fast: Sandbox, store_path: Path
-) -> None:
+def test_expired_batch_keeps_partial_results_and_resubmits_the_rest(fast: Sandbox, store_path: Path) -> None:
     fast.configure(batch_expire_after_fraction=0.5, batch_processing_s=0.2)
-    job = batchain.submit(chain_for(fast), [{"x": i} for i in range(40)], store=store_path,
-                          poll_min=0.02)
+    job = batchain.submit(chain_for(fast), [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
     while job.poll() == batchain.JobStatus.WAITING and not job.counts["succeeded"]:
         pass
     assert job.counts["succeeded"] == 20  # the half that ran before expiry is kept
@@ -133,9 +129,7 @@ def test_model_without_adapter_fails_before_submitting(fast: Sandbox, store_path
     assert fast.ledger() == []
 
 
-def test_hidden_model_without_adapter_stops_the_job_before_any_batch(
-    fast: Sandbox, store_path: Path
-) -> None:
+def test_hidden_model_without_adapter_stops_the_job_before_any_batch(fast: Sandbox, store_path: Path) -> None:
     def hidden(x: dict[str, int]) -> str:
         return str(ParrotFakeChatModel().invoke(f"hi {x['x']}").content)  # built at call time
 
@@ -182,8 +176,7 @@ def test_submit_then_poll_until_done(fast: Sandbox, store_path: Path) -> None:
 
 def test_cancel_keeps_finished_results(fast: Sandbox, store_path: Path) -> None:
     fast.configure(batch_processing_s=3.0)
-    job = batchain.submit(chain_for(fast), [{"x": i} for i in range(40)], store=store_path,
-                          poll_min=0.02)
+    job = batchain.submit(chain_for(fast), [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
     import time
 
     time.sleep(1.0)  # about a third of the batch has run
@@ -196,8 +189,9 @@ def test_cancel_keeps_finished_results(fast: Sandbox, store_path: Path) -> None:
 
 
 def test_realtime_job_cancel_marks_pending_items(fast: Sandbox, store_path: Path) -> None:
-    it = batchain.as_completed(chain_for(fast), [{"x": i} for i in range(300)], store=store_path,
-                               max_concurrency=2)
+    it = batchain.as_completed(
+        chain_for(fast), [{"x": i} for i in range(300)], store=store_path, max_concurrency=2
+    )
     next(it)
     it.close()
     with SQLiteStore(store_path) as st:

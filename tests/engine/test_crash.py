@@ -20,17 +20,35 @@ HERE = Path(__file__).parent / "crash"
 N = 2000
 
 
-def _child(sb: Sandbox, store: Path, job_id: str, action: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, CRASH_OPENAI_BASE_URL=sb.openai_base_url)
+def _child(
+    sb: Sandbox,
+    store: Path,
+    job_id: str,
+    action: str,
+    *,
+    mode: str = "realtime",
+    n: int = N,
+    failpoint: str | None = None,
+) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        CRASH_OPENAI_BASE_URL=sb.openai_base_url,
+        CRASH_ANTHROPIC_BASE_URL=sb.anthropic_base_url,
+    )
+    env.pop("BATCHAIN_FAILPOINT", None)
+    if failpoint:
+        env["BATCHAIN_FAILPOINT"] = failpoint
+    chain = "chain_for_crash.py" if mode == "realtime" else "batch_chain.py"
     return subprocess.Popen(
         [
             sys.executable,
             str(HERE / "run_job.py"),
             str(store),
             job_id,
-            str(N),
+            str(n),
             action,
-            f"{HERE / 'chain_for_crash.py'}:chain",
+            f"{HERE / chain}:chain",
+            mode,
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -131,3 +149,64 @@ def test_sigint_pauses_like_ctrl_c(sandbox: Sandbox, tmp_path: Path) -> None:
     proc.wait(timeout=60)
     assert _count(store, CALLS_SENT) == 0
     assert batchain.Job.open("job-int", store=store).status == batchain.JobStatus.PAUSED
+
+
+# -- batch mode: never pays twice, whatever the kill point ------------------------------------
+
+BATCH_N = 300
+FAST = dict(batch_validating_s=0.02, batch_processing_s=0.3, batch_finalizing_s=0.02)
+
+
+def _finish(sb: Sandbox, store: Path, job_id: str) -> batchain.Job:
+    proc = _child(sb, store, job_id, "resume", mode="batch", n=BATCH_N)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    job = batchain.Job.open(job_id, store=store)
+    assert job.status == batchain.JobStatus.COMPLETED
+    results = job.results()
+    assert [r.index for r in results] == list(range(BATCH_N))
+    assert all(r.ok and r.output["title"] for r in results)
+    assert not sb.duplicates(), "a request was billed twice"
+    assert len(sb.ledger()) == 2 * BATCH_N
+    assert {e.tier for e in sb.ledger()} == {"batch"}
+    return job
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "batch_before_create",
+        "batch_after_upload",
+        "batch_after_create:openai",
+        "batch_after_create:anthropic",
+        "batch_before_download",
+    ],
+)
+def test_batch_sigkill_at_failpoint_then_resume(sandbox: Sandbox, tmp_path: Path, point: str) -> None:
+    sandbox.configure(**FAST)
+    store = tmp_path / "b.sqlite"
+    proc = _child(sandbox, store, "job-b", "start", mode="batch", n=BATCH_N, failpoint=point)
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    job = _finish(sandbox, store, "job-b")
+    if point.startswith("batch_after_create"):
+        assert job.stats["batches_reconciled"] == 1  # found at the provider, not resubmitted
+
+
+BATCHES = "SELECT COUNT(*) FROM provider_batches WHERE status='submitted'"
+COLLECTED = "SELECT COUNT(*) FROM provider_batches WHERE status='collected'"
+
+
+@pytest.mark.parametrize("when", ["polling", "later_round"])
+def test_batch_sigkill_while_waiting_then_resume(sandbox: Sandbox, tmp_path: Path, when: str) -> None:
+    sandbox.configure(**FAST)
+    store = tmp_path / "w.sqlite"
+    proc = _child(sandbox, store, "job-w", "start", mode="batch", n=BATCH_N)
+    if when == "polling":
+        _wait_for(store, BATCHES, 1, proc)
+    else:
+        _wait_for(store, COLLECTED, 1, proc)
+        _wait_for(store, BATCHES, 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _finish(sandbox, store, "job-w")

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import openai
-import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel

@@ -12,13 +12,6 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
-from batchain.providers.batch import (
-    ANTHROPIC_LIMITS,
-    BatchView,
-    Outcome,
-    anthropic_outcomes,
-    anthropic_view,
-)
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -27,6 +20,13 @@ from batchain.providers.base import (
     call_key,
     clean_body_json,
     remember_secret,
+)
+from batchain.providers.batch import (
+    ANTHROPIC_LIMITS,
+    BatchView,
+    Outcome,
+    anthropic_outcomes,
+    anthropic_view,
 )
 from batchain.store.records import Usage
 
@@ -194,9 +194,7 @@ class AnthropicBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.messages.batches.cancel(provider_id)
 
-    async def find(
-        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
-    ) -> str | None:
+    async def find(self, client: Any, uid: str, created_after: float, n: int, taken: set[str]) -> str | None:
         """Anthropic batches carry no metadata: match one created just after our intent with
         the same number of requests that no other batch of ours has claimed."""
         candidates = []

@@ -144,10 +144,14 @@ def anthropic_outcomes(text: str) -> Iterator[Outcome]:
             err = envelope.get("error", envelope) if isinstance(envelope, dict) else {}
             etype = str(err.get("type", "api_error"))
             message = f"{etype}: {err.get('message', '')}"
-            permanent = etype in ("invalid_request_error", "authentication_error",
-                                  "permission_error", "not_found_error", "billing_error")
-            yield Outcome(cid, OutcomeKind.FAILED if permanent else OutcomeKind.RETRY, message,
-                          None, etype)
+            permanent = etype in (
+                "invalid_request_error",
+                "authentication_error",
+                "permission_error",
+                "not_found_error",
+                "billing_error",
+            )
+            yield Outcome(cid, OutcomeKind.FAILED if permanent else OutcomeKind.RETRY, message, None, etype)
         else:  # canceled / expired: never ran
             yield Outcome(cid, OutcomeKind.RETRY, str(kind), None, str(kind))
 

@@ -12,17 +12,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import BaseModel
 
-from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
 from batchain._failpoints import failpoint
-from batchain.providers.batch import (
-    OPENAI_LIMITS,
-    BatchView,
-    Outcome,
-    openai_failed_batch_outcomes,
-    openai_line,
-    openai_outcomes,
-    openai_view,
-)
+from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -31,6 +22,15 @@ from batchain.providers.base import (
     call_key,
     clean_body_json,
     remember_secret,
+)
+from batchain.providers.batch import (
+    OPENAI_LIMITS,
+    BatchView,
+    Outcome,
+    openai_failed_batch_outcomes,
+    openai_line,
+    openai_outcomes,
+    openai_view,
 )
 from batchain.store.records import Usage
 
@@ -220,9 +220,7 @@ class OpenAIBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.batches.cancel(provider_id)
 
-    async def find(
-        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
-    ) -> str | None:
+    async def find(self, client: Any, uid: str, created_after: float, n: int, taken: set[str]) -> str | None:
         """The batch we created with ``uid`` in its metadata, if the create went through."""
         async for batch in client.batches.list(limit=100):
             if (batch.metadata or {}).get("batchain_uid") == uid:

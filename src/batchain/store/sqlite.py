@@ -485,8 +485,7 @@ class SQLiteStore:
         self._write(
             "INSERT INTO provider_batches (id, job_id, provider, lane, status, n_calls, created_at,"
             " updated_at, info) VALUES (?,?,?,?,?,?,?,?,?)",
-            (uid, job_id, provider, lane, BatchStatus.CREATING.value, len(keys), now, now,
-             json.dumps(info)),
+            (uid, job_id, provider, lane, BatchStatus.CREATING.value, len(keys), now, now, json.dumps(info)),
         )
         self._write_many("UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in keys])
         self.commit()
@@ -533,7 +532,9 @@ class SQLiteStore:
         rows = self._read("SELECT * FROM provider_batches WHERE id=?", (uid,))
         return _batch_row(rows[0]) if rows else None
 
-    def job_batches(self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None) -> list[dict[str, Any]]:
+    def job_batches(
+        self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None
+    ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM provider_batches WHERE job_id=?"
         params: list[Any] = [job_id]
         if statuses:

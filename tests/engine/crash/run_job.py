@@ -4,10 +4,20 @@ import sys
 
 import batchain
 
-store, job_id, n, action = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-ref = sys.argv[5]
-inputs = ({"n": i} for i in range(n))
+store, job_id, n, action, ref = sys.argv[1:6]
+mode = sys.argv[6] if len(sys.argv) > 6 else "realtime"
+inputs = ({"n": i} for i in range(int(n)))
 if action == "start":
-    batchain.run(ref, inputs, store=store, job_id=job_id, max_concurrency=40, progress=False)
+    batchain.run(
+        ref,
+        inputs,
+        store=store,
+        job_id=job_id,
+        max_concurrency=40,
+        progress=False,
+        mode=mode,
+        poll_min=0.05,
+        poll_max=0.2,
+    )
 else:
     batchain.Job.open(job_id, store=store).resume(inputs, progress=False)
