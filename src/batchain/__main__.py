@@ -1,0 +1,5 @@
+"""``python -m batchain``: the command line."""
+
+from batchain.cli import main
+
+main()
