@@ -60,7 +60,23 @@ class ProgressDisplay:
             detail += f" · 429s {s.rate_limited}"
         if c.cached:
             detail += f" · cache {c.cached}"
+        if r.batch is not None:
+            detail += self._batch_detail(r)
         self.progress.update(self.task, completed=finished, detail=detail)
+
+    @staticmethod
+    def _batch_detail(r: JobRunner) -> str:
+        b = r.batch
+        assert b is not None
+        views = [lb.view for lb in b.live.values() if lb.view is not None]
+        done = sum(v.done for v in views)
+        total = sum(v.total for v in views)
+        text = f" · round {b.stats.rounds} · parked {len(b.parked)}"
+        if b.live:
+            text += f" · {len(b.live)} batches at provider"
+            if total:
+                text += f" ({done}/{total} done)"
+        return text
 
     async def run(self) -> None:
         with self.progress:
