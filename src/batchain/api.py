@@ -8,7 +8,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable
@@ -25,7 +26,7 @@ __all__ = ["aas_completed", "arun", "as_completed", "asubmit", "run", "submit"]
 
 T = TypeVar("T")
 
-MODES = ("realtime", "batch")
+MODES = ("realtime", "batch", "auto")
 
 
 def run(
@@ -49,12 +50,19 @@ def run(
     poll_min: float = 1.0,
     poll_max: float = 60.0,
     max_batch_size: int | None = None,
+    priority: str | Callable[[Any], Any] | None = None,
+    deadline: float | datetime | timedelta | None = None,
+    deadline_margin: float = 300.0,
 ) -> Job:
     """Run ``chain`` over every input and return the finished :class:`Job` (blocking).
 
     ``mode="realtime"`` sends every model call now, under ``max_concurrency`` and the
     provider's rate limits; ``mode="batch"`` sends every model call through the provider's
-    Batch API (half price) and waits for the results, round after round.
+    Batch API (half price) and waits for the results, round after round. ``mode="auto"``
+    decides per item: items whose ``priority`` (an input field or a function of the input)
+    is positive or true run realtime, the rest batch; ``deadline`` (seconds from now, a
+    ``timedelta`` or a ``datetime``) moves calls still at a provider to realtime
+    ``deadline_margin`` seconds before it.
     """
     opts = _options(locals())
     return _run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
@@ -81,6 +89,9 @@ async def arun(
     poll_min: float = 1.0,
     poll_max: float = 60.0,
     max_batch_size: int | None = None,
+    priority: str | Callable[[Any], Any] | None = None,
+    deadline: float | datetime | timedelta | None = None,
+    deadline_margin: float = 300.0,
     _listener: ItemListener | None = None,
 ) -> Job:
     """Async twin of :func:`run`."""
@@ -128,7 +139,23 @@ _OPTION_NAMES = {
     "poll_min",
     "poll_max",
     "max_batch_size",
+    "priority",
+    "deadline",
+    "deadline_margin",
 }
+
+
+def _deadline_epoch(deadline: Any) -> float | None:
+    if deadline is None:
+        return None
+    if isinstance(deadline, datetime):
+        when = deadline if deadline.tzinfo else deadline.astimezone()
+        return when.timestamp()
+    if isinstance(deadline, timedelta):
+        return time.time() + deadline.total_seconds()
+    if isinstance(deadline, int | float):
+        return time.time() + float(deadline)
+    raise TypeError("deadline must be seconds from now, a timedelta or a datetime")
 
 
 def _options(given: dict[str, Any]) -> RunOptions:
@@ -137,6 +164,7 @@ def _options(given: dict[str, Any]) -> RunOptions:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}
     opts["callbacks"] = list(opts.get("callbacks") or [])
+    opts["deadline"] = _deadline_epoch(opts.get("deadline"))
     options = RunOptions(**opts)
     if options.mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {options.mode!r}")
@@ -171,7 +199,7 @@ def _create_job(
     if isinstance(chain, str):
         chain_ref = chain_ref or chain
     runnable = resolve_chain(chain)
-    if options.mode == "batch" and options.fallback != "realtime":
+    if options.mode in ("batch", "auto") and options.fallback != "realtime":
         check_batchable(runnable)
     st = open_store(store)
     jid = job_id or new_job_id()

@@ -26,7 +26,14 @@ from batchain.states import BatchStatus
 from batchain.store.records import Usage
 from batchain.store.sqlite import SQLiteStore
 
-__all__ = ["BatchAPI", "BatchCallError", "BatchCoordinator", "CallCancelled", "Parked"]
+__all__ = [
+    "BatchAPI",
+    "BatchCallError",
+    "BatchCoordinator",
+    "CallCancelled",
+    "GoRealtime",
+    "Parked",
+]
 
 log = logging.getLogger("batchain.batches")
 
@@ -41,6 +48,10 @@ class BatchCallError(RuntimeError):
 
 class CallCancelled(RuntimeError):
     """The job was cancelled before this call got an answer."""
+
+
+class GoRealtime(Exception):
+    """Auto mode's deadline is near: send this call in realtime instead."""
 
 
 class BatchAPI(Protocol):
@@ -135,6 +146,8 @@ class BatchCoordinator:
         self.usage_of = usage_of
         self.stats = BatchStats()
         self.cancelling = False
+        #: auto mode past its deadline margin: nothing more goes to a Batch API
+        self.switched = False
         #: every call waiting on a provider, by key
         self.parked: dict[str, Parked] = {}
         #: keys not yet in a provider batch, in arrival order
@@ -153,6 +166,9 @@ class BatchCoordinator:
             return
         if self.cancelling:
             self._resolve_cancelled(parked)
+            return
+        if self.switched:
+            self._go_realtime(parked)
             return
         self.unsubmitted[parked.key] = None
         self.on_change()
@@ -346,7 +362,7 @@ class BatchCoordinator:
                 if not parked.future.done():
                     parked.future.set_result(outcome.body)
             return
-        if outcome.kind == OutcomeKind.RETRY and not self.cancelling:
+        if outcome.kind == OutcomeKind.RETRY and not (self.cancelling or self.switched):
             attempts = (parked.attempts if parked else 0) + 1
             if attempts <= self.max_retries:
                 self.store.call_requeued(key, outcome.reason)
@@ -355,6 +371,11 @@ class BatchCoordinator:
                     parked.attempts = attempts
                     self.unsubmitted[key] = None
                 return
+        if outcome.kind == OutcomeKind.RETRY and self.switched:
+            self.store.call_requeued(key, "moved to realtime")
+            if parked is not None:
+                self._go_realtime(parked)
+            return
         if outcome.kind == OutcomeKind.RETRY and self.cancelling:
             self.store.call_requeued(key, "cancelled")
             if parked is not None:
@@ -381,6 +402,33 @@ class BatchCoordinator:
         if not parked.future.done():
             parked.future.set_exception(CallCancelled("job cancelled"))
             parked.future.exception()
+
+    def _go_realtime(self, parked: Parked) -> None:
+        self.parked.pop(parked.key, None)
+        self.unsubmitted.pop(parked.key, None)
+        if not parked.future.done():
+            parked.future.set_exception(GoRealtime())
+            parked.future.exception()
+
+    async def switch_to_realtime(self) -> int:
+        """Auto mode near its deadline: cancel what is still at a provider (finished results
+        are kept) and send every call not yet answered in realtime instead."""
+        self.switched = True
+        for key in list(self.unsubmitted):
+            p = self.parked.get(key)
+            if p is not None:
+                self._go_realtime(p)
+        n = 0
+        for batch in list(self.live.values()):
+            try:
+                await batch.api.cancel(batch.client, batch.provider_id)
+                n += 1
+            except Exception as exc:  # already ended: polling collects it
+                log.info("cancel of %s: %s", batch.provider_id, redact(str(exc)))
+            batch.next_poll = time.monotonic()
+            batch.interval = self.poll_min
+        self.on_change()
+        return n
 
     # -- cancel ------------------------------------------------------------------------------------
 

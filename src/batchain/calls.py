@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from batchain.batches import BatchCoordinator, Parked
+from batchain.batches import BatchCoordinator, GoRealtime, Parked
 from batchain.intercept import original_agenerate, original_generate
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
@@ -82,6 +82,8 @@ class CallManager:
         self.on_fatal = on_fatal
         #: items waiting on a batched call, with how many such waits each
         self.waiting: dict[int, int] = {}
+        #: auto mode: items that run realtime whatever the mode
+        self.urgent: set[int] = set()
         self.job_id = job_id
         self.scheduler = scheduler
         self.timeout = timeout
@@ -167,8 +169,13 @@ class CallManager:
             source = "replay" if record.job_id == self.job_id else "cache"
             self.store.link_call(self.job_id, key, item_idx, source)
             return record.response
-        batched = self.batch is not None and adapter.batchable
-        if self.batch is not None and not batched and self.fallback != "realtime":
+        batched = (
+            self.batch is not None
+            and adapter.batchable
+            and not self.batch.switched
+            and item_idx not in self.urgent
+        )
+        if self.batch is not None and not adapter.batchable and self.fallback != "realtime":
             exc = BatchUnsupportedError(model)
             if self.on_fatal is not None:
                 self.on_fatal(exc)
@@ -177,8 +184,9 @@ class CallManager:
         self._inflight[key] = future
         try:
             if batched:
-                return await self._batched(adapter, model, request, item_idx, record, future)
-            text = await self._realtime(adapter, model, request, item_idx)
+                text = await self._batched(adapter, model, request, item_idx, record)
+            else:
+                text = await self._realtime(adapter, model, request, item_idx)
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -213,7 +221,6 @@ class CallManager:
         request: CallRequest,
         item_idx: int,
         record: CallRecord | None,
-        future: asyncio.Future[str],
     ) -> str:
         assert self.batch is not None
         if record is None or record.status in (CallStatus.FAILED, CallStatus.SENT):
@@ -227,6 +234,7 @@ class CallManager:
             )
             self.store.commit_soon()
             record = None
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         parked = Parked(
             request,
             adapter,
@@ -236,7 +244,11 @@ class CallManager:
             attempts=record.attempts if record is not None else 0,
         )
         await self.batch.park(parked, record.batch_id if record is not None else None)
-        return await self._wait(future, item_idx)
+        try:
+            return await self._wait(future, item_idx)
+        except GoRealtime:
+            # auto mode's deadline: this call is answered in realtime after all
+            return await self._realtime(adapter, model, request, item_idx)
 
     async def _realtime(
         self,

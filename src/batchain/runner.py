@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,10 +56,19 @@ class RunOptions:
     max_batch_size: int | None = None
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price
     fallback: str | None = None
+    #: auto mode: an input field, or a function of the input; urgent (> 0 / true) items
+    #: run realtime, the others batch
+    priority: Any = None
+    #: auto mode: epoch seconds by which everything should be done; ``deadline_margin``
+    #: seconds before it, calls still at a provider are cancelled there and sent realtime
+    deadline: float | None = None
+    deadline_margin: float = 300.0
     callbacks: list[Any] = field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__ if k != "callbacks"}  # type: ignore[attr-defined]
+        if not isinstance(d["priority"], str | None):
+            d["priority"] = None  # a function cannot be stored: pass it again on resume
         return d
 
 
@@ -101,7 +111,7 @@ class JobRunner:
         )
         self._changed = asyncio.Event()
         self.batch: BatchCoordinator | None = None
-        if options.mode == "batch":
+        if options.mode in ("batch", "auto"):
             self.batch = BatchCoordinator(
                 store=store,
                 job_id=job_id,
@@ -261,6 +271,15 @@ class JobRunner:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
+    def _switch_in(self) -> float | None:
+        if self.options.deadline is None:
+            return None
+        return max(0.0, self.options.deadline - self.options.deadline_margin - time.time())
+
+    def _deadline_near(self) -> bool:
+        left = self._switch_in()
+        return left is not None and left <= 0
+
     def _window(self) -> int:
         if self.options.window:
             return self.options.window
@@ -302,9 +321,12 @@ class JobRunner:
                 # settle: something still moving means the round is not complete yet
                 await asyncio.wait_for(self._changed.wait(), _SETTLE_S)
                 continue
-            all_waiting = len(self.calls.waiting) >= len(self._tasks) and (
-                feeder.done() or self._feeder_blocked
-            )
+            if self._deadline_near() and not batch.switched:
+                await batch.switch_to_realtime()
+                continue
+            # urgent items run realtime and never wait on a batch: they do not hold a round
+            blocking = len(self._tasks) - len(self.calls.urgent)
+            all_waiting = len(self.calls.waiting) >= blocking and (feeder.done() or self._feeder_blocked)
             if not all_waiting:
                 continue
             if self.cancelling and not cancel_sent:
@@ -327,6 +349,9 @@ class JobRunner:
                 polled = True
                 continue
             delay = batch.next_poll_in() or 0.0
+            switch_in = self._switch_in()
+            if switch_in is not None:
+                delay = min(delay, switch_in)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), delay)
             await batch.poll_due()
@@ -377,6 +402,8 @@ class JobRunner:
     async def _run_item(self, idx: int, value: Any, stored: bool, slots: asyncio.Semaphore) -> None:
         token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop()))
         self.started += 1
+        if self.options.mode == "auto" and self._urgent(value):
+            self.calls.urgent.add(idx)
         try:
             config: RunnableConfig = {"max_concurrency": None}
             if self.options.callbacks:
@@ -398,8 +425,24 @@ class JobRunner:
             else:
                 self._record(idx, value, ItemStatus.SUCCEEDED, text, None, output)
         finally:
+            self.calls.urgent.discard(idx)
             ACTIVE.reset(token)
             slots.release()
+
+    def _urgent(self, value: Any) -> bool:
+        """Auto mode: does this item run realtime? (priority > 0, or a true value)"""
+        p = self.options.priority
+        if p is None:
+            return False
+        try:
+            got = p(value) if callable(p) else value.get(p) if isinstance(value, dict) else None
+        except Exception:  # a priority that cannot be computed is not urgent
+            return False
+        if isinstance(got, bool) or got is None:
+            return bool(got)
+        if isinstance(got, int | float):
+            return got > 0
+        return str(got).lower() in ("true", "yes", "urgent", "high", "realtime")
 
     def _record(
         self,
