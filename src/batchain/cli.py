@@ -1066,6 +1066,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     except CliError as exc:
         _error_line(exc.message)
         return exc.code
+    except BrokenPipeError:
+        # the reader went away (`batchain results JOB | head`): stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except Exception as exc:
         _internal_error(exc)
     return code if isinstance(code, int) else EXIT_OK
