@@ -53,6 +53,8 @@ def run(
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
+    budget: float | None = None,
+    prices: Any = None,
 ) -> Job:
     """Run ``chain`` over every input and return the finished :class:`Job` (blocking).
 
@@ -92,6 +94,8 @@ async def arun(
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
+    budget: float | None = None,
+    prices: Any = None,
     _listener: ItemListener | None = None,
 ) -> Job:
     """Async twin of :func:`run`."""
@@ -142,6 +146,8 @@ _OPTION_NAMES = {
     "priority",
     "deadline",
     "deadline_margin",
+    "budget",
+    "prices",
 }
 
 

@@ -12,14 +12,17 @@ and their futures resolved; calls that did not run are parked again for the next
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
+from batchain.budget import Budget, BudgetExhausted
 from batchain.providers.base import CallRequest, ProviderAdapter, redact
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
 from batchain.states import BatchStatus
@@ -106,6 +109,9 @@ class LiveBatch:
     polls: int = 0
     failures: int = 0
     view: BatchView | None = None
+    #: budget reserved for this batch's worst case, and what its answers cost
+    reserved: Decimal = Decimal(0)
+    spent: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -135,7 +141,11 @@ class BatchCoordinator:
         max_batch_size: int | None,
         on_change: Callable[[], None],
         usage_of: Callable[[ProviderAdapter, str], Usage],
+        price_of: Callable[[CallRequest, Usage, str], Decimal | None] | None = None,
+        budget: Budget | None = None,
     ) -> None:
+        self.price_of = price_of
+        self.budget = budget
         self.store = store
         self.job_id = job_id
         self.max_retries = max_retries
@@ -183,6 +193,7 @@ class BatchCoordinator:
     async def _at_provider(self, uid: str, parked: Parked) -> bool:
         """Is batch ``uid`` at the provider? Settles a create that a crash left open."""
         if uid in self.live:
+            self._hold(self.live[uid], parked)
             return True
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
@@ -212,7 +223,15 @@ class BatchCoordinator:
             self.live[uid] = LiveBatch(
                 uid, provider_id, api, parked.client, next_poll=0.0, interval=self.poll_min
             )
+            self._hold(self.live[uid], parked)
             return True
+
+    def _hold(self, batch: LiveBatch, parked: Parked) -> None:
+        """A resumed run does not know what an earlier one reserved: reserve it again."""
+        if self.budget is not None:
+            worst = self.budget.worst_case(parked.request, "batch")
+            batch.reserved += worst
+            self.budget.reserved += worst
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -234,11 +253,33 @@ class BatchCoordinator:
             by_key = {p.key: p for p in members}
             sized = [(k, len(v)) for k, v in encoded.items()]
             for part in chunk(sized, api.limits, self.max_batch_size):
-                await self._create(api, [by_key[k] for k in part], [encoded[k] for k in part])
-                created += 1
+                members, reserved = self._affordable([by_key[k] for k in part])
+                if members:
+                    await self._create(api, members, [encoded[p.key] for p in members], reserved)
+                    created += 1
+        if self.unsubmitted and not created and not self.live and self.budget is not None:
+            raise BudgetExhausted(self.budget.describe())
         return created
 
-    async def _create(self, api: BatchAPI, members: list[Parked], lines: list[bytes]) -> None:
+    def _affordable(self, members: list[Parked]) -> tuple[list[Parked], Decimal]:
+        """The leading calls whose worst case fits the budget; the rest wait (unsubmitted)."""
+        if self.budget is None:
+            return members, Decimal(0)
+        total = Decimal(0)
+        for n, p in enumerate(members):
+            worst = self.budget.worst_case(p.request, "batch")
+            if not self.budget.fits(total + worst):
+                for rest in members[n:]:
+                    self.unsubmitted[rest.key] = None
+                members = members[:n]
+                break
+            total += worst
+        self.budget.reserved += total
+        return members, total
+
+    async def _create(
+        self, api: BatchAPI, members: list[Parked], lines: list[bytes], reserved: Decimal
+    ) -> None:
         uid = "bc_" + secrets.token_hex(8)
         keys = [p.key for p in members]
         first = members[0]
@@ -261,6 +302,8 @@ class BatchCoordinator:
             found = await self._find_safely(api, first.client, uid, len(keys))
             if found is None:
                 self.store.batch_abandoned(uid)
+                if self.budget is not None:
+                    self.budget.settle(reserved, Decimal(0))
                 await self._create_failed(members, exc)
                 return
             provider_id = found
@@ -274,6 +317,7 @@ class BatchCoordinator:
             first.client,
             next_poll=time.monotonic() + self.poll_min,
             interval=self.poll_min,
+            reserved=reserved,
         )
 
     async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> str | None:
@@ -342,26 +386,34 @@ class BatchCoordinator:
             outcome = outcomes.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
-            self._apply(key, outcome)
+            batch.spent += self._apply(key, outcome)
         failpoint("batch_after_apply")
         self.store.commit()
         self.store.batch_collected(batch.uid)
+        if self.budget is not None:
+            self.budget.settle(batch.reserved, batch.spent)
         self.stats.batches_collected += 1
         del self.live[batch.uid]
         self.on_change()
 
-    def _apply(self, key: str, outcome: Outcome) -> None:
+    def _apply(self, key: str, outcome: Outcome) -> Decimal:
+        """Apply one outcome to its call; returns what it cost."""
         parked = self.parked.get(key)
         if outcome.kind == OutcomeKind.SUCCEEDED:
-            adapter = parked.adapter if parked else None
-            usage = self.usage_of(adapter, outcome.body) if adapter else Usage(requests=1)
-            self.store.call_succeeded(key, outcome.body, usage, "batch")
+            cost: Decimal | None = None
+            if parked is not None:
+                usage = self.usage_of(parked.adapter, outcome.body)
+                if self.price_of is not None:
+                    cost = self.price_of(parked.request, usage, "batch")
+            else:  # nobody in this run waits for it (yet): record it for a later replay
+                usage = _usage_by_provider(self.store, key, outcome.body)
+            self.store.call_succeeded(key, outcome.body, usage, "batch", cost)
             if parked is not None:
                 self.store.link_call(self.job_id, key, parked.item_idx, "paid")
                 del self.parked[key]
                 if not parked.future.done():
                     parked.future.set_result(outcome.body)
-            return
+            return cost or Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and not (self.cancelling or self.switched):
             attempts = (parked.attempts if parked else 0) + 1
             if attempts <= self.max_retries:
@@ -370,17 +422,17 @@ class BatchCoordinator:
                 if parked is not None:
                     parked.attempts = attempts
                     self.unsubmitted[key] = None
-                return
+                return Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and self.switched:
             self.store.call_requeued(key, "moved to realtime")
             if parked is not None:
                 self._go_realtime(parked)
-            return
+            return Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and self.cancelling:
             self.store.call_requeued(key, "cancelled")
             if parked is not None:
                 self._resolve_cancelled(parked)
-            return
+            return Decimal(0)
         message = (
             outcome.body
             if outcome.kind == OutcomeKind.FAILED
@@ -389,6 +441,7 @@ class BatchCoordinator:
         self.store.call_failed(key, message, retryable=False)
         if parked is not None:
             self._fail(parked, message, outcome.status)
+        return Decimal(0)
 
     def _fail(self, parked: Parked, message: str, status: int | None) -> None:
         self.parked.pop(parked.key, None)
@@ -449,6 +502,17 @@ class BatchCoordinator:
             batch.next_poll = time.monotonic()
             batch.interval = self.poll_min
         return n
+
+
+def _usage_by_provider(store: SQLiteStore, key: str, body: str) -> Usage:
+    record = store.get_call(key)
+    if record is not None and record.provider == "anthropic":
+        from batchain.providers.anthropic import usage_from_body as anthropic_usage
+
+        return anthropic_usage(json.loads(body))
+    from batchain.providers.openai import usage_from_body as openai_usage
+
+    return openai_usage(json.loads(body))
 
 
 def _retry_after(exc: Exception) -> float | None:

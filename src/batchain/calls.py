@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,6 +23,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain.batches import BatchCoordinator, GoRealtime, Parked
+from batchain.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.intercept import original_agenerate, original_generate
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
@@ -30,7 +32,7 @@ from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
 from batchain.scheduler import CallFailed, Scheduler
 from batchain.states import CallStatus
-from batchain.store.records import CallRecord
+from batchain.store.records import CallRecord, Usage
 from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["BatchUnsupportedError", "CallManager", "CallStats"]
@@ -75,8 +77,14 @@ class CallManager:
         batch: BatchCoordinator | None = None,
         fallback: str | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        pricebook: Any = None,
+        budget: Budget | None = None,
+        on_budget: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store
+        self.pricebook = pricebook
+        self.budget = budget
+        self.on_budget = on_budget
         self.batch = batch
         self.fallback = fallback
         self.on_fatal = on_fatal
@@ -250,6 +258,33 @@ class CallManager:
             # auto mode's deadline: this call is answered in realtime after all
             return await self._realtime(adapter, model, request, item_idx)
 
+    def price(self, request: CallRequest, usage: Usage, tier: str) -> Decimal | None:
+        """What a call cost in USD, or None when its model has no known price."""
+        if self.pricebook is None:
+            return None
+        cost = self.pricebook.cost_of(request.provider, request.model, usage, tier)
+        return Decimal(cost.total) if cost.known and cost.total is not None else None
+
+    def _settle(self, reserved: Decimal, cost: Decimal | None) -> None:
+        if self.budget is not None:
+            self.budget.settle(reserved, cost or Decimal(0))
+
+    async def _reserve(self, request: CallRequest, tier: str) -> Decimal:
+        if self.budget is None:
+            return Decimal(0)
+        try:
+            amount = self.budget.worst_case(request, tier)
+            await self.budget.reserve(amount)
+        except BudgetExhausted as exc:
+            if self.on_budget is not None:
+                self.on_budget(exc)
+            raise
+        except UnpricedModel as exc:
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            raise
+        return amount
+
     async def _realtime(
         self,
         adapter: ProviderAdapter,
@@ -258,6 +293,7 @@ class CallManager:
         item_idx: int,
     ) -> str:
         store = self.store
+        reserved = await self._reserve(request, "realtime")
         store.begin_call(
             request.key,
             provider=request.provider,
@@ -286,14 +322,18 @@ class CallManager:
                 request.lane, request.est_tokens, attempt, adapter.classify, learn
             )
         except CallFailed as failed:
+            self._settle(reserved, None)
             store.call_failed(request.key, redact(str(failed)), retryable=False)
             raise failed.original from None
         except BaseException:
             # stopped or cancelled before an answer: the call may be sent again later
+            self._settle(reserved, None)
             store.call_failed(request.key, "interrupted", retryable=True)
             raise
         usage = adapter.usage(sent.text)
-        store.call_succeeded(request.key, sent.text, usage, "realtime")
+        cost = self.price(request, usage, "realtime")
+        self._settle(reserved, cost)
+        store.call_succeeded(request.key, sent.text, usage, "realtime", cost)
         store.link_call(self.job_id, request.key, item_idx, "paid")
         self.stats.paid += 1
         self.stats.input_tokens += usage.input_tokens

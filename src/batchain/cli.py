@@ -13,10 +13,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -275,6 +277,11 @@ def _check_output(target: str | None) -> None:
         raise CliError(str(exc)) from None
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave; the rest keep their defaults (or the job's stored values)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _overrides(
     concurrency: int | None,
     rpm: float | None,
@@ -282,15 +289,26 @@ def _overrides(
     max_retries: int | None,
     timeout: float | None,
 ) -> dict[str, Any]:
-    """Run options the user gave; the rest keep their defaults (or the job's stored values)."""
-    given = {
-        "max_concurrency": concurrency,
-        "rpm": rpm,
-        "tpm": tpm,
-        "max_retries": max_retries,
-        "timeout": timeout,
-    }
-    return {k: v for k, v in given.items() if v is not None}
+    return _given(max_concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_deadline(text: str | None) -> float | datetime | None:
+    """``90s``, ``30m``, ``2h``, ``1d`` or plain seconds from now; or an ISO date-time."""
+    if text is None:
+        return None
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(
+            f"--deadline {text!r} is neither a duration (90s, 30m, 2h, 1d) nor an ISO date-time"
+        ) from None
 
 
 def _fmt_time(ts: float) -> str:
@@ -298,7 +316,7 @@ def _fmt_time(ts: float) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}{'es' if word.endswith('ch') else 's'}"
 
 
 # -- run / resume / retry: running and reporting -------------------------------------------------
@@ -412,9 +430,21 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     if usage.cache_read_tokens:
         tokens += f" ({usage.cache_read_tokens:,} of the input from the provider's prompt cache)"
     rows = [("items", items), ("calls", calls), ("tokens", tokens)]
+    if job.record.mode != "realtime":
+        rows.insert(2, ("tiers", _tiers(stats)))
     if target is not None:
         rows.append(("results", "stdout" if target == "-" else escape(target)))
     return rows
+
+
+def _tiers(stats: dict[str, Any]) -> str:
+    """How the last run's calls went out: realtime, or batch (provider batches and rounds)."""
+    batched = sum(stats.get("calls_by_round") or [])
+    return (
+        f"{stats.get('sent', 0):,} calls realtime · {batched:,} in "
+        f"{_plural(stats.get('batches_created', 0), 'provider batch')} over "
+        f"{_plural(stats.get('rounds', 0), 'round')} (batch price)"
+    )
 
 
 def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
@@ -458,8 +488,9 @@ def run(
     mode: Annotated[
         Mode,
         typer.Option(
-            help="realtime: every call now, full price. batch: provider Batch APIs, half price. "
-            "auto: per item."
+            help="realtime: every call now, full price. batch: provider Batch APIs, half price, "
+            "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
+            "stragglers realtime before --deadline."
         ),
     ] = Mode.realtime,
     store: StoreOpt = None,
@@ -488,6 +519,30 @@ def run(
         int | None,
         typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
     ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            "--priority",
+            help="Auto mode: the input field that marks urgent items; items where it is positive or "
+            "true run realtime, the rest batch.",
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="Auto mode: finish by then, as a duration from now (90s, 30m, 2h, 1d) or an ISO "
+            "date-time; batch stragglers move to realtime before it.",
+        ),
+    ] = None,
+    deadline_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--deadline-margin",
+            min=0,
+            help="Auto mode: seconds before the deadline to move stragglers to realtime. (default: 300)",
+        ),
+    ] = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -512,20 +567,23 @@ def run(
     store_path = _store_path(store, must_exist=False)
     target = _output_target(output)
     _check_output(target)
-    _check_mode(mode, detach)
+    _check_mode(
+        mode, detach, auto_only=priority is not None or deadline is not None or deadline_margin is not None
+    )
     reader, values = _open_input(input, fmt, limit)
     runnable, ref = _load_chain(chain)
     jid = job_id or new_job_id()
     _ensure_new_job(store_path, jid)
-    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | {
-        "mode": mode.value,
-        "cache": not no_cache,
-        "progress": not quiet and not detach,
-    }
-    if realtime_fallback:
-        options["fallback"] = "realtime"
-    if max_batch_size is not None:
-        options["max_batch_size"] = max_batch_size
+    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(
+        mode=mode.value,
+        cache=not no_cache,
+        progress=not quiet and not detach,
+        fallback="realtime" if realtime_fallback else None,
+        max_batch_size=max_batch_size,
+        priority=priority,
+        deadline=_parse_deadline(deadline),
+        deadline_margin=deadline_margin,
+    )
     started = time.monotonic()
 
     def start() -> None:
@@ -563,13 +621,15 @@ def _batch_summary(job: Job) -> str:
     return " · ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
 
 
-def _check_mode(mode: Mode, detach: bool) -> None:
+def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
     from batchain.api import MODES
 
     if mode.value not in MODES:
         raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
     if detach and mode != Mode.batch:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
+    if auto_only and mode != Mode.auto:
+        raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
 
 
 def _ensure_new_job(store_path: Path, job_id: str) -> None:

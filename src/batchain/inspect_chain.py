@@ -9,6 +9,7 @@ cannot be seen here; the call hook catches it at its first call instead.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -58,10 +59,8 @@ def _function_refs(fn: Any) -> list[Any]:
     func = getattr(fn, "__func__", fn)
     refs: list[Any] = [getattr(fn, "__self__", None)]
     for cell in func.__closure__ or ():
-        try:
+        with contextlib.suppress(ValueError):  # an empty cell
             refs.append(cell.cell_contents)
-        except ValueError:  # empty cell
-            pass
     globs = func.__globals__
     refs.extend(globs[n] for n in func.__code__.co_names if n in globs)
     return refs

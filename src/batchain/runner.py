@@ -16,13 +16,16 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from batchain import serialize
 from batchain.batches import BatchCoordinator, CallCancelled
+from batchain.budget import Budget, BudgetExhausted
 from batchain.calls import CallManager
+from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
@@ -63,6 +66,10 @@ class RunOptions:
     #: seconds before it, calls still at a provider are cancelled there and sent realtime
     deadline: float | None = None
     deadline_margin: float = 300.0
+    #: a hard cap in USD across realtime and batch (None: no cap)
+    budget: float | None = None
+    #: price overrides: a dict, or the path of a JSON/TOML/YAML file (see batchain.cost)
+    prices: Any = None
     callbacks: list[Any] = field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
@@ -110,6 +117,11 @@ class JobRunner:
             timeout=options.timeout,
         )
         self._changed = asyncio.Event()
+        self.pricebook = PriceBook(options.prices) if options.prices else default_pricebook()
+        self.budget: Budget | None = None
+        if options.budget is not None:
+            self.budget = Budget(Decimal(str(options.budget)), store.job_spent(job_id), self.pricebook)
+        self.pause_note: str | None = None
         self.batch: BatchCoordinator | None = None
         if options.mode in ("batch", "auto"):
             self.batch = BatchCoordinator(
@@ -121,6 +133,8 @@ class JobRunner:
                 max_batch_size=options.max_batch_size,
                 on_change=self._changed.set,
                 usage_of=lambda adapter, text: adapter.usage(text),
+                price_of=self._price,
+                budget=self.budget,
             )
         self.calls = CallManager(
             store=store,
@@ -131,6 +145,9 @@ class JobRunner:
             batch=self.batch,
             fallback=options.fallback,
             on_fatal=self._on_fatal,
+            pricebook=self.pricebook,
+            budget=self.budget,
+            on_budget=self._on_budget,
         )
         #: "submitted": stop once a round is at the provider; "poll": advance once; None: finish
         self.stop_when: str | None = None
@@ -145,6 +162,14 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- public ----------------------------------------------------------------------------
+
+    def _price(self, request: Any, usage: Any, tier: str) -> Decimal | None:
+        return self.calls.price(request, usage, tier)
+
+    def _on_budget(self, exc: BaseException) -> None:
+        """Out of budget: pause; nothing is lost, and a resume with more continues."""
+        self.pause_note = str(exc)
+        self.request_stop()
 
     def _on_fatal(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -223,6 +248,8 @@ class JobRunner:
             new = JobStatus.CANCELLED
         elif pending == 0 and job.inputs_complete:
             new = JobStatus.COMPLETED
+        elif self.pause_note is not None:
+            new, note = JobStatus.PAUSED, self.pause_note
         elif self.fatal is None and self._at_provider():
             new = JobStatus.WAITING
             note = "waiting for provider batches; poll() or wait() to continue"
@@ -334,11 +361,17 @@ class JobRunner:
                 cancel_sent = True
                 continue
             if batch.unsubmitted:
-                await batch.flush()
-                if self.stop_when == "submitted" and batch.live:
+                try:
+                    created = await batch.flush()
+                except BudgetExhausted as exc:
+                    self._on_budget(exc)
+                    return
+                if self.stop_when == "submitted" and batch.live and created:
                     self.request_stop()  # the round is at the provider: leave it there
                     return
-                continue
+                if created or not batch.live:
+                    continue
+                # the budget holds the rest back until live batches settle: poll them
             if not batch.live:
                 continue
             if self.stop_when == "poll" and polled:

@@ -28,8 +28,7 @@ SCRIPT = textwrap.dedent(
 def test_progress_is_live_in_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pexpect = pytest.importorskip("pexpect")
     script = SCRIPT.format(store=str(tmp_path / "s.sqlite"), progress=True)
-    child = pexpect.spawn(sys.executable, ["-c", script], encoding="utf-8", timeout=60,
-                          dimensions=(24, 200))
+    child = pexpect.spawn(sys.executable, ["-c", script], encoding="utf-8", timeout=60, dimensions=(24, 200))
     child.expect("calls in flight")  # the live line, while the job runs
     child.expect("items/s")
     child.expect("DONE 120")
@@ -40,8 +39,7 @@ def test_progress_is_live_in_a_terminal(tmp_path) -> None:  # type: ignore[no-un
 
 def test_progress_is_silent_when_not_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = SCRIPT.format(store=str(tmp_path / "s.sqlite"), progress=True)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "DONE 120"
     assert "calls in flight" not in proc.stderr

@@ -76,6 +76,8 @@ class AnthropicAdapter:
             key=call_key(self.name, scope, ENDPOINT + headers.get("anthropic-beta", ""), text, salt),
             est_tokens=estimate_tokens(len(text), payload.get("max_tokens")),
             headers=headers,
+            body_bytes=len(text.encode()),
+            max_output=_cap(payload.get("max_tokens")),
             context={"beta": bool(betas)},
         )
 
@@ -119,6 +121,10 @@ class AnthropicAdapter:
             remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
             reset_tokens_s=_until(headers.get("anthropic-ratelimit-tokens-reset")),
         )
+
+
+def _cap(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def usage_from_body(body: Mapping[str, Any]) -> Usage:

@@ -139,6 +139,9 @@ class CallRequest:
     key: str
     est_tokens: int
     headers: dict[str, str] = field(default_factory=dict)
+    #: size of the JSON body, and the most output tokens it allows (None: not capped)
+    body_bytes: int = 0
+    max_output: int | None = None
     #: adapter-private details needed to send or parse (never stored)
     context: dict[str, Any] = field(default_factory=dict)
 

@@ -91,6 +91,8 @@ class OpenAIAdapter:
                 len(text), payload.get("max_completion_tokens", payload.get("max_tokens"))
             ),
             headers=headers,
+            body_bytes=len(text.encode()),
+            max_output=_cap(payload.get("max_completion_tokens", payload.get("max_tokens"))),
             context=context,
         )
 
@@ -142,6 +144,10 @@ class OpenAIAdapter:
             remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
             reset_tokens_s=go_duration(headers.get("x-ratelimit-reset-tokens")),
         )
+
+
+def _cap(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def usage_from_body(body: Mapping[str, Any]) -> Usage:

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS calls (
     cache_read_tokens INTEGER NOT NULL DEFAULT 0,
     cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    cost TEXT,
     batch_id TEXT,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
@@ -406,15 +408,19 @@ class SQLiteStore:
             ),
         )
 
-    def call_succeeded(self, key: str, response: str, usage: Usage, tier: str) -> None:
+    def call_succeeded(
+        self, key: str, response: str, usage: Usage, tier: str, cost: Decimal | None = None
+    ) -> None:
+        """Record an answered call; ``cost`` is its price in USD (None: unknown)."""
         olds = _predecessors(CallStatus.SUCCEEDED)
         self._write(
-            f"UPDATE calls SET status='succeeded', response=?, error=NULL, tier=?,"
+            f"UPDATE calls SET status='succeeded', response=?, error=NULL, tier=?, cost=?,"
             f" input_tokens=?, output_tokens=?, cache_read_tokens=?, cache_creation_tokens=?,"
             f" reasoning_tokens=?, updated_at=? WHERE key=? AND status IN {_in(olds)}",
             (
                 response,
                 tier,
+                None if cost is None else str(cost),
                 usage.input_tokens,
                 usage.output_tokens,
                 usage.cache_read_tokens,
@@ -460,6 +466,15 @@ class SQLiteStore:
             r["reasoning_tokens"] or 0,
             r["n"] or 0,
         )
+
+    def job_spent(self, job_id: str) -> Decimal:
+        """What this job's paid calls cost (calls with an unknown price count as zero)."""
+        rows = self._read(
+            "SELECT cost FROM calls WHERE cost IS NOT NULL AND key IN (SELECT DISTINCT key FROM"
+            " job_calls WHERE job_id=? AND source='paid')",
+            (job_id,),
+        )
+        return sum((Decimal(r["cost"]) for r in rows), Decimal(0))
 
     def job_call_stats(self, job_id: str) -> dict[str, int]:
         rows = self._read(
