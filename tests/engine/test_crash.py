@@ -98,7 +98,7 @@ def test_sigkill_at_several_points_then_resume(sandbox: Sandbox, tmp_path: Path)
         proc.wait()
         in_flight_at_kills += _count(store, CALLS_SENT)
         proc = _child(sandbox, store, job_id, "resume")
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()[-3000:]
 
     job = batchain.Job.open(job_id, store=store)

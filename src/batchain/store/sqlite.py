@@ -476,6 +476,33 @@ class SQLiteStore:
         )
         return sum((Decimal(r["cost"]) for r in rows), Decimal(0))
 
+    def item_calls(self, job_id: str) -> dict[int, list[tuple[str, str, Usage]]]:
+        """Every answered call each item used (paid, cached or shared alike)."""
+        rows = self._read(
+            f"SELECT jc.item_idx AS idx, c.provider, c.model, {_USAGE_COLS} FROM"
+            " (SELECT DISTINCT item_idx, key FROM job_calls WHERE job_id=?) jc"
+            " JOIN calls c ON c.key = jc.key WHERE c.status='succeeded' ORDER BY jc.item_idx",
+            (job_id,),
+        )
+        out: dict[int, list[tuple[str, str, Usage]]] = {}
+        for r in rows:
+            usage = Usage(
+                r["input_tokens"],
+                r["output_tokens"],
+                r["cache_read_tokens"],
+                r["cache_creation_tokens"],
+                r["reasoning_tokens"],
+                1,
+            )
+            out.setdefault(r["idx"], []).append((r["provider"], r["model"], usage))
+        return out
+
+    def item_usage(self, job_id: str) -> dict[int, Usage]:
+        return {
+            idx: sum((u for _, _, u in calls), Usage())
+            for idx, calls in self.item_calls(job_id).items()
+        }
+
     def job_call_stats(self, job_id: str) -> dict[str, int]:
         rows = self._read(
             "SELECT source, COUNT(DISTINCT key) AS n FROM job_calls WHERE job_id=? GROUP BY source",
