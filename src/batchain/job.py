@@ -8,10 +8,13 @@ import secrets
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import Runnable
+
+from batchain.cost.report import JobCost
 
 from batchain import serialize
 from batchain.chainref import resolve_chain
@@ -105,6 +108,25 @@ class Job:
     def call_stats(self) -> dict[str, int]:
         """Distinct calls by how this job got them: paid, cache, replay, shared."""
         return self.store.job_call_stats(self.id)
+
+    def report(self, *, per_item: bool = False, prices: Any = None) -> JobCost:
+        """Tokens, cost and savings by model, mode and round; cache hits; failures.
+
+        ``prices``: overrides (a dict or a file), else those the job ran with, else the
+        catalog. Render it with ``rich.print(report.table())`` or ``report.to_json()``.
+        """
+        from batchain.cost.prices import PriceBook, default_pricebook
+        from batchain.cost.report import job_cost
+
+        overrides = prices if prices is not None else self.record.options.get("prices")
+        book = PriceBook(overrides) if overrides else default_pricebook()
+        return job_cost(self.store, self.id, book, per_item=per_item)
+
+    @property
+    def cost(self) -> Decimal | None:
+        """What this job paid, in USD (None if some model has no known price)."""
+        report = self.report()
+        return report.paid if report.complete else None
 
     @property
     def stats(self) -> dict[str, Any]:
