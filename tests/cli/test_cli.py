@@ -288,12 +288,31 @@ def _wait_for_progress(store: Path, job_id: str, proc: subprocess.Popen[str]) ->
     raise AssertionError("the job made no progress")
 
 
-def test_batch_mode_blocking_detached_and_cancelled(cli: Cli, cli_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_batch_and_auto_modes_blocking_detached_cancelled(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", headlines(6, prefix="batch: "))
     blocking = cli("run", CHAIN, str(data), "--mode", "batch", "-o", str(tmp_path / "b.jsonl"))
     assert blocking.returncode == 0, blocking.stderr
     assert [r["status"] for r in read_jsonl(tmp_path / "b.jsonl")] == ["succeeded"] * 6
     assert {e.tier for e in cli_sandbox.ledger()} == {"batch"}
+
+    urgent = [dict(h, urgent=i % 2 == 0) for i, h in enumerate(headlines(4, prefix="auto: "))]
+    auto = cli(
+        "run",
+        CHAIN,
+        str(write_jsonl(tmp_path / "auto.jsonl", urgent)),
+        "--mode",
+        "auto",
+        "--priority",
+        "urgent",
+        "--deadline",
+        "1h",
+        "-o",
+        str(tmp_path / "auto.out.jsonl"),
+    )
+    assert auto.returncode == 0, auto.stderr
+    assert "2 calls realtime · 2 in 1 provider batch" in auto.stderr
 
     cli_sandbox.configure(batch_processing_s=60)  # the provider sits on it
     other = write_jsonl(tmp_path / "other.jsonl", headlines(6, prefix="detached: "))
