@@ -128,6 +128,7 @@ __all__ = [
     "normalize_service_tier",
     "parse_overrides",
     "price_usage",
+    "response_pricing_facts",
 ]
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,7 @@ def load_overrides(path: str | os.PathLike[str]) -> dict[str, _Override]:
         data = tomllib.loads(text)
     elif suffix in (".yaml", ".yml"):
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError:
             raise ValueError(f"{p}: YAML price files need PyYAML; use JSON or TOML") from None
         data = yaml.safe_load(text)
@@ -721,6 +722,10 @@ class PriceBook:
                 notes.append("model not in the genai-prices catalog and no override")
             elif e.catalog_model is not None and provider.lower() in ("generic", ""):
                 notes.append(f"provider inferred from the model name: {e.catalog_provider}")
+            elif e.catalog_provider not in (None, _PROVIDER_IDS.get(provider.lower(), provider.lower())):
+                notes.append(
+                    f"not under {provider} in the catalog: priced as {e.catalog_provider}/{e.catalog_model}"
+                )
             result = PriceSheet(
                 provider=provider,
                 model=model,
@@ -774,6 +779,23 @@ class PriceBook:
             prompt_tokens = usage.input_tokens // max(usage.requests, 1)
         return price_usage(sheet, usage, cache_write_1h_tokens, prompt_tokens, self.warn_unknown)
 
+    def cost_of_call(
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        tier: str,
+        response: str | Mapping[str, Any] | None = None,
+    ) -> Cost:
+        """:meth:`cost_of` with the service tier and 1-hour cache writes read from the response.
+
+        ``response`` is the provider's JSON response body (text or parsed): OpenAI's top-level
+        ``service_tier`` (``flex``/``priority`` change the price) and Anthropic's
+        ``usage.cache_creation.ephemeral_1h_input_tokens``. Invalid or missing JSON is ignored.
+        """
+        st, w1h = response_pricing_facts(provider, response)
+        return self.cost_of(provider, model, usage, tier, st, cache_write_1h_tokens=w1h)
+
     def list_price_of(
         self,
         provider: str,
@@ -804,6 +826,28 @@ class PriceBook:
         message = f"no price for {sheet.provider}/{sheet.model}: {reason}; its cost is unknown (not zero)"
         log.warning(message)
         warnings.warn(message, UnknownPriceWarning, stacklevel=4)
+
+
+def response_pricing_facts(provider: str, response: str | Mapping[str, Any] | None) -> tuple[str | None, int]:
+    """(service tier, 1-hour cache-write tokens) from a provider response body."""
+    body: Any = response
+    if isinstance(response, str | bytes):
+        try:
+            body = json.loads(response)
+        except ValueError:
+            return None, 0
+    if not isinstance(body, Mapping):
+        return None, 0
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    st = body.get("service_tier") if provider == "openai" else None
+    w1h = 0
+    if provider == "anthropic":
+        creation = usage.get("cache_creation")
+        if isinstance(creation, Mapping):
+            value = creation.get("ephemeral_1h_input_tokens")
+            w1h = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return (st if isinstance(st, str) else None), w1h
 
 
 def price_usage(

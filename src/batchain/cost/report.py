@@ -272,6 +272,16 @@ class JobCost:
         """Paid lines merged per tier (``realtime`` / ``batch``)."""
         return _group(self.lines, lambda x: x.tier)
 
+    # -- output -------------------------------------------------------------------------------
+
+    def table(self) -> Table:
+        """:func:`render_table` of this report (``rich.print(report.table())``)."""
+        return render_table(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """:func:`to_json` of this report."""
+        return to_json(self)
+
 
 def _merge(a: CostLine, b: CostLine) -> CostLine:
     return CostLine(
@@ -375,7 +385,9 @@ def job_cost(
 
 def _job_cost(store: _Readable, job_id: str, book: PriceBook, per_item: bool) -> JobCost:
     rows = store._read("SELECT mode FROM jobs WHERE id = ?", (job_id,))
-    mode = rows[0]["mode"] if rows else None
+    if not rows:
+        raise KeyError(f"no job {job_id!r} in this store")
+    mode = rows[0]["mode"]
 
     # long-context thresholds of the models this job touched
     models = store._read(
@@ -390,9 +402,10 @@ def _job_cost(store: _Readable, job_id: str, book: PriceBook, per_item: bool) ->
     pricer = _Pricer(book, tuple(sorted(thresholds)))
     bucket = _bucket_sql(pricer.thresholds)
 
-    lines = _paid_lines(store, job_id, pricer, bucket)
+    paid_rows = _paid_rows(store, job_id, bucket)
+    lines = _paid_lines(paid_rows, pricer)
     avoided = _avoided_lines(store, job_id, pricer, bucket)
-    rounds = _rounds(store, job_id, pricer, bucket)
+    rounds = _rounds(store, job_id, paid_rows, pricer)
     link_counts = {
         r["source"]: int(r["n"])
         for r in store._read(
@@ -419,14 +432,19 @@ def _job_cost(store: _Readable, job_id: str, book: PriceBook, per_item: bool) ->
     )
 
 
-def _paid_lines(store: _Readable, job_id: str, pricer: _Pricer, bucket: str) -> tuple[CostLine, ...]:
-    rows = store._read(
+def _paid_rows(store: _Readable, job_id: str, bucket: str) -> list[Any]:
+    """Paid calls grouped by provider, model, tier, service tier, bucket and provider batch."""
+    return store._read(
         f"SELECT c.provider AS provider, c.model AS model, COALESCE(c.tier, 'realtime') AS tier,"
-        f" {_ST} AS st, {bucket} AS bucket, {_SUMS}"
+        f" {_ST} AS st, {bucket} AS bucket,"
+        f" CASE WHEN c.tier = 'batch' THEN c.batch_id END AS batch_id, {_SUMS}"
         f" FROM calls c WHERE c.status = 'succeeded' AND c.key IN ({_PAID_KEYS})"
-        f" GROUP BY 1, 2, 3, 4, 5",
+        f" GROUP BY 1, 2, 3, 4, 5, 6",
         (job_id,),
     )
+
+
+def _paid_lines(rows: list[Any], pricer: _Pricer) -> tuple[CostLine, ...]:
     merged: dict[tuple[str, str, str, str | None], CostLine] = {}
     for r in rows:
         st = normalize_service_tier(r["st"])
@@ -493,7 +511,7 @@ def _round_numbers(batches: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def _rounds(store: _Readable, job_id: str, pricer: _Pricer, bucket: str) -> tuple[RoundCost, ...]:
+def _rounds(store: _Readable, job_id: str, paid_rows: list[Any], pricer: _Pricer) -> tuple[RoundCost, ...]:
     batches = []
     for r in store._read(
         "SELECT id, provider, lane, status, provider_batch_id, n_calls, created_at, updated_at, info"
@@ -510,16 +528,9 @@ def _rounds(store: _Readable, job_id: str, pricer: _Pricer, bucket: str) -> tupl
         return ()
     numbers = _round_numbers(batches)
     meta = {b["id"]: b for b in batches}
-    rows = store._read(
-        f"SELECT c.batch_id AS batch_id, c.provider AS provider, c.model AS model,"
-        f" {bucket} AS bucket, {_SUMS} FROM calls c"
-        f" WHERE c.status = 'succeeded' AND c.tier = 'batch' AND c.batch_id IS NOT NULL"
-        f" AND c.key IN ({_PAID_KEYS}) GROUP BY 1, 2, 3, 4",
-        (job_id,),
-    )
     per_batch: dict[tuple[str, str, str], BatchCost] = {}
-    for r in rows:
-        if r["batch_id"] not in meta:
+    for r in paid_rows:
+        if r["tier"] != "batch" or r["batch_id"] not in meta:
             continue
         b = meta[r["batch_id"]]
         usage = _usage_of(r)
