@@ -169,6 +169,24 @@ FormatOpt = Annotated[
         help="Input format when the extension does not tell. Default: by extension; - is JSONL.",
     ),
 ]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget",
+        min=0,
+        help="Hard cap in USD across realtime and batch; the job pauses when the next call would "
+        "not fit, and resumes with a higher --budget.",
+    ),
+]
+PricesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        exists=True,
+        dir_okay=False,
+        help="A JSON file of price overrides (per model, USD per million tokens).",
+    ),
+]
 JobArg = Annotated[
     str, typer.Argument(metavar="JOB", help="The job id (see `batchain jobs`).", show_default=False)
 ]
@@ -371,10 +389,11 @@ def _write_results(job: Job, target: str | None) -> Counter[str]:
         for r in job.iter_results((ItemStatus.FAILED,)):
             errors[r.error_message or "unknown error"] += 1
         return errors
+    costs = _item_costs(job)
     try:
         with ResultWriter(target) as writer:
             for r in job.iter_results():
-                writer.write(r)
+                writer.write(r, costs.get(r.index))
                 if r.status == ItemStatus.FAILED:
                     errors[r.error_message or "unknown error"] += 1
     except OutputError as exc:
@@ -429,7 +448,9 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     tokens = f"{usage.input_tokens:,} in · {usage.output_tokens:,} out"
     if usage.cache_read_tokens:
         tokens += f" ({usage.cache_read_tokens:,} of the input from the provider's prompt cache)"
-    rows = [("items", items), ("calls", calls), ("tokens", tokens)]
+    rows = [("items", items), ("calls", calls), ("tokens", tokens), ("cost", _cost_text(job))]
+    if counts["pending"] and job.record.note:
+        rows.append(("note", escape(job.record.note)))
     if job.record.mode != "realtime":
         rows.insert(2, ("tiers", _tiers(stats)))
     if target is not None:
@@ -450,7 +471,8 @@ def _tiers(stats: dict[str, Any]) -> str:
 def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
     steps = [f"batchain status {job.id}", f"batchain results {job.id} -o results.jsonl"]
     if paused:
-        steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT"))
+        more = " --budget MORE" if "budget" in (job.record.note or "") else ""
+        steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT") + more)
         steps.append(f"batchain cancel {job.id}")
     elif counts["failed"] or counts["cancelled"]:
         steps.insert(0, f"batchain retry {job.id}")
@@ -551,6 +573,8 @@ def run(
             "`batchain resume JOB` collects it later, from any process.",
         ),
     ] = False,
+    budget: BudgetOpt = None,
+    prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run CHAIN over every row of INPUT as a new durable job.
@@ -583,6 +607,8 @@ def run(
         priority=priority,
         deadline=_parse_deadline(deadline),
         deadline_margin=deadline_margin,
+        budget=budget,
+        prices=_prices_path(prices),
     )
     started = time.monotonic()
 
@@ -684,6 +710,7 @@ def resume(
     timeout: TimeoutOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = None,
+    budget: BudgetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Continue a paused or interrupted job: run the items that have no result yet.
@@ -701,7 +728,8 @@ def resume(
             f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
             f"pass the same INPUT again: batchain resume {job.id} INPUT"
         )
-    _continue(job, reader, values, output, quiet, _overrides(concurrency, rpm, tpm, max_retries, timeout))
+    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(budget=budget)
+    _continue(job, reader, values, output, quiet, options)
 
 
 @app.command()
@@ -714,6 +742,7 @@ def retry(
     tpm: TpmOpt = None,
     max_retries: RetriesOpt = None,
     timeout: TimeoutOpt = None,
+    budget: BudgetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a job's failed (and cancelled) items again, in a new process if you like.
@@ -730,7 +759,7 @@ def retry(
         None,
         output,
         quiet,
-        _overrides(concurrency, rpm, tpm, max_retries, timeout),
+        _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(budget=budget),
         failed_only=True,
     )
 
@@ -896,6 +925,7 @@ def status(
             "last_run": job.stats,
             "usage": {k: getattr(usage, k) for k in usage.__slots__},
             "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
+            "cost": _cost_json(job),
             "batches": [
                 {k: b.get(k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
                 for b in job.store.job_batches(job.id)
@@ -921,6 +951,7 @@ def _print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> Non
         ("items", items),
         ("calls", calls or "none"),
         ("tokens", f"{usage.input_tokens:,} in · {usage.output_tokens:,} out (paid by this job)"),
+        ("cost", _cost_text(job)),
         (
             "last run",
             f"{last.get('sent', 0):,} sent · {last.get('retries', 0):,} retries · "
@@ -960,13 +991,190 @@ def results(
     job = _open_job(job_id, store)
     target = output or "-"
     _check_output(target)
+    costs = _item_costs(job)
     try:
         with ResultWriter(target) as writer:
-            n = writer.write_all(job.iter_results())
+            for r in job.iter_results():
+                writer.write(r, costs.get(r.index))
+            n = writer.n_written
     except OutputError as exc:
         raise CliError(str(exc)) from None
     if target != "-":
         _stderr().print(f"wrote {_plural(n, 'row')} to {escape(target)}")
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+#: per-item costs are held in memory while results are written; beyond this the column is empty
+_PER_ITEM_COST_LIMIT: Final = 250_000
+
+
+def _prices_path(prices: Path | None) -> str | None:
+    """An absolute path (the job records it, and may resume elsewhere), checked now."""
+    if prices is None:
+        return None
+    from batchain.cost.prices import PriceBook
+
+    path = str(prices.expanduser().resolve())
+    try:
+        PriceBook(path)
+    except Exception as exc:
+        raise CliError(f"cannot use price file {prices}: {exc}") from None
+    return path
+
+
+def _item_costs(job: Job) -> dict[int, Any]:
+    """USD billed per item; empty when unknown. Cost never stops results from being written."""
+    if job.record.n_items > _PER_ITEM_COST_LIMIT:
+        return {}
+    try:
+        report = job.report(per_item=True)
+    except Exception:
+        return {}
+    return {idx: c.cost for idx, c in (report.items or {}).items()}
+
+
+def _cost_text(job: Job) -> str:
+    try:
+        report = job.report()
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__}: {escape(_one_line(str(exc)))})"
+    text = f"${report.paid:,.6f} paid"
+    if report.savings:
+        text += f" · ${report.savings:,.6f} saved by batch/flex pricing"
+    if report.avoided:
+        text += f" · ${report.avoided:,.6f} avoided by reuse"
+    if not report.complete:
+        unknown = ", ".join(sorted({f"{p}/{m}" for p, m in report.unknown_models}))
+        text += f" · no known price for {escape(unknown)} (not counted)"
+    return text
+
+
+def _cost_json(job: Job) -> Any:
+    from batchain.cost.report import to_json
+
+    try:
+        return to_json(job.report())
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+@app.command()
+def cost(
+    job_id: JobArg,
+    store: StoreOpt = None,
+    prices: PricesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """What a job cost: tokens and USD by model, tier and round, batch savings, and what
+    reuse (cache, shared calls, replays) avoided. Models without a known price are listed,
+    never counted as free."""
+    from batchain.cost.report import render_table, to_json
+
+    job = _open_job(job_id, store)
+    try:
+        report = job.report(prices=_prices_path(prices))
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(f"cannot price job {job.id}: {exc}") from None
+    if as_json:
+        print(json.dumps(to_json(report)))
+        return
+    Console(width=None if sys.stdout.isatty() else 160).print(render_table(report))
+
+
+@app.command()
+def estimate(
+    chain: Annotated[
+        str,
+        typer.Argument(metavar="CHAIN", help="The chain, as for `batchain run`.", show_default=False),
+    ],
+    input: Annotated[
+        str,
+        typer.Argument(metavar="INPUT", help="The dataset, as for `batchain run`.", show_default=False),
+    ],
+    pilot: Annotated[
+        int,
+        typer.Option(
+            "--pilot",
+            min=0,
+            help="Also run this many items for real (a small job that is paid for) and extrapolate "
+            "with a 95% interval.",
+        ),
+    ] = 0,
+    urgent_fraction: Annotated[
+        float,
+        typer.Option("--urgent-fraction", min=0, max=1, help="Share of items auto mode would run realtime."),
+    ] = 0.0,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    store: StoreOpt = None,
+    prices: PricesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as one JSON object.")] = False,
+) -> None:
+    """Estimate what running CHAIN over INPUT would cost in realtime, batch and auto mode.
+
+    Without --pilot nothing is sent: the first model request of every item is built and its
+    tokens counted, with output between 0 and max_tokens. With --pilot N a few items run for
+    real and every stage is measured.
+    """
+    import batchain
+
+    reader, values = _open_input(input, fmt, limit)
+    runnable, _ = _load_chain(chain)
+    try:
+        est = batchain.estimate(
+            runnable,
+            values,
+            pilot=pilot,
+            store=_store_path(store, must_exist=False),
+            prices=_prices_path(prices),
+            urgent_fraction=urgent_fraction,
+            progress=False,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(f"cannot estimate: {exc}") from None
+    _print_bad_rows(reader)
+    if as_json:
+        print(json.dumps(_estimate_json(est)))
+    else:
+        _print_estimate(est)
+    raise typer.Exit(EXIT_FAILED if reader.n_bad else EXIT_OK)
+
+
+def _estimate_json(est: Any) -> dict[str, Any]:
+    def usd(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return {
+        "items": est.items,
+        "calls": est.calls,
+        "input_tokens": est.input_tokens,
+        "max_output_tokens": est.max_output_tokens,
+        "token_method": est.token_method,
+        "models": est.models,
+        "basis": est.basis,
+        "pilot_job": est.pilot_job,
+        "costs": {
+            m: {"low": usd(c.low), "expected": usd(c.expected), "high": usd(c.high)}
+            for m, c in est.costs.items()
+        },
+        "notes": est.notes,
+    }
+
+
+def _print_estimate(est: Any) -> None:
+    out = _stdout()
+    out.print(est.table())
+    models = ", ".join(f"{m} ({n:,})" for m, n in sorted(est.models.items()))
+    out.print(f"{est.items:,} items · {est.calls:,} first-stage calls · {est.input_tokens:,} input tokens")
+    if models:
+        out.print(f"models: {escape(models)}")
+    if est.pilot_job:
+        out.print(f"pilot job: {est.pilot_job} (see `batchain cost {est.pilot_job}`)")
+    for note in est.notes:
+        out.print(f"[dim]note: {escape(note)}[/dim]")
 
 
 # -- commands: sandbox, demo --------------------------------------------------------------------

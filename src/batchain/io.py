@@ -9,8 +9,8 @@ continue where it stopped.
 
 Writers stream :class:`~batchain.job.ItemResult` rows to JSONL, CSV/TSV or stdout, one row
 per item: ``index``, ``id`` (the input's ``id`` field, if any), ``status``, ``output``,
-``error``. Files are written under a temporary name and renamed at the end, so a file
-with the final name is always complete.
+``error``, ``cost`` (USD billed for the item's own model calls). Files are written under
+a temporary name and renamed at the end, so a file with the final name is always complete.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ OutputFormat = Literal["jsonl", "csv", "tsv"]
 
 INPUT_FORMATS: Final[tuple[str, ...]] = ("jsonl", "csv", "tsv", "parquet")
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("jsonl", "csv", "tsv")
-OUTPUT_COLUMNS: Final[tuple[str, ...]] = ("index", "id", "status", "output", "error")
+OUTPUT_COLUMNS: Final[tuple[str, ...]] = ("index", "id", "status", "output", "error", "cost")
 
 STDIN_NAME: Final = "<stdin>"
 _EXTENSIONS: Final[dict[str, str]] = {
@@ -352,15 +352,18 @@ def input_id(value: Any) -> Any:
     return None
 
 
-def result_row(result: ItemResult) -> dict[str, Any]:
-    """One output row as JSON data (outputs serialised faithfully, messages included)."""
-    # a "cost" column joins these once the engine reports cost per item
+def result_row(result: ItemResult, cost: Decimal | None = None) -> dict[str, Any]:
+    """One output row as JSON data (outputs serialised faithfully, messages included).
+
+    ``cost`` is what the item's own model calls were billed, in USD (None: not known).
+    """
     return {
         "index": result.index,
         "id": to_jsonable(input_id(result.input)),
         "status": result.status.value,
         "output": to_jsonable(result.output),
         "error": result.error,
+        "cost": None if cost is None else float(cost),
     }
 
 
@@ -439,8 +442,8 @@ class ResultWriter:
         )
         return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
-    def write(self, result: ItemResult) -> None:
-        row = result_row(result)
+    def write(self, result: ItemResult, cost: Decimal | None = None) -> None:
+        row = result_row(result, cost)
         assert self._text is not None, "use ResultWriter as a context manager"
         if self._csv is not None:
             self._csv.writerow([_cell(row[c]) for c in OUTPUT_COLUMNS])
@@ -476,4 +479,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, float):  # plain decimals, never 7.95e-06, for spreadsheets
+        return format(Decimal(repr(value)), "f")
     return json.dumps(value, ensure_ascii=False)

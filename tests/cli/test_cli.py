@@ -44,6 +44,8 @@ COMMANDS = [
     ["status"],
     ["results"],
     ["cancel"],
+    ["cost"],
+    ["estimate"],
     ["demo"],
     ["sandbox"],
     ["sandbox", "serve"],
@@ -183,7 +185,8 @@ def test_run_jsonl_then_inspect_from_other_processes(cli: Cli, cli_sandbox: Sand
     assert results.returncode == 0 and "30 rows" in results.stderr
     csv_rows = list(csv.DictReader(as_csv.open()))
     assert [r["output"] for r in csv_rows] == [r["output"] for r in rows]
-    assert list(csv_rows[0]) == ["index", "id", "status", "output", "error"]
+    assert list(csv_rows[0]) == ["index", "id", "status", "output", "error", "cost"]
+    assert all(float(r["cost"]) > 0 for r in csv_rows)  # gpt-4o-mini has a catalog price
 
 
 def test_csv_in_csv_out(cli: Cli, tmp_path: Path) -> None:
@@ -272,6 +275,25 @@ def test_ctrl_c_pauses_and_resume_finishes(cli: Cli, cli_sandbox: Sandbox, tmp_p
     # every call paid exactly once across both processes
     assert len(cli_sandbox.ledger()) == 40 >= paid_before
     assert not cli_sandbox.duplicates()
+
+
+def test_budget_pauses_then_resume_with_more_and_cost_reports(cli: Cli, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", headlines(20, prefix="budget: "))
+    estimate = cli("estimate", CHAIN, str(data), "--json")
+    assert estimate.returncode == 0, estimate.stderr
+    guess = json.loads(estimate.stdout)
+    assert guess["items"] == 20 and guess["models"] == {"openai/gpt-4o-mini": 20}
+    assert cli.store.exists() is False or not cli("jobs", "--json").stdout  # a dry run pays nothing
+
+    tight = cli("run", CHAIN, str(data), "--budget", "0.00005", "--job-id", "job-budget", "-o", "/dev/null")
+    assert tight.returncode == 130, tight.stderr
+    assert "budget exhausted" in tight.stderr and "--budget MORE" in tight.stderr
+    more = cli("resume", "job-budget", "--budget", "1", "-o", str(tmp_path / "out.jsonl"))
+    assert more.returncode == 0, more.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == 20 and all(r["status"] == "succeeded" and r["cost"] > 0 for r in rows)
+    report = json.loads(cli("cost", "job-budget", "--json").stdout)
+    assert abs(float(report["paid"]) - sum(r["cost"] for r in rows)) < 1e-9
 
 
 def _wait_for_progress(store: Path, job_id: str, proc: subprocess.Popen[str]) -> None:

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,8 @@ def test_result_rows_are_faithful_json() -> None:
     assert rows[2]["output"]["__lc__"]["kwargs"]["content"] == "hi"
     assert rows[3]["output"]["data"] == {"label": "ok", "score": 0.5}
     assert rows[4]["status"] == "failed" and rows[4]["error"]["type"] == "E"
+    assert rows[0]["cost"] is None
+    assert result_row(results()[0], Decimal("0.00000795"))["cost"] == 7.95e-06
 
 
 def test_jsonl_and_csv_files(tmp_path: Path) -> None:
@@ -175,7 +178,13 @@ def test_jsonl_and_csv_files(tmp_path: Path) -> None:
     assert [r["output"] for r in rows[:2]] == ["plain text", '{"label": "tech", "n": [1, 2]}']
     assert rows[2]["id"] == "" and rows[3]["id"] == "7"
     assert json.loads(rows[4]["error"]) == {"type": "E", "message": "m", "where": "chain"}
-    assert rows[0]["error"] == ""
+    assert rows[0]["error"] == "" and rows[0]["cost"] == ""
+
+
+def test_csv_cost_is_a_plain_decimal(tmp_path: Path) -> None:
+    with ResultWriter(str(tmp_path / "out.csv")) as w:
+        w.write(results()[0], Decimal("0.00000795"))
+    assert next(csv.DictReader((tmp_path / "out.csv").open()))["cost"] == "0.00000795"
 
 
 def test_stdout_and_atomic_replace(tmp_path: Path) -> None:
