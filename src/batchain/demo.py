@@ -2,7 +2,8 @@
 
 (a) classify headlines with ``prompt | ChatOpenAI(gpt-4o-mini) | StrOutputParser`` and
 score the answers against the gold labels; (b) ask gpt-4o-mini, gpt-4o and
-claude-haiku-4-5 the same question in one ``RunnableParallel`` and compare them.
+claude-haiku-4-5 the same question in one ``RunnableParallel`` and compare them; (c) on
+the sandbox, run (a) again through the Batch API and compare what it costs.
 
 Without both API keys the demo starts the built-in sandbox provider in this process, so
 it runs offline and free; nothing is faked, the jobs go through batchain and the store
@@ -266,6 +267,37 @@ def _ledger_line(sandbox: Any, before: int) -> str:
     return "sandbox ledger for (b), what the provider billed: " + "; ".join(parts)
 
 
+# -- (c) batch mode ---------------------------------------------------------------------------
+
+
+def _batch(
+    p: _Providers, rows: list[dict[str, str]], options: DemoOptions, console: Console, realtime: Job
+) -> Job:
+    console.rule(f"(c) the same {len(rows)} headlines through the Batch API")
+    chain = PROMPT | p.openai_model("gpt-4o-mini") | StrOutputParser()
+    started = time.monotonic()
+    # cache off: (a) already answered these exact requests, and reusing them would skip the batch
+    job = batchain.run(
+        chain,
+        _inputs(rows),
+        mode="batch",
+        store=options.store,
+        cache=False,
+        progress=options.progress,
+        poll_min=0.2,
+        poll_max=1.0,
+    )
+    elapsed = time.monotonic() - started
+    console.print(_job_line(job, elapsed))
+    batch_cost, realtime_cost = job.cost, realtime.cost
+    if batch_cost is not None and realtime_cost:
+        console.print(
+            f"cost at list prices: [bold]${batch_cost:.6f}[/bold] in batch vs ${realtime_cost:.6f} "
+            f"in realtime for (a): {batch_cost / realtime_cost:.0%} of the price"
+        )
+    return job
+
+
 # -- shared reporting ---------------------------------------------------------------------------
 
 
@@ -289,6 +321,13 @@ def run_demo(options: DemoOptions, console: Console) -> int:
         if options.compare:
             jobs.append(_compare(p, rows[: options.compare], options, console))
         real = p.sandbox is None
+        if real:
+            console.print(
+                "[dim]batch mode (half price, minutes to hours at a real provider): "
+                "batchain run CHAIN INPUT --mode batch[/dim]"
+            )
+        else:
+            jobs.append(_batch(p, rows, options, console, jobs[0]))
     console.rule()
     ids = " ".join(j.id for j in jobs)
     console.print(f"store {options.store} · see the jobs: batchain jobs · batchain status {jobs[0].id}")

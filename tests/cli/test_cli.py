@@ -361,7 +361,9 @@ def test_demo_runs_real_jobs_on_the_sandbox(cli_offline: Cli) -> None:
     for model in ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5"):
         assert model in out
     listed = [json.loads(line) for line in cli_offline("jobs", "--json").stdout.splitlines()]
-    assert sorted(j["counts"]["succeeded"] for j in listed) == [6, 12]
+    assert sorted(j["counts"]["succeeded"] for j in listed) == [6, 12, 12]
+    assert sorted(j["mode"] for j in listed) == ["batch", "realtime", "realtime"]
+    assert "in batch vs" in out
 
 
 def test_sandbox_serve_prints_urls_and_answers(cli_offline: Cli) -> None:
