@@ -1,0 +1,477 @@
+"""Batch mode vs langasync 0.2.3: client time to submit and to collect, and billed cost.
+
+    bash bench/setup_langasync.sh             # once: langasync in its own venv (outside the repo)
+    python bench/bench_batch.py               # full run: 1k/10k/50k items + 3-stage cost
+    python bench/bench_batch.py --quick       # 1k items, 1 rep, for a smoke check
+    python bench/bench_batch.py --rev HEAD    # benchmark a committed snapshot of src/
+                                              # (git archive into /tmp), not the work tree
+
+Both clients run the same chain against the same sandbox (its own process, Batch API
+served by batchain.sandbox). Every phase is a fresh client process; only the client is
+timed: after submit, the orchestrator waits until the sandbox reports every batch ended
+(that wait is not counted), then starts the collect process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CLIENTS = BENCH / "clients"
+LANGASYNC_VENV = Path(os.environ.get("LANGASYNC_VENV", "/tmp/batchain-bench/venv-langasync"))
+SNAPSHOTS = Path("/tmp/batchain-bench")
+
+# gpt-4o-mini list prices, USD per million tokens; the Batch API bills 50% of these.
+PRICE_INPUT = 0.15
+PRICE_CACHED_INPUT = 0.075
+PRICE_OUTPUT = 0.60
+BATCH_DISCOUNT = 0.5
+
+SANDBOX = {
+    "batch_validating_s": 0.05,
+    "batch_processing_s": 0.5,
+    "batch_finalizing_s": 0.05,
+    "latency_ms": 0.0,
+}
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+# -- running clients -----------------------------------------------------------------------
+
+
+def run_client(python: str, script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
+    """One client process, in a scratch cwd (langasync auto-loads a ``.env`` from its cwd)."""
+    cmd = [python, str(CLIENTS / script), *args]
+    with tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_client_env()
+        )
+        process_s = time.perf_counter() - t0
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["process_s"] = process_s  # interpreter start + imports + timed section
+    return result
+
+
+def _client_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for name in (
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "LANGASYNC_BATCH_POLL_INTERVAL",
+        "LANGASYNC_BASE_STORAGE_PATH",
+    ):
+        env.pop(name, None)  # every setting is passed explicitly
+    return env
+
+
+def wait_batches_ended(base_url: str, timeout: float = 900) -> float:
+    """Block until every batch the sandbox holds is terminal; return how long that took."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="sk-bench", max_retries=2)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        batches = list(client.batches.list(limit=100))
+        if batches and all(b.status in TERMINAL for b in batches):
+            return time.perf_counter() - t0
+        time.sleep(0.1)
+    raise TimeoutError("sandbox batches did not end")
+
+
+# -- 1. client time to submit and to collect ----------------------------------------------
+
+IMPLS = {
+    "batchain": ("batch_batchain.py", "--store", "b.sqlite"),
+    "langasync": ("batch_langasync.py", "--storage", "langasync_jobs"),
+}
+
+
+def one_run(sb: Any, impl: str, python: str, n: int) -> dict[str, Any]:
+    script, flag, name = IMPLS[impl]
+    sb.reset()
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{impl}-"))
+    try:
+        where = str(work / name)
+        common = ["--base-url", sb.openai_base_url, "--n", str(n), flag, where]
+        sub = run_client(python, script, "submit", *common)
+        sandbox_s = wait_batches_ended(sb.openai_base_url)
+        col = run_client(python, script, "collect", *common, "--job-id", sub["job_id"])
+        billed = sb.ledger_summary()["openai"]["gpt-4o-mini"]
+        duplicates = len(sb.duplicates())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if col["ok"] != n or col["n_outputs"] != n:
+        raise RuntimeError(f"{impl} collected {col['ok']}/{n}: {col}")
+    if impl == "batchain" and not (sub["inputs_complete"] and sub["n_items"] == n):
+        raise RuntimeError(f"batchain submit read {sub['n_items']}/{n} inputs: {sub}")
+    if set(billed) != {"batch"} or billed["batch"]["requests"] != n:
+        raise RuntimeError(f"{impl}: the sandbox billed {billed}, expected {n} batch requests")
+    return {
+        "impl": impl,
+        "n": n,
+        "submit": sub,
+        "collect": col,
+        "sandbox_batch_s": sandbox_s,
+        "e2e_wall_s": sub["wall_s"] + col["wall_s"],
+        "e2e_cpu_s": sub["cpu_s"] + col["cpu_s"],
+        "e2e_process_s": sub["process_s"] + col["process_s"],
+        "billed": billed,
+        "billed_twice": duplicates,
+    }
+
+
+def throughput(sizes: list[int], reps_for: dict[int, int], pythons: dict[str, str]) -> dict[str, Any]:
+    from harness import fmt, median, sandbox
+
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    rows: list[list[str]] = []
+    ratios: dict[str, float] = {}
+    with sandbox(**SANDBOX) as sb:
+        for n in sizes:
+            per: dict[str, list[dict[str, Any]]] = {impl: [] for impl in pythons}
+            for rep in range(reps_for[n]):
+                order = list(pythons) if rep % 2 == 0 else list(reversed(pythons))
+                for impl in order:
+                    r = one_run(sb, impl, pythons[impl], n)
+                    per[impl].append(r)
+                    print(
+                        f"  {n:>6} {impl:<9} submit {r['submit']['wall_s']:6.2f}s "
+                        f"collect {r['collect']['wall_s']:6.2f}s (sandbox batch "
+                        f"{r['sandbox_batch_s']:.2f}s, not counted)",
+                        flush=True,
+                    )
+            runs[str(n)] = per
+            med: dict[str, dict[str, float]] = {}
+            for impl, rs in per.items():
+                med[impl] = {
+                    "sw": median([r["submit"]["wall_s"] for r in rs]),
+                    "sc": median([r["submit"]["cpu_s"] for r in rs]),
+                    "cw": median([r["collect"]["wall_s"] for r in rs]),
+                    "cc": median([r["collect"]["cpu_s"] for r in rs]),
+                    "ew": median([r["e2e_wall_s"] for r in rs]),
+                    "ec": median([r["e2e_cpu_s"] for r in rs]),
+                    "rs": median([r["submit"]["peak_rss_mb"] for r in rs]),
+                    "rc": median([r["collect"]["peak_rss_mb"] for r in rs]),
+                    "ep": median([r["e2e_process_s"] for r in rs]),
+                }
+                m = med[impl]
+                rows.append(
+                    [
+                        f"{n:,}",
+                        impl,
+                        fmt(m["sw"]),
+                        fmt(m["sc"]),
+                        fmt(m["cw"]),
+                        fmt(m["cc"]),
+                        fmt(m["ew"]),
+                        fmt(m["ec"]),
+                        fmt(m["rs"], 0),
+                        fmt(m["rc"], 0),
+                        fmt(m["ep"]),
+                    ]
+                )
+            if "langasync" in med and "batchain" in med:
+                la, bc = med["langasync"], med["batchain"]
+                ratios[str(n)] = la["ew"] / bc["ew"]
+                rows.append(
+                    [
+                        f"{n:,}",
+                        "langasync / batchain",
+                        *(fmt(la[k] / bc[k]) + "x" for k in ("sw", "sc", "cw", "cc", "ew", "ec")),
+                        fmt(la["rs"] / bc["rs"]) + "x",
+                        fmt(la["rc"] / bc["rc"]) + "x",
+                        fmt(la["ep"] / bc["ep"]) + "x",
+                    ]
+                )
+    reps_text = ", ".join(f"{reps_for[n]} at {n:,}" for n in sizes)
+    return {
+        "title": "Client time, single-stage chain prompt | ChatOpenAI(gpt-4o-mini) | StrOutputParser "
+        f"(medians: {reps_text} runs; goal: langasync / batchain end-to-end wall >= 3x)",
+        "columns": [
+            "items",
+            "client",
+            "submit wall s",
+            "submit CPU s",
+            "collect wall s",
+            "collect CPU s",
+            "end-to-end wall s",
+            "end-to-end CPU s",
+            "peak RSS submit MB",
+            "peak RSS collect MB",
+            "end-to-end process wall s",
+        ],
+        "rows": rows,
+        "ratios": {"e2e_wall_langasync_over_batchain": ratios},
+        "runs": runs,
+    }
+
+
+# -- 2. billed cost of a 3-stage chain -------------------------------------------------------
+
+
+def cost_of(tiers: dict[str, dict[str, int]]) -> float:
+    total = 0.0
+    for tier, c in tiers.items():
+        uncached = c["input_tokens"] - c["cached_tokens"]
+        usd = (
+            uncached * PRICE_INPUT
+            + c["cached_tokens"] * PRICE_CACHED_INPUT
+            + c["output_tokens"] * PRICE_OUTPUT
+        ) / 1e6
+        total += usd * (BATCH_DISCOUNT if tier == "batch" else 1.0)
+    return total
+
+
+def three_stage_cost(n: int, pythons: dict[str, str]) -> dict[str, Any]:
+    from harness import fmt, sandbox
+
+    scenarios: list[tuple[str, str, str, list[str]]] = [
+        ("batchain realtime", "batchain", "batch_batchain.py", ["--mode", "realtime"]),
+        ("batchain batch", "batchain", "batch_batchain.py", ["--mode", "batch"]),
+        ("langasync, the same flat chain", "langasync", "batch_langasync.py", ["--variant", "flat"]),
+        (
+            "langasync, stages 2-3 in a RunnableLambda (post-processing)",
+            "langasync",
+            "batch_langasync.py",
+            ["--variant", "lambda"],
+        ),
+        ("langasync, 3 jobs chained by hand", "langasync", "batch_langasync.py", ["--variant", "manual"]),
+    ]
+    rows: list[list[str]] = []
+    raw: dict[str, Any] = {}
+    base_cost: float | None = None
+    with sandbox(**SANDBOX) as sb:
+        for label, impl, script, extra in scenarios:
+            if impl not in pythons:
+                continue
+            sb.reset()
+            work = Path(tempfile.mkdtemp(prefix=f"bench-cost-{impl}-"))
+            try:
+                flag = (
+                    ["--store", str(work / "c.sqlite")]
+                    if impl == "batchain"
+                    else ["--storage", str(work / "langasync_jobs")]
+                )
+                r = run_client(
+                    pythons[impl],
+                    script,
+                    "cost",
+                    "--base-url",
+                    sb.openai_base_url,
+                    "--n",
+                    str(n),
+                    *flag,
+                    *extra,
+                )
+                wait_batches_ended_or_none(sb.openai_base_url)
+                summary = sb.ledger_summary()
+                duplicates = len(sb.duplicates())
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            tiers = summary.get("openai", {}).get("gpt-4o-mini", {})
+            usd = cost_of(tiers)
+            if label == "batchain realtime":
+                base_cost = usd
+            rt, bt = tiers.get("realtime", {}), tiers.get("batch", {})
+            ok = r.get("ok", 0)
+            note = "" if r.get("accepted", True) else f"rejected: {r.get('error', '')}"
+            rows.append(
+                [
+                    label,
+                    f"{ok}/{n}",
+                    str(r.get("distinct", "-")),
+                    str(rt.get("requests", 0)),
+                    str(rt.get("input_tokens", 0)),
+                    str(rt.get("output_tokens", 0)),
+                    str(bt.get("requests", 0)),
+                    str(bt.get("input_tokens", 0)),
+                    str(bt.get("output_tokens", 0)),
+                    f"{usd:.6f}",
+                    fmt(usd / base_cost) + "x" if base_cost and usd else "-",
+                    note,
+                ]
+            )
+            raw[label] = {"client": r, "ledger": tiers, "usd": usd, "billed_twice": duplicates}
+            print(f"  cost {label}: {ok}/{n} ok, ${usd:.6f}", flush=True)
+    return {
+        "title": f"Billed cost of a 3-stage chain over {n:,} items (prompt | gpt-4o-mini | parser, three "
+        "times; sandbox ledger, gpt-4o-mini list prices; expected: batchain batch ~0.5x realtime)",
+        "columns": [
+            "run",
+            "succeeded",
+            "distinct outputs",
+            "realtime requests",
+            "realtime input tok",
+            "realtime output tok",
+            "batch requests",
+            "batch input tok",
+            "batch output tok",
+            "billed USD",
+            "vs batchain realtime",
+            "note",
+        ],
+        "rows": rows,
+        "runs": raw,
+    }
+
+
+def wait_batches_ended_or_none(base_url: str) -> None:
+    from openai import OpenAI
+
+    if list(OpenAI(base_url=base_url, api_key="sk-bench").batches.list(limit=1)):
+        wait_batches_ended(base_url)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def snapshot(rev: str) -> Path:
+    """``git archive <rev> src`` into /tmp: benchmark committed code, not a half-edited tree."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dest = SNAPSHOTS / f"src-{sha}"
+    if not (dest / "src" / "batchain" / "__init__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "src"], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def source_description() -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    snap = os.environ.get("BATCHAIN_BENCH_SRC")
+    if snap:
+        return f"batchain from a snapshot of commit {Path(snap).parent.name.removeprefix('src-')} ({snap})"
+    dirty = bool(git("status", "--porcelain", "--", "src"))
+    return f"batchain from the work tree at commit {git('rev-parse', '--short', 'HEAD')}" + (
+        " with uncommitted changes in src/" if dirty else ""
+    )
+
+
+def langasync_python() -> str | None:
+    py = LANGASYNC_VENV / "bin" / "python"
+    return str(py) if py.exists() else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="1k items only, 1 rep")
+    ap.add_argument("--rev", help="benchmark this commit's src/ (git archive) instead of the work tree")
+    ap.add_argument("--sizes", help="comma-separated item counts (default 1000,10000,50000)")
+    ap.add_argument("--reps", type=int, help="reps for every size (default 3, and 2 at 50k)")
+    ap.add_argument("--cost-items", type=int, default=1000)
+    ap.add_argument("--skip-cost", action="store_true")
+    args = ap.parse_args()
+
+    if args.rev and "BATCHAIN_BENCH_SRC" not in os.environ:
+        src = snapshot(args.rev)
+        env = dict(
+            os.environ,
+            BATCHAIN_BENCH_SRC=str(src),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+        )
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+    sys.path.insert(0, str(BENCH))
+    import batchain
+    from harness import save
+
+    print("batchain:", batchain.__file__, flush=True)
+    sizes = [1000] if args.quick else [int(s) for s in (args.sizes or "1000,10000,50000").split(",")]
+    reps_for = {n: 1 if args.quick else (args.reps or (2 if n >= 50_000 else 3)) for n in sizes}
+    notes = [
+        source_description() + "; langasync 0.2.3 from its own venv (bench/setup_langasync.sh), "
+        "langchain-core 1.7.2 / langchain-openai 1.7.3 in both."
+    ]
+    pythons = {"batchain": sys.executable}
+    la = langasync_python()
+    if la is None:
+        notes.append(
+            f"langasync was NOT measured: no venv at {LANGASYNC_VENV} (run bash bench/setup_langasync.sh)."
+        )
+    else:
+        pythons["langasync"] = la
+
+    tables = [throughput(sizes, reps_for, pythons)]
+    ratios = tables[0]["ratios"]["e2e_wall_langasync_over_batchain"]
+    if ratios:
+        met = all(r >= 3.0 for r in ratios.values())
+        notes.append(
+            "Goal, batchain >= 3x faster than langasync end to end: "
+            + ("MET" if met else "NOT MET")
+            + "; langasync / batchain end-to-end client wall = "
+            + ", ".join(f"{r:.2f}x at {int(n):,}" for n, r in ratios.items())
+            + (" (below 1 means batchain is slower)." if not met else ".")
+        )
+    if not args.skip_cost:
+        tables.append(three_stage_cost(args.cost_items, pythons))
+
+    notes += [
+        "batchain beyond 10,000 items is submitted with window=<items>: batch mode reads at "
+        "most 10,000 inputs ahead by default, so batchain.submit() of 50,000 items returns with "
+        "only the first 10,000 read and sent (one batch), and Job.open(id).wait() in another "
+        "process then raises 'stopped before all of its inputs were read ... pass the same "
+        "inputs again' (it needs Job.open(id).resume(inputs), and 5 provider rounds in turn). "
+        "With window=50000 all items go in one batch, like langasync's single batch.",
+        "Sandbox: batchain.sandbox in its own process, batch_validating_s=0.05, "
+        "batch_processing_s=0.5, batch_finalizing_s=0.05, no latency, no faults; reset before "
+        "every run. Same 2-core machine as the clients (and as other work running on it).",
+        "Submit = batchain.submit(chain, inputs, poll_min=0.05, poll_max=0.5) vs "
+        "await batch_chain(chain, settings).submit(inputs), each in a fresh process. Then the "
+        "orchestrator polls the sandbox until every batch has ended (NOT counted), and collect = "
+        "Job.open(id, chain=chain).wait() + job.outputs() vs await BatchJobService(settings)"
+        ".get(id) + handle.get_results(), each in a fresh process, checked to return every output.",
+        "Times are the client's own timed section (inputs and chain built beforehand; interpreter "
+        "start and imports excluded, see raw process_s); CPU = process CPU time (all threads) of "
+        "that section; peak RSS = ru_maxrss of the client process (imports included). "
+        "End-to-end = submit + collect of the same run, median over runs.",
+        "langasync settings: LangasyncSettings(openai_base_url=<sandbox>/v1, openai_api_key, "
+        "batch_poll_interval=0.05, base_storage_path=<fresh dir>), cwd a fresh empty dir.",
+        f"Cost prices (gpt-4o-mini, USD per 1M tokens): input ${PRICE_INPUT}, cached input "
+        f"${PRICE_CACHED_INPUT}, output ${PRICE_OUTPUT}; batch tier bills {BATCH_DISCOUNT:.0%} of "
+        "these. Tokens and tiers are what the sandbox ledger billed (input includes cached).",
+        "3-stage chain: (prompt | gpt-4o-mini | StrOutputParser) x 3, each stage's prompt taking "
+        "the previous stage's text. langasync rejects it as one chain (a single top-level model "
+        "only); the lambda variant is accepted but only stage 1 is batched, stages 2-3 run "
+        "realtime as per-item post-processing once the batch ends; the manual variant gets batch "
+        "prices by the user running and feeding three jobs.",
+    ]
+    path = save(
+        "batch",
+        "Batch mode vs langasync (issue: batch benchmark)",
+        "python bench/bench_batch.py"
+        + (" --quick" if args.quick else "")
+        + (f" --rev {args.rev}" if args.rev else ""),
+        tables,
+        notes=notes,
+    )
+    for t in tables:
+        print(t["title"])
+        for row in t["rows"]:
+            print("   ", " | ".join(str(c) for c in row))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
