@@ -141,7 +141,7 @@ class BatchCoordinator:
         max_batch_size: int | None,
         on_change: Callable[[], None],
         usage_of: Callable[[ProviderAdapter, str], Usage],
-        price_of: Callable[[CallRequest, Usage, str], Decimal | None] | None = None,
+        price_of: Callable[[CallRequest, Usage, str, str], Decimal | None] | None = None,
         budget: Budget | None = None,
     ) -> None:
         self.price_of = price_of
@@ -289,7 +289,11 @@ class BatchCoordinator:
             first.adapter.name,
             first.request.lane,
             keys,
-            {"model": first.request.model, "endpoint": first.request.endpoint},
+            {
+                "model": first.request.model,
+                "endpoint": first.request.endpoint,
+                "round": self.stats.rounds,
+            },
         )
         failpoint("batch_before_create", first.adapter.name)
         try:
@@ -404,7 +408,7 @@ class BatchCoordinator:
             if parked is not None:
                 usage = self.usage_of(parked.adapter, outcome.body)
                 if self.price_of is not None:
-                    cost = self.price_of(parked.request, usage, "batch")
+                    cost = self.price_of(parked.request, usage, "batch", outcome.body)
             else:  # nobody in this run waits for it (yet): record it for a later replay
                 usage = _usage_by_provider(self.store, key, outcome.body)
             self.store.call_succeeded(key, outcome.body, usage, "batch", cost)

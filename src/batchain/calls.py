@@ -258,11 +258,19 @@ class CallManager:
             # auto mode's deadline: this call is answered in realtime after all
             return await self._realtime(adapter, model, request, item_idx)
 
-    def price(self, request: CallRequest, usage: Usage, tier: str) -> Decimal | None:
-        """What a call cost in USD, or None when its model has no known price."""
+    def price(
+        self, request: CallRequest, usage: Usage, tier: str, body: str | None = None
+    ) -> Decimal | None:
+        """What a call cost in USD, or None when its model has no known price.
+
+        With the response ``body``, its service tier (flex, priority) and 1-hour cache
+        writes are priced too."""
         if self.pricebook is None:
             return None
-        cost = self.pricebook.cost_of(request.provider, request.model, usage, tier)
+        if body is not None:
+            cost = self.pricebook.cost_of_call(request.provider, request.model, usage, tier, body)
+        else:
+            cost = self.pricebook.cost_of(request.provider, request.model, usage, tier)
         return Decimal(cost.total) if cost.known and cost.total is not None else None
 
     def _settle(self, reserved: Decimal, cost: Decimal | None) -> None:
@@ -331,7 +339,7 @@ class CallManager:
             store.call_failed(request.key, "interrupted", retryable=True)
             raise
         usage = adapter.usage(sent.text)
-        cost = self.price(request, usage, "realtime")
+        cost = self.price(request, usage, "realtime", sent.text)
         self._settle(reserved, cost)
         store.call_succeeded(request.key, sent.text, usage, "realtime", cost)
         store.link_call(self.job_id, request.key, item_idx, "paid")

@@ -163,8 +163,8 @@ class JobRunner:
 
     # -- public ----------------------------------------------------------------------------
 
-    def _price(self, request: Any, usage: Any, tier: str) -> Decimal | None:
-        return self.calls.price(request, usage, tier)
+    def _price(self, request: Any, usage: Any, tier: str, body: str) -> Decimal | None:
+        return self.calls.price(request, usage, tier, body)
 
     def _on_budget(self, exc: BaseException) -> None:
         """Out of budget: pause; nothing is lost, and a resume with more continues."""

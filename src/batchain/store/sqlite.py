@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS calls (
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS calls_by_status ON calls (status);
+CREATE INDEX IF NOT EXISTS calls_by_job ON calls (job_id, status);
 CREATE TABLE IF NOT EXISTS job_calls (
     job_id TEXT NOT NULL,
     key TEXT NOT NULL,
