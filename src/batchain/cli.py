@@ -474,7 +474,7 @@ def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
         more = " --budget MORE" if "budget" in (job.record.note or "") else ""
         steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT") + more)
         steps.append(f"batchain cancel {job.id}")
-    elif counts["failed"] or counts["cancelled"]:
+    elif counts["failed"] and job.status.value != "cancelled":
         steps.insert(0, f"batchain retry {job.id}")
     return "next: " + " · ".join(steps)
 
@@ -800,7 +800,7 @@ def _continue(
 @app.command()
 def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
     """Cancel a job: its provider batches are cancelled, finished results are kept, and the
-    items that have not run end as cancelled (`batchain retry JOB` runs them after all)."""
+    items that have not run end as cancelled. A cancelled job does not run again."""
     from batchain.states import JobStatus
 
     job = _open_job(job_id, store)
@@ -1264,11 +1264,13 @@ def demo(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Pay for every call again.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Classify news headlines, then compare three models on them: real jobs, end to end.
+    """Classify news headlines, compare three models on them, and run them through the
+    Batch API: real jobs, end to end.
 
     Without OPENAI_API_KEY and ANTHROPIC_API_KEY this runs against the built-in sandbox
     provider (free, offline, with realistic latency). With both keys it uses the real
-    APIs and costs a few cents. The jobs land in the store: try `batchain jobs` after.
+    APIs and costs a few cents (the batch part then only shows the command). The jobs land
+    in the store: try `batchain jobs` after.
     """
     from batchain.demo import DemoOptions, run_demo
 
