@@ -239,6 +239,7 @@ class CallManager:
                 endpoint=request.endpoint,
                 job_id=self.job_id,
                 status=CallStatus.PENDING,
+                request_hash=request.body_hash or None,
             )
             self.store.commit_soon()
             record = None
@@ -309,6 +310,7 @@ class CallManager:
             endpoint=request.endpoint,
             job_id=self.job_id,
             status=CallStatus.SENT,
+            request_hash=request.body_hash or None,
         )
         store.commit_soon()
 

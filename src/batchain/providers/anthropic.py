@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -77,6 +78,7 @@ class AnthropicAdapter:
             est_tokens=estimate_tokens(len(text), payload.get("max_tokens")),
             headers=headers,
             body_bytes=len(text.encode()),
+            body_hash=hashlib.sha256(text.encode()).hexdigest(),
             max_output=_cap(payload.get("max_tokens")),
             context={"beta": bool(betas)},
         )

@@ -142,6 +142,9 @@ class CallRequest:
     #: size of the JSON body, and the most output tokens it allows (None: not capped)
     body_bytes: int = 0
     max_output: int | None = None
+    #: sha256 of the canonical body without streaming keys: the provider-side identity of
+    #: the request (the sandbox ledger's ``request_hash``), stored for audits
+    body_hash: str = ""
     #: adapter-private details needed to send or parse (never stored)
     context: dict[str, Any] = field(default_factory=dict)
 

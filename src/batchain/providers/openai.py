@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -92,6 +93,7 @@ class OpenAIAdapter:
             ),
             headers=headers,
             body_bytes=len(text.encode()),
+            body_hash=hashlib.sha256(text.encode()).hexdigest(),
             max_output=_cap(payload.get("max_completion_tokens", payload.get("max_tokens"))),
             context=context,
         )

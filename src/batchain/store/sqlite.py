@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS calls (
     cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
     reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     cost TEXT,
+    request_hash TEXT,
     batch_id TEXT,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
@@ -384,12 +385,13 @@ class SQLiteStore:
         job_id: str,
         status: CallStatus,
         request: str | None = None,
+        request_hash: str | None = None,
     ) -> None:
         """Record that a call is about to be sent (``SENT``) or parked (``PENDING``)."""
         olds = _predecessors(status)
         self._write(
             "INSERT INTO calls (key, provider, model, endpoint, status, attempts, job_id,"
-            " request, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+            " request, updated_at, request_hash) VALUES (?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(key) DO UPDATE SET status=excluded.status, attempts=attempts+?,"
             " job_id=excluded.job_id, request=COALESCE(excluded.request, request),"
             " updated_at=excluded.updated_at"
@@ -404,6 +406,7 @@ class SQLiteStore:
                 job_id,
                 request,
                 time.time(),
+                request_hash,
                 int(status == CallStatus.SENT),
                 *olds,
             ),
