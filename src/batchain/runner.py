@@ -30,12 +30,20 @@ from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
-from batchain.store.sqlite import SQLiteStore
+from batchain.store.sqlite import SQLiteStore, lease_owner
 
-__all__ = ["ItemEvent", "JobRunner", "RunOptions"]
+__all__ = ["ItemEvent", "JobBusy", "JobRunner", "RunOptions"]
 
 #: how long nothing may move before a batch round counts as complete
 _SETTLE_S = 0.02
+#: inputs stored per transaction when a batch job reads its whole dataset up front
+_INGEST_CHUNK = 2000
+#: a running job's lease: renewed every third of it, taken over when it lapses
+_LEASE_S = 30.0
+
+
+class JobBusy(RuntimeError):
+    """Another process is running this job."""
 
 
 @dataclass(slots=True)
@@ -158,6 +166,7 @@ class JobRunner:
         self.failed = 0
         self.started = 0
         self._stopping = False
+        self._owner = lease_owner()
         self._lost_calls = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -187,11 +196,19 @@ class JobRunner:
             max_workers=self.options.threads, thread_name_prefix="batchain"
         )
         loop.set_default_executor(executor)
-        self._enter_running()
+        self._claim()
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
+            self._enter_running()
             try:
                 await self._drive(inputs)
             except asyncio.CancelledError:
+                await self._stop_gracefully()
+                self._finish_status()
+                raise
+            except Exception as exc:
+                # e.g. the input iterator failed: stop cleanly, keep everything, say why
+                self.pause_note = f"stopped: {type(exc).__name__}: {redact(str(exc))}"
                 await self._stop_gracefully()
                 self._finish_status()
                 raise
@@ -202,8 +219,23 @@ class JobRunner:
                 raise self.fatal
             return status
         finally:
+            heartbeat.cancel()
+            self.store.release_lease(self.job_id, self._owner)
             await self.calls.aclose()
             executor.shutdown(wait=False, cancel_futures=True)
+
+    def _claim(self) -> None:
+        holder = self.store.acquire_lease(self.job_id, self._owner, _LEASE_S)
+        if holder is not None:
+            raise JobBusy(
+                f"job {self.job_id} is being run by another process ({holder}); wait for it "
+                "or stop it first"
+            )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(_LEASE_S / 3)
+            self.store.renew_lease(self.job_id, self._owner, _LEASE_S)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -231,7 +263,7 @@ class JobRunner:
                 "rate_limited": s.rate_limited,
                 "failed_calls": s.failed,
                 "peak_in_flight": s.peak_in_flight,
-                "paid": c.paid,
+                "paid": c.paid + (self.batch.stats.paid if self.batch is not None else 0),
                 "cached": c.cached,
                 "shared": c.shared,
                 "calls_lost_in_crashes": self._lost_calls,
@@ -392,7 +424,13 @@ class JobRunner:
     async def _source(
         self, inputs: Iterable[Any] | AsyncIterable[Any] | None
     ) -> AsyncIterator[tuple[int, Any, bool]]:
-        """Stored items without a result first, then new inputs after the stored ones."""
+        """Stored items without a result first, then new inputs after the stored ones.
+
+        Batch and auto mode store every input before running any: a submitted job must be
+        able to finish in another process that never sees the inputs.
+        """
+        if self.batch is not None and inputs is not None:
+            await self._ingest_all(inputs)
         for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
             if self._stopping:
                 return
@@ -419,6 +457,32 @@ class JobRunner:
             idx += 1
         self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
         self.store.commit_soon()
+
+    async def _ingest_all(self, inputs: Iterable[Any] | AsyncIterable[Any]) -> None:
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        if job.inputs_complete:
+            return
+        idx, rows = 0, []
+        async for value in _aiter(inputs):
+            if idx >= job.n_items:  # earlier runs stored the ones before
+                try:
+                    rows.append((idx, serialize.dumps(value)))
+                except serialize.Unserializable:
+                    self._ingest(idx, value)  # stored as a failed item, with the reason
+                if len(rows) >= _INGEST_CHUNK:
+                    self._store_rows(rows, idx + 1)
+                    rows = []
+            idx += 1
+        self._store_rows(rows, idx)
+        self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
+        self.store.commit()
+
+    def _store_rows(self, rows: list[tuple[int, str]], n_items: int) -> None:
+        if rows:
+            self.store.add_items(self.job_id, rows)
+        self.store.update_job(self.job_id, n_items=n_items)
+        self.store.commit()
 
     def _ingest(self, idx: int, value: Any) -> None:
         try:
@@ -475,7 +539,11 @@ class JobRunner:
             return bool(got)
         if isinstance(got, int | float):
             return got > 0
-        return str(got).lower() in ("true", "yes", "urgent", "high", "realtime")
+        text = str(got).strip().lower()
+        try:
+            return float(text) > 0  # CSV gives numbers as strings
+        except ValueError:
+            return text in ("true", "yes", "y", "urgent", "high", "realtime")
 
     def _record(
         self,

@@ -199,3 +199,14 @@ def test_realtime_job_cancel_marks_pending_items(fast: Sandbox, store_path: Path
     job = batchain.Job.open(rec.id, store=store_path).cancel()
     assert job.status == batchain.JobStatus.CANCELLED
     assert job.counts["pending"] == 0 and job.counts["cancelled"] > 0
+
+
+def test_submit_stores_every_input_so_wait_needs_none(fast: Sandbox, store_path: Path) -> None:
+    # a window smaller than the dataset: only 10 items are parked at a time
+    job = batchain.submit(chain_for(fast), ({"x": i} for i in range(25)), store=store_path,
+                          poll_min=0.02, window=10)
+    assert job.record.inputs_complete and job.counts["total"] == 25
+    again = batchain.Job.open(job.id, store=store_path, chain=chain_for(fast))
+    again.wait()  # no inputs passed: they are all in the store
+    assert again.counts["succeeded"] == 25
+    assert len(fast.ledger()) == 25 and not fast.duplicates()
