@@ -26,6 +26,7 @@ from batchain.batches import BatchCoordinator, CallCancelled
 from batchain.budget import Budget, BudgetExhausted
 from batchain.calls import CallManager
 from batchain.cost.prices import PriceBook, default_pricebook
+from batchain.fastpath import FastChain, compile_fast
 from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
@@ -157,6 +158,8 @@ class JobRunner:
             budget=self.budget,
             on_budget=self._on_budget,
         )
+        #: the fast path for `prompt | model | parser`, when nothing observes the run
+        self.fast = compile_fast(chain, callbacks=options.callbacks)
         #: "submitted": stop once a round is at the provider; "poll": advance once; None: finish
         self.stop_when: str | None = None
         self.cancelling = False
@@ -228,8 +231,7 @@ class JobRunner:
         holder = self.store.acquire_lease(self.job_id, self._owner, _LEASE_S)
         if holder is not None:
             raise JobBusy(
-                f"job {self.job_id} is being run by another process ({holder}); wait for it "
-                "or stop it first"
+                f"job {self.job_id} is being run by another process ({holder}); wait for it or stop it first"
             )
 
     async def _heartbeat(self) -> None:
@@ -502,10 +504,13 @@ class JobRunner:
         if self.options.mode == "auto" and self._urgent(value):
             self.calls.urgent.add(idx)
         try:
-            config: RunnableConfig = {"max_concurrency": None}
-            if self.options.callbacks:
-                config["callbacks"] = self.options.callbacks
-            output = await self.chain.ainvoke(value, config)
+            if self.fast is not None:
+                output = await self._fast_invoke(self.fast, idx, value)
+            else:
+                config: RunnableConfig = {"max_concurrency": None}
+                if self.options.callbacks:
+                    config["callbacks"] = self.options.callbacks
+                output = await self.chain.ainvoke(value, config)
         except asyncio.CancelledError:
             return  # stopped: the item stays pending and runs again on resume
         except CallCancelled as exc:
@@ -525,6 +530,13 @@ class JobRunner:
             self.calls.urgent.discard(idx)
             ACTIVE.reset(token)
             slots.release()
+
+    async def _fast_invoke(self, fast: FastChain, idx: int, value: Any) -> Any:
+        kwargs = dict(fast.kwargs)
+        stop = kwargs.pop("stop", None)
+        result = await self.calls.generate(fast.model, fast.messages(value), stop, None, kwargs, idx)
+        generations = result.generations
+        return fast.parse(generations[0].message, generations)
 
     def _urgent(self, value: Any) -> bool:
         """Auto mode: does this item run realtime? (priority > 0, or a true value)"""
