@@ -265,6 +265,10 @@ class PriceSheet:
     def known(self) -> bool:
         return self.rates.get("input") is not None
 
+    #: memo of :meth:`at` per long-context bracket (a frozen dataclass may fill a dict)
+    _memo: dict[int, Rates] = field(default_factory=dict, compare=False, repr=False)
+    _bounds: list[tuple[int, ...]] = field(default_factory=list, compare=False, repr=False)
+
     @property
     def thresholds(self) -> tuple[int, ...]:
         """Prompt sizes where some rate changes (long-context tiers), ascending."""
@@ -272,13 +276,28 @@ class PriceSheet:
         return tuple(sorted(starts))
 
     def at(self, prompt_tokens: int = 0) -> Rates:
-        def pick(kind: str) -> Decimal | None:
-            rate = self.rates.get(kind)
-            return rate.at(prompt_tokens) if rate is not None else None
+        # rates only change at the long-context thresholds: one Rates per bracket, cached
+        # (pricing runs once per call, on the hot path of a large batch's collection)
+        if not self._bounds:
+            self._bounds.append(self.thresholds)
+        bracket = sum(1 for t in self._bounds[0] if prompt_tokens >= t)
+        cache = self._memo
+        got = cache.get(bracket)
+        if got is None:
 
-        return Rates(
-            pick("input"), pick("cache_read"), pick("cache_write_5m"), pick("cache_write_1h"), pick("output")
-        )
+            def pick(kind: str) -> Decimal | None:
+                rate = self.rates.get(kind)
+                return rate.at(prompt_tokens) if rate is not None else None
+
+            got = Rates(
+                pick("input"),
+                pick("cache_read"),
+                pick("cache_write_5m"),
+                pick("cache_write_1h"),
+                pick("output"),
+            )
+            cache[bracket] = got
+        return got
 
 
 # -- cost ---------------------------------------------------------------------------------------
