@@ -232,16 +232,7 @@ class CallManager:
     ) -> str:
         assert self.batch is not None
         if record is None or record.status in (CallStatus.FAILED, CallStatus.SENT):
-            self.store.begin_call(
-                request.key,
-                provider=request.provider,
-                model=request.model,
-                endpoint=request.endpoint,
-                job_id=self.job_id,
-                status=CallStatus.PENDING,
-                request_hash=request.body_hash or None,
-            )
-            self.store.commit_soon()
+            self._begin(request, CallStatus.PENDING)
             record = None
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         parked = Parked(
@@ -274,6 +265,19 @@ class CallManager:
             cost = self.pricebook.cost_of(request.provider, request.model, usage, tier)
         return Decimal(cost.total) if cost.known and cost.total is not None else None
 
+    def _begin(self, request: CallRequest, status: CallStatus) -> None:
+        """Record the call as on the wire (SENT) or parked for a batch (PENDING)."""
+        self.store.begin_call(
+            request.key,
+            provider=request.provider,
+            model=request.model,
+            endpoint=request.endpoint,
+            job_id=self.job_id,
+            status=status,
+            request_hash=request.body_hash or None,
+        )
+        self.store.commit_soon()
+
     def _settle(self, reserved: Decimal, cost: Decimal | None) -> None:
         if self.budget is not None:
             self.budget.settle(reserved, cost or Decimal(0))
@@ -303,16 +307,7 @@ class CallManager:
     ) -> str:
         store = self.store
         reserved = await self._reserve(request, "realtime")
-        store.begin_call(
-            request.key,
-            provider=request.provider,
-            model=request.model,
-            endpoint=request.endpoint,
-            job_id=self.job_id,
-            status=CallStatus.SENT,
-            request_hash=request.body_hash or None,
-        )
-        store.commit_soon()
+        self._begin(request, CallStatus.SENT)
 
         client = self._client(adapter, model)
 

@@ -6,17 +6,19 @@ import asyncio
 import email.utils
 import importlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from batchain.providers.base import Failure, FailureKind, redact
+from batchain.providers.base import Failure, FailureKind, RateInfo, redact
 
 __all__ = [
+    "cap",
     "classify_sdk_error",
     "estimate_tokens",
     "fresh_client",
+    "rate_info_from",
     "response_class",
     "retry_after_seconds",
 ]
@@ -101,3 +103,36 @@ def estimate_tokens(body_json_len: int, max_tokens: Any) -> int:
     """Rough request size for TPM pacing: ~4 characters a token, plus the output cap."""
     out = max_tokens if isinstance(max_tokens, int) else 0
     return body_json_len // 4 + out
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def cap(value: Any) -> int | None:
+    """A positive integer token cap, else None (no cap)."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def rate_info_from(
+    headers: Mapping[str, str], name: str, reset: Callable[[str | None], float | None]
+) -> RateInfo | None:
+    """Rate-limit headers named by ``name.format(field=..., unit=...)``, with
+    ``field`` in limit/remaining/reset and ``unit`` in requests/tokens."""
+
+    def get(field: str, unit: str) -> str | None:
+        return headers.get(name.format(field=field, unit=unit))
+
+    if get("limit", "requests") is None and get("limit", "tokens") is None:
+        return None
+    return RateInfo(
+        limit_requests=_int(get("limit", "requests")),
+        remaining_requests=_int(get("remaining", "requests")),
+        reset_requests_s=reset(get("reset", "requests")),
+        limit_tokens=_int(get("limit", "tokens")),
+        remaining_tokens=_int(get("remaining", "tokens")),
+        reset_tokens_s=reset(get("reset", "tokens")),
+    )

@@ -12,7 +12,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
+from batchain.providers._sdk import (
+    cap,
+    classify_sdk_error,
+    estimate_tokens,
+    rate_info_from,
+    response_class,
+)
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -79,7 +85,7 @@ class AnthropicAdapter:
             headers=headers,
             body_bytes=len(text.encode()),
             body_hash=hashlib.sha256(text.encode()).hexdigest(),
-            max_output=_cap(payload.get("max_tokens")),
+            max_output=cap(payload.get("max_tokens")),
             context={"beta": bool(betas)},
         )
 
@@ -111,22 +117,7 @@ class AnthropicAdapter:
         return classify_sdk_error(exc, self.name)
 
     def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None:
-        lim = headers.get("anthropic-ratelimit-requests-limit")
-        lim_t = headers.get("anthropic-ratelimit-tokens-limit")
-        if lim is None and lim_t is None:
-            return None
-        return RateInfo(
-            limit_requests=_int(lim),
-            remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
-            reset_requests_s=_until(headers.get("anthropic-ratelimit-requests-reset")),
-            limit_tokens=_int(lim_t),
-            remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
-            reset_tokens_s=_until(headers.get("anthropic-ratelimit-tokens-reset")),
-        )
-
-
-def _cap(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
+        return rate_info_from(headers, "anthropic-ratelimit-{unit}-{field}", _until)
 
 
 def usage_from_body(body: Mapping[str, Any]) -> Usage:
@@ -143,13 +134,6 @@ def usage_from_body(body: Mapping[str, Any]) -> Usage:
         reasoning_tokens=int(details.get("thinking_tokens") or 0),
         requests=1,
     )
-
-
-def _int(v: str | None) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
 
 
 def _until(stamp: str | None) -> float | None:

@@ -14,7 +14,13 @@ from langchain_core.outputs import ChatResult
 from pydantic import BaseModel
 
 from batchain._failpoints import failpoint
-from batchain.providers._sdk import classify_sdk_error, estimate_tokens, response_class
+from batchain.providers._sdk import (
+    cap,
+    classify_sdk_error,
+    estimate_tokens,
+    rate_info_from,
+    response_class,
+)
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -94,7 +100,7 @@ class OpenAIAdapter:
             headers=headers,
             body_bytes=len(text.encode()),
             body_hash=hashlib.sha256(text.encode()).hexdigest(),
-            max_output=_cap(payload.get("max_completion_tokens", payload.get("max_tokens"))),
+            max_output=cap(payload.get("max_completion_tokens", payload.get("max_tokens"))),
             context=context,
         )
 
@@ -134,22 +140,7 @@ class OpenAIAdapter:
         return classify_sdk_error(exc, self.name)
 
     def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None:
-        lim = headers.get("x-ratelimit-limit-requests")
-        lim_t = headers.get("x-ratelimit-limit-tokens")
-        if lim is None and lim_t is None:
-            return None
-        return RateInfo(
-            limit_requests=_int(lim),
-            remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
-            reset_requests_s=go_duration(headers.get("x-ratelimit-reset-requests")),
-            limit_tokens=_int(lim_t),
-            remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
-            reset_tokens_s=go_duration(headers.get("x-ratelimit-reset-tokens")),
-        )
-
-
-def _cap(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
+        return rate_info_from(headers, "x-ratelimit-{field}-{unit}", go_duration)
 
 
 def usage_from_body(body: Mapping[str, Any]) -> Usage:
@@ -164,13 +155,6 @@ def usage_from_body(body: Mapping[str, Any]) -> Usage:
         reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
         requests=1,
     )
-
-
-def _int(v: str | None) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
