@@ -46,6 +46,7 @@ EXIT_INTERRUPTED: Final = 130
 
 #: bad input rows and error kinds shown in a summary; the rest are counted
 _SHOW_BAD_ROWS: Final = 20
+_SHOW_FAILED_ITEMS: Final = 10
 _SHOW_ERROR_KINDS: Final = 3
 
 # Typer >= 0.20 vendors click as typer._click; older ones raise the click package's errors.
@@ -71,7 +72,8 @@ app = typer.Typer(
         "Run LangChain (LCEL) chains over datasets: realtime under rate limits, or through "
         "provider Batch APIs, with a durable job store.\n\n"
         "Start with `batchain demo` (no API keys needed), then "
-        "`batchain run chain.py:chain inputs.jsonl -o results.jsonl`."
+        "`batchain run chain.py:chain inputs.jsonl -o results.jsonl` (or a YAML chain: "
+        "`batchain run examples/classify.yaml examples/headlines.csv`)."
     ),
     epilog=_EXIT_CODES_HELP,
     no_args_is_help=True,
@@ -227,8 +229,14 @@ def _open_job(job_id: str, store: Path | None) -> Job:
         raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
 
 
+def _is_yaml(ref: str) -> bool:
+    return ref.strip().lower().endswith((".yaml", ".yml"))
+
+
 def _absolute_ref(ref: str) -> str:
     """File references are recorded absolute, so other commands work from any directory."""
+    if _is_yaml(ref):
+        return str(Path(ref.strip()).expanduser().resolve())
     target, sep, attr = ref.rpartition(":")
     if sep and (target.endswith(".py") or "/" in target or "\\" in target):
         return f"{Path(target).expanduser().resolve()}:{attr}"
@@ -236,10 +244,17 @@ def _absolute_ref(ref: str) -> str:
 
 
 def _load_chain(ref: str) -> tuple[Runnable[Any, Any], str]:
+    """The chain and the reference to record: ``file.py:attr``, ``module:attr`` or a YAML file."""
     from batchain.chainref import ChainRefError, resolve_chain
 
-    ref = _absolute_ref(ref)
+    _remember_keys()  # before the chain's module runs: its errors may hold a key
+    given, ref = ref, _absolute_ref(ref)
     try:
+        if _is_yaml(ref):
+            from batchain.yamlchain import load_yaml_chain
+
+            # errors name the file as the user wrote it; the job records it absolute
+            return load_yaml_chain(given if Path(given).exists() else ref), ref
         return resolve_chain(ref), ref
     except ChainRefError as exc:
         raise CliError(f"cannot load chain: {exc}") from None
@@ -364,15 +379,20 @@ def _report(
     elapsed: float,
     interrupted: bool,
 ) -> int:
-    """Write results, print bad rows and the summary; return the exit code."""
-    errors = _write_results(job, target)
+    """Write results, print bad rows, failed items and the summary; return the exit code."""
+    failures = _write_results(job, target)
     if reader is not None:
         _print_bad_rows(reader)
+    _print_failed_items(failures, reader, job.id)
     counts = job.counts
     n_bad = reader.n_bad if reader is not None else 0
     paused = interrupted or counts["pending"] > 0
     if not quiet:
-        _print_summary(job, counts, n_bad, elapsed, target, errors, paused)
+        _print_summary(job, counts, n_bad, elapsed, target, failures.kinds, paused)
+    return _exit_code(counts, n_bad, paused)
+
+
+def _exit_code(counts: dict[str, int], n_bad: int, paused: bool) -> int:
     if paused:
         return EXIT_INTERRUPTED
     if counts["failed"] or counts["cancelled"] or n_bad:
@@ -380,25 +400,61 @@ def _report(
     return EXIT_OK
 
 
-def _write_results(job: Job, target: str | None) -> Counter[str]:
-    """Stream every result to ``target`` (if any); count failures by kind on the way."""
+class _Failures:
+    """Failed items seen while writing results: counted by message, the first few kept."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.first: list[tuple[int, Any, str]] = []
+
+    def add(self, result: Any) -> None:
+        message = result.error_message or "unknown error"
+        self.kinds[message] += 1
+        if len(self.first) < _SHOW_FAILED_ITEMS:
+            from batchain.io import input_id
+
+            self.first.append((result.index, input_id(result.input), message))
+
+    @property
+    def total(self) -> int:
+        return sum(self.kinds.values())
+
+
+def _write_results(job: Job, target: str | None) -> _Failures:
+    """Stream every result to ``target`` (if any); collect the failures on the way."""
     from batchain.states import ItemStatus
 
-    errors: Counter[str] = Counter()
+    failures = _Failures()
     if target is None:
         for r in job.iter_results((ItemStatus.FAILED,)):
-            errors[r.error_message or "unknown error"] += 1
-        return errors
+            failures.add(r)
+        return failures
     costs = _item_costs(job)
     try:
         with ResultWriter(target) as writer:
             for r in job.iter_results():
                 writer.write(r, costs.get(r.index))
                 if r.status == ItemStatus.FAILED:
-                    errors[r.error_message or "unknown error"] += 1
+                    failures.add(r)
     except OutputError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
-    return errors
+    return failures
+
+
+def _print_failed_items(failures: _Failures, reader: InputReader | None, job_id: str) -> None:
+    """One line per failed item (the first few): where its input came from, and why."""
+    if not failures.first:
+        return
+    err = _stderr()
+    for index, item_id, message in failures.first:
+        where = reader.where(index) if reader is not None else None
+        label = f"{where} (item {index})" if where else f"item {index}"
+        if item_id is not None and not isinstance(item_id, dict | list):
+            label += f" id {item_id}"
+        err.print(f"[red]failed:[/red] {escape(label)}: {escape(_one_line(message))}")
+    hidden = failures.total - len(failures.first)
+    if hidden > 0:
+        err.print(f"[red]failed:[/red] … and {hidden:,} more (`batchain results {job_id}` lists them all)")
 
 
 def _print_bad_rows(reader: InputReader) -> None:
@@ -452,25 +508,37 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     if counts["pending"] and job.record.note:
         rows.append(("note", escape(job.record.note)))
     if job.record.mode != "realtime":
-        rows.insert(2, ("tiers", _tiers(stats)))
+        rows.insert(2, ("tiers", _tiers(job)))
     if target is not None:
         rows.append(("results", "stdout" if target == "-" else escape(target)))
     return rows
 
 
-def _tiers(stats: dict[str, Any]) -> str:
-    """How the last run's calls went out: realtime, or batch (provider batches and rounds)."""
-    batched = sum(stats.get("calls_by_round") or [])
+def _tiers(job: Job) -> str:
+    """How the job's paid calls went out: realtime, or in provider batches over rounds.
+
+    Counted from the store, so a job submitted by one command and collected by another
+    shows all of its batches.
+    """
+    batches = job.store.job_batches(job.id)
+    batched = sum(int(b.get("n_calls") or 0) for b in batches)
+    rounds = max((int((b.get("info") or {}).get("round") or 0) for b in batches), default=0)
+    try:
+        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != "batch")
+    except Exception:
+        realtime = int(job.stats.get("sent", 0))
     return (
-        f"{stats.get('sent', 0):,} calls realtime · {batched:,} in "
-        f"{_plural(stats.get('batches_created', 0), 'provider batch')} over "
-        f"{_plural(stats.get('rounds', 0), 'round')} (batch price)"
+        f"{realtime:,} calls realtime · {batched:,} in "
+        f"{_plural(len(batches), 'provider batch')} over {_plural(rounds, 'round')} (batch price)"
     )
 
 
 def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
     steps = [f"batchain status {job.id}", f"batchain results {job.id} -o results.jsonl"]
-    if paused:
+    if paused and job.status.value == "waiting":  # its batches are still at the provider
+        steps.insert(0, f"batchain wait {job.id}")
+        steps.append(f"batchain cancel {job.id}")
+    elif paused:
         more = " --budget MORE" if "budget" in (job.record.note or "") else ""
         steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT") + more)
         steps.append(f"batchain cancel {job.id}")
@@ -484,28 +552,57 @@ def _one_line(text: str) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-# -- commands: run, resume, retry --------------------------------------------------------------
+# -- commands: run, submit, wait ----------------------------------------------------------------
+
+ChainArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="CHAIN",
+        help="The chain: path/to/file.py:attr, package.module:attr, or a YAML chain file "
+        "(chain.yaml: prompt, model, optional labels or output schema; see examples/).",
+        show_default=False,
+    ),
+]
+InputArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="INPUT",
+        help="The dataset: .jsonl (one JSON value per line), .csv/.tsv (header row), .parquet, "
+        "optionally .gz; or - for JSONL on stdin.",
+        show_default=False,
+    ),
+]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Pay for every call again instead of reusing stored answers.")
+]
+JobIdOpt = Annotated[str | None, typer.Option("--job-id", help="Name the job (default: a new sortable id).")]
+FallbackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--realtime-fallback",
+        help="Batch mode: let models without a Batch API run in realtime at full price "
+        "(by default such a chain is refused before anything is sent).",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
+]
+PollOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--poll-interval",
+        min=0.01,
+        help="Batch mode: seconds before the first poll of a provider batch; later polls back off "
+        "up to 60 s. (default: 1)",
+    ),
+]
 
 
 @app.command()
 def run(
-    chain: Annotated[
-        str,
-        typer.Argument(
-            metavar="CHAIN",
-            help="The chain: path/to/file.py:attr or package.module:attr.",
-            show_default=False,
-        ),
-    ],
-    input: Annotated[
-        str,
-        typer.Argument(
-            metavar="INPUT",
-            help="The dataset: .jsonl (one JSON value per line), .csv/.tsv (header row), .parquet, "
-            "optionally .gz; or - for JSONL on stdin.",
-            show_default=False,
-        ),
-    ],
+    chain: ChainArg,
+    input: InputArg,
     output: OutputOpt = None,
     mode: Annotated[
         Mode,
@@ -521,26 +618,13 @@ def run(
     tpm: TpmOpt = None,
     max_retries: RetriesOpt = None,
     timeout: TimeoutOpt = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Pay for every call again instead of reusing stored answers.")
-    ] = False,
+    no_cache: NoCacheOpt = False,
     limit: LimitOpt = None,
     fmt: FormatOpt = None,
-    job_id: Annotated[
-        str | None, typer.Option("--job-id", help="Name the job (default: a new sortable id).")
-    ] = None,
-    realtime_fallback: Annotated[
-        bool,
-        typer.Option(
-            "--realtime-fallback",
-            help="Batch mode: let models without a Batch API run in realtime at full price "
-            "(by default such a chain is refused before anything is sent).",
-        ),
-    ] = False,
-    max_batch_size: Annotated[
-        int | None,
-        typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
-    ] = None,
+    job_id: JobIdOpt = None,
+    realtime_fallback: FallbackOpt = False,
+    max_batch_size: BatchSizeOpt = None,
+    poll_interval: PollOpt = None,
     priority: Annotated[
         str | None,
         typer.Option(
@@ -569,47 +653,139 @@ def run(
         bool,
         typer.Option(
             "--detach",
-            help="Batch mode: return once the first round is at the provider; "
-            "`batchain resume JOB` collects it later, from any process.",
+            help="Batch mode: the same as `batchain submit`: print the job id once the first round "
+            "is at the provider, and return.",
         ),
     ] = False,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run CHAIN over every row of INPUT as a new durable job.
+    """Run CHAIN over every row of INPUT as a new durable job, and wait for the end.
 
     Each row is one chain input (a JSON value, or a dict per CSV row). Malformed rows are
-    reported as file:line, skipped and counted; the good rows still run. Identical model
-    calls are made once, and calls answered in earlier jobs are reused unless --no-cache.
+    reported as file:line, skipped and counted; the good rows still run, and failed items
+    are listed with the file:line of their row. Identical model calls are made once, and
+    calls answered in earlier jobs are reused unless --no-cache.
 
-    Stop with Ctrl-C: calls on the wire land, the job pauses, and `batchain resume JOB INPUT`
+    Stop with Ctrl-C: calls on the wire land, the job pauses, and `batchain resume JOB`
     continues it without paying twice.
     """
-    from batchain.job import new_job_id
-
-    store_path = _store_path(store, must_exist=False)
-    target = _output_target(output)
-    _check_output(target)
     _check_mode(
         mode, detach, auto_only=priority is not None or deadline is not None or deadline_margin is not None
     )
+    _launch(
+        chain,
+        input,
+        output=output,
+        store=store,
+        limit=limit,
+        fmt=fmt,
+        job_id=job_id,
+        quiet=quiet,
+        detach=detach,
+        options=_overrides(concurrency, rpm, tpm, max_retries, timeout)
+        | _given(
+            mode=mode.value,
+            cache=not no_cache,
+            fallback="realtime" if realtime_fallback else None,
+            max_batch_size=max_batch_size,
+            poll_min=poll_interval,
+            priority=priority,
+            deadline=_parse_deadline(deadline),
+            deadline_margin=deadline_margin,
+            budget=budget,
+            prices=_prices_path(prices),
+        ),
+    )
+
+
+@app.command()
+def submit(
+    chain: ChainArg,
+    input: InputArg,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="Only batch: the job waits at the provider after this command. Realtime and auto "
+            "jobs run while `batchain run` runs."
+        ),
+    ] = Mode.batch,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    no_cache: NoCacheOpt = False,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    job_id: JobIdOpt = None,
+    realtime_fallback: FallbackOpt = False,
+    max_batch_size: BatchSizeOpt = None,
+    poll_interval: PollOpt = None,
+    budget: BudgetOpt = None,
+    prices: PricesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Start a batch job and return once its first round is at the provider.
+
+    Prints the job id on stdout (JOB=$(batchain submit ...)) and a summary on stderr. The
+    process may exit: `batchain wait JOB` collects the results later, from any process
+    (`batchain status JOB` shows where it is, `batchain cancel JOB` stops it). Options are
+    those of `batchain run`; they are stored with the job and apply when it continues.
+    """
+    if mode != Mode.batch:
+        raise CliError(
+            f"submit starts batch jobs; run a {mode.value} job with `batchain run --mode {mode.value}`"
+        )
+    _launch(
+        chain,
+        input,
+        output=None,
+        store=store,
+        limit=limit,
+        fmt=fmt,
+        job_id=job_id,
+        quiet=quiet,
+        detach=True,
+        options=_overrides(concurrency, rpm, tpm, max_retries, timeout)
+        | _given(
+            mode=mode.value,
+            cache=not no_cache,
+            fallback="realtime" if realtime_fallback else None,
+            max_batch_size=max_batch_size,
+            poll_min=poll_interval,
+            budget=budget,
+            prices=_prices_path(prices),
+        ),
+    )
+
+
+def _launch(
+    chain: str,
+    input: str,
+    *,
+    output: str | None,
+    store: Path | None,
+    limit: int | None,
+    fmt: Format | None,
+    job_id: str | None,
+    quiet: bool,
+    detach: bool,
+    options: dict[str, Any],
+) -> NoReturn:
+    """Create the job and run it (``detach``: until the first round is at the provider)."""
+    from batchain.job import new_job_id
+
+    store_path = _store_path(store, must_exist=False)
+    target = None if detach else _output_target(output)
+    _check_output(target)
     reader, values = _open_input(input, fmt, limit)
     runnable, ref = _load_chain(chain)
     jid = job_id or new_job_id()
     _ensure_new_job(store_path, jid)
-    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(
-        mode=mode.value,
-        cache=not no_cache,
-        progress=not quiet and not detach,
-        fallback="realtime" if realtime_fallback else None,
-        max_batch_size=max_batch_size,
-        priority=priority,
-        deadline=_parse_deadline(deadline),
-        deadline_margin=deadline_margin,
-        budget=budget,
-        prices=_prices_path(prices),
-    )
+    options["progress"] = not quiet and not detach
     started = time.monotonic()
 
     def start() -> None:
@@ -627,18 +803,77 @@ def run(
 
 
 def _report_submitted(job: Job, reader: InputReader, quiet: bool, elapsed: float) -> int:
-    """After --detach: what is at the provider and how to collect it."""
+    """After submit: the job id on stdout; what is at the provider and what next on stderr."""
     _print_bad_rows(reader)
+    failures = _write_results(job, None)
+    _print_failed_items(failures, reader, job.id)
+    print(job.id, flush=True)
+    counts = job.counts
     if not quiet:
         err = _stderr()
-        counts = job.counts
         batches = _batch_summary(job)
         err.print(
             f"job [bold]{job.id}[/bold] {job.status.value} in {elapsed:.1f} s: "
             f"{counts['total']:,} items, {counts['succeeded']:,} already done; provider batches: {batches}"
         )
-        err.print(f"next: batchain status {job.id} · batchain resume {job.id} (waits and collects)")
-    return EXIT_FAILED if reader.n_bad or job.counts["failed"] else EXIT_OK
+        err.print(
+            f"next: batchain wait {job.id} (waits and collects, from any process) · "
+            f"batchain status {job.id} · batchain cancel {job.id}"
+        )
+    return EXIT_FAILED if reader.n_bad or counts["failed"] else EXIT_OK
+
+
+@app.command()
+def wait(
+    job_id: JobArg,
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="The job's dataset again, only if it stopped before reading all of it "
+            "(same file, same --limit and --format).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    poll_interval: PollOpt = None,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a submitted job to the end, with live progress; then write its results.
+
+    Polls the job's provider batches, collects the results and submits the next rounds
+    until every item has a result, then writes the results (-o) and the summary. Works
+    from any process and on any job (a realtime job that was interrupted runs its
+    remaining items). Ctrl-C leaves the batches at the provider; wait again later. Exit
+    codes as for `batchain run`.
+    """
+    from batchain.states import JobStatus
+
+    job = _open_job(job_id, store)
+    reader, values = _input_again(job, input, fmt, limit, "wait")
+    if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED) and reader is None:
+        # nothing left to run: report what there is
+        target = _output_target(output)
+        _check_output(target)
+        code = _report(job, reader=None, target=target, quiet=quiet, elapsed=0.0, interrupted=False)
+        raise typer.Exit(code)
+    _continue(job, reader, values, output, quiet, _given(poll_min=poll_interval))
+
+
+def _input_again(
+    job: Job, input: str | None, fmt: Format | None, limit: int | None, command: str
+) -> tuple[InputReader | None, Iterator[Any] | None]:
+    if input is not None:
+        return _open_input(input, fmt, limit)
+    if not job.record.inputs_complete:
+        raise CliError(
+            f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
+            f"pass the same INPUT again: batchain {command} {job.id} INPUT"
+        )
+    return None, None
 
 
 def _batch_summary(job: Job) -> str:
@@ -710,6 +945,7 @@ def resume(
     timeout: TimeoutOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = None,
+    poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -719,16 +955,10 @@ def resume(
     Options not given keep the values the job was started with.
     """
     job = _open_job(job_id, store)
-    reader: InputReader | None = None
-    values: Iterator[Any] | None = None
-    if input is not None:
-        reader, values = _open_input(input, fmt, limit)
-    elif not job.record.inputs_complete:
-        raise CliError(
-            f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
-            f"pass the same INPUT again: batchain resume {job.id} INPUT"
-        )
-    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(budget=budget)
+    reader, values = _input_again(job, input, fmt, limit, "resume")
+    options = _overrides(concurrency, rpm, tpm, max_retries, timeout) | _given(
+        budget=budget, poll_min=poll_interval
+    )
     _continue(job, reader, values, output, quiet, options)
 
 
@@ -782,6 +1012,8 @@ def _continue(
     def start() -> None:
         if failed_only:
             job.retry(progress=not quiet, **options)
+        elif values is None:
+            job.wait(progress=not quiet, **options)
         else:
             job.resume(values, progress=not quiet, **options)
 
@@ -799,8 +1031,11 @@ def _continue(
 
 @app.command()
 def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
-    """Cancel a job: its provider batches are cancelled, finished results are kept, and the
-    items that have not run end as cancelled. A cancelled job does not run again."""
+    """Cancel a job; finished results are kept.
+
+    Its provider batches are cancelled, and the items that have not run end as cancelled.
+    A cancelled job does not run again.
+    """
     from batchain.states import JobStatus
 
     job = _open_job(job_id, store)
@@ -899,6 +1134,8 @@ def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path) -> Table:
 def _short_ref(ref: str | None) -> str:
     if not ref:
         return "-"
+    if _is_yaml(ref):
+        return Path(ref).name
     target, _, attr = ref.rpartition(":")
     return f"{Path(target).name}:{attr}" if "/" in target or "\\" in target else ref
 
@@ -968,6 +1205,12 @@ def _print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> Non
         out.print(f"  {label:<9} {text}")
     for message, n in errors.most_common(_SHOW_ERROR_KINDS):
         out.print(f"  [red]{n:,} x[/red] {escape(_one_line(message))}")
+    if rec.status.value == "waiting":
+        out.print(f"next: batchain wait {rec.id} (collects the results) · batchain cancel {rec.id}")
+    elif rec.status.value == "paused":
+        out.print(f"next: batchain resume {rec.id}" + ("" if rec.inputs_complete else " INPUT"))
+    elif counts["failed"]:
+        out.print(f"next: batchain retry {rec.id}")
 
 
 @app.command()
@@ -1059,29 +1302,37 @@ def _cost_json(job: Job) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-@app.command()
-def cost(
+def report(
     job_id: JobArg,
     store: StoreOpt = None,
     prices: PricesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """What a job cost: tokens and USD by model, tier and round, batch savings, and what
-    reuse (cache, shared calls, replays) avoided. Models without a known price are listed,
-    never counted as free."""
+    """The cost report of a job: tokens, cost and savings by model, tier and round.
+
+    One table: calls, tokens, USD paid, list price and savings by provider/model and tier
+    (realtime, batch), then by batch round; what reuse avoided (cache hits, shared calls,
+    replays); failed calls and items. Models without a known price are listed, never
+    counted as free. --json prints the same as one JSON object.
+    """
     from batchain.cost.report import render_table, to_json
 
     job = _open_job(job_id, store)
     try:
-        report = job.report(prices=_prices_path(prices))
+        cost_report = job.report(prices=_prices_path(prices))
     except CliError:
         raise
     except Exception as exc:
         raise CliError(f"cannot price job {job.id}: {exc}") from None
     if as_json:
-        print(json.dumps(to_json(report)))
+        print(json.dumps(to_json(cost_report)))
         return
-    Console(width=None if sys.stdout.isatty() else 160).print(render_table(report))
+    Console(width=None if sys.stdout.isatty() else 160).print(render_table(cost_report))
+
+
+app.command("report")(report)
+# `batchain cost` was this command's first name
+app.command("cost", hidden=True, help="The same as `batchain report` (its former name).")(report)
 
 
 @app.command()
@@ -1172,7 +1423,7 @@ def _print_estimate(est: Any) -> None:
     if models:
         out.print(f"models: {escape(models)}")
     if est.pilot_job:
-        out.print(f"pilot job: {est.pilot_job} (see `batchain cost {est.pilot_job}`)")
+        out.print(f"pilot job: {est.pilot_job} (see `batchain report {est.pilot_job}`)")
     for note in est.notes:
         out.print(f"[dim]note: {escape(note)}[/dim]")
 
@@ -1264,8 +1515,7 @@ def demo(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Pay for every call again.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Classify news headlines, compare three models on them, and run them through the
-    Batch API: real jobs, end to end.
+    """Classify headlines, compare three models, run them in batch: real jobs, end to end.
 
     Without OPENAI_API_KEY and ANTHROPIC_API_KEY this runs against the built-in sandbox
     provider (free, offline, with realistic latency). With both keys it uses the real
@@ -1274,6 +1524,7 @@ def demo(
     """
     from batchain.demo import DemoOptions, run_demo
 
+    _remember_keys()
     options = DemoOptions(
         store=_store_path(store, must_exist=False),
         n=n,
@@ -1291,11 +1542,17 @@ def demo(
 def _error_line(message: str) -> None:
     from batchain.providers.base import redact
 
+    _remember_keys()
+
     print(f"batchain: error: {redact(_one_line(message))}", file=sys.stderr, flush=True)
 
 
 def _remember_keys() -> None:
-    """Teach the redactor the keys in the environment, so no message can echo them."""
+    """Teach the redactor the keys in the environment, so no message can echo them.
+
+    Called before any chain is loaded and before any error is printed: not at start-up,
+    because the redactor lives in the engine, and `batchain jobs` or `--help` need none of it.
+    """
     from batchain.providers.base import remember_secret
 
     for name, value in os.environ.items():
@@ -1326,7 +1583,6 @@ def run_cli(argv: list[str] | None = None) -> int:
     # `batchain run mychain:chain` should import mychain from where the user stands
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _remember_keys()
     try:
         code = app(args=argv, prog_name="batchain", standalone_mode=False)
     except _CLICK_ERRORS as exc:

@@ -22,15 +22,16 @@ import io
 import json
 import os
 import sys
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Final, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
-from batchain.job import ItemResult
-from batchain.serialize import to_jsonable
+if TYPE_CHECKING:  # the engine (and LangChain) load only when results are written
+    from batchain.job import ItemResult
 
 __all__ = [
     "INPUT_FORMATS",
@@ -150,6 +151,8 @@ class InputReader:
         self.bad_rows: list[BadRow] = []
         self.n_bad = 0
         self.n_read = 0
+        #: the line (row, for Parquet) of every record read, by position: item index -> line
+        self._lines: array[int] = array("Q")
         self._check_readable()
 
     def _check_readable(self) -> None:
@@ -172,9 +175,16 @@ class InputReader:
             return
         for record in self._records():
             self.n_read += 1
+            self._lines.append(record.line)
             yield record
             if self.limit is not None and self.n_read >= self.limit:
                 return
+
+    def where(self, index: int) -> str | None:
+        """``file:line`` of the ``index``-th record read (a job's item ``index``), if read."""
+        if 0 <= index < len(self._lines):
+            return f"{self.name}:{self._lines[index]}"
+        return None
 
     def values(self) -> Iterator[Any]:
         """Just the values, for ``batchain.run``."""
@@ -357,6 +367,8 @@ def result_row(result: ItemResult, cost: Decimal | None = None) -> dict[str, Any
 
     ``cost`` is what the item's own model calls were billed, in USD (None: not known).
     """
+    from batchain.serialize import to_jsonable
+
     return {
         "index": result.index,
         "id": to_jsonable(input_id(result.input)),
