@@ -330,7 +330,10 @@ def run_demo(options: DemoOptions, console: Console) -> int:
             jobs.append(_batch(p, rows, options, console, jobs[0]))
     console.rule()
     ids = " ".join(j.id for j in jobs)
-    console.print(f"store {options.store} · see the jobs: batchain jobs · batchain status {jobs[0].id}")
+    console.print(
+        f"store {options.store} · see the jobs: batchain jobs · batchain status {jobs[0].id} · "
+        f"the bill: batchain report {jobs[-1].id}"
+    )
     console.print(f"demo jobs: {ids}")
     if options.cache and real:
         console.print("[dim]answers are stored: a second demo run reuses them (--no-cache pays again)[/dim]")

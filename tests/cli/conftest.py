@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from batchain.cli import run_cli
 from batchain.sandbox import Sandbox, SandboxConfig
 from tests.conftest import TEST_KEY
 
@@ -48,6 +51,14 @@ class Cli:
             cwd=self.cwd,
             timeout=timeout,
         )
+
+    def here(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The same command in this process, on the same store: for a quick look at a job
+        (status, jobs, results) where a new interpreter would only add a second of imports."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run_cli([*args, "--store", str(self.store)])
+        return subprocess.CompletedProcess(["batchain", *args], code, out.getvalue(), err.getvalue())
 
     def popen(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
         return subprocess.Popen(

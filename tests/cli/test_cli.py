@@ -182,7 +182,7 @@ def test_missing_chain_and_failing_chain_module(cli: Cli, tmp_path: Path) -> Non
     assert broken.returncode == 2
     assert_one_line_error(broken, "broken.py", "RuntimeError")
     assert TEST_KEY not in broken.stderr + broken.stdout
-    assert not cli.store.exists() or "job-" not in cli("jobs", "--json").stdout
+    assert not cli.store.exists() or "job-" not in cli.here("jobs", "--json").stdout
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -203,19 +203,19 @@ def test_run_jsonl_then_inspect_from_other_processes(cli: Cli, cli_sandbox: Sand
     assert f"batchain status {job_id}" in proc.stderr
     assert len(cli_sandbox.ledger()) == 30
 
-    listed = [json.loads(line) for line in cli("jobs", "--json").stdout.splitlines()]
+    listed = [json.loads(line) for line in cli.here("jobs", "--json").stdout.splitlines()]
     assert [(j["id"], j["status"], j["counts"]["succeeded"]) for j in listed] == [(job_id, "completed", 30)]
-    table = cli("jobs")
+    table = cli.here("jobs")
     assert table.returncode == 0 and job_id in table.stdout and "completed" in table.stdout
 
     status = cli("status", job_id)
     assert status.returncode == 0
     assert "30 succeeded" in status.stdout and "30 paid" in status.stdout
-    data_status = json.loads(cli("status", job_id, "--json").stdout)
+    data_status = json.loads(cli.here("status", job_id, "--json").stdout)
     assert data_status["usage"]["requests"] == 30
 
     as_csv = tmp_path / "again.csv"
-    results = cli("results", job_id, "-o", str(as_csv))
+    results = cli.here("results", job_id, "-o", str(as_csv))
     assert results.returncode == 0 and "30 rows" in results.stderr
     csv_rows = list(csv.DictReader(as_csv.open()))
     assert [r["output"] for r in csv_rows] == [r["output"] for r in rows]
@@ -277,7 +277,7 @@ def test_failed_items_then_retry_in_another_process(cli: Cli, cli_sandbox: Sandb
     job_id = job_id_from(first.stderr)
     assert "0 ok · 6 failed" in first.stderr and "InternalServerError" in first.stderr
     assert f"batchain retry {job_id}" in first.stderr
-    status = cli("status", job_id)
+    status = cli.here("status", job_id)
     assert status.returncode == 1 and "6 failed" in status.stdout
 
     cli_sandbox.configure(error_rate=0.0)
@@ -285,7 +285,7 @@ def test_failed_items_then_retry_in_another_process(cli: Cli, cli_sandbox: Sandb
     assert retried.returncode == 0, retried.stderr
     assert "6 ok · 0 failed" in retried.stderr
     assert all(r["status"] == "succeeded" for r in read_jsonl(tmp_path / "second.jsonl"))
-    assert cli("status", job_id).returncode == 0
+    assert cli.here("status", job_id).returncode == 0
 
 
 def test_ctrl_c_pauses_and_resume_finishes(cli: Cli, cli_sandbox: Sandbox, tmp_path: Path) -> None:
@@ -317,7 +317,7 @@ def test_budget_pauses_then_resume_with_more_and_cost_reports(cli: Cli, tmp_path
     assert estimate.returncode == 0, estimate.stderr
     guess = json.loads(estimate.stdout)
     assert guess["items"] == 20 and guess["models"] == {"openai/gpt-4o-mini": 20}
-    assert cli.store.exists() is False or not cli("jobs", "--json").stdout  # a dry run pays nothing
+    assert cli.store.exists() is False or not cli.here("jobs", "--json").stdout  # a dry run pays nothing
 
     tight = cli("run", CHAIN, str(data), "--budget", "0.00005", "--job-id", "job-budget", "-o", "/dev/null")
     assert tight.returncode == 130, tight.stderr
@@ -326,7 +326,7 @@ def test_budget_pauses_then_resume_with_more_and_cost_reports(cli: Cli, tmp_path
     assert more.returncode == 0, more.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert len(rows) == 20 and all(r["status"] == "succeeded" and r["cost"] > 0 for r in rows)
-    report = json.loads(cli("cost", "job-budget", "--json").stdout)
+    report = json.loads(cli.here("report", "job-budget", "--json").stdout)
     assert abs(float(report["paid"]) - sum(r["cost"] for r in rows)) < 1e-9
 
 
@@ -383,12 +383,12 @@ def test_batch_and_auto_modes_blocking_detached_cancelled(
     assert detached.returncode == 0, detached.stderr
     assert detached.stdout == "job-det\n"
     assert "job-det waiting" in detached.stderr and "1 submitted" in detached.stderr
-    status = json.loads(cli("status", "job-det", "--json").stdout)
+    status = json.loads(cli.here("status", "job-det", "--json").stdout)
     assert status["status"] == "waiting" and status["batches"][0]["status"] == "submitted"
     cancelled = cli("cancel", "job-det")
     assert cancelled.returncode == 0, cancelled.stderr
     assert "6 items cancelled" in cancelled.stderr
-    assert cli("status", "job-det").returncode == 1  # cancelled items are not successes
+    assert cli.here("status", "job-det").returncode == 1  # cancelled items are not successes
 
 
 # -- demo and sandbox ---------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_demo_runs_real_jobs_on_the_sandbox(cli_offline: Cli) -> None:
     assert "accuracy" in out and "recall" in out
     for model in ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5"):
         assert model in out
-    listed = [json.loads(line) for line in cli_offline("jobs", "--json").stdout.splitlines()]
+    listed = [json.loads(line) for line in cli_offline.here("jobs", "--json").stdout.splitlines()]
     assert sorted(j["counts"]["succeeded"] for j in listed) == [6, 12, 12]
     assert sorted(j["mode"] for j in listed) == ["batch", "realtime", "realtime"]
     assert "in batch vs" in out

@@ -9,12 +9,12 @@ leaves the batches at the provider and says how to continue.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import batchain
 from batchain.sandbox import Sandbox
 from tests.cli.conftest import REPO, Cli
 from tests.cli.test_cli import headlines, read_jsonl, write_jsonl
@@ -73,6 +73,6 @@ def test_run_and_wait_show_live_progress_in_a_terminal(
     waiting.expect(pexpect.EOF)
     waiting.close()
     assert waiting.exitstatus == 130, waiting.transcript.getvalue()
-    status = cli("status", job_id, "--json")
-    assert json.loads(status.stdout)["batches"][0]["status"] == "submitted"  # still at the provider
-    assert cli("cancel", job_id).returncode == 0
+    job = batchain.Job.open(job_id, store=cli.store)
+    assert job.status.value == "waiting" and job.counts["pending"] == 5
+    assert [b["status"] for b in job.store.job_batches(job_id)] == ["submitted"]  # still at the provider

@@ -52,26 +52,32 @@ def run(chain: object, rows: list[object], store: Path, mode: str = "realtime") 
 # -- the shipped examples ----------------------------------------------------------------------
 
 
-def test_examples_run_realtime_and_batch(sandbox_env: Sandbox, tmp_path: Path) -> None:
+def test_examples_run(sandbox_env: Sandbox, tmp_path: Path) -> None:
+    """Every shipped example, realtime; in batch mode they run in the CLI and README tests."""
+    sandbox_env.configure(batch_processing_s=0.05)
     store = tmp_path / "s.sqlite"
     headlines = [{"id": "a", "headline": "Chipmaker unveils faster AI processor"}]
     notes = [json.loads(line) for line in (EXAMPLES / "notes.jsonl").read_text().splitlines()]
     phrases = [{"text": "Where is the station?", "language": "French"}]
-    for name, rows in (("classify", headlines), ("extract", notes), ("translate", phrases)):
-        chain = load_yaml_chain(EXAMPLES / f"{name}.yaml")
-        for mode in ("realtime", "batch"):
-            job = run(chain, rows, store, mode)  # type: ignore[arg-type]
-            assert job.counts["succeeded"] == len(rows), (name, mode, job.errors())
-            outputs = job.outputs()
-            if name == "classify":
-                assert outputs == ["tech"]
-            elif name == "extract":
-                assert all(set(o) == {"topic", "places", "mood"} for o in outputs)
-                assert all(o["mood"] in ("positive", "neutral", "negative") for o in outputs)
-            else:
-                assert isinstance(outputs[0], str) and outputs[0]
+    pairs = [{"question": "2 + 2?", "answer": "4", "reference": "4"}]
+    runs = (("classify", headlines), ("extract", notes), ("translate", phrases), ("judge", pairs))
+    for name, rows in runs:
+        job = run(load_yaml_chain(EXAMPLES / f"{name}.yaml"), rows, store)  # type: ignore[arg-type]
+        assert job.counts["succeeded"] == len(rows), (name, job.errors())
+        outputs = job.outputs()
+        if name == "classify":
+            assert outputs == ["tech"]
+        elif name == "extract":
+            assert all(set(o) == {"topic", "places", "mood"} for o in outputs)
+            assert all(o["mood"] in ("positive", "neutral", "negative") for o in outputs)
+        elif name == "judge":
+            assert outputs[0]["verdict"] in ("correct", "incorrect") and outputs[0]["reason"]
+        else:
+            assert isinstance(outputs[0], str) and outputs[0]
+    batch = run(load_yaml_chain(EXAMPLES / "translate.yaml"), phrases, store, "batch")
+    assert batch.counts["succeeded"] == 1
     tiers = {(e.provider, e.tier) for e in sandbox_env.ledger()}
-    assert tiers == {(p, t) for p in ("openai", "anthropic") for t in ("realtime", "batch")}
+    assert tiers == {("openai", "realtime"), ("anthropic", "realtime"), ("anthropic", "batch")}
 
 
 def test_anthropic_with_a_schema(sandbox_env: Sandbox, tmp_path: Path) -> None:
