@@ -5,7 +5,13 @@ input rows; 2 usage error (bad arguments, unknown job, unreadable chain or input
 3 internal error; 130 stopped before the end (the job is paused and can be resumed).
 
 Results go to stdout and everything for humans (progress, summaries, errors) to stderr,
-so ``batchain run chain.py:chain in.jsonl > out.jsonl`` works as a pipeline step.
+so ``batchain run chain.py:chain in.jsonl > out.jsonl`` works as a pipeline step;
+``batchain submit`` prints only the job id on stdout (``JOB=$(batchain submit ...)``).
+
+A chain is ``path/to/file.py:attr``, ``package.module:attr`` or a YAML chain file
+(:mod:`batchain.yamlchain`); jobs record it (files as absolute paths), so ``wait``,
+``resume``, ``retry`` and ``cancel`` reload it in any process. The engine and LangChain
+are imported inside the commands that need them, so ``--help`` and ``jobs`` stay instant.
 """
 
 from __future__ import annotations
@@ -907,10 +913,13 @@ def _ensure_new_job(store_path: Path, job_id: str) -> None:
 
 def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
     """Run the job; errors raised before it starts are usage errors (mode, options)."""
+    from batchain.runner import JobBusy
     from batchain.store import SQLiteStore
 
     try:
         return _start_job(job_id, store_path, start)
+    except JobBusy as exc:  # another process runs it: nothing was done here
+        raise CliError(f"{exc} (see `batchain status {job_id}`)") from None
     except InputError as exc:
         # the input broke while being read (e.g. a truncated .gz): the job is resumable
         raise CliError(
@@ -1042,9 +1051,14 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
     if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
         _stderr().print(f"job {job.id} is already {job.status.value}; nothing to cancel")
         return
+    from batchain.runner import JobBusy
+
     if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
         job = _with_chain(job)
-    job.cancel()
+    try:
+        job.cancel()
+    except JobBusy as exc:
+        raise CliError(f"{exc}; stop it (Ctrl-C), then cancel") from None
     counts = job.counts
     _stderr().print(
         f"job {job.id} {job.status.value}: {counts['succeeded']:,} results kept, "

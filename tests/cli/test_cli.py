@@ -120,6 +120,8 @@ for cmd in json.loads(sys.argv[1]):
     with contextlib.redirect_stdout(buf):
         code = run_cli([*cmd, "--help"])
     out[" ".join(cmd)] = [code, buf.getvalue()]
+# help is instant: nothing heavy is imported for it
+out["imported"] = [0, [m for m in ("langchain_core", "openai", "anthropic") if m in sys.modules]]
 print(json.dumps(out))
 """
 
@@ -143,6 +145,7 @@ def test_every_command_has_help(cli_offline: Cli) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     helps = json.loads(proc.stdout)
+    assert helps.pop("imported") == [0, []]
     for cmd in COMMANDS[1:]:
         code, text = helps[" ".join(cmd)]
         assert code == 0 and "Usage: batchain " + " ".join(cmd) in text, (cmd, text)

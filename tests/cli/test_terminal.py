@@ -17,7 +17,7 @@ import pytest
 import batchain
 from batchain.sandbox import Sandbox
 from tests.cli.conftest import REPO, Cli
-from tests.cli.test_cli import headlines, read_jsonl, write_jsonl
+from tests.cli.test_cli import assert_one_line_error, headlines, read_jsonl, write_jsonl
 
 CLASSIFY = str(REPO / "examples" / "classify.yaml")
 
@@ -67,6 +67,9 @@ def test_run_and_wait_show_live_progress_in_a_terminal(
     job_id = submitted.stdout.strip()
     waiting = spawn(cli, "wait", job_id, "-o", str(tmp_path / "b.jsonl"))
     waiting.expect(r"parked 5 · 1 batches at provider \(\d/5 done\)")
+    second = cli("wait", job_id)  # one process runs a job at a time
+    assert second.returncode == 2, second.stderr
+    assert_one_line_error(second, f"job {job_id} is being run by another process")
     waiting.sendintr()
     waiting.expect(r"paused")
     waiting.expect(f"next: batchain wait {job_id}")
