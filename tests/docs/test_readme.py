@@ -266,6 +266,12 @@ def test_readme_tutorial_runs(
     assert batch_job.record.mode == "batch" and batch_job.counts["succeeded"] == 1000
     assert batch_job.call_stats.get("cache", 0) == 20  # the sample's answers, not paid again
     assert Job.open("summaries", store=store).counts["succeeded"] == 40
+    # step 5: gpt-4o-mini's answers came from step 3, the other two models were paid in batch
+    compare = names["job"]
+    assert isinstance(compare, Job) and compare.counts["succeeded"] == 100
+    assert names["report"].cache_hits == 100  # type: ignore[attr-defined]
+    paid = {model: line.calls for (_, model), line in names["report"].by_model().items()}  # type: ignore[attr-defined]
+    assert paid == {"gpt-4o": 100, "claude-haiku-4-5": 100}
     ledger = _ledger(port)
     assert {(e["provider"], e["tier"]) for e in ledger} == {
         ("openai", "realtime"),
