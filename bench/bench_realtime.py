@@ -1,7 +1,7 @@
 """Issue 3 benchmarks: realtime overhead vs bare abatch, rate-limit adaptation, memory.
 
-    python bench/bench_realtime.py            # full run (several minutes)
-    python bench/bench_realtime.py --quick    # smaller, for a smoke check
+python bench/bench_realtime.py            # full run (several minutes)
+python bench/bench_realtime.py --quick    # smaller, for a smoke check
 """
 
 from __future__ import annotations
@@ -18,22 +18,30 @@ def overhead(reps: int, n: int) -> dict[str, Any]:
         for rep in range(reps):
             order = ["abatch", "batchain"] if rep % 2 == 0 else ["batchain", "abatch"]
             for impl in order:
-                r = run_client("realtime_overhead.py", "--impl", impl, "--base-url",
-                               sb.openai_base_url, "--n", str(n), "--concurrency", "100")
+                r = run_client(
+                    "realtime_overhead.py",
+                    "--impl",
+                    impl,
+                    "--base-url",
+                    sb.openai_base_url,
+                    "--n",
+                    str(n),
+                    "--concurrency",
+                    "100",
+                )
                 assert r["ok"] == n, r
                 runs[impl].append(r)
-    med = {impl: {k: median([r[k] for r in rs]) for k in ("wall_s", "cpu_s", "peak_rss_mb")}
-           for impl, rs in runs.items()}
-    rows = [
-        [impl, fmt(m["wall_s"]), fmt(m["cpu_s"]), fmt(m["peak_rss_mb"], 0)]
-        for impl, m in med.items()
-    ]
+    med = {
+        impl: {k: median([r[k] for r in rs]) for k in ("wall_s", "cpu_s", "peak_rss_mb")}
+        for impl, rs in runs.items()
+    }
+    rows = [[impl, fmt(m["wall_s"]), fmt(m["cpu_s"]), fmt(m["peak_rss_mb"], 0)] for impl, m in med.items()]
     ratio_wall = med["batchain"]["wall_s"] / med["abatch"]["wall_s"]
     ratio_cpu = med["batchain"]["cpu_s"] / med["abatch"]["cpu_s"]
     rows.append(["ratio batchain / abatch", fmt(ratio_wall), fmt(ratio_cpu), ""])
     return {
         "title": f"Overhead: {n} items, prompt | ChatOpenAI | StrOutputParser, 50 ms latency, "
-                 f"concurrency 100 (median of {reps}; goal: ratios <= 1.10)",
+        f"concurrency 100 (median of {reps}; goal: ratios <= 1.10)",
         "columns": ["client", "wall s", "CPU s", "peak RSS MB"],
         "rows": rows,
         "ratios": {"wall": ratio_wall, "cpu": ratio_cpu},
@@ -56,8 +64,17 @@ def rate_limits(reps: int, n: int, rpm: int) -> dict[str, Any]:
             walls, sandbox_429s, oks = [], [], []
             for _ in range(reps):
                 sb.reset()
-                r = run_client("realtime_ratelimit.py", "--impl", impl, "--base-url",
-                               sb.openai_base_url, "--n", str(n), "--rpm", str(given))
+                r = run_client(
+                    "realtime_ratelimit.py",
+                    "--impl",
+                    impl,
+                    "--base-url",
+                    sb.openai_base_url,
+                    "--n",
+                    str(n),
+                    "--rpm",
+                    str(given),
+                )
                 summary = sb.ledger_summary()
                 walls.append(r["wall_s"])
                 oks.append(r["ok"])
@@ -67,7 +84,7 @@ def rate_limits(reps: int, n: int, rpm: int) -> dict[str, Any]:
             rows.append([label, f"{min(oks)}/{n}", fmt(w), fmt(w / ideal), fmt(median(sandbox_429s), 0)])
     return {
         "title": f"Rate limits: sandbox enforcing {rpm} RPM, {n} items, ideal {ideal:.1f} s "
-                 f"(median of {reps}; goal: <= 1.05x ideal, every item succeeds)",
+        f"(median of {reps}; goal: <= 1.05x ideal, every item succeeds)",
         "columns": ["client", "succeeded", "wall s", "x ideal", "429s"],
         "rows": rows,
         "runs": raw,
@@ -78,8 +95,7 @@ def _count_429(summary: Any) -> int:
     """Sum every ``rate_limited`` counter in the sandbox's ledger summary."""
     if isinstance(summary, dict):
         return sum(
-            (v if k == "rate_limited" and isinstance(v, int) else _count_429(v))
-            for k, v in summary.items()
+            (v if k == "rate_limited" and isinstance(v, int) else _count_429(v)) for k, v in summary.items()
         )
     return 0
 

@@ -54,8 +54,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(name: str, title: str, command: str, tables: list[dict[str, Any]],
-         notes: list[str] | None = None, raw: Any = None) -> Path:
+def save(
+    name: str,
+    title: str,
+    command: str,
+    tables: list[dict[str, Any]],
+    notes: list[str] | None = None,
+    raw: Any = None,
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {

@@ -1,6 +1,6 @@
 """Regenerate docs/benchmarks.md from every bench/results/*.json.
 
-    python bench/report.py
+python bench/report.py
 """
 
 from __future__ import annotations
@@ -21,16 +21,22 @@ median of several runs and comparisons are ratios measured in the same run.
 
 
 def table(t: dict[str, Any]) -> str:
-    lines = [f"**{t['title']}**", "", "| " + " | ".join(t["columns"]) + " |",
-             "|" + "---|" * len(t["columns"])]
+    lines = [
+        f"**{t['title']}**",
+        "",
+        "| " + " | ".join(t["columns"]) + " |",
+        "|" + "---|" * len(t["columns"]),
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in t["rows"]]
     return "\n".join(lines) + "\n"
 
 
 def section(data: dict[str, Any]) -> str:
     out = [f"## {data.get('title', data.get('name'))}", ""]
-    out.append(f"`{data.get('command', '')}` — {data.get('date', '')}, Python "
-               f"{data.get('machine', {}).get('python', '?')}\n")
+    out.append(
+        f"`{data.get('command', '')}` — {data.get('date', '')}, Python "
+        f"{data.get('machine', {}).get('python', '?')}\n"
+    )
     tables = data.get("tables")
     if tables:
         out += [table(t) for t in tables]
@@ -46,8 +52,10 @@ def section(data: dict[str, Any]) -> str:
 def main() -> None:
     parts = [HEADER]
     order = ["sandbox", "realtime", "batch", "cost"]
-    files = sorted((ROOT / "results").glob("*.json"),
-                   key=lambda p: (order.index(p.stem) if p.stem in order else 99, p.stem))
+    files = sorted(
+        (ROOT / "results").glob("*.json"),
+        key=lambda p: (order.index(p.stem) if p.stem in order else 99, p.stem),
+    )
     for path in files:
         parts.append(section(json.loads(path.read_text())))
     DOC.parent.mkdir(parents=True, exist_ok=True)

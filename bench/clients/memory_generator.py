@@ -32,8 +32,11 @@ def main() -> None:
         wall = time.perf_counter() - t0
         ok = job.counts["succeeded"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": args.n, "ok": ok, "wall_s": wall, "peak_rss_mb": peak,
-                      "rss_before_run_mb": base_rss}))
+    print(
+        json.dumps(
+            {"n": args.n, "ok": ok, "wall_s": wall, "peak_rss_mb": peak, "rss_before_run_mb": base_rss}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,11 @@ def main() -> None:
             ok = sum(isinstance(o, str) for o in outs)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"impl": args.impl, "n": args.n, "ok": ok, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss}))
+    print(
+        json.dumps(
+            {"impl": args.impl, "n": args.n, "ok": ok, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,18 @@ def main() -> None:
             ok = sum(isinstance(o, str) for o in outs)
             client_429 = None
         wall = time.perf_counter() - t0
-    print(json.dumps({"impl": args.impl, "rpm_given": args.rpm, "n": args.n, "ok": ok,
-                      "wall_s": wall, "client_429": client_429}))
+    print(
+        json.dumps(
+            {
+                "impl": args.impl,
+                "rpm_given": args.rpm,
+                "n": args.n,
+                "ok": ok,
+                "wall_s": wall,
+                "client_429": client_429,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,39 @@
 """batchain: run LangChain chains over large datasets, realtime or through provider Batch APIs.
 
 >>> import batchain
->>> job = batchain.run(chain, inputs)          # doctest: +SKIP
->>> job.outputs()                              # doctest: +SKIP
+>>> job = batchain.run(chain, inputs, mode="batch")   # doctest: +SKIP
+>>> job.outputs()                                     # doctest: +SKIP
+
+The names below are imported on first use, so ``import batchain`` (and the command line's
+``--help``) stays fast.
 """
 
 from __future__ import annotations
 
-from batchain.api import aas_completed, arun, as_completed, asubmit, run, submit
-from batchain.estimate import Estimate, aestimate, estimate
-from batchain.job import ItemResult, Job
-from batchain.states import CallStatus, ItemStatus, JobStatus
-from batchain.store import SQLiteStore, Usage, default_store_path
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "run": "batchain.api",
+    "arun": "batchain.api",
+    "submit": "batchain.api",
+    "asubmit": "batchain.api",
+    "as_completed": "batchain.api",
+    "aas_completed": "batchain.api",
+    "estimate": "batchain.estimation",
+    "aestimate": "batchain.estimation",
+    "Estimate": "batchain.estimation",
+    "Job": "batchain.job",
+    "ItemResult": "batchain.job",
+    "JobStatus": "batchain.states",
+    "ItemStatus": "batchain.states",
+    "CallStatus": "batchain.states",
+    "SQLiteStore": "batchain.store",
+    "Usage": "batchain.store",
+    "default_store_path": "batchain.store",
+}
 
 __all__ = [
     "CallStatus",
@@ -35,3 +55,23 @@ __all__ = [
     "run",
     "submit",
 ]
+
+if TYPE_CHECKING:
+    from batchain.api import aas_completed, arun, as_completed, asubmit, run, submit
+    from batchain.estimation import Estimate, aestimate, estimate
+    from batchain.job import ItemResult, Job
+    from batchain.states import CallStatus, ItemStatus, JobStatus
+    from batchain.store import SQLiteStore, Usage, default_store_path
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

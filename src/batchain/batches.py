@@ -117,6 +117,7 @@ class LiveBatch:
 @dataclass(slots=True)
 class BatchStats:
     rounds: int = 0
+    paid: int = 0
     batches_created: int = 0
     batches_collected: int = 0
     reconciled: int = 0
@@ -412,6 +413,7 @@ class BatchCoordinator:
             else:  # nobody in this run waits for it (yet): record it for a later replay
                 usage = _usage_by_provider(self.store, key, outcome.body)
             self.store.call_succeeded(key, outcome.body, usage, "batch", cost)
+            self.stats.paid += 1
             if parked is not None:
                 self.store.link_call(self.job_id, key, parked.item_idx, "paid")
                 del self.parked[key]

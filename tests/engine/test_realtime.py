@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import openai
+import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel
@@ -252,3 +253,55 @@ def test_openai_exception_type_reaches_fallbacks(sandbox: Sandbox, store_path: P
     )
     job = batchain.run(chain, [{"x": 1}], store=store_path, progress=False)
     assert job.counts["succeeded"] == 1
+
+
+def test_a_job_runs_in_one_process_at_a_time(sandbox: Sandbox, store_path: Path) -> None:
+    from batchain.runner import JobBusy
+    from batchain.store.sqlite import SQLiteStore
+
+    job = batchain.run(simple_chain(sandbox), [{"x": 1}], store=store_path, progress=False)
+    with SQLiteStore(store_path) as st:
+        # a live process elsewhere holds it (pid 1 on this host is always alive)
+        import socket
+
+        assert st.acquire_lease(job.id, f"{socket.gethostname()}:1", 30.0) is None
+    with pytest.raises(JobBusy, match="another process"):
+        job.retry(progress=False)
+    with SQLiteStore(store_path) as st:
+        st.release_lease(job.id, f"{socket.gethostname()}:1")
+        # a dead owner's lease is taken over at once (a crashed run)
+        assert st.acquire_lease(job.id, f"{socket.gethostname()}:999999999", 30.0) is None
+    job.retry(progress=False)
+    assert job.counts["succeeded"] == 1
+
+
+def test_failing_input_iterator_pauses_the_job_with_the_reason(sandbox: Sandbox, store_path: Path) -> None:
+    def rows() -> Iterator[dict[str, int]]:
+        yield {"x": 1}
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="disk went away"):
+        batchain.run(simple_chain(sandbox), rows(), store=store_path, progress=False)
+    (rec,) = batchain.SQLiteStore(store_path).list_jobs()
+    assert rec.status == batchain.JobStatus.PAUSED
+    assert "disk went away" in (rec.note or "")
+
+
+def test_store_from_an_older_build_gains_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE calls (key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL,"
+        " endpoint TEXT NOT NULL DEFAULT '', status TEXT NOT NULL, attempts INTEGER NOT NULL"
+        " DEFAULT 0, tier TEXT, job_id TEXT, request TEXT, response TEXT, error TEXT,"
+        " input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,"
+        " cache_read_tokens INTEGER NOT NULL DEFAULT 0, cache_creation_tokens INTEGER NOT NULL"
+        " DEFAULT 0, reasoning_tokens INTEGER NOT NULL DEFAULT 0, batch_id TEXT,"
+        " updated_at REAL NOT NULL) WITHOUT ROWID;"
+    )
+    con.close()
+    with batchain.SQLiteStore(path) as st:
+        cols = {r[1] for r in st._read("PRAGMA table_info(calls)")}
+    assert {"cost", "request_hash"} <= cols

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -35,7 +36,7 @@ from batchain.states import (
 )
 from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 
 SCHEMA_VERSION = 1
 
@@ -52,7 +53,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     n_items INTEGER NOT NULL DEFAULT 0,
     inputs_complete INTEGER NOT NULL DEFAULT 0,
     note TEXT,
-    stats TEXT NOT NULL DEFAULT '{}'
+    stats TEXT NOT NULL DEFAULT '{}',
+    lease_owner TEXT,
+    lease_until REAL
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -110,7 +113,35 @@ CREATE TABLE IF NOT EXISTS provider_batches (
 );
 """
 
+#: columns added after a table was first shipped: (table, column, declaration). Stores
+#: made by an older build get them on open; nothing is ever dropped or renamed.
+_ADDED_COLUMNS = [
+    ("jobs", "stats", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "lease_owner", "TEXT"),
+    ("jobs", "lease_until", "REAL"),
+    ("calls", "cost", "TEXT"),
+    ("calls", "request_hash", "TEXT"),
+]
+
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
+
+
+def lease_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    """False only when the owner is a process on this host that no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _batch_row(r: sqlite3.Row) -> dict[str, Any]:
@@ -157,6 +188,10 @@ class SQLiteStore:
     def _migrate(self) -> None:
         with self._lock:
             self._conn.executescript(_SCHEMA)
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._conn.execute(
@@ -248,6 +283,42 @@ class SQLiteStore:
         self._write(
             "UPDATE jobs SET status=?, updated_at=?, note=? WHERE id=?",
             (new.value, time.time(), note, job_id),
+        )
+        self.commit()
+
+    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> str | None:
+        """Claim the right to run a job; returns None, or the owner that holds it.
+
+        A lease held by a process that is gone on this host is taken over at once; one held
+        elsewhere expires ``ttl`` seconds after its last renewal.
+        """
+        now = time.time()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT lease_owner, lease_until FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            holder, until = row[0], row[1]
+            if holder and holder != owner and until and until > now and _alive(holder):
+                return str(holder)
+            self._write(
+                "UPDATE jobs SET lease_owner=?, lease_until=? WHERE id=?", (owner, now + ttl, job_id)
+            )
+            self.commit()
+        return None
+
+    def renew_lease(self, job_id: str, owner: str, ttl: float) -> None:
+        self._write(
+            "UPDATE jobs SET lease_until=? WHERE id=? AND lease_owner=?",
+            (time.time() + ttl, job_id, owner),
+        )
+        self.commit_soon()
+
+    def release_lease(self, job_id: str, owner: str) -> None:
+        self._write(
+            "UPDATE jobs SET lease_owner=NULL, lease_until=NULL WHERE id=? AND lease_owner=?",
+            (job_id, owner),
         )
         self.commit()
 
