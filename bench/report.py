@@ -31,7 +31,31 @@ def table(t: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalar leaves of a result file in its own shape, as dotted keys (lists skipped)."""
+    if isinstance(data, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in data.items():
+            out += _flatten(v, f"{prefix}{k}.")
+        return out
+    if isinstance(data, list):
+        return []
+    return [(prefix.rstrip("."), data)]
+
+
+#: result files that predate the shared shape: their title and command
+_KNOWN = {
+    "sandbox": (
+        "Sandbox capacity (issue 2): realtime req/s at zero latency; 50,000-request batches",
+        "python bench/bench_sandbox.py",
+    ),
+}
+
+
 def section(data: dict[str, Any]) -> str:
+    name = str(data.get("name") or data.get("benchmark") or "")
+    if "tables" not in data and name in _KNOWN:
+        data = {**data, "title": _KNOWN[name][0], "command": _KNOWN[name][1]}
     out = [f"## {data.get('title', data.get('name'))}", ""]
     out.append(
         f"`{data.get('command', '')}` — {data.get('date', '')}, Python "
@@ -41,8 +65,9 @@ def section(data: dict[str, Any]) -> str:
     if tables:
         out += [table(t) for t in tables]
     else:  # a result file in its own shape: show its scalar fields
-        out += ["| key | value |", "|---|---|"]
-        out += [f"| {k} | {v} |" for k, v in data.items() if isinstance(v, int | float | str)]
+        skip = {"title", "command", "benchmark", "name", "date"}
+        out += ["| metric | value |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in _flatten(data) if k not in skip and k.split(".")[0] != "machine"]
         out.append("")
     for note in data.get("notes", []):
         out.append(f"- {note}")
