@@ -35,7 +35,14 @@ from batchain.states import CallStatus
 from batchain.store.records import CallRecord, Usage
 from batchain.store.sqlite import SQLiteStore
 
-__all__ = ["BatchUnsupportedError", "CallManager", "CallStats"]
+__all__ = [
+    "BatchUnsupportedError",
+    "CallManager",
+    "CallStats",
+    "build_request",
+    "generic_adapter",
+    "is_generic",
+]
 
 
 class BatchUnsupportedError(RuntimeError):
@@ -51,6 +58,32 @@ class BatchUnsupportedError(RuntimeError):
 
 
 _GENERIC = GenericAdapter(original_agenerate, original_generate)
+
+
+def build_request(
+    model: BaseChatModel,
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    kwargs: dict[str, Any],
+    salt: str,
+) -> tuple[ProviderAdapter, CallRequest]:
+    """The adapter for this model call and its request; the generic (realtime-only)
+    adapter when the model has none or the call needs an API batchain does not speak."""
+    adapter = adapter_for(model)
+    if adapter is not None:
+        try:
+            return adapter, adapter.build(model, messages, stop, kwargs, salt)
+        except Unsupported:
+            pass
+    return _GENERIC, _GENERIC.build(model, messages, stop, kwargs, salt)
+
+
+def generic_adapter() -> GenericAdapter:
+    return _GENERIC
+
+
+def is_generic(adapter: ProviderAdapter) -> bool:
+    return adapter is _GENERIC
 
 
 @dataclass(slots=True)
@@ -130,13 +163,7 @@ class CallManager:
         stop: list[str] | None,
         kwargs: dict[str, Any],
     ) -> tuple[ProviderAdapter, CallRequest]:
-        adapter = adapter_for(model)
-        if adapter is not None:
-            try:
-                return adapter, adapter.build(model, messages, stop, kwargs, self.salt)
-            except Unsupported:
-                pass
-        return _GENERIC, _GENERIC.build(model, messages, stop, kwargs, self.salt)
+        return build_request(model, messages, stop, kwargs, self.salt)
 
     def _client(self, adapter: ProviderAdapter, model: BaseChatModel) -> Any:
         original = adapter.client(model)
@@ -250,9 +277,7 @@ class CallManager:
             # auto mode's deadline: this call is answered in realtime after all
             return await self._realtime(adapter, model, request, item_idx)
 
-    def price(
-        self, request: CallRequest, usage: Usage, tier: str, body: str | None = None
-    ) -> Decimal | None:
+    def price(self, request: CallRequest, usage: Usage, tier: str, body: str | None = None) -> Decimal | None:
         """What a call cost in USD, or None when its model has no known price.
 
         With the response ``body``, its service tier (flex, priority) and 1-hour cache

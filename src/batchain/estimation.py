@@ -24,12 +24,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
+from batchain.calls import build_request, generic_adapter, is_generic
 from batchain.chainref import resolve_chain
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.intercept import ACTIVE, CallContext, install
-from batchain.providers import adapter_for
 from batchain.providers.base import CallRequest
-from batchain.providers.generic import GenericAdapter
 from batchain.store.records import Usage
 
 __all__ = ["Estimate", "ModeCost", "aestimate", "count_tokens", "estimate"]
@@ -157,23 +156,14 @@ class _DryManager:
         *,
         sync: bool = False,
     ) -> Any:
-        adapter = adapter_for(model)
         try:
-            if adapter is None:
-                raise LookupError
-            request = adapter.build(model, messages, stop, kwargs, "")
-        except Exception:
-            request = _GENERIC.build(model, messages, stop, kwargs, "")
+            adapter, request = build_request(model, messages, stop, kwargs, "")
+        except Exception:  # the model's own payload builder refused: count it as generic
+            adapter, request = generic_adapter(), generic_adapter().build(model, messages, stop, kwargs, "")
+        if is_generic(adapter):
             self.unsupported.add(type(model).__name__)
         self.requests.append(request)
         raise _Captured()
-
-
-def _never(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never sent
-    raise RuntimeError("dry run: nothing is sent")
-
-
-_GENERIC = GenericAdapter(_never, _never)
 
 
 async def _dry_run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import importlib
 import time
 from collections.abc import Callable, Mapping
@@ -11,16 +12,26 @@ from typing import Any
 
 import httpx
 
-from batchain.providers.base import Failure, FailureKind, RateInfo, redact
+from batchain.providers.base import (
+    CallRequest,
+    Failure,
+    FailureKind,
+    RateInfo,
+    call_key,
+    clean_body_json,
+    redact,
+)
 
 __all__ = [
     "cap",
     "classify_sdk_error",
+    "clean_payload",
     "estimate_tokens",
     "fresh_client",
     "rate_info_from",
     "response_class",
     "retry_after_seconds",
+    "sdk_request",
 ]
 
 
@@ -135,4 +146,47 @@ def rate_info_from(
         limit_tokens=_int(get("limit", "tokens")),
         remaining_tokens=_int(get("remaining", "tokens")),
         reset_tokens_s=reset(get("reset", "tokens")),
+    )
+
+
+def clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A model's payload as the provider takes it: LangChain-internal and streaming keys
+    dropped, ``extra_body`` merged in (the SDK would merge it on the wire)."""
+    payload.pop("ls_structured_output_format", None)
+    payload.pop("stream", None)
+    extra_body = payload.pop("extra_body", None)
+    if isinstance(extra_body, dict):
+        payload.update(extra_body)
+    return payload
+
+
+def sdk_request(
+    provider: str,
+    scope: str,
+    endpoint: str,
+    payload: dict[str, Any],
+    salt: str,
+    *,
+    max_tokens: Any,
+    headers: dict[str, str],
+    context: dict[str, Any],
+    key_endpoint: str | None = None,
+) -> CallRequest:
+    """The call for ``payload``: its key, provider-side hash, size and token estimate,
+    all from one canonical JSON text."""
+    text = clean_body_json(payload)
+    raw = text.encode()
+    return CallRequest(
+        provider=provider,
+        endpoint=endpoint,
+        model=str(payload.get("model")),
+        body=payload,
+        lane=f"{provider}|{scope}|{payload.get('model')}",
+        key=call_key(provider, scope, key_endpoint or endpoint, text, salt),
+        est_tokens=estimate_tokens(len(text), max_tokens),
+        headers=headers,
+        body_bytes=len(raw),
+        body_hash=hashlib.sha256(raw).hexdigest(),
+        max_output=cap(max_tokens),
+        context=context,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -13,19 +12,17 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from batchain.providers._sdk import (
-    cap,
     classify_sdk_error,
-    estimate_tokens,
+    clean_payload,
     rate_info_from,
     response_class,
+    sdk_request,
 )
 from batchain.providers.base import (
     CallRequest,
     Failure,
     RateInfo,
     Sent,
-    call_key,
-    clean_body_json,
     remember_secret,
 )
 from batchain.providers.batch import (
@@ -59,34 +56,25 @@ class AnthropicAdapter:
     ) -> CallRequest:
         m: Any = model
         payload: dict[str, Any] = m._get_request_payload(messages, stop=stop, **kwargs)
-        payload.pop("ls_structured_output_format", None)
-        payload.pop("stream", None)
         headers: dict[str, str] = {}
         betas = payload.pop("betas", None)
         if betas:
             # batches take betas as a header too, so keep them out of the body everywhere
             headers["anthropic-beta"] = ",".join(betas)
-        extra_body = payload.pop("extra_body", None)
-        if isinstance(extra_body, dict):
-            payload.update(extra_body)
+        clean_payload(payload)
         client = m._async_client
         remember_secret(getattr(client, "api_key", None))
         remember_secret(getattr(client, "auth_token", None))
-        scope = str(client.base_url)
-        text = clean_body_json(payload)
-        return CallRequest(
-            provider=self.name,
-            endpoint=ENDPOINT,
-            model=str(payload.get("model")),
-            body=payload,
-            lane=f"anthropic|{scope}|{payload.get('model')}",
-            key=call_key(self.name, scope, ENDPOINT + headers.get("anthropic-beta", ""), text, salt),
-            est_tokens=estimate_tokens(len(text), payload.get("max_tokens")),
+        return sdk_request(
+            self.name,
+            str(client.base_url),
+            ENDPOINT,
+            payload,
+            salt,
+            max_tokens=payload.get("max_tokens"),
             headers=headers,
-            body_bytes=len(text.encode()),
-            body_hash=hashlib.sha256(text.encode()).hexdigest(),
-            max_output=cap(payload.get("max_tokens")),
             context={"beta": bool(betas)},
+            key_endpoint=ENDPOINT + headers.get("anthropic-beta", ""),
         )
 
     def client(self, model: BaseChatModel) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -15,19 +14,17 @@ from pydantic import BaseModel
 
 from batchain._failpoints import failpoint
 from batchain.providers._sdk import (
-    cap,
     classify_sdk_error,
-    estimate_tokens,
+    clean_payload,
     rate_info_from,
     response_class,
+    sdk_request,
 )
 from batchain.providers.base import (
     CallRequest,
     Failure,
     RateInfo,
     Sent,
-    call_key,
-    clean_body_json,
     remember_secret,
 )
 from batchain.providers.batch import (
@@ -70,7 +67,7 @@ class OpenAIAdapter:
         payload.pop("ls_structured_output_format", None)
         if m._use_responses_api(payload):
             raise Unsupported("the OpenAI Responses API is not supported by batchain yet")
-        payload.pop("stream", None)
+        clean_payload(payload)
         context: dict[str, Any] = {}
         fmt = payload.get("response_format")
         if isinstance(fmt, type) and issubclass(fmt, BaseModel):
@@ -78,29 +75,18 @@ class OpenAIAdapter:
 
             context["schema"] = fmt
             payload["response_format"] = type_to_response_format_param(fmt)
-        extra_body = payload.pop("extra_body", None)
-        if isinstance(extra_body, dict):
-            payload.update(extra_body)
         headers = dict(payload.pop("extra_headers", None) or {})
         payload.pop("extra_query", None)
         client = m.root_async_client
         remember_secret(getattr(client, "api_key", None))
-        scope = str(client.base_url)
-        text = clean_body_json(payload)
-        return CallRequest(
-            provider=self.name,
-            endpoint=ENDPOINT,
-            model=str(payload.get("model", m.model_name)),
-            body=payload,
-            lane=f"openai|{scope}|{payload.get('model')}",
-            key=call_key(self.name, scope, ENDPOINT, text, salt),
-            est_tokens=estimate_tokens(
-                len(text), payload.get("max_completion_tokens", payload.get("max_tokens"))
-            ),
+        return sdk_request(
+            self.name,
+            str(client.base_url),
+            ENDPOINT,
+            payload,
+            salt,
+            max_tokens=payload.get("max_completion_tokens", payload.get("max_tokens")),
             headers=headers,
-            body_bytes=len(text.encode()),
-            body_hash=hashlib.sha256(text.encode()).hexdigest(),
-            max_output=cap(payload.get("max_completion_tokens", payload.get("max_tokens"))),
             context=context,
         )
 
