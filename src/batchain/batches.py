@@ -12,7 +12,6 @@ and their futures resolved; calls that did not run are parked again for the next
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
 from batchain.budget import Budget, BudgetExhausted
-from batchain.providers.base import CallRequest, ProviderAdapter, redact
+from batchain.providers.base import Body, CallRequest, ProviderAdapter, parsed, redact
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
 from batchain.states import BatchStatus
 from batchain.store.records import Usage
@@ -34,8 +33,10 @@ __all__ = [
     "BatchCallError",
     "BatchCoordinator",
     "CallCancelled",
+    "FutureWaiter",
     "GoRealtime",
     "Parked",
+    "Waiter",
 ]
 
 log = logging.getLogger("batchain.batches")
@@ -77,6 +78,36 @@ class BatchAPI(Protocol):
     ) -> str | None: ...
 
 
+class Waiter(Protocol):
+    """Who waits for a parked call: an item's coroutine (:class:`FutureWaiter`), or the
+    bulk path's rows. Told once: the answer (its text and parsed JSON) or an exception."""
+
+    def done(self) -> bool: ...
+
+    def answer(self, text: str, data: Any) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+class FutureWaiter:
+    """A :class:`Waiter` that resolves an asyncio future with the answer's text."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[str]) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def answer(self, text: str, data: Any) -> None:
+        self.future.set_result(text)
+
+    def fail(self, exc: BaseException) -> None:
+        self.future.set_exception(exc)
+        self.future.exception()  # retrieved by whoever awaits it
+
+
 @dataclass(slots=True)
 class Parked:
     """A call waiting for a provider batch, and who waits for it."""
@@ -84,7 +115,7 @@ class Parked:
     request: CallRequest
     adapter: ProviderAdapter
     client: Any
-    future: asyncio.Future[str]
+    future: Waiter
     item_idx: int
     attempts: int = 0
 
@@ -141,8 +172,8 @@ class BatchCoordinator:
         poll_max: float,
         max_batch_size: int | None,
         on_change: Callable[[], None],
-        usage_of: Callable[[ProviderAdapter, str], Usage],
-        price_of: Callable[[CallRequest, Usage, str, str], Decimal | None] | None = None,
+        usage_of: Callable[[ProviderAdapter, Body], Usage],
+        price_of: Callable[[CallRequest, Usage, str, Body], Decimal | None] | None = None,
         budget: Budget | None = None,
     ) -> None:
         self.price_of = price_of
@@ -182,6 +213,18 @@ class BatchCoordinator:
             self._go_realtime(parked)
             return
         self.unsubmitted[parked.key] = None
+        self.on_change()
+
+    def park_new(self, calls: list[Parked]) -> None:
+        """:meth:`park` for calls no earlier run put in a batch, many at once."""
+        for parked in calls:
+            self.parked[parked.key] = parked
+            if self.cancelling:
+                self._resolve_cancelled(parked)
+            elif self.switched:
+                self._go_realtime(parked)
+            else:
+                self.unsubmitted[parked.key] = None
         self.on_change()
 
     def _api(self, adapter: ProviderAdapter) -> BatchAPI:
@@ -387,11 +430,15 @@ class BatchCoordinator:
         keys = self.store.batch_keys(batch.uid)
         failpoint("batch_before_download")
         outcomes = {o.custom_id: o for o in await batch.api.outcomes(batch.client, view, keys)}
+        answered: list[tuple[str, str, Usage, str, Decimal | None]] = []
+        links: list[tuple[str, str, int, str]] = []
         for key in keys:
             outcome = outcomes.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
-            batch.spent += self._apply(key, outcome)
+            batch.spent += self._apply(key, outcome, answered, links)
+        self.store.calls_succeeded(answered)
+        self.store.link_calls(links)
         failpoint("batch_after_apply")
         self.store.commit()
         self.store.batch_collected(batch.uid)
@@ -401,24 +448,32 @@ class BatchCoordinator:
         del self.live[batch.uid]
         self.on_change()
 
-    def _apply(self, key: str, outcome: Outcome) -> Decimal:
-        """Apply one outcome to its call; returns what it cost."""
+    def _apply(
+        self,
+        key: str,
+        outcome: Outcome,
+        answered: list[tuple[str, str, Usage, str, Decimal | None]],
+        links: list[tuple[str, str, int, str]],
+    ) -> Decimal:
+        """Apply one outcome to its call; returns what it cost. Answered calls and their
+        links to items are added to ``answered`` and ``links``, written together."""
         parked = self.parked.get(key)
         if outcome.kind == OutcomeKind.SUCCEEDED:
             cost: Decimal | None = None
+            body = outcome.body if outcome.data is None else outcome.data
             if parked is not None:
-                usage = self.usage_of(parked.adapter, outcome.body)
+                usage = self.usage_of(parked.adapter, body)
                 if self.price_of is not None:
-                    cost = self.price_of(parked.request, usage, "batch", outcome.body)
+                    cost = self.price_of(parked.request, usage, "batch", body)
             else:  # nobody in this run waits for it (yet): record it for a later replay
-                usage = _usage_by_provider(self.store, key, outcome.body)
-            self.store.call_succeeded(key, outcome.body, usage, "batch", cost)
+                usage = _usage_by_provider(self.store, key, body)
+            answered.append((key, outcome.body, usage, "batch", cost))
             self.stats.paid += 1
             if parked is not None:
-                self.store.link_call(self.job_id, key, parked.item_idx, "paid")
+                links.append((self.job_id, key, parked.item_idx, "paid"))
                 del self.parked[key]
                 if not parked.future.done():
-                    parked.future.set_result(outcome.body)
+                    parked.future.answer(outcome.body, outcome.data)
             return cost or Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and not (self.cancelling or self.switched):
             attempts = (parked.attempts if parked else 0) + 1
@@ -452,22 +507,19 @@ class BatchCoordinator:
     def _fail(self, parked: Parked, message: str, status: int | None) -> None:
         self.parked.pop(parked.key, None)
         if not parked.future.done():
-            parked.future.set_exception(BatchCallError(f"{parked.adapter.name}: {message}", status))
-            parked.future.exception()  # retrieved by whoever awaits it
+            parked.future.fail(BatchCallError(f"{parked.adapter.name}: {message}", status))
 
     def _resolve_cancelled(self, parked: Parked) -> None:
         self.parked.pop(parked.key, None)
         self.unsubmitted.pop(parked.key, None)
         if not parked.future.done():
-            parked.future.set_exception(CallCancelled("job cancelled"))
-            parked.future.exception()
+            parked.future.fail(CallCancelled("job cancelled"))
 
     def _go_realtime(self, parked: Parked) -> None:
         self.parked.pop(parked.key, None)
         self.unsubmitted.pop(parked.key, None)
         if not parked.future.done():
-            parked.future.set_exception(GoRealtime())
-            parked.future.exception()
+            parked.future.fail(GoRealtime())
 
     async def switch_to_realtime(self) -> int:
         """Auto mode near its deadline: cancel what is still at a provider (finished results
@@ -510,15 +562,15 @@ class BatchCoordinator:
         return n
 
 
-def _usage_by_provider(store: SQLiteStore, key: str, body: str) -> Usage:
+def _usage_by_provider(store: SQLiteStore, key: str, body: Body) -> Usage:
     record = store.get_call(key)
     if record is not None and record.provider == "anthropic":
         from batchain.providers.anthropic import usage_from_body as anthropic_usage
 
-        return anthropic_usage(json.loads(body))
+        return anthropic_usage(parsed(body))
     from batchain.providers.openai import usage_from_body as openai_usage
 
-    return openai_usage(json.loads(body))
+    return openai_usage(parsed(body))
 
 
 def _retry_after(exc: Exception) -> float | None:

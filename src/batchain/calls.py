@@ -22,12 +22,12 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from batchain.batches import BatchCoordinator, GoRealtime, Parked
+from batchain.batches import BatchCoordinator, FutureWaiter, GoRealtime, Parked
 from batchain.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.intercept import original_agenerate, original_generate
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
-from batchain.providers.base import CallRequest, ProviderAdapter, Sent, redact
+from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, redact
 from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
 from batchain.scheduler import CallFailed, Scheduler
@@ -40,6 +40,7 @@ __all__ = [
     "CallManager",
     "CallStats",
     "build_request",
+    "finish_result",
     "generic_adapter",
     "is_generic",
 ]
@@ -153,7 +154,7 @@ class CallManager:
         text = await self.execute(adapter, model, request, item_idx)
         result = adapter.parse(model, request, text)
         if adapter is not _GENERIC:
-            _finish(model, result, run_manager)
+            finish_result(model, result, run_manager)
         return result
 
     def _build(
@@ -165,7 +166,8 @@ class CallManager:
     ) -> tuple[ProviderAdapter, CallRequest]:
         return build_request(model, messages, stop, kwargs, self.salt)
 
-    def _client(self, adapter: ProviderAdapter, model: BaseChatModel) -> Any:
+    def client_for(self, adapter: ProviderAdapter, model: BaseChatModel) -> Any:
+        """The job's own copy of the model's SDK client (one per original client)."""
         original = adapter.client(model)
         if original is None:
             return None
@@ -265,8 +267,8 @@ class CallManager:
         parked = Parked(
             request,
             adapter,
-            self._client(adapter, model),
-            future,
+            self.client_for(adapter, model),
+            FutureWaiter(future),
             item_idx,
             attempts=record.attempts if record is not None else 0,
         )
@@ -277,7 +279,9 @@ class CallManager:
             # auto mode's deadline: this call is answered in realtime after all
             return await self._realtime(adapter, model, request, item_idx)
 
-    def price(self, request: CallRequest, usage: Usage, tier: str, body: str | None = None) -> Decimal | None:
+    def price(
+        self, request: CallRequest, usage: Usage, tier: str, body: Body | None = None
+    ) -> Decimal | None:
         """What a call cost in USD, or None when its model has no known price.
 
         With the response ``body``, its service tier (flex, priority) and 1-hour cache
@@ -334,7 +338,7 @@ class CallManager:
         reserved = await self._reserve(request, "realtime")
         self._begin(request, CallStatus.SENT)
 
-        client = self._client(adapter, model)
+        client = self.client_for(adapter, model)
 
         async def attempt() -> Sent:
             return await adapter.send(model, client, request, self.timeout)
@@ -372,7 +376,7 @@ class CallManager:
         return sent.text
 
 
-def _finish(model: BaseChatModel, result: ChatResult, run_manager: Any) -> None:
+def finish_result(model: BaseChatModel, result: ChatResult, run_manager: Any) -> None:
     """What ``_agenerate_with_cache`` does to a fresh result after ``_agenerate``."""
     if model.output_version == "v1":
         for generation in result.generations:

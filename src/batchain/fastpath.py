@@ -12,19 +12,31 @@ only the overhead is gone. Any other shape, or any callback, takes the ordinary 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.prompts import BasePromptTemplate
+from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate, StringPromptTemplate
+from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
 from langchain_core.runnables import RunnableBinding, RunnableSequence
 
 from batchain.providers import adapter_for
+from batchain.providers._sdk import rebody
+from batchain.providers.base import CallRequest, ProviderAdapter
 
-__all__ = ["FastChain", "compile_fast"]
+__all__ = ["FastChain", "RequestTemplate", "compile_fast"]
+
+log = logging.getLogger("batchain.fastpath")
+
+#: the full build of a model call from its messages: its adapter and request
+BuildFrom = Callable[[list[BaseMessage]], tuple[ProviderAdapter, CallRequest]]
 
 _TRACING_VARS = ("LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_TRACING")
 
@@ -45,6 +57,169 @@ class FastChain:
         if self.parser is None:
             return message
         return self.parser.parse_result(generations)
+
+    def call_args(self) -> tuple[list[str] | None, dict[str, Any]]:
+        """The model call's ``stop`` and other bound arguments."""
+        kwargs = dict(self.kwargs)
+        stop = kwargs.pop("stop", None)
+        return stop, kwargs
+
+
+#: how often a templated request is checked against a full build (1 in N items)
+_CHECK_EVERY = 1000
+
+
+class RequestTemplate:
+    """Builds the provider request of a :class:`FastChain` item without LangChain objects.
+
+    The model's own payload builder runs once, on messages whose texts are unique
+    placeholders; each placeholder must come back as a whole string somewhere in the body
+    (``messages[0].content``, ``system``, a merged text block...). An item's request is
+    then that body with the prompt's formatted texts put in those places, keyed and hashed
+    like any other. The texts come from the prompt's own templates, so they are exactly
+    what ``prompt.invoke`` would produce.
+
+    The first item, and one in every ``_CHECK_EVERY`` after it, is also built the full way
+    and compared; a difference turns the template off for the rest of the run. Texts that
+    are empty or blank take the full way: payload builders may drop such blocks.
+    """
+
+    def __init__(
+        self,
+        fast: FastChain,
+        build: BuildFrom,
+        adapter: ProviderAdapter,
+        base: CallRequest,
+        formatters: list[Callable[..., str]],
+        paths: list[tuple[Any, ...]],
+    ) -> None:
+        self.fast = fast
+        self._build = build
+        self.adapter = adapter
+        self.base = base
+        self.formatters = formatters
+        self.paths = paths
+        self.active = True
+        self._count = 0
+        chat = isinstance(fast.prompt, ChatPromptTemplate)
+        self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
+
+    def full(self, value: Any) -> tuple[ProviderAdapter, CallRequest]:
+        """The item's call built the ordinary way (prompt, messages, payload builder)."""
+        return self._build(self.fast.messages(value))
+
+    def build(self, value: Any) -> tuple[ProviderAdapter, CallRequest]:
+        if not self.active:
+            return self.full(value)
+        inner = self.fast.prompt._validate_input(value)
+        kwargs = self._merge(**inner) if self._merge is not None else inner
+        texts = [f(**kwargs) for f in self.formatters]
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            return self.full(value)
+        request = rebody(self.base, _put(self.base.body, self.paths, texts))
+        self._count += 1
+        if self._count % _CHECK_EVERY == 1:
+            adapter, expected = self.full(value)
+            if (expected.key, expected.body, expected.headers) != (
+                request.key,
+                request.body,
+                request.headers,
+            ):
+                log.warning("request template differs from the model's own build: turned off")
+                self.active = False
+                return adapter, expected
+        return self.adapter, request
+
+
+def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -> dict[str, Any]:
+    """A copy of ``body`` with ``texts`` at ``paths``; only the containers on a path are copied."""
+    out = dict(body)
+    copied: dict[tuple[Any, ...], Any] = {(): out}
+    for path, text in zip(paths, texts, strict=True):
+        node: Any = out
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            child = copied.get(prefix)
+            if child is None:
+                child = copy_container(node[path[depth - 1]])
+                node[path[depth - 1]] = child
+                copied[prefix] = child
+            node = child
+        node[path[-1]] = text
+    return out
+
+
+def copy_container(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value)
+
+
+def _find(node: Any, target: str, path: tuple[Any, ...], found: list[tuple[Any, ...]]) -> None:
+    if isinstance(node, str):
+        if node == target:
+            found.append(path)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _find(v, target, (*path, k), found)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _find(v, target, (*path, i), found)
+
+
+def _slots(
+    prompt: BasePromptTemplate[Any], marks: list[str]
+) -> tuple[list[BaseMessage], list[Callable[..., str]]] | None:
+    """Placeholder messages and the text formatter of each, or None if the prompt has a
+    part whose output is not one plain string per message."""
+    if isinstance(prompt, StringPromptTemplate):
+        marks.append(_mark())
+        return [HumanMessage(content=marks[-1])], [prompt.format]
+    if type(prompt) is not ChatPromptTemplate:
+        return None
+    messages: list[BaseMessage] = []
+    formatters: list[Callable[..., str]] = []
+    for part in prompt.messages:
+        if isinstance(part, BaseMessage):
+            messages.append(part)
+            continue
+        if not (
+            isinstance(part, _StringImageMessagePromptTemplate)
+            and type(part).format is _StringImageMessagePromptTemplate.format
+            and isinstance(part.prompt, StringPromptTemplate)
+        ):
+            return None
+        marks.append(_mark())
+        messages.append(part._msg_class(content=marks[-1], additional_kwargs=part.additional_kwargs))
+        formatters.append(part.prompt.format)
+    return messages, formatters
+
+
+def _mark() -> str:
+    return f"batchain-slot-{secrets.token_hex(12)}"
+
+
+def compile_template(fast: FastChain, build: BuildFrom) -> RequestTemplate | None:
+    """A :class:`RequestTemplate` for ``fast``, or None when its prompt or model does not
+    allow one. ``build`` is the full build of a call from its messages."""
+    marks: list[str] = []
+    slots = _slots(fast.prompt, marks)
+    if slots is None:
+        return None
+    messages, formatters = slots
+    try:
+        adapter, base = build(messages)
+    except Exception:  # the model refuses placeholder messages: no template
+        return None
+    if not adapter.batchable:
+        return None
+    text = json.dumps(base.body, default=str) + json.dumps(base.headers)
+    paths: list[tuple[Any, ...]] = []
+    for mark in marks:
+        found: list[tuple[Any, ...]] = []
+        _find(base.body, mark, (), found)
+        if len(found) != 1 or text.count(mark) != 1:
+            return None  # transformed, repeated or embedded: only whole strings are safe
+        paths.append(found[0])
+    return RequestTemplate(fast, build, adapter, base, formatters, paths)
 
 
 def _tracing_on() -> bool:

@@ -159,7 +159,7 @@ class Job:
 
     def outputs(self) -> list[Any]:
         """Outputs in input order; ``None`` where an item failed or has not run."""
-        return [r.output for r in self.iter_results()]
+        return [serialize.loads(text) for _, text in self.store.iter_outputs(self.id)]
 
     def errors(self) -> list[ItemResult]:
         return list(self.iter_results((ItemStatus.FAILED,)))

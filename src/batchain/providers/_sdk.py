@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import hashlib
 import importlib
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,8 +18,9 @@ from batchain.providers.base import (
     Failure,
     FailureKind,
     RateInfo,
-    call_key,
+    call_identity,
     clean_body_json,
+    key_for,
     redact,
 )
 
@@ -29,6 +31,7 @@ __all__ = [
     "estimate_tokens",
     "fresh_client",
     "rate_info_from",
+    "rebody",
     "response_class",
     "retry_after_seconds",
     "sdk_request",
@@ -56,7 +59,19 @@ def fresh_client(original: Any, max_connections: int) -> Any:
     sdk = importlib.import_module(type(original).__module__.split(".")[0])
     http_mod = _http_module(original)
     limits = http_mod.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return original.copy(http_client=sdk.DefaultAsyncHttpxClient(limits=limits))
+    options: dict[str, Any] = {"limits": limits}
+    ssl_context = _ssl_context_of(original)
+    if ssl_context is not None:
+        options["verify"] = ssl_context  # the original's trust settings, and no CA reload
+    return original.copy(http_client=sdk.DefaultAsyncHttpxClient(**options))
+
+
+def _ssl_context_of(client: Any) -> ssl.SSLContext | None:
+    """The TLS context of an SDK client's connection pool, when it has a plain one (loading
+    the CA bundle for a new one takes ~20 ms, a noticeable part of a small job)."""
+    pool = getattr(getattr(getattr(client, "_client", None), "_transport", None), "_pool", None)
+    ctx = getattr(pool, "_ssl_context", None)
+    return ctx if isinstance(ctx, ssl.SSLContext) else None
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -176,17 +191,41 @@ def sdk_request(
     all from one canonical JSON text."""
     text = clean_body_json(payload)
     raw = text.encode()
+    identity = call_identity(provider, scope, key_endpoint or endpoint, salt)
     return CallRequest(
         provider=provider,
         endpoint=endpoint,
         model=str(payload.get("model")),
         body=payload,
         lane=f"{provider}|{scope}|{payload.get('model')}",
-        key=call_key(provider, scope, key_endpoint or endpoint, text, salt),
+        key=key_for(identity, text),
         est_tokens=estimate_tokens(len(text), max_tokens),
         headers=headers,
         body_bytes=len(raw),
         body_hash=hashlib.sha256(raw).hexdigest(),
         max_output=cap(max_tokens),
         context=context,
+        identity=identity,
+    )
+
+
+def rebody(template: CallRequest, payload: dict[str, Any]) -> CallRequest:
+    """``template``'s call with another body of the same shape (same model, endpoint,
+    destination and headers): what :func:`sdk_request` would give for ``payload``."""
+    text = clean_body_json(payload)
+    raw = text.encode()
+    return CallRequest(
+        template.provider,
+        template.endpoint,
+        template.model,
+        payload,
+        template.lane,
+        key_for(template.identity, text),
+        estimate_tokens(len(text), template.max_output),
+        dict(template.headers),
+        len(raw),
+        template.max_output,
+        hashlib.sha256(raw).hexdigest(),
+        dict(template.context),
+        template.identity,
     )

@@ -19,10 +19,12 @@ from batchain.providers._sdk import (
     sdk_request,
 )
 from batchain.providers.base import (
+    Body,
     CallRequest,
     Failure,
     RateInfo,
     Sent,
+    parsed,
     remember_secret,
 )
 from batchain.providers.batch import (
@@ -89,17 +91,20 @@ class AnthropicAdapter:
         )
         return Sent(response.text, response.headers)
 
-    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult:
+    def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
         from anthropic.types import Message
         from anthropic.types.beta import BetaMessage
 
         message_type: Any = BetaMessage if request.context.get("beta") else Message
-        message = message_type.model_validate_json(text)
+        if isinstance(body, str):
+            message = message_type.model_validate_json(body)
+        else:
+            message = message_type.model_validate(body)
         result: ChatResult = model._format_output(message)  # type: ignore[attr-defined]
         return result
 
-    def usage(self, text: str) -> Usage:
-        return usage_from_body(json.loads(text))
+    def usage(self, body: Body) -> Usage:
+        return usage_from_body(parsed(body))
 
     def classify(self, exc: BaseException) -> Failure:
         return classify_sdk_error(exc, self.name)

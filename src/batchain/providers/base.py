@@ -23,6 +23,7 @@ from langchain_core.outputs import ChatResult
 from batchain.store.records import Usage
 
 __all__ = [
+    "Body",
     "CallRequest",
     "Failure",
     "FailureKind",
@@ -30,14 +31,26 @@ __all__ = [
     "RateInfo",
     "Sent",
     "body_hash",
+    "call_identity",
     "call_key",
     "canonical_json",
     "clean_body_json",
+    "key_for",
+    "parsed",
     "redact",
 ]
 
 #: request body keys that never change what the model computes
 _NON_SEMANTIC = ("stream", "stream_options")
+
+
+#: a response body: its JSON text, or that text already parsed
+Body = str | Mapping[str, Any]
+
+
+def parsed(body: Body) -> Any:
+    """``body`` as parsed JSON (parsed only if it is still text)."""
+    return json.loads(body) if isinstance(body, str) else body
 
 
 def canonical_json(obj: Any) -> str:
@@ -61,8 +74,16 @@ def call_key(provider: str, scope: str, endpoint: str, body_json: str, salt: str
     ``salt`` is empty for shareable calls; a job run with ``cache=False`` salts its calls
     with its id so they are replayed on resume but never shared with other jobs.
     """
-    raw = "\x1f".join((provider, scope, endpoint, salt, body_json))
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return key_for(call_identity(provider, scope, endpoint, salt), body_json)
+
+
+def call_identity(provider: str, scope: str, endpoint: str, salt: str) -> str:
+    """Everything in a call's key but its body: calls that differ only in body share it."""
+    return "\x1f".join((provider, scope, endpoint, salt))
+
+
+def key_for(identity: str, body_json: str) -> str:
+    return hashlib.sha256(f"{identity}\x1f{body_json}".encode()).hexdigest()
 
 
 _SECRET_PATTERNS = [
@@ -147,6 +168,8 @@ class CallRequest:
     body_hash: str = ""
     #: adapter-private details needed to send or parse (never stored)
     context: dict[str, Any] = field(default_factory=dict)
+    #: the key's inputs other than the body (:func:`call_identity`)
+    identity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +200,9 @@ class ProviderAdapter(Protocol):
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent: ...
 
-    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult: ...
+    def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult: ...
 
-    def usage(self, text: str) -> Usage: ...
+    def usage(self, body: Body) -> Usage: ...
 
     def classify(self, exc: BaseException) -> Failure: ...
 

@@ -82,6 +82,8 @@ class Outcome:
     body: str
     status: int | None = None
     reason: str = ""
+    #: the response body parsed (succeeded only; saves parsing ``body`` again)
+    data: Any = None
 
 
 def openai_line(custom_id: str, endpoint: str, body: Mapping[str, Any]) -> bytes:
@@ -91,7 +93,8 @@ def openai_line(custom_id: str, endpoint: str, body: Mapping[str, Any]) -> bytes
 
 def _http_outcome(custom_id: str, status: int, body: Any) -> Outcome:
     if status == 200:
-        return Outcome(custom_id, OutcomeKind.SUCCEEDED, json.dumps(body, ensure_ascii=False), status)
+        text = json.dumps(body, ensure_ascii=False)
+        return Outcome(custom_id, OutcomeKind.SUCCEEDED, text, status, data=body)
     err = body.get("error", body) if isinstance(body, dict) else body
     message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
     retryable = status == 429 or status >= 500 or status in (408, 409)
@@ -137,8 +140,9 @@ def anthropic_outcomes(text: str) -> Iterator[Outcome]:
         result = line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
-            body = json.dumps(result.get("message"), ensure_ascii=False)
-            yield Outcome(cid, OutcomeKind.SUCCEEDED, body, 200)
+            message = result.get("message")
+            body = json.dumps(message, ensure_ascii=False)
+            yield Outcome(cid, OutcomeKind.SUCCEEDED, body, 200, data=message)
         elif kind == "errored":
             envelope = result.get("error") or {}
             err = envelope.get("error", envelope) if isinstance(envelope, dict) else {}

@@ -18,7 +18,16 @@ from langchain_core.load import dumpd, dumps, load
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from batchain.providers.base import CallRequest, Failure, FailureKind, RateInfo, Sent, redact
+from batchain.providers.base import (
+    Body,
+    CallRequest,
+    Failure,
+    FailureKind,
+    RateInfo,
+    Sent,
+    parsed,
+    redact,
+)
 from batchain.store.records import Usage
 
 __all__ = ["GenericAdapter"]
@@ -74,8 +83,8 @@ class GenericAdapter:
         payload = {"generations": [dumpd(g) for g in result.generations], "llm_output": result.llm_output}
         return Sent(json.dumps(payload, default=str), {})
 
-    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult:
-        payload = json.loads(text)
+    def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
+        payload = parsed(body)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # `load` is marked beta
             gens = [load(g, allowed_objects="core") for g in payload["generations"]]
@@ -84,8 +93,8 @@ class GenericAdapter:
             llm_output=payload.get("llm_output"),
         )
 
-    def usage(self, text: str) -> Usage:
-        payload = json.loads(text)
+    def usage(self, body: Body) -> Usage:
+        payload = parsed(body)
         total = Usage(requests=1)
         for g in payload["generations"]:
             meta = (g.get("kwargs", {}).get("message", {}) or {}).get("kwargs", {})

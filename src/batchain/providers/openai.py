@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,10 +20,12 @@ from batchain.providers._sdk import (
     sdk_request,
 )
 from batchain.providers.base import (
+    Body,
     CallRequest,
     Failure,
     RateInfo,
     Sent,
+    parsed,
     remember_secret,
 )
 from batchain.providers.batch import (
@@ -102,9 +103,8 @@ class OpenAIAdapter:
         )
         return Sent(response.text, response.headers)
 
-    def parse(self, model: BaseChatModel, request: CallRequest, text: str) -> ChatResult:
-        body = json.loads(text)
-        result: ChatResult = model._create_chat_result(body)  # type: ignore[attr-defined]
+    def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
+        result: ChatResult = model._create_chat_result(parsed(body))  # type: ignore[attr-defined]
         schema = request.context.get("schema")
         if schema is not None:
             for gen in result.generations:
@@ -119,8 +119,8 @@ class OpenAIAdapter:
                     msg.additional_kwargs["parsed"] = schema.model_validate_json(msg.content)
         return result
 
-    def usage(self, text: str) -> Usage:
-        return usage_from_body(json.loads(text))
+    def usage(self, body: Body) -> Usage:
+        return usage_from_body(parsed(body))
 
     def classify(self, exc: BaseException) -> Failure:
         return classify_sdk_error(exc, self.name)

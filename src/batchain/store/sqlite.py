@@ -144,6 +144,30 @@ def _alive(owner: str) -> bool:
     return True
 
 
+def _call_record(r: sqlite3.Row) -> CallRecord:
+    return CallRecord(
+        key=r["key"],
+        provider=r["provider"],
+        model=r["model"],
+        status=CallStatus(r["status"]),
+        attempts=r["attempts"],
+        tier=r["tier"],
+        job_id=r["job_id"],
+        response=r["response"],
+        error=r["error"],
+        usage=Usage(
+            r["input_tokens"],
+            r["output_tokens"],
+            r["cache_read_tokens"],
+            r["cache_creation_tokens"],
+            r["reasoning_tokens"],
+            1,
+        ),
+        request=r["request"],
+        batch_id=r["batch_id"],
+    )
+
+
 def _batch_row(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
     d["info"] = json.loads(d.get("info") or "{}")
@@ -211,12 +235,13 @@ class SQLiteStore:
                 self._in_tx = True
             return self._conn.execute(sql, tuple(params))
 
-    def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Run ``sql`` for every row; returns how many rows it changed in all."""
         with self._lock:
             if not self._in_tx:
                 self._conn.execute("BEGIN")
                 self._in_tx = True
-            self._conn.executemany(sql, rows)
+            return self._conn.executemany(sql, rows).rowcount
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -302,9 +327,7 @@ class SQLiteStore:
             holder, until = row[0], row[1]
             if holder and holder != owner and until and until > now and _alive(holder):
                 return str(holder)
-            self._write(
-                "UPDATE jobs SET lease_owner=?, lease_until=? WHERE id=?", (owner, now + ttl, job_id)
-            )
+            self._write("UPDATE jobs SET lease_owner=?, lease_until=? WHERE id=?", (owner, now + ttl, job_id))
             self.commit()
         return None
 
@@ -375,6 +398,20 @@ class SQLiteStore:
                 )
             last = rows[-1]["idx"]
 
+    def iter_outputs(self, job_id: str, page: int = 5000) -> Iterator[tuple[int, str | None]]:
+        """``(idx, output)`` of every item in index order, page by page."""
+        last = -1
+        while True:
+            rows = self._read(
+                "SELECT idx, output FROM items WHERE job_id=? AND idx>? ORDER BY idx LIMIT ?",
+                (job_id, last, page),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield r[0], r[1]
+            last = rows[-1][0]
+
     def finish_item(
         self,
         job_id: str,
@@ -391,6 +428,23 @@ class SQLiteStore:
         )
         if cur.rowcount != 1:
             raise IllegalTransition(f"item {job_id}#{idx}: cannot become {status.value}")
+
+    def finish_items(self, job_id: str, rows: list[tuple[int, ItemStatus, str | None, str | None]]) -> None:
+        """:meth:`finish_item` of many items: ``(idx, status, output, error)`` each."""
+        by_status: dict[ItemStatus, list[tuple[Any, ...]]] = {}
+        for idx, status, output, error in rows:
+            by_status.setdefault(status, []).append((status.value, output, error, job_id, idx))
+        for status, params in by_status.items():
+            olds = _predecessors(status)
+            changed = self._write_many(
+                f"UPDATE items SET status=?, output=?, error=?, attempts=attempts+1"
+                f" WHERE job_id=? AND idx=? AND status IN {_in(olds)}",
+                (p + olds for p in params),
+            )
+            if changed != len(params):
+                raise IllegalTransition(
+                    f"job {job_id}: {len(params) - changed} item(s) cannot become {status.value}"
+                )
 
     def reset_items(self, job_id: str, from_statuses: tuple[ItemStatus, ...]) -> int:
         """Move failed/cancelled items back to pending (``batchain retry``)."""
@@ -421,30 +475,16 @@ class SQLiteStore:
 
     def get_call(self, key: str) -> CallRecord | None:
         rows = self._read("SELECT * FROM calls WHERE key=?", (key,))
-        if not rows:
-            return None
-        r = rows[0]
-        return CallRecord(
-            key=r["key"],
-            provider=r["provider"],
-            model=r["model"],
-            status=CallStatus(r["status"]),
-            attempts=r["attempts"],
-            tier=r["tier"],
-            job_id=r["job_id"],
-            response=r["response"],
-            error=r["error"],
-            usage=Usage(
-                r["input_tokens"],
-                r["output_tokens"],
-                r["cache_read_tokens"],
-                r["cache_creation_tokens"],
-                r["reasoning_tokens"],
-                1,
-            ),
-            request=r["request"],
-            batch_id=r["batch_id"],
-        )
+        return _call_record(rows[0]) if rows else None
+
+    def get_calls(self, keys: list[str]) -> dict[str, CallRecord]:
+        """The stored calls among ``keys``, by key (one query per 500 keys)."""
+        found: dict[str, CallRecord] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            for r in self._read(f"SELECT * FROM calls WHERE key IN {_in(tuple(part))}", part):
+                found[r["key"]] = _call_record(r)
+        return found
 
     def begin_call(
         self,
@@ -483,27 +523,51 @@ class SQLiteStore:
             ),
         )
 
+    def begin_calls(self, calls: list[tuple[str, str, str, str, str]], job_id: str) -> None:
+        """:meth:`begin_call` of many calls parked for a batch: ``(key, provider, model,
+        endpoint, request_hash)`` each."""
+        olds = _predecessors(CallStatus.PENDING)
+        now = time.time()
+        self._write_many(
+            "INSERT INTO calls (key, provider, model, endpoint, status, job_id, updated_at,"
+            " request_hash) VALUES (?,?,?,?,'pending',?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET status=excluded.status, job_id=excluded.job_id,"
+            f" updated_at=excluded.updated_at WHERE status IN {_in(olds)}",
+            (
+                (key, provider, model, endpoint, job_id, now, h or None, *olds)
+                for key, provider, model, endpoint, h in calls
+            ),
+        )
+
     def call_succeeded(
         self, key: str, response: str, usage: Usage, tier: str, cost: Decimal | None = None
     ) -> None:
         """Record an answered call; ``cost`` is its price in USD (None: unknown)."""
+        self.calls_succeeded([(key, response, usage, tier, cost)])
+
+    def calls_succeeded(self, rows: list[tuple[str, str, Usage, str, Decimal | None]]) -> None:
+        """:meth:`call_succeeded` of many calls: ``(key, response, usage, tier, cost)`` each."""
         olds = _predecessors(CallStatus.SUCCEEDED)
-        self._write(
+        now = time.time()
+        self._write_many(
             f"UPDATE calls SET status='succeeded', response=?, error=NULL, tier=?, cost=?,"
             f" input_tokens=?, output_tokens=?, cache_read_tokens=?, cache_creation_tokens=?,"
             f" reasoning_tokens=?, updated_at=? WHERE key=? AND status IN {_in(olds)}",
             (
-                response,
-                tier,
-                None if cost is None else str(cost),
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_read_tokens,
-                usage.cache_creation_tokens,
-                usage.reasoning_tokens,
-                time.time(),
-                key,
-                *olds,
+                (
+                    response,
+                    tier,
+                    None if cost is None else str(cost),
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_read_tokens,
+                    usage.cache_creation_tokens,
+                    usage.reasoning_tokens,
+                    now,
+                    key,
+                    *olds,
+                )
+                for key, response, usage, tier, cost in rows
             ),
         )
         self.commit_soon()
@@ -522,6 +586,12 @@ class SQLiteStore:
         self._write(
             "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)",
             (job_id, key, item_idx, source),
+        )
+
+    def link_calls(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
+        self._write_many(
+            "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)", rows
         )
 
     def job_usage(self, job_id: str, sources: tuple[str, ...] = ("paid",)) -> Usage:
@@ -573,10 +643,7 @@ class SQLiteStore:
         return out
 
     def item_usage(self, job_id: str) -> dict[int, Usage]:
-        return {
-            idx: sum((u for _, _, u in calls), Usage())
-            for idx, calls in self.item_calls(job_id).items()
-        }
+        return {idx: sum((u for _, _, u in calls), Usage()) for idx, calls in self.item_calls(job_id).items()}
 
     def job_call_stats(self, job_id: str) -> dict[str, int]:
         rows = self._read(
