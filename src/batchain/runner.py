@@ -468,11 +468,16 @@ class JobRunner:
         while not self._stopping:
             if feeder.done() and not self._live():
                 return
+            changed = self._changed.is_set()
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                # settle: something still moving means the round is not complete yet
-                await asyncio.wait_for(self._changed.wait(), _SETTLE_S)
-                continue
+            # with no item coroutines (the bulk path) nothing can still be on its way to a
+            # parked call: a change is acted on at once instead of after a settle
+            quiet = changed and not self._tasks and (feeder.done() or self._feeder_blocked)
+            if not quiet:
+                with contextlib.suppress(TimeoutError):
+                    # settle: something still moving means the round is not complete yet
+                    await asyncio.wait_for(self._changed.wait(), _SETTLE_S)
+                    continue
             if self._deadline_near() and not batch.switched:
                 await batch.switch_to_realtime()
                 continue

@@ -102,6 +102,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
+# every job prices its calls: load the bundled catalog (~20 ms) with the engine, not in the
+# middle of a job's first collection
+from genai_prices import data as _catalog  # noqa: F401
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 

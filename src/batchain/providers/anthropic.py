@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from batchain import _json
 from batchain.providers._sdk import (
     classify_sdk_error,
     clean_payload,
@@ -146,7 +147,7 @@ class AnthropicBatchAPI:
 
     def encode(self, key: str, request: CallRequest) -> bytes:
         entry = {"custom_id": key, "params": request.body}
-        return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+        return _json.dumps(entry).encode()
 
     async def create(
         self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
@@ -174,7 +175,7 @@ class AnthropicBatchAPI:
             cast_to=response_class(client),
             options={"headers": {"Accept": "application/binary"}},
         )
-        return list(anthropic_outcomes(response.text))
+        return list(anthropic_outcomes(response.content))
 
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.messages.batches.cancel(provider_id)

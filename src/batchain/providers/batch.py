@@ -8,11 +8,12 @@ tested on its own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from batchain import _json
 
 __all__ = [
     "ANTHROPIC_LIMITS",
@@ -88,12 +89,12 @@ class Outcome:
 
 def openai_line(custom_id: str, endpoint: str, body: Mapping[str, Any]) -> bytes:
     line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return _json.dumps(line).encode() + b"\n"
 
 
 def _http_outcome(custom_id: str, status: int, body: Any) -> Outcome:
     if status == 200:
-        text = json.dumps(body, ensure_ascii=False)
+        text = _json.dumps(body)
         return Outcome(custom_id, OutcomeKind.SUCCEEDED, text, status, data=body)
     err = body.get("error", body) if isinstance(body, dict) else body
     message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
@@ -102,12 +103,12 @@ def _http_outcome(custom_id: str, status: int, body: Any) -> Outcome:
     return Outcome(custom_id, kind, f"{status}: {message}", status, f"http_{status}")
 
 
-def openai_outcomes(text: str) -> Iterator[Outcome]:
+def openai_outcomes(text: str | bytes) -> Iterator[Outcome]:
     """Outcomes from an OpenAI output or error file (any order; join on custom_id)."""
     for raw in text.splitlines():
         if not raw.strip():
             continue
-        line = json.loads(raw)
+        line = _json.loads(raw)
         cid = str(line.get("custom_id"))
         response = line.get("response")
         if response is not None:
@@ -130,18 +131,18 @@ def openai_failed_batch_outcomes(keys: Iterable[str], errors: Any) -> Iterator[O
         yield Outcome(key, kind, f"batch failed validation: {message}", None, ",".join(sorted(codes)))
 
 
-def anthropic_outcomes(text: str) -> Iterator[Outcome]:
+def anthropic_outcomes(text: str | bytes) -> Iterator[Outcome]:
     """Outcomes from an Anthropic results JSONL stream."""
     for raw in text.splitlines():
         if not raw.strip():
             continue
-        line = json.loads(raw)
+        line = _json.loads(raw)
         cid = str(line.get("custom_id"))
         result = line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
             message = result.get("message")
-            body = json.dumps(message, ensure_ascii=False)
+            body = _json.dumps(message)
             yield Outcome(cid, OutcomeKind.SUCCEEDED, body, 200, data=message)
         elif kind == "errored":
             envelope = result.get("error") or {}

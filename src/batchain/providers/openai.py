@@ -192,7 +192,7 @@ class OpenAIBatchAPI:
         for ref in (view.output_ref, view.error_ref):
             if ref:
                 content = await client.files.content(ref)
-                found.extend(openai_outcomes(content.text))
+                found.extend(openai_outcomes(content.content))
         return found
 
     async def cancel(self, client: Any, provider_id: str) -> None:
