@@ -454,12 +454,9 @@ def main() -> None:
         tables.append(three_stage_cost(args.cost_items, pythons))
 
     notes += [
-        "batchain beyond 10,000 items is submitted with window=<items>: batch mode reads at "
-        "most 10,000 inputs ahead by default, so batchain.submit() of 50,000 items returns with "
-        "only the first 10,000 read and sent (one batch), and Job.open(id).wait() in another "
-        "process then raises 'stopped before all of its inputs were read ... pass the same "
-        "inputs again' (it needs Job.open(id).resume(inputs), and 5 provider rounds in turn). "
-        "With window=50000 all items go in one batch, like langasync's single batch.",
+        "batchain runs with its defaults: batch mode stores every input, then parks up to "
+        "50,000 items at once (one OpenAI batch), so each size is one provider batch for both "
+        "clients.",
         "Sandbox: batchain.sandbox in its own process, batch_validating_s=0.05, "
         "batch_processing_s=0.5, batch_finalizing_s=0.05, no latency, no faults; reset before "
         "every run. Same 2-core machine as the clients (and as other work running on it).",

@@ -21,14 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_chains import Meter, emit, inputs, single_stage, three_stage
 
 POLL = {"poll_min": 0.05, "poll_max": 0.5}
-# batch mode reads at most 10,000 items ahead by default (parked items cost memory); a
-# job with more inputs submits its first window only, and a later Job.open(id).wait()
-# without the inputs cannot read the rest. So beyond 10k the whole input is one window.
-DEFAULT_WINDOW = 10_000
-
-
-def window(n: int) -> dict[str, int]:
-    return {"window": n} if n > DEFAULT_WINDOW else {}
 
 
 def main() -> None:
@@ -49,7 +41,7 @@ def main() -> None:
         chain, items = single_stage(args.base_url), inputs(args.n)
         meter = Meter()
         with meter:
-            job = submit(chain, items, store=args.store, **POLL, **window(args.n))
+            job = submit(chain, items, store=args.store, **POLL)
         emit(
             {
                 "phase": "submit",

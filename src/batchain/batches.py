@@ -118,6 +118,9 @@ class Parked:
     future: Waiter
     item_idx: int
     attempts: int = 0
+    #: set when ``request`` is only the call's identity (its body was not rebuilt): gives
+    #: the full request, needed only if the call goes to a provider again
+    rebuild: Callable[[], CallRequest] | None = None
 
     @property
     def key(self) -> str:
@@ -286,7 +289,7 @@ class BatchCoordinator:
         groups: dict[tuple[str, str, str], list[Parked]] = {}
         for key in keys:
             p = self.parked.get(key)
-            if p is not None:
+            if p is not None and self._materialize(p):
                 groups.setdefault(p.group, []).append(p)
         created = 0
         self.stats.rounds += 1
@@ -304,6 +307,29 @@ class BatchCoordinator:
         if self.unsubmitted and not created and not self.live and self.budget is not None:
             raise BudgetExhausted(self.budget.describe())
         return created
+
+    def _materialize(self, parked: Parked) -> bool:
+        """Give a call found by its key alone its full request before it is sent again.
+        The rebuilt request must be the stored one: if the chain changed since, the call
+        fails (a retry of its items sends the new request)."""
+        rebuild, parked.rebuild = parked.rebuild, None
+        if rebuild is None:
+            return True
+        try:
+            request = rebuild()
+        except Exception as exc:
+            self._fail(parked, f"could not build the request again: {redact(str(exc))}", None)
+            return False
+        if request.key != parked.key:
+            self._fail(
+                parked,
+                "the chain changed since this call was first sent, so its request is no longer "
+                "the stored one; retry the item to send the new request",
+                None,
+            )
+            return False
+        parked.request = request
+        return True
 
     def _affordable(self, members: list[Parked]) -> tuple[list[Parked], Decimal]:
         """The leading calls whose worst case fits the budget; the rest wait (unsubmitted)."""

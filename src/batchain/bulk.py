@@ -24,14 +24,27 @@ from batchain.calls import CallManager, finish_result
 from batchain.fastpath import RequestTemplate
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
+from batchain.store.records import CallRecord
 from batchain.store.sqlite import SQLiteStore
 
-__all__ = ["BulkItems"]
+__all__ = ["BulkItems", "Wait"]
 
 #: how an item ends: (idx, input, output, exception); exactly one of the last two is set
 Settle = Callable[[int, Any, Any, BaseException | None], None]
 #: an item the bulk path hands back to the ordinary path
 Spill = Callable[[int, Any], None]
+#: the call an earlier run noted an item waits for: its key, and its record if stored
+Wait = tuple[str, "CallRecord | None"]
+
+
+def _settled_elsewhere(record: CallRecord | None) -> bool:
+    """Is this call answered, or in a provider batch (or on its way to one)? Then its
+    request need not be built again to wait for it."""
+    if record is None:
+        return False
+    if record.status == CallStatus.SUCCEEDED:
+        return bool(record.response)
+    return record.batch_id is not None and record.status in (CallStatus.PENDING, CallStatus.SUBMITTED)
 
 
 @dataclass(slots=True)
@@ -78,7 +91,11 @@ class BulkItems:
         job_id: str,
         settle: Settle,
         spill: Spill,
+        stubs: bool = True,
     ) -> None:
+        #: whether calls found by key may skip rebuilding their request (off under a
+        #: budget, whose reservations need each request's size)
+        self.stubs = stubs
         self.template = template
         self.calls = calls
         self.batch = batch
@@ -91,10 +108,17 @@ class BulkItems:
         #: items waiting on those calls
         self.outstanding = 0
 
-    async def add(self, rows: list[tuple[int, Any]]) -> None:
-        """Start ``rows`` (``(idx, input)`` pairs): build, then replay, share or park each call."""
-        built: list[tuple[int, Any, ProviderAdapter, CallRequest]] = []
-        for idx, value in rows:
+    async def add(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
+        """Start ``rows`` (``(idx, input, wait)``): find, share, replay or park each call.
+
+        ``wait`` is the call an earlier run noted the item waits for, with its record: when
+        that call is answered or at a provider, the item's request is not built again."""
+        built: list[tuple[int, Any, ProviderAdapter, CallRequest, CallRecord | None, bool]] = []
+        for idx, value, wait in rows:
+            if wait is not None and self.stubs and _settled_elsewhere(wait[1]):
+                key, record = wait
+                built.append((idx, value, self.template.adapter, self.template.stub(key), record, True))
+                continue
             try:
                 adapter, request = self.template.build(value)
             except Exception as exc:  # the prompt rejects the input: the item's error
@@ -103,13 +127,17 @@ class BulkItems:
             if not adapter.batchable:
                 self.spill(idx, value)  # e.g. an API without a batch endpoint
                 continue
-            built.append((idx, value, adapter, request))
-        stored = self.store.get_calls([r.key for _, _, _, r in built if r.key not in self.entries])
+            built.append((idx, value, adapter, request, None, False))
+        lookup = [r.key for _, _, _, r, _, stub in built if not stub and r.key not in self.entries]
+        stored = self.store.get_calls(lookup)
         fresh: list[Parked] = []
         resumed: list[tuple[Parked, str]] = []
         begin: list[tuple[str, str, str, str, str]] = []
-        for idx, value, adapter, request in built:
+        waits: list[tuple[int, str]] = []
+        for idx, value, adapter, request, known, stub in built:
             key = request.key
+            if not stub:
+                waits.append((idx, key))
             entry = self.entries.get(key)
             if entry is not None:
                 entry.items.append((idx, value))
@@ -117,7 +145,7 @@ class BulkItems:
                 self.calls.stats.shared += 1
                 self.store.link_call(self.job_id, key, idx, "shared")
                 continue
-            record = stored.get(key)
+            record = known if stub else stored.get(key)
             if record is not None and record.status == CallStatus.SUCCEEDED and record.response:
                 self.calls.stats.cached += 1
                 source = "replay" if record.job_id == self.job_id else "cache"
@@ -136,6 +164,7 @@ class BulkItems:
                 _Waiter(self, key),
                 idx,
                 attempts=record.attempts if record is not None else 0,
+                rebuild=self._rebuilder(value) if stub else None,
             )
             if record is not None and record.batch_id is not None:
                 resumed.append((parked, record.batch_id))
@@ -143,10 +172,15 @@ class BulkItems:
                 fresh.append(parked)
         if begin:
             self.store.begin_calls(begin, self.job_id)
+        if waits:
+            self.store.set_waits(self.job_id, waits)
         self.store.commit_soon()
         self.batch.park_new(fresh)
         for parked, uid in resumed:
             await self.batch.park(parked, uid)
+
+    def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
+        return lambda: self.template.build(value)[1]
 
     def resolved(self, key: str, text: str | None, data: Any, exc: BaseException | None) -> None:
         """A parked call got its answer (or its error): finish every item waiting on it."""

@@ -104,6 +104,26 @@ class RequestTemplate:
         chat = isinstance(fast.prompt, ChatPromptTemplate)
         self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
 
+    def stub(self, key: str) -> CallRequest:
+        """A request that is only the identity of call ``key`` of this template (no body):
+        enough to wait for, price and parse the call's answer, not to send it."""
+        b = self.base
+        return CallRequest(
+            b.provider,
+            b.endpoint,
+            b.model,
+            {},
+            b.lane,
+            key,
+            0,
+            dict(b.headers),
+            0,
+            b.max_output,
+            "",
+            dict(b.context),
+            b.identity,
+        )
+
     def full(self, value: Any) -> tuple[ProviderAdapter, CallRequest]:
         """The item's call built the ordinary way (prompt, messages, payload builder)."""
         return self._build(self.fast.messages(value))

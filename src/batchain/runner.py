@@ -27,7 +27,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from batchain import serialize
 from batchain.batches import BatchCoordinator, CallCancelled
 from batchain.budget import Budget, BudgetExhausted
-from batchain.bulk import BulkItems
+from batchain.bulk import BulkItems, Wait
 from batchain.calls import CallManager, build_request
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.fastpath import FastChain, compile_fast, compile_template
@@ -203,6 +203,7 @@ class JobRunner:
             job_id=self.job_id,
             settle=self._settle_item,
             spill=self._spill,
+            stubs=self.budget is None,
         )
 
     # -- public ----------------------------------------------------------------------------
@@ -391,7 +392,7 @@ class JobRunner:
             await self._feed_bulk(self.bulk, inputs)
             return
         slots = self._slots
-        async for idx, value, stored in self._source(inputs):
+        async for idx, value, stored, _wait in self._source(inputs):
             if slots.locked():
                 self._feeder_blocked = True
                 self._changed.set()
@@ -409,8 +410,8 @@ class JobRunner:
     async def _feed_bulk(self, bulk: BulkItems, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> None:
         """The feeder of the bulk path: items start a chunk at a time, as rows."""
         slots = self._slots
-        rows: list[tuple[int, Any]] = []
-        async for idx, value, _stored in self._source(inputs):
+        rows: list[tuple[int, Any, Wait | None]] = []
+        async for idx, value, _stored, wait in self._source(inputs, waits=True):
             if slots.locked():
                 if rows:  # park what was read before waiting, or the round could never end
                     await bulk.add(rows)
@@ -423,7 +424,7 @@ class JobRunner:
                 slots.release()
                 break
             self.started += 1
-            rows.append((idx, value))
+            rows.append((idx, value, wait))
             if len(rows) >= _BULK_CHUNK:
                 await bulk.add(rows)
                 rows = []
@@ -520,19 +521,26 @@ class JobRunner:
             await batch.poll_due()
 
     async def _source(
-        self, inputs: Iterable[Any] | AsyncIterable[Any] | None
-    ) -> AsyncIterator[tuple[int, Any, bool]]:
+        self, inputs: Iterable[Any] | AsyncIterable[Any] | None, *, waits: bool = False
+    ) -> AsyncIterator[tuple[int, Any, bool, Wait | None]]:
         """Stored items without a result first, then new inputs after the stored ones.
 
         Batch and auto mode store every input before running any: a submitted job must be
-        able to finish in another process that never sees the inputs.
+        able to finish in another process that never sees the inputs. With ``waits``, a
+        stored item comes with the call an earlier run noted it waits for (bulk path).
         """
         if self.batch is not None and inputs is not None:
             await self._ingest_all(inputs)
-        for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
-            if self._stopping:
-                return
-            yield item.idx, serialize.loads(item.input), True
+        if waits:
+            for idx, text, key, record in self.store.iter_pending_waits(self.job_id):
+                if self._stopping:
+                    return
+                yield idx, serialize.loads(text), True, (key, record) if key is not None else None
+        else:
+            for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
+                if self._stopping:
+                    return
+                yield item.idx, serialize.loads(item.input), True, None
         job = self.store.get_job(self.job_id)
         assert job is not None
         if job.inputs_complete:
@@ -551,7 +559,7 @@ class JobRunner:
             if self._stopping:
                 return
             self._ingest(idx, value)
-            yield idx, value, False
+            yield idx, value, False, None
             idx += 1
         self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
         self.store.commit_soon()

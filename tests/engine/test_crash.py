@@ -29,6 +29,8 @@ def _child(
     mode: str = "realtime",
     n: int = N,
     failpoint: str | None = None,
+    chain: str | None = None,
+    provider: str = "openai",
 ) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
@@ -38,7 +40,8 @@ def _child(
     env.pop("BATCHAIN_FAILPOINT", None)
     if failpoint:
         env["BATCHAIN_FAILPOINT"] = failpoint
-    chain = "chain_for_crash.py" if mode == "realtime" else "batch_chain.py"
+    env["CRASH_PROVIDER"] = provider
+    chain = chain or ("chain_for_crash.py" if mode == "realtime" else "batch_chain.py")
     return subprocess.Popen(
         [
             sys.executable,
@@ -210,3 +213,72 @@ def test_batch_sigkill_while_waiting_then_resume(sandbox: Sandbox, tmp_path: Pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     _finish(sandbox, store, "job-w")
+
+
+# -- the bulk path (one-stage chains in batch mode): the same guarantees -----------------------
+
+BULK_N = 400
+
+
+def _finish_bulk(sb: Sandbox, store: Path, job_id: str, provider: str) -> batchain.Job:
+    proc = _child(
+        sb, store, job_id, "resume", mode="batch", n=BULK_N, chain="bulk_chain.py", provider=provider
+    )
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    job = batchain.Job.open(job_id, store=store)
+    assert job.status == batchain.JobStatus.COMPLETED
+    results = job.results()
+    assert [r.index for r in results] == list(range(BULK_N))
+    assert all(r.ok and r.output.endswith(f"Summarise item {r.index}") for r in results)
+    assert not sb.duplicates(), "a request was billed twice"
+    assert len(sb.ledger()) == BULK_N
+    assert {e.tier for e in sb.ledger()} == {"batch"}
+    # the bulk path noted the call of every item, so the resume did not rebuild requests
+    assert _count(store, "SELECT COUNT(*) FROM waits") == BULK_N
+    return job
+
+
+@pytest.mark.parametrize(
+    ("point", "provider"),
+    [
+        ("batch_before_create", "openai"),
+        ("batch_after_upload", "openai"),
+        ("batch_after_create:openai", "openai"),
+        ("batch_after_create:anthropic", "anthropic"),
+        ("batch_before_download", "openai"),
+        ("batch_before_download", "anthropic"),
+        ("batch_after_apply", "openai"),
+    ],
+)
+def test_bulk_sigkill_at_failpoint_then_resume(
+    sandbox: Sandbox, tmp_path: Path, point: str, provider: str
+) -> None:
+    sandbox.configure(**FAST)
+    store = tmp_path / "bulk.sqlite"
+    proc = _child(
+        sandbox,
+        store,
+        "job-bulk",
+        "start",
+        mode="batch",
+        n=BULK_N,
+        failpoint=point,
+        chain="bulk_chain.py",
+        provider=provider,
+    )
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    job = _finish_bulk(sandbox, store, "job-bulk", provider)
+    if point.startswith("batch_after_create"):
+        assert job.stats["batches_reconciled"] == 1  # found at the provider, not resubmitted
+
+
+def test_bulk_sigkill_while_polling_then_resume(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.configure(**FAST)
+    store = tmp_path / "bulkw.sqlite"
+    proc = _child(sandbox, store, "job-bw", "start", mode="batch", n=BULK_N, chain="bulk_chain.py")
+    _wait_for(store, BATCHES, 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _finish_bulk(sandbox, store, "job-bw", "openai")

@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS job_calls (
     source TEXT NOT NULL,
     PRIMARY KEY (job_id, key, item_idx, source)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS waits (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS provider_batches (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -418,6 +424,35 @@ class SQLiteStore:
             for r in rows:
                 yield r[0], r[1]
             last = rows[-1][0]
+
+    def set_waits(self, job_id: str, rows: list[tuple[int, str]]) -> None:
+        """Note the call each item waits for, ``(idx, key)``: a later run finds it there
+        instead of building the item's request again."""
+        self._write_many(
+            "INSERT OR REPLACE INTO waits (job_id, idx, key) VALUES (?,?,?)",
+            ((job_id, idx, key) for idx, key in rows),
+        )
+
+    def iter_pending_waits(
+        self, job_id: str, page: int = 2000
+    ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
+        """Pending items in index order: ``(idx, input, key of the call it waits for,
+        that call)``, the last two None where none was noted (or the call is gone)."""
+        last = -1
+        while True:
+            rows = self._read(
+                "SELECT i.idx AS idx, i.input AS input, w.key AS wait, c.* FROM items i"
+                " LEFT JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx"
+                " LEFT JOIN calls c ON c.key = w.key"
+                " WHERE i.job_id=? AND i.status='pending' AND i.idx>? ORDER BY i.idx LIMIT ?",
+                (job_id, last, page),
+            )
+            if not rows:
+                return
+            for r in rows:
+                record = _call_record(r) if r["key"] is not None else None
+                yield r["idx"], r["input"], r["wait"], record
+            last = rows[-1]["idx"]
 
     def finish_item(
         self,

@@ -1,0 +1,187 @@
+"""The bulk path: batch mode runs `prompt | model [| parser]` items as rows, with requests
+from a template of the model's own payload builder. Same requests, same results, same
+guarantees as the ordinary path."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import SystemMessage
+from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
+
+import batchain
+from batchain.calls import build_request
+from batchain.fastpath import RequestTemplate, compile_fast, compile_template
+from batchain.runner import JobRunner, RunOptions
+from batchain.sandbox import Sandbox
+from batchain.states import JobStatus
+from batchain.store import SQLiteStore
+from batchain.store.records import JobRecord
+from tests.engine.conftest import make_anthropic, make_openai
+
+FAST = dict(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+
+
+def template_of(chain: Any, salt: str = "") -> RequestTemplate | None:
+    fast = compile_fast(chain)
+    assert fast is not None
+    stop, kwargs = fast.call_args()
+    return compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
+
+
+def same_request(template: RequestTemplate, value: Any) -> None:
+    _, got = template.build(value)
+    _, want = template.full(value)
+    assert (got.key, got.body, got.headers, got.body_hash, got.body_bytes, got.lane) == (
+        want.key,
+        want.body,
+        want.headers,
+        want.body_hash,
+        want.body_bytes,
+        want.lane,
+    )
+
+
+def prompts() -> dict[str, Any]:
+    return {
+        "one human": ChatPromptTemplate.from_template("Tell me about {x}"),
+        "system and human": ChatPromptTemplate.from_messages(
+            [("system", "You are {who}."), ("human", "Tell me about {x}")]
+        ),
+        "static system": ChatPromptTemplate.from_messages(
+            [SystemMessage("Be brief."), ("human", "{x}"), ("ai", "Sure."), ("human", "And {who}?")]
+        ),
+        "two humans in a row": ChatPromptTemplate.from_messages([("human", "{x}"), ("human", "{who}")]),
+        "partial": ChatPromptTemplate.from_template("{greeting}, tell me about {x}").partial(greeting="Hi"),
+        "string prompt": PromptTemplate.from_template("Say {x} to {who}"),
+    }
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("name", list(prompts()))
+def test_template_builds_exactly_what_the_model_builds(sandbox: Sandbox, provider: str, name: str) -> None:
+    model = make_openai(sandbox, temperature=0.3) if provider == "openai" else make_anthropic(sandbox)
+    template = template_of(prompts()[name] | model.bind(stop=["END"]) | StrOutputParser())
+    assert template is not None
+    values = [
+        {"x": "cats", "who": "a poet"},
+        {"x": "naïve “quotes” and émojis 🐈", "who": "{not a variable}"},
+        {"x": "line\nbreaks\tand \\ backslashes", "who": '"json" {"in": "text"}'},
+        {"x": "  padded  ", "who": "x"},
+        {"x": "", "who": "an empty text goes the full way"},
+    ]
+    for value in values:
+        same_request(template, value)
+    assert template.active
+
+
+def test_template_checks_itself_and_turns_off_when_it_differs(sandbox: Sandbox) -> None:
+    template = template_of(ChatPromptTemplate.from_template("About {x}") | make_openai(sandbox))
+    assert template is not None
+    template.base.body["temperature"] = 0.123  # what a content-dependent builder would cause
+    _, first = template.build({"x": "a"})  # the first build is compared with the full one
+    assert not template.active
+    assert "temperature" not in first.body  # the full build's request is the one used
+    same_request(template, {"x": "b"})
+
+
+def test_prompts_that_are_not_one_text_per_message_have_no_template(sandbox: Sandbox) -> None:
+    history = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{x}")])
+    assert template_of(history | make_openai(sandbox)) is None
+
+
+def run_batch(chain: Any, inputs: list[Any], store: Path, **kw: Any) -> batchain.Job:
+    kw.setdefault("poll_min", 0.02)
+    return batchain.run(chain, inputs, mode="batch", store=store, progress=False, **kw)
+
+
+def test_batch_mode_takes_the_bulk_path_only_for_the_fast_shape(sandbox: Sandbox, store_path: Path) -> None:
+    chain = ChatPromptTemplate.from_template("About {x}") | make_openai(sandbox) | StrOutputParser()
+    store = SQLiteStore(store_path)
+    store.create_job(JobRecord("job-a", JobStatus.CREATED, "batch", time.time(), time.time()))
+    assert JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="batch")).bulk
+    assert not JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="realtime")).bulk
+    assert not JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="auto")).bulk
+    longer = chain | ChatPromptTemplate.from_template("{x}") | make_openai(sandbox)
+    assert not JobRunner(store=store, job_id="job-a", chain=longer, options=RunOptions(mode="batch")).bulk
+    store.close()
+
+
+def test_identical_items_share_one_call_and_a_rerun_replays_from_cache(
+    sandbox: Sandbox, store_path: Path
+) -> None:
+    sandbox.configure(**FAST)
+    chain = ChatPromptTemplate.from_template("About {x}") | make_openai(sandbox) | StrOutputParser()
+    inputs = [{"x": i % 5} for i in range(20)]
+    first = run_batch(chain, inputs, store_path)
+    assert first.counts["succeeded"] == 20
+    assert len(sandbox.ledger()) == 5
+    assert first.call_stats == {"paid": 5, "shared": 5}
+    outputs = first.outputs()
+    assert outputs[3] == outputs[8] and outputs[3].endswith("About 3")
+    second = run_batch(chain, inputs, store_path)
+    assert second.outputs() == outputs
+    assert len(sandbox.ledger()) == 5  # nothing paid again
+    assert second.call_stats.get("cache") == 5
+
+
+class Picky(BaseOutputParser[str]):
+    """Rejects answers that mention "bad"."""
+
+    def parse(self, text: str) -> str:
+        if "bad" in text:
+            raise OutputParserException(f"not what I wanted: {text}")
+        return text.upper()
+
+
+def test_parser_errors_and_provider_errors_fail_only_their_items(sandbox: Sandbox, store_path: Path) -> None:
+    sandbox.configure(**FAST)
+    chain = ChatPromptTemplate.from_template("{x}") | make_openai(sandbox) | Picky()
+    inputs = [{"x": "a bad answer"}, {"x": "[[fail:400]] refused"}, {"x": "fine"}]
+    job = run_batch(chain, inputs, store_path)
+    errors = {e.index: e.error for e in job.errors()}
+    assert sorted(errors) == [0, 1]
+    assert errors[0]["type"] == "OutputParserException"
+    assert "400" in errors[1]["message"]
+    assert job.outputs()[2].endswith("FINE")
+
+
+def test_collect_with_a_changed_chain_keeps_what_was_submitted(sandbox: Sandbox, store_path: Path) -> None:
+    """Calls at the provider are collected by their stored identity: a chain edited between
+    submit and collect does not send (and pay for) everything again."""
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.3, batch_finalizing_s=0.01)
+    model = make_openai(sandbox)
+    old = ChatPromptTemplate.from_template("Old prompt {x}") | model | StrOutputParser()
+    job = batchain.submit(old, [{"x": i} for i in range(30)], store=store_path, poll_min=0.02)
+    new = ChatPromptTemplate.from_template("New prompt {x}") | model | StrOutputParser()
+    reopened = batchain.Job.open(job.id, store=store_path, chain=new).wait()
+    assert reopened.counts["succeeded"] == 30
+    assert all("Old prompt" in o for o in reopened.outputs())
+    assert len(sandbox.ledger()) == 30 and not sandbox.duplicates()
+
+
+def test_a_call_to_resend_after_the_chain_changed_fails_clearly(sandbox: Sandbox, store_path: Path) -> None:
+    sandbox.configure(
+        batch_validating_s=0.01,
+        batch_processing_s=0.3,
+        batch_finalizing_s=0.01,
+        batch_expire_after_fraction=0.5,
+    )
+    model = make_openai(sandbox)
+    old = ChatPromptTemplate.from_template("Old prompt {x}") | model | StrOutputParser()
+    job = batchain.submit(old, [{"x": i} for i in range(20)], store=store_path, poll_min=0.02)
+    new = ChatPromptTemplate.from_template("New prompt {x}") | model | StrOutputParser()
+    reopened = batchain.Job.open(job.id, store=store_path, chain=new).wait()
+    counts = reopened.counts
+    assert counts["succeeded"] == 10 and counts["failed"] == 10  # the expired half
+    assert all("chain changed" in e.error["message"] for e in reopened.errors())
+    assert len(sandbox.ledger()) == 10  # nothing was sent under a key it does not match
+    sandbox.configure(batch_expire_after_fraction=None)
+    retried = batchain.Job.open(job.id, store=store_path, chain=new).retry()
+    assert retried.counts["succeeded"] == 20
+    assert sum("New prompt" in o for o in retried.outputs()) == 10
