@@ -203,8 +203,9 @@ def test_realtime_job_cancel_marks_pending_items(fast: Sandbox, store_path: Path
 
 def test_submit_stores_every_input_so_wait_needs_none(fast: Sandbox, store_path: Path) -> None:
     # a window smaller than the dataset: only 10 items are parked at a time
-    job = batchain.submit(chain_for(fast), ({"x": i} for i in range(25)), store=store_path,
-                          poll_min=0.02, window=10)
+    job = batchain.submit(
+        chain_for(fast), ({"x": i} for i in range(25)), store=store_path, poll_min=0.02, window=10
+    )
     assert job.record.inputs_complete and job.counts["total"] == 25
     again = batchain.Job.open(job.id, store=store_path, chain=chain_for(fast))
     again.wait()  # no inputs passed: they are all in the store
