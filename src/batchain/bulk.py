@@ -29,12 +29,12 @@ from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["BulkItems", "Wait"]
 
-#: how an item ends: (idx, input, output, exception); exactly one of the last two is set
+#: how an item ends: (idx, input, output, exception), the exception None on success
 Settle = Callable[[int, Any, Any, BaseException | None], None]
 #: an item the bulk path hands back to the ordinary path
 Spill = Callable[[int, Any], None]
 #: the call an earlier run noted an item waits for: its key, and its record if stored
-Wait = tuple[str, "CallRecord | None"]
+Wait = tuple[str, CallRecord | None]
 
 
 def _settled_elsewhere(record: CallRecord | None) -> bool:

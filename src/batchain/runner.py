@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -391,47 +391,50 @@ class JobRunner:
         if self.bulk is not None:
             await self._feed_bulk(self.bulk, inputs)
             return
-        slots = self._slots
         async for idx, value, stored, _wait in self._source(inputs):
-            if slots.locked():
-                self._feeder_blocked = True
-                self._changed.set()
-            await slots.acquire()
-            self._feeder_blocked = False
-            if self._stopping:
-                slots.release()
+            if not await self._take_slot():
                 break
-            self.started += 1
-            task = asyncio.create_task(self._run_item(idx, value, stored, slots))
+            task = asyncio.create_task(self._run_item(idx, value, stored, self._slots))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
         self._changed.set()
 
     async def _feed_bulk(self, bulk: BulkItems, inputs: Iterable[Any] | AsyncIterable[Any] | None) -> None:
         """The feeder of the bulk path: items start a chunk at a time, as rows."""
-        slots = self._slots
         rows: list[tuple[int, Any, Wait | None]] = []
+
+        async def start_rows() -> None:
+            if rows:
+                await bulk.add(rows[:])
+                rows.clear()
+
         async for idx, value, _stored, wait in self._source(inputs, waits=True):
-            if slots.locked():
-                if rows:  # park what was read before waiting, or the round could never end
-                    await bulk.add(rows)
-                    rows = []
-                self._feeder_blocked = True
-                self._changed.set()
-            await slots.acquire()
-            self._feeder_blocked = False
-            if self._stopping:
-                slots.release()
+            # rows read before the window fills are parked first, or the round could never end
+            if not await self._take_slot(before_waiting=start_rows):
                 break
-            self.started += 1
             rows.append((idx, value, wait))
             if len(rows) >= _BULK_CHUNK:
-                await bulk.add(rows)
-                rows = []
+                await start_rows()
                 self._changed.set()
-        if rows and not self._stopping:
-            await bulk.add(rows)
+        if not self._stopping:
+            await start_rows()
         self._changed.set()
+
+    async def _take_slot(self, before_waiting: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """A place in the window for the next item; False if the job is stopping."""
+        slots = self._slots
+        if slots.locked():
+            if before_waiting is not None:
+                await before_waiting()
+            self._feeder_blocked = True
+            self._changed.set()
+        await slots.acquire()
+        self._feeder_blocked = False
+        if self._stopping:
+            slots.release()
+            return False
+        self.started += 1
+        return True
 
     def _spill(self, idx: int, value: Any) -> None:
         """An item the bulk path cannot build goes the ordinary way (its slot goes with it)."""
