@@ -467,8 +467,9 @@ def main() -> None:
         ".get(id) + handle.get_results(), each in a fresh process, checked to return every output.",
         "Times are the client's own timed section (inputs and chain built beforehand; interpreter "
         "start and imports excluded, see raw process_s: each client imports what it calls before "
-        "timing, `from batchain import Job, submit` and `from langasync import batch_chain`); CPU = process CPU time (all threads) of "
-        "that section; peak RSS = ru_maxrss of the client process (imports included). "
+        "timing, `from batchain import Job, submit` and `from langasync import batch_chain`); "
+        "CPU = process CPU time (all threads) of that section; peak RSS = ru_maxrss of the "
+        "client process (imports included). "
         "End-to-end = submit + collect of the same run, median over runs.",
         "langasync settings: LangasyncSettings(openai_base_url=<sandbox>/v1, openai_api_key, "
         "batch_poll_interval=0.05, base_storage_path=<fresh dir>), cwd a fresh empty dir.",

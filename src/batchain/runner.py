@@ -1,7 +1,8 @@
 """Drives one job: feeds items, runs each item's chain, records results, stops cleanly.
 
 Items run as ordinary ``chain.ainvoke`` coroutines inside a bounded window, so memory
-stays flat however many inputs there are. Inputs are written to the store just before
+stays flat however many inputs there are (in batch mode, ``prompt | model | parser``
+items are rows instead: see :mod:`batchain.bulk`). Inputs are written to the store just before
 their item starts, which is what makes a job resumable: a resumed run first re-runs the
 stored items that have no result (their finished model calls replay from the store), then
 reads on from the input iterator where the job stopped.
