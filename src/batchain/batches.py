@@ -206,29 +206,26 @@ class BatchCoordinator:
     async def park(self, parked: Parked, batch_uid: str | None) -> None:
         """Wait for a call: a new one, or one that an earlier run already put in a batch."""
         self.parked[parked.key] = parked
-        if batch_uid is not None and await self._at_provider(batch_uid, parked):
-            self.on_change()
-            return
-        if self.cancelling:
-            self._resolve_cancelled(parked)
-            return
-        if self.switched:
-            self._go_realtime(parked)
-            return
-        self.unsubmitted[parked.key] = None
+        if batch_uid is None or not await self._at_provider(batch_uid, parked):
+            self._queue(parked)
         self.on_change()
 
     def park_new(self, calls: list[Parked]) -> None:
         """:meth:`park` for calls no earlier run put in a batch, many at once."""
         for parked in calls:
             self.parked[parked.key] = parked
-            if self.cancelling:
-                self._resolve_cancelled(parked)
-            elif self.switched:
-                self._go_realtime(parked)
-            else:
-                self.unsubmitted[parked.key] = None
+            self._queue(parked)
         self.on_change()
+
+    def _queue(self, parked: Parked) -> None:
+        """A call at no provider: queued for the next flush, unless the job is cancelling
+        or (auto mode past its deadline) sending everything realtime."""
+        if self.cancelling:
+            self._resolve_cancelled(parked)
+        elif self.switched:
+            self._go_realtime(parked)
+        else:
+            self.unsubmitted[parked.key] = None
 
     def _api(self, adapter: ProviderAdapter) -> BatchAPI:
         api = self._apis.get(adapter.name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchain.batches import BatchCoordinator, CallCancelled, Parked
-from batchain.calls import CallManager, finish_result
+from batchain.calls import CallManager, finish_result, must_begin
 from batchain.fastpath import RequestTemplate
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
@@ -142,17 +142,14 @@ class BulkItems:
             if entry is not None:
                 entry.items.append((idx, value))
                 self.outstanding += 1
-                self.calls.stats.shared += 1
-                self.store.link_call(self.job_id, key, idx, "shared")
+                self.calls.share(key, idx)
                 continue
             record = known if stub else stored.get(key)
-            if record is not None and record.status == CallStatus.SUCCEEDED and record.response:
-                self.calls.stats.cached += 1
-                source = "replay" if record.job_id == self.job_id else "cache"
-                self.store.link_call(self.job_id, key, idx, source)
-                self._finish(idx, value, adapter, request, record.response)
+            answer = self.calls.replayed(record, idx)
+            if answer is not None:
+                self._finish(idx, value, adapter, request, answer)
                 continue
-            if record is None or record.status in (CallStatus.FAILED, CallStatus.SENT):
+            if must_begin(record):
                 begin.append((key, request.provider, request.model, request.endpoint, request.body_hash))
                 record = None
             self.entries[key] = _Entry(request, adapter, [(idx, value)])

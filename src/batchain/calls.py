@@ -43,6 +43,7 @@ __all__ = [
     "finish_result",
     "generic_adapter",
     "is_generic",
+    "must_begin",
 ]
 
 
@@ -197,15 +198,12 @@ class CallManager:
         key = request.key
         shared = self._inflight.get(key)
         if shared is not None:
-            self.stats.shared += 1
-            self.store.link_call(self.job_id, key, item_idx, "shared")
+            self.share(key, item_idx)
             return await self._wait(shared, item_idx)
         record = self.store.get_call(key)
-        if record is not None and record.status == CallStatus.SUCCEEDED and record.response:
-            self.stats.cached += 1
-            source = "replay" if record.job_id == self.job_id else "cache"
-            self.store.link_call(self.job_id, key, item_idx, source)
-            return record.response
+        answer = self.replayed(record, item_idx)
+        if answer is not None:
+            return answer
         batched = (
             self.batch is not None
             and adapter.batchable
@@ -235,6 +233,20 @@ class CallManager:
         finally:
             del self._inflight[key]
 
+    def share(self, key: str, item_idx: int) -> None:
+        """Count and link an item that waits on a call already in flight in this run."""
+        self.stats.shared += 1
+        self.store.link_call(self.job_id, key, item_idx, "shared")
+
+    def replayed(self, record: CallRecord | None, item_idx: int) -> str | None:
+        """The stored answer of an answered call (counted and linked to the item), or None."""
+        if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
+            return None
+        self.stats.cached += 1
+        source = "replay" if record.job_id == self.job_id else "cache"
+        self.store.link_call(self.job_id, record.key, item_idx, source)
+        return record.response
+
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
         """Await a call; while it is parked for a batch, count the item as waiting."""
         if self.batch is None:
@@ -260,7 +272,7 @@ class CallManager:
         record: CallRecord | None,
     ) -> str:
         assert self.batch is not None
-        if record is None or record.status in (CallStatus.FAILED, CallStatus.SENT):
+        if must_begin(record):
             self._begin(request, CallStatus.PENDING)
             record = None
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -374,6 +386,11 @@ class CallManager:
         self.stats.output_tokens += usage.output_tokens
         self.stats.by_tier["realtime"] = self.stats.by_tier.get("realtime", 0) + 1
         return sent.text
+
+
+def must_begin(record: CallRecord | None) -> bool:
+    """Is this call to be (re)started? Unknown, failed, or lost on the wire by a crash."""
+    return record is None or record.status in (CallStatus.FAILED, CallStatus.SENT)
 
 
 def finish_result(model: BaseChatModel, result: ChatResult, run_manager: Any) -> None:

@@ -109,19 +109,17 @@ class RequestTemplate:
         enough to wait for, price and parse the call's answer, not to send it."""
         b = self.base
         return CallRequest(
-            b.provider,
-            b.endpoint,
-            b.model,
-            {},
-            b.lane,
-            key,
-            0,
-            dict(b.headers),
-            0,
-            b.max_output,
-            "",
-            dict(b.context),
-            b.identity,
+            provider=b.provider,
+            endpoint=b.endpoint,
+            model=b.model,
+            body={},
+            lane=b.lane,
+            key=key,
+            est_tokens=0,
+            headers=dict(b.headers),
+            max_output=b.max_output,
+            context=dict(b.context),
+            identity=b.identity,
         )
 
     def full(self, value: Any) -> tuple[ProviderAdapter, CallRequest]:
@@ -161,7 +159,7 @@ def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -
             prefix = path[:depth]
             child = copied.get(prefix)
             if child is None:
-                child = copy_container(node[path[depth - 1]])
+                child = _copy_container(node[path[depth - 1]])
                 node[path[depth - 1]] = child
                 copied[prefix] = child
             node = child
@@ -169,7 +167,7 @@ def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -
     return out
 
 
-def copy_container(value: Any) -> Any:
+def _copy_container(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else list(value)
 
 

@@ -448,10 +448,8 @@ class JobRunner:
         try:
             if exc is None:
                 self._store_output(idx, value, output)
-            elif isinstance(exc, CallCancelled):
-                self._record(idx, value, ItemStatus.CANCELLED, None, _error_dict(exc, "cancel"))
             else:
-                self._record(idx, value, ItemStatus.FAILED, None, _error_dict(exc, "chain"))
+                self._record_error(idx, value, exc)
         finally:
             self._slots.release()
             self._changed.set()
@@ -620,18 +618,23 @@ class JobRunner:
                 output = await self.chain.ainvoke(value, config)
         except asyncio.CancelledError:
             return  # stopped: the item stays pending and runs again on resume
-        except CallCancelled as exc:
-            self._record(idx, value, ItemStatus.CANCELLED, None, _error_dict(exc, "cancel"))
         except Exception as exc:
-            if self._stopping:
+            if self._stopping and not isinstance(exc, CallCancelled):
                 return
-            self._record(idx, value, ItemStatus.FAILED, None, _error_dict(exc, "chain"))
+            self._record_error(idx, value, exc)
         else:
             self._store_output(idx, value, output)
         finally:
             self.calls.urgent.discard(idx)
             ACTIVE.reset(token)
             slots.release()
+
+    def _record_error(self, idx: int, value: Any, exc: BaseException) -> None:
+        """The item ends with ``exc``: cancelled with the job, else failed."""
+        if isinstance(exc, CallCancelled):
+            self._record(idx, value, ItemStatus.CANCELLED, None, _error_dict(exc, "cancel"))
+        else:
+            self._record(idx, value, ItemStatus.FAILED, None, _error_dict(exc, "chain"))
 
     def _store_output(self, idx: int, value: Any, output: Any) -> None:
         try:

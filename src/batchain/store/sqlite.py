@@ -462,14 +462,7 @@ class SQLiteStore:
         output: str | None = None,
         error: str | None = None,
     ) -> None:
-        olds = _predecessors(status)
-        cur = self._write(
-            f"UPDATE items SET status=?, output=?, error=?, attempts=attempts+1"
-            f" WHERE job_id=? AND idx=? AND status IN {_in(olds)}",
-            (status.value, output, error, job_id, idx, *olds),
-        )
-        if cur.rowcount != 1:
-            raise IllegalTransition(f"item {job_id}#{idx}: cannot become {status.value}")
+        self.finish_items(job_id, [(idx, status, output, error)])
 
     def finish_items(self, job_id: str, rows: list[tuple[int, ItemStatus, str | None, str | None]]) -> None:
         """:meth:`finish_item` of many items: ``(idx, status, output, error)`` each."""
@@ -484,8 +477,9 @@ class SQLiteStore:
                 (p + olds for p in params),
             )
             if changed != len(params):
+                where = ", ".join(f"#{p[4]}" for p in params[:5]) + (" ..." if len(params) > 5 else "")
                 raise IllegalTransition(
-                    f"job {job_id}: {len(params) - changed} item(s) cannot become {status.value}"
+                    f"job {job_id}: {len(params) - changed} of items {where} cannot become {status.value}"
                 )
 
     def reset_items(self, job_id: str, from_statuses: tuple[ItemStatus, ...]) -> int:
