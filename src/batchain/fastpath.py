@@ -25,13 +25,13 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate, StringPromptTemplate
 from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
-from langchain_core.runnables import RunnableBinding, RunnableSequence
+from langchain_core.runnables import RunnableBinding, RunnableGenerator, RunnableSequence
 
 from batchain.providers import adapter_for
 from batchain.providers._sdk import rebody
 from batchain.providers.base import CallRequest, ProviderAdapter
 
-__all__ = ["FastChain", "RequestTemplate", "compile_fast"]
+__all__ = ["FastChain", "RequestTemplate", "compile_fast", "inspect_fast"]
 
 log = logging.getLogger("batchain.fastpath")
 
@@ -47,6 +47,8 @@ class FastChain:
     model: BaseChatModel
     kwargs: dict[str, Any] = field(default_factory=dict)
     parser: BaseOutputParser[Any] | None = None
+    #: pass-through checks between the model and the parser (e.g. OpenAI's refusal check)
+    checks: tuple[Callable[[Any], Any], ...] = ()
 
     def messages(self, value: Any) -> list[BaseMessage]:
         """What ``prompt.invoke(value).to_messages()`` gives, without the Runnable wrapper."""
@@ -54,6 +56,9 @@ class FastChain:
         return self.prompt.format_prompt(**inner).to_messages()
 
     def parse(self, message: Any, generations: list[Any]) -> Any:
+        for check in self.checks:
+            for _ in check(iter([message])):  # raises on a refused answer
+                pass
         if self.parser is None:
             return message
         return self.parser.parse_result(generations)
@@ -258,25 +263,65 @@ def _model_of(step: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
     return None
 
 
+#: generators that only validate the model's message and pass it on unchanged, by the
+#: qualified name of their function. langchain-openai >= 1.7.4 puts ``_check_refusal``
+#: between the model and the parser of ``with_structured_output``.
+_PASS_THROUGH_CHECKS = frozenset({"langchain_openai.chat_models.base._check_refusal"})
+
+
+def _check_of(step: Any) -> Callable[[Any], Any] | None:
+    """The function of a known pass-through check step, or None."""
+    if type(step) is not RunnableGenerator:
+        return None
+    fn = getattr(step, "_transform", None)  # private to langchain-core: the sync generator
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
+    return fn if fn is not None and name in _PASS_THROUGH_CHECKS else None
+
+
+def inspect_fast(chain: Any, *, callbacks: list[Any] | None = None) -> FastChain | str:
+    """The chain as a :class:`FastChain`, or the reason it must take the ordinary path."""
+    if callbacks:
+        return "callbacks are set"
+    if _tracing_on():
+        return "tracing is on"
+    if type(chain) is not RunnableSequence:
+        return f"the chain is a {type(chain).__name__}, not prompt | model [| parser]"
+    steps = list(chain.steps)
+    if not isinstance(steps[0], BasePromptTemplate):
+        return f"the first step is a {type(steps[0]).__name__}, not a prompt template"
+    found = _model_of(steps[1]) if len(steps) > 1 else None
+    if found is None:
+        name = type(steps[1]).__name__ if len(steps) > 1 else "nothing"
+        return f"the second step is a {name}, not a chat model"
+    model, kwargs = found
+    if adapter_for(model) is None:
+        return f"no adapter for {type(model).__name__}"
+    if model.callbacks or model.cache not in (None, False):
+        return "the model has callbacks or a cache of its own"
+    if getattr(model, "rate_limiter", None) is not None or getattr(model, "streaming", False):
+        return "the model has a rate limiter or streams"
+    checks: list[Callable[[Any], Any]] = []
+    rest = steps[2:]
+    while rest and (check := _check_of(rest[0])) is not None:
+        checks.append(check)
+        rest = rest[1:]
+    if len(rest) > 1:
+        return f"{len(steps)} steps: more than prompt | model | parser"
+    parser: BaseOutputParser[Any] | None = None
+    if rest:
+        if not isinstance(rest[0], BaseOutputParser):
+            return f"the last step is a {_describe(rest[0])}, not an output parser"
+        parser = rest[0]
+    return FastChain(steps[0], model, kwargs, parser, tuple(checks))
+
+
+def _describe(step: Any) -> str:
+    if isinstance(step, RunnableGenerator | RunnableBinding):
+        return repr(step)[:80]
+    return type(step).__name__
+
+
 def compile_fast(chain: Any, *, callbacks: list[Any] | None = None) -> FastChain | None:
     """The chain as a :class:`FastChain`, or None when it must take the ordinary path."""
-    if callbacks or _tracing_on() or type(chain) is not RunnableSequence:
-        return None
-    steps = chain.steps
-    if len(steps) not in (2, 3) or not isinstance(steps[0], BasePromptTemplate):
-        return None
-    found = _model_of(steps[1])
-    if found is None:
-        return None
-    model, kwargs = found
-    adapter = adapter_for(model)
-    if adapter is None or model.callbacks or model.cache not in (None, False):
-        return None
-    if getattr(model, "rate_limiter", None) is not None or getattr(model, "streaming", False):
-        return None
-    parser: BaseOutputParser[Any] | None = None
-    if len(steps) == 3:
-        if not isinstance(steps[2], BaseOutputParser):
-            return None
-        parser = steps[2]
-    return FastChain(steps[0], model, kwargs, parser)
+    found = inspect_fast(chain, callbacks=callbacks)
+    return found if isinstance(found, FastChain) else None

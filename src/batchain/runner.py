@@ -31,7 +31,7 @@ from batchain.budget import Budget, BudgetExhausted
 from batchain.bulk import BulkItems, Wait
 from batchain.calls import CallManager, build_request
 from batchain.cost.prices import PriceBook, default_pricebook
-from batchain.fastpath import FastChain, compile_fast, compile_template
+from batchain.fastpath import FastChain, compile_template, inspect_fast
 from batchain.intercept import ACTIVE, CallContext, install
 from batchain.providers.base import redact
 from batchain.scheduler import Scheduler
@@ -168,9 +168,14 @@ class JobRunner:
             on_budget=self._on_budget,
         )
         #: the fast path for `prompt | model | parser`, when nothing observes the run
-        self.fast = compile_fast(chain, callbacks=options.callbacks)
+        found = inspect_fast(chain, callbacks=options.callbacks)
+        self.fast = found if isinstance(found, FastChain) else None
+        #: which path items take and, when not the fastest, why (recorded in the job's stats)
+        self.paths: dict[str, str] = {"fast_path": "on" if self.fast is not None else f"off: {found}"}
         #: batch mode on the fast path: items as rows, no task each (see batchain.bulk)
         self.bulk = self._bulk_items()
+        if options.mode == "batch":
+            self.paths["bulk_path"] = "on" if self.bulk is not None else f"off: {self._no_bulk}"
         self._slots = asyncio.Semaphore(self._window())
         #: "submitted": stop once a round is at the provider; "poll": advance once; None: finish
         self.stop_when: str | None = None
@@ -189,12 +194,14 @@ class JobRunner:
 
     def _bulk_items(self) -> BulkItems | None:
         fast = self.fast
+        self._no_bulk = "the chain is not on the fast path"
         if self.options.mode != "batch" or fast is None or self.batch is None:
             return None
         stop, kwargs = fast.call_args()
         salt = self.calls.salt
         template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
         if template is None:
+            self._no_bulk = "the prompt or model admits no request template"
             return None
         return BulkItems(
             template=template,
@@ -306,6 +313,7 @@ class JobRunner:
                 "cached": c.cached,
                 "shared": c.shared,
                 "calls_lost_in_crashes": self._lost_calls,
+                **self.paths,
                 **self._batch_stats(),
             },
         )

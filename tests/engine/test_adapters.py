@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
@@ -14,6 +15,9 @@ from pydantic import BaseModel
 from batchain.providers.anthropic import AnthropicAdapter
 from batchain.providers.batch import BatchLimits, chunk, openai_line
 from batchain.providers.openai import OpenAIAdapter, go_duration
+
+# Every test here runs the models' private payload builders and parsers (LangChain internals).
+pytestmark = pytest.mark.internals
 
 MSG = [HumanMessage("hello")]
 
@@ -33,7 +37,7 @@ def openai_model(**kw: object) -> ChatOpenAI:
     return ChatOpenAI(model="gpt-4o-mini", api_key="sk-test", base_url="http://127.0.0.1:9/v1", **kw)  # type: ignore[arg-type]
 
 
-def test_openai_keeps_every_parameter() -> None:
+def test_internals_openai_payload_builder_keeps_every_parameter() -> None:
     model = openai_model(
         max_tokens=77,
         reasoning_effort="low",
@@ -45,7 +49,9 @@ def test_openai_keeps_every_parameter() -> None:
     )
     req = OpenAIAdapter().build(model, MSG, None, {}, "")
     body = req.body
-    assert body["max_completion_tokens"] == 77 and "max_tokens" not in body
+    assert body["max_completion_tokens"] == 77 and "max_tokens" not in body, (
+        f"depends on internals: ChatOpenAI._get_request_payload built {body}"
+    )
     assert body["reasoning_effort"] == "low"
     assert body["service_tier"] == "flex"
     assert body["metadata"] == {"team": "a"}  # extra_body merged into the body
@@ -56,7 +62,7 @@ def test_openai_keeps_every_parameter() -> None:
     assert line == {"custom_id": req.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-def test_openai_structured_output_and_tools_are_plain_json() -> None:
+def test_internals_openai_structured_output_and_tools_are_plain_json() -> None:
     adapter = OpenAIAdapter()
     bound = openai_model().with_structured_output(Person).first  # type: ignore[attr-defined]
     req = adapter.build(openai_model(), MSG, None, dict(bound.kwargs), "")
@@ -70,7 +76,7 @@ def test_openai_structured_output_and_tools_are_plain_json() -> None:
     assert req.body["tool_choice"]["function"]["name"] == "weather"
 
 
-def test_openai_parse_fills_parsed_like_the_live_path() -> None:
+def test_internals_openai_parser_fills_parsed_like_the_live_path() -> None:
     adapter = OpenAIAdapter()
     model = openai_model()
     bound = model.with_structured_output(Person).first  # type: ignore[attr-defined]
@@ -96,12 +102,14 @@ def test_openai_parse_fills_parsed_like_the_live_path() -> None:
     }
     result = adapter.parse(model, req, json.dumps(body))
     msg = result.generations[0].message
-    assert msg.additional_kwargs["parsed"] == Person(name="Ada", age=36)
+    assert msg.additional_kwargs["parsed"] == Person(name="Ada", age=36), (
+        f"depends on internals: ChatOpenAI._create_chat_result gave {msg.additional_kwargs}"
+    )
     usage = adapter.usage(json.dumps(body))
     assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (12, 4, 9)
 
 
-def test_anthropic_keeps_thinking_and_moves_betas_to_a_header() -> None:
+def test_internals_anthropic_payload_builder_keeps_thinking_and_moves_betas() -> None:
     model = ChatAnthropic(
         model="claude-sonnet-4-5",
         api_key="sk-test",
@@ -111,14 +119,16 @@ def test_anthropic_keeps_thinking_and_moves_betas_to_a_header() -> None:
         betas=["context-1m-2025-08-07"],
     )
     req = AnthropicAdapter().build(model, MSG, ["STOP"], {}, "")
-    assert req.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert req.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}, (
+        f"depends on internals: ChatAnthropic._get_request_payload built {req.body}"
+    )
     assert req.body["stop_sequences"] == ["STOP"]
     assert "betas" not in req.body
     assert req.headers == {"anthropic-beta": "context-1m-2025-08-07"}
     assert req.max_output == 2048
 
 
-def test_anthropic_structured_output_drops_internal_keys() -> None:
+def test_internals_anthropic_structured_output_drops_internal_keys() -> None:
     model = ChatAnthropic(
         model="claude-haiku-4-5",
         api_key="sk-test",  # type: ignore[arg-type]

@@ -13,9 +13,13 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from pydantic import BaseModel
 
 import batchain
-from batchain.fastpath import compile_fast
+from batchain.fastpath import FastChain, compile_fast, inspect_fast
 from batchain.sandbox import Sandbox
 from tests.engine.conftest import make_anthropic, make_openai
+
+# depends on LangChain internals (hook, payload builders, prompt classes): CI runs it at the
+# lowest versions the pins admit too
+pytestmark = pytest.mark.internals
 
 
 class Pet(BaseModel):
@@ -52,7 +56,6 @@ def test_fast_path_outputs_equal_the_ordinary_path(
 ) -> None:
     sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
     chain = chains(sandbox)[name]
-    assert compile_fast(chain) is not None
     rows = [{"x": f"thing {i}"} for i in range(8)]
     fast = batchain.run(chain, rows, mode=mode, store=tmp_path / "a.sqlite", progress=False, poll_min=0.02)
     recorder = Recorder()
@@ -74,6 +77,30 @@ def test_fast_path_outputs_equal_the_ordinary_path(
 
     assert [plain(o) for o in fast.outputs()] == [plain(o) for o in slow.outputs()]
     assert fast.counts["succeeded"] == 8
+    assert fast.stats["fast_path"] == "on", fast.stats["fast_path"]
+    assert slow.stats["fast_path"] == "off: callbacks are set"
+
+
+# The shapes LangChain's own constructors build (``with_structured_output``, ``bind``,
+# parsers) are recognised by their classes, which are LangChain internals: when an upstream
+# release changes one, this test names the shape and the reason instead of the fast path
+# silently turning off.
+@pytest.mark.parametrize(
+    "name",
+    ["str", "message", "bound", "json", "tools", "string_prompt", "anthropic_tools", "openai_json_mode"],
+)
+def test_internals_langchain_shapes_take_the_fast_path(sandbox: Sandbox, name: str) -> None:
+    prompt = ChatPromptTemplate.from_template("Tell me about {x}, as json")
+    extra = {
+        "anthropic_tools": prompt | make_anthropic(sandbox).with_structured_output(Pet),
+        "openai_json_mode": prompt | make_openai(sandbox).with_structured_output(Pet, method="json_mode"),
+    }
+    chain = {**chains(sandbox), **extra}[name]
+    found = inspect_fast(chain)
+    assert isinstance(found, FastChain), (
+        f"depends on LangChain internals: the shape {name!r} no longer takes the fast path "
+        f"with the installed langchain-core/openai/anthropic ({found})"
+    )
 
 
 def test_other_shapes_take_the_ordinary_path(sandbox: Sandbox) -> None:
@@ -83,7 +110,11 @@ def test_other_shapes_take_the_ordinary_path(sandbox: Sandbox) -> None:
     assert compile_fast(prompt | model | StrOutputParser() | (lambda s: s.upper())) is None
     assert compile_fast(model | StrOutputParser()) is None
     assert compile_fast(prompt | model, callbacks=[Recorder()]) is None
-    assert compile_fast(prompt | model.with_structured_output(Pet)) is None  # lambda parser
+    # OpenAI's json_schema structured output parses in a lambda: the ordinary path, and why
+    assert "not an output parser" in str(inspect_fast(prompt | model.with_structured_output(Pet)))
+    assert inspect_fast(prompt | model.with_retry() | StrOutputParser()) == (
+        "the second step is a RunnableRetry, not a chat model"
+    )
 
 
 def test_tracing_turns_the_fast_path_off(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
