@@ -22,9 +22,9 @@ _EXPORTS = {
     "asubmit": "batchain.api",
     "as_completed": "batchain.api",
     "aas_completed": "batchain.api",
-    "estimate": "batchain.estimation",
-    "aestimate": "batchain.estimation",
-    "Estimate": "batchain.estimation",
+    "estimate": "batchain.cost.estimate",
+    "aestimate": "batchain.cost.estimate",
+    "Estimate": "batchain.cost.estimate",
     "Job": "batchain.job",
     "ItemResult": "batchain.job",
     "JobStatus": "batchain.states",
@@ -58,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from batchain.api import aas_completed, arun, as_completed, asubmit, run, submit
-    from batchain.estimation import Estimate, aestimate, estimate
+    from batchain.cost.estimate import Estimate, aestimate, estimate
     from batchain.job import ItemResult, Job
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path

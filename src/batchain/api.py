@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable
 
-from batchain.chainref import resolve_chain
-from batchain.inspect_chain import check_batchable
+from batchain.chains.inspection import check_batchable
+from batchain.chains.ref import resolve_chain
+from batchain.engine.progress import ProgressDisplay, wants_progress
+from batchain.engine.runner import ItemEvent, ItemListener, JobRunner, RunOptions
 from batchain.job import ItemResult, Job, StoreArg, new_job_id, open_store
-from batchain.progress import ProgressDisplay, wants_progress
-from batchain.runner import ItemEvent, ItemListener, JobRunner, RunOptions
 from batchain.states import JobStatus
 from batchain.store.records import JobRecord
 

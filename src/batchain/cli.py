@@ -9,7 +9,7 @@ so ``batchain run chain.py:chain in.jsonl > out.jsonl`` works as a pipeline step
 ``batchain submit`` prints only the job id on stdout (``JOB=$(batchain submit ...)``).
 
 A chain is ``path/to/file.py:attr``, ``package.module:attr`` or a YAML chain file
-(:mod:`batchain.yamlchain`); jobs record it (files as absolute paths), so ``wait``,
+(:mod:`batchain.chains.yamlchain`); jobs record it (files as absolute paths), so ``wait``,
 ``resume``, ``retry`` and ``cancel`` reload it in any process. The engine and LangChain
 are imported inside the commands that need them, so ``--help`` and ``jobs`` stay instant.
 """
@@ -251,13 +251,13 @@ def _absolute_ref(ref: str) -> str:
 
 def _load_chain(ref: str) -> tuple[Runnable[Any, Any], str]:
     """The chain and the reference to record: ``file.py:attr``, ``module:attr`` or a YAML file."""
-    from batchain.chainref import ChainRefError, resolve_chain
+    from batchain.chains.ref import ChainRefError, resolve_chain
 
     _remember_keys()  # before the chain's module runs: its errors may hold a key
     given, ref = ref, _absolute_ref(ref)
     try:
         if _is_yaml(ref):
-            from batchain.yamlchain import load_yaml_chain
+            from batchain.chains.yamlchain import load_yaml_chain
 
             # errors name the file as the user wrote it; the job records it absolute
             return load_yaml_chain(given if Path(given).exists() else ref), ref
@@ -913,7 +913,7 @@ def _ensure_new_job(store_path: Path, job_id: str) -> None:
 
 def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
     """Run the job; errors raised before it starts are usage errors (mode, options)."""
-    from batchain.runner import JobBusy
+    from batchain.engine.runner import JobBusy
     from batchain.store import SQLiteStore
 
     try:
@@ -1051,7 +1051,7 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
     if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
         _stderr().print(f"job {job.id} is already {job.status.value}; nothing to cancel")
         return
-    from batchain.runner import JobBusy
+    from batchain.engine.runner import JobBusy
 
     if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
         job = _with_chain(job)

@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from batchain import serialize
-from batchain.chainref import resolve_chain
+from batchain.chains.ref import resolve_chain
 from batchain.cost.report import JobCost
 from batchain.states import ItemStatus, JobStatus
 from batchain.store.records import JobRecord, Usage

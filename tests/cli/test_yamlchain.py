@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 import batchain
-from batchain.chainref import ChainRefError
-from batchain.sandbox import Sandbox
-from batchain.yamlchain import (
+from batchain.chains.ref import ChainRefError
+from batchain.chains.yamlchain import (
     InvalidLabel,
     MissingInputVariable,
     SchemaMismatch,
@@ -22,6 +21,7 @@ from batchain.yamlchain import (
     is_yaml_ref,
     load_yaml_chain,
 )
+from batchain.sandbox import Sandbox
 from tests.cli.conftest import REPO
 from tests.conftest import TEST_KEY
 
@@ -111,7 +111,7 @@ def test_missing_variable_fails_the_item_and_names_it(sandbox_env: Sandbox, tmp_
 
 
 def test_label_normalisation_and_invalid_answers() -> None:
-    from batchain.yamlchain import _LabelMatch
+    from batchain.chains.yamlchain import _LabelMatch
 
     match = _LabelMatch("x/classify.yaml", ["Tech", "Business", "not sure"])
     assert match("tech") == "Tech"
@@ -130,7 +130,7 @@ def test_answers_outside_the_labels_fail_clearly(sandbox_env: Sandbox, tmp_path:
 
 
 def test_schema_check() -> None:
-    from batchain.yamlchain import _SchemaCheck
+    from batchain.chains.yamlchain import _SchemaCheck
 
     schema = {
         "type": "object",
@@ -223,7 +223,7 @@ def test_missing_file_and_missing_key(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_model_settings_reach_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchain.inspect_chain import find_models
+    from batchain.chains.inspection import find_models
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
@@ -255,7 +255,7 @@ def test_is_yaml_ref() -> None:
 
 
 def test_missing_variable_error_type() -> None:
-    from batchain.yamlchain import _InputCheck
+    from batchain.chains.yamlchain import _InputCheck
 
     check = _InputCheck("dir/c.yaml", ("a", "b"))
     assert check({"a": 1, "b": 2, "c": 3}) == {"a": 1, "b": 2, "c": 3}

@@ -115,7 +115,7 @@ def test_quickstart_is_the_two_commands() -> None:
 
 def test_every_yaml_block_is_a_chain_that_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """YAML outside the tutorial (the format reference) is checked too: it must load."""
-    from batchain.yamlchain import load_yaml_chain
+    from batchain.chains.yamlchain import load_yaml_chain
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")

@@ -12,7 +12,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 import batchain
-from batchain.calls import BatchUnsupportedError
+from batchain.engine.calls import BatchUnsupportedError
 from batchain.sandbox import Sandbox
 from batchain.store import SQLiteStore
 from tests.engine.conftest import make_anthropic, make_openai

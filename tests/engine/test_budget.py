@@ -11,7 +11,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 import batchain
-from batchain.budget import UnpricedModel
+from batchain.engine.budget import UnpricedModel
 from batchain.sandbox import LedgerEntry, Sandbox
 from tests.engine.conftest import make_openai
 

@@ -15,9 +15,9 @@ from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
 import batchain
-from batchain.calls import build_request
-from batchain.fastpath import RequestTemplate, compile_fast, compile_template
-from batchain.runner import JobRunner, RunOptions
+from batchain.chains.fastpath import RequestTemplate, compile_fast, compile_template
+from batchain.engine.calls import build_request
+from batchain.engine.runner import JobRunner, RunOptions
 from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
 from batchain.store import SQLiteStore

@@ -10,7 +10,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 
 import batchain
-from batchain.estimation import count_tokens
+from batchain.cost.estimate import count_tokens
 from batchain.sandbox import Sandbox
 from tests.engine.conftest import make_anthropic, make_openai
 

@@ -13,7 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from pydantic import BaseModel
 
 import batchain
-from batchain.fastpath import FastChain, compile_fast, inspect_fast
+from batchain.chains.fastpath import FastChain, compile_fast, inspect_fast
 from batchain.sandbox import Sandbox
 from tests.engine.conftest import make_anthropic, make_openai
 

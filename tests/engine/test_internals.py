@@ -48,7 +48,7 @@ def test_internals_openai_refusal_check_is_a_known_pass_through() -> None:
     from langchain_openai import ChatOpenAI
     from pydantic import BaseModel
 
-    from batchain.fastpath import _PASS_THROUGH_CHECKS
+    from batchain.chains.fastpath import _PASS_THROUGH_CHECKS
 
     class Pet(BaseModel):
         kind: str

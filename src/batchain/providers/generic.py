@@ -32,7 +32,7 @@ from batchain.store.records import Usage
 
 __all__ = ["GenericAdapter"]
 
-#: the unpatched ``BaseChatModel._agenerate_with_cache``, set by :mod:`batchain.intercept`
+#: the unpatched ``BaseChatModel._agenerate_with_cache``, set by :mod:`batchain.engine.hook`
 Original = Callable[..., Awaitable[ChatResult]]
 
 

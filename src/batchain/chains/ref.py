@@ -57,7 +57,7 @@ def load_ref(ref: str) -> Any:
 def resolve_chain(chain: Runnable[Any, Any] | str | Any) -> Runnable[Any, Any]:
     """A Runnable from a Runnable, a reference, a YAML chain file, or a callable (wrapped)."""
     if isinstance(chain, str) and chain.strip().lower().endswith((".yaml", ".yml")):
-        from batchain.yamlchain import load_yaml_chain  # imports this module: import late
+        from batchain.chains.yamlchain import load_yaml_chain  # imports this module: import late
 
         return load_yaml_chain(chain)
     if isinstance(chain, str):

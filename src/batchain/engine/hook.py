@@ -6,7 +6,7 @@ the chain around it looks like: sequences, parallel fan-out, branches, fallbacks
 structured output, tools, lambdas that call models, LangGraph nodes. batchain replaces
 those two methods once, process-wide. Outside a batchain job (no :data:`ACTIVE` context)
 they run the original code unchanged; inside one, the call is handed to the job's
-:class:`~batchain.calls.CallManager`.
+:class:`~batchain.engine.calls.CallManager`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 if TYPE_CHECKING:
-    from batchain.calls import CallManager
+    from batchain.engine.calls import CallManager
 
 __all__ = ["ACTIVE", "CallContext", "install", "original_agenerate", "original_generate"]
 

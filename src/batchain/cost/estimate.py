@@ -24,10 +24,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from batchain.calls import build_request, generic_adapter, is_generic
-from batchain.chainref import resolve_chain
+from batchain.chains.ref import resolve_chain
 from batchain.cost.prices import PriceBook, default_pricebook
-from batchain.intercept import ACTIVE, CallContext, install
+from batchain.engine.calls import build_request, generic_adapter, is_generic
+from batchain.engine.hook import ACTIVE, CallContext, install
 from batchain.providers.base import CallRequest
 from batchain.store.records import Usage
 

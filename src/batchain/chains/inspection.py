@@ -68,7 +68,7 @@ def _function_refs(fn: Any) -> list[Any]:
 
 def check_batchable(chain: Any) -> None:
     """Raise before submitting anything if a model in the chain cannot use a Batch API."""
-    from batchain.calls import BatchUnsupportedError
+    from batchain.engine.calls import BatchUnsupportedError
 
     for model in find_models(chain):
         adapter = adapter_for(model)

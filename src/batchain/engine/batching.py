@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
-from batchain.budget import Budget, BudgetExhausted
+from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.providers.base import Body, CallRequest, ProviderAdapter, parsed, redact
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
 from batchain.states import BatchStatus
@@ -39,7 +39,7 @@ __all__ = [
     "Waiter",
 ]
 
-log = logging.getLogger("batchain.batches")
+log = logging.getLogger("batchain.engine.batching")
 
 
 class BatchCallError(RuntimeError):

@@ -33,7 +33,7 @@ from batchain.providers.base import CallRequest, ProviderAdapter
 
 __all__ = ["FastChain", "RequestTemplate", "compile_fast", "inspect_fast"]
 
-log = logging.getLogger("batchain.fastpath")
+log = logging.getLogger("batchain.chains.fastpath")
 
 #: the full build of a model call from its messages: its adapter and request
 BuildFrom = Callable[[list[BaseMessage]], tuple[ProviderAdapter, CallRequest]]

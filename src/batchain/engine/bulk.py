@@ -4,7 +4,7 @@ In batch mode an item of such a chain does one thing: it makes one model call an
 for the provider batch that answers it. The ordinary path keeps a task per item for that
 wait; over tens of thousands of items the tasks, futures and LangChain objects cost more
 than everything else the client does. Here an item is a row: its request comes from the
-chain's :class:`~batchain.fastpath.RequestTemplate`, its call is looked up, shared or
+chain's :class:`~batchain.chains.fastpath.RequestTemplate`, its call is looked up, shared or
 parked in bulk, and when the call's answer arrives the model's own parser and the chain's
 output parser turn it into the item's output.
 
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from batchain.batches import BatchCoordinator, CallCancelled, Parked
-from batchain.calls import CallManager, finish_result, must_begin
-from batchain.fastpath import RequestTemplate
+from batchain.chains.fastpath import RequestTemplate
+from batchain.engine.batching import BatchCoordinator, CallCancelled, Parked
+from batchain.engine.calls import CallManager, finish_result, must_begin
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
 from batchain.store.records import CallRecord
@@ -57,7 +57,7 @@ class _Entry:
 
 
 class _Waiter:
-    """The :class:`~batchain.batches.Waiter` of a bulk call: hands the answer to its items."""
+    """The :class:`~batchain.engine.batching.Waiter` of a bulk call: hands the answer to its items."""
 
     __slots__ = ("_done", "_key", "_owner")
 

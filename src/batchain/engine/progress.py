@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
-    from batchain.runner import JobRunner
+    from batchain.engine.runner import JobRunner
 
 __all__ = ["ProgressDisplay", "wants_progress"]
 

@@ -22,15 +22,15 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from batchain.batches import BatchCoordinator, FutureWaiter, GoRealtime, Parked
-from batchain.budget import Budget, BudgetExhausted, UnpricedModel
-from batchain.intercept import original_agenerate, original_generate
+from batchain.engine.batching import BatchCoordinator, FutureWaiter, GoRealtime, Parked
+from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
+from batchain.engine.hook import original_agenerate, original_generate
+from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
 from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, redact
 from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
-from batchain.scheduler import CallFailed, Scheduler
 from batchain.states import CallStatus
 from batchain.store.records import CallRecord, Usage
 from batchain.store.sqlite import SQLiteStore

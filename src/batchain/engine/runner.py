@@ -2,7 +2,7 @@
 
 Items run as ordinary ``chain.ainvoke`` coroutines inside a bounded window, so memory
 stays flat however many inputs there are (in batch mode, ``prompt | model | parser``
-items are rows instead: see :mod:`batchain.bulk`). Inputs are written to the store just before
+items are rows instead: see :mod:`batchain.engine.bulk`). Inputs are written to the store just before
 their item starts, which is what makes a job resumable: a resumed run first re-runs the
 stored items that have no result (their finished model calls replay from the store), then
 reads on from the input iterator where the job stopped.
@@ -26,21 +26,21 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from batchain import serialize
-from batchain.batches import BatchCoordinator, CallCancelled
-from batchain.budget import Budget, BudgetExhausted
-from batchain.bulk import BulkItems, Wait
-from batchain.calls import CallManager, build_request
+from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.cost.prices import PriceBook, default_pricebook
-from batchain.fastpath import FastChain, compile_template, inspect_fast
-from batchain.intercept import ACTIVE, CallContext, install
+from batchain.engine.batching import BatchCoordinator, CallCancelled
+from batchain.engine.budget import Budget, BudgetExhausted
+from batchain.engine.bulk import BulkItems, Wait
+from batchain.engine.calls import CallManager, build_request
+from batchain.engine.hook import ACTIVE, CallContext, install
+from batchain.engine.scheduler import Scheduler
 from batchain.providers.base import redact
-from batchain.scheduler import Scheduler
 from batchain.states import BatchStatus, CallStatus, IllegalTransition, ItemStatus, JobStatus
 from batchain.store.sqlite import SQLiteStore, lease_owner
 
 __all__ = ["ItemEvent", "JobBusy", "JobRunner", "RunOptions"]
 
-log = logging.getLogger("batchain.runner")
+log = logging.getLogger("batchain.engine.runner")
 
 #: how long nothing may move before a batch round counts as complete
 _SETTLE_S = 0.02
@@ -172,7 +172,7 @@ class JobRunner:
         self.fast = found if isinstance(found, FastChain) else None
         #: which path items take and, when not the fastest, why (recorded in the job's stats)
         self.paths: dict[str, str] = {"fast_path": "on" if self.fast is not None else f"off: {found}"}
-        #: batch mode on the fast path: items as rows, no task each (see batchain.bulk)
+        #: batch mode on the fast path: items as rows, no task each (see batchain.engine.bulk)
         self.bulk = self._bulk_items()
         if options.mode == "batch":
             self.paths["bulk_path"] = "on" if self.bulk is not None else f"off: {self._no_bulk}"

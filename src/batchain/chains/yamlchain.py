@@ -56,7 +56,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from batchain.chainref import ChainRefError
+from batchain.chains.ref import ChainRefError
 
 __all__ = [
     "PROVIDERS",
@@ -120,7 +120,7 @@ def is_yaml_ref(ref: str) -> bool:
 def load_yaml_chain(path: str | os.PathLike[str]) -> Runnable[Any, Any]:
     """The chain described by the YAML file at ``path`` (see the module docs for the format).
 
-    Raises :class:`YamlChainError` (a :class:`~batchain.chainref.ChainRefError`) for a file
+    Raises :class:`YamlChainError` (a :class:`~batchain.chains.ref.ChainRefError`) for a file
     that is missing, not YAML, or describes no valid chain.
     """
     spec = _Spec(str(path), _read(path))
