@@ -12,10 +12,11 @@ from typing import Any
 
 __all__ = ["dumps", "loads"]
 
+orjson: Any
 try:
     import orjson
 except ImportError:  # e.g. PyPy
-    orjson = None  # type: ignore[assignment]
+    orjson = None
 
 
 def loads(text: str | bytes) -> Any:
@@ -32,7 +33,8 @@ def dumps(obj: Any) -> str:
     have, become null)."""
     if orjson is not None:
         try:
-            return orjson.dumps(obj).decode()
+            encoded: bytes = orjson.dumps(obj)
+            return encoded.decode()
         except TypeError:  # an integer beyond 64 bits, a non-string key...
             pass
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import signal
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable
 
+from batchain._sync import run_sync
 from batchain.chains.inspection import check_batchable
 from batchain.chains.ref import resolve_chain
-from batchain.engine.progress import ProgressDisplay, wants_progress
-from batchain.engine.runner import ItemEvent, ItemListener, JobRunner, RunOptions
+from batchain.engine.lifecycle import Purpose
+from batchain.engine.results import ItemEvent, ItemListener
+from batchain.engine.session import execute, expected_total
 from batchain.job import ItemResult, Job, StoreArg, new_job_id, open_store
+from batchain.options import RunOptions
 from batchain.states import JobStatus
 from batchain.store.records import JobRecord
 
@@ -67,7 +69,7 @@ def run(
     ``deadline_margin`` seconds before it.
     """
     opts = _options(locals())
-    return _run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
+    return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
 
 
 async def arun(
@@ -109,7 +111,7 @@ def submit(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any
     Later, from any process: ``Job.open(job.id).poll()`` advances it once without blocking,
     ``.wait()`` runs it to the end.
     """
-    return _run_sync(asubmit(chain, inputs, **kwargs))
+    return run_sync(asubmit(chain, inputs, **kwargs))
 
 
 async def asubmit(
@@ -191,7 +193,7 @@ async def _start(
     listener: ItemListener | None = None,
 ) -> Job:
     job = _create_job(chain, store, job_id, options, chain_ref)
-    await _execute(job, inputs, {}, listener, options, until=until)
+    await _execute(job, inputs, options, listener, until=until)
     return job
 
 
@@ -229,75 +231,22 @@ def _create_job(
 async def _execute(
     job: Job,
     inputs: Iterable[Any] | AsyncIterable[Any] | None,
-    overrides: dict[str, Any],
+    options: RunOptions,
     listener: ItemListener | None = None,
-    options: RunOptions | None = None,
     *,
     until: str | None = None,
-    cancelling: bool = False,
 ) -> JobStatus:
-    if options is None:
-        stored = dict(job.record.options)
-        stored.update({k: v for k, v in overrides.items() if k != "callbacks"})
-        known = set(RunOptions.__slots__)  # type: ignore[attr-defined]
-        options = RunOptions(**{k: v for k, v in stored.items() if k in known})
-        options.callbacks = list(overrides.get("callbacks") or [])
-    runner = JobRunner(store=job.store, job_id=job.id, chain=job.chain, options=options, listener=listener)
-    runner.stop_when = until
-    runner.cancelling = cancelling
-    display: asyncio.Task[None] | None = None
-    if wants_progress(options.progress):
-        display = asyncio.create_task(ProgressDisplay(runner, job.id, _total(job, inputs)).run())
-    restore = _on_sigterm(runner)
-    try:
-        return await runner.run(inputs)
-    finally:
-        restore()
-        if display is not None:
-            display.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await display
-
-
-def _total(job: Job, inputs: Any) -> int | None:
-    if hasattr(inputs, "__len__"):
-        return len(inputs)
-    rec = job.record
-    return rec.n_items if rec.inputs_complete else None
-
-
-def _on_sigterm(runner: JobRunner) -> Any:
-    """SIGTERM stops like the first Ctrl-C: calls on the wire land, then the job pauses."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, runner.request_stop)
-    except (NotImplementedError, RuntimeError):
-        return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGTERM)
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to the end, also from inside a running loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="batchain-run")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    purpose = Purpose.SUBMIT if until == "submitted" else Purpose.FINISH
+    return await execute(
+        job.store,
+        job.id,
+        job.chain,
+        inputs,
+        options,
+        total=expected_total(inputs, job.record),
+        listener=listener,
+        purpose=purpose,
+    )
 
 
 def _to_result(event: ItemEvent) -> ItemResult:

@@ -913,7 +913,7 @@ def _ensure_new_job(store_path: Path, job_id: str) -> None:
 
 def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
     """Run the job; errors raised before it starts are usage errors (mode, options)."""
-    from batchain.engine.runner import JobBusy
+    from batchain.engine.lifecycle import JobBusy
     from batchain.store import SQLiteStore
 
     try:
@@ -1051,7 +1051,7 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
     if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
         _stderr().print(f"job {job.id} is already {job.status.value}; nothing to cancel")
         return
-    from batchain.engine.runner import JobBusy
+    from batchain.engine.lifecycle import JobBusy
 
     if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
         job = _with_chain(job)

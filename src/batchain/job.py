@@ -17,18 +17,23 @@ from langchain_core.runnables import Runnable
 from batchain import serialize
 from batchain.chains.ref import resolve_chain
 from batchain.cost.report import JobCost
+from batchain.engine.lifecycle import Purpose
+from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.states import ItemStatus, JobStatus
+from batchain.store.base import Store
 from batchain.store.records import JobRecord, Usage
-from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["ItemResult", "Job", "new_job_id", "open_store"]
 
-StoreArg = SQLiteStore | str | os.PathLike[str] | None
+StoreArg = Store | str | os.PathLike[str] | None
 
 
-def open_store(store: StoreArg) -> SQLiteStore:
-    if isinstance(store, SQLiteStore):
+def open_store(store: StoreArg) -> Store:
+    """A store given as one, or opened from its path (None: the default store)."""
+    if isinstance(store, Store):
         return store
+    from batchain.store.sqlite import SQLiteStore  # the embedded backend
+
     return SQLiteStore(store)
 
 
@@ -57,7 +62,7 @@ class ItemResult:
 class Job:
     """A handle on one job in a store. Cheap to create; every property reads the store."""
 
-    def __init__(self, job_id: str, store: SQLiteStore, chain: Runnable[Any, Any] | None = None):
+    def __init__(self, job_id: str, store: Store, chain: Runnable[Any, Any] | None = None):
         self.id = job_id
         self.store = store
         self._chain = chain
@@ -168,14 +173,12 @@ class Job:
 
     def resume(self, inputs: Iterable[Any] | None = None, **options: Any) -> Job:
         """Run the items that have no result yet (and read on from ``inputs`` if given)."""
-        from batchain.api import _run_sync
+        from batchain._sync import run_sync
 
-        return _run_sync(self.aresume(inputs, **options))
+        return run_sync(self.aresume(inputs, **options))
 
     async def aresume(self, inputs: Iterable[Any] | AsyncIterable[Any] | None = None, **options: Any) -> Job:
-        from batchain.api import _execute
-
-        await _execute(self, inputs, options)
+        await self._run(inputs, options, Purpose.FINISH)
         return self
 
     # -- batch mode ----------------------------------------------------------------------
@@ -183,15 +186,13 @@ class Job:
     def poll(self, **options: Any) -> JobStatus:
         """Advance a batch job once without waiting: collect ended provider batches, let
         items continue, submit the next round. Returns the new status."""
-        from batchain.api import _run_sync
+        from batchain._sync import run_sync
 
-        return _run_sync(self.apoll(**options))
+        return run_sync(self.apoll(**options))
 
     async def apoll(self, inputs: Iterable[Any] | None = None, **options: Any) -> JobStatus:
-        from batchain.api import _execute
-
         options.setdefault("progress", False)
-        return await _execute(self, inputs, options, until="poll")
+        return await self._run(inputs, options, Purpose.POLL)
 
     def wait(self, **options: Any) -> Job:
         """Run a (batch) job to the end, polling its provider batches."""
@@ -203,13 +204,11 @@ class Job:
     def cancel(self, **options: Any) -> Job:
         """Cancel the job's provider batches; finished results are kept, the rest of its
         items end as cancelled."""
-        from batchain.api import _run_sync
+        from batchain._sync import run_sync
 
-        return _run_sync(self.acancel(**options))
+        return run_sync(self.acancel(**options))
 
     async def acancel(self, **options: Any) -> Job:
-        from batchain.api import _execute
-
         options.setdefault("progress", False)
         if self.record.mode != "batch":
             # nothing waits at a provider: cancelling is marking what has not run
@@ -219,8 +218,14 @@ class Job:
             return self
         if not self.record.inputs_complete:
             self.store.update_job(self.id, inputs_complete=True)  # nothing more will be read
-        await _execute(self, None, options, cancelling=True)
+        await self._run(None, options, Purpose.CANCEL)
         return self
+
+    async def _run(self, inputs: Any, overrides: dict[str, Any], purpose: Purpose) -> JobStatus:
+        """Run this job once for ``purpose``, with its stored options and ``overrides``."""
+        options = resolve_options(self.record.options, overrides)
+        total = expected_total(inputs, self.record)
+        return await execute(self.store, self.id, self.chain, inputs, options, total=total, purpose=purpose)
 
     def retry(self, **options: Any) -> Job:
         """Run the failed items again."""

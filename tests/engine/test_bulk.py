@@ -17,7 +17,8 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 import batchain
 from batchain.chains.fastpath import RequestTemplate, compile_fast, compile_template
 from batchain.engine.calls import build_request
-from batchain.engine.runner import JobRunner, RunOptions
+from batchain.engine.session import wire
+from batchain.options import RunOptions
 from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
 from batchain.store import SQLiteStore
@@ -108,11 +109,11 @@ def test_batch_mode_takes_the_bulk_path_only_for_the_fast_shape(sandbox: Sandbox
     chain = ChatPromptTemplate.from_template("About {x}") | make_openai(sandbox) | StrOutputParser()
     store = SQLiteStore(store_path)
     store.create_job(JobRecord("job-a", JobStatus.CREATED, "batch", time.time(), time.time()))
-    assert JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="batch")).bulk
-    assert not JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="realtime")).bulk
-    assert not JobRunner(store=store, job_id="job-a", chain=chain, options=RunOptions(mode="auto")).bulk
+    assert wire(store, "job-a", chain, RunOptions(mode="batch")).bulk
+    assert not wire(store, "job-a", chain, RunOptions(mode="realtime")).bulk
+    assert not wire(store, "job-a", chain, RunOptions(mode="auto")).bulk
     longer = chain | ChatPromptTemplate.from_template("{x}") | make_openai(sandbox)
-    assert not JobRunner(store=store, job_id="job-a", chain=longer, options=RunOptions(mode="batch")).bulk
+    assert not wire(store, "job-a", longer, RunOptions(mode="batch")).bulk
     store.close()
 
 

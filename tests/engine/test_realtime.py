@@ -256,7 +256,7 @@ def test_openai_exception_type_reaches_fallbacks(sandbox: Sandbox, store_path: P
 
 
 def test_a_job_runs_in_one_process_at_a_time(sandbox: Sandbox, store_path: Path) -> None:
-    from batchain.engine.runner import JobBusy
+    from batchain.engine.lifecycle import JobBusy
     from batchain.store.sqlite import SQLiteStore
 
     job = batchain.run(simple_chain(sandbox), [{"x": 1}], store=store_path, progress=False)

@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -214,7 +215,7 @@ class _Spec:
         model = self._model()
         steps: Runnable[Any, Any] = RunnableLambda(_InputCheck(self.name, variables), name="check_input")
         if schema is not None:
-            structured: Runnable[Any, Any] = model.with_structured_output(schema)  # type: ignore[attr-defined]
+            structured: Runnable[Any, Any] = model.with_structured_output(schema)
             check = RunnableLambda(_SchemaCheck(self.name, schema), name="check_schema")
             return steps | prompt | structured | check
         chain = steps | prompt | model | StrOutputParser()
@@ -303,7 +304,7 @@ class _Spec:
         schema.setdefault("description", f"The answer, as a {schema['title']} object.")
         return schema
 
-    def _model(self) -> Runnable[Any, Any]:
+    def _model(self) -> BaseChatModel:
         raw = self.data.get("model")
         if raw is None:
             raise self.fail("model", "missing: give model.provider (openai or anthropic) and model.name")
@@ -353,7 +354,7 @@ class _Spec:
         if base_url:
             kwargs["base_url"] = base_url
         try:
-            model: Runnable[Any, Any] = cls(model=name, api_key=api_key, **kwargs)
+            model: BaseChatModel = cls(model=name, api_key=api_key, **kwargs)
             return model
         except Exception as exc:  # pydantic validation of the model's settings
             raise self.fail("model", f"cannot create the {provider} model: {_first_line(exc)}") from None

@@ -28,6 +28,7 @@ from batchain.chains.ref import resolve_chain
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.engine.calls import build_request, generic_adapter, is_generic
 from batchain.engine.hook import ACTIVE, CallContext, install
+from batchain.engine.inputs import aiter_inputs
 from batchain.providers.base import CallRequest
 from batchain.store.records import Usage
 
@@ -177,7 +178,7 @@ async def _dry_run(
     n = 0
 
     async def one(idx: int, value: Any) -> None:
-        token = ACTIVE.set(CallContext(manager, idx, loop))  # type: ignore[arg-type]
+        token = ACTIVE.set(CallContext(manager, idx, loop))
         try:
             await chain.ainvoke(value)
         except (_Captured, Exception):
@@ -186,13 +187,7 @@ async def _dry_run(
             ACTIVE.reset(token)
             slots.release()
 
-    iterator = inputs.__aiter__() if isinstance(inputs, AsyncIterable) else None
-    source: Any = iterator if iterator is not None else iter(inputs)  # type: ignore[arg-type]
-    while True:
-        try:
-            value = await source.__anext__() if iterator is not None else next(source)
-        except (StopIteration, StopAsyncIteration):
-            break
+    async for value in aiter_inputs(inputs):
         await slots.acquire()
         task = asyncio.create_task(one(n, value))
         tasks.add(task)
@@ -296,9 +291,9 @@ def _mix(realtime: ModeCost, batch: ModeCost, urgent: float) -> ModeCost:
 
 def estimate(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any) -> Estimate:
     """Sync twin of :func:`aestimate`."""
-    from batchain.api import _run_sync
+    from batchain._sync import run_sync
 
-    return _run_sync(aestimate(chain, inputs, **kwargs))
+    return run_sync(aestimate(chain, inputs, **kwargs))
 
 
 async def _pilot(

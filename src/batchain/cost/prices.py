@@ -100,7 +100,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # every job prices its calls: load the bundled catalog (~20 ms) with the engine, not in the
 # middle of a job's first collection
@@ -121,6 +121,7 @@ __all__ = [
     "Cost",
     "PriceBook",
     "PriceSheet",
+    "Pricing",
     "Rate",
     "Rates",
     "UnknownPriceWarning",
@@ -514,6 +515,42 @@ def normalize_service_tier(service_tier: str | None) -> str | None:
     if st in ("flex", "priority", "batch"):
         return st
     return None
+
+
+class Pricing(Protocol):
+    """The price-book seam: what the engine, the budget and reports ask of prices.
+    :class:`PriceBook` (genai-prices plus overrides) is the implementation batchain ships."""
+
+    def cost_of(
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        tier: str = "realtime",
+        service_tier: str | None = None,
+        *,
+        cache_write_1h_tokens: int = 0,
+        prompt_tokens: int | None = None,
+    ) -> Cost: ...
+
+    def cost_of_call(
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        tier: str,
+        response: str | Mapping[str, Any] | None = None,
+    ) -> Cost: ...
+
+    def list_price_of(
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        cache_write_1h_tokens: int = 0,
+        prompt_tokens: int | None = None,
+    ) -> Cost: ...
 
 
 class PriceBook:

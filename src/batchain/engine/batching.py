@@ -25,8 +25,8 @@ from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.providers.base import Body, CallRequest, ProviderAdapter, parsed, redact
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
 from batchain.states import BatchStatus
+from batchain.store.base import Store
 from batchain.store.records import Usage
-from batchain.store.sqlite import SQLiteStore
 
 __all__ = [
     "BatchAPI",
@@ -168,7 +168,7 @@ class BatchCoordinator:
     def __init__(
         self,
         *,
-        store: SQLiteStore,
+        store: Store,
         job_id: str,
         max_retries: int,
         poll_min: float,
@@ -585,7 +585,7 @@ class BatchCoordinator:
         return n
 
 
-def _usage_by_provider(store: SQLiteStore, key: str, body: Body) -> Usage:
+def _usage_by_provider(store: Store, key: str, body: Body) -> Usage:
     record = store.get_call(key)
     if record is not None and record.provider == "anthropic":
         from batchain.providers.anthropic import usage_from_body as anthropic_usage

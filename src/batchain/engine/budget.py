@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+from batchain.cost.prices import Pricing
 from batchain.providers.base import CallRequest
 from batchain.store.records import Usage
 
@@ -41,7 +42,7 @@ def worst_case_usage(request: CallRequest) -> Usage:
 
 
 class Budget:
-    def __init__(self, limit: Decimal, spent: Decimal, pricebook: object) -> None:
+    def __init__(self, limit: Decimal, spent: Decimal, pricebook: Pricing) -> None:
         self.limit = limit
         self.spent = spent
         self.reserved = Decimal(0)
@@ -53,7 +54,7 @@ class Budget:
         return self.limit - self.spent - self.reserved
 
     def price(self, provider: str, model: str, usage: Usage, tier: str) -> Decimal:
-        cost = self.pricebook.cost_of(provider, model, usage, tier)  # type: ignore[attr-defined]
+        cost = self.pricebook.cost_of(provider, model, usage, tier)
         if not cost.known or cost.total is None:
             raise UnpricedModel(
                 f"cannot enforce the budget: no price is known for {provider} model {model!r}; "

@@ -16,16 +16,15 @@ is found there, never sent again. Items the template cannot build go the ordinar
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from batchain.chains.fastpath import RequestTemplate
-from batchain.engine.batching import BatchCoordinator, CallCancelled, Parked
-from batchain.engine.calls import CallManager, finish_result, must_begin
+from batchain.engine.batching import BatchCoordinator, CallCancelled
+from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
+from batchain.store.base import Store
 from batchain.store.records import CallRecord
-from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["BulkItems", "Wait"]
 
@@ -47,37 +46,6 @@ def _settled_elsewhere(record: CallRecord | None) -> bool:
     return record.batch_id is not None and record.status in (CallStatus.PENDING, CallStatus.SUBMITTED)
 
 
-@dataclass(slots=True)
-class _Entry:
-    """A call of this run and the items waiting on it (more than one when shared)."""
-
-    request: CallRequest
-    adapter: ProviderAdapter
-    items: list[tuple[int, Any]]
-
-
-class _Waiter:
-    """The :class:`~batchain.engine.batching.Waiter` of a bulk call: hands the answer to its items."""
-
-    __slots__ = ("_done", "_key", "_owner")
-
-    def __init__(self, owner: BulkItems, key: str) -> None:
-        self._owner = owner
-        self._key = key
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def answer(self, text: str, data: Any) -> None:
-        self._done = True
-        self._owner.resolved(self._key, text, data, None)
-
-    def fail(self, exc: BaseException) -> None:
-        self._done = True
-        self._owner.resolved(self._key, None, None, exc)
-
-
 class BulkItems:
     """The items of one batch-mode run of a templated chain, as rows instead of tasks."""
 
@@ -87,7 +55,7 @@ class BulkItems:
         template: RequestTemplate,
         calls: CallManager,
         batch: BatchCoordinator,
-        store: SQLiteStore,
+        store: Store,
         job_id: str,
         settle: Settle,
         spill: Spill,
@@ -103,21 +71,25 @@ class BulkItems:
         self.job_id = job_id
         self.settle = settle
         self.spill = spill
-        #: calls of this run that have not been answered, by key
-        self.entries: dict[str, _Entry] = {}
-        #: items waiting on those calls
+        #: items waiting on calls of this run
         self.outstanding = 0
 
     async def add(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
-        """Start ``rows`` (``(idx, input, wait)``): find, share, replay or park each call.
+        """Start ``rows`` (``(idx, input, wait)``): admit each item's call in one chunk.
 
         ``wait`` is the call an earlier run noted the item waits for, with its record: when
         that call is answered or at a provider, the item's request is not built again."""
-        built: list[tuple[int, Any, ProviderAdapter, CallRequest, CallRecord | None, bool]] = []
+        model = self.template.fast.model
+        admissions: list[Admission] = []
+        values: dict[int, Any] = {}
+        waits: list[tuple[int, str]] = []
         for idx, value, wait in rows:
             if wait is not None and self.stubs and _settled_elsewhere(wait[1]):
                 key, record = wait
-                built.append((idx, value, self.template.adapter, self.template.stub(key), record, True))
+                stub = self.template.stub(key)
+                rebuild = self._rebuilder(value)
+                admissions.append(Admission(idx, self.template.adapter, model, stub, record, True, rebuild))
+                values[idx] = value
                 continue
             try:
                 adapter, request = self.template.build(value)
@@ -127,80 +99,41 @@ class BulkItems:
             if not adapter.batchable:
                 self.spill(idx, value)  # e.g. an API without a batch endpoint
                 continue
-            built.append((idx, value, adapter, request, None, False))
-        lookup = [r.key for _, _, _, r, _, stub in built if not stub and r.key not in self.entries]
-        stored = self.store.get_calls(lookup)
-        fresh: list[Parked] = []
-        resumed: list[tuple[Parked, str]] = []
-        begin: list[tuple[str, str, str, str, str]] = []
-        waits: list[tuple[int, str]] = []
-        for idx, value, adapter, request, known, stub in built:
-            key = request.key
-            if not stub:
-                waits.append((idx, key))
-            entry = self.entries.get(key)
-            if entry is not None:
-                entry.items.append((idx, value))
-                self.outstanding += 1
-                self.calls.share(key, idx)
-                continue
-            record = known if stub else stored.get(key)
-            answer = self.calls.replayed(record, idx)
-            if answer is not None:
-                self._finish(idx, value, adapter, request, answer)
-                continue
-            if must_begin(record):
-                begin.append((key, request.provider, request.model, request.endpoint, request.body_hash))
-                record = None
-            self.entries[key] = _Entry(request, adapter, [(idx, value)])
-            self.outstanding += 1
-            parked = Parked(
-                request,
-                adapter,
-                self.calls.client_for(adapter, self.template.fast.model),
-                _Waiter(self, key),
-                idx,
-                attempts=record.attempts if record is not None else 0,
-                rebuild=self._rebuilder(value) if stub else None,
-            )
-            if record is not None and record.batch_id is not None:
-                resumed.append((parked, record.batch_id))
-            else:
-                fresh.append(parked)
-        if begin:
-            self.store.begin_calls(begin, self.job_id)
+            admissions.append(Admission(idx, adapter, model, request))
+            values[idx] = value
+            waits.append((idx, request.key))
         if waits:
             self.store.set_waits(self.job_id, waits)
+        got = await self.calls.admit(admissions, lambda a: self._subscriber(a, values[a.idx]))
+        for a, admitted in zip(admissions, got, strict=True):
+            if admitted.verdict is Verdict.REPLAYED:
+                assert admitted.answer is not None
+                self._finish(a.idx, values[a.idx], a.adapter, a.request, admitted.answer)
         self.store.commit_soon()
-        self.batch.park_new(fresh)
-        for parked, uid in resumed:
-            await self.batch.park(parked, uid)
 
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]
 
-    def resolved(self, key: str, text: str | None, data: Any, exc: BaseException | None) -> None:
-        """A parked call got its answer (or its error): finish every item waiting on it."""
-        entry = self.entries.pop(key, None)
-        if entry is None:
-            return
-        for n, (idx, value) in enumerate(entry.items):
+    def _subscriber(self, a: Admission, value: Any) -> Subscriber:
+        """Who is told the answer of item ``a.idx``'s call: the item's row."""
+        self.outstanding += 1
+
+        def tell(outcome: tuple[str | None, Any, BaseException | None]) -> None:
+            text, data, exc = outcome
             self.outstanding -= 1
             if text is None:
-                self.settle(idx, value, None, exc or CallCancelled("no answer"))
+                self.settle(a.idx, value, None, exc or CallCancelled("no answer"))
             else:
-                # the parsed body serves one item; items sharing the call parse their own
-                # copy, so no two outputs share mutable parts
-                body = data if n == 0 and data is not None else text
-                self._finish(idx, value, entry.adapter, entry.request, body)
+                self._finish(a.idx, value, a.adapter, a.request, data if data is not None else text)
+
+        return tell
 
     def _finish(
         self, idx: int, value: Any, adapter: ProviderAdapter, request: CallRequest, body: Body
     ) -> None:
         fast = self.template.fast
         try:
-            result = adapter.parse(fast.model, request, body)
-            finish_result(fast.model, result, None)
+            result = parse_answer(adapter, fast.model, request, body, None)
             generations = result.generations
             output = fast.parse(generations[0].message, generations)
         except Exception as exc:  # the model's or the chain's parser rejects the answer

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,7 +23,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from batchain.engine.batching import BatchCoordinator, FutureWaiter, GoRealtime, Parked
+from batchain.cost.prices import Pricing
+from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.hook import original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
@@ -32,18 +34,25 @@ from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, re
 from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
 from batchain.states import CallStatus
+from batchain.store.base import Store
 from batchain.store.records import CallRecord, Usage
-from batchain.store.sqlite import SQLiteStore
 
 __all__ = [
+    "Admission",
+    "Admitted",
     "BatchUnsupportedError",
     "CallManager",
     "CallStats",
+    "InFlight",
+    "Subscriber",
+    "Verdict",
     "build_request",
     "finish_result",
     "generic_adapter",
     "is_generic",
     "must_begin",
+    "parse_answer",
+    "price_call",
 ]
 
 
@@ -88,6 +97,111 @@ def is_generic(adapter: ProviderAdapter) -> bool:
     return adapter is _GENERIC
 
 
+#: told once how a call ended: its answer's text and parsed body, or an exception
+Subscriber = Callable[[tuple[str | None, Any, BaseException | None]], None]
+
+
+class Verdict(Enum):
+    """How a call was admitted."""
+
+    REPLAYED = "replayed"  # answered before (this job, an earlier one, before a crash)
+    SHARED = "shared"  # the same call is in flight in this run: wait for it
+    PARKED = "parked"  # waits for a provider batch
+    SEND = "send"  # to be sent now, by whoever admitted it
+    REFUSED = "refused"  # batch mode and no Batch API for this model
+
+
+@dataclass(slots=True)
+class Admission:
+    """A call to admit for item ``idx``. ``known``: ``record`` is already looked up (the bulk
+    path found it by key); ``rebuild`` gives the full request when ``request`` is only the
+    call's identity."""
+
+    idx: int
+    adapter: ProviderAdapter
+    model: BaseChatModel
+    request: CallRequest
+    record: CallRecord | None = None
+    known: bool = False
+    rebuild: Callable[[], CallRequest] | None = None
+
+
+@dataclass(slots=True)
+class Admitted:
+    verdict: Verdict
+    answer: str | None = None
+    flight: InFlight | None = None
+    error: BaseException | None = None
+
+
+class InFlight:
+    """A call of this run that has no answer yet, and everyone waiting on it.
+
+    The one :class:`~batchain.engine.batching.Waiter` of both paths: a provider batch (or
+    the realtime sender) tells it the answer once, and it tells each subscriber. Auto
+    mode's :class:`GoRealtime` goes to the call's owner alone, who sends the call and then
+    answers everyone."""
+
+    __slots__ = ("_done", "_landed", "_subs", "adapter", "model", "request")
+
+    def __init__(
+        self,
+        request: CallRequest,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        landed: Callable[[str], None],
+    ) -> None:
+        self.request = request
+        self.adapter = adapter
+        self.model = model
+        self._landed = landed
+        self._subs: list[Subscriber] = []
+        self._done = False
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subs.append(subscriber)
+
+    def done(self) -> bool:
+        return self._done
+
+    def answer(self, text: str, data: Any) -> None:
+        self._tell((text, data, None))
+
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, GoRealtime):
+            if self._subs:
+                self._subs[0]((None, None, exc))
+            return
+        self._tell((None, None, exc))
+
+    def _tell(self, outcome: tuple[str | None, Any, BaseException | None]) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._landed(self.request.key)
+        subs, self._subs = self._subs, []
+        text, data, exc = outcome
+        for n, sub in enumerate(subs):
+            # the parsed body serves one subscriber; the others parse their own copy of the
+            # text, so no two outputs share mutable parts
+            sub((text, data if n == 0 else None, exc))
+
+
+def _to_future(future: asyncio.Future[str]) -> Subscriber:
+    def tell(outcome: tuple[str | None, Any, BaseException | None]) -> None:
+        text, _data, exc = outcome
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+            future.exception()  # retrieved by whoever awaits it
+        else:
+            assert text is not None
+            future.set_result(text)
+
+    return tell
+
+
 @dataclass(slots=True)
 class CallStats:
     paid: int = 0
@@ -104,7 +218,7 @@ class CallManager:
     def __init__(
         self,
         *,
-        store: SQLiteStore,
+        store: Store,
         job_id: str,
         scheduler: Scheduler,
         cache: bool = True,
@@ -112,7 +226,7 @@ class CallManager:
         batch: BatchCoordinator | None = None,
         fallback: str | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
-        pricebook: Any = None,
+        pricebook: Pricing | None = None,
         budget: Budget | None = None,
         on_budget: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -132,7 +246,7 @@ class CallManager:
         self.timeout = timeout
         self.salt = "" if cache else job_id
         self.stats = CallStats()
-        self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._inflight: dict[str, InFlight] = {}
         self._clients: dict[int, Any] = {}
         self._originals: list[Any] = []
 
@@ -153,10 +267,7 @@ class CallManager:
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
         text = await self.execute(adapter, model, request, item_idx)
-        result = adapter.parse(model, request, text)
-        if adapter is not _GENERIC:
-            finish_result(model, result, run_manager)
-        return result
+        return parse_answer(adapter, model, request, text, run_manager)
 
     def _build(
         self,
@@ -186,7 +297,7 @@ class CallManager:
         self._clients.clear()
         self._originals.clear()
 
-    # -- dedup, replay, dispatch ---------------------------------------------------------
+    # -- admission: every call, from either path, is admitted here ------------------------
 
     async def execute(
         self,
@@ -195,43 +306,110 @@ class CallManager:
         request: CallRequest,
         item_idx: int,
     ) -> str:
-        key = request.key
-        shared = self._inflight.get(key)
-        if shared is not None:
-            self.share(key, item_idx)
-            return await self._wait(shared, item_idx)
-        record = self.store.get_call(key)
-        answer = self.replayed(record, item_idx)
-        if answer is not None:
-            return answer
-        batched = (
-            self.batch is not None
-            and adapter.batchable
-            and not self.batch.switched
-            and item_idx not in self.urgent
-        )
-        if self.batch is not None and not adapter.batchable and self.fallback != "realtime":
-            exc = BatchUnsupportedError(model)
-            if self.on_fatal is not None:
-                self.on_fatal(exc)
-            raise exc
+        """The answer of one call of an item's coroutine (the hook and the fast path)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        admission = Admission(item_idx, adapter, model, request)
+        [got] = await self.admit([admission], lambda _: _to_future(future))
+        if got.verdict is Verdict.REPLAYED:
+            assert got.answer is not None
+            return got.answer
+        if got.verdict is Verdict.REFUSED:
+            assert got.error is not None
+            raise got.error
+        flight = got.flight
+        assert flight is not None
+        if got.verdict is Verdict.SEND:
+            return await self._send(flight, item_idx)
         try:
-            if batched:
-                text = await self._batched(adapter, model, request, item_idx, record)
+            return await self._wait(future, item_idx)
+        except GoRealtime:
+            # auto mode's deadline: the owner answers this call in realtime after all
+            return await self._send(flight, item_idx)
+
+    async def admit(
+        self, admissions: list[Admission], subscriber: Callable[[Admission], Subscriber]
+    ) -> list[Admitted]:
+        """Admit calls, one item each: replayed from the store, shared with the same call
+        already in flight in this run, parked for a provider batch, or to be sent now.
+
+        The one place the call rules live, for the coroutine path (one call at a time) and
+        the bulk path (a chunk at a time): an answered call replays; an identical call in
+        flight is shared; a call that an earlier run put in a batch waits for that batch;
+        an unknown, failed, or crash-lost call is (re)started. ``subscriber`` gives who is
+        told the answer of a call that is shared or parked.
+        """
+        lookup = [a.request.key for a in admissions if not a.known and a.request.key not in self._inflight]
+        stored = self.store.get_calls(lookup) if lookup else {}
+        out: list[Admitted] = []
+        fresh: list[Parked] = []
+        resumed: list[tuple[Parked, str]] = []
+        begin: list[tuple[str, str, str, str, str]] = []
+        for a in admissions:
+            key = a.request.key
+            flight = self._inflight.get(key)
+            if flight is not None:
+                self.share(key, a.idx)
+                flight.subscribe(subscriber(a))
+                out.append(Admitted(Verdict.SHARED, flight=flight))
+                continue
+            record = a.record if a.known else stored.get(key)
+            answer = self.replayed(record, a.idx)
+            if answer is not None:
+                out.append(Admitted(Verdict.REPLAYED, answer=answer))
+                continue
+            batch = self.batch
+            if batch is not None and not a.adapter.batchable and self.fallback != "realtime":
+                exc = BatchUnsupportedError(a.model)
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+                out.append(Admitted(Verdict.REFUSED, error=exc))
+                continue
+            flight = InFlight(a.request, a.adapter, a.model, self._landed)
+            self._inflight[key] = flight
+            if batch is None or not a.adapter.batchable or batch.switched or a.idx in self.urgent:
+                out.append(Admitted(Verdict.SEND, flight=flight))
+                continue
+            flight.subscribe(subscriber(a))
+            if must_begin(record):
+                r = a.request
+                begin.append((key, r.provider, r.model, r.endpoint, r.body_hash))
+                record = None
+            parked = Parked(
+                a.request,
+                a.adapter,
+                self.client_for(a.adapter, a.model),
+                flight,
+                a.idx,
+                attempts=record.attempts if record is not None else 0,
+                rebuild=a.rebuild,
+            )
+            if record is not None and record.batch_id is not None:
+                resumed.append((parked, record.batch_id))
             else:
-                text = await self._realtime(adapter, model, request, item_idx)
+                fresh.append(parked)
+            out.append(Admitted(Verdict.PARKED, flight=flight))
+        if begin:
+            self.store.begin_calls(begin, self.job_id)
+            self.store.commit_soon()
+        if self.batch is not None:
+            if fresh:
+                self.batch.park_new(fresh)
+            for parked, uid in resumed:
+                await self.batch.park(parked, uid)
+        return out
+
+    def _landed(self, key: str) -> None:
+        self._inflight.pop(key, None)
+
+    async def _send(self, flight: InFlight, item_idx: int) -> str:
+        """Send a call now (realtime) and tell everyone sharing it."""
+        try:
+            text = await self._realtime(flight.adapter, flight.model, flight.request, item_idx)
         except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: sharers re-raise it themselves
+            flight.fail(exc)
             raise
-        else:
-            future.set_result(text)
-            return text
-        finally:
-            del self._inflight[key]
+        flight.answer(text, None)
+        return text
 
     def share(self, key: str, item_idx: int) -> None:
         """Count and link an item that waits on a call already in flight in this run."""
@@ -263,48 +441,11 @@ class CallManager:
                 del self.waiting[item_idx]
             self.batch.on_change()
 
-    async def _batched(
-        self,
-        adapter: ProviderAdapter,
-        model: BaseChatModel,
-        request: CallRequest,
-        item_idx: int,
-        record: CallRecord | None,
-    ) -> str:
-        assert self.batch is not None
-        if must_begin(record):
-            self._begin(request, CallStatus.PENDING)
-            record = None
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        parked = Parked(
-            request,
-            adapter,
-            self.client_for(adapter, model),
-            FutureWaiter(future),
-            item_idx,
-            attempts=record.attempts if record is not None else 0,
-        )
-        await self.batch.park(parked, record.batch_id if record is not None else None)
-        try:
-            return await self._wait(future, item_idx)
-        except GoRealtime:
-            # auto mode's deadline: this call is answered in realtime after all
-            return await self._realtime(adapter, model, request, item_idx)
-
     def price(
         self, request: CallRequest, usage: Usage, tier: str, body: Body | None = None
     ) -> Decimal | None:
-        """What a call cost in USD, or None when its model has no known price.
-
-        With the response ``body``, its service tier (flex, priority) and 1-hour cache
-        writes are priced too."""
-        if self.pricebook is None:
-            return None
-        if body is not None:
-            cost = self.pricebook.cost_of_call(request.provider, request.model, usage, tier, body)
-        else:
-            cost = self.pricebook.cost_of(request.provider, request.model, usage, tier)
-        return Decimal(cost.total) if cost.known and cost.total is not None else None
+        """What a call cost in USD, or None when its model has no known price."""
+        return price_call(self.pricebook, request, usage, tier, body)
 
     def _begin(self, request: CallRequest, status: CallStatus) -> None:
         """Record the call as on the wire (SENT) or parked for a batch (PENDING)."""
@@ -386,6 +527,33 @@ class CallManager:
         self.stats.output_tokens += usage.output_tokens
         self.stats.by_tier["realtime"] = self.stats.by_tier.get("realtime", 0) + 1
         return sent.text
+
+
+def price_call(
+    pricebook: Pricing | None, request: CallRequest, usage: Usage, tier: str, body: Body | None = None
+) -> Decimal | None:
+    """What a call cost in USD, or None when its model has no known price.
+
+    With the response ``body``, its service tier (flex, priority) and 1-hour cache writes
+    are priced too."""
+    if pricebook is None:
+        return None
+    if body is not None:
+        cost = pricebook.cost_of_call(request.provider, request.model, usage, tier, body)
+    else:
+        cost = pricebook.cost_of(request.provider, request.model, usage, tier)
+    return Decimal(cost.total) if cost.known and cost.total is not None else None
+
+
+def parse_answer(
+    adapter: ProviderAdapter, model: BaseChatModel, request: CallRequest, body: Body, run_manager: Any
+) -> ChatResult:
+    """A call's answer as the model's own ``ChatResult``, as ``_agenerate_with_cache`` makes
+    it: the one parse-and-finish of both paths."""
+    result = adapter.parse(model, request, body)
+    if adapter is not _GENERIC:
+        finish_result(model, result, run_manager)
+    return result
 
 
 def must_begin(record: CallRecord | None) -> bool:

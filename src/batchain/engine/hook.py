@@ -15,21 +15,35 @@ import asyncio
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-if TYPE_CHECKING:
-    from batchain.engine.calls import CallManager
+__all__ = ["ACTIVE", "CallContext", "CallHandler", "install", "original_agenerate", "original_generate"]
 
-__all__ = ["ACTIVE", "CallContext", "install", "original_agenerate", "original_generate"]
+
+class CallHandler(Protocol):
+    """Who answers the model calls of a running job: the job's call manager, or the
+    estimate's dry run (which only records each call's request)."""
+
+    async def generate(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: Any,
+        kwargs: dict[str, Any],
+        item_idx: int,
+        *,
+        sync: bool = False,
+    ) -> ChatResult: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    manager: CallManager
+    manager: CallHandler
     item_idx: int
     loop: asyncio.AbstractEventLoop
 
@@ -109,6 +123,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        BaseChatModel._agenerate_with_cache = _agenerate_with_cache  # type: ignore[method-assign]
-        BaseChatModel._generate_with_cache = _generate_with_cache  # type: ignore[method-assign]
+        # replacing methods of a library class is the hook itself, hence setattr
+        setattr(BaseChatModel, "_agenerate_with_cache", _agenerate_with_cache)  # noqa: B010
+        setattr(BaseChatModel, "_generate_with_cache", _generate_with_cache)  # noqa: B010
         _installed = True

@@ -1,5 +1,6 @@
 """Durable storage of jobs, items, calls and provider batches."""
 
+from batchain.store.base import Store
 from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
 from batchain.store.sqlite import SCHEMA_VERSION, SQLiteStore, default_store_path
 
@@ -9,6 +10,7 @@ __all__ = [
     "ItemRecord",
     "JobRecord",
     "SQLiteStore",
+    "Store",
     "Usage",
     "default_store_path",
 ]

@@ -34,6 +34,7 @@ from batchain.states import (
     JobStatus,
     check_transition,
 )
+from batchain.store.base import lease_owner
 from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
@@ -135,10 +136,6 @@ _ADDED_COLUMNS = [
 _DROPPED_INDEXES = ("calls_by_status", "calls_by_job")
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
-
-
-def lease_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _alive(owner: str) -> bool:

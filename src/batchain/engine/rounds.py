@@ -1,0 +1,118 @@
+"""Batch mode's rounds: when every live item waits on a parked call, the parked calls go to
+the provider as batches; then batches are polled until answers let items move on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from batchain.engine.batching import BatchCoordinator
+from batchain.engine.budget import BudgetExhausted
+from batchain.engine.calls import CallManager
+from batchain.engine.feed import Window
+from batchain.engine.lifecycle import Purpose, RunControl
+
+__all__ = ["Rounds"]
+
+#: how long nothing may move before a batch round counts as complete
+_SETTLE_S = 0.02
+
+
+class Rounds:
+    """The batch-mode loop of one run."""
+
+    def __init__(
+        self,
+        *,
+        batch: BatchCoordinator,
+        calls: CallManager,
+        control: RunControl,
+        window: Window,
+        changed: asyncio.Event,
+        tasks: Callable[[], int],
+        live: Callable[[], bool],
+        deadline: float | None,
+        deadline_margin: float,
+    ) -> None:
+        self.batch = batch
+        self.calls = calls
+        self.control = control
+        self.window = window
+        self.changed = changed
+        #: item coroutines running, and whether any item still runs or waits
+        self.tasks = tasks
+        self.live = live
+        self.deadline = deadline
+        self.deadline_margin = deadline_margin
+
+    def switch_in(self) -> float | None:
+        """Seconds until auto mode's deadline margin, when there is a deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self.deadline_margin - time.time())
+
+    def _deadline_near(self) -> bool:
+        left = self.switch_in()
+        return left is not None and left <= 0
+
+    async def run(self, feeder: asyncio.Task[None]) -> None:
+        """Flush when every live item waits on a parked call; poll; repeat."""
+        batch, control = self.batch, self.control
+        polled = False
+        cancel_sent = False
+        while not control.stopping:
+            fed = feeder.done() or self.window.blocked
+            if feeder.done() and not self.live():
+                return
+            changed = self.changed.is_set()
+            self.changed.clear()
+            # with no item coroutines (the bulk path) nothing can still be on its way to a
+            # parked call: a change is acted on at once instead of after a settle
+            quiet = changed and not self.tasks() and fed
+            if not quiet:
+                with contextlib.suppress(TimeoutError):
+                    # settle: something still moving means the round is not complete yet
+                    await asyncio.wait_for(self.changed.wait(), _SETTLE_S)
+                    continue
+            if self._deadline_near() and not batch.switched:
+                await batch.switch_to_realtime()
+                continue
+            # urgent items run realtime and never wait on a batch: they do not hold a round
+            blocking = self.tasks() - len(self.calls.urgent)
+            all_waiting = len(self.calls.waiting) >= blocking and (feeder.done() or self.window.blocked)
+            if not all_waiting:
+                continue
+            if control.cancelling and not cancel_sent:
+                await batch.cancel_all()
+                cancel_sent = True
+                continue
+            if batch.unsubmitted:
+                try:
+                    created = await batch.flush()
+                except BudgetExhausted as exc:
+                    control.pause(str(exc))
+                    return
+                if control.purpose is Purpose.SUBMIT and batch.live and created:
+                    control.stop()  # the round is at the provider: leave it there
+                    return
+                if created or not batch.live:
+                    continue
+                # the budget holds the rest back until live batches settle: poll them
+            if not batch.live:
+                continue
+            if control.purpose is Purpose.POLL and polled:
+                control.stop()
+                return
+            if control.purpose is Purpose.POLL or control.cancelling:
+                await batch.poll_due(force=True)
+                polled = True
+                continue
+            delay = batch.next_poll_in() or 0.0
+            switch_in = self.switch_in()
+            if switch_in is not None:
+                delay = min(delay, switch_in)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), delay)
+            await batch.poll_due()

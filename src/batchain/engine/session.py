@@ -1,0 +1,227 @@
+"""The one wiring point of the engine: from a job's options to its scheduler, price book,
+budget, batch coordinator, call manager, fast and bulk paths, and the runner that drives
+them; and the entry point that runs a job with them (used by ``run``/``submit`` and by the
+``Job`` handle's ``resume``/``poll``/``cancel``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import signal
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from langchain_core.runnables import Runnable
+
+from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
+from batchain.cost.prices import PriceBook, default_pricebook
+from batchain.engine.batching import BatchCoordinator
+from batchain.engine.budget import Budget
+from batchain.engine.bulk import BulkItems
+from batchain.engine.calls import CallManager, build_request, price_call
+from batchain.engine.feed import Window
+from batchain.engine.inputs import Inputs, InputSource
+from batchain.engine.lifecycle import Purpose, RunControl
+from batchain.engine.progress import ProgressDisplay, wants_progress
+from batchain.engine.results import ItemListener, Results
+from batchain.engine.runner import JobRunner, RunParts
+from batchain.engine.scheduler import Scheduler
+from batchain.options import RunOptions
+from batchain.states import JobStatus
+from batchain.store.base import Store
+from batchain.store.records import JobRecord
+
+__all__ = ["execute", "expected_total", "resolve_options", "wire"]
+
+
+def wire(
+    store: Store,
+    job_id: str,
+    chain: Runnable[Any, Any],
+    options: RunOptions,
+    listener: ItemListener | None = None,
+    purpose: Purpose = Purpose.FINISH,
+) -> JobRunner:
+    """A runner for one run of a job, with every part built from ``options``."""
+    batched = options.mode in ("batch", "auto")
+    scheduler = Scheduler(
+        max_concurrency=options.max_concurrency,
+        rpm=options.rpm,
+        tpm=options.tpm,
+        max_retries=options.max_retries,
+        timeout=options.timeout,
+    )
+    control = RunControl(purpose=purpose, on_stop=[scheduler.stop])
+    changed = asyncio.Event()
+    pricebook = PriceBook(options.prices) if options.prices else default_pricebook()
+    budget = (
+        Budget(Decimal(str(options.budget)), store.job_spent(job_id), pricebook)
+        if options.budget is not None
+        else None
+    )
+    batch = (
+        BatchCoordinator(
+            store=store,
+            job_id=job_id,
+            max_retries=options.max_retries,
+            poll_min=options.poll_min,
+            poll_max=options.poll_max,
+            max_batch_size=options.max_batch_size,
+            on_change=changed.set,
+            usage_of=lambda adapter, body: adapter.usage(body),
+            price_of=functools.partial(price_call, pricebook),
+            budget=budget,
+        )
+        if batched
+        else None
+    )
+    calls = CallManager(
+        store=store,
+        job_id=job_id,
+        scheduler=scheduler,
+        cache=options.cache,
+        timeout=options.timeout,
+        batch=batch,
+        fallback=options.fallback,
+        on_fatal=control.fail,
+        pricebook=pricebook,
+        budget=budget,
+        on_budget=lambda exc: control.pause(str(exc)),
+    )
+    #: the fast path for `prompt | model | parser`, when nothing observes the run
+    found = inspect_fast(chain, callbacks=options.callbacks)
+    fast = found if isinstance(found, FastChain) else None
+    paths = {"fast_path": "on" if fast is not None else f"off: {found}"}
+    window = Window(_window_size(options, batched), control, changed)
+    runner = JobRunner(
+        RunParts(
+            store=store,
+            job_id=job_id,
+            chain=chain,
+            mode=options.mode,
+            control=control,
+            changed=changed,
+            scheduler=scheduler,
+            calls=calls,
+            batch=batch,
+            fast=fast,
+            results=Results(store, job_id, listener),
+            window=window,
+            inputs=Inputs(store, job_id, control, store_first=batched),
+            deadline=options.deadline,
+            deadline_margin=options.deadline_margin,
+            paths=paths,
+            callbacks=options.callbacks,
+            threads=options.threads,
+            timeout=options.timeout,
+            urgent=options.is_urgent,
+        )
+    )
+    if options.mode == "batch":
+        runner.bulk, why = _bulk_items(runner, fast, calls, batch, store, job_id, budget is None)
+        paths["bulk_path"] = "on" if runner.bulk is not None else f"off: {why}"
+    return runner
+
+
+def _window_size(options: RunOptions, batched: bool) -> int:
+    if options.window:
+        return options.window
+    if batched:
+        # every parked item holds its coroutine (~5 KB on the fast path, ~15 KB through
+        # the full chain), but each window is a round that may wait hours at the
+        # provider: park one OpenAI batch's worth at once
+        return 50_000
+    return max(256, 4 * options.max_concurrency)
+
+
+def _bulk_items(
+    runner: JobRunner,
+    fast: FastChain | None,
+    calls: CallManager,
+    batch: BatchCoordinator | None,
+    store: Store,
+    job_id: str,
+    stubs: bool,
+) -> tuple[BulkItems | None, str]:
+    """Batch mode on the fast path: items as rows, no task each; or why not."""
+    if fast is None or batch is None:
+        return None, "the chain is not on the fast path"
+    stop, kwargs = fast.call_args()
+    salt = calls.salt
+    template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
+    if template is None:
+        return None, "the prompt or model admits no request template"
+    bulk = BulkItems(
+        template=template,
+        calls=calls,
+        batch=batch,
+        store=store,
+        job_id=job_id,
+        settle=runner.settle_item,
+        spill=runner.spill,
+        stubs=stubs,
+    )
+    return bulk, ""
+
+
+def expected_total(inputs: Any, record: JobRecord) -> int | None:
+    """How many items the job will have, when known (for progress)."""
+    if hasattr(inputs, "__len__"):
+        return len(inputs)
+    return record.n_items if record.inputs_complete else None
+
+
+def resolve_options(stored: dict[str, Any], overrides: dict[str, Any]) -> RunOptions:
+    """A job's stored options with ``overrides`` (callbacks are never stored)."""
+    merged = dict(stored)
+    merged.update({k: v for k, v in overrides.items() if k != "callbacks"})
+    known = RunOptions.names()
+    options = RunOptions(**{k: v for k, v in merged.items() if k in known})
+    options.callbacks = list(overrides.get("callbacks") or [])
+    return options
+
+
+async def execute(
+    store: Store,
+    job_id: str,
+    chain: Runnable[Any, Any],
+    inputs: InputSource | None,
+    options: RunOptions,
+    *,
+    total: int | None = None,
+    listener: ItemListener | None = None,
+    purpose: Purpose = Purpose.FINISH,
+) -> JobStatus:
+    """Run a job once, for ``purpose``, with live progress if wanted."""
+    runner = wire(store, job_id, chain, options, listener, purpose)
+    display: asyncio.Task[None] | None = None
+    if wants_progress(options.progress):
+        display = asyncio.create_task(ProgressDisplay(runner, job_id, total).run())
+    restore = _on_sigterm(runner.request_stop)
+    try:
+        return await runner.run(inputs)
+    finally:
+        restore()
+        if display is not None:
+            display.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await display
+
+
+def _on_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM stops like the first Ctrl-C: calls on the wire land, then the job pauses."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError):
+        return lambda: None
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    return restore

@@ -1,0 +1,208 @@
+"""The store seam: everything the engine, the ``Job`` handle, reports and the CLI ask of
+durable storage, as one Protocol. :class:`~batchain.store.sqlite.SQLiteStore` is the
+embedded implementation; a second backend implements this and nothing in the engine
+changes. All SQL lives behind it, under ``store/``; what crosses it are records
+(:mod:`batchain.store.records`) and plain values.
+
+Every write enforces the state transition table of :mod:`batchain.states`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
+from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
+
+__all__ = ["Store", "lease_owner"]
+
+
+def lease_owner() -> str:
+    """Who holds a job's lease: ``host:pid``, so a store can tell a dead local holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Jobs, items, calls and provider batches, durably."""
+
+    #: where the store lives (a file for SQLite), for messages
+    path: Path
+
+    def commit(self) -> None: ...
+
+    def commit_soon(self) -> None:
+        """Commit at the end of this event-loop iteration (group commit)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def create_job(self, job: JobRecord) -> None: ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, limit: int = 100) -> list[JobRecord]: ...
+
+    def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None: ...
+
+    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> str | None:
+        """Claim the right to run a job; returns None, or the owner that holds it."""
+        ...
+
+    def renew_lease(self, job_id: str, owner: str, ttl: float) -> None: ...
+
+    def release_lease(self, job_id: str, owner: str) -> None: ...
+
+    def update_job(self, job_id: str, **fields: Any) -> None: ...
+
+    def add_items(self, job_id: str, rows: list[tuple[int, str]]) -> None:
+        """Insert pending items ``(idx, input_json)``; existing ones are left alone."""
+        ...
+
+    def iter_items(
+        self,
+        job_id: str,
+        statuses: tuple[ItemStatus, ...] | None = None,
+        page: int = 1000,
+    ) -> Iterator[ItemRecord]:
+        """Items in index order, read page by page so memory stays flat."""
+        ...
+
+    def iter_outputs(self, job_id: str, page: int = 5000) -> Iterator[tuple[int, str | None]]:
+        """``(idx, output)`` of every item in index order, page by page."""
+        ...
+
+    def set_waits(self, job_id: str, rows: list[tuple[int, str]]) -> None:
+        """Note the call each item waits for, ``(idx, key)``: a later run finds it there instead of building
+        the item's request again."""
+        ...
+
+    def iter_pending_waits(
+        self, job_id: str, page: int = 2000
+    ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
+        """Pending items in index order: ``(idx, input, key of the call it waits for, that call)``, the last
+        two None where none was noted (or the call is gone)."""
+        ...
+
+    def finish_item(
+        self,
+        job_id: str,
+        idx: int,
+        status: ItemStatus,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    def finish_items(self, job_id: str, rows: list[tuple[int, ItemStatus, str | None, str | None]]) -> None:
+        """:meth:`finish_item` of many items: ``(idx, status, output, error)`` each."""
+        ...
+
+    def reset_items(self, job_id: str, from_statuses: tuple[ItemStatus, ...]) -> int:
+        """Move failed/cancelled items back to pending (``batchain retry``)."""
+        ...
+
+    def cancel_pending_items(self, job_id: str) -> int: ...
+
+    def item_counts(self, job_id: str) -> dict[str, int]: ...
+
+    def get_call(self, key: str) -> CallRecord | None: ...
+
+    def get_calls(self, keys: list[str]) -> dict[str, CallRecord]:
+        """The stored calls among ``keys``, by key (one query per 500 keys)."""
+        ...
+
+    def begin_call(
+        self,
+        key: str,
+        *,
+        provider: str,
+        model: str,
+        endpoint: str,
+        job_id: str,
+        status: CallStatus,
+        request: str | None = None,
+        request_hash: str | None = None,
+    ) -> None:
+        """Record that a call is about to be sent (``SENT``) or parked (``PENDING``)."""
+        ...
+
+    def begin_calls(self, calls: list[tuple[str, str, str, str, str]], job_id: str) -> None:
+        """:meth:`begin_call` of many calls parked for a batch: ``(key, provider, model, endpoint,
+        request_hash)`` each."""
+        ...
+
+    def call_succeeded(
+        self, key: str, response: str, usage: Usage, tier: str, cost: Decimal | None = None
+    ) -> None:
+        """Record an answered call; ``cost`` is its price in USD (None: unknown)."""
+        ...
+
+    def calls_succeeded(self, rows: list[tuple[str, str, Usage, str, Decimal | None]]) -> None:
+        """:meth:`call_succeeded` of many calls: ``(key, response, usage, tier, cost)`` each."""
+        ...
+
+    def call_failed(self, key: str, error: str, *, retryable: bool) -> None: ...
+
+    def link_call(self, job_id: str, key: str, item_idx: int, source: str) -> None:
+        """Note that ``item_idx`` of ``job_id`` used call ``key`` (paid, cache or shared)."""
+        ...
+
+    def link_calls(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
+        ...
+
+    def job_usage(self, job_id: str, sources: tuple[str, ...] = ("paid",)) -> Usage:
+        """Usage of the distinct calls this job used through ``sources``."""
+        ...
+
+    def job_spent(self, job_id: str) -> Decimal:
+        """What this job's paid calls cost (calls with an unknown price count as zero)."""
+        ...
+
+    def item_calls(self, job_id: str) -> dict[int, list[tuple[str, str, Usage]]]:
+        """Every answered call each item used (paid, cached or shared alike)."""
+        ...
+
+    def item_usage(self, job_id: str) -> dict[int, Usage]: ...
+
+    def job_call_stats(self, job_id: str) -> dict[str, int]: ...
+
+    def calls_in_status(self, status: CallStatus, job_id: str | None = None) -> list[str]:
+        # the status is written as a literal (it comes from the enum): SQLite uses a partial
+        # index (calls_sent, calls_failed) only for a condition it can see at prepare time
+        ...
+
+    def batch_intent(
+        self, uid: str, job_id: str, provider: str, lane: str, keys: list[str], info: dict[str, Any]
+    ) -> None:
+        """Record a batch before asking the provider to create it (committed at once)."""
+        ...
+
+    def batch_submitted(self, uid: str, provider_batch_id: str) -> None:
+        """The provider has the batch: remember its id and move its calls to SUBMITTED."""
+        ...
+
+    def batch_abandoned(self, uid: str) -> None:
+        """The create never reached the provider: its calls wait for the next flush."""
+        ...
+
+    def batch_ended(self, uid: str) -> None: ...
+
+    def batch_collected(self, uid: str) -> None: ...
+
+    def get_batch(self, uid: str) -> dict[str, Any] | None: ...
+
+    def job_batches(
+        self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def batch_keys(self, uid: str) -> list[str]: ...
+
+    def call_requeued(self, key: str, reason: str) -> None:
+        """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
+        ...
