@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from batchain.sandbox.anthropic_batches import AnthropicBatchStore, check_requests
-from batchain.sandbox.anthropic_messages import (
+from batchain.sandbox.anthropic.batches import AnthropicBatchStore, check_requests
+from batchain.sandbox.anthropic.messages import (
     BAD_JSON,
     AnthropicSpec,
     anthropic_json_response,

@@ -1,6 +1,6 @@
 """Anthropic Message Batches: creation checks, progressive processing, results.
 
-Sans-I/O like :mod:`openai_batches`.  Anthropic has no validating phase: the batch
+Sans-I/O like :mod:`batchain.sandbox.openai.batches`.  Anthropic has no validating phase: the batch
 is ``in_progress`` from creation (``batch_validating_s`` + ``batch_processing_s`` +
 ``batch_finalizing_s`` are all spent in ``in_progress``), ``request_counts`` stay
 all ``processing`` until the batch ends, and results (JSONL at an absolute
@@ -25,7 +25,7 @@ from batchain.sandbox.lifecycle import AnthropicStatus, is_terminal, transition
 from batchain.sandbox.progress import Schedule
 
 if TYPE_CHECKING:
-    from batchain.sandbox.anthropic_messages import AnthropicSpec
+    from batchain.sandbox.anthropic.messages import AnthropicSpec
     from batchain.sandbox.state import SandboxState
 
 __all__ = ["AnthropicBatch", "AnthropicBatchStore", "BatchRequest", "check_requests"]

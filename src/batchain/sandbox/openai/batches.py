@@ -31,11 +31,11 @@ from batchain.sandbox.calls import Evaluated, ProviderSpec, bill, dumps, evaluat
 from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.errors import ApiError, openai_error_body
 from batchain.sandbox.lifecycle import OpenAIStatus, is_terminal, transition
-from batchain.sandbox.openai_files import FileStore, not_found
+from batchain.sandbox.openai.files import FileStore, not_found
 from batchain.sandbox.progress import Schedule
 
 if TYPE_CHECKING:
-    from batchain.sandbox.openai_chat import OpenAISpec
+    from batchain.sandbox.openai.chat import OpenAISpec
     from batchain.sandbox.state import SandboxState
 
 __all__ = ["ENDPOINTS", "OpenAIBatch", "OpenAIBatchStore"]
