@@ -1,76 +1,61 @@
-"""Anthropic Message Batches: creation checks, progressive processing, results.
+"""Anthropic Message Batches on the wire: creation checks, the batch object, results.
 
-Sans-I/O like :mod:`batchain.sandbox.openai.batches`.  Anthropic has no validating phase: the batch
-is ``in_progress`` from creation (``batch_validating_s`` + ``batch_processing_s`` +
-``batch_finalizing_s`` are all spent in ``in_progress``), ``request_counts`` stay
-all ``processing`` until the batch ends, and results (JSONL at an absolute
-``results_url``) exist only once it has ended.  Bad ``params`` are validated
+The store, processing and ending of batches are the neutral
+:mod:`batchain.sandbox.batches`; this module adds Anthropic's status machine, its
+create-time request checks and its result lines.  Anthropic has no validating
+phase: the batch is ``in_progress`` from creation (``batch_validating_s`` +
+``batch_processing_s`` + ``batch_finalizing_s`` are all spent in ``in_progress``),
+``request_counts`` stay all ``processing`` until the batch ends, and results (JSONL
+at an absolute ``results_url``) exist only once it has ended.  Bad ``params`` are validated
 asynchronously and come back as ``errored`` results.  Requests dropped by
 ``batch_drop_rate`` count as ``succeeded`` but have no result line.
 """
 
 from __future__ import annotations
 
-import random
 import re
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from batchain.sandbox import ids
-from batchain.sandbox.calls import Evaluated, ProviderSpec, bill, dumps, evaluate, logger
+from batchain.sandbox.batches import WINDOW_S, Batch, BatchItem, BatchStoreBase, Unrun
+from batchain.sandbox.calls import dumps
 from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.errors import ApiError, anthropic_error_body
 from batchain.sandbox.lifecycle import AnthropicStatus, is_terminal, transition
-from batchain.sandbox.progress import Schedule
 
-if TYPE_CHECKING:
-    from batchain.sandbox.anthropic.messages import AnthropicSpec
-    from batchain.sandbox.state import SandboxState
+__all__ = ["AnthropicBatch", "AnthropicBatchStore", "check_requests"]
 
-__all__ = ["AnthropicBatch", "AnthropicBatchStore", "BatchRequest", "check_requests"]
-
-_WINDOW_S = 24 * 3600
 _CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 S = AnthropicStatus
 
-
-@dataclass(slots=True)
-class BatchRequest:
-    custom_id: str
-    params: dict[str, Any]
+_UNRUN: dict[Unrun, str] = {"expired": "expired", "cancelled": "canceled"}  # -> result type
 
 
-@dataclass(slots=True)
-class AnthropicBatch:
-    id: str
-    config: SandboxConfig
-    created: float
-    requests: list[BatchRequest]  # dropped once ended, to free memory
-    total: int
-    schedule: Schedule
-    stop_count: int
-    rng: random.Random
+@dataclass(slots=True, kw_only=True)
+class AnthropicBatch(Batch):
     status: AnthropicStatus = AnthropicStatus.IN_PROGRESS
-    processed: int = 0
     ends_at: float | None = None  # when the batch will be ``ended``
     ended_at: float | None = None
     cancel_initiated_at: float | None = None
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)
-    )
-    lines: list[bytes] = field(default_factory=list)
     results: bytes | None = None
+
+    def is_final(self) -> bool:
+        return is_terminal(self.status)
 
     def move(self, target: AnthropicStatus) -> None:
         self.status = transition(self.status, target)
 
     def to_dict(self, base_url: str) -> dict[str, Any]:
         ended = self.status is S.ENDED
-        if ended:
-            counts = {"processing": 0, **self.counts}
-        else:
-            counts = {"processing": self.total, **dict.fromkeys(self.counts, 0)}
+        counts = {
+            "processing": 0 if ended else self.total,
+            "succeeded": self.succeeded if ended else 0,
+            "errored": self.errored if ended else 0,
+            "canceled": self.cancelled if ended else 0,
+            "expired": self.expired if ended else 0,
+        }
         return {
             "id": self.id,
             "type": "message_batch",
@@ -78,7 +63,7 @@ class AnthropicBatch:
             "request_counts": counts,
             "ended_at": ids.rfc3339(self.ended_at) if self.ended_at is not None else None,
             "created_at": ids.rfc3339(self.created),
-            "expires_at": ids.rfc3339(self.created + _WINDOW_S),
+            "expires_at": ids.rfc3339(self.created + WINDOW_S),
             "archived_at": None,
             "cancel_initiated_at": (
                 ids.rfc3339(self.cancel_initiated_at) if self.cancel_initiated_at is not None else None
@@ -91,7 +76,7 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchRequest]:
+def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchItem]:
     """Create-time checks: shape, count, ``custom_id`` format and uniqueness."""
     raw = body.get("requests")
     if raw is None:
@@ -104,7 +89,7 @@ def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchRequest
         raise _invalid(
             f"requests: List should have at most {max_requests} items after validation, not {len(raw)}"
         )
-    requests: list[BatchRequest] = []
+    requests: list[BatchItem] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
         where = f"requests.{index}"
@@ -132,7 +117,7 @@ def check_requests(body: dict[str, Any], max_requests: int) -> list[BatchRequest
         if not isinstance(params, dict):
             raise _invalid(f"{where}.params: Input should be a valid dictionary")
         seen.add(custom_id)
-        requests.append(BatchRequest(custom_id, params))
+        requests.append(BatchItem(custom_id, params))
     return requests
 
 
@@ -140,65 +125,19 @@ def _not_found(batch_id: str) -> ApiError:
     return ApiError(404, f"No batch found with id '{batch_id}'.")
 
 
-class AnthropicBatchStore:
-    """All Anthropic message batches of one sandbox; advanced by :meth:`step`."""
+class AnthropicBatchStore(BatchStoreBase[AnthropicBatch]):
+    """All Anthropic message batches of one sandbox."""
 
-    def __init__(self, state: SandboxState, spec: AnthropicSpec) -> None:
-        self._state = state
-        self._spec = spec
-        self._batches: dict[str, AnthropicBatch] = {}
-        self._active: dict[str, AnthropicBatch] = {}
-
-    # -- store protocol ----------------------------------------------------------------
-
-    def clear(self) -> None:
-        self._batches.clear()
-        self._active.clear()
-
-    def active(self) -> bool:
-        return bool(self._active)
-
-    def step(self, now: float, budget: int) -> int:
-        work = 0
-        for batch in list(self._active.values()):
-            if work >= budget:
-                break
-            work += self._advance(batch, now, budget - work)
-            if is_terminal(batch.status):
-                self._active.pop(batch.id, None)
-        return work
+    internal_error = "Internal server error"
+    errors_apart = False  # one results file, in processing order
 
     # -- API operations ------------------------------------------------------------------
 
-    def create(self, requests: list[BatchRequest], config: SandboxConfig) -> AnthropicBatch:
+    def create(self, requests: list[BatchItem], config: SandboxConfig) -> AnthropicBatch:
         now = time.time()
-        batch_id = ids.anthropic_batch_id()
-        total = len(requests)
-        fraction = config.batch_expire_after_fraction
-        batch = AnthropicBatch(
-            id=batch_id,
-            config=config,
-            created=now,
-            requests=requests,
-            total=total,
-            schedule=Schedule(now + config.batch_validating_s, config.batch_processing_s, total),
-            stop_count=total if fraction is None else int(total * fraction),
-            rng=random.Random(f"{config.seed}:{batch_id}"),
-        )
-        self._batches[batch_id] = batch
-        self._active[batch_id] = batch
-        self._state.wake()
-        return batch
-
-    def get(self, batch_id: str) -> AnthropicBatch:
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            raise _not_found(batch_id)
-        if batch.id in self._active:
-            self._advance(batch, time.time(), 1 << 62)
-            if is_terminal(batch.status):
-                self._active.pop(batch.id, None)
-        return batch
+        batch = AnthropicBatch(id=ids.anthropic_batch_id(), config=config, created=now)
+        batch.begin(requests, now + config.batch_validating_s)
+        return self._add(batch)
 
     def cancel(self, batch_id: str) -> AnthropicBatch:
         batch = self.get(batch_id)
@@ -230,95 +169,37 @@ class AnthropicBatchStore:
             )
         return batch.results
 
-    def list(
-        self, after_id: str | None, before_id: str | None, limit: int
-    ) -> tuple[list[AnthropicBatch], bool]:
-        self._state.advance()
-        newest_first = list(reversed(self._batches.values()))
-        if before_id is not None:
-            position = next((i for i, b in enumerate(newest_first) if b.id == before_id), None)
-            newer = newest_first[:position] if position is not None else []
-            return newer[-limit:], len(newer) > limit
-        if after_id is not None:
-            position = next((i for i, b in enumerate(newest_first) if b.id == after_id), None)
-            newest_first = newest_first[position + 1 :] if position is not None else []
-        return newest_first[:limit], len(newest_first) > limit
-
     # -- lifecycle -------------------------------------------------------------------
+
+    def _not_found(self, batch_id: str) -> ApiError:
+        return ApiError(404, f"No batch found with id '{batch_id}'.")
 
     def _advance(self, batch: AnthropicBatch, now: float, budget: int) -> int:
         work = 0
         if batch.status is S.IN_PROGRESS:
-            total = batch.total
-            due = min(batch.schedule.due(now), batch.stop_count)
-            count = min(due - batch.processed, budget)
-            if count > 0:
-                self._run(batch, count)
-                work = count
-            if batch.processed < due:
-                return work
-            if batch.ends_at is None:
-                if batch.processed == total and now >= batch.schedule.end:
-                    batch.ends_at = batch.schedule.end + batch.config.batch_finalizing_s
-                elif batch.processed == batch.stop_count < total:
-                    expiry = batch.schedule.time_of(batch.stop_count)
-                    batch.ends_at = expiry + batch.config.batch_finalizing_s
+            work, ended = self._process(batch, now, budget)
+            if ended is not None and batch.ends_at is None:
+                batch.ends_at = ended.at + batch.config.batch_finalizing_s
         if batch.ends_at is not None and now >= batch.ends_at and not is_terminal(batch.status):
-            kind = "canceled" if batch.status is S.CANCELING else "expired"
-            self._finish(batch, kind)
+            self._finish(batch, "cancelled" if batch.status is S.CANCELING else "expired")
             batch.move(S.ENDED)
             batch.ended_at = batch.ends_at
         return work
 
-    def _run(self, batch: AnthropicBatch, count: int) -> None:
-        state, spec, cfg, rng = self._state, self._spec, batch.config, batch.rng
-        start = batch.processed
-        for request in batch.requests[start : start + count]:
-            dropped = cfg.batch_drop_rate > 0 and rng.random() < cfg.batch_drop_rate
-            injected = cfg.batch_item_error_rate > 0 and rng.random() < cfg.batch_item_error_rate
-            try:
-                ev = _evaluate_safely(spec, request.params)
-                flaky = ev.directives.flaky
-                if flaky is not None and state.flaky_fails(ev.digest, flaky):
-                    raise ApiError(500, f"Sandbox directive [[flaky:{flaky}]] failed this attempt.")
-                if injected:
-                    raise ApiError(500, "Internal server error")
-                if dropped:
-                    batch.counts["succeeded"] += 1  # counted, but its line is lost
-                    continue
-                message = bill(state, spec, ev, "batch", batch.id, request.custom_id)
-            except ApiError as error:
-                batch.counts["errored"] += 1
-                result: dict[str, Any] = {
-                    "type": "errored",
-                    "error": anthropic_error_body(error, None),
-                }
-            else:
-                batch.counts["succeeded"] += 1
-                result = {"type": "succeeded", "message": message}
-            batch.lines.append(dumps({"custom_id": request.custom_id, "result": result}) + b"\n")
-        batch.processed = start + count
+    # -- wire format -------------------------------------------------------------------
 
-    def _finish(self, batch: AnthropicBatch, kind: str) -> None:
-        """Mark never-run requests ``canceled``/``expired`` and freeze the results."""
-        for request in batch.requests[batch.processed :]:
-            batch.counts[kind] += 1
-            line = {"custom_id": request.custom_id, "result": {"type": kind}}
-            batch.lines.append(dumps(line) + b"\n")
-        batch.processed = batch.total
-        batch.requests = []
-        if batch.config.shuffle_results:
-            batch.rng.shuffle(batch.lines)
+    def _success_line(self, batch: AnthropicBatch, custom_id: str, payload: dict[str, Any]) -> bytes:
+        return _result_line(custom_id, {"type": "succeeded", "message": payload})
+
+    def _error_line(self, custom_id: str, error: ApiError) -> bytes:
+        return _result_line(custom_id, {"type": "errored", "error": anthropic_error_body(error, None)})
+
+    def _unrun_line(self, custom_id: str, reason: Unrun) -> bytes:
+        return _result_line(custom_id, {"type": _UNRUN[reason]})
+
+    def _seal(self, batch: AnthropicBatch) -> None:
         batch.results = b"".join(batch.lines)
-        batch.lines = []
 
 
-def _evaluate_safely(spec: ProviderSpec, body: dict[str, Any]) -> Evaluated:
-    """Evaluate one item; an internal bug fails that item (500), never the whole batch."""
-    try:
-        return evaluate(spec, body, batch=True)
-    except ApiError:
-        raise
-    except Exception:
-        logger.exception("sandbox: unexpected error evaluating a batch item")
-        raise ApiError(500, "Internal server error") from None
+def _result_line(custom_id: str, result: dict[str, Any]) -> bytes:
+    return dumps({"custom_id": custom_id, "result": result}) + b"\n"
