@@ -8,7 +8,8 @@ import anthropic
 import httpx
 import pytest
 
-from batchain.sandbox import Sandbox, anthropic_api
+from batchain.sandbox import Sandbox
+from batchain.sandbox.anthropic import api as anthropic_api
 from batchain.sandbox.ledger import request_hash
 from tests.conformance.helpers import ANTHROPIC_MODEL, anthropic_request, wait_anthropic
 

@@ -222,7 +222,7 @@ def test_faults(sb: Sandbox, ant: anthropic.Anthropic) -> None:
 
 
 def test_request_too_large(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchain.sandbox import anthropic_api
+    from batchain.sandbox.anthropic import api as anthropic_api
 
     monkeypatch.setattr(anthropic_api, "MAX_MESSAGES_BYTES", 50)
     client = anthropic.Anthropic(base_url=sb.url, api_key="k", max_retries=0)

@@ -8,7 +8,8 @@ import httpx
 import openai
 import pytest
 
-from batchain.sandbox import Sandbox, openai_api
+from batchain.sandbox import Sandbox
+from batchain.sandbox.openai import api as openai_api
 from tests.conformance.helpers import jsonl, simple_lines, upload
 
 THIRTY_DAYS = 30 * 24 * 3600

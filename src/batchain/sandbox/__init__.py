@@ -33,7 +33,10 @@ Where the rules live: knobs and per-request ``x-sandbox-*`` headers in
 replies in :mod:`~batchain.sandbox.responder`; ``[[fail:N]]`` / ``[[latency:MS]]`` /
 ``[[flaky:N]]`` prompt directives in :mod:`~batchain.sandbox.directives`; billing and
 the request hash in :mod:`~batchain.sandbox.ledger`; rate limiting in
-:mod:`~batchain.sandbox.limits`; batch states in :mod:`~batchain.sandbox.lifecycle`.
+:mod:`~batchain.sandbox.limits`; batch states in :mod:`~batchain.sandbox.lifecycle`;
+batch processing in :mod:`~batchain.sandbox.batches`.  Each provider's wire formats
+and endpoints are in the :mod:`~batchain.sandbox.openai` and
+:mod:`~batchain.sandbox.anthropic` subpackages; everything else is provider-neutral.
 
 Auth: any non-empty key is accepted (OpenAI ``Authorization: Bearer``; Anthropic
 ``x-api-key`` or ``Authorization: Bearer``); keys starting with ``invalid`` get a 401.

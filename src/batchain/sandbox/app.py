@@ -27,12 +27,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from batchain.sandbox import anthropic_api, ids, openai_api
-from batchain.sandbox.anthropic_messages import anthropic_json_response
+from batchain.sandbox import ids
+from batchain.sandbox.anthropic import api as anthropic_api
+from batchain.sandbox.anthropic.messages import anthropic_json_response
 from batchain.sandbox.calls import Endpoint, dumps
 from batchain.sandbox.config import ConfigError
 from batchain.sandbox.errors import ApiError, anthropic_error_body, openai_error_body
-from batchain.sandbox.openai_chat import openai_json_response
+from batchain.sandbox.openai import api as openai_api
+from batchain.sandbox.openai.chat import openai_json_response
 from batchain.sandbox.state import SandboxState
 
 __all__ = ["create_app"]

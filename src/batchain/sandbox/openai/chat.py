@@ -498,7 +498,7 @@ class OpenAISpec:
         headers = _limit_headers(decision)
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
         if ev.body.get("stream") is True:
-            from batchain.sandbox.openai_stream import stream_response
+            from batchain.sandbox.openai.stream import stream_response
 
             return stream_response(ev, payload, headers)
         return openai_json_response(dumps(payload), 200, headers)

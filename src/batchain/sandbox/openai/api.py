@@ -17,9 +17,9 @@ from batchain.sandbox.calls import (
 )
 from batchain.sandbox.errors import ApiError
 from batchain.sandbox.multipart import MultipartError, Part, parse_multipart
-from batchain.sandbox.openai_batches import ENDPOINTS, SUPPORTED_ENDPOINT, OpenAIBatchStore
-from batchain.sandbox.openai_chat import BAD_JSON, OpenAISpec, check_auth, openai_json_response
-from batchain.sandbox.openai_files import FileStore
+from batchain.sandbox.openai.batches import ENDPOINTS, SUPPORTED_ENDPOINT, OpenAIBatchStore
+from batchain.sandbox.openai.chat import BAD_JSON, OpenAISpec, check_auth, openai_json_response
+from batchain.sandbox.openai.files import FileStore
 from batchain.sandbox.state import SandboxState
 
 __all__ = ["routes"]

@@ -401,7 +401,7 @@ class AnthropicSpec:
         del started
         headers = _limit_headers(decision)
         if ev.body.get("stream") is True:
-            from batchain.sandbox.anthropic_stream import stream_response
+            from batchain.sandbox.anthropic.stream import stream_response
 
             return stream_response(payload, headers)
         return anthropic_json_response(dumps(payload), 200, headers)

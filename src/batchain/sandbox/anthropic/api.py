@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from batchain.sandbox.anthropic_batches import AnthropicBatchStore, check_requests
-from batchain.sandbox.anthropic_messages import (
+from batchain.sandbox.anthropic.batches import AnthropicBatchStore, check_requests
+from batchain.sandbox.anthropic.messages import (
     BAD_JSON,
     AnthropicSpec,
     anthropic_json_response,
@@ -102,7 +102,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
     async def list_batches(request: Request) -> Response:
         _authenticate(request)
         query = request.query_params
-        page, has_more = batches.list(query.get("after_id"), query.get("before_id"), _limit(request))
+        page, has_more = batches.list(query.get("after_id"), _limit(request), before=query.get("before_id"))
         base = _base_url(request)
         data = [b.to_dict(base) for b in page]
         return _ok(

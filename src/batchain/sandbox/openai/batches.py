@@ -1,9 +1,11 @@
-"""OpenAI Batches: creation checks, validation, progressive processing, result files.
+"""OpenAI Batches on the wire: input-file validation, the Batch object, result files.
 
-Sans-I/O: the store is advanced with explicit timestamps (``step(now, budget)``) by
-the server's ticker and by request handlers; status changes go through
-:func:`lifecycle.transition`.  Timestamps reported to clients are the *scheduled*
-times, so they do not depend on polling.
+The store, processing and ending of batches are the neutral
+:mod:`batchain.sandbox.batches`; this module adds OpenAI's status machine (a
+validating phase, finalizing, ``completed`` / ``expired`` / ``cancelled``; changes go
+through :func:`lifecycle.transition`), its JSONL input checks and result lines, and
+the output / error files.  Timestamps reported to clients are the *scheduled* times,
+so they do not depend on polling.
 
 Result semantics (see the protocol reference, section 2.3):
 
@@ -21,21 +23,20 @@ Result semantics (see the protocol reference, section 2.3):
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchain.sandbox import ids
-from batchain.sandbox.calls import Evaluated, ProviderSpec, bill, dumps, evaluate, logger
+from batchain.sandbox.batches import WINDOW_S, Batch, BatchItem, BatchStoreBase, Unrun
+from batchain.sandbox.calls import dumps
 from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.errors import ApiError, openai_error_body
 from batchain.sandbox.lifecycle import OpenAIStatus, is_terminal, transition
-from batchain.sandbox.openai_files import FileStore, not_found
-from batchain.sandbox.progress import Schedule
+from batchain.sandbox.openai.files import FileStore, not_found
 
 if TYPE_CHECKING:
-    from batchain.sandbox.openai_chat import OpenAISpec
+    from batchain.sandbox.openai.chat import OpenAISpec
     from batchain.sandbox.state import SandboxState
 
 __all__ = ["ENDPOINTS", "OpenAIBatch", "OpenAIBatchStore"]
@@ -51,18 +52,15 @@ ENDPOINTS = (
     "/v1/videos",
 )
 SUPPORTED_ENDPOINT = "/v1/chat/completions"
-_WINDOW_S = 24 * 3600
 _MAX_ERRORS = 1000
-_EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
-_CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+_UNRUN: dict[Unrun, tuple[str, str]] = {  # reason -> (error code, message)
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired.",
+    ),
+    "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
+}
 S = OpenAIStatus
-
-
-@dataclass(slots=True)
-class _Item:
-    line: int
-    custom_id: str
-    body: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -81,33 +79,20 @@ class _Usage:
         }
 
 
-@dataclass(slots=True)
-class OpenAIBatch:
-    id: str
+@dataclass(slots=True, kw_only=True)
+class OpenAIBatch(Batch):
     endpoint: str
     input_file_id: str
     completion_window: str
     metadata: dict[str, str] | None
     output_expires_after: int | None
-    config: SandboxConfig
-    created: float
     status: OpenAIStatus = OpenAIStatus.VALIDATING
     model: str | None = None
     errors: list[dict[str, Any]] | None = None
-    items: list[_Item] = field(default_factory=list)  # dropped once final, to free memory
-    total: int = 0
-    processed: int = 0
-    stop_count: int = 0
-    schedule: Schedule | None = None
     expiring: bool = False
-    completed: int = 0
-    failed: int = 0
     usage: _Usage | None = None
-    output_lines: list[bytes] = field(default_factory=list)
-    error_lines: list[bytes] = field(default_factory=list)
     output_file_id: str | None = None
     error_file_id: str | None = None
-    rng: random.Random = field(default_factory=random.Random)
     in_progress_at: float | None = None
     finalizing_at: float | None = None
     completed_at: float | None = None
@@ -116,9 +101,17 @@ class OpenAIBatch:
     cancelling_at: float | None = None
     cancelled_at: float | None = None
 
+    def is_final(self) -> bool:
+        return is_terminal(self.status)
+
     def move(self, target: OpenAIStatus, at: float) -> None:
         self.status = transition(self.status, target)
         setattr(self, f"{target.value}_at", at)
+
+    @property
+    def failed(self) -> int:
+        """Errored requests, plus never-run ones once the batch expired or was cancelled."""
+        return self.errored + self.expired + self.cancelled
 
     def to_dict(self) -> dict[str, Any]:
         def stamp(value: float | None) -> int | None:
@@ -138,14 +131,14 @@ class OpenAIBatch:
             "error_file_id": self.error_file_id,
             "created_at": int(self.created),
             "in_progress_at": stamp(self.in_progress_at),
-            "expires_at": int(self.created) + _WINDOW_S,
+            "expires_at": int(self.created) + WINDOW_S,
             "finalizing_at": stamp(self.finalizing_at),
             "completed_at": stamp(self.completed_at),
             "failed_at": stamp(self.failed_at),
             "expired_at": stamp(self.expired_at),
             "cancelling_at": stamp(self.cancelling_at),
             "cancelled_at": stamp(self.cancelled_at),
-            "request_counts": {"total": total, "completed": self.completed, "failed": self.failed},
+            "request_counts": {"total": total, "completed": self.succeeded, "failed": self.failed},
             "metadata": self.metadata,
             "usage": self.usage.to_dict() if self.usage is not None else None,
         }
@@ -161,7 +154,7 @@ def _missing_line_field(name: str, line: int) -> dict[str, Any]:
 
 def validate_input(
     data: bytes, endpoint: str, max_requests: int
-) -> tuple[list[_Item], str | None, list[dict[str, Any]]]:
+) -> tuple[list[BatchItem], str | None, list[dict[str, Any]]]:
     """Parse and check a batch input file: (items, model, errors)."""
     lines = data.split(b"\n")
     numbered = [(n, raw.strip()) for n, raw in enumerate(lines, start=1) if raw.strip()]
@@ -173,7 +166,7 @@ def validate_input(
             f"{max_requests} requests per batch."
         )
         return [], None, [_line_error("too_many_tasks", None, message, None)]
-    items: list[_Item] = []
+    items: list[BatchItem] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     model: str | None = None
@@ -199,7 +192,7 @@ def validate_input(
         if model is None and isinstance(line_model, str):
             model = line_model
         seen.add(obj["custom_id"])
-        items.append(_Item(number, obj["custom_id"], body))
+        items.append(BatchItem(obj["custom_id"], body))
     return items, model, errors
 
 
@@ -236,35 +229,19 @@ def _check_line(
     return None
 
 
-class OpenAIBatchStore:
-    """All OpenAI batches of one sandbox; advanced by :meth:`step`."""
+class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
+    """All OpenAI batches of one sandbox, with the files their input and results live in."""
+
+    internal_error = "The server had an error while processing your request."
+    errors_apart = True  # per-request errors go to the batch's error file
 
     def __init__(self, state: SandboxState, spec: OpenAISpec, files: FileStore) -> None:
-        self._state = state
-        self._spec = spec
+        super().__init__(state, spec)
         self._files = files
-        self._batches: dict[str, OpenAIBatch] = {}
-        self._active: dict[str, OpenAIBatch] = {}
-
-    # -- store protocol ----------------------------------------------------------------
 
     def clear(self) -> None:
-        self._batches.clear()
-        self._active.clear()
+        super().clear()
         self._files.clear()
-
-    def active(self) -> bool:
-        return bool(self._active)
-
-    def step(self, now: float, budget: int) -> int:
-        work = 0
-        for batch in list(self._active.values()):
-            if work >= budget:
-                break
-            work += self._advance(batch, now, budget - work)
-            if is_terminal(batch.status):
-                self._active.pop(batch.id, None)
-        return work
 
     # -- API operations ------------------------------------------------------------------
 
@@ -298,21 +275,7 @@ class OpenAIBatchStore:
             config=config,
             created=time.time(),
         )
-        batch.rng = random.Random(f"{config.seed}:{batch.id}")
-        self._batches[batch.id] = batch
-        self._active[batch.id] = batch
-        self._state.wake()
-        return batch
-
-    def get(self, batch_id: str, now: float | None = None) -> OpenAIBatch:
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            raise not_found("Batch", batch_id, "batch_id")
-        if batch.id in self._active:
-            self._advance(batch, time.time() if now is None else now, 1 << 62)
-            if is_terminal(batch.status):
-                self._active.pop(batch.id, None)
-        return batch
+        return self._add(batch)
 
     def cancel(self, batch_id: str) -> OpenAIBatch:
         now = time.time()
@@ -325,15 +288,10 @@ class OpenAIBatchStore:
         self._state.wake()
         return batch
 
-    def list(self, after: str | None, limit: int) -> tuple[list[OpenAIBatch], bool]:
-        self._state.advance()
-        newest_first = list(reversed(self._batches.values()))
-        if after is not None:
-            position = next((i for i, b in enumerate(newest_first) if b.id == after), None)
-            newest_first = newest_first[position + 1 :] if position is not None else []
-        return newest_first[:limit], len(newest_first) > limit
-
     # -- lifecycle -------------------------------------------------------------------
+
+    def _not_found(self, batch_id: str) -> ApiError:
+        return not_found("Batch", batch_id, "batch_id")
 
     def _advance(self, batch: OpenAIBatch, now: float, budget: int) -> int:
         work = 0
@@ -346,37 +304,25 @@ class OpenAIBatchStore:
                     return work
                 self._validate(batch, at)
             elif status is S.IN_PROGRESS:
-                assert batch.schedule is not None
-                due = min(batch.schedule.due(now), batch.stop_count)
-                count = min(due - batch.processed, budget - work)
-                if count > 0:
-                    self._run(batch, count)
-                    work += count
-                if batch.processed < due:
-                    return work  # out of budget, continue next tick
-                if batch.processed < batch.total:
-                    if batch.processed < batch.stop_count:
-                        return work  # more items are due later
-                    batch.expiring = True  # expiry after the configured fraction
-                    batch.move(S.FINALIZING, batch.schedule.time_of(batch.stop_count))
-                elif now >= batch.schedule.end:
-                    batch.move(S.FINALIZING, batch.schedule.end)
-                else:
+                done, ended = self._process(batch, now, budget - work)
+                work += done
+                if ended is None:
                     return work
+                batch.expiring = ended.expired
+                batch.move(S.FINALIZING, ended.at)
             elif status is S.FINALIZING:
                 assert batch.finalizing_at is not None
                 at = batch.finalizing_at + cfg.batch_finalizing_s
                 if now < at:
                     return work
-                target = S.EXPIRED if batch.expiring else S.COMPLETED
-                self._finish(batch, _EXPIRED_MESSAGE, "batch_expired")
-                batch.move(target, at)
+                self._finish(batch, "expired")
+                batch.move(S.EXPIRED if batch.expiring else S.COMPLETED, at)
             elif status is S.CANCELLING:
                 assert batch.cancelling_at is not None
                 at = batch.cancelling_at + cfg.cancel_delay_s
                 if now < at:
                     return work
-                self._finish(batch, _CANCELLED_MESSAGE, "batch_cancelled")
+                self._finish(batch, "cancelled")
                 batch.move(S.CANCELLED, at)
             else:
                 return work
@@ -384,7 +330,7 @@ class OpenAIBatchStore:
     def _validate(self, batch: OpenAIBatch, at: float) -> None:
         cfg = batch.config
         record = self._files.get_or_none(batch.input_file_id)
-        items: list[_Item] = []
+        items: list[BatchItem] = []
         model: str | None = None
         if cfg.batch_fail_validation:
             errors = [
@@ -403,67 +349,40 @@ class OpenAIBatchStore:
             batch.errors = errors
             batch.move(S.FAILED, at)
             return
-        batch.items = items
-        batch.total = len(items)
         batch.model = model
         batch.usage = _Usage()
-        total = len(items)
-        fraction = cfg.batch_expire_after_fraction
-        batch.stop_count = total if fraction is None else int(total * fraction)
-        batch.schedule = Schedule(at, cfg.batch_processing_s, total)
+        batch.begin(items, at)
         batch.move(S.IN_PROGRESS, at)
 
-    def _run(self, batch: OpenAIBatch, count: int) -> None:
-        state, spec, cfg = self._state, self._spec, batch.config
-        rng = batch.rng
+    # -- wire format -------------------------------------------------------------------
+
+    def _success_line(self, batch: OpenAIBatch, custom_id: str, payload: dict[str, Any]) -> bytes:
         usage = batch.usage
         assert usage is not None
-        start = batch.processed
-        for item in batch.items[start : start + count]:
-            dropped = cfg.batch_drop_rate > 0 and rng.random() < cfg.batch_drop_rate
-            injected = cfg.batch_item_error_rate > 0 and rng.random() < cfg.batch_item_error_rate
-            try:
-                ev = _evaluate_safely(spec, item.body)
-                flaky = ev.directives.flaky
-                if flaky is not None and state.flaky_fails(ev.digest, flaky):
-                    raise ApiError(500, f"Sandbox directive [[flaky:{flaky}]] failed this attempt.")
-                if injected:
-                    raise ApiError(500, "The server had an error while processing your request.")
-                if dropped:
-                    batch.completed += 1  # the server thinks it answered; the line is lost
-                    continue
-                payload = bill(state, spec, ev, "batch", batch.id, item.custom_id)
-            except ApiError as error:
-                batch.failed += 1
-                batch.error_lines.append(_result_line(item.custom_id, error.status, openai_error_body(error)))
-                continue
-            batch.completed += 1
-            tokens = payload["usage"]
-            usage.input_tokens += tokens["prompt_tokens"]
-            usage.cached_tokens += tokens["prompt_tokens_details"]["cached_tokens"]
-            usage.output_tokens += tokens["completion_tokens"]
-            batch.output_lines.append(_result_line(item.custom_id, 200, payload))
-        batch.processed = start + count
+        tokens = payload["usage"]
+        usage.input_tokens += tokens["prompt_tokens"]
+        usage.cached_tokens += tokens["prompt_tokens_details"]["cached_tokens"]
+        usage.output_tokens += tokens["completion_tokens"]
+        return _result_line(custom_id, 200, payload)
 
-    def _finish(self, batch: OpenAIBatch, message: str, code: str) -> None:
-        """Write never-run requests as error lines, then the result files."""
-        for item in batch.items[batch.processed :]:
-            batch.failed += 1
-            line = {
-                "id": ids.openai_batch_request_id(),
-                "custom_id": item.custom_id,
-                "response": None,
-                "error": {"code": code, "message": message},
-            }
-            batch.error_lines.append(dumps(line) + b"\n")
-        batch.processed = batch.total
-        batch.items = []
-        for kind in ("output", "error"):
-            lines = batch.output_lines if kind == "output" else batch.error_lines
+    def _error_line(self, custom_id: str, error: ApiError) -> bytes:
+        return _result_line(custom_id, error.status, openai_error_body(error))
+
+    def _unrun_line(self, custom_id: str, reason: Unrun) -> bytes:
+        code, message = _UNRUN[reason]
+        line = {
+            "id": ids.openai_batch_request_id(),
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+        return dumps(line) + b"\n"
+
+    def _seal(self, batch: OpenAIBatch) -> None:
+        """Write the output and error files (none for a kind without lines)."""
+        for kind, lines in (("output", batch.lines), ("error", batch.error_lines)):
             if not lines:
                 continue
-            if batch.config.shuffle_results:
-                batch.rng.shuffle(lines)
             record = self._files.add(
                 f"batch_{batch.id.removeprefix('batch_')}_{kind}.jsonl",
                 "batch_output",
@@ -474,8 +393,6 @@ class OpenAIBatchStore:
                 batch.output_file_id = record.id
             else:
                 batch.error_file_id = record.id
-        batch.output_lines = []
-        batch.error_lines = []
 
 
 def _result_line(custom_id: str, status: int, body: dict[str, Any]) -> bytes:
@@ -486,14 +403,3 @@ def _result_line(custom_id: str, status: int, body: dict[str, Any]) -> bytes:
         "error": None,
     }
     return dumps(line) + b"\n"
-
-
-def _evaluate_safely(spec: ProviderSpec, body: dict[str, Any]) -> Evaluated:
-    """Evaluate one item; an internal bug fails that item (500), never the whole batch."""
-    try:
-        return evaluate(spec, body, batch=True)
-    except ApiError:
-        raise
-    except Exception:
-        logger.exception("sandbox: unexpected error evaluating a batch item")
-        raise ApiError(500, "The server had an error while processing your request.") from None
