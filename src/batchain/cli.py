@@ -1308,7 +1308,7 @@ def _cost_text(job: Job) -> str:
 
 
 def _cost_json(job: Job) -> Any:
-    from batchain.cost.report import to_json
+    from batchain.cost.render import to_json
 
     try:
         return to_json(job.report())
@@ -1329,7 +1329,7 @@ def report(
     replays); failed calls and items. Models without a known price are listed, never
     counted as free. --json prints the same as one JSON object.
     """
-    from batchain.cost.report import render_table, to_json
+    from batchain.cost.render import render_table, to_json
 
     job = _open_job(job_id, store)
     try:
