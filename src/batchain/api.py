@@ -19,9 +19,10 @@ from batchain.chains.ref import resolve_chain
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.results import ItemEvent, ItemListener
 from batchain.engine.session import execute, expected_total
-from batchain.job import ItemResult, Job, StoreArg, new_job_id, open_store
+from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import RunOptions
 from batchain.states import JobStatus
+from batchain.store import StoreArg, open_store
 from batchain.store.records import JobRecord
 
 __all__ = ["aas_completed", "arun", "as_completed", "asubmit", "run", "submit"]

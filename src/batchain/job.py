@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
@@ -20,21 +19,11 @@ from batchain.cost.report import JobCost
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.states import ItemStatus, JobStatus
+from batchain.store import StoreArg, open_store
 from batchain.store.base import Store
 from batchain.store.records import JobRecord, Usage
 
-__all__ = ["ItemResult", "Job", "new_job_id", "open_store"]
-
-StoreArg = Store | str | os.PathLike[str] | None
-
-
-def open_store(store: StoreArg) -> Store:
-    """A store given as one, or opened from its path (None: the default store)."""
-    if isinstance(store, Store):
-        return store
-    from batchain.store.sqlite import SQLiteStore  # the embedded backend
-
-    return SQLiteStore(store)
+__all__ = ["ItemResult", "Job", "new_job_id"]
 
 
 def new_job_id() -> str:

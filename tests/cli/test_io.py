@@ -13,7 +13,7 @@ import pytest
 from langchain_core.messages import AIMessage
 from pydantic import BaseModel
 
-from batchain.io import BadRow, InputError, InputReader, OutputError, ResultWriter, result_row
+from batchain.cli.datafiles import BadRow, InputError, InputReader, OutputError, ResultWriter, result_row
 from batchain.job import ItemResult
 from batchain.states import ItemStatus
 

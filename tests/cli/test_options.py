@@ -6,7 +6,10 @@ from datetime import datetime
 
 import pytest
 
-from batchain.cli import CliError, _absolute_ref, _given, _parse_deadline, run_cli
+from batchain.cli import CliError, run_cli
+from batchain.cli.common import absolute_ref as _absolute_ref
+from batchain.cli.options import given as _given
+from batchain.cli.options import parse_deadline as _parse_deadline
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def tutorial_blocks() -> list[Block]:
 
 def test_every_tutorial_block_is_one_the_runner_runs() -> None:
     """Fast and static: catches a block of another kind before the slow test runs."""
-    from batchain.cli import sandbox_serve
+    from batchain.cli.cmd_sandbox import sandbox_serve
 
     blocks = tutorial_blocks()
     assert len(blocks) >= 12

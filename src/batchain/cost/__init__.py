@@ -27,6 +27,7 @@ from batchain.cost.prices import (
     list_price_of,
     normalize_service_tier,
 )
+from batchain.cost.render import render_table, to_json
 from batchain.cost.report import (
     AvoidedLine,
     BatchCost,
@@ -35,8 +36,6 @@ from batchain.cost.report import (
     JobCost,
     RoundCost,
     job_cost,
-    render_table,
-    to_json,
 )
 
 __all__ = [

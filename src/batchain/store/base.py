@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
-from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
+from batchain.store.records import (
+    BatchRecord,
+    CallRecord,
+    ItemCallLink,
+    ItemRecord,
+    JobFailures,
+    JobRecord,
+    PaidCallGroup,
+    ReusedCallGroup,
+    Usage,
+)
 
 __all__ = ["Store", "lease_owner"]
 
@@ -205,4 +215,36 @@ class Store(Protocol):
 
     def call_requeued(self, key: str, reason: str) -> None:
         """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
+        ...
+
+    def job_models(self, job_id: str) -> list[tuple[str, str]]:
+        """Distinct ``(provider, model)`` of every call the job used, however it got it."""
+        ...
+
+    def paid_call_groups(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[PaidCallGroup]:
+        """The job's paid, answered calls summed per provider, model, tier, service tier, prompt-size bucket
+        and provider batch."""
+        ...
+
+    def reused_call_groups(
+        self, job_id: str, sources: tuple[str, ...], thresholds: tuple[int, ...] = ()
+    ) -> list[ReusedCallGroup]:
+        """Uses of answered calls the job got through ``sources`` (cache, shared, replay), one per (call,
+        item) link, summed per source, provider, model and bucket."""
+        ...
+
+    def item_call_links(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[ItemCallLink]:
+        """Every (item, answered call, source) link of the job, unsorted, with its tokens."""
+        ...
+
+    def job_link_counts(self, job_id: str) -> dict[str, int]:
+        """(call, item) links of the job by source (:meth:`job_call_stats` counts distinct calls)."""
+        ...
+
+    def job_failures(self, job_id: str) -> JobFailures:
+        """How many of the job's calls and items failed."""
+        ...
+
+    def job_batch_records(self, job_id: str) -> list[BatchRecord]:
+        """The job's provider batches in the order they were created (ties by id)."""
         ...

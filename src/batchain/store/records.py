@@ -94,3 +94,81 @@ class CallRecord:
     usage: Usage
     request: str | None = None
     batch_id: str | None = None
+
+
+# -- reports: what the store's report queries return (see SQLiteStore, "reports") ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaidCallGroup:
+    """A job's paid, answered calls that price alike, summed.
+
+    Grouped by provider, model, tier, the service tier the response reports, the prompt-size
+    bucket and (batch calls) the provider batch that returned them.
+    """
+
+    provider: str
+    model: str
+    tier: str
+    #: as the response reports it (OpenAI realtime only), not normalized
+    service_tier: str | None
+    #: 0 below the first long-context threshold, k above the k-th
+    bucket: int
+    batch_id: str | None
+    usage: Usage
+    #: Anthropic 1-hour cache writes (part of ``usage.cache_creation_tokens``)
+    cache_write_1h_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReusedCallGroup:
+    """Uses of answered calls a job did not pay for (cache, shared, replay), summed per
+    source, provider, model and prompt-size bucket; ``usage.requests`` counts the uses."""
+
+    source: str
+    provider: str
+    model: str
+    bucket: int
+    usage: Usage
+    cache_write_1h_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCallLink:
+    """One use of an answered call by one item of a job, with what prices it."""
+
+    idx: int
+    source: str
+    provider: str
+    model: str
+    tier: str
+    service_tier: str | None
+    bucket: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    cache_write_1h_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A provider batch of a job; ``info`` is {} when it is not a readable JSON object."""
+
+    id: str
+    provider: str
+    lane: str
+    status: str
+    provider_batch_id: str | None
+    n_calls: int
+    created_at: float
+    updated_at: float
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailures:
+    """How many of a job's calls and items failed."""
+
+    calls: int
+    items: int

@@ -35,7 +35,17 @@ from batchain.states import (
     check_transition,
 )
 from batchain.store.base import lease_owner
-from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
+from batchain.store.records import (
+    BatchRecord,
+    CallRecord,
+    ItemCallLink,
+    ItemRecord,
+    JobFailures,
+    JobRecord,
+    PaidCallGroup,
+    ReusedCallGroup,
+    Usage,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 
@@ -779,3 +789,188 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- reports ----------------------------------------------------------------------
+    # Read-only aggregates for the cost report (batchain.cost.report), summed in SQL so a
+    # 100k-call job is priced from a handful of rows. ``thresholds`` are the long-context
+    # prompt sizes of the models involved: rows are split into buckets at them.
+
+    def job_models(self, job_id: str) -> list[tuple[str, str]]:
+        """Distinct ``(provider, model)`` of every call the job used, however it got it."""
+        rows = self._read(
+            "SELECT DISTINCT c.provider AS provider, c.model AS model FROM calls c"
+            " WHERE c.key IN (SELECT key FROM job_calls WHERE job_id = ?)",
+            (job_id,),
+        )
+        return [(r["provider"], r["model"]) for r in rows]
+
+    def paid_call_groups(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[PaidCallGroup]:
+        """The job's paid, answered calls summed per provider, model, tier, service tier,
+        prompt-size bucket and provider batch."""
+        rows = self._read(
+            f"SELECT c.provider AS provider, c.model AS model, COALESCE(c.tier, 'realtime') AS tier,"
+            f" {_REPORT_ST} AS st, {_bucket_sql(thresholds)} AS bucket,"
+            f" CASE WHEN c.tier = 'batch' THEN c.batch_id END AS batch_id, {_REPORT_SUMS}"
+            f" FROM calls c WHERE c.status = 'succeeded' AND c.key IN ({_REPORT_PAID_KEYS})"
+            f" GROUP BY 1, 2, 3, 4, 5, 6",
+            (job_id,),
+        )
+        return [
+            PaidCallGroup(
+                provider=r["provider"],
+                model=r["model"],
+                tier=r["tier"],
+                service_tier=r["st"],
+                bucket=r["bucket"],
+                batch_id=r["batch_id"],
+                usage=_summed_usage(r),
+                cache_write_1h_tokens=int(r["w1h"] or 0),
+            )
+            for r in rows
+        ]
+
+    def reused_call_groups(
+        self, job_id: str, sources: tuple[str, ...], thresholds: tuple[int, ...] = ()
+    ) -> list[ReusedCallGroup]:
+        """Uses of answered calls the job got through ``sources`` (cache, shared, replay),
+        one per (call, item) link, summed per source, provider, model and bucket."""
+        rows = self._read(
+            f"SELECT j.source AS source, c.provider AS provider, c.model AS model,"
+            f" {_bucket_sql(thresholds)} AS bucket, {_REPORT_SUMS}"
+            f" FROM job_calls j JOIN calls c ON c.key = j.key"
+            f" WHERE j.job_id = ? AND j.source IN {_in(sources)} AND c.status = 'succeeded'"
+            f" GROUP BY 1, 2, 3, 4",
+            (job_id, *sources),
+        )
+        return [
+            ReusedCallGroup(
+                source=r["source"],
+                provider=r["provider"],
+                model=r["model"],
+                bucket=r["bucket"],
+                usage=_summed_usage(r),
+                cache_write_1h_tokens=int(r["w1h"] or 0),
+            )
+            for r in rows
+        ]
+
+    def item_call_links(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[ItemCallLink]:
+        """Every (item, answered call, source) link of the job, unsorted, with its tokens."""
+        rows = self._read(
+            f"SELECT j.item_idx AS idx, j.source AS source, c.provider AS provider, c.model AS model,"
+            f" COALESCE(c.tier, 'realtime') AS tier, {_REPORT_ST} AS st,"
+            f" {_bucket_sql(thresholds)} AS bucket,"
+            f" c.input_tokens AS i, c.output_tokens AS o, c.cache_read_tokens AS cr,"
+            f" c.cache_creation_tokens AS cw, {_REPORT_W1H} AS w1h"
+            f" FROM job_calls j JOIN calls c ON c.key = j.key"
+            f" WHERE j.job_id = ? AND c.status = 'succeeded'",
+            (job_id,),
+        )
+        return [
+            ItemCallLink(
+                idx=int(r["idx"]),
+                source=r["source"],
+                provider=r["provider"],
+                model=r["model"],
+                tier=r["tier"],
+                service_tier=r["st"],
+                bucket=r["bucket"],
+                input_tokens=r["i"],
+                output_tokens=r["o"],
+                cache_read_tokens=r["cr"],
+                cache_creation_tokens=r["cw"],
+                cache_write_1h_tokens=int(r["w1h"] or 0),
+            )
+            for r in rows
+        ]
+
+    def job_link_counts(self, job_id: str) -> dict[str, int]:
+        """(call, item) links of the job by source (:meth:`job_call_stats` counts distinct calls)."""
+        rows = self._read(
+            "SELECT source, COUNT(*) AS n FROM job_calls WHERE job_id = ? GROUP BY source", (job_id,)
+        )
+        return {r["source"]: int(r["n"]) for r in rows}
+
+    def job_failures(self, job_id: str) -> JobFailures:
+        """How many of the job's calls and items failed."""
+        calls = self._read(
+            "SELECT COUNT(*) AS n FROM calls WHERE job_id = ? AND status = 'failed'", (job_id,)
+        )
+        items = self._read(
+            "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND status = 'failed'", (job_id,)
+        )
+        return JobFailures(calls=int(calls[0]["n"] or 0), items=int(items[0]["n"] or 0))
+
+    def job_batch_records(self, job_id: str) -> list[BatchRecord]:
+        """The job's provider batches in the order they were created (ties by id).
+
+        Unlike :meth:`job_batches`, an unreadable ``info`` reads as {} instead of raising.
+        """
+        rows = self._read(
+            "SELECT id, provider, lane, status, provider_batch_id, n_calls, created_at, updated_at, info"
+            " FROM provider_batches WHERE job_id = ? ORDER BY created_at, id",
+            (job_id,),
+        )
+        out = []
+        for r in rows:
+            try:
+                info = json.loads(r["info"] or "{}")
+            except ValueError:
+                info = {}
+            out.append(
+                BatchRecord(
+                    id=r["id"],
+                    provider=r["provider"],
+                    lane=r["lane"],
+                    status=r["status"],
+                    provider_batch_id=r["provider_batch_id"],
+                    n_calls=r["n_calls"],
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
+                    info=info if isinstance(info, dict) else {},
+                )
+            )
+        return out
+
+
+# -- reports: SQL pieces ------------------------------------------------------------------------
+
+#: OpenAI realtime responses carry the tier that served them (default, flex, priority)
+_REPORT_ST = (
+    "CASE WHEN c.provider = 'openai' AND COALESCE(c.tier, 'realtime') <> 'batch'"
+    " AND json_valid(c.response) THEN json_extract(c.response, '$.service_tier') END"
+)
+#: Anthropic's 1-hour cache writes (the rest of cache_creation_tokens are 5-minute writes)
+_REPORT_W1H = (
+    "CASE WHEN c.provider = 'anthropic' AND c.cache_creation_tokens > 0 AND json_valid(c.response)"
+    " THEN COALESCE(json_extract(c.response, '$.usage.cache_creation.ephemeral_1h_input_tokens'), 0)"
+    " ELSE 0 END"
+)
+_REPORT_SUMS = (
+    "COUNT(*) AS n, SUM(c.input_tokens) AS i, SUM(c.output_tokens) AS o,"
+    " SUM(c.cache_read_tokens) AS cr, SUM(c.cache_creation_tokens) AS cw,"
+    f" SUM(c.reasoning_tokens) AS rs, SUM({_REPORT_W1H}) AS w1h"
+)
+_REPORT_PAID_KEYS = "SELECT key FROM job_calls WHERE job_id = ? AND source = 'paid'"
+
+
+def _bucket_sql(thresholds: tuple[int, ...]) -> str:
+    """The prompt-size bucket of ``c.input_tokens``: 0 up to the first threshold, k above the k-th."""
+    if not thresholds:
+        return "0"
+    whens = " ".join(
+        f"WHEN c.input_tokens > {int(t)} THEN {k + 1}" for k, t in reversed(list(enumerate(thresholds)))
+    )
+    return f"CASE {whens} ELSE 0 END"
+
+
+def _summed_usage(r: sqlite3.Row) -> Usage:
+    """The usage of a row of ``_REPORT_SUMS``."""
+    return Usage(
+        int(r["i"] or 0),
+        int(r["o"] or 0),
+        int(r["cr"] or 0),
+        int(r["cw"] or 0),
+        int(r["rs"] or 0),
+        int(r["n"] or 0),
+    )

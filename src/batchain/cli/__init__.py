@@ -1,0 +1,137 @@
+"""The ``batchain`` command line: run chains over datasets, inspect and continue jobs.
+
+Exit codes (all commands): 0 every item succeeded; 1 finished with failed items or bad
+input rows; 2 usage error (bad arguments, unknown job, unreadable chain or input);
+3 internal error; 130 stopped before the end (the job is paused and can be resumed).
+
+Results go to stdout and everything for humans (progress, summaries, errors) to stderr,
+so ``batchain run chain.py:chain in.jsonl > out.jsonl`` works as a pipeline step;
+``batchain submit`` prints only the job id on stdout (``JOB=$(batchain submit ...)``).
+
+A chain is ``path/to/file.py:attr``, ``package.module:attr`` or a YAML chain file
+(:mod:`batchain.chains.yamlchain`); jobs record it (files as absolute paths), so ``wait``,
+``resume``, ``retry`` and ``cancel`` reload it in any process. The engine and LangChain
+are imported inside the commands that need them, so ``--help`` and ``jobs`` stay instant.
+
+This package is the command line only: :mod:`~batchain.cli.app` (the typer app, exit codes),
+:mod:`~batchain.cli.options` (options declared once), the commands in ``cmd_run``,
+``cmd_jobs``, ``cmd_cost`` and ``cmd_sandbox``, :mod:`~batchain.cli.render` (what they
+print), :mod:`~batchain.cli.datafiles` (reading inputs, writing results) and
+:mod:`~batchain.cli.demo`. This module registers the commands and is the entry point
+(``batchain = "batchain.cli:main"``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Final, NoReturn
+
+import click
+import typer
+
+from batchain.cli.app import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    app,
+    sandbox_app,
+)
+from batchain.cli.cmd_cost import estimate, report
+from batchain.cli.cmd_jobs import cancel, jobs, results, status
+from batchain.cli.cmd_run import resume, retry, run, submit, wait
+from batchain.cli.cmd_sandbox import demo, sandbox_serve
+from batchain.cli.common import remember_keys
+from batchain.cli.render import one_line
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "app",
+    "main",
+    "run_cli",
+]
+
+# -- the commands, in the order `batchain --help` lists them ------------------------------------
+
+app.command()(run)
+app.command()(submit)
+app.command()(wait)
+app.command()(resume)
+app.command()(retry)
+app.command()(cancel)
+app.command()(jobs)
+app.command()(status)
+app.command()(results)
+app.command("report")(report)
+# `batchain cost` was this command's first name
+app.command("cost", hidden=True, help="The same as `batchain report` (its former name).")(report)
+app.command()(estimate)
+app.command()(demo)
+sandbox_app.command("serve")(sandbox_serve)
+
+# -- entry point --------------------------------------------------------------------------------
+
+# Typer >= 0.20 vendors click as typer._click; older ones raise the click package's errors.
+_CLICK_ERRORS: Final[tuple[type[Exception], ...]] = (click.ClickException, typer.TyperException)
+_ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
+
+
+def _error_line(message: str) -> None:
+    from batchain.providers.base import redact
+
+    remember_keys()
+
+    print(f"batchain: error: {redact(one_line(message))}", file=sys.stderr, flush=True)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Argument errors as one line; ``batchain`` alone (no command) shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # type: ignore[attr-defined]
+        return EXIT_USAGE
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    _error_line(exc.format_message() + where)  # type: ignore[attr-defined]
+    return int(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+def _internal_error(exc: BaseException) -> NoReturn:
+    if os.environ.get("BATCHAIN_DEBUG"):
+        raise exc
+    _error_line(f"internal error: {type(exc).__name__}: {exc} (set BATCHAIN_DEBUG=1 for the traceback)")
+    sys.exit(EXIT_INTERNAL)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code (``main`` exits with it)."""
+    # `batchain run mychain:chain` should import mychain from where the user stands
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        code = app(args=argv, prog_name="batchain", standalone_mode=False)
+    except _CLICK_ERRORS as exc:
+        return _usage_error(exc)
+    except _ABORTS:
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        _error_line(exc.message)
+        return exc.code
+    except BrokenPipeError:
+        # the reader went away (`batchain results JOB | head`): stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        _internal_error(exc)
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run_cli())

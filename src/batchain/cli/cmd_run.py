@@ -1,0 +1,544 @@
+"""The commands that run jobs: ``run``, ``submit``, ``wait``, ``resume`` and ``retry``.
+
+They share one path: open the input, load the chain, run the job until it ends or pauses
+(Ctrl-C pauses it), then write the results and the summary and pick the exit code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from batchain.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
+from batchain.cli.common import (
+    check_output,
+    item_costs,
+    load_chain,
+    open_input,
+    open_job,
+    output_target,
+    resolve_store,
+    with_chain,
+)
+from batchain.cli.datafiles import InputError, InputReader, OutputError, ResultWriter
+from batchain.cli.options import (
+    BatchSizeOpt,
+    BudgetOpt,
+    ChainArg,
+    ConcurrencyOpt,
+    FallbackOpt,
+    Format,
+    FormatOpt,
+    InputArg,
+    JobArg,
+    JobIdOpt,
+    LimitOpt,
+    Mode,
+    NoCacheOpt,
+    OutputOpt,
+    PollOpt,
+    PricesOpt,
+    QuietOpt,
+    RetriesOpt,
+    RpmOpt,
+    StoreOpt,
+    TimeoutOpt,
+    TpmOpt,
+    given,
+    launch_options,
+    overrides,
+    parse_deadline,
+    prices_path,
+)
+from batchain.cli.render import (
+    Failures,
+    batch_summary,
+    err_console,
+    print_bad_rows,
+    print_failed_items,
+    print_summary,
+)
+
+if TYPE_CHECKING:
+    from batchain.job import Job
+
+
+def run(
+    chain: ChainArg,
+    input: InputArg,
+    output: OutputOpt = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="realtime: every call now, full price. batch: provider Batch APIs, half price, "
+            "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
+            "stragglers realtime before --deadline."
+        ),
+    ] = Mode.realtime,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    no_cache: NoCacheOpt = False,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    job_id: JobIdOpt = None,
+    realtime_fallback: FallbackOpt = False,
+    max_batch_size: BatchSizeOpt = None,
+    poll_interval: PollOpt = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            "--priority",
+            help="Auto mode: the input field that marks urgent items; items where it is positive or "
+            "true run realtime, the rest batch.",
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="Auto mode: finish by then, as a duration from now (90s, 30m, 2h, 1d) or an ISO "
+            "date-time; batch stragglers move to realtime before it.",
+        ),
+    ] = None,
+    deadline_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--deadline-margin",
+            min=0,
+            help="Auto mode: seconds before the deadline to move stragglers to realtime. (default: 300)",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Batch mode: the same as `batchain submit`: print the job id once the first round "
+            "is at the provider, and return.",
+        ),
+    ] = False,
+    budget: BudgetOpt = None,
+    prices: PricesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run CHAIN over every row of INPUT as a new durable job, and wait for the end.
+
+    Each row is one chain input (a JSON value, or a dict per CSV row). Malformed rows are
+    reported as file:line, skipped and counted; the good rows still run, and failed items
+    are listed with the file:line of their row. Identical model calls are made once, and
+    calls answered in earlier jobs are reused unless --no-cache.
+
+    Stop with Ctrl-C: calls on the wire land, the job pauses, and `batchain resume JOB`
+    continues it without paying twice.
+    """
+    _check_mode(
+        mode, detach, auto_only=priority is not None or deadline is not None or deadline_margin is not None
+    )
+    _launch(
+        chain,
+        input,
+        output=output,
+        store=store,
+        limit=limit,
+        fmt=fmt,
+        job_id=job_id,
+        quiet=quiet,
+        detach=detach,
+        options=overrides(concurrency, rpm, tpm, max_retries, timeout)
+        | launch_options(mode, no_cache, realtime_fallback, max_batch_size, poll_interval)
+        | given(
+            priority=priority,
+            deadline=parse_deadline(deadline),
+            deadline_margin=deadline_margin,
+            budget=budget,
+            prices=prices_path(prices),
+        ),
+    )
+
+
+def submit(
+    chain: ChainArg,
+    input: InputArg,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="Only batch: the job waits at the provider after this command. Realtime and auto "
+            "jobs run while `batchain run` runs."
+        ),
+    ] = Mode.batch,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    no_cache: NoCacheOpt = False,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    job_id: JobIdOpt = None,
+    realtime_fallback: FallbackOpt = False,
+    max_batch_size: BatchSizeOpt = None,
+    poll_interval: PollOpt = None,
+    budget: BudgetOpt = None,
+    prices: PricesOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Start a batch job and return once its first round is at the provider.
+
+    Prints the job id on stdout (JOB=$(batchain submit ...)) and a summary on stderr. The
+    process may exit: `batchain wait JOB` collects the results later, from any process
+    (`batchain status JOB` shows where it is, `batchain cancel JOB` stops it). Options are
+    those of `batchain run`; they are stored with the job and apply when it continues.
+    """
+    if mode != Mode.batch:
+        raise CliError(
+            f"submit starts batch jobs; run a {mode.value} job with `batchain run --mode {mode.value}`"
+        )
+    _launch(
+        chain,
+        input,
+        output=None,
+        store=store,
+        limit=limit,
+        fmt=fmt,
+        job_id=job_id,
+        quiet=quiet,
+        detach=True,
+        options=overrides(concurrency, rpm, tpm, max_retries, timeout)
+        | launch_options(mode, no_cache, realtime_fallback, max_batch_size, poll_interval)
+        | given(budget=budget, prices=prices_path(prices)),
+    )
+
+
+def _launch(
+    chain: str,
+    input: str,
+    *,
+    output: str | None,
+    store: Path | None,
+    limit: int | None,
+    fmt: Format | None,
+    job_id: str | None,
+    quiet: bool,
+    detach: bool,
+    options: dict[str, Any],
+) -> NoReturn:
+    """Create the job and run it (``detach``: until the first round is at the provider)."""
+    from batchain.job import new_job_id
+
+    store_path = resolve_store(store, must_exist=False)
+    target = None if detach else output_target(output)
+    check_output(target)
+    reader, values = open_input(input, fmt, limit)
+    runnable, ref = load_chain(chain)
+    jid = job_id or new_job_id()
+    _ensure_new_job(store_path, jid)
+    options["progress"] = not quiet and not detach
+    started = time.monotonic()
+
+    def start() -> None:
+        import batchain
+
+        launch = batchain.submit if detach else batchain.run
+        launch(runnable, values, store=store_path, job_id=jid, chain_ref=ref, **options)
+
+    job, interrupted = _run_guarded(jid, store_path, start)
+    elapsed = time.monotonic() - started
+    if detach and not interrupted:
+        raise typer.Exit(_report_submitted(job, reader, quiet, elapsed))
+    code = _report(job, reader=reader, target=target, quiet=quiet, elapsed=elapsed, interrupted=interrupted)
+    raise typer.Exit(code)
+
+
+def _report_submitted(job: Job, reader: InputReader, quiet: bool, elapsed: float) -> int:
+    """After submit: the job id on stdout; what is at the provider and what next on stderr."""
+    print_bad_rows(reader)
+    failures = _write_results(job, None)
+    print_failed_items(failures, reader, job.id)
+    print(job.id, flush=True)
+    counts = job.counts
+    if not quiet:
+        err = err_console()
+        batches = batch_summary(job)
+        err.print(
+            f"job [bold]{job.id}[/bold] {job.status.value} in {elapsed:.1f} s: "
+            f"{counts['total']:,} items, {counts['succeeded']:,} already done; provider batches: {batches}"
+        )
+        err.print(
+            f"next: batchain wait {job.id} (waits and collects, from any process) · "
+            f"batchain status {job.id} · batchain cancel {job.id}"
+        )
+    return EXIT_FAILED if reader.n_bad or counts["failed"] else EXIT_OK
+
+
+def wait(
+    job_id: JobArg,
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="The job's dataset again, only if it stopped before reading all of it "
+            "(same file, same --limit and --format).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    poll_interval: PollOpt = None,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a submitted job to the end, with live progress; then write its results.
+
+    Polls the job's provider batches, collects the results and submits the next rounds
+    until every item has a result, then writes the results (-o) and the summary. Works
+    from any process and on any job (a realtime job that was interrupted runs its
+    remaining items). Ctrl-C leaves the batches at the provider; wait again later. Exit
+    codes as for `batchain run`.
+    """
+    from batchain.states import JobStatus
+
+    job = open_job(job_id, store)
+    reader, values = _input_again(job, input, fmt, limit, "wait")
+    if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED) and reader is None:
+        # nothing left to run: report what there is
+        target = output_target(output)
+        check_output(target)
+        code = _report(job, reader=None, target=target, quiet=quiet, elapsed=0.0, interrupted=False)
+        raise typer.Exit(code)
+    _continue(job, reader, values, output, quiet, given(poll_min=poll_interval))
+
+
+def _input_again(
+    job: Job, input: str | None, fmt: Format | None, limit: int | None, command: str
+) -> tuple[InputReader | None, Iterator[Any] | None]:
+    if input is not None:
+        return open_input(input, fmt, limit)
+    if not job.record.inputs_complete:
+        raise CliError(
+            f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
+            f"pass the same INPUT again: batchain {command} {job.id} INPUT"
+        )
+    return None, None
+
+
+def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
+    from batchain.api import MODES
+
+    if mode.value not in MODES:
+        raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
+    if detach and mode != Mode.batch:
+        raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
+    if auto_only and mode != Mode.auto:
+        raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
+
+
+def _ensure_new_job(store_path: Path, job_id: str) -> None:
+    if not store_path.is_file():
+        return
+    from batchain.store import SQLiteStore
+
+    with SQLiteStore(store_path) as st:
+        if st.get_job(job_id) is not None:
+            raise CliError(
+                f"job {job_id!r} already exists in {store_path}; continue it with `batchain resume`"
+            )
+
+
+def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
+    """Run the job; errors raised before it starts are usage errors (mode, options)."""
+    from batchain.engine.lifecycle import JobBusy
+    from batchain.store import SQLiteStore
+
+    try:
+        return _start_job(job_id, store_path, start)
+    except JobBusy as exc:  # another process runs it: nothing was done here
+        raise CliError(f"{exc} (see `batchain status {job_id}`)") from None
+    except InputError as exc:
+        # the input broke while being read (e.g. a truncated .gz): the job is resumable
+        raise CliError(
+            f"{exc}; the job {job_id} stopped, fix the input and `batchain resume {job_id} INPUT`"
+        ) from None
+    except (ValueError, RuntimeError) as exc:
+        with SQLiteStore(store_path) as st:
+            job = st.get_job(job_id)
+        if job is None or job.n_items == 0:  # refused before any item ran: mode, options
+            raise CliError(str(exc)) from None
+        raise
+
+
+def _start_job(job_id: str, store: Path, start: Any) -> tuple[Job, bool]:
+    """Run ``start()`` (which runs the job); ``(job, interrupted)``. Ctrl-C pauses the job."""
+    from batchain.job import Job
+
+    interrupted = False
+    try:
+        start()
+    except KeyboardInterrupt:
+        interrupted = True
+    try:
+        return Job.open(job_id, store=store), interrupted
+    except KeyError:  # interrupted before the job was created
+        raise CliError("interrupted before the job started", EXIT_INTERRUPTED) from None
+
+
+def resume(
+    job_id: JobArg,
+    input: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="The job's dataset again, if the job stopped before reading all of it "
+            "(same file, same --limit and --format).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    limit: LimitOpt = None,
+    fmt: FormatOpt = None,
+    poll_interval: PollOpt = None,
+    budget: BudgetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue a paused or interrupted job: run the items that have no result yet.
+
+    Model calls that already succeeded are replayed from the store, never paid twice.
+    Options not given keep the values the job was started with.
+    """
+    job = open_job(job_id, store)
+    reader, values = _input_again(job, input, fmt, limit, "resume")
+    options = overrides(concurrency, rpm, tpm, max_retries, timeout) | given(
+        budget=budget, poll_min=poll_interval
+    )
+    _continue(job, reader, values, output, quiet, options)
+
+
+def retry(
+    job_id: JobArg,
+    output: OutputOpt = None,
+    store: StoreOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: RetriesOpt = None,
+    timeout: TimeoutOpt = None,
+    budget: BudgetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a job's failed (and cancelled) items again, in a new process if you like.
+
+    The chain is re-imported from the reference the job recorded. Successful items and
+    their calls are kept; only the failed items run.
+    """
+    job = open_job(job_id, store)
+    if not job.record.inputs_complete:
+        raise CliError(f"job {job.id} has unread inputs; finish it first: batchain resume {job.id} INPUT")
+    _continue(
+        job,
+        None,
+        None,
+        output,
+        quiet,
+        overrides(concurrency, rpm, tpm, max_retries, timeout) | given(budget=budget),
+        failed_only=True,
+    )
+
+
+def _continue(
+    job: Job,
+    reader: InputReader | None,
+    values: Iterator[Any] | None,
+    output: str | None,
+    quiet: bool,
+    options: dict[str, Any],
+    *,
+    failed_only: bool = False,
+) -> None:
+    target = output_target(output)
+    check_output(target)
+    job = with_chain(job)
+    started = time.monotonic()
+
+    def start() -> None:
+        if failed_only:
+            job.retry(progress=not quiet, **options)
+        elif values is None:
+            job.wait(progress=not quiet, **options)
+        else:
+            job.resume(values, progress=not quiet, **options)
+
+    done, interrupted = _run_guarded(job.id, job.store_path, start)
+    code = _report(
+        done,
+        reader=reader,
+        target=target,
+        quiet=quiet,
+        elapsed=time.monotonic() - started,
+        interrupted=interrupted,
+    )
+    raise typer.Exit(code)
+
+
+def _report(
+    job: Job,
+    *,
+    reader: InputReader | None,
+    target: str | None,
+    quiet: bool,
+    elapsed: float,
+    interrupted: bool,
+) -> int:
+    """Write results, print bad rows, failed items and the summary; return the exit code."""
+    failures = _write_results(job, target)
+    if reader is not None:
+        print_bad_rows(reader)
+    print_failed_items(failures, reader, job.id)
+    counts = job.counts
+    n_bad = reader.n_bad if reader is not None else 0
+    paused = interrupted or counts["pending"] > 0
+    if not quiet:
+        print_summary(job, counts, n_bad, elapsed, target, failures.kinds, paused)
+    return _exit_code(counts, n_bad, paused)
+
+
+def _exit_code(counts: dict[str, int], n_bad: int, paused: bool) -> int:
+    if paused:
+        return EXIT_INTERRUPTED
+    if counts["failed"] or counts["cancelled"] or n_bad:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_results(job: Job, target: str | None) -> Failures:
+    """Stream every result to ``target`` (if any); collect the failures on the way."""
+    from batchain.states import ItemStatus
+
+    failures = Failures()
+    if target is None:
+        for r in job.iter_results((ItemStatus.FAILED,)):
+            failures.add(r)
+        return failures
+    costs = item_costs(job)
+    try:
+        with ResultWriter(target) as writer:
+            for r in job.iter_results():
+                writer.write(r, costs.get(r.index))
+                if r.status == ItemStatus.FAILED:
+                    failures.add(r)
+    except OutputError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    return failures

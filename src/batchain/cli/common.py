@@ -1,0 +1,158 @@
+"""What several commands do alike: find the store and a job, load a chain, open the input
+and the output.
+
+Each helper turns a user's mistake into a :class:`~batchain.cli.app.CliError` (one line,
+exit code 2), so the commands read as the steps they take.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from batchain.cli.app import CliError
+from batchain.cli.datafiles import InputError, InputReader, OutputError, ResultWriter
+from batchain.cli.options import Format
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from batchain.job import Job
+
+
+def resolve_store(store: Path | None, *, must_exist: bool) -> Path:
+    """The store file: --store, else $BATCHAIN_STORE, else ~/.batchain/store.sqlite."""
+    from batchain.store import default_store_path
+
+    path = (store or default_store_path()).expanduser()
+    if must_exist and not path.is_file():
+        raise CliError(f"no job store at {path} (pass --store or set BATCHAIN_STORE)")
+    return path
+
+
+def open_job(job_id: str, store: Path | None) -> Job:
+    """The job, without its chain (see :func:`with_chain`); no such job is a usage error."""
+    from batchain.job import Job
+
+    path = resolve_store(store, must_exist=False)
+    if not path.is_file():
+        raise CliError(
+            f"no job {job_id!r}: there is no job store at {path} (pass --store or set BATCHAIN_STORE)"
+        )
+    try:
+        return Job.open(job_id, store=path)
+    except KeyError:
+        raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
+
+
+def is_yaml(ref: str) -> bool:
+    return ref.strip().lower().endswith((".yaml", ".yml"))
+
+
+def absolute_ref(ref: str) -> str:
+    """File references are recorded absolute, so other commands work from any directory."""
+    if is_yaml(ref):
+        return str(Path(ref.strip()).expanduser().resolve())
+    target, sep, attr = ref.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or "\\" in target):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return ref
+
+
+def load_chain(ref: str) -> tuple[Runnable[Any, Any], str]:
+    """The chain and the reference to record: ``file.py:attr``, ``module:attr`` or a YAML file."""
+    from batchain.chains.ref import ChainRefError, resolve_chain
+
+    remember_keys()  # before the chain's module runs: its errors may hold a key
+    given, ref = ref, absolute_ref(ref)
+    try:
+        if is_yaml(ref):
+            from batchain.chains.yamlchain import load_yaml_chain
+
+            # errors name the file as the user wrote it; the job records it absolute
+            return load_yaml_chain(given if Path(given).exists() else ref), ref
+        return resolve_chain(ref), ref
+    except ChainRefError as exc:
+        raise CliError(f"cannot load chain: {exc}") from None
+    except Exception as exc:  # the chain's own module failed to import
+        raise CliError(f"cannot load chain {ref}: {type(exc).__name__}: {exc}") from None
+
+
+def with_chain(job: Job) -> Job:
+    """The job with its recorded chain loaded now, so a bad reference is a usage error."""
+    from batchain.job import Job
+    from batchain.states import JobStatus
+
+    rec = job.record
+    if rec.status == JobStatus.CANCELLED:
+        raise CliError(f"job {job.id} was cancelled; start a new one with `batchain run`")
+    if not rec.chain_ref:
+        raise CliError(
+            f"job {job.id} has no recorded chain reference (it was started from Python); "
+            "continue it with batchain.Job.open(job_id, chain=...)"
+        )
+    runnable, _ = load_chain(rec.chain_ref)
+    return Job.open(job.id, store=job.store, chain=runnable)
+
+
+def open_input(source: str, fmt: Format | None, limit: int | None) -> tuple[InputReader, Iterator[Any]]:
+    """A reader and its values, with the first record already read.
+
+    Reading the first record before the job exists makes an unreadable input (bad CSV
+    header, not gzip, no pyarrow) a usage error instead of a job that stops at once.
+    """
+    try:
+        reader = InputReader(source, fmt=fmt.value if fmt else None, limit=limit)
+        values = reader.values()
+        first = list(itertools.islice(values, 1))
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    return reader, itertools.chain(first, values)
+
+
+def output_target(output: str | None) -> str | None:
+    """The -o path, else stdout when it is piped, else nowhere (a terminal gets a summary)."""
+    if output is not None:
+        return output
+    return None if sys.stdout.isatty() else "-"
+
+
+def check_output(target: str | None) -> None:
+    if target is None:
+        return
+    try:
+        ResultWriter(target)
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+
+
+#: per-item costs are held in memory while results are written; beyond this the column is empty
+_PER_ITEM_COST_LIMIT: Final = 250_000
+
+
+def item_costs(job: Job) -> dict[int, Any]:
+    """USD billed per item; empty when unknown. Cost never stops results from being written."""
+    if job.record.n_items > _PER_ITEM_COST_LIMIT:
+        return {}
+    try:
+        report = job.report(per_item=True)
+    except Exception:
+        return {}
+    return {idx: c.cost for idx, c in (report.items or {}).items()}
+
+
+def remember_keys() -> None:
+    """Teach the redactor the keys in the environment, so no message can echo them.
+
+    Called before any chain is loaded and before any error is printed: not at start-up,
+    because the redactor lives in the engine, and `batchain jobs` or `--help` need none of it.
+    """
+    from batchain.providers.base import remember_secret
+
+    for name, value in os.environ.items():
+        if name.endswith(("_API_KEY", "_TOKEN", "_SECRET")):
+            remember_secret(value)

@@ -1,0 +1,346 @@
+"""What the commands print (rich): run summaries, the jobs table, a job's status, failed
+items and bad input rows, cost lines, the estimate.
+
+Results go to stdout and everything for humans to stderr. These functions only format and
+print; the commands decide what runs and with which exit code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from batchain.cli.common import is_yaml
+from batchain.cli.datafiles import InputReader, input_id
+
+if TYPE_CHECKING:
+    from batchain.job import Job
+
+#: bad input rows and error kinds shown in a summary; the rest are counted
+_SHOW_BAD_ROWS: Final = 20
+_SHOW_FAILED_ITEMS: Final = 10
+_SHOW_ERROR_KINDS: Final = 3
+#: how a job got its calls, as the summaries say it
+_CALL_SOURCES: Final = {
+    "paid": "paid",
+    "cache": "reused from earlier jobs",
+    "replay": "replayed after a restart",
+    "shared": "shared between identical items",
+}
+
+
+def err_console() -> Console:
+    # soft_wrap: long lines (paths, commands) stay whole for copy-paste, even when piped
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def fmt_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}{'es' if word.endswith('ch') else 's'}"
+
+
+def one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+class Failures:
+    """Failed items seen while writing results: counted by message, the first few kept."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.first: list[tuple[int, Any, str]] = []
+
+    def add(self, result: Any) -> None:
+        message = result.error_message or "unknown error"
+        self.kinds[message] += 1
+        if len(self.first) < _SHOW_FAILED_ITEMS:
+            self.first.append((result.index, input_id(result.input), message))
+
+    @property
+    def total(self) -> int:
+        return sum(self.kinds.values())
+
+
+def print_failed_items(failures: Failures, reader: InputReader | None, job_id: str) -> None:
+    """One line per failed item (the first few): where its input came from, and why."""
+    if not failures.first:
+        return
+    err = err_console()
+    for index, item_id, message in failures.first:
+        where = reader.where(index) if reader is not None else None
+        label = f"{where} (item {index})" if where else f"item {index}"
+        if item_id is not None and not isinstance(item_id, dict | list):
+            label += f" id {item_id}"
+        err.print(f"[red]failed:[/red] {escape(label)}: {escape(one_line(message))}")
+    hidden = failures.total - len(failures.first)
+    if hidden > 0:
+        err.print(f"[red]failed:[/red] … and {hidden:,} more (`batchain results {job_id}` lists them all)")
+
+
+def print_bad_rows(reader: InputReader) -> None:
+    if not reader.n_bad:
+        return
+    err = err_console()
+    for bad in reader.bad_rows[:_SHOW_BAD_ROWS]:
+        err.print(f"[yellow]bad input:[/yellow] {escape(str(bad))}")
+    hidden = reader.n_bad - min(len(reader.bad_rows), _SHOW_BAD_ROWS)
+    if hidden > 0:
+        err.print(f"[yellow]bad input:[/yellow] … and {hidden:,} more")
+
+
+def print_summary(
+    job: Job,
+    counts: dict[str, int],
+    n_bad: int,
+    elapsed: float,
+    target: str | None,
+    errors: Counter[str],
+    paused: bool,
+) -> None:
+    err = err_console()
+    state = "[yellow]paused[/yellow]" if paused else f"[bold]{job.status.value}[/bold]"
+    err.print(f"job [bold]{job.id}[/bold] {state} in {elapsed:.1f} s")
+    for label, text in _summary_rows(job, counts, n_bad, target):
+        err.print(f"  {label:<8} {text}")
+    for message, n in errors.most_common(_SHOW_ERROR_KINDS):
+        err.print(f"  [red]{n:,} x[/red] {escape(one_line(message))}")
+    err.print(_next_steps(job, counts, paused))
+
+
+def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | None) -> list[tuple[str, str]]:
+    stats, usage = job.stats, job.usage
+    items = f"{counts['succeeded']:,} ok · {counts['failed']:,} failed"
+    if counts["pending"]:
+        items += f" · {counts['pending']:,} not run yet"
+    if n_bad:
+        items += f" · {plural(n_bad, 'bad input row')} skipped"
+    # distinct calls by source, counted by the store: right in every mode and across resumes
+    sources = job.call_stats
+    calls = f"{sources.get('paid', 0):,} paid · {sources.get('cache', 0):,} reused from earlier jobs"
+    for key in ("replay", "shared"):
+        if sources.get(key):
+            calls += f" · {sources[key]:,} {_CALL_SOURCES[key]}"
+    calls += f" · {stats.get('retries', 0):,} retries · {stats.get('rate_limited', 0):,} rate-limited"
+    tokens = f"{usage.input_tokens:,} in · {usage.output_tokens:,} out"
+    if usage.cache_read_tokens:
+        tokens += f" ({usage.cache_read_tokens:,} of the input from the provider's prompt cache)"
+    rows = [("items", items), ("calls", calls), ("tokens", tokens), ("cost", _cost_text(job))]
+    if counts["pending"] and job.record.note:
+        rows.append(("note", escape(job.record.note)))
+    if job.record.mode != "realtime":
+        rows.insert(2, ("tiers", _tiers(job)))
+    if target is not None:
+        rows.append(("results", "stdout" if target == "-" else escape(target)))
+    return rows
+
+
+def _tiers(job: Job) -> str:
+    """How the job's paid calls went out: realtime, or in provider batches over rounds.
+
+    Counted from the store, so a job submitted by one command and collected by another
+    shows all of its batches.
+    """
+    batches = job.store.job_batches(job.id)
+    batched = sum(int(b.get("n_calls") or 0) for b in batches)
+    rounds = max((int((b.get("info") or {}).get("round") or 0) for b in batches), default=0)
+    try:
+        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != "batch")
+    except Exception:
+        realtime = int(job.stats.get("sent", 0))
+    return (
+        f"{realtime:,} calls realtime · {batched:,} in "
+        f"{plural(len(batches), 'provider batch')} over {plural(rounds, 'round')} (batch price)"
+    )
+
+
+def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
+    steps = [f"batchain status {job.id}", f"batchain results {job.id} -o results.jsonl"]
+    if paused and job.status.value == "waiting":  # its batches are still at the provider
+        steps.insert(0, f"batchain wait {job.id}")
+        steps.append(f"batchain cancel {job.id}")
+    elif paused:
+        more = " --budget MORE" if "budget" in (job.record.note or "") else ""
+        steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT") + more)
+        steps.append(f"batchain cancel {job.id}")
+    elif counts["failed"] and job.status.value != "cancelled":
+        steps.insert(0, f"batchain retry {job.id}")
+    return "next: " + " · ".join(steps)
+
+
+def batch_summary(job: Job) -> str:
+    """Provider batches of a job by status, e.g. ``2 submitted · 1 collected``."""
+    by_status = Counter(str(b.get("status")) for b in job.store.job_batches(job.id))
+    return " · ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
+
+
+def _cost_text(job: Job) -> str:
+    try:
+        report = job.report()
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__}: {escape(one_line(str(exc)))})"
+    text = f"${report.paid:,.6f} paid"
+    if report.savings:
+        text += f" · ${report.savings:,.6f} saved by batch/flex pricing"
+    if report.avoided:
+        text += f" · ${report.avoided:,.6f} avoided by reuse"
+    if not report.complete:
+        unknown = ", ".join(sorted({f"{p}/{m}" for p, m in report.unknown_models}))
+        text += f" · no known price for {escape(unknown)} (not counted)"
+    return text
+
+
+def cost_json(job: Job) -> Any:
+    from batchain.cost.render import to_json
+
+    try:
+        return to_json(job.report())
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def job_summary(rec: Any, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "status": rec.status.value,
+        "mode": rec.mode,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "chain_ref": rec.chain_ref,
+        "inputs_complete": rec.inputs_complete,
+        "counts": counts,
+        "note": rec.note,
+    }
+
+
+def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path) -> Table:
+    table = Table(title=f"jobs in {escape(str(path))}", title_justify="left")
+    table.add_column("id", no_wrap=True, style="bold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("ok", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("chain", overflow="fold")
+    for rec, counts in rows:
+        total = f"{counts['total']:,}" + ("" if rec.inputs_complete else "+")
+        table.add_row(
+            rec.id,
+            rec.status.value,
+            rec.mode,
+            f"{counts['succeeded']:,}",
+            f"{counts['failed']:,}",
+            total,
+            fmt_time(rec.created_at),
+            escape(_short_ref(rec.chain_ref)),
+        )
+    return table
+
+
+def _short_ref(ref: str | None) -> str:
+    if not ref:
+        return "-"
+    if is_yaml(ref):
+        return Path(ref).name
+    target, _, attr = ref.rpartition(":")
+    return f"{Path(target).name}:{attr}" if "/" in target or "\\" in target else ref
+
+
+def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None:
+    rec, out = job.record, out_console()
+    out.print(f"[bold]{rec.id}[/bold]  {rec.status.value}  ({rec.mode})")
+    items = " · ".join(f"{counts[k]:,} {k}" for k in ("succeeded", "failed", "pending", "cancelled"))
+    items += f" · {counts['total']:,} total" + ("" if rec.inputs_complete else " (inputs not all read yet)")
+    calls = " · ".join(f"{n:,} {_CALL_SOURCES.get(k, k)}" for k, n in sorted(job.call_stats.items()))
+    usage = job.usage
+    last = job.stats
+    rows = [
+        ("chain", escape(rec.chain_ref or "- (started from Python)")),
+        ("created", f"{fmt_time(rec.created_at)}   updated {fmt_time(rec.updated_at)}"),
+        ("items", items),
+        ("calls", calls or "none"),
+        ("tokens", f"{usage.input_tokens:,} in · {usage.output_tokens:,} out (paid by this job)"),
+        ("cost", _cost_text(job)),
+        (
+            "last run",
+            f"{last.get('sent', 0):,} sent · {last.get('retries', 0):,} retries · "
+            f"{last.get('rate_limited', 0):,} rate-limited · "
+            f"peak {last.get('peak_in_flight', 0):,} in flight",
+        ),
+        ("store", escape(str(job.store_path))),
+    ]
+    if job.store.job_batches(job.id):
+        rows.insert(5, ("batches", batch_summary(job)))
+    if rec.note:
+        rows.append(("note", escape(rec.note)))
+    for label, text in rows:
+        out.print(f"  {label:<9} {text}")
+    for message, n in errors.most_common(_SHOW_ERROR_KINDS):
+        out.print(f"  [red]{n:,} x[/red] {escape(one_line(message))}")
+    if rec.status.value == "waiting":
+        out.print(f"next: batchain wait {rec.id} (collects the results) · batchain cancel {rec.id}")
+    elif rec.status.value == "paused":
+        out.print(f"next: batchain resume {rec.id}" + ("" if rec.inputs_complete else " INPUT"))
+    elif counts["failed"]:
+        out.print(f"next: batchain retry {rec.id}")
+
+
+def estimate_json(est: Any) -> dict[str, Any]:
+    def usd(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return {
+        "items": est.items,
+        "calls": est.calls,
+        "input_tokens": est.input_tokens,
+        "max_output_tokens": est.max_output_tokens,
+        "token_method": est.token_method,
+        "models": est.models,
+        "basis": est.basis,
+        "pilot_job": est.pilot_job,
+        "costs": {
+            m: {"low": usd(c.low), "expected": usd(c.expected), "high": usd(c.high)}
+            for m, c in est.costs.items()
+        },
+        "notes": est.notes,
+    }
+
+
+def print_estimate(est: Any) -> None:
+    out = out_console()
+    out.print(est.table())
+    models = ", ".join(f"{m} ({n:,})" for m, n in sorted(est.models.items()))
+    out.print(f"{est.items:,} items · {est.calls:,} first-stage calls · {est.input_tokens:,} input tokens")
+    if models:
+        out.print(f"models: {escape(models)}")
+    if est.pilot_job:
+        out.print(f"pilot job: {est.pilot_job} (see `batchain report {est.pilot_job}`)")
+    for note in est.notes:
+        out.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+def sandbox_banner(url: str) -> None:
+    lines = [
+        f"batchain sandbox listening on {url}   (Ctrl-C to stop)",
+        f"  OpenAI API     {url}/v1",
+        f"  Anthropic API  {url}",
+        "Point the SDKs (and ChatOpenAI / ChatAnthropic) at it, with any key:",
+        f"  export OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY=sk-sandbox",
+        f"  export ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-sandbox",
+        f"Billing ledger: {url}/_sandbox/ledger/summary",
+    ]
+    print("\n".join(lines), flush=True)
