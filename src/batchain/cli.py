@@ -35,7 +35,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from batchain.errors import BatchainError
 from batchain.io import InputError, InputReader, OutputError, ResultWriter
+from batchain.options import Mode, Tier
+from batchain.states import LinkSource
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -59,11 +62,11 @@ _SHOW_ERROR_KINDS: Final = 3
 _CLICK_ERRORS: Final[tuple[type[Exception], ...]] = (click.ClickException, typer.TyperException)
 _ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
 
-_CALL_SOURCES: Final = {
-    "paid": "paid",
-    "cache": "reused from earlier jobs",
-    "replay": "replayed after a restart",
-    "shared": "shared between identical items",
+_CALL_SOURCES: Final[dict[str, str]] = {
+    LinkSource.PAID: "paid",
+    LinkSource.CACHE: "reused from earlier jobs",
+    LinkSource.REPLAY: "replayed after a restart",
+    LinkSource.SHARED: "shared between identical items",
 }
 
 _EXIT_CODES_HELP = (
@@ -96,19 +99,13 @@ sandbox_app = typer.Typer(
 app.add_typer(sandbox_app, name="sandbox")
 
 
-class CliError(Exception):
+class CliError(BatchainError):
     """A user-facing error: printed as one line, exits with ``code``."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
-
-
-class Mode(StrEnum):
-    realtime = "realtime"
-    batch = "batch"
-    auto = "auto"
 
 
 class Format(StrEnum):
@@ -502,8 +499,9 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
         items += f" · {_plural(n_bad, 'bad input row')} skipped"
     # distinct calls by source, counted by the store: right in every mode and across resumes
     sources = job.call_stats
-    calls = f"{sources.get('paid', 0):,} paid · {sources.get('cache', 0):,} reused from earlier jobs"
-    for key in ("replay", "shared"):
+    paid, cached = sources.get(LinkSource.PAID, 0), sources.get(LinkSource.CACHE, 0)
+    calls = f"{paid:,} paid · {cached:,} reused from earlier jobs"
+    for key in (LinkSource.REPLAY, LinkSource.SHARED):
         if sources.get(key):
             calls += f" · {sources[key]:,} {_CALL_SOURCES[key]}"
     calls += f" · {stats.get('retries', 0):,} retries · {stats.get('rate_limited', 0):,} rate-limited"
@@ -513,7 +511,7 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     rows = [("items", items), ("calls", calls), ("tokens", tokens), ("cost", _cost_text(job))]
     if counts["pending"] and job.record.note:
         rows.append(("note", escape(job.record.note)))
-    if job.record.mode != "realtime":
+    if job.record.mode != Mode.REALTIME:
         rows.insert(2, ("tiers", _tiers(job)))
     if target is not None:
         rows.append(("results", "stdout" if target == "-" else escape(target)))
@@ -530,7 +528,7 @@ def _tiers(job: Job) -> str:
     batched = sum(int(b.get("n_calls") or 0) for b in batches)
     rounds = max((int((b.get("info") or {}).get("round") or 0) for b in batches), default=0)
     try:
-        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != "batch")
+        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != Tier.BATCH)
     except Exception:
         realtime = int(job.stats.get("sent", 0))
     return (
@@ -617,7 +615,7 @@ def run(
             "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
             "stragglers realtime before --deadline."
         ),
-    ] = Mode.realtime,
+    ] = Mode.REALTIME,
     store: StoreOpt = None,
     concurrency: ConcurrencyOpt = None,
     rpm: RpmOpt = None,
@@ -694,7 +692,7 @@ def run(
         | _given(
             mode=mode.value,
             cache=not no_cache,
-            fallback="realtime" if realtime_fallback else None,
+            fallback=Mode.REALTIME if realtime_fallback else None,
             max_batch_size=max_batch_size,
             poll_min=poll_interval,
             priority=priority,
@@ -716,7 +714,7 @@ def submit(
             help="Only batch: the job waits at the provider after this command. Realtime and auto "
             "jobs run while `batchain run` runs."
         ),
-    ] = Mode.batch,
+    ] = Mode.BATCH,
     store: StoreOpt = None,
     concurrency: ConcurrencyOpt = None,
     rpm: RpmOpt = None,
@@ -741,7 +739,7 @@ def submit(
     (`batchain status JOB` shows where it is, `batchain cancel JOB` stops it). Options are
     those of `batchain run`; they are stored with the job and apply when it continues.
     """
-    if mode != Mode.batch:
+    if mode != Mode.BATCH:
         raise CliError(
             f"submit starts batch jobs; run a {mode.value} job with `batchain run --mode {mode.value}`"
         )
@@ -759,7 +757,7 @@ def submit(
         | _given(
             mode=mode.value,
             cache=not no_cache,
-            fallback="realtime" if realtime_fallback else None,
+            fallback=Mode.REALTIME if realtime_fallback else None,
             max_batch_size=max_batch_size,
             poll_min=poll_interval,
             budget=budget,
@@ -889,13 +887,13 @@ def _batch_summary(job: Job) -> str:
 
 
 def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
-    from batchain.api import MODES
+    from batchain.options import MODES
 
     if mode.value not in MODES:
         raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
-    if detach and mode != Mode.batch:
+    if detach and mode != Mode.BATCH:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
-    if auto_only and mode != Mode.auto:
+    if auto_only and mode != Mode.AUTO:
         raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
 
 
@@ -1053,7 +1051,7 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
         return
     from batchain.engine.runner import JobBusy
 
-    if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
+    if job.record.mode == Mode.BATCH:  # cancelling talks to the provider through the chain's models
         job = _with_chain(job)
     try:
         job.cancel()

@@ -32,6 +32,7 @@ from rich.table import Table
 
 import batchain
 from batchain.job import Job
+from batchain.states import LinkSource
 
 __all__ = ["LABELS", "MODELS", "PROMPT", "DemoOptions", "load_headlines", "normalize_label", "run_demo"]
 
@@ -304,11 +305,11 @@ def _batch(
 def _job_line(job: Job, elapsed: float) -> str:
     sources, usage = job.call_stats, job.usage
     counts = job.counts
-    reused = sum(n for source, n in sources.items() if source != "paid")
+    reused = sum(n for source, n in sources.items() if source != LinkSource.PAID)
     failed = f" · [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
     return (
         f"{job.id}: {counts['succeeded']} items ok{failed} in {elapsed:.1f} s · "
-        f"calls {sources.get('paid', 0)} paid, {reused} reused from the store · "
+        f"calls {sources.get(LinkSource.PAID, 0)} paid, {reused} reused from the store · "
         f"tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out"
     )
 

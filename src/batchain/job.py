@@ -17,7 +17,8 @@ from langchain_core.runnables import Runnable
 from batchain import serialize
 from batchain.chains.ref import resolve_chain
 from batchain.cost.report import JobCost
-from batchain.states import ItemStatus, JobStatus
+from batchain.options import Mode
+from batchain.states import ItemStatus, JobStatus, LinkSource
 from batchain.store.records import JobRecord, Usage
 from batchain.store.sqlite import SQLiteStore
 
@@ -101,7 +102,7 @@ class Job:
     @property
     def usage(self) -> Usage:
         """Tokens of the model calls this job paid for (cache hits and shared calls excluded)."""
-        return self.store.job_usage(self.id, ("paid",))
+        return self.store.job_usage(self.id, (LinkSource.PAID,))
 
     @property
     def call_stats(self) -> dict[str, int]:
@@ -211,7 +212,7 @@ class Job:
         from batchain.api import _execute
 
         options.setdefault("progress", False)
-        if self.record.mode != "batch":
+        if self.record.mode != Mode.BATCH:
             # nothing waits at a provider: cancelling is marking what has not run
             self.store.cancel_pending_items(self.id)
             if self.status != JobStatus.CANCELLED:

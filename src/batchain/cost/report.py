@@ -46,6 +46,8 @@ from batchain.cost.prices import (
     normalize_service_tier,
     price_usage,
 )
+from batchain.options import Tier
+from batchain.states import LinkSource
 from batchain.store.records import Usage
 from batchain.store.sqlite import SQLiteStore
 
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
-AVOIDED_SOURCES = ("cache", "shared", "replay")
+AVOIDED_SOURCES: tuple[str, ...] = (LinkSource.CACHE, LinkSource.SHARED, LinkSource.REPLAY)
 
 #: OpenAI realtime responses carry the tier that served them (default, flex, priority)
 _ST = (
@@ -250,17 +252,17 @@ class JobCost:
     @property
     def cache_hits(self) -> int:
         """Calls served from results stored earlier (``source = 'cache'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "cache")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.CACHE)
 
     @property
     def shared_calls(self) -> int:
         """Identical in-flight calls deduplicated (``source = 'shared'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "shared")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.SHARED)
 
     @property
     def replayed_calls(self) -> int:
         """Own earlier results replayed after a resume (``source = 'replay'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "replay")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.REPLAY)
 
     # -- groupings ----------------------------------------------------------------------------
 
@@ -347,7 +349,7 @@ class _Pricer:
         return price_usage(sheet, usage, w1h, self.prompt_size(bucket), self.book.warn_unknown)
 
     def list_cost(self, provider: str, model: str, usage: Usage, w1h: int, bucket: int) -> Cost:
-        return self.cost(provider, model, "realtime", None, usage, w1h, bucket)
+        return self.cost(provider, model, Tier.REALTIME, None, usage, w1h, bucket)
 
 
 def _open(store: Any) -> tuple[_Readable, str | None, bool]:
@@ -397,7 +399,7 @@ def _job_cost(store: _Readable, job_id: str, book: PriceBook, per_item: bool) ->
     )
     thresholds: set[int] = set()
     for m in models:
-        for tier in ("realtime", "batch"):
+        for tier in (Tier.REALTIME, Tier.BATCH):
             thresholds.update(book.sheet(m["provider"], m["model"], tier).thresholds)
     pricer = _Pricer(book, tuple(sorted(thresholds)))
     bucket = _bucket_sql(pricer.thresholds)
@@ -530,12 +532,12 @@ def _rounds(store: _Readable, job_id: str, paid_rows: list[Any], pricer: _Pricer
     meta = {b["id"]: b for b in batches}
     per_batch: dict[tuple[str, str, str], BatchCost] = {}
     for r in paid_rows:
-        if r["tier"] != "batch" or r["batch_id"] not in meta:
+        if r["tier"] != Tier.BATCH or r["batch_id"] not in meta:
             continue
         b = meta[r["batch_id"]]
         usage = _usage_of(r)
         w1h = int(r["w1h"] or 0)
-        cost = pricer.cost(r["provider"], r["model"], "batch", None, usage, w1h, r["bucket"])
+        cost = pricer.cost(r["provider"], r["model"], Tier.BATCH, None, usage, w1h, r["bucket"])
         lst = pricer.list_cost(r["provider"], r["model"], usage, w1h, r["bucket"])
         key = (b["id"], r["provider"], r["model"])
         if key in per_batch:
@@ -589,10 +591,10 @@ def _item_costs(store: _Readable, job_id: str, pricer: _Pricer, bucket: str) -> 
     acc: dict[int, list[Any]] = {}  # idx -> [paid_calls, cost, reused_calls, avoided]
     for r in rows:
         source = r["source"]
-        paid = source == "paid"
+        paid = source == LinkSource.PAID
         if not paid and source not in AVOIDED_SOURCES:
             continue
-        tier, st = (r["tier"], normalize_service_tier(r["st"])) if paid else ("realtime", None)
+        tier, st = (r["tier"], normalize_service_tier(r["st"])) if paid else (Tier.REALTIME, None)
         key = (r["provider"], r["model"], tier, st, r["bucket"])
         if key not in rates:
             sheet = pricer.book.sheet(r["provider"], r["model"], tier, st)

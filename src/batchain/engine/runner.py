@@ -34,6 +34,8 @@ from batchain.engine.bulk import BulkItems, Wait
 from batchain.engine.calls import CallManager, build_request
 from batchain.engine.hook import ACTIVE, CallContext, install
 from batchain.engine.scheduler import Scheduler
+from batchain.errors import JobBusy
+from batchain.options import Mode
 from batchain.providers.base import redact
 from batchain.states import BatchStatus, CallStatus, IllegalTransition, ItemStatus, JobStatus
 from batchain.store.sqlite import SQLiteStore, lease_owner
@@ -52,13 +54,9 @@ _LEASE_S = 30.0
 _BULK_CHUNK = 1000
 
 
-class JobBusy(RuntimeError):
-    """Another process is running this job."""
-
-
 @dataclass(slots=True)
 class RunOptions:
-    mode: str = "realtime"
+    mode: str = Mode.REALTIME
     max_concurrency: int = 64
     rpm: float | None = None
     tpm: float | None = None
@@ -141,7 +139,7 @@ class JobRunner:
             self.budget = Budget(Decimal(str(options.budget)), store.job_spent(job_id), self.pricebook)
         self.pause_note: str | None = None
         self.batch: BatchCoordinator | None = None
-        if options.mode in ("batch", "auto"):
+        if options.mode in (Mode.BATCH, Mode.AUTO):
             self.batch = BatchCoordinator(
                 store=store,
                 job_id=job_id,
@@ -174,7 +172,7 @@ class JobRunner:
         self.paths: dict[str, str] = {"fast_path": "on" if self.fast is not None else f"off: {found}"}
         #: batch mode on the fast path: items as rows, no task each (see batchain.engine.bulk)
         self.bulk = self._bulk_items()
-        if options.mode == "batch":
+        if options.mode == Mode.BATCH:
             self.paths["bulk_path"] = "on" if self.bulk is not None else f"off: {self._no_bulk}"
         self._slots = asyncio.Semaphore(self._window())
         #: "submitted": stop once a round is at the provider; "poll": advance once; None: finish
@@ -195,7 +193,7 @@ class JobRunner:
     def _bulk_items(self) -> BulkItems | None:
         fast = self.fast
         self._no_bulk = "the chain is not on the fast path"
-        if self.options.mode != "batch" or fast is None or self.batch is None:
+        if self.options.mode != Mode.BATCH or fast is None or self.batch is None:
             return None
         stop, kwargs = fast.call_args()
         salt = self.calls.salt
@@ -614,7 +612,7 @@ class JobRunner:
 
     async def _run_item(self, idx: int, value: Any, stored: bool, slots: asyncio.Semaphore) -> None:
         token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop()))
-        if self.options.mode == "auto" and self._urgent(value):
+        if self.options.mode == Mode.AUTO and self._urgent(value):
             self.calls.urgent.add(idx)
         try:
             if self.fast is not None:
