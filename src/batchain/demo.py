@@ -32,6 +32,7 @@ from rich.table import Table
 
 import batchain
 from batchain.job import Job
+from batchain.options import Mode
 from batchain.states import LinkSource
 
 __all__ = ["LABELS", "MODELS", "PROMPT", "DemoOptions", "load_headlines", "normalize_label", "run_demo"]
@@ -281,7 +282,7 @@ def _batch(
     job = batchain.run(
         chain,
         _inputs(rows),
-        mode="batch",
+        mode=Mode.BATCH,
         store=options.store,
         cache=False,
         progress=options.progress,
