@@ -19,8 +19,10 @@ from batchain.chains.ref import resolve_chain
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.results import ItemEvent, ItemListener
 from batchain.engine.session import execute, expected_total
+from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
-from batchain.options import RunOptions
+from batchain.options import MODES as MODES  # still importable from here
+from batchain.options import Mode, RunOptions
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
 from batchain.store.records import JobRecord
@@ -29,14 +31,12 @@ __all__ = ["aas_completed", "arun", "as_completed", "asubmit", "run", "submit"]
 
 T = TypeVar("T")
 
-MODES = ("realtime", "batch", "auto")
-
 
 def run(
     chain: Runnable[Any, Any] | str,
     inputs: Iterable[Any],
     *,
-    mode: str = "realtime",
+    mode: str = Mode.REALTIME,
     store: StoreArg = None,
     job_id: str | None = None,
     max_concurrency: int = 64,
@@ -77,7 +77,7 @@ async def arun(
     chain: Runnable[Any, Any] | str,
     inputs: Iterable[Any] | AsyncIterable[Any],
     *,
-    mode: str = "realtime",
+    mode: str = Mode.REALTIME,
     store: StoreArg = None,
     job_id: str | None = None,
     max_concurrency: int = 64,
@@ -118,10 +118,10 @@ def submit(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any
 async def asubmit(
     chain: Runnable[Any, Any] | str, inputs: Iterable[Any] | AsyncIterable[Any], **kwargs: Any
 ) -> Job:
-    kwargs.setdefault("mode", "batch")
+    kwargs.setdefault("mode", Mode.BATCH)
     kwargs.setdefault("progress", False)
-    if kwargs["mode"] != "batch":
-        raise ValueError("submit() is for batch mode; use run() for realtime")
+    if kwargs["mode"] != Mode.BATCH:
+        raise InvalidOption("submit() is for batch mode; use run() for realtime")
     store, job_id, chain_ref = (
         kwargs.pop("store", None),
         kwargs.pop("job_id", None),
@@ -175,10 +175,9 @@ def _options(given: dict[str, Any]) -> RunOptions:
     opts["callbacks"] = list(opts.get("callbacks") or [])
     opts["deadline"] = _deadline_epoch(opts.get("deadline"))
     options = RunOptions(**opts)
-    if options.mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {options.mode!r}")
-    if options.fallback not in (None, "realtime"):
-        raise ValueError("fallback must be None or 'realtime'")
+    options.mode = Mode.parse(options.mode)
+    if options.fallback not in (None, Mode.REALTIME):
+        raise InvalidOption("fallback must be None or 'realtime'")
     return options
 
 
@@ -208,7 +207,7 @@ def _create_job(
     if isinstance(chain, str):
         chain_ref = chain_ref or chain
     runnable = resolve_chain(chain)
-    if options.mode in ("batch", "auto") and options.fallback != "realtime":
+    if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
         check_batchable(runnable)
     st = open_store(store)
     jid = job_id or new_job_id()

@@ -18,7 +18,8 @@ from batchain.chains.ref import resolve_chain
 from batchain.cost.report import JobCost
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.session import execute, expected_total, resolve_options
-from batchain.states import ItemStatus, JobStatus
+from batchain.options import Mode
+from batchain.states import ItemStatus, JobStatus, LinkSource
 from batchain.store import StoreArg, open_store
 from batchain.store.base import Store
 from batchain.store.records import JobRecord, Usage
@@ -95,7 +96,7 @@ class Job:
     @property
     def usage(self) -> Usage:
         """Tokens of the model calls this job paid for (cache hits and shared calls excluded)."""
-        return self.store.job_usage(self.id, ("paid",))
+        return self.store.job_usage(self.id, (LinkSource.PAID,))
 
     @property
     def call_stats(self) -> dict[str, int]:
@@ -199,7 +200,7 @@ class Job:
 
     async def acancel(self, **options: Any) -> Job:
         options.setdefault("progress", False)
-        if self.record.mode != "batch":
+        if self.record.mode != Mode.BATCH:
             # nothing waits at a provider: cancelling is marking what has not run
             self.store.cancel_pending_items(self.id)
             if self.status != JobStatus.CANCELLED:

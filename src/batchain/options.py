@@ -1,22 +1,65 @@
-"""Run options: what a caller can set for a job (limits, batch policy, auto policy, budget).
+"""Run options: what a caller can set for a job (limits, batch policy, auto policy, budget),
+and the closed vocabularies it is run with (:class:`Mode`, :class:`Tier`).
 
-Stored with the job (:meth:`RunOptions.to_record`), so a resume in another process runs
-with the same options; ``callbacks`` and a ``priority`` function cannot be stored and are
-passed again.
+Options are stored with the job (:meth:`RunOptions.to_record`), so a resume in another
+process runs with the same options; ``callbacks`` and a ``priority`` function cannot be
+stored and are passed again. Both enums are :class:`~enum.StrEnum`, so a member *is* its
+string: ``Mode.BATCH == "batch"``, stored as ``batch``, and plain strings passed by users
+or read back from a store compare equal to the members.
+
+This module imports nothing heavy: the command line imports it for ``--help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["RunOptions"]
+from batchain.errors import InvalidOption
+
+__all__ = ["MODES", "Mode", "RunOptions", "Tier"]
+
+
+class Mode(StrEnum):
+    """How a job sends its model calls."""
+
+    #: every call now, under the concurrency cap and the provider's rate limits
+    REALTIME = "realtime"
+    #: every call through the provider's Batch API (half price), round after round
+    BATCH = "batch"
+    #: urgent items realtime, the others batch; everything realtime near the deadline
+    AUTO = "auto"
+
+    @classmethod
+    def parse(cls, value: str) -> Mode:
+        """The member for ``value`` (a member or its string); :class:`InvalidOption`
+        naming the value and the allowed ones otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidOption(f"mode must be one of {', '.join(MODES)}; got {value!r}") from None
+
+
+#: the modes' strings, in the order they are documented
+MODES: tuple[str, ...] = tuple(m.value for m in Mode)
+
+
+class Tier(StrEnum):
+    """How one call was sent, and so which price list it pays (``calls.tier`` in the store).
+
+    A provider's *service tier* (OpenAI's ``flex``, ``priority``...) is something else: the
+    provider's own word, read from each response and kept as the provider says it (see
+    :func:`batchain.cost.prices.normalize_service_tier`)."""
+
+    REALTIME = "realtime"
+    BATCH = "batch"
 
 
 @dataclass(slots=True)
 class RunOptions:
-    mode: str = "realtime"
+    mode: str = Mode.REALTIME
     max_concurrency: int = 64
     rpm: float | None = None
     tpm: float | None = None

@@ -17,14 +17,12 @@ from langchain_core.load import dumpd, load
 from langchain_core.load.serializable import Serializable
 from pydantic import BaseModel
 
+from batchain.errors import Unserializable
+
 __all__ = ["Unserializable", "dumps", "loads", "to_jsonable"]
 
 _LC = "__lc__"
 _PYD = "__pydantic__"
-
-
-class Unserializable(TypeError):
-    """The object cannot be stored faithfully."""
 
 
 def to_jsonable(obj: Any) -> Any:

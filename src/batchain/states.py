@@ -1,5 +1,5 @@
 """Lifecycle states of jobs, items, calls and provider batches, and the one table of
-allowed transitions between them.
+allowed transitions between them; and :class:`LinkSource`, how an item got a call's answer.
 
 Every status change in the store goes through :func:`check_transition`, so an illegal
 move (say, a succeeded call going back to pending) fails loudly in one place instead of
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from batchain.errors import IllegalTransition
+
 __all__ = [
     "TRANSITIONS",
     "BatchStatus",
@@ -17,6 +19,7 @@ __all__ = [
     "IllegalTransition",
     "ItemStatus",
     "JobStatus",
+    "LinkSource",
     "check_transition",
 ]
 
@@ -62,6 +65,20 @@ class BatchStatus(StrEnum):
     ABANDONED = "abandoned"
 
 
+class LinkSource(StrEnum):
+    """How an item got its call's answer (``job_calls.source`` in the store). Not a
+    lifecycle: a link is written once and never changes."""
+
+    #: this job sent the call and paid for it (realtime or in a provider batch)
+    PAID = "paid"
+    #: an identical call of the same job was in flight: its answer was shared
+    SHARED = "shared"
+    #: this job's own earlier answer, replayed after a restart
+    REPLAY = "replay"
+    #: an answer stored by an earlier job
+    CACHE = "cache"
+
+
 _J, _I, _C, _B = JobStatus, ItemStatus, CallStatus, BatchStatus
 
 TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
@@ -97,10 +114,6 @@ TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
         _B.ABANDONED: frozenset(),
     },
 }
-
-
-class IllegalTransition(RuntimeError):
-    """A status change the lifecycle table does not allow."""
 
 
 def check_transition(old: StrEnum, new: StrEnum) -> None:

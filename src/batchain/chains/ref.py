@@ -14,11 +14,9 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from batchain.errors import ChainRefError
+
 __all__ = ["ChainRefError", "load_ref", "resolve_chain"]
-
-
-class ChainRefError(ValueError):
-    """A chain reference that does not point at a chain."""
 
 
 def load_ref(ref: str) -> Any:

@@ -57,7 +57,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from batchain.chains.ref import ChainRefError
+from batchain.errors import InvalidLabel, MissingInputVariable, SchemaMismatch, YamlChainError
 
 __all__ = [
     "PROVIDERS",
@@ -95,22 +95,6 @@ _ENV: Final = {
 _DEFAULT_MAX_TOKENS: Final = {"anthropic": 1024}
 _TITLE_RE: Final = re.compile(r"[^A-Za-z0-9_-]+")
 _LABEL_STRIP: Final = " \t\r\n\"'`*.!"
-
-
-class YamlChainError(ChainRefError):
-    """A YAML chain file that cannot be turned into a chain; the message names the file and key."""
-
-
-class MissingInputVariable(ValueError):
-    """An input row lacks a field the prompt template uses."""
-
-
-class InvalidLabel(ValueError):
-    """The model's answer is not one of the chain's labels."""
-
-
-class SchemaMismatch(ValueError):
-    """The model's structured output does not match the chain's output schema."""
 
 
 def is_yaml_ref(ref: str) -> bool:

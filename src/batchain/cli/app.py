@@ -10,6 +10,8 @@ from typing import Final
 
 import typer
 
+from batchain.errors import BatchainError
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERNAL",
@@ -55,7 +57,7 @@ sandbox_app = typer.Typer(
 app.add_typer(sandbox_app, name="sandbox")
 
 
-class CliError(Exception):
+class CliError(BatchainError):
     """A user-facing error: printed as one line, exits with ``code``."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:

@@ -20,6 +20,7 @@ from batchain.cli.common import check_output, item_costs, open_job, resolve_stor
 from batchain.cli.datafiles import OutputError, ResultWriter
 from batchain.cli.options import JobArg, StoreOpt
 from batchain.cli.render import cost_json, err_console, job_summary, jobs_table, plural, print_status
+from batchain.options import Mode
 
 
 def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
@@ -36,7 +37,7 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
         return
     from batchain.engine.lifecycle import JobBusy
 
-    if job.record.mode == "batch":  # cancelling talks to the provider through the chain's models
+    if job.record.mode == Mode.BATCH:  # cancelling talks to the provider through the chain's models
         job = with_chain(job)
     try:
         job.cancel()

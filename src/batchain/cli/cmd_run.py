@@ -37,7 +37,6 @@ from batchain.cli.options import (
     JobArg,
     JobIdOpt,
     LimitOpt,
-    Mode,
     NoCacheOpt,
     OutputOpt,
     PollOpt,
@@ -62,6 +61,7 @@ from batchain.cli.render import (
     print_failed_items,
     print_summary,
 )
+from batchain.options import Mode
 
 if TYPE_CHECKING:
     from batchain.job import Job
@@ -78,7 +78,7 @@ def run(
             "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
             "stragglers realtime before --deadline."
         ),
-    ] = Mode.realtime,
+    ] = Mode.REALTIME,
     store: StoreOpt = None,
     concurrency: ConcurrencyOpt = None,
     rpm: RpmOpt = None,
@@ -172,7 +172,7 @@ def submit(
             help="Only batch: the job waits at the provider after this command. Realtime and auto "
             "jobs run while `batchain run` runs."
         ),
-    ] = Mode.batch,
+    ] = Mode.BATCH,
     store: StoreOpt = None,
     concurrency: ConcurrencyOpt = None,
     rpm: RpmOpt = None,
@@ -197,7 +197,7 @@ def submit(
     (`batchain status JOB` shows where it is, `batchain cancel JOB` stops it). Options are
     those of `batchain run`; they are stored with the job and apply when it continues.
     """
-    if mode != Mode.batch:
+    if mode != Mode.BATCH:
         raise CliError(
             f"submit starts batch jobs; run a {mode.value} job with `batchain run --mode {mode.value}`"
         )
@@ -331,13 +331,13 @@ def _input_again(
 
 
 def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
-    from batchain.api import MODES
+    from batchain.options import MODES
 
     if mode.value not in MODES:
         raise CliError(f"--mode {mode.value} is not available in this version yet; use {' or '.join(MODES)}")
-    if detach and mode != Mode.batch:
+    if detach and mode != Mode.BATCH:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
-    if auto_only and mode != Mode.auto:
+    if auto_only and mode != Mode.AUTO:
         raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
 
 

@@ -30,6 +30,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
+from batchain.errors import InputError, OutputError
+
 if TYPE_CHECKING:  # the engine (and LangChain) load only when results are written
     from batchain.job import ItemResult
 
@@ -70,14 +72,6 @@ _DELIMITERS: Final[dict[str, str]] = {"csv": ",", "tsv": "\t"}
 _KEEP_BAD: Final = 1000
 #: a CSV field may be as long as a long document, not just csv's default 128 KiB
 _CSV_FIELD_LIMIT: Final = 64 * 1024 * 1024
-
-
-class InputError(Exception):
-    """An input that cannot be read at all: missing file, unknown format, bad header."""
-
-
-class OutputError(Exception):
-    """An output target that cannot be written."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ from rich.table import Table
 
 import batchain
 from batchain.job import Job
+from batchain.options import Mode
+from batchain.states import LinkSource
 
 __all__ = ["LABELS", "MODELS", "PROMPT", "DemoOptions", "load_headlines", "normalize_label", "run_demo"]
 
@@ -280,7 +282,7 @@ def _batch(
     job = batchain.run(
         chain,
         _inputs(rows),
-        mode="batch",
+        mode=Mode.BATCH,
         store=options.store,
         cache=False,
         progress=options.progress,
@@ -304,11 +306,11 @@ def _batch(
 def _job_line(job: Job, elapsed: float) -> str:
     sources, usage = job.call_stats, job.usage
     counts = job.counts
-    reused = sum(n for source, n in sources.items() if source != "paid")
+    reused = sum(n for source, n in sources.items() if source != LinkSource.PAID)
     failed = f" · [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
     return (
         f"{job.id}: {counts['succeeded']} items ok{failed} in {elapsed:.1f} s · "
-        f"calls {sources.get('paid', 0)} paid, {reused} reused from the store · "
+        f"calls {sources.get(LinkSource.PAID, 0)} paid, {reused} reused from the store · "
         f"tokens {usage.input_tokens:,} in / {usage.output_tokens:,} out"
     )
 

@@ -16,14 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from batchain.cli.app import CliError
+from batchain.options import Mode
 
 # -- choices ------------------------------------------------------------------------------------
-
-
-class Mode(StrEnum):
-    realtime = "realtime"
-    batch = "batch"
-    auto = "auto"
 
 
 class Format(StrEnum):

@@ -18,6 +18,8 @@ from rich.table import Table
 
 from batchain.cli.common import is_yaml
 from batchain.cli.datafiles import InputReader, input_id
+from batchain.options import Mode, Tier
+from batchain.states import LinkSource
 
 if TYPE_CHECKING:
     from batchain.job import Job
@@ -27,11 +29,11 @@ _SHOW_BAD_ROWS: Final = 20
 _SHOW_FAILED_ITEMS: Final = 10
 _SHOW_ERROR_KINDS: Final = 3
 #: how a job got its calls, as the summaries say it
-_CALL_SOURCES: Final = {
-    "paid": "paid",
-    "cache": "reused from earlier jobs",
-    "replay": "replayed after a restart",
-    "shared": "shared between identical items",
+_CALL_SOURCES: Final[dict[str, str]] = {
+    LinkSource.PAID: "paid",
+    LinkSource.CACHE: "reused from earlier jobs",
+    LinkSource.REPLAY: "replayed after a restart",
+    LinkSource.SHARED: "shared between identical items",
 }
 
 
@@ -130,8 +132,9 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
         items += f" · {plural(n_bad, 'bad input row')} skipped"
     # distinct calls by source, counted by the store: right in every mode and across resumes
     sources = job.call_stats
-    calls = f"{sources.get('paid', 0):,} paid · {sources.get('cache', 0):,} reused from earlier jobs"
-    for key in ("replay", "shared"):
+    paid, cached = sources.get(LinkSource.PAID, 0), sources.get(LinkSource.CACHE, 0)
+    calls = f"{paid:,} paid · {cached:,} reused from earlier jobs"
+    for key in (LinkSource.REPLAY, LinkSource.SHARED):
         if sources.get(key):
             calls += f" · {sources[key]:,} {_CALL_SOURCES[key]}"
     calls += f" · {stats.get('retries', 0):,} retries · {stats.get('rate_limited', 0):,} rate-limited"
@@ -141,7 +144,7 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     rows = [("items", items), ("calls", calls), ("tokens", tokens), ("cost", _cost_text(job))]
     if counts["pending"] and job.record.note:
         rows.append(("note", escape(job.record.note)))
-    if job.record.mode != "realtime":
+    if job.record.mode != Mode.REALTIME:
         rows.insert(2, ("tiers", _tiers(job)))
     if target is not None:
         rows.append(("results", "stdout" if target == "-" else escape(target)))
@@ -158,7 +161,7 @@ def _tiers(job: Job) -> str:
     batched = sum(int(b.get("n_calls") or 0) for b in batches)
     rounds = max((int((b.get("info") or {}).get("round") or 0) for b in batches), default=0)
     try:
-        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != "batch")
+        realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != Tier.BATCH)
     except Exception:
         realtime = int(job.stats.get("sent", 0))
     return (

@@ -42,6 +42,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from batchain.cost.prices import PriceBook, default_pricebook, normalize_service_tier
+from batchain.options import Tier
 from batchain.store.records import Usage
 
 __all__ = ["CostTracker", "ModelCost"]
@@ -158,7 +159,7 @@ class CostTracker(BaseCallbackHandler):
 
     raise_error = False
 
-    def __init__(self, pricebook: PriceBook | None = None, *, tier: str = "realtime") -> None:
+    def __init__(self, pricebook: PriceBook | None = None, *, tier: str = Tier.REALTIME) -> None:
         super().__init__()
         self.pricebook = pricebook or default_pricebook()
         self.tier = tier

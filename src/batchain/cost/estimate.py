@@ -29,12 +29,14 @@ from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.engine.calls import build_request, generic_adapter, is_generic
 from batchain.engine.hook import ACTIVE, CallContext, install
 from batchain.engine.inputs import aiter_inputs
+from batchain.options import Mode, Tier
 from batchain.providers.base import CallRequest
 from batchain.store.records import Usage
 
 __all__ = ["Estimate", "ModeCost", "aestimate", "count_tokens", "estimate"]
 
-_TIERS = {"realtime": "realtime", "batch": "batch"}
+#: each mode priced, and its tier (keys plain strings: they name an Estimate's costs)
+_TIERS = {Mode.REALTIME.value: Tier.REALTIME, Mode.BATCH.value: Tier.BATCH}
 
 
 class _Captured(BaseException):
@@ -269,7 +271,7 @@ async def aestimate(
         await _pilot(est, runnable, items, pilot, store, book, run_options)
     else:
         est.notes.append("first-stage calls only: run a pilot to see later stages")
-    est.costs["auto"] = _mix(est.costs["realtime"], est.costs["batch"], urgent_fraction)
+    est.costs[Mode.AUTO.value] = _mix(est.costs[Mode.REALTIME], est.costs[Mode.BATCH], urgent_fraction)
     return est
 
 
@@ -281,7 +283,7 @@ def _mix(realtime: ModeCost, batch: ModeCost, urgent: float) -> ModeCost:
         return None if a is None or b is None else a * share + b * (1 - share)
 
     return ModeCost(
-        "auto",
+        Mode.AUTO.value,
         blend(realtime.low, batch.low),
         blend(realtime.expected, batch.expected),
         blend(realtime.high, batch.high),
@@ -310,7 +312,7 @@ async def _pilot(
     step = max(1, len(items) // pilot)
     sample = items[::step][:pilot]  # spread over the dataset, not just its head
     run_options.setdefault("progress", False)
-    job = await arun(chain, sample, store=store, mode="realtime", **run_options)
+    job = await arun(chain, sample, store=store, mode=Mode.REALTIME, **run_options)
     est.pilot_items = len(sample)
     est.pilot_job = job.id
     per_item = job.store.item_usage(job.id)

@@ -108,6 +108,8 @@ from genai_prices import data as _catalog  # noqa: F401
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
+from batchain.errors import UnknownPriceWarning
+from batchain.options import Tier
 from batchain.store.records import Usage
 
 __all__ = [
@@ -202,10 +204,6 @@ _VARIANT_MODES: dict[tuple[tuple[str, str], ...], str] = {
     (("service_tier", "priority"),): "priority",
 }
 _DATE_SUFFIX = re.compile(r"-(?:20\d{2}-\d{2}-\d{2}|20\d{6})$")
-
-
-class UnknownPriceWarning(UserWarning):
-    """A model has no price (catalog or override): its cost is unknown, not zero."""
 
 
 # -- rates --------------------------------------------------------------------------------------
@@ -748,7 +746,7 @@ class PriceBook:
         return r
 
     def sheet(
-        self, provider: str, model: str, tier: str = "realtime", service_tier: str | None = None
+        self, provider: str, model: str, tier: str = Tier.REALTIME, service_tier: str | None = None
     ) -> PriceSheet:
         """The resolved prices of ``model`` in ``tier`` (``realtime``/``batch``) and service tier."""
         st = normalize_service_tier(service_tier)
@@ -762,7 +760,7 @@ class PriceBook:
             notes: list[str] = []
             mode: Mode = "standard"
             sections = e.override.sections if e.override else {}
-            if tier == "batch" or st == "batch":
+            if tier == Tier.BATCH or st == "batch":
                 mode = "batch"
                 res = self._batch(e, std)
             elif st == "flex":
@@ -804,7 +802,7 @@ class PriceBook:
         self,
         provider: str,
         model: str,
-        tier: str = "realtime",
+        tier: str = Tier.REALTIME,
         service_tier: str | None = None,
         *,
         prompt_tokens: int = 0,
@@ -820,7 +818,7 @@ class PriceBook:
         provider: str,
         model: str,
         usage: Usage,
-        tier: str = "realtime",
+        tier: str = Tier.REALTIME,
         service_tier: str | None = None,
         *,
         cache_write_1h_tokens: int = 0,
@@ -869,7 +867,7 @@ class PriceBook:
             provider,
             model,
             usage,
-            "realtime",
+            Tier.REALTIME,
             None,
             cache_write_1h_tokens=cache_write_1h_tokens,
             prompt_tokens=prompt_tokens,
@@ -986,7 +984,7 @@ def cost_of(
     provider: str,
     model: str,
     usage: Usage,
-    tier: str = "realtime",
+    tier: str = Tier.REALTIME,
     service_tier: str | None = None,
     *,
     cache_write_1h_tokens: int = 0,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from batchain.cost.prices import Cost
-from batchain.cost.report import CostLine, JobCost
 from batchain.store.records import Usage
+
+if TYPE_CHECKING:  # the report calls its renderer: only its types are needed here
+    from batchain.cost.report import CostLine, JobCost
 
 __all__ = ["render_table", "to_json"]
 

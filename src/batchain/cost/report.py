@@ -45,6 +45,8 @@ from batchain.cost.prices import (
     normalize_service_tier,
     price_usage,
 )
+from batchain.options import Tier
+from batchain.states import LinkSource
 from batchain.store import open_store
 from batchain.store.base import Store
 from batchain.store.records import BatchRecord, PaidCallGroup, Usage
@@ -63,7 +65,7 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
-AVOIDED_SOURCES = ("cache", "shared", "replay")
+AVOIDED_SOURCES: tuple[str, ...] = (LinkSource.CACHE, LinkSource.SHARED, LinkSource.REPLAY)
 
 
 # -- result records -----------------------------------------------------------------------------
@@ -229,17 +231,17 @@ class JobCost:
     @property
     def cache_hits(self) -> int:
         """Calls served from results stored earlier (``source = 'cache'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "cache")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.CACHE)
 
     @property
     def shared_calls(self) -> int:
         """Identical in-flight calls deduplicated (``source = 'shared'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "shared")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.SHARED)
 
     @property
     def replayed_calls(self) -> int:
         """Own earlier results replayed after a resume (``source = 'replay'``)."""
-        return sum(a.calls for a in self.avoided_lines if a.source == "replay")
+        return sum(a.calls for a in self.avoided_lines if a.source == LinkSource.REPLAY)
 
     # -- groupings ----------------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class _Pricer:
         return price_usage(sheet, usage, w1h, self.prompt_size(bucket), self.book.warn_unknown)
 
     def list_cost(self, provider: str, model: str, usage: Usage, w1h: int, bucket: int) -> Cost:
-        return self.cost(provider, model, "realtime", None, usage, w1h, bucket)
+        return self.cost(provider, model, Tier.REALTIME, None, usage, w1h, bucket)
 
 
 def _open(store: Any) -> tuple[Store, str | None, bool]:
@@ -354,7 +356,7 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
     # long-context thresholds of the models this job touched
     thresholds: set[int] = set()
     for provider, model in store.job_models(job_id):
-        for tier in ("realtime", "batch"):
+        for tier in (Tier.REALTIME, Tier.BATCH):
             thresholds.update(book.sheet(provider, model, tier).thresholds)
     pricer = _Pricer(book, tuple(sorted(thresholds)))
 
@@ -439,12 +441,12 @@ def _rounds(
     meta = {b.id: b for b in batches}
     per_batch: dict[tuple[str, str, str], BatchCost] = {}
     for g in paid_groups:
-        if g.tier != "batch" or g.batch_id not in meta:
+        if g.tier != Tier.BATCH or g.batch_id not in meta:
             continue
         b = meta[g.batch_id]
         usage = g.usage
         w1h = g.cache_write_1h_tokens
-        cost = pricer.cost(g.provider, g.model, "batch", None, usage, w1h, g.bucket)
+        cost = pricer.cost(g.provider, g.model, Tier.BATCH, None, usage, w1h, g.bucket)
         lst = pricer.list_cost(g.provider, g.model, usage, w1h, g.bucket)
         key = (b.id, g.provider, g.model)
         if key in per_batch:
@@ -489,10 +491,10 @@ def _item_costs(store: Store, job_id: str, pricer: _Pricer) -> dict[int, ItemCos
     acc: dict[int, list[Any]] = {}  # idx -> [paid_calls, cost, reused_calls, avoided]
     for link in store.item_call_links(job_id, pricer.thresholds):
         source = link.source
-        paid = source == "paid"
+        paid = source == LinkSource.PAID
         if not paid and source not in AVOIDED_SOURCES:
             continue
-        tier, st = (link.tier, normalize_service_tier(link.service_tier)) if paid else ("realtime", None)
+        tier, st = (link.tier, normalize_service_tier(link.service_tier)) if paid else (Tier.REALTIME, None)
         key = (link.provider, link.model, tier, st, link.bucket)
         if key not in rates:
             sheet = pricer.book.sheet(link.provider, link.model, tier, st)

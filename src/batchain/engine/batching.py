@@ -22,9 +22,11 @@ from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
+from batchain.errors import BatchCallError, CallCancelled
+from batchain.options import Tier
 from batchain.providers.base import Body, CallRequest, ProviderAdapter, parsed, redact
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
-from batchain.states import BatchStatus
+from batchain.states import BatchStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import Usage
 
@@ -40,18 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("batchain.engine.batching")
-
-
-class BatchCallError(RuntimeError):
-    """A call the provider's Batch API rejected for good."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class CallCancelled(RuntimeError):
-    """The job was cancelled before this call got an answer."""
 
 
 class GoRealtime(Exception):
@@ -273,7 +263,7 @@ class BatchCoordinator:
     def _hold(self, batch: LiveBatch, parked: Parked) -> None:
         """A resumed run does not know what an earlier one reserved: reserve it again."""
         if self.budget is not None:
-            worst = self.budget.worst_case(parked.request, "batch")
+            worst = self.budget.worst_case(parked.request, Tier.BATCH)
             batch.reserved += worst
             self.budget.reserved += worst
 
@@ -334,7 +324,7 @@ class BatchCoordinator:
             return members, Decimal(0)
         total = Decimal(0)
         for n, p in enumerate(members):
-            worst = self.budget.worst_case(p.request, "batch")
+            worst = self.budget.worst_case(p.request, Tier.BATCH)
             if not self.budget.fits(total + worst):
                 for rest in members[n:]:
                     self.unsubmitted[rest.key] = None
@@ -487,13 +477,13 @@ class BatchCoordinator:
             if parked is not None:
                 usage = self.usage_of(parked.adapter, body)
                 if self.price_of is not None:
-                    cost = self.price_of(parked.request, usage, "batch", body)
+                    cost = self.price_of(parked.request, usage, Tier.BATCH, body)
             else:  # nobody in this run waits for it (yet): record it for a later replay
                 usage = _usage_by_provider(self.store, key, body)
-            answered.append((key, outcome.body, usage, "batch", cost))
+            answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self.stats.paid += 1
             if parked is not None:
-                links.append((self.job_id, key, parked.item_idx, "paid"))
+                links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))
                 del self.parked[key]
                 if not parked.future.done():
                     parked.future.answer(outcome.body, outcome.data)

@@ -15,6 +15,7 @@ import asyncio
 from decimal import Decimal
 
 from batchain.cost.prices import Pricing
+from batchain.errors import BudgetExhausted, UnpricedModel
 from batchain.providers.base import CallRequest
 from batchain.store.records import Usage
 
@@ -22,14 +23,6 @@ __all__ = ["Budget", "BudgetExhausted", "UnpricedModel", "worst_case_usage"]
 
 BYTES_PER_TOKEN = 2.5
 DEFAULT_MAX_OUTPUT = 16_384
-
-
-class BudgetExhausted(Exception):
-    """The next call's worst case does not fit in what is left of the budget."""
-
-
-class UnpricedModel(ValueError):
-    """A budget cannot be enforced for a model with no known price."""
 
 
 def worst_case_usage(request: CallRequest) -> Usage:

@@ -28,12 +28,14 @@ from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.hook import original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
+from batchain.errors import BatchUnsupportedError
+from batchain.options import Mode, Tier
 from batchain.providers import adapter_for
 from batchain.providers._sdk import fresh_client
 from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, redact
 from batchain.providers.generic import GenericAdapter
 from batchain.providers.openai import Unsupported
-from batchain.states import CallStatus
+from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import CallRecord, Usage
 
@@ -54,18 +56,6 @@ __all__ = [
     "parse_answer",
     "price_call",
 ]
-
-
-class BatchUnsupportedError(RuntimeError):
-    """Batch mode met a model with no Batch API adapter."""
-
-    def __init__(self, model: BaseChatModel) -> None:
-        name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
-        super().__init__(
-            f"batch mode: {type(model).__name__}({name!s}) has no Batch API adapter, so its calls "
-            "cannot run at batch price. Nothing was submitted. Pass fallback='realtime' to run "
-            "this model's calls in realtime at full price."
-        )
 
 
 _GENERIC = GenericAdapter(original_agenerate, original_generate)
@@ -358,7 +348,7 @@ class CallManager:
                 out.append(Admitted(Verdict.REPLAYED, answer=answer))
                 continue
             batch = self.batch
-            if batch is not None and not a.adapter.batchable and self.fallback != "realtime":
+            if batch is not None and not a.adapter.batchable and self.fallback != Mode.REALTIME:
                 exc = BatchUnsupportedError(a.model)
                 if self.on_fatal is not None:
                     self.on_fatal(exc)
@@ -414,14 +404,14 @@ class CallManager:
     def share(self, key: str, item_idx: int) -> None:
         """Count and link an item that waits on a call already in flight in this run."""
         self.stats.shared += 1
-        self.store.link_call(self.job_id, key, item_idx, "shared")
+        self.store.link_call(self.job_id, key, item_idx, LinkSource.SHARED)
 
     def replayed(self, record: CallRecord | None, item_idx: int) -> str | None:
         """The stored answer of an answered call (counted and linked to the item), or None."""
         if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
             return None
         self.stats.cached += 1
-        source = "replay" if record.job_id == self.job_id else "cache"
+        source = LinkSource.REPLAY if record.job_id == self.job_id else LinkSource.CACHE
         self.store.link_call(self.job_id, record.key, item_idx, source)
         return record.response
 
@@ -488,7 +478,7 @@ class CallManager:
         item_idx: int,
     ) -> str:
         store = self.store
-        reserved = await self._reserve(request, "realtime")
+        reserved = await self._reserve(request, Tier.REALTIME)
         self._begin(request, CallStatus.SENT)
 
         client = self.client_for(adapter, model)
@@ -518,14 +508,14 @@ class CallManager:
             store.call_failed(request.key, "interrupted", retryable=True)
             raise
         usage = adapter.usage(sent.text)
-        cost = self.price(request, usage, "realtime", sent.text)
+        cost = self.price(request, usage, Tier.REALTIME, sent.text)
         self._settle(reserved, cost)
-        store.call_succeeded(request.key, sent.text, usage, "realtime", cost)
-        store.link_call(self.job_id, request.key, item_idx, "paid")
+        store.call_succeeded(request.key, sent.text, usage, Tier.REALTIME, cost)
+        store.link_call(self.job_id, request.key, item_idx, LinkSource.PAID)
         self.stats.paid += 1
         self.stats.input_tokens += usage.input_tokens
         self.stats.output_tokens += usage.output_tokens
-        self.stats.by_tier["realtime"] = self.stats.by_tier.get("realtime", 0) + 1
+        self.stats.by_tier[Tier.REALTIME.value] = self.stats.by_tier.get(Tier.REALTIME.value, 0) + 1
         return sent.text
 
 

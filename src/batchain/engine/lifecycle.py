@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from batchain.errors import JobBusy
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
 from batchain.store.base import Store, lease_owner
 
@@ -21,10 +22,6 @@ __all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl"]
 
 #: a running job's lease: renewed every third of it, taken over when it lapses
 LEASE_S = 30.0
-
-
-class JobBusy(RuntimeError):
-    """Another process is running this job."""
 
 
 class Purpose(Enum):

@@ -32,6 +32,7 @@ from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
 from batchain.engine.results import Results
 from batchain.engine.rounds import Rounds
 from batchain.engine.scheduler import Scheduler
+from batchain.options import Mode
 from batchain.providers.base import redact
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -250,7 +251,7 @@ class JobRunner:
 
     async def _run_item(self, idx: int, value: Any) -> None:
         token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop()))
-        if self.parts.mode == "auto" and self.parts.urgent(value):
+        if self.parts.mode == Mode.AUTO and self.parts.urgent(value):
             self.calls.urgent.add(idx)
         try:
             if self.fast is not None:

@@ -17,17 +17,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from batchain.errors import BatchainError
 from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
 
-__all__ = ["CallFailed", "Lane", "Scheduler", "SchedulerStats", "Stopping"]
+__all__ = ["CallFailed", "JobStopping", "Lane", "Scheduler", "SchedulerStats"]
 
 
-class Stopping(Exception):
-    """The job is stopping; the call was not sent."""
+class JobStopping(BatchainError):
+    """The job is stopping; the call was not sent (it runs on resume). An internal signal
+    that may pass through a chain's own code on its way to the runner."""
 
 
 class CallFailed(Exception):
-    """A call failed for good. ``original`` is the provider's own exception."""
+    """A call failed for good. ``original`` is the provider's own exception.
+
+    Internal: the call manager re-raises ``original``, so the chain sees the provider's own
+    exception, never this one."""
 
     def __init__(self, failure: Failure, original: BaseException, attempts: int) -> None:
         super().__init__(failure.message)
@@ -189,7 +194,7 @@ class Scheduler:
         tries = 0
         while True:
             if self._stopping:
-                raise Stopping()
+                raise JobStopping()
             wait = lane.reserve(tokens, time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -197,7 +202,7 @@ class Scheduler:
             try:
                 async with self._global:
                     if self._stopping:
-                        raise Stopping()
+                        raise JobStopping()
                     sent, error = await self._send_once(attempt)
             finally:
                 lane.release()

@@ -29,7 +29,7 @@ from batchain.engine.progress import ProgressDisplay, wants_progress
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
-from batchain.options import RunOptions
+from batchain.options import Mode, RunOptions
 from batchain.states import JobStatus
 from batchain.store.base import Store
 from batchain.store.records import JobRecord
@@ -46,7 +46,7 @@ def wire(
     purpose: Purpose = Purpose.FINISH,
 ) -> JobRunner:
     """A runner for one run of a job, with every part built from ``options``."""
-    batched = options.mode in ("batch", "auto")
+    batched = options.mode in (Mode.BATCH, Mode.AUTO)
     scheduler = Scheduler(
         max_concurrency=options.max_concurrency,
         rpm=options.rpm,
@@ -120,7 +120,7 @@ def wire(
             urgent=options.is_urgent,
         )
     )
-    if options.mode == "batch":
+    if options.mode == Mode.BATCH:
         runner.bulk, why = _bulk_items(runner, fast, calls, batch, store, job_id, budget is None)
         paths["bulk_path"] = "on" if runner.bulk is not None else f"off: {why}"
     return runner

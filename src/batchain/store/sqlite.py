@@ -32,6 +32,7 @@ from batchain.states import (
     IllegalTransition,
     ItemStatus,
     JobStatus,
+    LinkSource,
     check_transition,
 )
 from batchain.store.base import lease_owner
@@ -637,7 +638,7 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)", rows
         )
 
-    def job_usage(self, job_id: str, sources: tuple[str, ...] = ("paid",)) -> Usage:
+    def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
         rows = self._read(
             f"SELECT COUNT(*) AS n, {', '.join(f'SUM({c}) AS {c}' for c in _USAGE_COLS.split(', '))}"

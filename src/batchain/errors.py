@@ -1,0 +1,149 @@
+"""Every public exception batchain raises, under one base: :class:`BatchainError`.
+
+``except batchain.BatchainError`` catches whatever batchain itself raised, and nothing a
+provider SDK or a chain raised. Exceptions that existed before this base keep their old
+built-in base too (``JobBusy`` is still a ``RuntimeError``, ``ChainRefError`` a
+``ValueError``...), so code catching those keeps working. They are importable from
+``batchain`` and, as before, from the module that raises them.
+
+This module imports nothing from batchain, so any module can import it without a cycle.
+
+Not here, on purpose:
+
+* ``batchain.cli.CliError``: a :class:`BatchainError` too, but the command line's own: it
+  becomes a printed line and an exit code, never reaches Python callers.
+* internal signals that never leave batchain's own frames: ``GoRealtime`` (auto mode sends
+  a parked call realtime), ``CallFailed`` (unwrapped to the provider's exception),
+  ``Unsupported`` (the OpenAI adapter passes a call to the generic one) and the estimate's
+  ``_Captured``. ``JobStopping`` (a call not sent because the job stops) can pass through a
+  chain's own code, so it is a :class:`BatchainError`, but nobody needs to catch it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+__all__ = [
+    "BatchCallError",
+    "BatchUnsupportedError",
+    "BatchainError",
+    "BudgetExhausted",
+    "CallCancelled",
+    "ChainRefError",
+    "IllegalTransition",
+    "InputError",
+    "InvalidLabel",
+    "InvalidOption",
+    "JobBusy",
+    "MissingInputVariable",
+    "OutputError",
+    "SchemaMismatch",
+    "UnknownPriceWarning",
+    "UnpricedModel",
+    "Unserializable",
+    "YamlChainError",
+]
+
+
+class BatchainError(Exception):
+    """The base of every exception batchain raises on purpose."""
+
+
+# -- running a job ------------------------------------------------------------------------------
+
+
+class InvalidOption(BatchainError, ValueError):
+    """A run option with a value batchain does not know (e.g. ``mode="turbo"``)."""
+
+
+class JobBusy(BatchainError, RuntimeError):
+    """Another process is running this job."""
+
+
+class IllegalTransition(BatchainError, RuntimeError):
+    """A status change the lifecycle table does not allow."""
+
+
+class Unserializable(BatchainError, TypeError):
+    """The object cannot be stored faithfully."""
+
+
+class BudgetExhausted(BatchainError):
+    """The next call's worst case does not fit in what is left of the budget."""
+
+
+class UnpricedModel(BatchainError, ValueError):
+    """A budget cannot be enforced for a model with no known price."""
+
+
+# -- one item's model call ----------------------------------------------------------------------
+
+
+class BatchUnsupportedError(BatchainError, RuntimeError):
+    """Batch mode met a model with no Batch API adapter."""
+
+    def __init__(self, model: BaseChatModel) -> None:
+        name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
+        super().__init__(
+            f"batch mode: {type(model).__name__}({name!s}) has no Batch API adapter, so its calls "
+            "cannot run at batch price. Nothing was submitted. Pass fallback='realtime' to run "
+            "this model's calls in realtime at full price."
+        )
+
+
+class BatchCallError(BatchainError, RuntimeError):
+    """A call the provider's Batch API rejected for good."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CallCancelled(BatchainError, RuntimeError):
+    """The job was cancelled before this call got an answer."""
+
+
+# -- inputs and outputs -------------------------------------------------------------------------
+
+
+class InputError(BatchainError):
+    """An input that cannot be read at all: missing file, unknown format, bad header."""
+
+
+class OutputError(BatchainError):
+    """An output target that cannot be written."""
+
+
+# -- chains -------------------------------------------------------------------------------------
+
+
+class ChainRefError(BatchainError, ValueError):
+    """A chain reference that does not point at a chain."""
+
+
+class YamlChainError(ChainRefError):
+    """A YAML chain file that cannot be turned into a chain; the message names the file and key."""
+
+
+class MissingInputVariable(BatchainError, ValueError):
+    """An input row lacks a field the prompt template uses."""
+
+
+class InvalidLabel(BatchainError, ValueError):
+    """The model's answer is not one of the chain's labels."""
+
+
+class SchemaMismatch(BatchainError, ValueError):
+    """The model's structured output does not match the chain's output schema."""
+
+
+# -- warnings -----------------------------------------------------------------------------------
+
+
+class UnknownPriceWarning(UserWarning):
+    """A model has no price (catalog or override): its cost is unknown, not zero.
+
+    A warning, not an error: it is no :class:`BatchainError`."""
