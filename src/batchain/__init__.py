@@ -33,6 +33,7 @@ _EXPORTS = {
     "SQLiteStore": "batchain.store",
     "Usage": "batchain.store",
     "default_store_path": "batchain.store",
+    "register_adapter": "batchain.providers.registry",
 }
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "asubmit",
     "default_store_path",
     "estimate",
+    "register_adapter",
     "run",
     "submit",
 ]
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from batchain.api import aas_completed, arun, as_completed, asubmit, run, submit
     from batchain.cost.estimate import Estimate, aestimate, estimate
     from batchain.job import ItemResult, Job
+    from batchain.providers.registry import register_adapter
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path
 

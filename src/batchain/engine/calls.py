@@ -27,10 +27,8 @@ from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.hook import original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.providers import adapter_for
-from batchain.providers._sdk import fresh_client
-from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, redact
+from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, Unsupported, redact
 from batchain.providers.generic import GenericAdapter
-from batchain.providers.openai import Unsupported
 from batchain.states import CallStatus
 from batchain.store.records import CallRecord, Usage
 from batchain.store.sqlite import SQLiteStore
@@ -174,7 +172,7 @@ class CallManager:
             return None
         client = self._clients.get(id(original))
         if client is None:
-            client = fresh_client(original, self.scheduler.max_concurrency + 8)
+            client = adapter.job_client(original, self.scheduler.max_concurrency + 8)
             self._clients[id(original)] = client
             self._originals.append(original)  # keep alive: ids must stay unique
         return client
