@@ -18,11 +18,30 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
-from batchain.providers.base import ProviderAdapter
+from batchain.providers.base import BatchAPI, ProviderAdapter
+
+if TYPE_CHECKING:
+    from batchain.providers.anthropic import AnthropicAdapter, AnthropicBatchAPI
+    from batchain.providers.fake import FakeAdapter, FakeBatchAPI
+    from batchain.providers.generic import GenericAdapter
+    from batchain.providers.openai import OpenAIAdapter, OpenAIBatchAPI
+
+    def _implement_the_protocols(
+        a: OpenAIAdapter,
+        b: AnthropicAdapter,
+        c: FakeAdapter,
+        d: GenericAdapter,
+        e: OpenAIBatchAPI,
+        f: AnthropicBatchAPI,
+        g: FakeBatchAPI,
+    ) -> tuple[list[ProviderAdapter], list[BatchAPI]]:
+        """Never called: mypy checks here that every built-in implements the Protocols."""
+        return [a, b, c, d], [e, f, g]
+
 
 __all__ = ["adapter_for", "register_adapter", "registered", "unregister_adapter"]
 
