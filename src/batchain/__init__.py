@@ -53,6 +53,7 @@ _EXPORTS = {
     "YamlChainError": "batchain.errors",
     "Mode": "batchain.options",
     "Tier": "batchain.options",
+    "register_adapter": "batchain.providers.registry",
 }
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "asubmit",
     "default_store_path",
     "estimate",
+    "register_adapter",
     "run",
     "submit",
 ]
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
     )
     from batchain.job import ItemResult, Job
     from batchain.options import Mode, Tier
+    from batchain.providers.registry import register_adapter
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path
 

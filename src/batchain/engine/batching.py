@@ -24,8 +24,16 @@ from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.errors import BatchCallError, CallCancelled
 from batchain.options import Tier
-from batchain.providers.base import Body, CallRequest, ProviderAdapter, parsed, redact
-from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind, chunk
+from batchain.providers.base import (
+    BatchAPI,
+    BatchIntent,
+    Body,
+    CallRequest,
+    ProviderAdapter,
+    ProviderBatch,
+    redact,
+)
+from batchain.providers.batch import BatchView, Outcome, OutcomeKind, chunk
 from batchain.states import BatchStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import Usage
@@ -35,7 +43,6 @@ __all__ = [
     "BatchCallError",
     "BatchCoordinator",
     "CallCancelled",
-    "FutureWaiter",
     "GoRealtime",
     "Parked",
     "Waiter",
@@ -48,54 +55,16 @@ class GoRealtime(Exception):
     """Auto mode's deadline is near: send this call in realtime instead."""
 
 
-class BatchAPI(Protocol):
-    limits: BatchLimits
-
-    def encode(self, key: str, request: CallRequest) -> bytes: ...
-
-    async def create(
-        self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
-    ) -> str: ...
-
-    async def retrieve(self, client: Any, provider_id: str) -> BatchView: ...
-
-    async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]: ...
-
-    async def cancel(self, client: Any, provider_id: str) -> None: ...
-
-    async def find(
-        self, client: Any, uid: str, created_after: float, n: int, taken: set[str]
-    ) -> str | None: ...
-
-
 class Waiter(Protocol):
-    """Who waits for a parked call: an item's coroutine (:class:`FutureWaiter`), or the
-    bulk path's rows. Told once: the answer (its text and parsed JSON) or an exception."""
+    """Who waits for a parked call (:class:`~batchain.engine.calls.InFlight`, which tells
+    the item coroutines and bulk rows that share it). Told once: the answer (its text and
+    parsed JSON) or an exception."""
 
     def done(self) -> bool: ...
 
     def answer(self, text: str, data: Any) -> None: ...
 
     def fail(self, exc: BaseException) -> None: ...
-
-
-class FutureWaiter:
-    """A :class:`Waiter` that resolves an asyncio future with the answer's text."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[str]) -> None:
-        self.future = future
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def answer(self, text: str, data: Any) -> None:
-        self.future.set_result(text)
-
-    def fail(self, exc: BaseException) -> None:
-        self.future.set_exception(exc)
-        self.future.exception()  # retrieved by whoever awaits it
 
 
 @dataclass(slots=True)
@@ -116,16 +85,16 @@ class Parked:
     def key(self) -> str:
         return self.request.key
 
-    @property
-    def group(self) -> tuple[str, str, str]:
+    def group(self, api: BatchAPI) -> tuple[str, str, str]:
         r = self.request
-        return (r.lane, r.endpoint, r.headers.get("anthropic-beta", ""))
+        return (r.lane, r.endpoint, api.split_key(r))
 
 
 @dataclass(slots=True)
 class LiveBatch:
     uid: str
     provider_id: str
+    adapter: ProviderAdapter
     api: BatchAPI
     client: Any
     next_poll: float
@@ -220,8 +189,10 @@ class BatchCoordinator:
     def _api(self, adapter: ProviderAdapter) -> BatchAPI:
         api = self._apis.get(adapter.name)
         if api is None:
-            api = adapter.batch_api()  # type: ignore[attr-defined]
-            self._apis[adapter.name] = api
+            found = adapter.batch_api()
+            if found is None:  # only batchable adapters' calls are parked
+                raise TypeError(f"the {adapter.name} adapter has no Batch API")
+            api = self._apis[adapter.name] = found
         return api
 
     async def _at_provider(self, uid: str, parked: Parked) -> bool:
@@ -245,17 +216,19 @@ class BatchCoordinator:
                     for b in self.store.job_batches(self.job_id)
                     if b["provider_batch_id"]
                 }
-                provider_id = await api.find(parked.client, uid, row["created_at"], row["n_calls"], taken)
-                if not provider_id:
+                intent = BatchIntent(uid, row["created_at"], row["n_calls"], frozenset(taken))
+                found = await api.find_created(parked.client, intent)
+                if found is None:
                     self.store.batch_abandoned(uid)
                     return False
+                provider_id = found.id
                 self.store.batch_submitted(uid, provider_id)
                 self.stats.reconciled += 1
                 log.info("reconciled batch %s as %s", uid, provider_id)
             elif row["status"] not in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value):
                 return False
             self.live[uid] = LiveBatch(
-                uid, provider_id, api, parked.client, next_poll=0.0, interval=self.poll_min
+                uid, provider_id, parked.adapter, api, parked.client, next_poll=0.0, interval=self.poll_min
             )
             self._hold(self.live[uid], parked)
             return True
@@ -277,7 +250,7 @@ class BatchCoordinator:
         for key in keys:
             p = self.parked.get(key)
             if p is not None and self._materialize(p):
-                groups.setdefault(p.group, []).append(p)
+                groups.setdefault(p.group(self._api(p.adapter)), []).append(p)
         created = 0
         self.stats.rounds += 1
         self.stats.by_round.append(len(keys))
@@ -354,7 +327,7 @@ class BatchCoordinator:
         )
         failpoint("batch_before_create", first.adapter.name)
         try:
-            provider_id = await api.create(
+            provider_batch = await api.create(
                 first.client, uid, self.job_id, lines, [p.request for p in members]
             )
         except Exception as exc:
@@ -367,13 +340,15 @@ class BatchCoordinator:
                     self.budget.settle(reserved, Decimal(0))
                 await self._create_failed(members, exc)
                 return
-            provider_id = found
+            provider_batch = found
+        provider_id = provider_batch.id
         failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
         self.stats.batches_created += 1
         self.live[uid] = LiveBatch(
             uid,
             provider_id,
+            first.adapter,
             api,
             first.client,
             next_poll=time.monotonic() + self.poll_min,
@@ -381,9 +356,10 @@ class BatchCoordinator:
             reserved=reserved,
         )
 
-    async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> str | None:
+    async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> ProviderBatch | None:
         try:
-            return await api.find(client, uid, time.time() - 5, n, set(self.live_provider_ids()))
+            intent = BatchIntent(uid, time.time() - 5, n, frozenset(self.live_provider_ids()))
+            return await api.find_created(client, intent)
         except Exception:
             return None
 
@@ -449,7 +425,7 @@ class BatchCoordinator:
             outcome = outcomes.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
-            batch.spent += self._apply(key, outcome, answered, links)
+            batch.spent += self._apply(key, outcome, answered, links, batch.adapter)
         self.store.calls_succeeded(answered)
         self.store.link_calls(links)
         failpoint("batch_after_apply")
@@ -467,6 +443,7 @@ class BatchCoordinator:
         outcome: Outcome,
         answered: list[tuple[str, str, Usage, str, Decimal | None]],
         links: list[tuple[str, str, int, str]],
+        adapter: ProviderAdapter,
     ) -> Decimal:
         """Apply one outcome to its call; returns what it cost. Answered calls and their
         links to items are added to ``answered`` and ``links``, written together."""
@@ -479,7 +456,7 @@ class BatchCoordinator:
                 if self.price_of is not None:
                     cost = self.price_of(parked.request, usage, Tier.BATCH, body)
             else:  # nobody in this run waits for it (yet): record it for a later replay
-                usage = _usage_by_provider(self.store, key, body)
+                usage = self.usage_of(adapter, body)
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self.stats.paid += 1
             if parked is not None:
@@ -573,17 +550,6 @@ class BatchCoordinator:
             batch.next_poll = time.monotonic()
             batch.interval = self.poll_min
         return n
-
-
-def _usage_by_provider(store: Store, key: str, body: Body) -> Usage:
-    record = store.get_call(key)
-    if record is not None and record.provider == "anthropic":
-        from batchain.providers.anthropic import usage_from_body as anthropic_usage
-
-        return anthropic_usage(parsed(body))
-    from batchain.providers.openai import usage_from_body as openai_usage
-
-    return openai_usage(parsed(body))
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -31,10 +31,8 @@ from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
 from batchain.providers import adapter_for
-from batchain.providers._sdk import fresh_client
-from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, redact
+from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, Unsupported, redact
 from batchain.providers.generic import GenericAdapter
-from batchain.providers.openai import Unsupported
 from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import CallRecord, Usage
@@ -275,7 +273,7 @@ class CallManager:
             return None
         client = self._clients.get(id(original))
         if client is None:
-            client = fresh_client(original, self.scheduler.max_concurrency + 8)
+            client = adapter.job_client(original, self.scheduler.max_concurrency + 8)
             self._clients[id(original)] = client
             self._originals.append(original)  # keep alive: ids must stay unique
         return client

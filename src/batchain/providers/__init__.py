@@ -1,55 +1,38 @@
-"""Provider adapters: build, send, parse and classify model calls per provider."""
+"""Provider adapters: build, send, parse and classify model calls per provider.
+
+The seam is declared once in :mod:`batchain.providers.base` (:class:`ProviderAdapter` and
+its :class:`BatchAPI`); :mod:`batchain.providers.registry` maps chat-model classes to
+adapters.
+"""
 
 from __future__ import annotations
 
-from langchain_core.language_models import BaseChatModel
-
 from batchain.providers.base import (
+    BatchAPI,
+    BatchIntent,
     CallRequest,
     Failure,
     FailureKind,
     ProviderAdapter,
+    ProviderBatch,
     RateInfo,
     Sent,
+    Unsupported,
 )
+from batchain.providers.registry import adapter_for, register_adapter, unregister_adapter
 
 __all__ = [
+    "BatchAPI",
+    "BatchIntent",
     "CallRequest",
     "Failure",
     "FailureKind",
     "ProviderAdapter",
+    "ProviderBatch",
     "RateInfo",
     "Sent",
+    "Unsupported",
     "adapter_for",
+    "register_adapter",
+    "unregister_adapter",
 ]
-
-_cache: dict[type, ProviderAdapter | None] = {}
-
-
-def adapter_for(model: BaseChatModel) -> ProviderAdapter | None:
-    """The adapter for this model's class, or None when batchain has none."""
-    cls = type(model)
-    if cls in _cache:
-        return _cache[cls]
-    found: ProviderAdapter | None = None
-    try:
-        from langchain_openai.chat_models.base import BaseChatOpenAI
-
-        if issubclass(cls, BaseChatOpenAI):
-            from batchain.providers.openai import OpenAIAdapter
-
-            found = OpenAIAdapter()
-    except ImportError:  # pragma: no cover - optional provider package missing
-        pass
-    if found is None:
-        try:
-            from langchain_anthropic import ChatAnthropic
-
-            if issubclass(cls, ChatAnthropic):
-                from batchain.providers.anthropic import AnthropicAdapter
-
-                found = AnthropicAdapter()
-        except ImportError:  # pragma: no cover
-            pass
-    _cache[cls] = found
-    return found

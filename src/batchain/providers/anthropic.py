@@ -15,14 +15,17 @@ from batchain import _json
 from batchain.providers._sdk import (
     classify_sdk_error,
     clean_payload,
+    fresh_client,
     rate_info_from,
     response_class,
     sdk_request,
 )
 from batchain.providers.base import (
+    BatchIntent,
     Body,
     CallRequest,
     Failure,
+    ProviderBatch,
     RateInfo,
     Sent,
     parsed,
@@ -81,7 +84,11 @@ class AnthropicAdapter:
         )
 
     def client(self, model: BaseChatModel) -> Any:
-        return model._async_client  # type: ignore[attr-defined]
+        m: Any = model  # a ChatAnthropic: its client is not part of BaseChatModel
+        return m._async_client
+
+    def job_client(self, client: Any, max_connections: int) -> Any:
+        return fresh_client(client, max_connections)
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
@@ -101,7 +108,8 @@ class AnthropicAdapter:
             message = message_type.model_validate_json(body)
         else:
             message = message_type.model_validate(body)
-        result: ChatResult = model._format_output(message)  # type: ignore[attr-defined]
+        m: Any = model
+        result: ChatResult = m._format_output(message)
         return result
 
     def usage(self, body: Body) -> Usage:
@@ -149,9 +157,13 @@ class AnthropicBatchAPI:
         entry = {"custom_id": key, "params": request.body}
         return _json.dumps(entry).encode()
 
+    def split_key(self, request: CallRequest) -> str:
+        # a batch sends its beta header for all its requests
+        return request.headers.get("anthropic-beta", "")
+
     async def create(
         self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
-    ) -> str:
+    ) -> ProviderBatch:
         # the encoded entries are exactly the JSON array's elements: send them as they are
         body = b'{"requests":[' + b",".join(lines) + b"]}"
         options: dict[str, Any] = {"headers": {"content-type": "application/json"}}
@@ -161,7 +173,12 @@ class AnthropicBatchAPI:
         response = await client.post(
             "/v1/messages/batches", content=body, cast_to=response_class(client), options=options
         )
-        return str(json.loads(response.text)["id"])
+        created = json.loads(response.text)
+        return ProviderBatch(
+            id=str(created["id"]),
+            created_at=_timestamp(created.get("created_at")),
+            n_requests=len(lines),
+        )
 
     async def retrieve(self, client: Any, provider_id: str) -> BatchView:
         batch = await client.messages.batches.retrieve(provider_id)
@@ -180,15 +197,31 @@ class AnthropicBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.messages.batches.cancel(provider_id)
 
-    async def find(self, client: Any, uid: str, created_after: float, n: int, taken: set[str]) -> str | None:
+    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
         """Anthropic batches carry no metadata: match one created just after our intent with
-        the same number of requests that no other batch of ours has claimed."""
-        candidates = []
-        async for batch in client.messages.batches.list(limit=100):
-            created = batch.created_at.timestamp()
-            if created < created_after - 120:
+        the same number of requests that no other batch of ours has claimed, and only when
+        exactly one does."""
+        candidates: list[ProviderBatch] = []
+        async for listed in client.messages.batches.list(limit=100):
+            created = listed.created_at.timestamp()
+            if created < intent.created_after - 120:
                 break
-            total = sum(batch.request_counts.model_dump().values())
-            if total == n and batch.id not in taken and created <= created_after + 600:
-                candidates.append(str(batch.id))
+            total = sum(listed.request_counts.model_dump().values())
+            batch = ProviderBatch(id=str(listed.id), created_at=created, n_requests=total)
+            if (
+                total == intent.n_requests
+                and batch.id not in intent.taken
+                and created <= intent.created_after + 600
+            ):
+                candidates.append(batch)
         return candidates[0] if len(candidates) == 1 else None
+
+
+def _timestamp(stamp: Any) -> float | None:
+    """An RFC 3339 time as Unix seconds (None when absent or unreadable)."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -4,6 +4,13 @@ An adapter turns a model call into a :class:`CallRequest` (the exact provider re
 built by the model's own payload builder, and its hash), sends it, parses the stored
 response body back into a ``ChatResult`` with the model's own parser, and classifies
 failures. Everything but :meth:`ProviderAdapter.send` is pure.
+
+An adapter that can run calls through its provider's Batch API hands out a
+:class:`BatchAPI` from :meth:`ProviderAdapter.batch_api`: the I/O of one provider's
+batches (create, retrieve, download, cancel, and finding a batch a crash left unrecorded).
+Provider batches come back from it as :class:`ProviderBatch` records. A new provider is
+one class implementing :class:`ProviderAdapter` (and, for batch mode, one implementing
+:class:`BatchAPI`), registered with :func:`batchain.register_adapter`.
 """
 
 from __future__ import annotations
@@ -20,16 +27,21 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from batchain.providers.batch import BatchLimits, BatchView, Outcome
 from batchain.store.records import Usage
 
 __all__ = [
+    "BatchAPI",
+    "BatchIntent",
     "Body",
     "CallRequest",
     "Failure",
     "FailureKind",
     "ProviderAdapter",
+    "ProviderBatch",
     "RateInfo",
     "Sent",
+    "Unsupported",
     "body_hash",
     "call_identity",
     "call_key",
@@ -180,6 +192,74 @@ class Sent:
     headers: Mapping[str, str]
 
 
+class Unsupported(Exception):
+    """This call cannot go through the adapter (e.g. it would use the OpenAI Responses
+    API): :meth:`ProviderAdapter.build` raises it and the call runs through the model's own
+    code instead (realtime only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBatch:
+    """One batch at a provider, as its Batch API reports it on create or in a listing."""
+
+    #: the provider's id for it (OpenAI ``batch_...``, Anthropic ``msgbatch_...``)
+    id: str
+    #: when the provider created it (Unix seconds); None when the provider did not say
+    created_at: float | None = None
+    #: how many requests it holds; None when the provider did not say
+    n_requests: int | None = None
+    #: metadata the batch carries (providers without metadata: empty)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIntent:
+    """A batch this job asked a provider to create, as recorded before asking: what
+    :meth:`BatchAPI.find_created` matches on when the answer (the provider's id) was lost."""
+
+    #: batchain's id for the batch (OpenAI batches carry it in their metadata)
+    uid: str
+    #: when the intent was recorded (Unix seconds): the batch cannot be older
+    created_after: float
+    #: how many requests the batch holds
+    n_requests: int
+    #: provider ids this job already owns: never the one we are looking for
+    taken: frozenset[str] = frozenset()
+
+
+class BatchAPI(Protocol):
+    """One provider's Batch API I/O. Pure decisions (limits, line formats, outcomes) live
+    in :mod:`batchain.providers.batch`; this only moves bytes through ``client``, the
+    adapter's :meth:`ProviderAdapter.client` (as copied for the job)."""
+
+    #: the provider's per-batch limits: the engine splits batches under them
+    limits: BatchLimits
+
+    def encode(self, key: str, request: CallRequest) -> bytes:
+        """One request as its batch line (or entry), with ``key`` as its custom id."""
+        ...
+
+    def split_key(self, request: CallRequest) -> str:
+        """What, beyond lane and endpoint, requests in one batch must share (e.g. the
+        Anthropic beta header sent with the whole batch); "" when nothing."""
+        ...
+
+    async def create(
+        self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
+    ) -> ProviderBatch: ...
+
+    async def retrieve(self, client: Any, provider_id: str) -> BatchView: ...
+
+    async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]: ...
+
+    async def cancel(self, client: Any, provider_id: str) -> None: ...
+
+    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
+        """The batch ``intent`` created at the provider, if the create went through and it
+        can be told apart with certainty; None otherwise (the engine then creates anew)."""
+        ...
+
+
 class ProviderAdapter(Protocol):
     name: str
     #: whether this adapter can run calls through the provider's Batch API
@@ -198,6 +278,12 @@ class ProviderAdapter(Protocol):
         """The model's own SDK client (the job sends through a copy of it), or None."""
         ...
 
+    def job_client(self, client: Any, max_connections: int) -> Any:
+        """The copy of ``client`` (from :meth:`client`) one job sends through: same settings,
+        its own connection pool for ``max_connections``. A client with no pool of its own
+        may be returned as it is."""
+        ...
+
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent: ...
 
     def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult: ...
@@ -207,3 +293,7 @@ class ProviderAdapter(Protocol):
     def classify(self, exc: BaseException) -> Failure: ...
 
     def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None: ...
+
+    def batch_api(self) -> BatchAPI | None:
+        """This adapter's Batch API (None when it has none: ``batchable`` is then False)."""
+        ...

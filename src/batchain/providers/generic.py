@@ -19,6 +19,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from batchain.providers.base import (
+    BatchAPI,
     Body,
     CallRequest,
     Failure,
@@ -70,6 +71,9 @@ class GenericAdapter:
 
     def client(self, model: BaseChatModel) -> Any:
         return None
+
+    def job_client(self, client: Any, max_connections: int) -> Any:
+        return client
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         ctx = request.context
@@ -128,4 +132,7 @@ class GenericAdapter:
         return Failure(FailureKind.OTHER, message)
 
     def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None:
+        return None
+
+    def batch_api(self) -> BatchAPI | None:
         return None

@@ -15,16 +15,20 @@ from batchain._failpoints import failpoint
 from batchain.providers._sdk import (
     classify_sdk_error,
     clean_payload,
+    fresh_client,
     rate_info_from,
     response_class,
     sdk_request,
 )
 from batchain.providers.base import (
+    BatchIntent,
     Body,
     CallRequest,
     Failure,
+    ProviderBatch,
     RateInfo,
     Sent,
+    Unsupported,
     parsed,
     remember_secret,
 )
@@ -39,13 +43,10 @@ from batchain.providers.batch import (
 )
 from batchain.store.records import Usage
 
+#: ``Unsupported`` lives in :mod:`batchain.providers.base`; still importable from here
 __all__ = ["OpenAIAdapter", "OpenAIBatchAPI", "Unsupported"]
 
 ENDPOINT = "/v1/chat/completions"
-
-
-class Unsupported(Exception):
-    """This call cannot go through the adapter (e.g. it would use the Responses API)."""
 
 
 class OpenAIAdapter:
@@ -92,7 +93,11 @@ class OpenAIAdapter:
         )
 
     def client(self, model: BaseChatModel) -> Any:
-        return model.root_async_client  # type: ignore[attr-defined]
+        m: Any = model  # a BaseChatOpenAI: its client is not part of BaseChatModel
+        return m.root_async_client
+
+    def job_client(self, client: Any, max_connections: int) -> Any:
+        return fresh_client(client, max_connections)
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
@@ -104,7 +109,8 @@ class OpenAIAdapter:
         return Sent(response.text, response.headers)
 
     def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
-        result: ChatResult = model._create_chat_result(parsed(body))  # type: ignore[attr-defined]
+        m: Any = model
+        result: ChatResult = m._create_chat_result(parsed(body))
         schema = request.context.get("schema")
         if schema is not None:
             for gen in result.generations:
@@ -165,9 +171,12 @@ class OpenAIBatchAPI:
     def encode(self, key: str, request: CallRequest) -> bytes:
         return openai_line(key, request.endpoint, request.body)
 
+    def split_key(self, request: CallRequest) -> str:
+        return ""
+
     async def create(
         self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
-    ) -> str:
+    ) -> ProviderBatch:
         data = b"".join(lines)
         upload = await client.files.create(
             file=(f"batchain-{uid}.jsonl", data, "application/jsonl"), purpose="batch"
@@ -179,7 +188,7 @@ class OpenAIBatchAPI:
             completion_window="24h",
             metadata={"batchain_uid": uid, "batchain_job": job_id[:500]},
         )
-        return str(batch.id)
+        return _provider_batch(batch)
 
     async def retrieve(self, client: Any, provider_id: str) -> BatchView:
         batch = await client.batches.retrieve(provider_id)
@@ -198,11 +207,26 @@ class OpenAIBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.batches.cancel(provider_id)
 
-    async def find(self, client: Any, uid: str, created_after: float, n: int, taken: set[str]) -> str | None:
-        """The batch we created with ``uid`` in its metadata, if the create went through."""
-        async for batch in client.batches.list(limit=100):
-            if (batch.metadata or {}).get("batchain_uid") == uid:
-                return str(batch.id)
-            if batch.created_at < created_after - 3600:
+    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
+        """The batch we created with the intent's uid in its metadata, if the create went
+        through (OpenAI batches carry metadata, so the match is certain)."""
+        async for listed in client.batches.list(limit=100):
+            batch = _provider_batch(listed)
+            if batch.metadata.get("batchain_uid") == intent.uid:
+                return batch
+            if batch.created_at is not None and batch.created_at < intent.created_after - 3600:
                 return None  # listed newest first: older ones cannot be ours
         return None
+
+
+def _provider_batch(batch: Any) -> ProviderBatch:
+    """An SDK ``Batch`` as a :class:`ProviderBatch`."""
+    counts = getattr(batch, "request_counts", None)
+    total = getattr(counts, "total", None)
+    created = getattr(batch, "created_at", None)
+    return ProviderBatch(
+        id=str(batch.id),
+        created_at=float(created) if created is not None else None,
+        n_requests=int(total) if total is not None else None,
+        metadata=dict(batch.metadata or {}),
+    )
