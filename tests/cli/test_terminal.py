@@ -78,4 +78,4 @@ def test_run_and_wait_show_live_progress_in_a_terminal(
     assert waiting.exitstatus == 130, waiting.transcript.getvalue()
     job = batchain.Job.open(job_id, store=cli.store)
     assert job.status.value == "waiting" and job.counts["pending"] == 5
-    assert [b["status"] for b in job.store.job_batches(job_id)] == ["submitted"]  # still at the provider
+    assert [b.status for b in job.store.job_batches(job_id)] == ["submitted"]  # still at the provider

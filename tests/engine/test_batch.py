@@ -15,6 +15,7 @@ import batchain
 from batchain.engine.calls import BatchUnsupportedError
 from batchain.sandbox import Sandbox
 from batchain.store import SQLiteStore
+from batchain.store.records import BatchRecord
 from tests.engine.conftest import make_anthropic, make_openai
 
 PROMPT = ChatPromptTemplate.from_template("Say something about {x}.")
@@ -37,7 +38,7 @@ def run_batch(chain: object, inputs: list[object], store: Path, **kw: object) ->
     return batchain.run(chain, inputs, mode="batch", store=store, progress=False, **kw)  # type: ignore[arg-type]
 
 
-def provider_batches(store: Path) -> list[dict[str, object]]:
+def provider_batches(store: Path) -> list[BatchRecord]:
     with SQLiteStore(store) as st:
         (job,) = st.list_jobs()
         return st.job_batches(job.id)

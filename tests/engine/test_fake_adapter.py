@@ -337,7 +337,7 @@ def test_a_new_provider_runs_batch_mode_once_registered(store_path: Path) -> Non
     assert [text for _key, text in entries] == [f"say {i}" for i in range(20)]
     with SQLiteStore(store_path) as st:
         (batch,) = st.job_batches("shout-job")
-        assert batch["provider_batch_id"] == "shout-0"
+        assert batch.provider_batch_id == "shout-0"
 
 
 def test_a_new_provider_runs_realtime_through_its_adapter(

@@ -109,7 +109,7 @@ def status(
             "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
             "cost": cost_json(job),
             "batches": [
-                {k: b.get(k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
+                {k: getattr(b, k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
                 for b in job.store.job_batches(job.id)
             ],
         }

@@ -158,8 +158,8 @@ def _tiers(job: Job) -> str:
     shows all of its batches.
     """
     batches = job.store.job_batches(job.id)
-    batched = sum(int(b.get("n_calls") or 0) for b in batches)
-    rounds = max((int((b.get("info") or {}).get("round") or 0) for b in batches), default=0)
+    batched = sum(b.n_calls for b in batches)
+    rounds = max((int(b.info.get("round") or 0) for b in batches), default=0)
     try:
         realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != Tier.BATCH)
     except Exception:
@@ -186,7 +186,7 @@ def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
 
 def batch_summary(job: Job) -> str:
     """Provider batches of a job by status, e.g. ``2 submitted · 1 collected``."""
-    by_status = Counter(str(b.get("status")) for b in job.store.job_batches(job.id))
+    by_status = Counter(b.status for b in job.store.job_batches(job.id))
     return " · ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
 
 

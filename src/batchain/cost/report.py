@@ -367,7 +367,7 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
         mode=job.mode,
         lines=_paid_lines(paid_groups, pricer),
         avoided_lines=_avoided_lines(store, job_id, pricer),
-        rounds=_rounds(store.job_batch_records(job_id), paid_groups, pricer),
+        rounds=_rounds(store.job_batches(job_id), paid_groups, pricer),
         failed_calls=failures.calls,
         failed_items=failures.items,
         link_counts=store.job_link_counts(job_id),

@@ -208,15 +208,13 @@ class BatchCoordinator:
             if row is None:
                 return False
             api = self._api(parked.adapter)
-            provider_id = row["provider_batch_id"]
-            if row["status"] == BatchStatus.CREATING.value:
+            provider_id = row.provider_batch_id
+            if row.status == BatchStatus.CREATING.value:
                 # the intent was recorded, the id was not: ask the provider, never resubmit
                 taken = {
-                    b["provider_batch_id"]
-                    for b in self.store.job_batches(self.job_id)
-                    if b["provider_batch_id"]
+                    b.provider_batch_id for b in self.store.job_batches(self.job_id) if b.provider_batch_id
                 }
-                intent = BatchIntent(uid, row["created_at"], row["n_calls"], frozenset(taken))
+                intent = BatchIntent(uid, row.created_at, row.n_calls, frozenset(taken))
                 found = await api.find_created(parked.client, intent)
                 if found is None:
                     self.store.batch_abandoned(uid)
@@ -225,7 +223,9 @@ class BatchCoordinator:
                 self.store.batch_submitted(uid, provider_id)
                 self.stats.reconciled += 1
                 log.info("reconciled batch %s as %s", uid, provider_id)
-            elif row["status"] not in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value):
+            elif row.status not in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value):
+                return False
+            if provider_id is None:  # submitted and ended batches always have their id
                 return False
             self.live[uid] = LiveBatch(
                 uid, provider_id, parked.adapter, api, parked.client, next_poll=0.0, interval=self.poll_min

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
+from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
@@ -88,15 +88,15 @@ class Store(Protocol):
         ...
 
     def set_waits(self, job_id: str, rows: list[tuple[int, str]]) -> None:
-        """Note the call each item waits for, ``(idx, key)``: a later run finds it there instead of building
-        the item's request again."""
+        """Note the call each item waits for, ``(idx, key)``: a later run finds it there instead of
+        building the item's request again."""
         ...
 
     def iter_pending_waits(
         self, job_id: str, page: int = 2000
     ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
-        """Pending items in index order: ``(idx, input, key of the call it waits for, that call)``, the last
-        two None where none was noted (or the call is gone)."""
+        """Pending items in index order: ``(idx, input, key of the call it waits for, that call)``, the
+        last two None where none was noted (or the call is gone)."""
         ...
 
     def finish_item(
@@ -166,7 +166,7 @@ class Store(Protocol):
         """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
         ...
 
-    def job_usage(self, job_id: str, sources: tuple[str, ...] = ("paid",)) -> Usage:
+    def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
         ...
 
@@ -205,11 +205,11 @@ class Store(Protocol):
 
     def batch_collected(self, uid: str) -> None: ...
 
-    def get_batch(self, uid: str) -> dict[str, Any] | None: ...
+    def get_batch(self, uid: str) -> BatchRecord | None: ...
 
-    def job_batches(
-        self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None
-    ) -> list[dict[str, Any]]: ...
+    def job_batches(self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None) -> list[BatchRecord]:
+        """The job's provider batches (of these statuses), in the order they were created."""
+        ...
 
     def batch_keys(self, uid: str) -> list[str]: ...
 
@@ -222,8 +222,8 @@ class Store(Protocol):
         ...
 
     def paid_call_groups(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[PaidCallGroup]:
-        """The job's paid, answered calls summed per provider, model, tier, service tier, prompt-size bucket
-        and provider batch."""
+        """The job's paid, answered calls summed per provider, model, tier, service tier, prompt-size
+        bucket and provider batch."""
         ...
 
     def reused_call_groups(
@@ -243,8 +243,4 @@ class Store(Protocol):
 
     def job_failures(self, job_id: str) -> JobFailures:
         """How many of the job's calls and items failed."""
-        ...
-
-    def job_batch_records(self, job_id: str) -> list[BatchRecord]:
-        """The job's provider batches in the order they were created (ties by id)."""
         ...

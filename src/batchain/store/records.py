@@ -153,9 +153,12 @@ class ItemCallLink:
 
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
-    """A provider batch of a job; ``info`` is {} when it is not a readable JSON object."""
+    """A provider batch of a job, as the store records it (``status`` is a
+    :class:`~batchain.states.BatchStatus` value; ``info`` is {} when it is not a readable
+    JSON object)."""
 
     id: str
+    job_id: str
     provider: str
     lane: str
     status: str

@@ -187,10 +187,23 @@ def _call_record(r: sqlite3.Row) -> CallRecord:
     )
 
 
-def _batch_row(r: sqlite3.Row) -> dict[str, Any]:
-    d = dict(r)
-    d["info"] = json.loads(d.get("info") or "{}")
-    return d
+def _batch_row(r: sqlite3.Row) -> BatchRecord:
+    try:
+        info = json.loads(r["info"] or "{}")
+    except ValueError:
+        info = {}
+    return BatchRecord(
+        id=r["id"],
+        job_id=r["job_id"],
+        provider=r["provider"],
+        lane=r["lane"],
+        status=r["status"],
+        provider_batch_id=r["provider_batch_id"],
+        n_calls=r["n_calls"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        info=info if isinstance(info, dict) else {},
+    )
 
 
 def default_store_path() -> Path:
@@ -755,23 +768,22 @@ class SQLiteStore:
         )
         if cur.rowcount != 1:
             row = self.get_batch(uid)
-            if row is not None and row["status"] == new.value:
+            if row is not None and row.status == new.value:
                 return  # already there (a resumed run repeating a step)
             raise IllegalTransition(f"provider batch {uid}: cannot become {new.value}")
 
-    def get_batch(self, uid: str) -> dict[str, Any] | None:
+    def get_batch(self, uid: str) -> BatchRecord | None:
         rows = self._read("SELECT * FROM provider_batches WHERE id=?", (uid,))
         return _batch_row(rows[0]) if rows else None
 
-    def job_batches(
-        self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None
-    ) -> list[dict[str, Any]]:
+    def job_batches(self, job_id: str, statuses: tuple[BatchStatus, ...] | None = None) -> list[BatchRecord]:
+        """The job's provider batches (of these statuses), in the order they were created."""
         sql = "SELECT * FROM provider_batches WHERE job_id=?"
         params: list[Any] = [job_id]
         if statuses:
             sql += f" AND status IN {_in(tuple(s.value for s in statuses))}"
             params += [s.value for s in statuses]
-        return [_batch_row(r) for r in self._read(sql + " ORDER BY created_at", params)]
+        return [_batch_row(r) for r in self._read(sql + " ORDER BY created_at, id", params)]
 
     def batch_keys(self, uid: str) -> list[str]:
         return [r["key"] for r in self._read("SELECT key FROM calls WHERE batch_id=?", (uid,))]
@@ -901,37 +913,6 @@ class SQLiteStore:
             "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND status = 'failed'", (job_id,)
         )
         return JobFailures(calls=int(calls[0]["n"] or 0), items=int(items[0]["n"] or 0))
-
-    def job_batch_records(self, job_id: str) -> list[BatchRecord]:
-        """The job's provider batches in the order they were created (ties by id).
-
-        Unlike :meth:`job_batches`, an unreadable ``info`` reads as {} instead of raising.
-        """
-        rows = self._read(
-            "SELECT id, provider, lane, status, provider_batch_id, n_calls, created_at, updated_at, info"
-            " FROM provider_batches WHERE job_id = ? ORDER BY created_at, id",
-            (job_id,),
-        )
-        out = []
-        for r in rows:
-            try:
-                info = json.loads(r["info"] or "{}")
-            except ValueError:
-                info = {}
-            out.append(
-                BatchRecord(
-                    id=r["id"],
-                    provider=r["provider"],
-                    lane=r["lane"],
-                    status=r["status"],
-                    provider_batch_id=r["provider_batch_id"],
-                    n_calls=r["n_calls"],
-                    created_at=r["created_at"],
-                    updated_at=r["updated_at"],
-                    info=info if isinstance(info, dict) else {},
-                )
-            )
-        return out
 
 
 # -- reports: SQL pieces ------------------------------------------------------------------------
