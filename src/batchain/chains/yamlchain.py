@@ -146,7 +146,7 @@ def _loader() -> Any:
     (they are common labels), only ``true``/``false`` are booleans."""
     import yaml
 
-    class Loader(yaml.SafeLoader):  # type: ignore[misc]
+    class Loader(yaml.SafeLoader):
         pass
 
     resolvers = {

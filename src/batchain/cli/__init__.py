@@ -80,7 +80,7 @@ sandbox_app.command("serve")(sandbox_serve)
 # -- entry point --------------------------------------------------------------------------------
 
 # Typer >= 0.20 vendors click as typer._click; older ones raise the click package's errors.
-_CLICK_ERRORS: Final[tuple[type[Exception], ...]] = (click.ClickException, typer.TyperException)
+_CLICK_ERRORS: Final = (click.ClickException, typer.TyperException)
 _ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
 
 
@@ -92,14 +92,14 @@ def _error_line(message: str) -> None:
     print(f"batchain: error: {redact(one_line(message))}", file=sys.stderr, flush=True)
 
 
-def _usage_error(exc: Exception) -> int:
+def _usage_error(exc: click.ClickException | typer.TyperException) -> int:
     """Argument errors as one line; ``batchain`` alone (no command) shows the help."""
-    if type(exc).__name__ == "NoArgsIsHelpError":
-        exc.show()  # type: ignore[attr-defined]
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        exc.show()
         return EXIT_USAGE
     ctx = getattr(exc, "ctx", None)
     where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    _error_line(exc.format_message() + where)  # type: ignore[attr-defined]
+    _error_line(exc.format_message() + where)
     return int(getattr(exc, "exit_code", EXIT_USAGE))
 
 

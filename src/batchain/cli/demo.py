@@ -82,7 +82,9 @@ class _Providers:
     def anthropic_model(self, model: str) -> Runnable[Any, Any]:
         from langchain_anthropic import ChatAnthropic
 
-        return ChatAnthropic(model_name=model, temperature=0, max_tokens=16, **self.anthropic)  # type: ignore[call-arg]
+        # keywords by name: the SDK model's fields have aliases that static checkers do not see
+        settings: dict[str, Any] = {"model": model, "temperature": 0, "max_tokens": 16, **self.anthropic}
+        return ChatAnthropic(**settings)
 
 
 # -- data and scoring -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from batchain.cost.prices import Cost
@@ -36,7 +37,7 @@ def _int(n: int) -> str:
 def render_table(report: JobCost) -> Table:
     """A rich table: paid lines, avoided lines, rounds, totals; notes in the caption."""
     table = Table(title=f"Cost of job {report.job_id}" + (f" ({report.mode})" if report.mode else ""))
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("provider / model", "left"),
         ("tier", "left"),
         ("calls", "right"),
@@ -47,8 +48,9 @@ def render_table(report: JobCost) -> Table:
         ("cost", "right"),
         ("list price", "right"),
         ("saved", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
 
     def usage_cells(u: Usage) -> list[str]:
         return [

@@ -78,9 +78,12 @@ class IllegalTransition(RuntimeError):
 
 def transition(current: S, target: S) -> S:
     """Return ``target`` if the status table allows ``current -> target``, else raise."""
-    table: Mapping[S, frozenset[S]]
-    table = OPENAI_TRANSITIONS if isinstance(current, OpenAIStatus) else ANTHROPIC_TRANSITIONS  # type: ignore[assignment]
-    if target not in table[current]:
+    allowed: frozenset[enum.Enum]
+    if isinstance(current, OpenAIStatus):
+        allowed = frozenset(OPENAI_TRANSITIONS[current])
+    else:
+        allowed = frozenset(ANTHROPIC_TRANSITIONS[current])
+    if target not in allowed:
         raise IllegalTransition(current, target)
     return target
 
