@@ -38,6 +38,7 @@ __all__ = [
     "InvalidLabel",
     "InvalidOption",
     "JobBusy",
+    "LeaseLost",
     "MissingInputVariable",
     "OutputError",
     "SchemaMismatch",
@@ -61,6 +62,11 @@ class InvalidOption(BatchainError, ValueError):
 
 class JobBusy(BatchainError, RuntimeError):
     """Another process is running this job."""
+
+
+class LeaseLost(BatchainError, RuntimeError):
+    """This process stalled past its lease on a job and another one took the job over: it
+    stopped before writing or sending anything more."""
 
 
 class IllegalTransition(BatchainError, RuntimeError):

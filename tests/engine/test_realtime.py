@@ -264,13 +264,14 @@ def test_a_job_runs_in_one_process_at_a_time(sandbox: Sandbox, store_path: Path)
         # a live process elsewhere holds it (pid 1 on this host is always alive)
         import socket
 
-        assert st.acquire_lease(job.id, f"{socket.gethostname()}:1", 30.0) is None
+        claim = st.acquire_lease(job.id, f"{socket.gethostname()}:1", 30.0)
+        assert claim.epoch is not None
     with pytest.raises(JobBusy, match="another process"):
         job.retry(progress=False)
     with SQLiteStore(store_path) as st:
-        st.release_lease(job.id, f"{socket.gethostname()}:1")
+        st.release_lease(job.id, f"{socket.gethostname()}:1", claim.epoch)
         # a dead owner's lease is taken over at once (a crashed run)
-        assert st.acquire_lease(job.id, f"{socket.gethostname()}:999999999", 30.0) is None
+        assert st.acquire_lease(job.id, f"{socket.gethostname()}:999999999", 30.0).epoch is not None
     job.retry(progress=False)
     assert job.counts["succeeded"] == 1
 

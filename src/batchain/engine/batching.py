@@ -15,7 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -137,7 +137,10 @@ class BatchCoordinator:
         usage_of: Callable[[ProviderAdapter, Body], Usage],
         price_of: Callable[[CallRequest, Usage, str, Body], Decimal | None] | None = None,
         budget: Budget | None = None,
+        guard: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        #: awaited before every batch create: raises if this run lost the job's lease
+        self.guard = guard
         self.price_of = price_of
         self.budget = budget
         self.store = store
@@ -326,6 +329,8 @@ class BatchCoordinator:
             },
         )
         failpoint("batch_before_create", first.adapter.name)
+        if self.guard is not None:
+            await self.guard()
         try:
             provider_batch = await api.create(
                 first.client, uid, self.job_id, lines, [p.request for p in members]

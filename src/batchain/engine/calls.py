@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -175,6 +175,10 @@ class InFlight:
             sub((text, data if n == 0 else None, exc))
 
 
+async def _no_guard() -> None:
+    """No lease to check (a call manager used outside a job run)."""
+
+
 def _to_future(future: asyncio.Future[str]) -> Subscriber:
     def tell(outcome: tuple[str | None, Any, BaseException | None]) -> None:
         text, _data, exc = outcome
@@ -217,7 +221,10 @@ class CallManager:
         pricebook: Pricing | None = None,
         budget: Budget | None = None,
         on_budget: Callable[[BaseException], None] | None = None,
+        guard: Callable[[], Awaitable[None]] = _no_guard,
     ) -> None:
+        #: awaited before every provider request: raises if this run lost the job's lease
+        self.guard = guard
         self.store = store
         self.pricebook = pricebook
         self.budget = budget
@@ -482,6 +489,7 @@ class CallManager:
         client = self.client_for(adapter, model)
 
         async def attempt() -> Sent:
+            await self.guard()
             return await adapter.send(model, client, request, self.timeout)
 
         def learn(outcome: Sent | BaseException) -> Any:

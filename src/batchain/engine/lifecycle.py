@@ -9,19 +9,26 @@ same object whether to go on.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from batchain.errors import JobBusy
+from batchain.errors import JobBusy, LeaseLost
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
 from batchain.store.base import Store, lease_owner
 
-__all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl"]
+__all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl", "lease_seconds"]
 
 #: a running job's lease: renewed every third of it, taken over when it lapses
 LEASE_S = 30.0
+
+
+def lease_seconds() -> float:
+    """The lease length: ``$BATCHAIN_LEASE_S`` (tests shorten it), else 30 s."""
+    return float(os.environ.get("BATCHAIN_LEASE_S") or LEASE_S)
 
 
 class Purpose(Enum):
@@ -81,29 +88,84 @@ class RunControl:
 
 
 class Lease:
-    """The job's lease: one process at a time runs a job."""
+    """The job's lease: one process at a time runs a job, and a process that lost it acts
+    no more.
 
-    def __init__(self, store: Store, job_id: str, seconds: float = LEASE_S) -> None:
+    The lease is claimed atomically and carries an epoch; every commit of the store is
+    conditional on it (:meth:`Store.fence`), and :meth:`guard` is awaited before every
+    provider request. A runner that stalled past its lease (a suspended laptop, SIGSTOP)
+    renews it before sending anything; if another process took the job over meanwhile, it
+    stops and says so.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        on_lost: Callable[[LeaseLost], None],
+        seconds: float | None = None,
+    ) -> None:
         self.store = store
         self.job_id = job_id
-        self.seconds = seconds
+        self.on_lost = on_lost
+        self.seconds = seconds if seconds is not None else lease_seconds()
         self.owner = lease_owner()
+        self.epoch: int | None = None
+        self.lost: LeaseLost | None = None
+        #: wall-clock time until which the lease is surely ours (wall, not monotonic: a
+        #: suspended machine's monotonic clock stops)
+        self._valid_until = 0.0
 
     def claim(self) -> None:
-        holder = self.store.acquire_lease(self.job_id, self.owner, self.seconds)
-        if holder is not None:
+        claim = self.store.acquire_lease(self.job_id, self.owner, self.seconds)
+        if claim.epoch is None:
             raise JobBusy(
-                f"job {self.job_id} is being run by another process ({holder}); wait for it or stop it first"
+                f"job {self.job_id} is being run by another process ({claim.holder}); "
+                "wait for it or stop it first"
             )
+        self.epoch = claim.epoch
+        self._valid_until = time.time() + self.seconds
+        self.store.fence(self.job_id, self.owner, claim.epoch, self._lose)
+
+    def _lose(self, exc: LeaseLost) -> None:
+        if self.lost is None:
+            self.lost = exc
+            self.on_lost(exc)
+
+    def renew(self) -> bool:
+        """Extend the lease now; False (and the run told) if another process has it."""
+        if self.lost is not None or self.epoch is None:
+            return False
+        start = time.time()
+        if self.store.renew_lease(self.job_id, self.owner, self.epoch, self.seconds):
+            self._valid_until = start + self.seconds
+            return True
+        self._lose(
+            LeaseLost(
+                f"job {self.job_id}: another process took over its lease while this one was "
+                "stalled; this one stopped before writing or sending anything more"
+            )
+        )
+        return False
 
     async def keep(self) -> None:
-        """Renew the lease every third of its length, until cancelled."""
-        while True:
+        """Renew the lease every third of its length, until cancelled or lost."""
+        while self.renew():
             await asyncio.sleep(self.seconds / 3)
-            self.store.renew_lease(self.job_id, self.owner, self.seconds)
+
+    async def guard(self) -> None:
+        """Before a provider request: the lease must surely be ours, or be renewed now."""
+        if self.lost is not None:
+            raise self.lost
+        if time.time() < self._valid_until - self.seconds / 3:
+            return
+        if not self.renew():
+            assert self.lost is not None
+            raise self.lost
 
     def release(self) -> None:
-        self.store.release_lease(self.job_id, self.owner)
+        if self.epoch is not None and self.lost is None:
+            self.store.release_lease(self.job_id, self.owner, self.epoch)
 
 
 class JobLifecycle:

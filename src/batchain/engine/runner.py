@@ -32,6 +32,7 @@ from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
 from batchain.engine.results import Results
 from batchain.engine.rounds import Rounds
 from batchain.engine.scheduler import Scheduler
+from batchain.errors import LeaseLost
 from batchain.options import Mode
 from batchain.providers.base import redact
 from batchain.states import JobStatus
@@ -49,6 +50,7 @@ class RunParts:
     chain: Runnable[Any, Any]
     mode: str
     control: RunControl
+    lease: Lease
     changed: asyncio.Event
     scheduler: Scheduler
     calls: CallManager
@@ -88,7 +90,7 @@ class JobRunner:
         self.window = p.window
         #: batch mode on the fast path: items as rows, no task each (set by the session)
         self.bulk: BulkItems | None = None
-        self.lease = Lease(p.store, p.job_id)
+        self.lease = p.lease
         self.lifecycle = JobLifecycle(p.store, p.job_id)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -122,31 +124,49 @@ class JobRunner:
         heartbeat = asyncio.create_task(self.lease.keep())
         _gc_freeze()
         try:
-            self.lifecycle.enter()
             try:
-                await self._drive(inputs)
-            except asyncio.CancelledError:
-                await self._stop_gracefully()
-                self._leave()
-                raise
-            except Exception as exc:
-                # e.g. the input iterator failed: stop cleanly, keep everything, say why
-                self.control.pause_note = f"stopped: {type(exc).__name__}: {redact(str(exc))}"
-                await self._stop_gracefully()
-                self._leave()
-                raise
-            if self.control.stopping:
-                await self._stop_gracefully()
-            status = self._leave()
-            if self.control.fatal is not None:
-                raise self.control.fatal
-            return status
+                return await self._run(inputs)
+            except LeaseLost as exc:
+                # another process runs the job now: leave everything to it, write nothing
+                await self._abandon()
+                raise (self.lease.lost or exc) from None
         finally:
             _gc_unfreeze()
             heartbeat.cancel()
             self.lease.release()
             await self.calls.aclose()
             executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, inputs: InputSource | None) -> JobStatus:
+        self.lifecycle.enter()
+        try:
+            await self._drive(inputs)
+        except asyncio.CancelledError:
+            await self._stop_gracefully()
+            self._leave()
+            raise
+        except Exception as exc:
+            # e.g. the input iterator failed: stop cleanly, keep everything, say why
+            self.control.pause_note = f"stopped: {type(exc).__name__}: {redact(str(exc))}"
+            await self._stop_gracefully()
+            self._leave()
+            raise
+        if self.control.stopping:
+            await self._stop_gracefully()
+        if self.lease.lost is not None:
+            raise self.lease.lost
+        status = self._leave()
+        if self.control.fatal is not None:
+            raise self.control.fatal
+        return status
+
+    async def _abandon(self) -> None:
+        """Stop every item without recording anything: the job is another process's now."""
+        self.control.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _leave(self) -> JobStatus:
         self.results.flush()

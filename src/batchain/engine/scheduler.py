@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from batchain.errors import BatchainError
+from batchain.errors import BatchainError, LeaseLost
 from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
 
 __all__ = ["CallFailed", "JobStopping", "Lane", "Scheduler", "SchedulerStats"]
@@ -237,8 +237,8 @@ class Scheduler:
         self._idle.clear()
         try:
             return await asyncio.wait_for(attempt(), self.timeout), None
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, LeaseLost):
+            raise  # stopped, or this run lost the job: not the provider's answer
         except Exception as exc:  # classified by the caller
             return None, exc
         finally:

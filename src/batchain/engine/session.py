@@ -24,7 +24,7 @@ from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager, build_request, price_call
 from batchain.engine.feed import Window
 from batchain.engine.inputs import Inputs, InputSource
-from batchain.engine.lifecycle import Purpose, RunControl
+from batchain.engine.lifecycle import Lease, Purpose, RunControl
 from batchain.engine.progress import ProgressDisplay, wants_progress
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
@@ -55,6 +55,7 @@ def wire(
         timeout=options.timeout,
     )
     control = RunControl(purpose=purpose, on_stop=[scheduler.stop])
+    lease = Lease(store, job_id, on_lost=control.fail)
     changed = asyncio.Event()
     pricebook = PriceBook(options.prices) if options.prices else default_pricebook()
     budget = (
@@ -74,6 +75,7 @@ def wire(
             usage_of=lambda adapter, body: adapter.usage(body),
             price_of=functools.partial(price_call, pricebook),
             budget=budget,
+            guard=lease.guard,
         )
         if batched
         else None
@@ -90,6 +92,7 @@ def wire(
         pricebook=pricebook,
         budget=budget,
         on_budget=lambda exc: control.pause(str(exc)),
+        guard=lease.guard,
     )
     #: the fast path for `prompt | model | parser`, when nothing observes the run
     found = inspect_fast(chain, callbacks=options.callbacks)
@@ -103,6 +106,7 @@ def wire(
             chain=chain,
             mode=options.mode,
             control=control,
+            lease=lease,
             changed=changed,
             scheduler=scheduler,
             calls=calls,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from batchain.errors import LeaseLost
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
 from batchain.store.records import (
     BatchRecord,
@@ -24,12 +25,13 @@ from batchain.store.records import (
     ItemRecord,
     JobFailures,
     JobRecord,
+    LeaseClaim,
     PaidCallGroup,
     ReusedCallGroup,
     Usage,
 )
 
-__all__ = ["Store", "lease_owner"]
+__all__ = ["LeaseClaim", "Store", "lease_owner"]
 
 
 def lease_owner() -> str:
@@ -60,13 +62,23 @@ class Store(Protocol):
 
     def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None: ...
 
-    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> str | None:
-        """Claim the right to run a job; returns None, or the owner that holds it."""
+    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> LeaseClaim:
+        """Claim the right to run a job, atomically: the claim, or the owner that holds it."""
         ...
 
-    def renew_lease(self, job_id: str, owner: str, ttl: float) -> None: ...
+    def renew_lease(self, job_id: str, owner: str, epoch: int, ttl: float) -> bool:
+        """Extend a lease this owner still holds at this epoch; False if it was taken over."""
+        ...
 
-    def release_lease(self, job_id: str, owner: str) -> None: ...
+    def release_lease(self, job_id: str, owner: str, epoch: int) -> None: ...
+
+    def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
+        """Make every later commit of this store conditional on ``owner`` still holding the lease of
+        ``job_id`` at ``epoch``: otherwise the commit is rolled back, ``on_lost`` is told, and
+        :class:`~batchain.errors.LeaseLost` raised."""
+        ...
+
+    def unfence(self, job_id: str) -> None: ...
 
     def update_job(self, job_id: str, **fields: Any) -> None: ...
 

@@ -152,6 +152,15 @@ class ItemCallLink:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """The answer to a lease claim: the new epoch when this owner got the lease, else None
+    and the owner that holds it."""
+
+    epoch: int | None
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
     """A provider batch of a job, as the store records it (``status`` is a
     :class:`~batchain.states.BatchStatus` value; ``info`` is {} when it is not a readable

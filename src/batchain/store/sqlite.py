@@ -13,18 +13,20 @@ one transition table in :mod:`batchain.states`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from batchain.errors import LeaseLost
 from batchain.states import (
     TRANSITIONS,
     BatchStatus,
@@ -43,6 +45,7 @@ from batchain.store.records import (
     ItemRecord,
     JobFailures,
     JobRecord,
+    LeaseClaim,
     PaidCallGroup,
     ReusedCallGroup,
     Usage,
@@ -67,7 +70,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     note TEXT,
     stats TEXT NOT NULL DEFAULT '{}',
     lease_owner TEXT,
-    lease_until REAL
+    lease_until REAL,
+    lease_epoch INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -137,6 +141,7 @@ _ADDED_COLUMNS = [
     ("jobs", "stats", "TEXT NOT NULL DEFAULT '{}'"),
     ("jobs", "lease_owner", "TEXT"),
     ("jobs", "lease_until", "REAL"),
+    ("jobs", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("calls", "cost", "TEXT"),
     ("calls", "request_hash", "TEXT"),
 ]
@@ -234,6 +239,8 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._in_tx = False
         self._commit_scheduled = False
+        #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
+        self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=30000")
@@ -285,8 +292,34 @@ class SQLiteStore:
         with self._lock:
             self._commit_scheduled = False
             if self._in_tx:
+                # the transaction has written, so it holds the write lock: no other process
+                # can move a lease between this check and the commit
+                lost = self._lost_fence()
+                if lost is not None:
+                    self._conn.execute("ROLLBACK")
+                    self._in_tx = False
+                    raise lost
                 self._conn.execute("COMMIT")
                 self._in_tx = False
+
+    def _lost_fence(self) -> LeaseLost | None:
+        for job_id, (owner, epoch, on_lost) in list(self._fences.items()):
+            row = self._conn.execute(
+                "SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+            if row is not None and (row[0], int(row[1] or 0)) != (owner, epoch):
+                exc = LeaseLost(
+                    f"job {job_id}: another process ({row[0] or 'none'}) took over its lease while "
+                    "this one was stalled; this one stopped and wrote nothing more"
+                )
+                on_lost(exc)
+                return exc
+        return None
+
+    def _commit_scheduled_now(self) -> None:
+        """The group commit of :meth:`commit_soon`; a lost lease was already reported."""
+        with contextlib.suppress(LeaseLost):
+            self.commit()
 
     def commit_soon(self) -> None:
         """Commit at the end of this event-loop iteration (group commit)."""
@@ -298,7 +331,7 @@ class SQLiteStore:
             self.commit()
             return
         self._commit_scheduled = True
-        loop.call_soon(self.commit)
+        loop.call_soon(self._commit_scheduled_now)
 
     def close(self) -> None:
         self.commit()
@@ -345,39 +378,68 @@ class SQLiteStore:
         )
         self.commit()
 
-    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> str | None:
-        """Claim the right to run a job; returns None, or the owner that holds it.
+    def acquire_lease(self, job_id: str, owner: str, ttl: float) -> LeaseClaim:
+        """Claim the right to run a job, atomically: the claim, or the owner that holds it.
 
         A lease held by a process that is gone on this host is taken over at once; one held
-        elsewhere expires ``ttl`` seconds after its last renewal.
+        elsewhere expires ``ttl`` seconds after its last renewal. Every claim gets a new
+        epoch, so the holder before it can tell (see :meth:`fence`).
         """
-        now = time.time()
         with self._lock:
-            row = self._conn.execute(
-                "SELECT lease_owner, lease_until FROM jobs WHERE id=?", (job_id,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(job_id)
-            holder, until = row[0], row[1]
-            if holder and holder != owner and until and until > now and _alive(holder):
-                return str(holder)
-            self._write("UPDATE jobs SET lease_owner=?, lease_until=? WHERE id=?", (owner, now + ttl, job_id))
             self.commit()
-        return None
+            # IMMEDIATE: the read and the write below are one step for every process
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT lease_owner, lease_until, lease_epoch FROM jobs WHERE id=?", (job_id,)
+                ).fetchone()
+                if row is None:
+                    raise KeyError(job_id)
+                holder, until, epoch = row[0], row[1], int(row[2] or 0)
+                now = time.time()
+                if holder and holder != owner and until and until > now and _alive(holder):
+                    self._conn.execute("ROLLBACK")
+                    return LeaseClaim(None, str(holder))
+                self._conn.execute(
+                    "UPDATE jobs SET lease_owner=?, lease_until=?, lease_epoch=? WHERE id=?",
+                    (owner, now + ttl, epoch + 1, job_id),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return LeaseClaim(epoch + 1, owner)
 
-    def renew_lease(self, job_id: str, owner: str, ttl: float) -> None:
-        self._write(
-            "UPDATE jobs SET lease_until=? WHERE id=? AND lease_owner=?",
-            (time.time() + ttl, job_id, owner),
-        )
-        self.commit_soon()
+    def renew_lease(self, job_id: str, owner: str, epoch: int, ttl: float) -> bool:
+        """Extend a lease this owner still holds at this epoch; False if it was taken over."""
+        with self._lock:
+            changed = self._write(
+                "UPDATE jobs SET lease_until=? WHERE id=? AND lease_owner=? AND lease_epoch=?",
+                (time.time() + ttl, job_id, owner, epoch),
+            ).rowcount
+            self.commit()
+        return changed == 1
 
-    def release_lease(self, job_id: str, owner: str) -> None:
+    def release_lease(self, job_id: str, owner: str, epoch: int) -> None:
+        self.unfence(job_id)
         self._write(
-            "UPDATE jobs SET lease_owner=NULL, lease_until=NULL WHERE id=? AND lease_owner=?",
-            (job_id, owner),
+            "UPDATE jobs SET lease_owner=NULL, lease_until=NULL"
+            " WHERE id=? AND lease_owner=? AND lease_epoch=?",
+            (job_id, owner, epoch),
         )
         self.commit()
+
+    def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
+        """Make every later commit of this store conditional on ``owner`` still holding the
+        lease of ``job_id`` at ``epoch``: otherwise the commit is rolled back, ``on_lost``
+        is told, and :class:`~batchain.errors.LeaseLost` raised."""
+        with self._lock:
+            self._fences[job_id] = (owner, epoch, on_lost)
+
+    def unfence(self, job_id: str) -> None:
+        with self._lock:
+            self._fences.pop(job_id, None)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode", "stats"}
