@@ -1,0 +1,3 @@
+from tests.engine.conftest import sandbox, sandbox_session
+
+__all__ = ["sandbox", "sandbox_session"]
