@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import re
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -26,6 +27,9 @@ from batchain.options import Mode, RunOptions
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
 from batchain.store.records import JobRecord
+
+#: what a job id may be: safe on a command line, in a file name and in a terminal
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 __all__ = ["aas_completed", "arun", "as_completed", "asubmit", "run", "submit"]
 
@@ -211,6 +215,11 @@ def _create_job(
         check_batchable(runnable)
     st = open_store(store)
     jid = job_id or new_job_id()
+    if not _JOB_ID.fullmatch(jid):
+        raise InvalidOption(
+            f"job id {jid!r}: use letters, digits and . _ : - (at most 128, starting with a "
+            "letter or digit), so it can be typed on a command line"
+        )
     if st.get_job(jid) is not None:
         raise ValueError(f"job {jid!r} already exists in {st.path}; use Job.open(...).resume()")
     now = time.time()

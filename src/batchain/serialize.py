@@ -4,12 +4,17 @@ Inputs must come back exactly as given (a resumed item must build the same model
 or its calls would not replay from the store); outputs should come back as the same kind
 of object: strings and dicts as they are, LangChain messages and documents through
 ``langchain_core.load``, Pydantic models by class path.
+
+Data is data: a plain dict that happens to use one of the tag keys is stored escaped and
+comes back as the same plain dict, so an input row can never make this module revive an
+object or import code, and both modes see the same row. A Pydantic class is revived only
+from a module already imported (the user's own code), never imported on a row's word.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import sys
 import warnings
 from typing import Any
 
@@ -23,6 +28,9 @@ __all__ = ["Unserializable", "dumps", "loads", "to_jsonable"]
 
 _LC = "__lc__"
 _PYD = "__pydantic__"
+#: wraps a plain dict whose keys include a tag, so it is not taken for a tagged object
+_ESC = "__batchain_dict__"
+_TAGS = frozenset({_LC, _PYD, _ESC})
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -30,7 +38,8 @@ def to_jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        plain = {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {_ESC: plain} if _TAGS.intersection(plain) else plain
     if isinstance(obj, list | tuple):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Serializable):
@@ -46,6 +55,8 @@ def _revive(obj: Any) -> Any:
         return [_revive(v) for v in obj]
     if not isinstance(obj, dict):
         return obj
+    if _ESC in obj and len(obj) == 1 and isinstance(obj[_ESC], dict):
+        return {k: _revive(v) for k, v in obj[_ESC].items()}
     if _LC in obj and len(obj) == 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # `load` is marked beta
@@ -57,10 +68,14 @@ def _revive(obj: Any) -> Any:
 
 def _load_pydantic(path: str, data: Any) -> Any:
     module, _, qualname = path.partition(":")
+    target: Any = sys.modules.get(module)
+    if target is None:  # never import a module because stored data names it
+        return data
     try:
-        target: Any = importlib.import_module(module)
         for part in qualname.split("."):
             target = getattr(target, part)
+        if not (isinstance(target, type) and issubclass(target, BaseModel)):
+            return data
         return target.model_validate(data)
     except Exception:  # class not importable here (e.g. defined in __main__): keep the data
         return data

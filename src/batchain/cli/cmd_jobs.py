@@ -33,7 +33,7 @@ def cancel(job_id: JobArg, store: StoreOpt = None) -> None:
 
     job = open_job(job_id, store)
     if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
-        err_console().print(f"job {job.id} is already {job.status.value}; nothing to cancel")
+        err_console().print(escape(f"job {job.id} is already {job.status.value}; nothing to cancel"))
         return
     from batchain.engine.lifecycle import JobBusy
 

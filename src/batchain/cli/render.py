@@ -115,7 +115,7 @@ def print_summary(
 ) -> None:
     err = err_console()
     state = "[yellow]paused[/yellow]" if paused else f"[bold]{job.status.value}[/bold]"
-    err.print(f"job [bold]{job.id}[/bold] {state} in {elapsed:.1f} s")
+    err.print(f"job [bold]{escape(job.id)}[/bold] {state} in {elapsed:.1f} s")
     for label, text in _summary_rows(job, counts, n_bad, target):
         err.print(f"  {label:<8} {text}")
     for message, n in errors.most_common(_SHOW_ERROR_KINDS):
@@ -242,9 +242,9 @@ def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path) -> Table:
     for rec, counts in rows:
         total = f"{counts['total']:,}" + ("" if rec.inputs_complete else "+")
         table.add_row(
-            rec.id,
+            escape(rec.id),
             rec.status.value,
-            rec.mode,
+            escape(rec.mode),
             f"{counts['succeeded']:,}",
             f"{counts['failed']:,}",
             total,
@@ -265,7 +265,7 @@ def _short_ref(ref: str | None) -> str:
 
 def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None:
     rec, out = job.record, out_console()
-    out.print(f"[bold]{rec.id}[/bold]  {rec.status.value}  ({rec.mode})")
+    out.print(f"[bold]{escape(rec.id)}[/bold]  {rec.status.value}  ({escape(rec.mode)})")
     items = " · ".join(f"{counts[k]:,} {k}" for k in ("succeeded", "failed", "pending", "cancelled"))
     items += f" · {counts['total']:,} total" + ("" if rec.inputs_complete else " (inputs not all read yet)")
     calls = " · ".join(f"{n:,} {_CALL_SOURCES.get(k, k)}" for k, n in sorted(job.call_stats.items()))
@@ -295,11 +295,11 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
     for message, n in errors.most_common(_SHOW_ERROR_KINDS):
         out.print(f"  [red]{n:,} x[/red] {escape(one_line(message))}")
     if rec.status.value == "waiting":
-        out.print(f"next: batchain wait {rec.id} (collects the results) · batchain cancel {rec.id}")
+        out.print(escape(f"next: batchain wait {rec.id} (collects the results) · batchain cancel {rec.id}"))
     elif rec.status.value == "paused":
-        out.print(f"next: batchain resume {rec.id}" + ("" if rec.inputs_complete else " INPUT"))
+        out.print(escape(f"next: batchain resume {rec.id}" + ("" if rec.inputs_complete else " INPUT")))
     elif counts["failed"]:
-        out.print(f"next: batchain retry {rec.id}")
+        out.print(escape(f"next: batchain retry {rec.id}"))
 
 
 def estimate_json(est: Any) -> dict[str, Any]:
@@ -331,7 +331,7 @@ def print_estimate(est: Any) -> None:
     if models:
         out.print(f"models: {escape(models)}")
     if est.pilot_job:
-        out.print(f"pilot job: {est.pilot_job} (see `batchain report {est.pilot_job}`)")
+        out.print(escape(f"pilot job: {est.pilot_job} (see `batchain report {est.pilot_job}`)"))
     for note in est.notes:
         out.print(f"[dim]note: {escape(note)}[/dim]")
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from rich.console import JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from batchain.cost.prices import Cost
@@ -36,7 +37,8 @@ def _int(n: int) -> str:
 
 def render_table(report: JobCost) -> Table:
     """A rich table: paid lines, avoided lines, rounds, totals; notes in the caption."""
-    table = Table(title=f"Cost of job {report.job_id}" + (f" ({report.mode})" if report.mode else ""))
+    title = f"Cost of job {report.job_id}" + (f" ({report.mode})" if report.mode else "")
+    table = Table(title=escape(title))
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("provider / model", "left"),
         ("tier", "left"),

@@ -31,7 +31,15 @@ from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
 from batchain.providers import adapter_for
-from batchain.providers.base import Body, CallRequest, ProviderAdapter, Sent, Unsupported, redact
+from batchain.providers.base import (
+    Body,
+    CallRequest,
+    ProviderAdapter,
+    Sent,
+    Unsupported,
+    redact,
+    remember_model_secrets,
+)
 from batchain.providers.generic import GenericAdapter
 from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
@@ -242,6 +250,8 @@ class CallManager:
         self.salt = "" if cache else job_id
         self.stats = CallStats()
         self._inflight: dict[str, InFlight] = {}
+        #: models seen by the hook (kept alive: ids must stay unique)
+        self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
         self._originals: list[Any] = []
 
@@ -258,6 +268,9 @@ class CallManager:
         *,
         sync: bool = False,
     ) -> ChatResult:
+        if id(model) not in self._models:  # e.g. a model a lambda creates at call time
+            self._models[id(model)] = model
+            remember_model_secrets(model)
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class ProgressDisplay:
             console=self.console,
             transient=False,
         )
-        self.task = self.progress.add_task(job_id, total=total, detail="")
+        self.task = self.progress.add_task(escape(job_id), total=total, detail="")
         self._started = time.monotonic()
 
     def _refresh(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
+from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.engine.batching import BatchCoordinator
 from batchain.engine.budget import Budget
@@ -30,6 +31,7 @@ from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
 from batchain.options import Mode, RunOptions
+from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
 from batchain.store.base import Store
 from batchain.store.records import JobRecord
@@ -46,6 +48,8 @@ def wire(
     purpose: Purpose = Purpose.FINISH,
 ) -> JobRunner:
     """A runner for one run of a job, with every part built from ``options``."""
+    for model in find_models(chain):  # keys of any format never reach the store or logs
+        remember_model_secrets(model)
     batched = options.mode in (Mode.BATCH, Mode.AUTO)
     scheduler = Scheduler(
         max_concurrency=options.max_concurrency,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
+from pydantic import SecretStr
 
 from batchain.providers.batch import BatchLimits, BatchView, Outcome
 from batchain.store.records import Usage
@@ -50,6 +51,8 @@ __all__ = [
     "key_for",
     "parsed",
     "redact",
+    "remember_model_secrets",
+    "remember_secret",
 ]
 
 #: request body keys that never change what the model computes
@@ -110,6 +113,14 @@ def remember_secret(value: str | None) -> None:
     """Register a key seen on a model so :func:`redact` can scrub it anywhere."""
     if value and len(value) >= 6:
         _KNOWN_SECRETS.add(value)
+
+
+def remember_model_secrets(model: Any) -> None:
+    """Register every key a model holds (its ``SecretStr`` settings, whatever their format)
+    so :func:`redact` scrubs the actual values, not only the ones that look like keys."""
+    for value in getattr(model, "__dict__", {}).values():
+        if isinstance(value, SecretStr):
+            remember_secret(value.get_secret_value())
 
 
 def redact(text: str) -> str:

@@ -1,0 +1,46 @@
+"""Input data is data (issue 12, case 7): a row that looks like a tagged object is stored
+and read back as the same plain row, imports nothing, and both modes treat it alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.runnables import RunnableLambda
+
+import batchain
+from batchain import serialize
+
+HOSTILE: list[Any] = [
+    {"__pydantic__": "wave:Wave_read", "data": {"x": 1}},
+    {"__lc__": {"lc": 1, "type": "constructor", "id": ["langchain_core", "messages", "AIMessage"]}},
+    {"nested": {"__pydantic__": "os:system", "data": "echo owned"}},
+    {"__batchain_dict__": {"a": 1}},
+    [{"__lc__": 1}, {"x": {"__batchain_dict__": 2}}],
+]
+
+
+@pytest.mark.parametrize("row", HOSTILE)
+def test_a_row_that_looks_tagged_comes_back_as_the_same_data(row: Any) -> None:
+    assert serialize.loads(serialize.dumps(row)) == row
+
+
+def test_stored_data_never_imports_a_module() -> None:
+    code = (
+        "import sys; from batchain import serialize;"
+        'serialize.loads(\'{"__pydantic__": "wave:Wave_read", "data": {}}\');'
+        "print('wave' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_both_modes_give_the_same_result_for_the_same_rows(tmp_path: Path) -> None:
+    chain = RunnableLambda(lambda row: row)
+    rt = batchain.run(chain, HOSTILE, mode="realtime", store=tmp_path / "rt.sqlite", progress=False)
+    batch = batchain.run(chain, HOSTILE, mode="batch", store=tmp_path / "b.sqlite", progress=False)
+    assert rt.outputs() == batch.outputs() == HOSTILE
+    assert [r.input for r in batch.results()] == HOSTILE
