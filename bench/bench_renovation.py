@@ -1,6 +1,7 @@
 """The engine renovation changed no speed: the same clients, before and after, in one run.
 
     python bench/bench_renovation.py --base f76f226        # the commit before the renovation
+    python bench/bench_renovation.py --base f76f226 --after HEAD   # a commit, not the work tree
 
 Each measurement runs the committed ``src/`` of ``--base`` (a ``git archive`` snapshot) and
 of the work tree in turn, A B A B..., so drift on a noisy machine hits both alike; the
@@ -53,12 +54,13 @@ def memory(src: Path, n: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True, help="the commit to compare the work tree with")
+    ap.add_argument("--after", help="a commit to measure instead of the work tree")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batch-n", type=int, default=10_000)
     ap.add_argument("--realtime-n", type=int, default=2_000)
     ap.add_argument("--memory-n", type=int, default=100_000)
     args = ap.parse_args()
-    trees = {"before": snapshot(args.base), "after": REPO / "src"}
+    trees = {"before": snapshot(args.base), "after": snapshot(args.after) if args.after else REPO / "src"}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         k: {t: [] for t in trees} for k in ("batch", "rt", "mem")
     }
@@ -84,14 +86,16 @@ def main() -> None:
         after = median([r[key] for r in runs[kind]["after"]])
         rows.append([label, f"{fmt(before)} {unit}", f"{fmt(after)} {unit}", fmt(after / before)])
     table = {
-        "title": f"Before ({args.base}) and after the renovation, medians of {args.reps}",
+        "title": f"Before ({args.base}) and after ({args.after or 'work tree'}) the renovation,"
+        f" medians of {args.reps}",
         "columns": ["what", "before", "after", "after / before"],
         "rows": rows,
     }
     path = save(
         "renovation",
         "Engine renovation: no regression",
-        f"python bench/bench_renovation.py --base {args.base} --reps {args.reps}",
+        f"python bench/bench_renovation.py --base {args.base} --reps {args.reps}"
+        + (f" --after {args.after}" if args.after else ""),
         [table],
         notes=["Both trees run the same clients against the same sandbox, alternating A B A B."],
         raw=runs,

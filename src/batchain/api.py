@@ -62,6 +62,7 @@ def run(
     deadline_margin: float = 300.0,
     budget: float | None = None,
     prices: Any = None,
+    threads: int = 256,
 ) -> Job:
     """Run ``chain`` over every input and return the finished :class:`Job` (blocking).
 
@@ -71,7 +72,9 @@ def run(
     decides per item: items whose ``priority`` (an input field or a function of the input)
     is positive or true run realtime, the rest batch; ``deadline`` (seconds from now, a
     ``timedelta`` or a ``datetime``) moves calls still at a provider to realtime
-    ``deadline_margin`` seconds before it.
+    ``deadline_margin`` seconds before it. ``threads`` is the pool for sync steps (a sync
+    lambda that calls a model holds a thread while it waits; in batch mode a round is
+    flushed when every one of them waits).
     """
     opts = _options(locals())
     return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
@@ -103,6 +106,7 @@ async def arun(
     deadline_margin: float = 300.0,
     budget: float | None = None,
     prices: Any = None,
+    threads: int = 256,
     _listener: ItemListener | None = None,
 ) -> Job:
     """Async twin of :func:`run`."""
@@ -155,6 +159,7 @@ _OPTION_NAMES = {
     "deadline_margin",
     "budget",
     "prices",
+    "threads",
 }
 
 

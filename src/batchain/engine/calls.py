@@ -244,6 +244,8 @@ class CallManager:
         self.waiting: dict[int, int] = {}
         #: auto mode: items that run realtime whatever the mode
         self.urgent: set[int] = set()
+        #: model calls of sync steps in progress: each holds one of the job's threads
+        self.sync_calls = 0
         self.job_id = job_id
         self.scheduler = scheduler
         self.timeout = timeout
@@ -274,7 +276,14 @@ class CallManager:
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
-        text = await self.execute(adapter, model, request, item_idx)
+        if not sync:
+            text = await self.execute(adapter, model, request, item_idx)
+            return parse_answer(adapter, model, request, text, run_manager)
+        self.sync_calls += 1  # a sync step's thread is held until this call is answered
+        try:
+            text = await self.execute(adapter, model, request, item_idx)
+        finally:
+            self.sync_calls -= 1
         return parse_answer(adapter, model, request, text, run_manager)
 
     def _build(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,8 @@ from batchain.engine.feed import Window
 from batchain.engine.lifecycle import Purpose, RunControl
 
 __all__ = ["Rounds"]
+
+log = logging.getLogger("batchain.engine.rounds")
 
 #: how long nothing may move before a batch round counts as complete
 _SETTLE_S = 0.02
@@ -35,7 +38,11 @@ class Rounds:
         live: Callable[[], bool],
         deadline: float | None,
         deadline_margin: float,
+        threads: int,
     ) -> None:
+        #: threads for sync steps: when every one waits on a model call, no more item can
+        #: reach its call until the round is flushed
+        self.threads = threads
         self.batch = batch
         self.calls = calls
         self.control = control
@@ -81,7 +88,13 @@ class Rounds:
                 continue
             # urgent items run realtime and never wait on a batch: they do not hold a round
             blocking = self.tasks() - len(self.calls.urgent)
-            all_waiting = len(self.calls.waiting) >= blocking and (feeder.done() or self.window.blocked)
+            saturated = self.calls.sync_calls >= self.threads
+            everyone = len(self.calls.waiting) >= blocking or saturated
+            all_waiting = everyone and (feeder.done() or self.window.blocked)
+            if saturated and all_waiting and batch.unsubmitted:
+                log.info(
+                    "all %d threads for sync steps wait on model calls: flushing the round", self.threads
+                )
             if not all_waiting:
                 continue
             if control.cancelling and not cancel_sent:

@@ -116,9 +116,7 @@ class JobRunner:
 
     async def run(self, inputs: InputSource | None) -> JobStatus:
         loop = asyncio.get_running_loop()
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.parts.threads, thread_name_prefix="batchain"
-        )
+        executor = JobExecutor(self.parts.threads)
         loop.set_default_executor(executor)
         self.lease.claim()
         heartbeat = asyncio.create_task(self.lease.keep())
@@ -216,6 +214,7 @@ class JobRunner:
                 live=self.live,
                 deadline=p.deadline,
                 deadline_margin=p.deadline_margin,
+                threads=p.threads,
             )
             feeding = asyncio.create_task(feeder.feed(inputs))
             try:
@@ -311,6 +310,29 @@ class JobRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self.results.flush()
         self.store.commit()
+
+
+class JobExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor while a job runs: items' sync steps (LangChain runs
+    them in the default executor) get ``threads`` threads; everything else (the event
+    loop's own DNS lookups for provider connections, say) gets threads of its own.
+
+    A sync step that calls a model holds its thread until the call is answered. When all
+    of them wait, the round must still reach the provider, and its connection's lookup
+    must not queue behind the sync steps that wait for it."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="batchain")
+        self._service = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="batchain-io")
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        if ACTIVE.get() is None:  # not an item's step
+            return self._service.submit(fn, *args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._service.shutdown(wait=wait, cancel_futures=cancel_futures)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 _frozen = 0
