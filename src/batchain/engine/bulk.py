@@ -81,15 +81,15 @@ class BulkItems:
         that call is answered or at a provider, the item's request is not built again."""
         model = self.template.fast.model
         admissions: list[Admission] = []
-        values: dict[int, Any] = {}
         waits: list[tuple[int, str]] = []
         for idx, value, wait in rows:
             if wait is not None and self.stubs and _settled_elsewhere(wait[1]):
                 key, record = wait
                 stub = self.template.stub(key)
                 rebuild = self._rebuilder(value)
-                admissions.append(Admission(idx, self.template.adapter, model, stub, record, True, rebuild))
-                values[idx] = value
+                admissions.append(
+                    Admission(idx, self.template.adapter, model, stub, record, True, rebuild, value)
+                )
                 continue
             try:
                 adapter, request = self.template.build(value)
@@ -99,34 +99,24 @@ class BulkItems:
             if not adapter.batchable:
                 self.spill(idx, value)  # e.g. an API without a batch endpoint
                 continue
-            admissions.append(Admission(idx, adapter, model, request))
-            values[idx] = value
+            admissions.append(Admission(idx, adapter, model, request, value=value))
             waits.append((idx, request.key))
         if waits:
             self.store.set_waits(self.job_id, waits)
-        got = await self.calls.admit(admissions, lambda a: self._subscriber(a, values[a.idx]))
+        got = await self.calls.admit(admissions, self._row)
         for a, admitted in zip(admissions, got, strict=True):
             if admitted.verdict is Verdict.REPLAYED:
                 assert admitted.answer is not None
-                self._finish(a.idx, values[a.idx], a.adapter, a.request, admitted.answer)
+                self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer)
         self.store.commit_soon()
 
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]
 
-    def _subscriber(self, a: Admission, value: Any) -> Subscriber:
+    def _row(self, a: Admission) -> Subscriber:
         """Who is told the answer of item ``a.idx``'s call: the item's row."""
         self.outstanding += 1
-
-        def tell(outcome: tuple[str | None, Any, BaseException | None]) -> None:
-            text, data, exc = outcome
-            self.outstanding -= 1
-            if text is None:
-                self.settle(a.idx, value, None, exc or CallCancelled("no answer"))
-            else:
-                self._finish(a.idx, value, a.adapter, a.request, data if data is not None else text)
-
-        return tell
+        return _Row(self, a)
 
     def _finish(
         self, idx: int, value: Any, adapter: ProviderAdapter, request: CallRequest, body: Body
@@ -140,3 +130,21 @@ class BulkItems:
             self.settle(idx, value, None, exc)
         else:
             self.settle(idx, value, output, None)
+
+
+class _Row:
+    """An item of the bulk path waiting on its call: finishes the item when told."""
+
+    __slots__ = ("_a", "_bulk")
+
+    def __init__(self, bulk: BulkItems, a: Admission) -> None:
+        self._bulk = bulk
+        self._a = a
+
+    def __call__(self, text: str | None, data: Any, exc: BaseException | None) -> None:
+        bulk, a = self._bulk, self._a
+        bulk.outstanding -= 1
+        if text is None:
+            bulk.settle(a.idx, a.value, None, exc or CallCancelled("no answer"))
+        else:
+            bulk._finish(a.idx, a.value, a.adapter, a.request, data if data is not None else text)

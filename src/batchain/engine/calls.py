@@ -93,8 +93,8 @@ def is_generic(adapter: ProviderAdapter) -> bool:
     return adapter is _GENERIC
 
 
-#: told once how a call ended: its answer's text and parsed body, or an exception
-Subscriber = Callable[[tuple[str | None, Any, BaseException | None]], None]
+#: told once how a call ended: its answer's text and parsed body, or (None, None, exception)
+Subscriber = Callable[[str | None, Any, BaseException | None], None]
 
 
 class Verdict(Enum):
@@ -120,6 +120,8 @@ class Admission:
     record: CallRecord | None = None
     known: bool = False
     rebuild: Callable[[], CallRequest] | None = None
+    #: the item's input, for whoever is told the answer
+    value: Any = None
 
 
 @dataclass(slots=True)
@@ -138,19 +140,20 @@ class InFlight:
     mode's :class:`GoRealtime` goes to the call's owner alone, who sends the call and then
     answers everyone."""
 
-    __slots__ = ("_done", "_landed", "_subs", "adapter", "model", "request")
+    __slots__ = ("_done", "_flights", "_subs", "adapter", "model", "request")
 
     def __init__(
         self,
         request: CallRequest,
         adapter: ProviderAdapter,
         model: BaseChatModel,
-        landed: Callable[[str], None],
+        flights: dict[str, InFlight],
     ) -> None:
         self.request = request
         self.adapter = adapter
         self.model = model
-        self._landed = landed
+        #: the run's calls in flight, which this one leaves once answered
+        self._flights = flights
         self._subs: list[Subscriber] = []
         self._done = False
 
@@ -161,26 +164,25 @@ class InFlight:
         return self._done
 
     def answer(self, text: str, data: Any) -> None:
-        self._tell((text, data, None))
+        self._tell(text, data, None)
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, GoRealtime):
             if self._subs:
-                self._subs[0]((None, None, exc))
+                self._subs[0](None, None, exc)
             return
-        self._tell((None, None, exc))
+        self._tell(None, None, exc)
 
-    def _tell(self, outcome: tuple[str | None, Any, BaseException | None]) -> None:
+    def _tell(self, text: str | None, data: Any, exc: BaseException | None) -> None:
         if self._done:
             return
         self._done = True
-        self._landed(self.request.key)
+        self._flights.pop(self.request.key, None)
         subs, self._subs = self._subs, []
-        text, data, exc = outcome
         for n, sub in enumerate(subs):
             # the parsed body serves one subscriber; the others parse their own copy of the
             # text, so no two outputs share mutable parts
-            sub((text, data if n == 0 else None, exc))
+            sub(text, data if n == 0 else None, exc)
 
 
 async def _no_guard() -> None:
@@ -188,8 +190,7 @@ async def _no_guard() -> None:
 
 
 def _to_future(future: asyncio.Future[str]) -> Subscriber:
-    def tell(outcome: tuple[str | None, Any, BaseException | None]) -> None:
-        text, _data, exc = outcome
+    def tell(text: str | None, _data: Any, exc: BaseException | None) -> None:
         if future.done():
             return
         if exc is not None:
@@ -381,7 +382,7 @@ class CallManager:
                     self.on_fatal(exc)
                 out.append(Admitted(Verdict.REFUSED, error=exc))
                 continue
-            flight = InFlight(a.request, a.adapter, a.model, self._landed)
+            flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
             if batch is None or not a.adapter.batchable or batch.switched or a.idx in self.urgent:
                 out.append(Admitted(Verdict.SEND, flight=flight))
@@ -414,9 +415,6 @@ class CallManager:
             for parked, uid in resumed:
                 await self.batch.park(parked, uid)
         return out
-
-    def _landed(self, key: str) -> None:
-        self._inflight.pop(key, None)
 
     async def _send(self, flight: InFlight, item_idx: int) -> str:
         """Send a call now (realtime) and tell everyone sharing it."""
