@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import gc
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -312,6 +313,10 @@ class JobRunner:
         self.store.commit()
 
 
+#: what the event loop itself runs in its default executor for a connection
+_LOOP_LOOKUPS = frozenset({socket.getaddrinfo, socket.getnameinfo})
+
+
 class JobExecutor(concurrent.futures.ThreadPoolExecutor):
     """The loop's default executor while a job runs: items' sync steps (LangChain runs
     them in the default executor) get ``threads`` threads; everything else (the event
@@ -326,7 +331,8 @@ class JobExecutor(concurrent.futures.ThreadPoolExecutor):
         self._service = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="batchain-io")
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        if ACTIVE.get() is None:  # not an item's step
+        # not an item's step, or the loop resolving a host for an item's call
+        if ACTIVE.get() is None or fn in _LOOP_LOOKUPS:
             return self._service.submit(fn, *args, **kwargs)
         return super().submit(fn, *args, **kwargs)
 

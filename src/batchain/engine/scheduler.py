@@ -247,8 +247,9 @@ class Scheduler:
                 self._idle.set()
 
     def _backoff(self, tries: int, failure: Failure) -> float:
-        if failure.kind == FailureKind.RATE_LIMIT and failure.retry_after is not None:
-            # the lane is already paused until then; add jitter so waiters spread out
+        if failure.retry_after is not None:
+            # the provider said when (a 429, or a 503 while overloaded); for a 429 the lane
+            # is already paused until then. Jitter spreads the waiters out.
             return float(failure.retry_after) * (1.0 + random.random() * 0.1)
         delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** (tries - 1))
         return delay * (0.5 + random.random() / 2)

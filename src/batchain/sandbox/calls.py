@@ -246,10 +246,11 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
         if not decision.allowed:
             raise spec.rate_limit_error(ev.prompt.model, decision)
         flaky = ev.directives.flaky
+        wait = _retry_after(config.server_retry_after_s)
         if flaky is not None and state.flaky_fails(ev.digest, flaky):
-            raise ApiError(500, f"Sandbox directive [[flaky:{flaky}]] made this attempt fail.")
+            raise ApiError(500, f"Sandbox directive [[flaky:{flaky}]] made this attempt fail.", headers=wait)
         if state.roll(config.error_rate):
-            raise ApiError(500, _SERVER_ERROR_MESSAGE)
+            raise ApiError(500, _SERVER_ERROR_MESSAGE, headers=wait)
         if state.roll(config.overloaded_rate):
             raise spec.overloaded_error()
         delay = realtime_latency(config, ev.directives, state)
@@ -262,6 +263,13 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
             state.ledger.note_rate_limited(spec.name, model)
         return spec.error_response(error, decision)
     return spec.success_response(ev, payload, decision, started)
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    """Retry-After headers for a server error, when the sandbox is told to send them."""
+    if seconds <= 0:
+        return {}
+    return {"retry-after": f"{seconds:.3f}", "retry-after-ms": str(max(1, round(seconds * 1000)))}
 
 
 def guarded(spec: ProviderSpec, handler: Endpoint) -> Endpoint:

@@ -43,6 +43,7 @@ class SandboxConfig:
     tpm: int | None = None  # tokens/min per (provider, model): prompt + completion tokens
     error_rate: float = 0.0  # random 500s (OpenAI server_error, Anthropic api_error)
     overloaded_rate: float = 0.0  # random OpenAI 503 / Anthropic 529 overloaded_error
+    server_retry_after_s: float = 0.0  # > 0: server errors (500, 503, 529) send Retry-After
     # -- batches -------------------------------------------------------------------------
     batch_validating_s: float = 0.05  # OpenAI `validating` (Anthropic: start delay)
     batch_processing_s: float = 0.5  # whole-batch processing; items finish progressively
