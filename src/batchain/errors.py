@@ -42,6 +42,7 @@ __all__ = [
     "MissingInputVariable",
     "OutputError",
     "SchemaMismatch",
+    "StoreError",
     "UnknownPriceWarning",
     "UnpricedModel",
     "Unserializable",
@@ -62,6 +63,11 @@ class InvalidOption(BatchainError, ValueError):
 
 class JobBusy(BatchainError, RuntimeError):
     """Another process is running this job."""
+
+
+class StoreError(BatchainError, RuntimeError):
+    """The store cannot be used as asked: damaged, newer than this batchain, or read-only.
+    Refusing a store changes nothing in it."""
 
 
 class LeaseLost(BatchainError, RuntimeError):

@@ -46,6 +46,7 @@ from batchain.cli.cmd_run import resume, retry, run, submit, wait
 from batchain.cli.cmd_sandbox import demo, sandbox_serve
 from batchain.cli.common import remember_keys
 from batchain.cli.render import one_line
+from batchain.errors import StoreError
 
 __all__ = [
     "EXIT_FAILED",
@@ -124,6 +125,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except CliError as exc:
         _error_line(exc.message)
         return exc.code
+    except StoreError as exc:  # damaged, newer, read-only: one line, nothing changed
+        _error_line(str(exc))
+        return EXIT_FAILED
     except BrokenPipeError:
         # the reader went away (`batchain results JOB | head`): stop quietly, as Python's docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

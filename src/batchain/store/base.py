@@ -45,6 +45,8 @@ class Store(Protocol):
 
     #: where the store lives (a file for SQLite), for messages
     path: Path
+    #: opened for reading only (writes raise StoreError)
+    read_only: bool
 
     def commit(self) -> None: ...
 

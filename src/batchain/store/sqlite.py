@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from batchain.errors import LeaseLost
+from batchain.errors import LeaseLost, StoreError
 from batchain.states import (
     TRANSITIONS,
     BatchStatus,
@@ -211,6 +211,16 @@ def _batch_row(r: sqlite3.Row) -> BatchRecord:
     )
 
 
+def _writable(path: Path) -> bool:
+    """Can a store live at ``path`` and be changed (the file, and its folder for the journal)?"""
+    if path.exists():
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 def default_store_path() -> Path:
     """``$BATCHAIN_STORE`` if set, else ``~/.batchain/store.sqlite``."""
     env = os.environ.get("BATCHAIN_STORE")
@@ -231,20 +241,53 @@ def _in(values: tuple[str, ...]) -> str:
 class SQLiteStore:
     """Jobs, items, calls and provider batches in one SQLite file (WAL)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool | None = None) -> None:
+        """Open (or create) the store at ``path``. A store that cannot be written (a
+        read-only medium, or ``read_only=True``) is opened for reading only; one that is
+        damaged or newer than this batchain is refused with :class:`StoreError`, unchanged."""
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self._conn.row_factory = sqlite3.Row
+        self.read_only = read_only if read_only is not None else not _writable(self.path)
         self._lock = threading.RLock()
         self._in_tx = False
         self._commit_scheduled = False
         #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
         self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        try:
+            self._conn = self._connect()
+            self._conn.row_factory = sqlite3.Row
+            self._check_version()
+            if not self.read_only:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute("PRAGMA busy_timeout=30000")
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path} is damaged or not a batchain store ({exc})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        if not self.path.exists():
+            raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
+        # immutable: a read-only medium cannot hold SQLite's lock files; nothing writes to it
+        immutable = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+
+    def _check_version(self) -> None:
+        """Refuse a newer store before changing anything in it."""
+        has_meta = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if has_meta is None:
+            return
+        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {row[0]}, newer than this batchain "
+                f"({SCHEMA_VERSION}); upgrade batchain"
+            )
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -263,14 +306,11 @@ class SQLiteStore:
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"store {self.path} has schema version {row[0]}, newer than this batchain "
-                    f"({SCHEMA_VERSION}); upgrade batchain"
-                )
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
+            if self.read_only:
+                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
             if not self._in_tx:
                 self._conn.execute("BEGIN")
                 self._in_tx = True
@@ -279,6 +319,8 @@ class SQLiteStore:
     def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run ``sql`` for every row; returns how many rows it changed in all."""
         with self._lock:
+            if self.read_only:
+                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
             if not self._in_tx:
                 self._conn.execute("BEGIN")
                 self._in_tx = True
