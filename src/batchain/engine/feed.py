@@ -52,8 +52,8 @@ class Window:
         self._slots.release()
 
 
-#: starts an item's coroutine: (idx, value, stored)
-StartItem = Callable[[int, Any, bool], None]
+#: starts an item's coroutine: (idx, value)
+StartItem = Callable[[int, Any], None]
 
 
 class Feeder:
@@ -79,10 +79,10 @@ class Feeder:
         if self.bulk is not None:
             await self._feed_bulk(self.bulk, inputs)
             return
-        async for idx, value, stored, _wait in self.inputs.items(inputs):
+        async for idx, value, _wait in self.inputs.items(inputs):
             if not await self.window.take():
                 break
-            self.start(idx, value, stored)
+            self.start(idx, value)
         self.changed.set()
 
     async def _feed_bulk(self, bulk: BulkItems, inputs: InputSource | None) -> None:
@@ -94,7 +94,7 @@ class Feeder:
                 await bulk.add(rows[:])
                 rows.clear()
 
-        async for idx, value, _stored, wait in self.inputs.items(inputs, waits=True):
+        async for idx, value, wait in self.inputs.items(inputs, waits=True):
             # rows read before the window fills are parked first, or the round could never end
             if not await self.window.take(before_waiting=start_rows):
                 break

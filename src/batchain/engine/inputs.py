@@ -38,8 +38,8 @@ class Inputs:
 
     async def items(
         self, inputs: InputSource | None, *, waits: bool = False
-    ) -> AsyncIterator[tuple[int, Any, bool, Wait | None]]:
-        """``(idx, value, stored, wait)``: stored items without a result first, then new
+    ) -> AsyncIterator[tuple[int, Any, Wait | None]]:
+        """``(idx, value, wait)``: stored items without a result first, then new
         inputs. With ``waits``, a stored item comes with the call an earlier run noted it
         waits for (bulk path)."""
         if self.store_first and inputs is not None:
@@ -48,12 +48,12 @@ class Inputs:
             for idx, text, key, record in self.store.iter_pending_waits(self.job_id):
                 if self.control.stopping:
                     return
-                yield idx, serialize.loads(text), True, (key, record) if key is not None else None
+                yield idx, serialize.loads(text), (key, record) if key is not None else None
         else:
             for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
                 if self.control.stopping:
                     return
-                yield item.idx, serialize.loads(item.input), True, None
+                yield item.idx, serialize.loads(item.input), None
         job = self.store.get_job(self.job_id)
         assert job is not None
         if job.inputs_complete:
@@ -72,7 +72,7 @@ class Inputs:
             if self.control.stopping:
                 return
             self._ingest(idx, value)
-            yield idx, value, False, None
+            yield idx, value, None
             idx += 1
         self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
         self.store.commit_soon()

@@ -150,8 +150,10 @@ class Lease:
 
     async def keep(self) -> None:
         """Renew the lease every third of its length, until cancelled or lost."""
-        while self.renew():
-            await asyncio.sleep(self.seconds / 3)
+        while True:
+            await asyncio.sleep(self.seconds / 3)  # the claim itself just set the lease
+            if not self.renew():
+                return
 
     async def guard(self) -> None:
         """Before a provider request: the lease must surely be ours, or be renewed now."""

@@ -245,7 +245,7 @@ class JobRunner:
     def tasks(self) -> int:
         return len(self._tasks)
 
-    def _start_item(self, idx: int, value: Any, stored: bool) -> None:
+    def _start_item(self, idx: int, value: Any) -> None:
         task = asyncio.create_task(self._run_item(idx, value))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -256,7 +256,7 @@ class JobRunner:
 
     def spill(self, idx: int, value: Any) -> None:
         """An item the bulk path cannot build goes the ordinary way (its place goes with it)."""
-        self._start_item(idx, value, True)
+        self._start_item(idx, value)
 
     def settle_item(self, idx: int, value: Any, output: Any, exc: BaseException | None) -> None:
         """A bulk item ended: record its output or error, free its place."""
