@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from starlette.requests import ClientDisconnect
+
 from batchain.sandbox.config import ConfigError, SandboxConfig, header_overrides
 from batchain.sandbox.directives import Directives, parse_directives
 from batchain.sandbox.errors import ApiError
@@ -280,6 +282,10 @@ def guarded(spec: ProviderSpec, handler: Endpoint) -> Endpoint:
             return await handler(request)
         except ApiError as error:
             return spec.error_response(error, _NO_DECISION)
+        except ClientDisconnect:
+            # the client died while sending its request (a killed process): nothing to
+            # answer and nothing billed, as at a real provider
+            return spec.error_response(ApiError(499, "Client closed request."), _NO_DECISION)
         except Exception:
             logger.exception("sandbox: unexpected error on %s %s", request.method, request.url.path)
             return spec.error_response(ApiError(500, _SERVER_ERROR_MESSAGE), _NO_DECISION)
