@@ -30,6 +30,7 @@ from batchain.providers.base import (
     CallRequest,
     Failure,
     FailureKind,
+    Identification,
     ProviderAdapter,
     ProviderBatch,
     RateInfo,
@@ -229,12 +230,16 @@ class ShoutBatchAPI:
     """An in-memory Batch API: each batch ends by its first poll."""
 
     limits = BatchLimits(max_requests=1000, max_bytes=1 << 20)
+    identification = Identification.METADATA  # its batches carry their uid
 
     def __init__(self) -> None:
         self.batches: dict[str, tuple[str, list[tuple[str, str]]]] = {}
 
-    def encode(self, key: str, request: CallRequest) -> bytes:
-        return f"{key}\t{request.body['text']}".encode()
+    def custom_id(self, nonce: str, key: str) -> str:
+        return key
+
+    def encode(self, custom_id: str, request: CallRequest) -> bytes:
+        return f"{custom_id}\t{request.body['text']}".encode()
 
     def split_key(self, request: CallRequest) -> str:
         return ""
@@ -261,11 +266,11 @@ class ShoutBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         pass
 
-    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
+    async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         for batch_id, (uid, entries) in self.batches.items():
             if uid == intent.uid:
-                return ProviderBatch(batch_id, n_requests=len(entries))
-        return None
+                return [ProviderBatch(batch_id, n_requests=len(entries))]
+        return []
 
 
 class ShoutAdapter:

@@ -7,6 +7,12 @@ is recorded as an intent before the provider is asked to create it and gets its 
 right after, so a crash in between is reconciled by looking the batch up at the provider,
 never by creating it again. Ended batches are downloaded, matched to calls by custom_id,
 and their futures resolved; calls that did not run are parked again for the next round.
+
+Every custom id carries its batch's nonce where the provider needs it to tell batches apart
+(:meth:`BatchAPI.custom_id`), and a result is applied only to the call its custom id names
+in the batch it came from. How a lost create is settled, with certainty or not yet, is
+:mod:`batchain.engine.reconcile`; while it is not settled its calls wait, and no batch that
+may be it is cancelled.
 """
 
 from __future__ import annotations
@@ -22,15 +28,15 @@ from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
+from batchain.engine.reconcile import Verdict, Verification
 from batchain.errors import BatchCallError, CallCancelled
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
-    BatchIntent,
     Body,
     CallRequest,
+    Identification,
     ProviderAdapter,
-    ProviderBatch,
     redact,
 )
 from batchain.providers.batch import BatchView, Outcome, OutcomeKind, chunk
@@ -93,6 +99,7 @@ class Parked:
 @dataclass(slots=True)
 class LiveBatch:
     uid: str
+    #: "" while the batch is being verified
     provider_id: str
     adapter: ProviderAdapter
     api: BatchAPI
@@ -105,6 +112,10 @@ class LiveBatch:
     #: budget reserved for this batch's worst case, and what its answers cost
     reserved: Decimal = Decimal(0)
     spent: Decimal = Decimal(0)
+    #: what the custom ids of its calls carry (:meth:`BatchAPI.custom_id`)
+    nonce: str = ""
+    #: set while a create whose answer was lost is settled (:mod:`.reconcile`)
+    verifying: Verification | None = None
 
 
 @dataclass(slots=True)
@@ -199,42 +210,82 @@ class BatchCoordinator:
         return api
 
     async def _at_provider(self, uid: str, parked: Parked) -> bool:
-        """Is batch ``uid`` at the provider? Settles a create that a crash left open."""
-        if uid in self.live:
-            self._hold(self.live[uid], parked)
-            return True
-        lock = self._locks.setdefault(uid, asyncio.Lock())
-        async with lock:
-            if uid in self.live:
-                return True
-            row = self.store.get_batch(uid)
-            if row is None:
-                return False
-            api = self._api(parked.adapter)
-            provider_id = row.provider_batch_id
-            if row.status == BatchStatus.CREATING.value:
-                # the intent was recorded, the id was not: ask the provider, never resubmit
-                taken = {
-                    b.provider_batch_id for b in self.store.job_batches(self.job_id) if b.provider_batch_id
-                }
-                intent = BatchIntent(uid, row.created_at, row.n_calls, frozenset(taken))
-                found = await api.find_created(parked.client, intent)
-                if found is None:
-                    self.store.batch_abandoned(uid)
-                    return False
-                provider_id = found.id
-                self.store.batch_submitted(uid, provider_id)
-                self.stats.reconciled += 1
-                log.info("reconciled batch %s as %s", uid, provider_id)
-            elif row.status not in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value):
-                return False
-            if provider_id is None:  # submitted and ended batches always have their id
-                return False
-            self.live[uid] = LiveBatch(
-                uid, provider_id, parked.adapter, api, parked.client, next_poll=0.0, interval=self.poll_min
+        """Is batch ``uid`` at the provider (or may it be, while that is verified)? Settles
+        a create that a crash left open."""
+        batch = self.live.get(uid)
+        if batch is None:
+            async with self._locks.setdefault(uid, asyncio.Lock()):
+                batch = self.live.get(uid)
+                if batch is None:
+                    batch = await self._resume(uid, parked)
+                    if batch is None:
+                        return False
+                    self.live[uid] = batch
+        self._hold(batch, parked)
+        return True
+
+    async def _resume(self, uid: str, parked: Parked) -> LiveBatch | None:
+        """Batch ``uid`` as an earlier run left it: live again, or None (its calls go anew)."""
+        row = self.store.get_batch(uid)
+        if row is None:
+            return None
+        batch = LiveBatch(
+            uid,
+            row.provider_batch_id or "",
+            parked.adapter,
+            self._api(parked.adapter),
+            parked.client,
+            next_poll=0.0,
+            interval=self.poll_min,
+            nonce=str(row.info.get("nonce") or ""),
+        )
+        if row.status == BatchStatus.CREATING.value:
+            if self.cancelling:
+                return None  # its calls end as cancelled; the intent waits for a later run
+            # the intent was recorded, the id was not: ask the provider, never resubmit blindly
+            return await self._reconcile(batch, row.created_at, row.n_calls)
+        if row.status in (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value) and batch.provider_id:
+            return batch
+        return None
+
+    async def _reconcile(self, batch: LiveBatch, recorded: float, n: int) -> LiveBatch | None:
+        """Look for the batch a create may have made (:mod:`.reconcile`): adopted when it is
+        surely there, verifying while that is not known, None (abandoned) when it surely is
+        not."""
+        verifying = Verification.of(
+            batch.api, batch.client, batch.uid, recorded, n, batch.nonce, self.store, batch.adapter.name
+        )
+        batch.verifying = verifying
+        try:
+            verdict = await verifying.look()
+        except Exception as exc:
+            log.warning(
+                "batch %s: could not look for it at the provider (%s); looking again later, "
+                "never creating it anew meanwhile",
+                batch.uid,
+                redact(str(exc)),
             )
-            self._hold(self.live[uid], parked)
-            return True
+            return batch
+        if verdict.absent:
+            self._abandon(batch)
+            return None
+        if verdict.ours:
+            self._adopt(batch, verdict.ours)
+        return batch
+
+    def _adopt(self, batch: LiveBatch, provider_id: str) -> None:
+        self.store.batch_submitted(batch.uid, provider_id)
+        batch.provider_id = provider_id
+        batch.verifying = None
+        self.stats.reconciled += 1
+        log.info("reconciled batch %s as %s", batch.uid, provider_id)
+
+    def _abandon(self, batch: LiveBatch) -> None:
+        """The create never reached the provider: forget the batch (its calls go again)."""
+        self.store.batch_abandoned(batch.uid)
+        self.live.pop(batch.uid, None)
+        if self.budget is not None:
+            self.budget.settle(batch.reserved, Decimal(0))
 
     def _hold(self, batch: LiveBatch, parked: Parked) -> None:
         """A resumed run does not know what an earlier one reserved: reserve it again."""
@@ -259,14 +310,24 @@ class BatchCoordinator:
         self.stats.by_round.append(len(keys))
         for members in groups.values():
             api = self._api(members[0].adapter)
-            encoded = {p.key: api.encode(p.key, p.request) for p in members}
+            uid = _new_uid()
+            encoded = {p.key: api.encode(api.custom_id(uid, p.key), p.request) for p in members}
             by_key = {p.key: p for p in members}
             sized = [(k, len(v)) for k, v in encoded.items()]
+            used = False
             for part in chunk(sized, api.limits, self.max_batch_size):
                 members, reserved = self._affordable([by_key[k] for k in part])
-                if members:
-                    await self._create(api, members, [encoded[p.key] for p in members], reserved)
-                    created += 1
+                if not members:
+                    continue
+                if used:  # the lines carry the group's first batch's uid: this one has its own
+                    uid = _new_uid()
+                    if api.identification is Identification.RESULTS:
+                        encoded.update(
+                            (p.key, api.encode(api.custom_id(uid, p.key), p.request)) for p in members
+                        )
+                await self._create(api, uid, members, [encoded[p.key] for p in members], reserved)
+                used = True
+                created += 1
         if self.unsubmitted and not created and not self.live and self.budget is not None:
             raise BudgetExhausted(self.budget.describe())
         return created
@@ -311,11 +372,11 @@ class BatchCoordinator:
         return members, total
 
     async def _create(
-        self, api: BatchAPI, members: list[Parked], lines: list[bytes], reserved: Decimal
+        self, api: BatchAPI, uid: str, members: list[Parked], lines: list[bytes], reserved: Decimal
     ) -> None:
-        uid = "bc_" + secrets.token_hex(8)
         keys = [p.key for p in members]
         first = members[0]
+        recorded = time.time()
         self.store.batch_intent(
             uid,
             self.job_id,
@@ -326,6 +387,8 @@ class BatchCoordinator:
                 "model": first.request.model,
                 "endpoint": first.request.endpoint,
                 "round": self.stats.rounds,
+                # every custom id of the batch carries it (Anthropic: its only name)
+                "nonce": uid,
             },
         )
         failpoint("batch_before_create", first.adapter.name)
@@ -336,16 +399,10 @@ class BatchCoordinator:
                 first.client, uid, self.job_id, lines, [p.request for p in members]
             )
         except Exception as exc:
-            # unknown whether it reached the provider: settle it now, as a resume would
             log.warning("batch create failed: %s", redact(str(exc)))
-            found = await self._find_safely(api, first.client, uid, len(keys))
-            if found is None:
-                self.store.batch_abandoned(uid)
-                if self.budget is not None:
-                    self.budget.settle(reserved, Decimal(0))
+            if not await self._created_anyway(api, members, uid, recorded, reserved, exc):
                 await self._create_failed(members, exc)
-                return
-            provider_batch = found
+            return
         provider_id = provider_batch.id
         failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
@@ -359,17 +416,45 @@ class BatchCoordinator:
             next_poll=time.monotonic() + self.poll_min,
             interval=self.poll_min,
             reserved=reserved,
+            nonce=uid,
         )
 
-    async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> ProviderBatch | None:
-        try:
-            intent = BatchIntent(uid, time.time() - 5, n, frozenset(self.live_provider_ids()))
-            return await api.find_created(client, intent)
-        except Exception:
-            return None
-
-    def live_provider_ids(self) -> list[str]:
-        return [b.provider_id for b in self.live.values()]
+    async def _created_anyway(
+        self,
+        api: BatchAPI,
+        members: list[Parked],
+        uid: str,
+        recorded: float,
+        reserved: Decimal,
+        exc: Exception,
+    ) -> bool:
+        """A create that raised may still have reached the provider: settle it now, as a
+        resume would. True when the batch is there, or may be while that is verified: its
+        calls wait on it. False when it surely is not (abandoned)."""
+        first = members[0]
+        batch = LiveBatch(
+            uid,
+            "",
+            first.adapter,
+            api,
+            first.client,
+            next_poll=time.monotonic() + self.poll_min,
+            interval=self.poll_min,
+            reserved=reserved,
+            nonce=uid,
+        )
+        if _refused(exc):
+            self._abandon(batch)
+            return False
+        if await self._reconcile(batch, recorded, len(members)) is None:
+            return False
+        if batch.verifying is None:
+            self.stats.batches_created += 1  # found by its metadata
+        else:
+            for p in members:
+                p.attempts += 1  # this create counts as an attempt, whatever it turns out to be
+        self.live[uid] = batch
+        return True
 
     async def _create_failed(self, members: list[Parked], exc: Exception) -> None:
         """A create that failed: retry the calls in a later round, up to the limit."""
@@ -405,29 +490,86 @@ class BatchCoordinator:
     async def _poll(self, batch: LiveBatch) -> int:
         self.stats.polls += 1
         try:
-            view = await batch.api.retrieve(batch.client, batch.provider_id)
-            batch.view = view
-            if view.ended:
-                await self._collect(batch, view)
-                return 1
+            if batch.verifying is not None:
+                if await self._settle(batch, await batch.verifying.look()):
+                    return 1
+            else:
+                view = await batch.api.retrieve(batch.client, batch.provider_id)
+                batch.view = view
+                if view.ended:
+                    await self._collect(batch, view)
+                    return 1
         except Exception as exc:  # one failing batch must never block the others
             self.stats.poll_errors += 1
             batch.failures += 1
-            log.warning("polling batch %s failed: %s", batch.provider_id, redact(str(exc)))
+            log.warning("polling batch %s failed: %s", batch.provider_id or batch.uid, redact(str(exc)))
         batch.polls += 1
         batch.interval = min(self.poll_max, batch.interval * 1.5)
         batch.next_poll = time.monotonic() + batch.interval
         return 0
 
-    async def _collect(self, batch: LiveBatch, view: BatchView) -> None:
+    async def _settle(self, batch: LiveBatch, verdict: Verdict) -> bool:
+        """Act on a look at a verifying batch. True once it is settled: adopted and collected,
+        or absent (its calls go again)."""
+        if verdict.absent:
+            return self._absent(batch)
+        if verdict.ours:
+            self._adopt(batch, verdict.ours)
+            if verdict.view is not None:  # ended, and its results already read
+                batch.view = verdict.view
+                await self._collect(batch, verdict.view, verdict.outcomes)
+                return True
+        return False
+
+    def _absent(self, batch: LiveBatch) -> bool:
+        """No provider batch is the one a lost create would have made: it never reached the
+        provider, so its calls are sent again (a create that raised counted an attempt)."""
+        keys = self.store.batch_keys(batch.uid)
+        self._abandon(batch)
+        log.info("batch %s: its create never reached the provider; sending its calls again", batch.uid)
+        for key in keys:
+            parked = self.parked.get(key)
+            if parked is None:
+                continue
+            if parked.attempts > self.max_retries:
+                self._fail(parked, f"gave up after {self.max_retries + 1} failed batch creates", None)
+            else:
+                self._queue(parked)
+        self.on_change()
+        return True
+
+    async def _collect(
+        self, batch: LiveBatch, view: BatchView, outcomes: list[Outcome] | None = None
+    ) -> None:
+        """Apply an ended batch's results (``outcomes``: already downloaded). A result is
+        applied only to the call its custom id names in this batch: one that names none
+        (another batch's nonce) is never applied."""
         self.store.batch_ended(batch.uid)
         keys = self.store.batch_keys(batch.uid)
         failpoint("batch_before_download")
-        outcomes = {o.custom_id: o for o in await batch.api.outcomes(batch.client, view, keys)}
+        if outcomes is None:
+            outcomes = await batch.api.outcomes(batch.client, view, keys)
+        custom_id, nonce = batch.api.custom_id, batch.nonce
+        key_of = {custom_id(nonce, k): k for k in keys}
+        by_key: dict[str, Outcome] = {}
+        strays = 0
+        for o in outcomes:
+            key = key_of.get(o.custom_id)
+            if key is None:
+                strays += 1
+            else:
+                by_key[key] = o
+        if strays:
+            log.warning(
+                "batch %s (%s): %d results name no call of the batch; ignored",
+                batch.uid,
+                batch.provider_id,
+                strays,
+            )
         answered: list[tuple[str, str, Usage, str, Decimal | None]] = []
         links: list[tuple[str, str, int, str]] = []
         for key in keys:
-            outcome = outcomes.get(key) or Outcome(
+            outcome = by_key.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
             batch.spent += self._apply(key, outcome, answered, links, batch.adapter)
@@ -526,6 +668,9 @@ class BatchCoordinator:
                 self._go_realtime(p)
         n = 0
         for batch in list(self.live.values()):
+            if batch.verifying is not None:
+                log.info("batch %s: not cancelled while it is verified; its calls wait for it", batch.uid)
+                continue
             try:
                 await batch.api.cancel(batch.client, batch.provider_id)
                 n += 1
@@ -547,6 +692,9 @@ class BatchCoordinator:
                 self._resolve_cancelled(p)
         n = 0
         for batch in list(self.live.values()):
+            if batch.verifying is not None:
+                self._leave_unverified(batch)
+                continue
             try:
                 await batch.api.cancel(batch.client, batch.provider_id)
                 n += 1
@@ -555,6 +703,35 @@ class BatchCoordinator:
             batch.next_poll = time.monotonic()
             batch.interval = self.poll_min
         return n
+
+    def _leave_unverified(self, batch: LiveBatch) -> None:
+        """Cancelling while a lost create is verified: no candidate is known to be ours, so
+        none is cancelled. The calls end as cancelled; the intent stays open."""
+        candidates = (batch.verifying.candidates if batch.verifying else None) or []
+        log.warning(
+            "batch %s: not cancelled at the provider: whether %s is its create is not known "
+            "(only its results will tell), so it is left to run; its calls end as cancelled",
+            batch.uid,
+            ", ".join(candidates) or "any provider batch",
+        )
+        del self.live[batch.uid]
+        if self.budget is not None:
+            self.budget.settle(batch.reserved, Decimal(0))
+        for key in self.store.batch_keys(batch.uid):
+            parked = self.parked.get(key)
+            if parked is not None:
+                self._resolve_cancelled(parked)
+
+
+def _new_uid() -> str:
+    """A batch's uid, drawn fresh (64 random bits): also the nonce its custom ids carry."""
+    return "bc_" + secrets.token_hex(8)
+
+
+def _refused(exc: Exception) -> bool:
+    """Did the provider answer a create with a definite no (nothing was created)?"""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 409)
 
 
 def _retry_after(exc: Exception) -> float | None:

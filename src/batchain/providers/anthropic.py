@@ -25,6 +25,7 @@ from batchain.providers.base import (
     Body,
     CallRequest,
     Failure,
+    Identification,
     ProviderBatch,
     RateInfo,
     Sent,
@@ -43,6 +44,10 @@ from batchain.store.records import Usage
 __all__ = ["AnthropicAdapter", "AnthropicBatchAPI"]
 
 ENDPOINT = "/v1/messages"
+#: Anthropic's custom ids: ``^[a-zA-Z0-9_-]{1,64}$``
+_MAX_CUSTOM_ID = 64
+#: how far the provider's clock may be from ours when listing batches by creation time
+_CLOCK_SKEW_S = 120.0
 
 
 class AnthropicAdapter:
@@ -149,12 +154,23 @@ def _until(stamp: str | None) -> float | None:
 
 
 class AnthropicBatchAPI:
-    """Anthropic Message Batches I/O through the official SDK."""
+    """Anthropic Message Batches I/O through the official SDK.
+
+    Anthropic batches carry no metadata, so a batch is named by its requests alone: every
+    custom id is the batch's nonce (its uid) and a prefix of the call's key, and a batch
+    found after a lost create answer is ours only once its results show our custom ids."""
 
     limits = ANTHROPIC_LIMITS
+    identification = Identification.RESULTS
 
-    def encode(self, key: str, request: CallRequest) -> bytes:
-        entry = {"custom_id": key, "params": request.body}
+    def custom_id(self, nonce: str, key: str) -> str:
+        if not nonce:
+            return key  # a batch recorded before nonces: its custom ids are the keys
+        # the key's first 44 hex digits (176 bits) after a 19-character uid: 64 in all
+        return f"{nonce}-{key[: _MAX_CUSTOM_ID - len(nonce) - 1]}"
+
+    def encode(self, custom_id: str, request: CallRequest) -> bytes:
+        entry = {"custom_id": custom_id, "params": request.body}
         return _json.dumps(entry).encode()
 
     def split_key(self, request: CallRequest) -> str:
@@ -166,7 +182,9 @@ class AnthropicBatchAPI:
     ) -> ProviderBatch:
         # the encoded entries are exactly the JSON array's elements: send them as they are
         body = b'{"requests":[' + b",".join(lines) + b"]}"
-        options: dict[str, Any] = {"headers": {"content-type": "application/json"}}
+        # no SDK retries: a create retried after a lost answer would be a second batch,
+        # billed again; the engine settles a failed create by finding it instead
+        options: dict[str, Any] = {"headers": {"content-type": "application/json"}, "max_retries": 0}
         beta = requests[0].headers.get("anthropic-beta")
         if beta:
             options["headers"]["anthropic-beta"] = beta
@@ -197,24 +215,23 @@ class AnthropicBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.messages.batches.cancel(provider_id)
 
-    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
-        """Anthropic batches carry no metadata: match one created just after our intent with
-        the same number of requests that no other batch of ours has claimed, and only when
-        exactly one does."""
+    async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
+        """Every batch the intent's create could have made: created within its window, with
+        its number of requests, owned by no batch the store knows. Which one (if any) is
+        ours only their results tell."""
         candidates: list[ProviderBatch] = []
         async for listed in client.messages.batches.list(limit=100):
             created = listed.created_at.timestamp()
-            if created < intent.created_after - 120:
-                break
+            if created < intent.created_after - _CLOCK_SKEW_S:
+                break  # listed newest first: the rest are older still
             total = sum(listed.request_counts.model_dump().values())
-            batch = ProviderBatch(id=str(listed.id), created_at=created, n_requests=total)
             if (
                 total == intent.n_requests
-                and batch.id not in intent.taken
-                and created <= intent.created_after + 600
+                and str(listed.id) not in intent.taken
+                and created <= intent.created_before + _CLOCK_SKEW_S
             ):
-                candidates.append(batch)
-        return candidates[0] if len(candidates) == 1 else None
+                candidates.append(ProviderBatch(id=str(listed.id), created_at=created, n_requests=total))
+        return candidates
 
 
 def _timestamp(stamp: Any) -> float | None:

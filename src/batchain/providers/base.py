@@ -38,6 +38,7 @@ __all__ = [
     "CallRequest",
     "Failure",
     "FailureKind",
+    "Identification",
     "ProviderAdapter",
     "ProviderBatch",
     "RateInfo",
@@ -232,10 +233,24 @@ class BatchIntent:
     uid: str
     #: when the intent was recorded (Unix seconds): the batch cannot be older
     created_after: float
+    #: the latest the create can have reached the provider (Unix seconds, our clock)
+    created_before: float
     #: how many requests the batch holds
     n_requests: int
-    #: provider ids this job already owns: never the one we are looking for
+    #: provider ids some batch of the store already owns: never the one we are looking for
     taken: frozenset[str] = frozenset()
+
+
+class Identification(StrEnum):
+    """How a provider batch whose create answer was lost is known to be ours."""
+
+    #: the batch carries the intent's uid (OpenAI: metadata): what
+    #: :meth:`BatchAPI.find_created` returns is ours
+    METADATA = "metadata"
+    #: nothing but its requests names it (Anthropic): :meth:`BatchAPI.find_created` returns
+    #: candidates, and one is ours only once its results carry the custom ids of the
+    #: intent's calls, which carry the intent's nonce (:meth:`BatchAPI.custom_id`)
+    RESULTS = "results"
 
 
 class BatchAPI(Protocol):
@@ -245,9 +260,18 @@ class BatchAPI(Protocol):
 
     #: the provider's per-batch limits: the engine splits batches under them
     limits: BatchLimits
+    #: whether :meth:`find_created` names our batch, or only candidates for it
+    identification: Identification
 
-    def encode(self, key: str, request: CallRequest) -> bytes:
-        """One request as its batch line (or entry), with ``key`` as its custom id."""
+    def custom_id(self, nonce: str, key: str) -> str:
+        """The custom id of call ``key`` in the batch whose intent drew ``nonce`` ("" for
+        batches recorded before nonces existed): what the batch's results name the call
+        by. With :attr:`Identification.RESULTS` it must carry the nonce, so that no other
+        batch's results can name it."""
+        ...
+
+    def encode(self, custom_id: str, request: CallRequest) -> bytes:
+        """One request as its batch line (or entry), under ``custom_id``."""
         ...
 
     def split_key(self, request: CallRequest) -> str:
@@ -265,9 +289,11 @@ class BatchAPI(Protocol):
 
     async def cancel(self, client: Any, provider_id: str) -> None: ...
 
-    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
-        """The batch ``intent`` created at the provider, if the create went through and it
-        can be told apart with certainty; None otherwise (the engine then creates anew)."""
+    async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
+        """The provider batches that may be the one ``intent`` created, if its create went
+        through. :attr:`Identification.METADATA`: the one batch that carries the intent's
+        uid, or none. :attr:`Identification.RESULTS`: every batch it could be (none: the
+        create never reached the provider, and the engine sends the calls anew)."""
         ...
 
 

@@ -44,6 +44,7 @@ from batchain.providers.base import (
     Body,
     CallRequest,
     Failure,
+    Identification,
     ProviderBatch,
     RateInfo,
     Sent,
@@ -430,8 +431,13 @@ class FakeBatchAPI:
     def __init__(self, limits: BatchLimits = FAKE_LIMITS) -> None:
         self.limits = limits
 
-    def encode(self, key: str, request: CallRequest) -> bytes:
-        return _json.dumps({"custom_id": key, "body": request.body}).encode() + b"\n"
+    identification = Identification.METADATA
+
+    def custom_id(self, nonce: str, key: str) -> str:
+        return key  # fake batches carry their uid, as OpenAI's carry metadata
+
+    def encode(self, custom_id: str, request: CallRequest) -> bytes:
+        return _json.dumps({"custom_id": custom_id, "body": request.body}).encode() + b"\n"
 
     def split_key(self, request: CallRequest) -> str:
         return ""
@@ -458,13 +464,13 @@ class FakeBatchAPI:
         provider: FakeProvider = client
         provider.cancel_batch(provider_id)
 
-    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
+    async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         """Fake batches carry their uid, as OpenAI's carry metadata: the match is certain."""
         provider: FakeProvider = client
         for batch in reversed(list(provider.batches.values())):
             if batch.uid == intent.uid and batch.id not in intent.taken:
-                return _provider_batch(batch)
-        return None
+                return [_provider_batch(batch)]
+        return []
 
 
 def _provider_batch(batch: FakeBatch) -> ProviderBatch:

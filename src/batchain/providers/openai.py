@@ -25,6 +25,7 @@ from batchain.providers.base import (
     Body,
     CallRequest,
     Failure,
+    Identification,
     ProviderBatch,
     RateInfo,
     Sent,
@@ -167,9 +168,13 @@ class OpenAIBatchAPI:
     """OpenAI Batch I/O through the official SDK: one JSONL file per batch."""
 
     limits = OPENAI_LIMITS
+    identification = Identification.METADATA
 
-    def encode(self, key: str, request: CallRequest) -> bytes:
-        return openai_line(key, request.endpoint, request.body)
+    def custom_id(self, nonce: str, key: str) -> str:
+        return key  # the batch's metadata names it: its custom ids need no nonce
+
+    def encode(self, custom_id: str, request: CallRequest) -> bytes:
+        return openai_line(custom_id, request.endpoint, request.body)
 
     def split_key(self, request: CallRequest) -> str:
         return ""
@@ -207,16 +212,16 @@ class OpenAIBatchAPI:
     async def cancel(self, client: Any, provider_id: str) -> None:
         await client.batches.cancel(provider_id)
 
-    async def find_created(self, client: Any, intent: BatchIntent) -> ProviderBatch | None:
+    async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         """The batch we created with the intent's uid in its metadata, if the create went
         through (OpenAI batches carry metadata, so the match is certain)."""
         async for listed in client.batches.list(limit=100):
             batch = _provider_batch(listed)
             if batch.metadata.get("batchain_uid") == intent.uid:
-                return batch
+                return [batch]
             if batch.created_at is not None and batch.created_at < intent.created_after - 3600:
-                return None  # listed newest first: older ones cannot be ours
-        return None
+                return []  # listed newest first: older ones cannot be ours
+        return []
 
 
 def _provider_batch(batch: Any) -> ProviderBatch:

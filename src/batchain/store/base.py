@@ -227,6 +227,11 @@ class Store(Protocol):
 
     def batch_keys(self, uid: str) -> list[str]: ...
 
+    def provider_batch_ids(self, provider: str) -> set[str]:
+        """The provider ids of every batch of ``provider`` the store knows, whatever its job:
+        each is owned, so none is a batch a lost create answer left unrecorded."""
+        ...
+
     def call_requeued(self, key: str, reason: str) -> None:
         """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
         ...

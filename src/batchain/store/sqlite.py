@@ -892,6 +892,14 @@ class SQLiteStore:
     def batch_keys(self, uid: str) -> list[str]:
         return [r["key"] for r in self._read("SELECT key FROM calls WHERE batch_id=?", (uid,))]
 
+    def provider_batch_ids(self, provider: str) -> set[str]:
+        rows = self._read(
+            "SELECT provider_batch_id FROM provider_batches"
+            " WHERE provider=? AND provider_batch_id IS NOT NULL",
+            (provider,),
+        )
+        return {r["provider_batch_id"] for r in rows}
+
     def call_requeued(self, key: str, reason: str) -> None:
         """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
         olds = _predecessors(CallStatus.PENDING)

@@ -21,6 +21,8 @@ if action == "start":
         poll_min=0.05,
         poll_max=0.2,
     )
+elif action == "cancel":
+    batchain.Job.open(job_id, store=store).cancel()
 else:
     start_at = float(os.environ.get("CHAOS_START_AT") or 0)  # racers start at one instant
     while time.time() < start_at:
