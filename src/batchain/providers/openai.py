@@ -187,7 +187,9 @@ class OpenAIBatchAPI:
             file=(f"batchain-{uid}.jsonl", data, "application/jsonl"), purpose="batch"
         )
         failpoint("batch_after_upload")
-        batch = await client.batches.create(
+        # never retried by the SDK: a retry after a lost answer would create a second batch;
+        # the coordinator settles a failed create by finding the batch by its metadata
+        batch = await client.with_options(max_retries=0).batches.create(
             input_file_id=upload.id,
             endpoint=requests[0].endpoint,
             completion_window="24h",
