@@ -34,6 +34,7 @@ _EXPORTS = {
     "Usage": "batchain.store",
     "default_store_path": "batchain.store",
     "BatchCallError": "batchain.errors",
+    "BatchNotFound": "batchain.errors",
     "BatchUnsupportedError": "batchain.errors",
     "BatchainError": "batchain.errors",
     "BudgetExhausted": "batchain.errors",
@@ -60,6 +61,7 @@ _EXPORTS = {
 
 __all__ = [
     "BatchCallError",
+    "BatchNotFound",
     "BatchUnsupportedError",
     "BatchainError",
     "BudgetExhausted",
@@ -108,6 +110,7 @@ if TYPE_CHECKING:
     from batchain.errors import (
         BatchainError,
         BatchCallError,
+        BatchNotFound,
         BatchUnsupportedError,
         BudgetExhausted,
         CallCancelled,

@@ -56,6 +56,7 @@ def run(
     fallback: str | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
+    lost_after: float | None = None,
     max_batch_size: int | None = None,
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
@@ -74,7 +75,9 @@ def run(
     ``timedelta`` or a ``datetime``) moves calls still at a provider to realtime
     ``deadline_margin`` seconds before it. ``threads`` is the pool for sync steps (a sync
     lambda that calls a model holds a thread while it waits; in batch mode a round is
-    flushed when every one of them waits).
+    flushed when every one of them waits). ``lost_after``: seconds a provider batch may
+    be unknown to its provider before it is declared lost and its calls sent again
+    (default ``$BATCHAIN_LOST_AFTER_S``, else 600).
     """
     opts = _options(locals())
     return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
@@ -100,6 +103,7 @@ async def arun(
     fallback: str | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
+    lost_after: float | None = None,
     max_batch_size: int | None = None,
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
@@ -153,6 +157,7 @@ _OPTION_NAMES = {
     "fallback",
     "poll_min",
     "poll_max",
+    "lost_after",
     "max_batch_size",
     "priority",
     "deadline",

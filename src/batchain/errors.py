@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchCallError",
+    "BatchNotFound",
     "BatchUnsupportedError",
     "BatchainError",
     "BudgetExhausted",
@@ -112,6 +113,15 @@ class BatchCallError(BatchainError, RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BatchNotFound(BatchainError, LookupError):
+    """The provider says a batch does not exist (404): what a ``BatchAPI`` raises from
+    ``retrieve`` and ``cancel`` for a batch its provider does not know."""
+
+    def __init__(self, provider_batch_id: str) -> None:
+        super().__init__(f"the provider does not know batch {provider_batch_id}")
+        self.provider_batch_id = provider_batch_id
 
 
 class CallCancelled(BatchainError, RuntimeError):

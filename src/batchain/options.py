@@ -74,6 +74,10 @@ class RunOptions:
     #: batch mode: first and longest wait between polls of a provider batch (seconds)
     poll_min: float = 1.0
     poll_max: float = 60.0
+    #: batch mode: seconds (and at least 3 polls) a provider batch may be unknown to its
+    #: provider (404) before it is declared lost and its calls are sent again; also how long
+    #: a cancel waits for a batch it cannot reach. None: ``$BATCHAIN_LOST_AFTER_S``, else 600
+    lost_after: float | None = None
     #: batch mode: most requests in one provider batch (the provider's own limit applies too)
     max_batch_size: int | None = None
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price

@@ -63,6 +63,9 @@ class BatchStatus(StrEnum):
     COLLECTED = "collected"
     #: create never reached the provider (reconciled as absent)
     ABANDONED = "abandoned"
+    #: the provider does not know it (not found for a bounded time), or no model of the job
+    #: reaches its endpoint any more: its unanswered calls went back to pending
+    LOST = "lost"
 
 
 class LinkSource(StrEnum):
@@ -107,11 +110,12 @@ TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
         _C.FAILED: frozenset({_C.PENDING, _C.SENT, _C.SUBMITTED}),
     },
     BatchStatus: {
-        _B.CREATING: frozenset({_B.SUBMITTED, _B.ABANDONED}),
-        _B.SUBMITTED: frozenset({_B.ENDED}),
-        _B.ENDED: frozenset({_B.COLLECTED}),
+        _B.CREATING: frozenset({_B.SUBMITTED, _B.ABANDONED, _B.LOST}),
+        _B.SUBMITTED: frozenset({_B.ENDED, _B.LOST}),
+        _B.ENDED: frozenset({_B.COLLECTED, _B.LOST}),
         _B.COLLECTED: frozenset(),
         _B.ABANDONED: frozenset(),
+        _B.LOST: frozenset(),
     },
 }
 

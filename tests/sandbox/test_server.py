@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,42 @@ def test_watch_stdin_exits_when_parent_goes_away() -> None:
     proc.stdin.close()  # what the OS does when the parent dies
     assert proc.wait(timeout=10) == 0
     proc.stdout.close()
+
+
+def test_forgotten_batches_are_unknown_and_the_ledger_is_kept() -> None:
+    """``forget_batches`` (and ``POST /_sandbox/forget``): the sandbox no longer knows the
+    batches, as a provider that lost them: retrieve and cancel answer 404 through the
+    official SDKs, their items never run, and what was billed stays billed."""
+    import anthropic
+
+    with (
+        Sandbox(SandboxConfig(batch_validating_s=60)) as sb,
+        openai.OpenAI(base_url=sb.openai_base_url, api_key="sk-test", max_retries=0) as oai,
+        anthropic.Anthropic(base_url=sb.anthropic_base_url, api_key="sk-ant-test", max_retries=0) as ant,
+    ):
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        oai.chat.completions.create(**body)  # type: ignore[call-overload]
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        upload = oai.files.create(file=("in.jsonl", (json.dumps(line) + "\n").encode()), purpose="batch")
+        first = oai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        request = {
+            "custom_id": "b",
+            "params": {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": body["messages"]},
+        }
+        second = ant.messages.batches.create(requests=[request])  # type: ignore[list-item]
+
+        assert sb.forget_batches(first.id) == [first.id]
+        with pytest.raises(openai.NotFoundError):
+            oai.batches.retrieve(first.id)
+        with pytest.raises(openai.NotFoundError):
+            oai.batches.cancel(first.id)
+        assert ant.messages.batches.retrieve(second.id).id == second.id  # the others are kept
+
+        forgotten = httpx.post(sb.url + "/_sandbox/forget", json={}).json()["forgotten"]
+        assert forgotten == [second.id]
+        with pytest.raises(anthropic.NotFoundError):
+            ant.messages.batches.retrieve(second.id)
+        assert httpx.post(sb.url + "/_sandbox/forget", json={"batch_ids": "x"}).status_code == 400
+        assert len(sb.ledger()) == 1  # the realtime call: billed, and still in the ledger

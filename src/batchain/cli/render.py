@@ -19,7 +19,7 @@ from rich.table import Table
 from batchain.cli.common import is_yaml
 from batchain.cli.datafiles import InputReader, input_id
 from batchain.options import Mode, Tier
-from batchain.states import LinkSource
+from batchain.states import BatchStatus, LinkSource
 
 if TYPE_CHECKING:
     from batchain.job import Job
@@ -157,9 +157,12 @@ def _tiers(job: Job) -> str:
     Counted from the store, so a job submitted by one command and collected by another
     shows all of its batches.
     """
-    batches = job.store.job_batches(job.id)
+    every = job.store.job_batches(job.id)
+    # a lost batch ran nothing: its calls, if sent again, are counted in another batch
+    batches = [b for b in every if b.status != BatchStatus.LOST]
+    lost = len(every) - len(batches)
     batched = sum(b.n_calls for b in batches)
-    rounds = max((int(b.info.get("round") or 0) for b in batches), default=0)
+    rounds = max((int(b.info.get("round") or 0) for b in every), default=0)
     try:
         realtime = sum(line.calls for tier, line in job.report().by_tier().items() if tier != Tier.BATCH)
     except Exception:
@@ -167,6 +170,7 @@ def _tiers(job: Job) -> str:
     return (
         f"{realtime:,} calls realtime · {batched:,} in "
         f"{plural(len(batches), 'provider batch')} over {plural(rounds, 'round')} (batch price)"
+        + (f" · {plural(lost, 'batch')} lost" if lost else "")
     )
 
 

@@ -13,15 +13,23 @@ Every custom id carries its batch's nonce where the provider needs it to tell ba
 in the batch it came from. How a lost create is settled, with certainty or not yet, is
 :mod:`batchain.engine.reconcile`; while it is not settled its calls wait, and no batch that
 may be it is cancelled.
+
+Every wait has an end. A batch the provider says it does not know (404) for
+``lost_after`` seconds and at least :data:`LOST_POLLS` polls is declared lost: the
+provider will neither run nor bill it, so its calls are sent again in a new batch.
+Cancelling treats a batch the provider does not know as gone, and stops waiting for one
+it cannot reach after ``lost_after``. Other poll failures are logged with the batch id
+and retried, backing off up to ``poll_max``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -29,7 +37,7 @@ from typing import Any, Protocol
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.engine.reconcile import Verdict, Verification
-from batchain.errors import BatchCallError, CallCancelled
+from batchain.errors import BatchCallError, BatchNotFound, CallCancelled
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
@@ -45,6 +53,8 @@ from batchain.store.base import Store
 from batchain.store.records import Usage
 
 __all__ = [
+    "LOST_AFTER_S",
+    "LOST_POLLS",
     "BatchAPI",
     "BatchCallError",
     "BatchCoordinator",
@@ -52,9 +62,25 @@ __all__ = [
     "GoRealtime",
     "Parked",
     "Waiter",
+    "lost_after_seconds",
 ]
 
 log = logging.getLogger("batchain.engine.batching")
+
+#: how long a provider must say it does not know a batch before the batch is declared lost
+#: (a 404 just after a create can be the provider's eventual consistency), and in at
+#: least how many polls
+LOST_AFTER_S = 600.0
+LOST_POLLS = 3
+#: how many times a cancel that failed (not with a 404) is asked again
+_CANCEL_TRIES = 3
+
+
+def lost_after_seconds(option: float | None) -> float:
+    """The ``lost_after`` run option, else ``$BATCHAIN_LOST_AFTER_S``, else 10 minutes."""
+    if option is not None:
+        return float(option)
+    return float(os.environ.get("BATCHAIN_LOST_AFTER_S") or LOST_AFTER_S)
 
 
 class GoRealtime(Exception):
@@ -107,7 +133,6 @@ class LiveBatch:
     next_poll: float
     interval: float
     polls: int = 0
-    failures: int = 0
     view: BatchView | None = None
     #: budget reserved for this batch's worst case, and what its answers cost
     reserved: Decimal = Decimal(0)
@@ -116,6 +141,16 @@ class LiveBatch:
     nonce: str = ""
     #: set while a create whose answer was lost is settled (:mod:`.reconcile`)
     verifying: Verification | None = None
+    #: polls in a row at which the provider said it does not know the batch, since when
+    #: (wall clock; kept in the store, so runs of one poll each add up)
+    missing: int = 0
+    missing_since: float | None = None
+    #: polls in a row that failed otherwise, since when (wall clock)
+    failures: int = 0
+    failing_since: float | None = None
+    #: cancelling: whether the provider took the cancel, and how many times it was asked
+    cancel_sent: bool = False
+    cancel_tries: int = 0
 
 
 @dataclass(slots=True)
@@ -128,6 +163,8 @@ class BatchStats:
     requeued: int = 0
     polls: int = 0
     poll_errors: int = 0
+    #: batches declared lost (see :attr:`BatchStatus.LOST`)
+    lost: int = 0
     by_round: list[int] = field(default_factory=list)
 
 
@@ -149,7 +186,10 @@ class BatchCoordinator:
         price_of: Callable[[CallRequest, Usage, str, Body], Decimal | None] | None = None,
         budget: Budget | None = None,
         guard: Callable[[], Awaitable[None]] | None = None,
+        lost_after: float = LOST_AFTER_S,
     ) -> None:
+        #: seconds a batch may be unknown to its provider before it is declared lost
+        self.lost_after = lost_after
         #: awaited before every batch create: raises if this run lost the job's lease
         self.guard = guard
         self.price_of = price_of
@@ -238,6 +278,8 @@ class BatchCoordinator:
             next_poll=0.0,
             interval=self.poll_min,
             nonce=str(row.info.get("nonce") or ""),
+            missing=row.missing_polls,
+            missing_since=row.missing_since,
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -488,25 +530,31 @@ class BatchCoordinator:
         return sum(ended)
 
     async def _poll(self, batch: LiveBatch) -> int:
+        """Poll one batch; 1 if it is settled (collected or lost), else 0."""
         self.stats.polls += 1
-        try:
-            if batch.verifying is not None:
-                if await self._settle(batch, await batch.verifying.look()):
-                    return 1
-            else:
-                view = await batch.api.retrieve(batch.client, batch.provider_id)
-                batch.view = view
-                if view.ended:
-                    await self._collect(batch, view)
-                    return 1
-        except Exception as exc:  # one failing batch must never block the others
-            self.stats.poll_errors += 1
-            batch.failures += 1
-            log.warning("polling batch %s failed: %s", batch.provider_id or batch.uid, redact(str(exc)))
+        if batch.verifying is not None:
+            if await self._verify(batch, batch.verifying):
+                return 1
+        elif await self._poll_once(batch):
+            return 1
         batch.polls += 1
         batch.interval = min(self.poll_max, batch.interval * 1.5)
         batch.next_poll = time.monotonic() + batch.interval
         return 0
+
+    async def _verify(self, batch: LiveBatch, verifying: Verification) -> bool:
+        """Look again at a batch whose create's answer was lost. True once it is settled."""
+        try:
+            return await self._settle(batch, await verifying.look())
+        except Exception as exc:  # the provider could not be listed: look again later
+            self.stats.poll_errors += 1
+            log.warning(
+                "batch %s: could not look for it at the provider (%s); looking again later, "
+                "never creating it anew meanwhile",
+                batch.uid,
+                redact(str(exc)),
+            )
+            return False
 
     async def _settle(self, batch: LiveBatch, verdict: Verdict) -> bool:
         """Act on a look at a verifying batch. True once it is settled: adopted and collected,
@@ -537,6 +585,168 @@ class BatchCoordinator:
                 self._queue(parked)
         self.on_change()
         return True
+
+    async def _poll_once(self, batch: LiveBatch) -> bool:
+        try:
+            view = await batch.api.retrieve(batch.client, batch.provider_id)
+        except BatchNotFound:
+            return self._not_found(batch)
+        except Exception as exc:  # one failing batch must never block the others
+            return self._poll_failed(batch, exc)
+        self._found(batch)
+        batch.view = view
+        if not view.ended:
+            if self.cancelling and not batch.cancel_sent:
+                await self._cancel(batch)  # the first ask failed: ask again
+            return batch.uid not in self.live
+        try:
+            await self._collect(batch, view)
+        except Exception as exc:  # e.g. the download failed: polled and collected again
+            return self._poll_failed(batch, exc)
+        return True
+
+    def _found(self, batch: LiveBatch) -> None:
+        """The provider answered about the batch: it knows it, and it can be reached."""
+        batch.failures, batch.failing_since = 0, None
+        if batch.missing:
+            log.info("batch %s is known to the provider again", batch.provider_id)
+            batch.missing, batch.missing_since = 0, None
+            self.store.batch_missing(batch.uid, 0, None)
+
+    def _not_found(self, batch: LiveBatch) -> bool:
+        """The provider says it does not know the batch. Lost once it has said so for
+        ``lost_after`` seconds in at least :data:`LOST_POLLS` polls (at once when
+        cancelling: there is nothing left to cancel). True if lost."""
+        self.stats.poll_errors += 1
+        now = time.time()
+        if batch.missing_since is None:
+            batch.missing_since = now
+        batch.missing += 1
+        self.store.batch_missing(batch.uid, batch.missing, batch.missing_since)
+        unknown_for = now - batch.missing_since
+        if self.cancelling:
+            self._lose(batch, "the provider does not know it, so there is nothing to cancel")
+            return True
+        if batch.missing >= LOST_POLLS and unknown_for >= self.lost_after:
+            self._lose(
+                batch, f"the provider has not known it for {unknown_for:.0f} s ({batch.missing} polls)"
+            )
+            return True
+        # said at the first not-found of a streak and every tenth: never silent, never a flood
+        log.log(
+            _level(batch.missing),
+            "batch %s (%s): the provider does not know it (%d polls over %.0f s); "
+            "declared lost after %.0f s unless it shows up",
+            batch.provider_id,
+            batch.uid,
+            batch.missing,
+            unknown_for,
+            self.lost_after,
+        )
+        return False
+
+    def _poll_failed(self, batch: LiveBatch, exc: Exception) -> bool:
+        """A poll or download failed otherwise (transient as far as we know): retried,
+        backing off. When cancelling, a batch that cannot be reached for ``lost_after``
+        is no longer waited for. True if it is not."""
+        self.stats.poll_errors += 1
+        now = time.time()
+        if batch.failing_since is None:
+            batch.failing_since = now
+        batch.failures += 1
+        failing_for = now - batch.failing_since
+        log.log(
+            _level(batch.failures),
+            "polling batch %s (%s) failed (%d in a row over %.0f s): %s",
+            batch.provider_id,
+            batch.uid,
+            batch.failures,
+            failing_for,
+            redact(str(exc)),
+        )
+        if self.cancelling and failing_for >= self.lost_after:
+            self._lose(
+                batch,
+                f"it could not be reached for {failing_for:.0f} s while cancelling "
+                "(it may still run at the provider)",
+            )
+            return True
+        return False
+
+    def _lose(self, batch: LiveBatch, why: str) -> None:
+        """Declare ``batch`` lost: the store moves its unanswered calls back to pending, and
+        the calls this run waits for are sent again (or cancelled, or sent realtime). The
+        provider does not know the batch, so it bills none of it: sending its calls again
+        pays for them once."""
+        keys = self.store.batch_keys(batch.uid)
+        reason = f"batch {batch.provider_id} lost: {why}"
+        self.store.batch_lost(batch.uid, reason)
+        del self.live[batch.uid]
+        self.stats.lost += 1
+        if self.budget is not None:
+            self.budget.settle(batch.reserved, batch.spent)
+        resent = 0
+        for key in keys:
+            parked = self.parked.get(key)
+            if parked is None:
+                continue
+            if self.cancelling:
+                self._resolve_cancelled(parked)
+            elif self.switched:
+                self._go_realtime(parked)
+            else:
+                parked.attempts += 1
+                if parked.attempts <= self.max_retries:
+                    self.unsubmitted[key] = None
+                    resent += 1
+                else:
+                    message = f"gave up after {parked.attempts} attempts: {reason}"
+                    self.store.call_failed(key, message, retryable=False)
+                    self._fail(parked, message, None)
+        self.stats.requeued += resent
+        if self.cancelling:
+            then = "its calls are cancelled"
+        elif self.switched:
+            then = "its calls are sent realtime"
+        else:
+            then = f"{resent} of its calls are sent again" if resent else "no call of this run waits for it"
+        log.warning(
+            "batch %s (%s, %d calls) declared lost: %s; %s",
+            batch.provider_id,
+            batch.uid,
+            len(keys),
+            why,
+            then,
+        )
+        self.on_change()
+
+    def lose_unreachable(self, lanes: Collection[str]) -> int:
+        """At the end of a run in which every item ended: the job's batches still open at an
+        endpoint (provider and base URL) that no call of this run went to, while calls of
+        the same provider went to another endpoint, belong to an endpoint the job has left
+        (its base URL changed). This job can no longer poll or cancel them, and nothing of
+        it waits for them: they are declared lost, so none of their calls stays submitted.
+        Returns how many."""
+        reached = {_endpoint(lane) for lane in lanes}
+        providers = {provider for provider, _ in reached}
+        open_ = (BatchStatus.CREATING, BatchStatus.SUBMITTED, BatchStatus.ENDED)
+        n = 0
+        for row in self.store.job_batches(self.job_id, open_):
+            provider, scope = _endpoint(row.lane)
+            if row.id in self.live or (provider, scope) in reached or provider not in providers:
+                continue
+            why = f"no model of the job sends to {scope} any more, so it can be neither polled nor cancelled"
+            self.store.batch_lost(row.id, f"batch {row.provider_batch_id or row.id} lost: {why}")
+            self.stats.lost += 1
+            n += 1
+            log.warning(
+                "batch %s (%s, %d calls) declared lost: %s (if that endpoint runs it, it bills it there)",
+                row.provider_batch_id or row.id,
+                row.id,
+                row.n_calls,
+                why,
+            )
+        return n
 
     async def _collect(
         self, batch: LiveBatch, view: BatchView, outcomes: list[Outcome] | None = None
@@ -671,13 +881,9 @@ class BatchCoordinator:
             if batch.verifying is not None:
                 log.info("batch %s: not cancelled while it is verified; its calls wait for it", batch.uid)
                 continue
-            try:
-                await batch.api.cancel(batch.client, batch.provider_id)
-                n += 1
-            except Exception as exc:  # already ended: polling collects it
-                log.info("cancel of %s: %s", batch.provider_id, redact(str(exc)))
             batch.next_poll = time.monotonic()
             batch.interval = self.poll_min
+            n += await self._cancel(batch)
         self.on_change()
         return n
 
@@ -695,13 +901,9 @@ class BatchCoordinator:
             if batch.verifying is not None:
                 self._leave_unverified(batch)
                 continue
-            try:
-                await batch.api.cancel(batch.client, batch.provider_id)
-                n += 1
-            except Exception as exc:  # already ended, or a transient error: polling settles it
-                log.info("cancel of %s: %s", batch.provider_id, redact(str(exc)))
             batch.next_poll = time.monotonic()
             batch.interval = self.poll_min
+            n += await self._cancel(batch)
         return n
 
     def _leave_unverified(self, batch: LiveBatch) -> None:
@@ -721,6 +923,34 @@ class BatchCoordinator:
             parked = self.parked.get(key)
             if parked is not None:
                 self._resolve_cancelled(parked)
+
+    async def _cancel(self, batch: LiveBatch) -> bool:
+        """Ask the provider to cancel ``batch``; True if it took the cancel. A batch it does
+        not know is gone: lost, with nothing to cancel. Any other refusal (already ended,
+        or transient) is left to polling, which asks again a few times."""
+        batch.cancel_tries += 1
+        try:
+            await batch.api.cancel(batch.client, batch.provider_id)
+        except BatchNotFound:
+            self._lose(batch, "the provider does not know it, so there is nothing to cancel")
+            return False
+        except Exception as exc:
+            log.info("cancel of %s: %s", batch.provider_id, redact(str(exc)))
+            batch.cancel_sent = batch.cancel_tries >= _CANCEL_TRIES  # then stop asking
+            return False
+        batch.cancel_sent = True
+        return True
+
+
+def _level(streak: int) -> int:
+    """A warning for the first of a streak of failed polls and every tenth, else info."""
+    return logging.WARNING if streak % 10 == 1 else logging.INFO
+
+
+def _endpoint(lane: str) -> tuple[str, str]:
+    """A lane's provider and base URL (a lane is ``provider|base URL|model``)."""
+    provider, _, rest = lane.partition("|")
+    return provider, rest.rpartition("|")[0]
 
 
 def _new_uid() -> str:

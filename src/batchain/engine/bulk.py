@@ -73,6 +73,8 @@ class BulkItems:
         self.spill = spill
         #: items waiting on calls of this run
         self.outstanding = 0
+        #: the lane of each provider batch a waited call is in
+        self._batch_lanes: dict[str, str] = {}
 
     async def add(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
         """Start ``rows`` (``(idx, input, wait)``): admit each item's call in one chunk.
@@ -83,7 +85,7 @@ class BulkItems:
         admissions: list[Admission] = []
         waits: list[tuple[int, str]] = []
         for idx, value, wait in rows:
-            if wait is not None and self.stubs and _settled_elsewhere(wait[1]):
+            if wait is not None and self.stubs and _settled_elsewhere(wait[1]) and self._here(wait[1]):
                 key, record = wait
                 stub = self.template.stub(key)
                 rebuild = self._rebuilder(value)
@@ -109,6 +111,19 @@ class BulkItems:
                 assert admitted.answer is not None
                 self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer)
         self.store.commit_soon()
+
+    def _here(self, record: CallRecord | None) -> bool:
+        """Is the batch a waited call is in at this chain's lane (provider, base URL, model)?
+        If the model moved (a new base URL), the item's call is built again, as on the
+        ordinary path: its key changes with the base URL, and the old batch is the old
+        endpoint's (see :meth:`BatchCoordinator.lose_unreachable`)."""
+        if record is None or record.batch_id is None:
+            return True
+        lane = self._batch_lanes.get(record.batch_id)
+        if lane is None:
+            row = self.store.get_batch(record.batch_id)
+            lane = self._batch_lanes[record.batch_id] = row.lane if row is not None else ""
+        return lane == self.template.base.lane
 
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]

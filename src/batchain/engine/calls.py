@@ -252,6 +252,8 @@ class CallManager:
         self.timeout = timeout
         self.salt = "" if cache else job_id
         self.stats = CallStats()
+        #: the lanes (provider, base URL, model) of every call admitted in this run
+        self.lanes: set[str] = set()
         self._inflight: dict[str, InFlight] = {}
         #: models seen by the hook (kept alive: ids must stay unique)
         self._models: dict[int, BaseChatModel] = {}
@@ -362,8 +364,10 @@ class CallManager:
         fresh: list[Parked] = []
         resumed: list[tuple[Parked, str]] = []
         begin: list[tuple[str, str, str, str, str]] = []
+        lanes = self.lanes
         for a in admissions:
             key = a.request.key
+            lanes.add(a.request.lane)
             flight = self._inflight.get(key)
             if flight is not None:
                 self.share(key, a.idx)

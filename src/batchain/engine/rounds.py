@@ -72,6 +72,8 @@ class Rounds:
         while not control.stopping:
             fed = feeder.done() or self.window.blocked
             if feeder.done() and not self.live():
+                # every item ended: batches left at an endpoint the job no longer uses end too
+                batch.lose_unreachable(self.calls.lanes)
                 return
             changed = self.changed.is_set()
             self.changed.clear()
@@ -118,10 +120,12 @@ class Rounds:
             if control.purpose is Purpose.POLL and polled:
                 control.stop()
                 return
-            if control.purpose is Purpose.POLL or control.cancelling:
+            if control.purpose is Purpose.POLL:
                 await batch.poll_due(force=True)
                 polled = True
                 continue
+            # cancelling polls like waiting does: until the provider confirms, or the batch
+            # is gone, or it could not be reached for lost_after
             delay = batch.next_poll_in() or 0.0
             switch_in = self.switch_in()
             if switch_in is not None:

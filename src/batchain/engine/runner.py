@@ -193,6 +193,7 @@ class JobRunner:
                 batches_created=b.batches_created,
                 batches_collected=b.batches_collected,
                 batches_reconciled=b.reconciled,
+                batches_lost=b.lost,
                 calls_requeued=b.requeued,
                 polls=b.polls,
                 poll_errors=b.poll_errors,

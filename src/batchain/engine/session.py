@@ -19,7 +19,7 @@ from langchain_core.runnables import Runnable
 from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
-from batchain.engine.batching import BatchCoordinator
+from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager, build_request, price_call
@@ -80,6 +80,7 @@ def wire(
             price_of=functools.partial(price_call, pricebook),
             budget=budget,
             guard=lease.guard,
+            lost_after=lost_after_seconds(options.lost_after),
         )
         if batched
         else None

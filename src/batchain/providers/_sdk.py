@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import importlib
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
 
+from batchain.errors import BatchNotFound
 from batchain.providers.base import (
     CallRequest,
     Failure,
@@ -25,6 +27,7 @@ from batchain.providers.base import (
 )
 
 __all__ = [
+    "batch_not_found",
     "cap",
     "classify_sdk_error",
     "clean_payload",
@@ -72,6 +75,18 @@ def _ssl_context_of(client: Any) -> ssl.SSLContext | None:
     pool = getattr(getattr(getattr(client, "_client", None), "_transport", None), "_pool", None)
     ctx = getattr(pool, "_ssl_context", None)
     return ctx if isinstance(ctx, ssl.SSLContext) else None
+
+
+@contextlib.contextmanager
+def batch_not_found(provider_id: str) -> Iterator[None]:
+    """The SDK's 404 (``NotFoundError``) for batch ``provider_id`` as :class:`BatchNotFound`:
+    the provider says the batch does not exist, which no retry changes."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "status_code", None) == 404:
+            raise BatchNotFound(provider_id) from None
+        raise
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:

@@ -13,6 +13,7 @@ from langchain_core.outputs import ChatResult
 
 from batchain import _json
 from batchain.providers._sdk import (
+    batch_not_found,
     classify_sdk_error,
     clean_payload,
     fresh_client,
@@ -199,7 +200,8 @@ class AnthropicBatchAPI:
         )
 
     async def retrieve(self, client: Any, provider_id: str) -> BatchView:
-        batch = await client.messages.batches.retrieve(provider_id)
+        with batch_not_found(provider_id):
+            batch = await client.messages.batches.retrieve(provider_id)
         return anthropic_view(json.loads(batch.model_dump_json()))
 
     async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]:
@@ -213,7 +215,8 @@ class AnthropicBatchAPI:
         return list(anthropic_outcomes(response.content))
 
     async def cancel(self, client: Any, provider_id: str) -> None:
-        await client.messages.batches.cancel(provider_id)
+        with batch_not_found(provider_id):
+            await client.messages.batches.cancel(provider_id)
 
     async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         """Every batch the intent's create could have made: created within its window, with

@@ -283,11 +283,17 @@ class BatchAPI(Protocol):
         self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
     ) -> ProviderBatch: ...
 
-    async def retrieve(self, client: Any, provider_id: str) -> BatchView: ...
+    async def retrieve(self, client: Any, provider_id: str) -> BatchView:
+        """The batch as it is now; raises :class:`~batchain.errors.BatchNotFound` when the
+        provider says it does not exist (any other error counts as transient)."""
+        ...
 
     async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]: ...
 
-    async def cancel(self, client: Any, provider_id: str) -> None: ...
+    async def cancel(self, client: Any, provider_id: str) -> None:
+        """Ask the provider to cancel the batch; raises
+        :class:`~batchain.errors.BatchNotFound` when it does not know it."""
+        ...
 
     async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         """The provider batches that may be the one ``intent`` created, if its create went

@@ -37,6 +37,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field
 
 from batchain import _json
+from batchain.errors import BatchNotFound
 from batchain.providers._sdk import classify_sdk_error, sdk_request
 from batchain.providers.base import (
     BatchAPI,
@@ -450,6 +451,8 @@ class FakeBatchAPI:
 
     async def retrieve(self, client: Any, provider_id: str) -> BatchView:
         provider: FakeProvider = client
+        if provider_id not in provider.batches:
+            raise BatchNotFound(provider_id)
         batch = provider.retrieve_batch(provider_id)
         done = len(batch.outcomes)
         return BatchView(
@@ -462,6 +465,8 @@ class FakeBatchAPI:
 
     async def cancel(self, client: Any, provider_id: str) -> None:
         provider: FakeProvider = client
+        if provider_id not in provider.batches:
+            raise BatchNotFound(provider_id)
         provider.cancel_batch(provider_id)
 
     async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from batchain._failpoints import failpoint
 from batchain.providers._sdk import (
+    batch_not_found,
     classify_sdk_error,
     clean_payload,
     fresh_client,
@@ -198,7 +199,8 @@ class OpenAIBatchAPI:
         return _provider_batch(batch)
 
     async def retrieve(self, client: Any, provider_id: str) -> BatchView:
-        batch = await client.batches.retrieve(provider_id)
+        with batch_not_found(provider_id):
+            batch = await client.batches.retrieve(provider_id)
         return openai_view(batch.model_dump())
 
     async def outcomes(self, client: Any, view: BatchView, keys: list[str]) -> list[Outcome]:
@@ -212,7 +214,8 @@ class OpenAIBatchAPI:
         return found
 
     async def cancel(self, client: Any, provider_id: str) -> None:
-        await client.batches.cancel(provider_id)
+        with batch_not_found(provider_id):
+            await client.batches.cancel(provider_id)
 
     async def find_created(self, client: Any, intent: BatchIntent) -> list[ProviderBatch]:
         """The batch we created with the intent's uid in its metadata, if the create went

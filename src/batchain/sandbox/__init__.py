@@ -15,6 +15,7 @@ headers, and injects faults on request::
         sb.ledger_summary()    # summary[provider][model][tier] -> counters (+ rate_limited)
         sb.duplicates()        # {request_hash: count} billed more than once
         sb.configure(error_rate=0.1)
+        sb.forget_batches()    # it no longer knows its batches (404), ledger kept
         sb.reset()
 
 Served endpoints:
@@ -26,7 +27,7 @@ Served endpoints:
   retrieve, cancel, delete, results).
 * Admin (no auth): ``/_sandbox/health``, ``/_sandbox/ledger``,
   ``/_sandbox/ledger/summary``, ``/_sandbox/duplicates``, ``/_sandbox/config``
-  (GET, POST merges), ``/_sandbox/reset``.
+  (GET, POST merges), ``/_sandbox/reset``, ``/_sandbox/forget``.
 
 Where the rules live: knobs and per-request ``x-sandbox-*`` headers in
 :mod:`~batchain.sandbox.config`; token counting in :mod:`~batchain.sandbox.tokenizer`;

@@ -9,6 +9,8 @@ Admin endpoints (no auth)::
     GET  /_sandbox/config           current knobs
     POST /_sandbox/config           merge JSON knobs, returns the new knobs
     POST /_sandbox/reset            clear ledger, batches, files, limiter state
+    POST /_sandbox/forget           {"batch_ids": [...]} (absent or null: all): the sandbox
+                                    no longer knows these batches (404); returns their ids
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ def _admin_routes(state: SandboxState) -> list[BaseRoute]:
         state.reset()
         return _json({"status": "reset"})
 
+    async def forget(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            wanted = (json.loads(raw) if raw.strip() else {}).get("batch_ids")
+        except (ValueError, AttributeError):
+            return _json({"error": 'expected {"batch_ids": [...]} or {}'}, 400)
+        if wanted is not None and not (isinstance(wanted, list) and all(isinstance(i, str) for i in wanted)):
+            return _json({"error": "batch_ids must be a list of batch ids, or null"}, 400)
+        return _json({"forgotten": state.forget_batches(None if wanted is None else set(wanted))})
+
     return [
         Route("/_sandbox/health", health, methods=["GET"]),
         Route("/_sandbox/ledger", ledger, methods=["GET"]),
@@ -85,6 +97,7 @@ def _admin_routes(state: SandboxState) -> list[BaseRoute]:
         Route("/_sandbox/duplicates", duplicates, methods=["GET"]),
         Route("/_sandbox/config", config, methods=["GET", "POST"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),
+        Route("/_sandbox/forget", forget, methods=["POST"]),
     ]
 
 

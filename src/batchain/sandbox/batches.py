@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -136,6 +137,16 @@ class BatchStoreBase(abc.ABC, Generic[B]):
     def clear(self) -> None:
         self._batches.clear()
         self._active.clear()
+
+    def forget(self, batch_ids: Collection[str] | None = None) -> list[str]:
+        """Forget batches (all when ``batch_ids`` is None), as a provider that no longer
+        knows them: lookups and cancels answer 404, and their items not yet run never run
+        (items already run stay billed). Returns the ids forgotten."""
+        gone = [b for b in self._batches if batch_ids is None or b in batch_ids]
+        for batch_id in gone:
+            del self._batches[batch_id]
+            self._active.pop(batch_id, None)
+        return gone
 
     def active(self) -> bool:
         return bool(self._active)

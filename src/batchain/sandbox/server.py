@@ -358,6 +358,18 @@ class Sandbox:
         else:
             self._on_loop(self.state.reset)
 
+    def forget_batches(self, *batch_ids: str) -> list[str]:
+        """Make the sandbox forget batches (all of them when no id is given), like a provider
+        that no longer knows them: retrieving or cancelling one answers 404, and its items
+        not yet run never run. The ledger is kept. Returns the ids forgotten."""
+        wanted = set(batch_ids) if batch_ids else None
+        if self._process_mode:
+            result: list[str] = self._admin(
+                "POST", "/forget", {"batch_ids": sorted(wanted) if wanted else None}
+            )["forgotten"]
+            return result
+        return self._on_loop(lambda: self.state.forget_batches(wanted))
+
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from batchain.sandbox.config import SandboxConfig
@@ -35,6 +35,10 @@ class BatchStore(Protocol):
         ...
 
     def clear(self) -> None: ...
+
+    def forget(self, batch_ids: Collection[str] | None = None) -> list[str]:
+        """Forget batches (all when None), as a provider that no longer knows them."""
+        ...
 
 
 class SandboxState:
@@ -73,6 +77,12 @@ class SandboxState:
         self.batch_create_429_left = self.config.batch_create_429
         for store in self.stores:
             store.clear()
+
+    def forget_batches(self, batch_ids: Collection[str] | None = None) -> list[str]:
+        """Forget batches of every provider (all when None): from now on they are unknown
+        (404), like batches a provider no longer knows. The ledger is kept."""
+        self.advance()  # items due by now have run (and been billed) before they are forgotten
+        return [batch_id for store in self.stores for batch_id in store.forget(batch_ids)]
 
     # -- fault helpers -----------------------------------------------------------------
 

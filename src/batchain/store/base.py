@@ -217,6 +217,16 @@ class Store(Protocol):
 
     def batch_ended(self, uid: str) -> None: ...
 
+    def batch_missing(self, uid: str, polls: int, since: float | None) -> None:
+        """How many polls in a row the provider said it does not know the batch, since when
+        (0 and None: it knows it again). Kept across runs, so one-poll runs add up."""
+        ...
+
+    def batch_lost(self, uid: str, reason: str) -> None:
+        """The batch is lost (see :attr:`BatchStatus.LOST`): its calls not yet answered go
+        back to pending, in no batch, to be sent again."""
+        ...
+
     def batch_collected(self, uid: str) -> None: ...
 
     def get_batch(self, uid: str) -> BatchRecord | None: ...

@@ -176,6 +176,10 @@ class BatchRecord:
     created_at: float
     updated_at: float
     info: dict[str, Any]
+    #: polls in a row at which the provider said it does not know the batch, and the wall
+    #: time of the first of them (None while it knows it)
+    missing_polls: int = 0
+    missing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

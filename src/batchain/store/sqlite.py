@@ -144,6 +144,8 @@ _ADDED_COLUMNS = [
     ("jobs", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("calls", "cost", "TEXT"),
     ("calls", "request_hash", "TEXT"),
+    ("provider_batches", "missing_polls", "INTEGER NOT NULL DEFAULT 0"),
+    ("provider_batches", "missing_since", "REAL"),
 ]
 
 #: indexes of earlier builds, dropped on open: every status change of every call had to
@@ -193,6 +195,7 @@ def _call_record(r: sqlite3.Row) -> CallRecord:
 
 
 def _batch_row(r: sqlite3.Row) -> BatchRecord:
+    columns = r.keys()  # a Row's own `in` looks at its values
     try:
         info = json.loads(r["info"] or "{}")
     except ValueError:
@@ -208,6 +211,9 @@ def _batch_row(r: sqlite3.Row) -> BatchRecord:
         created_at=r["created_at"],
         updated_at=r["updated_at"],
         info=info if isinstance(info, dict) else {},
+        # a store opened read-only is not migrated: an older one lacks these columns
+        missing_polls=r["missing_polls"] if "missing_polls" in columns else 0,
+        missing_since=r["missing_since"] if "missing_since" in columns else None,
     )
 
 
@@ -857,6 +863,28 @@ class SQLiteStore:
 
     def batch_ended(self, uid: str) -> None:
         self._set_batch(uid, BatchStatus.ENDED)
+        self.commit()
+
+    def batch_missing(self, uid: str, polls: int, since: float | None) -> None:
+        """How many polls in a row the provider said it does not know the batch, since when
+        (0 and None: it knows it again). Kept across runs, so one-poll runs add up."""
+        self._write(
+            "UPDATE provider_batches SET missing_polls=?, missing_since=?, updated_at=? WHERE id=?",
+            (polls, since, time.time(), uid),
+        )
+        self.commit()
+
+    def batch_lost(self, uid: str, reason: str) -> None:
+        """The batch is lost (see :attr:`BatchStatus.LOST`): its calls not yet answered go
+        back to pending, in no batch, to be sent again."""
+        self._set_batch(uid, BatchStatus.LOST)
+        # submitted calls, and pending ones of a batch whose create was never confirmed
+        olds = (CallStatus.SUBMITTED.value, CallStatus.PENDING.value)
+        self._write(
+            f"UPDATE calls SET status='pending', batch_id=NULL, error=?, updated_at=?"
+            f" WHERE batch_id=? AND status IN {_in(olds)}",
+            (reason, time.time(), uid, *olds),
+        )
         self.commit()
 
     def batch_collected(self, uid: str) -> None:
