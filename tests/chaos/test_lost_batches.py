@@ -275,3 +275,26 @@ def test_the_old_endpoint_forgotten_too(sandbox: Sandbox, new_endpoint: Sandbox,
     assert not calls_left_open(moved)
     assert sandbox.ledger() == []
     assert len(new_endpoint.ledger()) == N and not new_endpoint.duplicates()
+
+
+def test_a_key_the_provider_refuses_while_polling_pauses_the_job(sandbox: Sandbox, store_path: Path) -> None:
+    """A 401 or 403 while polling cannot end by waiting: the job pauses at once, saying so
+    (and never printing the key); with a good key a resume collects the same batch."""
+    sandbox.configure(batch_validating_s=1.0)
+    job = batchain.submit(chain_for(sandbox), INPUTS, store=store_path, **POLLING)
+    [(_, provider_id)] = batches(job)
+    bad = make_openai(sandbox, api_key="invalid-key-for-the-test-0123")
+    refused = batchain.Job.open(job.id, store=store_path, chain=PROMPT | bad | StrOutputParser())
+    started = time.monotonic()
+    refused.wait()
+    assert refused.status == JobStatus.PAUSED
+    assert time.monotonic() - started < 30
+    note = refused.record.note or ""
+    assert "HTTP 401" in note and str(provider_id) in note and "resume" in note, note
+    assert "invalid-key-for-the-test-0123" not in note
+    assert not sandbox.duplicates()
+    good = batchain.Job.open(job.id, store=store_path, chain=chain_for(sandbox))
+    good.wait()
+    assert_every_item_has_one_result(good)
+    assert [s for s, _ in batches(good)] == [BatchStatus.COLLECTED]
+    assert len(sandbox.ledger()) == N and not sandbox.duplicates()

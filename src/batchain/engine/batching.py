@@ -187,9 +187,12 @@ class BatchCoordinator:
         budget: Budget | None = None,
         guard: Callable[[], Awaitable[None]] | None = None,
         lost_after: float = LOST_AFTER_S,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         #: seconds a batch may be unknown to its provider before it is declared lost
         self.lost_after = lost_after
+        #: the provider refused our key while polling: pause the job, saying why
+        self.on_refused = on_refused
         #: awaited before every batch create: raises if this run lost the job's lease
         self.guard = guard
         self.price_of = price_of
@@ -664,6 +667,14 @@ class BatchCoordinator:
             failing_for,
             redact(str(exc)),
         )
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403) and self.on_refused is not None and not self.cancelling:
+            # waiting cannot help: the key is wrong or lacks access; nothing is lost
+            self.on_refused(
+                f"batch {batch.provider_id}: the provider refused access (HTTP {status}): "
+                f"{redact(str(exc))}; fix the API key, then resume"
+            )
+            return False
         if self.cancelling and failing_for >= self.lost_after:
             self._lose(
                 batch,

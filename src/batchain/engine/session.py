@@ -81,6 +81,7 @@ def wire(
             budget=budget,
             guard=lease.guard,
             lost_after=lost_after_seconds(options.lost_after),
+            on_refused=control.pause,
         )
         if batched
         else None
