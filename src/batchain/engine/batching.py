@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
-from batchain.errors import BatchCallError, CallCancelled
+from batchain.errors import BatchCallError, CallCancelled, StoreError
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
@@ -410,6 +410,8 @@ class BatchCoordinator:
             if view.ended:
                 await self._collect(batch, view)
                 return 1
+        except StoreError:
+            raise  # the store failed, not the provider: the run stops
         except Exception as exc:  # one failing batch must never block the others
             self.stats.poll_errors += 1
             batch.failures += 1
