@@ -67,8 +67,14 @@ class JobBusy(BatchainError, RuntimeError):
 
 
 class StoreError(BatchainError, RuntimeError):
-    """The store cannot be used as asked: damaged, newer than this batchain, or read-only.
-    Refusing a store changes nothing in it."""
+    """The store cannot be used as asked: damaged, newer than this batchain, read-only, or
+    its disk is full (``disk_full``). Refusing a store changes nothing in it; a write that
+    fails is undone as a whole, back to the last commit."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        #: the store's disk is full: freeing space is the fix
+        self.disk_full = disk_full
 
 
 class LeaseLost(BatchainError, RuntimeError):

@@ -85,12 +85,14 @@ _CLICK_ERRORS: Final = (click.ClickException, typer.TyperException)
 _ABORTS: Final[tuple[type[BaseException], ...]] = (click.Abort, typer.Abort)
 
 
-def _error_line(message: str) -> None:
+def _error_line(message: str, *, whole: bool = False) -> None:
+    """Print ``message`` as one line; shortened when long, unless ``whole`` (a line that
+    names a file and what to do about it is cut nowhere)."""
     from batchain.providers.base import redact
 
     remember_keys()
-
-    print(f"batchain: error: {redact(one_line(message))}", file=sys.stderr, flush=True)
+    line = " ".join(message.split()) if whole else one_line(message)
+    print(f"batchain: error: {redact(line)}", file=sys.stderr, flush=True)
 
 
 def _usage_error(exc: click.ClickException | typer.TyperException) -> int:
@@ -125,8 +127,8 @@ def run_cli(argv: list[str] | None = None) -> int:
     except CliError as exc:
         _error_line(exc.message)
         return exc.code
-    except StoreError as exc:  # damaged, newer, read-only: one line, nothing changed
-        _error_line(str(exc))
+    except StoreError as exc:  # damaged, newer, read-only, disk full: one line, nothing half-written
+        _error_line(str(exc), whole=True)
         return EXIT_FAILED
     except BrokenPipeError:
         # the reader went away (`batchain results JOB | head`): stop quietly, as Python's docs advise

@@ -356,12 +356,15 @@ def _ensure_new_job(store_path: Path, job_id: str) -> None:
 def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
     """Run the job; errors raised before it starts are usage errors (mode, options)."""
     from batchain.engine.lifecycle import JobBusy
+    from batchain.errors import StoreError
     from batchain.store import SQLiteStore
 
     try:
         return _start_job(job_id, store_path, start)
     except JobBusy as exc:  # another process runs it: nothing was done here
         raise CliError(f"{exc} (see `batchain status {job_id}`)") from None
+    except StoreError:
+        raise  # one line, printed by run_cli
     except InputError as exc:
         # the input broke while being read (e.g. a truncated .gz): the job is resumable
         raise CliError(

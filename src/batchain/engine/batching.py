@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.engine.reconcile import Verdict, Verification
-from batchain.errors import BatchCallError, BatchNotFound, CallCancelled
+from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, StoreError
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
@@ -549,6 +549,8 @@ class BatchCoordinator:
         """Look again at a batch whose create's answer was lost. True once it is settled."""
         try:
             return await self._settle(batch, await verifying.look())
+        except StoreError:
+            raise
         except Exception as exc:  # the provider could not be listed: look again later
             self.stats.poll_errors += 1
             log.warning(
@@ -594,6 +596,8 @@ class BatchCoordinator:
             view = await batch.api.retrieve(batch.client, batch.provider_id)
         except BatchNotFound:
             return self._not_found(batch)
+        except StoreError:
+            raise  # the store failed, not the provider: the run stops
         except Exception as exc:  # one failing batch must never block the others
             return self._poll_failed(batch, exc)
         self._found(batch)
@@ -604,6 +608,8 @@ class BatchCoordinator:
             return batch.uid not in self.live
         try:
             await self._collect(batch, view)
+        except StoreError:
+            raise
         except Exception as exc:  # e.g. the download failed: polled and collected again
             return self._poll_failed(batch, exc)
         return True

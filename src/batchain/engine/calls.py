@@ -509,6 +509,13 @@ class CallManager:
         store = self.store
         reserved = await self._reserve(request, Tier.REALTIME)
         self._begin(request, CallStatus.SENT)
+        try:
+            # on the wire only once the store says so: a crash or a failed write (full disk)
+            # then leaves every call that may be billed marked as sent, and counted on resume
+            await store.durable()
+        except BaseException:
+            self._settle(reserved, None)
+            raise
 
         client = self.client_for(adapter, model)
 

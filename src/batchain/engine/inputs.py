@@ -12,8 +12,10 @@ from batchain import serialize
 from batchain.engine.bulk import Wait
 from batchain.engine.lifecycle import RunControl
 from batchain.engine.results import error_json
+from batchain.errors import InputError
 from batchain.states import ItemStatus
 from batchain.store.base import Store
+from batchain.store.records import JobRecord
 
 __all__ = ["InputSource", "Inputs", "aiter_inputs"]
 
@@ -56,64 +58,104 @@ class Inputs:
                 yield item.idx, serialize.loads(item.input), None
         job = self.store.get_job(self.job_id)
         assert job is not None
-        if job.inputs_complete:
+        missing = self._missing(job)
+        if job.inputs_complete and not missing:
             return
         if inputs is None:
-            raise RuntimeError(
-                f"job {self.job_id} stopped before all of its inputs were read ({job.n_items} "
-                "read); pass the same inputs again to continue it"
-            )
+            raise self._inputs_needed(job, missing)
         idx = 0
         skip = job.n_items
         async for value in aiter_inputs(inputs):
-            if idx < skip:  # already stored by an earlier run
+            if job.inputs_complete and idx >= skip:
+                break  # only the lost ones were wanted
+            if idx < skip and idx not in missing:  # already stored by an earlier run
                 idx += 1
                 continue
             if self.control.stopping:
                 return
-            self._ingest(idx, value)
+            self._ingest(idx, value, read=max(idx + 1, skip))
             yield idx, value, None
             idx += 1
-        self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
+        self.store.update_job(self.job_id, n_items=max(idx, skip), inputs_complete=True)
         self.store.commit_soon()
+
+    def _missing(self, job: JobRecord) -> set[int]:
+        """Inputs read by an earlier run with no stored item: none unless a store lost
+        them (a build before writes were all-or-nothing); read again to repair."""
+        if sum(self.store.item_counts(self.job_id).values()) >= job.n_items:
+            return set()
+        return set(self.store.missing_items(self.job_id, job.n_items))
+
+    def _inputs_needed(self, job: JobRecord, missing: set[int]) -> Exception:
+        if missing:
+            return InputError(
+                f"job {self.job_id}: {len(missing)} of the {job.n_items} inputs read are not in "
+                "the store; pass the same inputs again to read them"
+            )
+        return RuntimeError(
+            f"job {self.job_id} stopped before all of its inputs were read ({job.n_items} "
+            "read); pass the same inputs again to continue it"
+        )
 
     async def _ingest_all(self, inputs: InputSource) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
-        if job.inputs_complete:
+        missing = self._missing(job)
+        if job.inputs_complete and not missing:
             return
-        idx, rows = 0, []
+        idx = 0
+        rows: _Rows = []
+        failed: _Failed = []
         async for value in aiter_inputs(inputs):
-            if idx >= job.n_items:  # earlier runs stored the ones before
-                try:
-                    rows.append((idx, serialize.dumps(value)))
-                except serialize.Unserializable:
-                    self._ingest(idx, value)  # stored as a failed item, with the reason
-                if len(rows) >= _INGEST_CHUNK:
-                    self._store_rows(rows, idx + 1)
-                    rows = []
+            if job.inputs_complete and idx >= job.n_items:
+                break  # only the lost ones were wanted
+            if idx >= job.n_items or idx in missing:  # earlier runs stored the others
+                _buffer(idx, value, rows, failed)
+                if len(rows) + len(failed) >= _INGEST_CHUNK:
+                    self._store_rows(rows, failed, max(idx + 1, job.n_items))
+                    rows, failed = [], []
             idx += 1
-        self._store_rows(rows, idx)
-        self.store.update_job(self.job_id, n_items=idx, inputs_complete=True)
+        self._store_rows(rows, failed, max(idx, job.n_items), complete=True)
+
+    def _store_rows(self, rows: _Rows, failed: _Failed, n_items: int, *, complete: bool = False) -> None:
+        """Items and how far the inputs were read, in one transaction: a write that fails
+        undoes both, so the items are read again on resume."""
+        self._write_rows(rows, failed)
+        if complete:
+            self.store.update_job(self.job_id, n_items=n_items, inputs_complete=True)
+        else:
+            self.store.update_job(self.job_id, n_items=n_items)
         self.store.commit()
 
-    def _store_rows(self, rows: list[tuple[int, str]], n_items: int) -> None:
+    def _ingest(self, idx: int, value: Any, *, read: int) -> None:
+        """Store one input as an item, and ``read`` (how far the inputs were read) with it."""
+        rows: _Rows = []
+        failed: _Failed = []
+        _buffer(idx, value, rows, failed)
+        self._write_rows(rows, failed)
+        self.store.update_job(self.job_id, n_items=read)
+        self.store.commit_soon()
+
+    def _write_rows(self, rows: _Rows, failed: _Failed) -> None:
         if rows:
             self.store.add_items(self.job_id, rows)
-        self.store.update_job(self.job_id, n_items=n_items)
-        self.store.commit()
+        if failed:
+            # an input that cannot be stored is an item that failed, with the reason
+            self.store.add_items(self.job_id, [(idx, text) for idx, text, _ in failed])
+            self.store.finish_items(self.job_id, [(idx, ItemStatus.FAILED, None, e) for idx, _, e in failed])
 
-    def _ingest(self, idx: int, value: Any) -> None:
-        try:
-            text = serialize.dumps(value)
-        except serialize.Unserializable as exc:
-            text = json.dumps({"__unstorable__": repr(value)[:500]})
-            self.store.add_items(self.job_id, [(idx, text)])
-            self.store.finish_item(self.job_id, idx, ItemStatus.FAILED, error=error_json(exc, "input"))
-        else:
-            self.store.add_items(self.job_id, [(idx, text)])
-        self.store.update_job(self.job_id, n_items=idx + 1)
-        self.store.commit_soon()
+
+#: items to store: ``(idx, input_json)``
+_Rows = list[tuple[int, str]]
+#: inputs that cannot be stored: ``(idx, placeholder_json, error_json)``
+_Failed = list[tuple[int, str, str]]
+
+
+def _buffer(idx: int, value: Any, rows: _Rows, failed: _Failed) -> None:
+    try:
+        rows.append((idx, serialize.dumps(value)))
+    except serialize.Unserializable as exc:
+        failed.append((idx, json.dumps({"__unstorable__": repr(value)[:500]}), error_json(exc, "input")))
 
 
 async def aiter_inputs(inputs: InputSource) -> AsyncIterator[Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from batchain.errors import JobBusy, LeaseLost
+from batchain.errors import JobBusy, LeaseLost, StoreError
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
 from batchain.store.base import Store, lease_owner
 
@@ -152,8 +152,11 @@ class Lease:
         """Renew the lease every third of its length, until cancelled or lost."""
         while True:
             await asyncio.sleep(self.seconds / 3)  # the claim itself just set the lease
-            if not self.renew():
-                return
+            try:
+                if not self.renew():
+                    return
+            except StoreError:
+                return  # the store told the run, which stops
 
     async def guard(self) -> None:
         """Before a provider request: the lease must surely be ours, or be renewed now."""
@@ -200,11 +203,19 @@ class JobLifecycle:
         job = self.store.get_job(self.job_id)
         assert job is not None
         pending = counts.get(ItemStatus.PENDING.value, 0)
+        # the one place a job completes: every input read is stored, and each has a result
+        missing = job.n_items - sum(counts.values())
         note: str | None = None
         if control.cancelling:
             new = JobStatus.CANCELLED
-        elif pending == 0 and job.inputs_complete:
+        elif pending == 0 and job.inputs_complete and missing == 0:
             new = JobStatus.COMPLETED
+        elif missing > 0 and pending == 0 and job.inputs_complete and control.fatal is None:
+            new = JobStatus.PAUSED
+            note = (
+                f"{missing} of the {job.n_items} inputs read are not in the store; "
+                "resume with the same inputs to read them again"
+            )
         elif control.pause_note is not None:
             new, note = JobStatus.PAUSED, control.pause_note
         elif control.fatal is None and self._at_provider():

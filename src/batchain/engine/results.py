@@ -4,6 +4,7 @@ written to the store in one statement per loop iteration, and told to a listener
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 from batchain import serialize
 from batchain.engine.batching import CallCancelled
+from batchain.errors import StoreError
 from batchain.providers.base import redact
 from batchain.states import IllegalTransition, ItemStatus
 from batchain.store.base import Store
@@ -79,7 +81,7 @@ class Results:
         output: Any = None,
     ) -> None:
         if not self._finished:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self._flush_soon)
         self._finished.append((idx, status, text, json.dumps(error) if error is not None else None))
         if status == ItemStatus.SUCCEEDED:
             self.done += 1
@@ -87,6 +89,13 @@ class Results:
             self.failed += 1
         if self.listener is not None:
             self.listener(ItemEvent(idx, status, value, output, error))
+
+    def _flush_soon(self) -> None:
+        """:meth:`flush` at the end of a loop iteration. A store failure is not raised here,
+        where nobody would catch it: the store tells the run, which stops, and the items stay
+        pending in the store, to run again on resume."""
+        with contextlib.suppress(StoreError):
+            self.flush()
 
     def flush(self) -> None:
         """Write the items finished in this loop iteration, in one statement per status."""

@@ -33,7 +33,7 @@ from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
 from batchain.engine.results import Results
 from batchain.engine.rounds import Rounds
 from batchain.engine.scheduler import Scheduler
-from batchain.errors import LeaseLost
+from batchain.errors import LeaseLost, StoreError
 from batchain.options import Mode
 from batchain.providers.base import redact
 from batchain.states import JobStatus
@@ -94,6 +94,8 @@ class JobRunner:
         self.lease = p.lease
         self.lifecycle = JobLifecycle(p.store, p.job_id)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the store failed under this run (a full disk): what the run raises
+        self.store_failure: StoreError | None = None
 
     # -- what the progress display reads ---------------------------------------------------
 
@@ -120,6 +122,7 @@ class JobRunner:
         executor = JobExecutor(self.parts.threads)
         loop.set_default_executor(executor)
         self.lease.claim()
+        self.store.watch(self.job_id, self._store_failed)
         heartbeat = asyncio.create_task(self.lease.keep())
         _gc_freeze()
         try:
@@ -129,27 +132,55 @@ class JobRunner:
                 # another process runs the job now: leave everything to it, write nothing
                 await self._abandon()
                 raise (self.lease.lost or exc) from None
+            except StoreError:
+                if self.store_failure is None:
+                    raise
+                # the store undid its writes since the last commit and takes no more: stop
+                # at once (answers still on the wire could not be stored anyway)
+                await self._abandon()
+                raise self.store_failure from None
         finally:
             _gc_unfreeze()
             heartbeat.cancel()
-            self.lease.release()
-            await self.calls.aclose()
-            executor.shutdown(wait=False, cancel_futures=True)
+            try:
+                if self.store_failure is None:
+                    self.lease.release()
+                else:  # the lease cannot be written: a resume takes it over
+                    self.store.unfence(self.job_id)
+            finally:
+                self.store.unwatch(self.job_id)
+                await self.calls.aclose()
+                executor.shutdown(wait=False, cancel_futures=True)
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """The store failed (told by the store): stop, and raise one line that says so."""
+        if self.store_failure is not None:
+            return
+        fix = "free space on that disk, then resume it" if exc.disk_full else "resume it once the store works"
+        self.store_failure = StoreError(
+            f"{exc}; job {self.job_id} stopped with nothing lost: {fix}", disk_full=exc.disk_full
+        )
+        self.control.fail(self.store_failure)
 
     async def _run(self, inputs: InputSource | None) -> JobStatus:
         self.lifecycle.enter()
         try:
             await self._drive(inputs)
         except asyncio.CancelledError:
-            await self._stop_gracefully()
-            self._leave()
+            if self.store_failure is None:  # else nothing more can be recorded
+                await self._stop_gracefully()
+                self._leave()
             raise
         except Exception as exc:
+            if self.store_failure is not None:
+                raise self.store_failure from None
             # e.g. the input iterator failed: stop cleanly, keep everything, say why
             self.control.pause_note = f"stopped: {type(exc).__name__}: {redact(str(exc))}"
             await self._stop_gracefully()
             self._leave()
             raise
+        if self.store_failure is not None:
+            raise self.store_failure
         if self.control.stopping:
             await self._stop_gracefully()
         if self.lease.lost is not None:
@@ -160,7 +191,8 @@ class JobRunner:
         return status
 
     async def _abandon(self) -> None:
-        """Stop every item without recording anything: the job is another process's now."""
+        """Stop every item without recording anything: the job is another process's now,
+        or its store takes no more writes."""
         self.control.stop()
         for task in list(self._tasks):
             task.cancel()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from batchain.errors import BatchainError, LeaseLost
+from batchain.errors import BatchainError, LeaseLost, StoreError
 from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
 
 __all__ = ["CallFailed", "JobStopping", "Lane", "Scheduler", "SchedulerStats"]
@@ -237,8 +237,8 @@ class Scheduler:
         self._idle.clear()
         try:
             return await asyncio.wait_for(attempt(), self.timeout), None
-        except (asyncio.CancelledError, LeaseLost):
-            raise  # stopped, or this run lost the job: not the provider's answer
+        except (asyncio.CancelledError, LeaseLost, StoreError):
+            raise  # stopped, this run lost the job, or its store failed: not the provider's answer
         except Exception as exc:  # classified by the caller
             return None, exc
         finally:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from batchain.errors import LeaseLost
+from batchain.errors import LeaseLost, StoreError
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
 from batchain.store.records import (
     BatchRecord,
@@ -53,6 +53,19 @@ class Store(Protocol):
     def commit_soon(self) -> None:
         """Commit at the end of this event-loop iteration (group commit)."""
         ...
+
+    async def durable(self) -> None:
+        """Return once every write made so far is committed (by this loop iteration's group
+        commit); raise if that commit failed instead, or if the store has failed."""
+        ...
+
+    def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:
+        """Tell ``on_failure`` when a statement or commit of this store fails (a full disk, say).
+        By then the writes since the last commit are undone, as a whole; every later write is
+        refused with the same error until no run watches any more (:meth:`unwatch`)."""
+        ...
+
+    def unwatch(self, job_id: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -133,6 +146,11 @@ class Store(Protocol):
     def cancel_pending_items(self, job_id: str) -> int: ...
 
     def item_counts(self, job_id: str) -> dict[str, int]: ...
+
+    def missing_items(self, job_id: str, n_items: int) -> list[int]:
+        """Indexes below ``n_items`` (the inputs read) that have no stored item: none in a sound
+        store."""
+        ...
 
     def get_call(self, key: str) -> CallRecord | None: ...
 

@@ -8,14 +8,24 @@ loses at most the writes of the loop iteration it was in; a power cut can lose a
 
 Status changes are guarded in SQL (``WHERE status IN (<allowed predecessors>)``) from the
 one transition table in :mod:`batchain.states`.
+
+A write cannot half-happen. A statement or commit that fails (a full disk, an I/O error, a
+damaged file) rolls back everything since the last commit, as a whole: an item's input
+row and the job's "inputs read up to" count are in one transaction, so an input is either
+stored or read again on resume. While a run watches the store (:meth:`SQLiteStore.watch`)
+every later write is refused with the same one-line :class:`StoreError`, so nothing
+built on the undone writes can be recorded; the run is told and stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -52,6 +62,8 @@ from batchain.store.records import (
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
+
+log = logging.getLogger("batchain.store")
 
 SCHEMA_VERSION = 1
 
@@ -227,6 +239,60 @@ def _writable(path: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
+#: free bytes under which an I/O error of the store is taken for a full disk
+_FULL_BELOW = 1 << 20
+
+
+def _disk_full(path: Path, code: int) -> bool:
+    """Did a statement fail because the store's disk is full? SQLite says so (SQLITE_FULL)
+    when a write comes up short, but growing its ``-shm`` index (which even a reader of a
+    WAL store may do) fails as a plain I/O error: then the free space tells."""
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    if code != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        return shutil.disk_usage(path.parent).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def _problem(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What went wrong with the store at ``path``, as one line naming the file."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    why = str(exc)
+    if _disk_full(path, code):
+        said = "" if code == sqlite3.SQLITE_FULL else f" ({why})"  # SQLite's words would repeat ours
+        return StoreError(f"disk full: store {path} could not be written{said}", disk_full=True)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreError(f"store {path} is damaged or not a batchain store ({why})")
+    if code == sqlite3.SQLITE_READONLY:
+        return StoreError(f"store {path} is read-only: it can be read, not changed ({why})")
+    if code == sqlite3.SQLITE_IOERR:
+        return StoreError(f"store {path} could not be read or written: its disk failed ({why})")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(f"store {path} stayed locked by another process ({why})")
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return StoreError(f"store {path} cannot be opened ({why})")
+    return StoreError(f"store {path} failed: {getattr(exc, 'sqlite_errorname', type(exc).__name__)}: {why}")
+
+
+def _settle(waiter: asyncio.Future[BaseException | None], outcome: BaseException | None) -> None:
+    """Tell whoever awaits ``waiter`` how a commit ended, from any thread."""
+    if waiter.done():
+        return
+    loop = waiter.get_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        waiter.set_result(outcome)
+        return
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, waiter, outcome)
+
+
 def default_store_path() -> Path:
     """``$BATCHAIN_STORE`` if set, else ``~/.batchain/store.sqlite``."""
     env = os.environ.get("BATCHAIN_STORE")
@@ -254,10 +320,16 @@ class SQLiteStore:
         self.path = Path(path) if path is not None else default_store_path()
         self.read_only = read_only if read_only is not None else not _writable(self.path)
         self._lock = threading.RLock()
-        self._in_tx = False
         self._commit_scheduled = False
         #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
         self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
+        #: runs told when the store fails, by job id (see :meth:`watch`)
+        self._watchers: dict[str, Callable[[StoreError], None]] = {}
+        #: a failure every write repeats while a run watches
+        self._failure: StoreError | None = None
+        #: awaited by :meth:`durable`: how the open transaction ended (None: committed)
+        self._durable: asyncio.Future[BaseException | None] | None = None
+        existed = self.path.exists()
         try:
             self._conn = self._connect()
             self._conn.row_factory = sqlite3.Row
@@ -267,12 +339,23 @@ class SQLiteStore:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA busy_timeout=30000")
                 self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path} is damaged or not a batchain store ({exc})") from None
+        except sqlite3.Error as exc:
+            problem = _problem(self.path, exc)
+            if not existed:  # leave no empty file behind (a full disk refused the rest)
+                with contextlib.suppress(OSError):
+                    if self.path.stat().st_size == 0:
+                        self.path.unlink()
+            raise problem from None
 
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    full = f"disk full: store {self.path} could not be written"
+                    raise StoreError(full, disk_full=True) from None
+                raise StoreError(f"store {self.path}: cannot create its folder ({exc.strerror})") from None
             return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         if not self.path.exists():
             raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
@@ -313,42 +396,80 @@ class SQLiteStore:
                     (str(SCHEMA_VERSION),),
                 )
 
+    def _may_write(self) -> None:
+        """Refuse a write this store cannot take; else make sure a transaction is open.
+
+        Whether one is open is asked of SQLite itself: after some failures SQLite has
+        rolled the transaction back on its own, and a later write must then open a new
+        one, never be committed by itself (autocommit)."""
+        if self._failure is not None:
+            raise self._failure.with_traceback(None)
+        if self.read_only:
+            raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            if self.read_only:
-                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
-            if not self._in_tx:
-                self._conn.execute("BEGIN")
-                self._in_tx = True
-            return self._conn.execute(sql, tuple(params))
+            try:
+                self._may_write()
+                return self._conn.execute(sql, tuple(params))
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run ``sql`` for every row; returns how many rows it changed in all."""
         with self._lock:
-            if self.read_only:
-                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
-            if not self._in_tx:
-                self._conn.execute("BEGIN")
-                self._in_tx = True
-            return self._conn.executemany(sql, rows).rowcount
+            try:
+                self._may_write()
+                return self._conn.executemany(sql, rows).rowcount
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        """A statement failed: undo every write since the last commit, as a whole (SQLite
+        may have undone only the statement), and tell the runs that watch the store, whose
+        later writes are refused from now on. Returns the error to raise."""
+        error = _problem(self.path, exc)
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        self._settle_durable(error)
+        if self._watchers and self._failure is None:
+            self._failure = error
+            for tell in list(self._watchers.values()):
+                tell(error)
+        return error
+
+    def _settle_durable(self, outcome: BaseException | None) -> None:
+        waiter, self._durable = self._durable, None
+        if waiter is not None:
+            _settle(waiter, outcome)
 
     def commit(self) -> None:
         with self._lock:
             self._commit_scheduled = False
-            if self._in_tx:
+            if not self._conn.in_transaction:
+                return
+            try:
                 # the transaction has written, so it holds the write lock: no other process
                 # can move a lease between this check and the commit
                 lost = self._lost_fence()
                 if lost is not None:
                     self._conn.execute("ROLLBACK")
-                    self._in_tx = False
+                    self._settle_durable(lost)
                     raise lost
                 self._conn.execute("COMMIT")
-                self._in_tx = False
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            self._settle_durable(None)
 
     def _lost_fence(self) -> LeaseLost | None:
         for job_id, (owner, epoch, on_lost) in list(self._fences.items()):
@@ -365,9 +486,50 @@ class SQLiteStore:
         return None
 
     def _commit_scheduled_now(self) -> None:
-        """The group commit of :meth:`commit_soon`; a lost lease was already reported."""
-        with contextlib.suppress(LeaseLost):
+        """The group commit of :meth:`commit_soon`; a lost lease was already reported, and
+        so was a failure while a run watches."""
+        try:
             self.commit()
+        except LeaseLost:
+            pass
+        except StoreError as exc:
+            if not self._watchers:
+                log.error("%s", exc)
+
+    async def durable(self) -> None:
+        """Return once every write made so far is committed (by this loop iteration's
+        group commit); raise if that commit failed instead, or if the store has failed."""
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure.with_traceback(None)
+            if not self._conn.in_transaction:
+                return
+            loop = asyncio.get_running_loop()
+            if self._durable is not None and self._durable.get_loop() is not loop:
+                self.commit()  # another loop's group commit is pending: commit for both now
+                return
+            if self._durable is None:
+                self._durable = loop.create_future()
+            waiter = self._durable
+        self.commit_soon()
+        # shielded: one waiter serves every caller of this iteration; a cancelled caller
+        # must not cancel it for the others
+        outcome = await asyncio.shield(waiter)
+        if outcome is not None:
+            raise outcome.with_traceback(None)
+
+    def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:
+        """Tell ``on_failure`` when a statement or commit of this store fails (a full disk,
+        say). By then the writes since the last commit are undone; every later write is
+        refused with the same error until no run watches any more (:meth:`unwatch`)."""
+        with self._lock:
+            self._watchers[job_id] = on_failure
+
+    def unwatch(self, job_id: str) -> None:
+        with self._lock:
+            self._watchers.pop(job_id, None)
+            if not self._watchers:
+                self._failure = None  # no run builds on the undone writes any more
 
     def commit_soon(self) -> None:
         """Commit at the end of this event-loop iteration (group commit)."""
@@ -382,9 +544,11 @@ class SQLiteStore:
         loop.call_soon(self._commit_scheduled_now)
 
     def close(self) -> None:
-        self.commit()
-        with self._lock:
-            self._conn.close()
+        try:
+            self.commit()
+        finally:
+            with self._lock:
+                self._conn.close()
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -435,9 +599,13 @@ class SQLiteStore:
         """
         with self._lock:
             self.commit()
-            # IMMEDIATE: the read and the write below are one step for every process
-            self._conn.execute("BEGIN IMMEDIATE")
+            if self._failure is not None:
+                raise self._failure.with_traceback(None)
+            if self.read_only:
+                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
             try:
+                # IMMEDIATE: the read and the write below are one step for every process
+                self._conn.execute("BEGIN IMMEDIATE")
                 row = self._conn.execute(
                     "SELECT lease_owner, lease_until, lease_epoch FROM jobs WHERE id=?", (job_id,)
                 ).fetchone()
@@ -453,6 +621,8 @@ class SQLiteStore:
                     (owner, now + ttl, epoch + 1, job_id),
                 )
                 self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -637,6 +807,24 @@ class SQLiteStore:
     def item_counts(self, job_id: str) -> dict[str, int]:
         rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,))
         return {r["status"]: r["n"] for r in rows}
+
+    def missing_items(self, job_id: str, n_items: int) -> list[int]:
+        """Indexes below ``n_items`` (the inputs read) that have no stored item: none in a
+        sound store. Stored ones are walked page by page, so memory stays flat."""
+        missing: list[int] = []
+        expected = 0
+        while True:
+            rows = self._read(
+                "SELECT idx FROM items WHERE job_id=? AND idx>=? AND idx<? ORDER BY idx LIMIT 5000",
+                (job_id, expected, n_items),
+            )
+            for (idx,) in rows:
+                missing.extend(range(expected, idx))
+                expected = idx + 1
+            if len(rows) < 5000:
+                break
+        missing.extend(range(expected, n_items))
+        return missing
 
     # -- calls ----------------------------------------------------------------------
 
