@@ -58,6 +58,8 @@ def run(
     poll_max: float = 60.0,
     lost_after: float | None = None,
     max_batch_size: int | None = None,
+    max_open_batches: int | None = None,
+    max_enqueued_tokens: int | None = None,
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
@@ -77,7 +79,10 @@ def run(
     lambda that calls a model holds a thread while it waits; in batch mode a round is
     flushed when every one of them waits). ``lost_after``: seconds a provider batch may
     be unknown to its provider before it is declared lost and its calls sent again
-    (default ``$BATCHAIN_LOST_AFTER_S``, else 600).
+    (default ``$BATCHAIN_LOST_AFTER_S``, else 600). ``max_open_batches`` and
+    ``max_enqueued_tokens`` cap, per model, the provider batches open at once and the
+    input tokens they hold (default: no cap of ours; a provider's refusal for its queue or
+    a batch's size makes the calls wait or go in smaller batches, never fail).
     """
     opts = _options(locals())
     return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
@@ -105,6 +110,8 @@ async def arun(
     poll_max: float = 60.0,
     lost_after: float | None = None,
     max_batch_size: int | None = None,
+    max_open_batches: int | None = None,
+    max_enqueued_tokens: int | None = None,
     priority: str | Callable[[Any], Any] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
@@ -159,6 +166,8 @@ _OPTION_NAMES = {
     "poll_max",
     "lost_after",
     "max_batch_size",
+    "max_open_batches",
+    "max_enqueued_tokens",
     "priority",
     "deadline",
     "deadline_margin",
@@ -192,6 +201,10 @@ def _options(given: dict[str, Any]) -> RunOptions:
     options.mode = Mode.parse(options.mode)
     if options.fallback not in (None, Mode.REALTIME):
         raise InvalidOption("fallback must be None or 'realtime'")
+    for name in ("max_batch_size", "max_open_batches", "max_enqueued_tokens"):
+        value = getattr(options, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidOption(f"{name} must be a whole number of at least 1, or None; got {value!r}")
     return options
 
 

@@ -80,6 +80,12 @@ class RunOptions:
     lost_after: float | None = None
     #: batch mode: most requests in one provider batch (the provider's own limit applies too)
     max_batch_size: int | None = None
+    #: batch mode, per model: most provider batches open at once, and most input tokens
+    #: they may hold (its *enqueued tokens*, estimated at ~4 characters a token); calls
+    #: beyond wait and go as batches end. None: no cap of ours (the provider's queue limits
+    #: are learned from its refusals either way)
+    max_open_batches: int | None = None
+    max_enqueued_tokens: int | None = None
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price
     fallback: str | None = None
     #: auto mode: an input field, or a function of the input; urgent (> 0 / true) items

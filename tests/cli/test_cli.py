@@ -40,6 +40,8 @@ SUBMIT_OPTIONS = (
     "--poll-interval",
     "--budget",
     "--max-batch-size",
+    "--max-open-batches",
+    "--max-enqueued-tokens",
     "--realtime-fallback",
 )
 COMMANDS = [

@@ -9,7 +9,9 @@ import pytest
 from batchain.cli import CliError, run_cli
 from batchain.cli.common import absolute_ref as _absolute_ref
 from batchain.cli.options import given as _given
+from batchain.cli.options import launch_options as _launch_options
 from batchain.cli.options import parse_deadline as _parse_deadline
+from batchain.options import Mode
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,12 @@ def test_file_refs_become_absolute(tmp_path: object, monkeypatch: pytest.MonkeyP
 
 def test_given_drops_unset_options() -> None:
     assert _given(a=None, b=0, c=False) == {"b": 0, "c": False}
+
+
+def test_launch_options_carry_the_queue_caps() -> None:
+    options = _launch_options(Mode.BATCH, False, False, None, None, 2, 50_000)
+    assert options["max_open_batches"] == 2 and options["max_enqueued_tokens"] == 50_000
+    assert "max_open_batches" not in _launch_options(Mode.BATCH, False, False, None, None)
 
 
 def test_run_cli_returns_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 
 import anthropic
 import httpx
 import pytest
 
 from batchain.sandbox import Sandbox
-from batchain.sandbox.anthropic import api as anthropic_api
 from batchain.sandbox.ledger import request_hash
 from tests.conformance.helpers import ANTHROPIC_MODEL, anthropic_request, wait_anthropic
 
@@ -120,21 +121,58 @@ def test_create_validation(ant: anthropic.Anthropic, reqs: list[object], message
     assert body["error"] == {"type": "invalid_request_error", "message": message}  # type: ignore[index]
 
 
-def test_create_limits(ant: anthropic.Anthropic, sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_limits(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     sb.configure(anthropic_max_batch_requests=2)
     with pytest.raises(anthropic.BadRequestError, match="at most 2 items"):
         ant.messages.batches.create(requests=requests(3))  # type: ignore[arg-type]
-    monkeypatch.setattr(anthropic_api, "MAX_BATCH_BYTES", 100)
+    sb.configure(anthropic_max_batch_bytes=100)
     with pytest.raises(anthropic.APIStatusError) as info:
         ant.messages.batches.create(requests=requests(2))  # type: ignore[arg-type]
     assert info.value.status_code == 413
     assert info.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
     missing = httpx.post(sb.url + "/v1/messages/batches", json={}, headers={"x-api-key": "k"})
     assert missing.json()["error"]["message"] == "requests: Field required"
-    sb.configure(batch_fail_validation=True, anthropic_max_batch_requests=10)
-    monkeypatch.setattr(anthropic_api, "MAX_BATCH_BYTES", 1 << 30)
+    sb.configure(anthropic_max_batch_requests=10, anthropic_max_batch_bytes=1 << 20)
+    sb.configure(batch_fail_validation=True)
     with pytest.raises(anthropic.BadRequestError):
         ant.messages.batches.create(requests=requests(1))  # type: ignore[arg-type]
+    assert sb.ledger() == []
+
+
+def test_a_batch_over_the_size_limit_is_refused_with_413_even_without_content_length(sb: Sandbox) -> None:
+    sb.configure(anthropic_max_batch_bytes=300)
+    body = json.dumps({"requests": requests(3)}).encode()
+    assert len(body) > 300
+
+    def chunks() -> Iterator[bytes]:
+        yield body  # streamed: sent chunked, with no content-length
+
+    headers = {"x-api-key": "k", "content-type": "application/json"}
+    refused = httpx.post(sb.url + "/v1/messages/batches", content=chunks(), headers=headers)
+    assert refused.status_code == 413
+    assert refused.json()["error"]["type"] == "request_too_large"
+    sb.configure(anthropic_max_batch_bytes=len(body))
+    assert httpx.post(sb.url + "/v1/messages/batches", content=body, headers=headers).status_code == 200
+
+
+def test_the_processing_queue_limit_refuses_creates_with_429_until_batches_end(
+    ant: anthropic.Anthropic, sb: Sandbox
+) -> None:
+    sb.configure(anthropic_queue_limit=5, batch_processing_s=0.3)
+    first = ant.messages.batches.create(requests=requests(3))  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as info:
+        ant.messages.batches.create(requests=requests(3, "more"))  # type: ignore[arg-type]
+    error = info.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "rate_limit_error"
+    assert "processing queue" in error["message"] and "5 requests" in error["message"]
+    assert info.value.response.headers["retry-after"]
+    assert sb.ledger_summary()["anthropic"]["*"]["batch"]["rate_limited"] == 1
+    ant.messages.batches.create(requests=requests(2, "fits"))  # type: ignore[arg-type]
+    wait_anthropic(ant, first.id)
+    ended = ant.messages.batches.create(requests=requests(3, "later"))  # type: ignore[arg-type]
+    assert ended.processing_status == "in_progress"  # the first batch's 3 left the queue
+    with pytest.raises(anthropic.RateLimitError):
+        ant.messages.batches.create(requests=requests(6, "alone"))  # type: ignore[arg-type]
 
 
 def test_create_429_retried(sb: Sandbox) -> None:

@@ -195,6 +195,33 @@ def test_validation_empty_and_too_many(oai: openai.OpenAI, sb: Sandbox) -> None:
     assert _failed(oai, jsonl(simple_lines(1)))
 
 
+def test_enqueued_token_limit_fails_validation_with_token_limit_exceeded(
+    oai: openai.OpenAI, sb: Sandbox
+) -> None:
+    # each "hello number i" line is 9 prompt tokens (3 priming + 3 message + 3 words)
+    sb.configure(openai_enqueued_token_limit=40, batch_processing_s=1.0)
+    first = start_batch(oai, simple_lines(4))  # 36 tokens: fits
+    over = start_batch(oai, simple_lines(1, "over"))  # 36 + 9 > 40
+    other_model = start_batch(oai, [batch_line("m", chat_body("hello there", model="gpt-4o"))])
+    refused = wait_openai(oai, over.id)
+    assert refused.status == "failed" and refused.failed_at is not None
+    assert refused.in_progress_at is None and refused.output_file_id is None
+    assert refused.errors is not None
+    (error,) = refused.errors.data
+    assert error.code == "token_limit_exceeded" and error.line is None and error.param is None
+    assert error.message is not None
+    assert error.message.startswith(f"Enqueued token limit reached for {OPENAI_MODEL} in organization")
+    assert "Limit: 40 enqueued tokens" in error.message
+    assert wait_openai(oai, other_model.id).status == "completed"  # the limit is per model
+    assert wait_openai(oai, first.id).status == "completed"
+    # the first batch ended: its tokens left the queue
+    assert wait_openai(oai, start_batch(oai, simple_lines(4, "after")).id).status == "completed"
+    alone = wait_openai(oai, start_batch(oai, simple_lines(5, "alone")).id)  # 45 > 40 on its own
+    assert alone.status == "failed" and alone.errors.data[0].code == "token_limit_exceeded"
+    assert {e.custom_id for e in sb.ledger() if e.batch_id in (over.id, alone.id)} == set()
+    assert len(sb.ledger()) == 4 + 1 + 4
+
+
 def test_create_errors(oai: openai.OpenAI, sb: Sandbox) -> None:
     file_id = upload(oai, jsonl(simple_lines(1)))
     headers = {"authorization": "Bearer sk-test"}

@@ -9,7 +9,6 @@ import openai
 import pytest
 
 from batchain.sandbox import Sandbox
-from batchain.sandbox.openai import api as openai_api
 from tests.conformance.helpers import jsonl, simple_lines, upload
 
 THIRTY_DAYS = 30 * 24 * 3600
@@ -80,12 +79,12 @@ def test_invalid_purpose_and_missing_fields(sb: Sandbox) -> None:
     assert httpx.post(url, files={"file": ("a.jsonl", b"{}")}).status_code == 401
 
 
-def test_file_too_large(oai: openai.OpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_api, "MAX_BATCH_FILE_BYTES", 100)
+def test_file_too_large(sb: Sandbox, oai: openai.OpenAI) -> None:
+    sb.configure(openai_max_batch_bytes=100)
     with pytest.raises(openai.BadRequestError) as info:
         oai.files.create(file=("big.jsonl", io.BytesIO(b"x" * 200)), purpose="batch")
     assert info.value.body["message"] == "File is too large."  # type: ignore[index]
-    # the 200 MB limit is for batch files only
+    # the batch limit (200 MB; knob openai_max_batch_bytes) is for batch files only
     oai.files.create(file=("big.txt", io.BytesIO(b"x" * 200)), purpose="user_data")
 
 

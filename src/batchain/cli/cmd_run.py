@@ -30,6 +30,7 @@ from batchain.cli.options import (
     BudgetOpt,
     ChainArg,
     ConcurrencyOpt,
+    EnqueuedTokensOpt,
     FallbackOpt,
     Format,
     FormatOpt,
@@ -38,6 +39,7 @@ from batchain.cli.options import (
     JobIdOpt,
     LimitOpt,
     NoCacheOpt,
+    OpenBatchesOpt,
     OutputOpt,
     PollOpt,
     PricesOpt,
@@ -91,6 +93,8 @@ def run(
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
     max_batch_size: BatchSizeOpt = None,
+    max_open_batches: OpenBatchesOpt = None,
+    max_enqueued_tokens: EnqueuedTokensOpt = None,
     poll_interval: PollOpt = None,
     priority: Annotated[
         str | None,
@@ -152,7 +156,15 @@ def run(
         quiet=quiet,
         detach=detach,
         options=overrides(concurrency, rpm, tpm, max_retries, timeout)
-        | launch_options(mode, no_cache, realtime_fallback, max_batch_size, poll_interval)
+        | launch_options(
+            mode,
+            no_cache,
+            realtime_fallback,
+            max_batch_size,
+            poll_interval,
+            max_open_batches,
+            max_enqueued_tokens,
+        )
         | given(
             priority=priority,
             deadline=parse_deadline(deadline),
@@ -185,6 +197,8 @@ def submit(
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
     max_batch_size: BatchSizeOpt = None,
+    max_open_batches: OpenBatchesOpt = None,
+    max_enqueued_tokens: EnqueuedTokensOpt = None,
     poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
@@ -212,7 +226,15 @@ def submit(
         quiet=quiet,
         detach=True,
         options=overrides(concurrency, rpm, tpm, max_retries, timeout)
-        | launch_options(mode, no_cache, realtime_fallback, max_batch_size, poll_interval)
+        | launch_options(
+            mode,
+            no_cache,
+            realtime_fallback,
+            max_batch_size,
+            poll_interval,
+            max_open_batches,
+            max_enqueued_tokens,
+        )
         | given(budget=budget, prices=prices_path(prices)),
     )
 

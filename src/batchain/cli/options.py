@@ -145,6 +145,25 @@ BatchSizeOpt = Annotated[
     int | None,
     typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
 ]
+OpenBatchesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-open-batches",
+        min=1,
+        help="Batch mode: most provider batches open at once per model; the rest wait for one "
+        "to end. (default: no cap)",
+    ),
+]
+EnqueuedTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-enqueued-tokens",
+        min=1,
+        help="Batch mode: most input tokens in open provider batches per model (a provider's "
+        "batch queue limit, e.g. OpenAI's enqueued tokens; ~4 characters a token). "
+        "(default: no cap; the provider's limit is learned from its refusals)",
+    ),
+]
 PollOpt = Annotated[
     float | None,
     typer.Option(
@@ -181,6 +200,8 @@ def launch_options(
     realtime_fallback: bool,
     max_batch_size: int | None,
     poll_interval: float | None,
+    max_open_batches: int | None = None,
+    max_enqueued_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The options a new job starts with (run, submit), as keyword arguments of the engine."""
     return given(
@@ -188,6 +209,8 @@ def launch_options(
         cache=not no_cache,
         fallback="realtime" if realtime_fallback else None,
         max_batch_size=max_batch_size,
+        max_open_batches=max_open_batches,
+        max_enqueued_tokens=max_enqueued_tokens,
         poll_min=poll_interval,
     )
 

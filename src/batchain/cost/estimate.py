@@ -26,6 +26,7 @@ from langchain_core.runnables import Runnable
 
 from batchain.chains.ref import resolve_chain
 from batchain.cost.prices import PriceBook, default_pricebook
+from batchain.cost.tokens import CHARS_PER_TOKEN, input_texts, overhead
 from batchain.engine.calls import build_request, generic_adapter, is_generic
 from batchain.engine.hook import ACTIVE, CallContext, install
 from batchain.engine.inputs import aiter_inputs
@@ -109,33 +110,15 @@ def _encoding() -> Any:
     return _ENCODING
 
 
-def _texts(body: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    system = body.get("system")
-    if isinstance(system, str):
-        out.append(system)
-    elif isinstance(system, list):
-        out.extend(str(b.get("text", "")) for b in system if isinstance(b, dict))
-    for msg in body.get("messages") or []:
-        content = msg.get("content") if isinstance(msg, dict) else None
-        if isinstance(content, str):
-            out.append(content)
-        elif isinstance(content, list):
-            out.extend(str(b.get("text", "")) for b in content if isinstance(b, dict))
-    for key in ("tools", "response_format"):
-        if body.get(key):
-            out.append(str(body[key]))
-    return out
-
-
 def count_tokens(body: dict[str, Any]) -> tuple[int, str]:
     """Input tokens of a request body, and how they were counted."""
-    texts = _texts(body)
-    overhead = 3 * (len(body.get("messages") or []) + 1)
+    texts = list(input_texts(body))
+    extra = overhead(body)
     enc = _encoding()
     if enc is not None:
-        return sum(len(enc.encode(t)) for t in texts) + overhead, "tiktoken o200k_base"
-    return sum(math.ceil(len(t) / 4) for t in texts) + overhead, "approximate: 4 characters a token"
+        return sum(len(enc.encode(t)) for t in texts) + extra, "tiktoken o200k_base"
+    approx = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts) + extra
+    return approx, "approximate: 4 characters a token"
 
 
 # -- the dry run ---------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ in the batch it came from. How a lost create is settled, with certainty or not y
 :mod:`batchain.engine.reconcile`; while it is not settled its calls wait, and no batch that
 may be it is cancelled.
 
+Provider queues are resources (:mod:`batchain.engine.capacity`): per model, no more
+batches or enqueued tokens are open than the caps allow, and the calls beyond wait,
+unsubmitted, until a batch of the model ends. A batch the provider refuses for its size
+or its queue is split or waits, never counted against its calls' retries.
+
 Every wait has an end. A batch the provider says it does not know (404) for
 ``lost_after`` seconds and at least :data:`LOST_POLLS` polls is declared lost: the
 provider will neither run nor bill it, so its calls are sent again in a new batch.
@@ -36,6 +41,7 @@ from typing import Any, Protocol
 
 from batchain._failpoints import failpoint
 from batchain.engine.budget import Budget, BudgetExhausted
+from batchain.engine.capacity import Action, Capacity, Size, enqueued_tokens
 from batchain.engine.reconcile import Verdict, Verification
 from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, StoreError
 from batchain.options import Tier
@@ -47,7 +53,7 @@ from batchain.providers.base import (
     ProviderAdapter,
     redact,
 )
-from batchain.providers.batch import BatchView, Outcome, OutcomeKind, chunk
+from batchain.providers.batch import BatchView, Outcome, OutcomeKind, Refusal, chunk, create_refusal
 from batchain.states import BatchStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import Usage
@@ -145,6 +151,8 @@ class LiveBatch:
     #: (wall clock; kept in the store, so runs of one poll each add up)
     missing: int = 0
     missing_since: float | None = None
+    #: its model's lane (``provider|base URL|model``), whose capacity it takes
+    lane: str = ""
     #: polls in a row that failed otherwise, since when (wall clock)
     failures: int = 0
     failing_since: float | None = None
@@ -165,6 +173,10 @@ class BatchStats:
     poll_errors: int = 0
     #: batches declared lost (see :attr:`BatchStatus.LOST`)
     lost: int = 0
+    #: batches the provider refused for their size, its queue or its rate of creates
+    refused: int = 0
+    #: times calls of a model started (or went on, in other numbers) waiting for capacity
+    capacity_waits: int = 0
     by_round: list[int] = field(default_factory=list)
 
 
@@ -188,10 +200,14 @@ class BatchCoordinator:
         guard: Callable[[], Awaitable[None]] | None = None,
         lost_after: float = LOST_AFTER_S,
         on_refused: Callable[[str], None] | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
+        #: per model: open batches, enqueued tokens, and what refusals taught
+        self.capacity = capacity or Capacity(backoff_min=poll_min, backoff_max=poll_max)
         #: seconds a batch may be unknown to its provider before it is declared lost
         self.lost_after = lost_after
-        #: the provider refused our key while polling: pause the job, saying why
+        #: waiting cannot help (the provider refused our key while polling, or keeps refusing
+        #: to create batches): pause the job, saying why
         self.on_refused = on_refused
         #: awaited before every batch create: raises if this run lost the job's lease
         self.guard = guard
@@ -216,6 +232,8 @@ class BatchCoordinator:
         self.live: dict[str, LiveBatch] = {}
         self._apis: dict[str, BatchAPI] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: the budget held calls back in the current flush
+        self._budget_short = False
 
     # -- parking ------------------------------------------------------------------------
 
@@ -283,6 +301,7 @@ class BatchCoordinator:
             nonce=str(row.info.get("nonce") or ""),
             missing=row.missing_polls,
             missing_since=row.missing_since,
+            lane=row.lane,
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -328,12 +347,15 @@ class BatchCoordinator:
     def _abandon(self, batch: LiveBatch) -> None:
         """The create never reached the provider: forget the batch (its calls go again)."""
         self.store.batch_abandoned(batch.uid)
-        self.live.pop(batch.uid, None)
+        self._drop(batch)
         if self.budget is not None:
             self.budget.settle(batch.reserved, Decimal(0))
 
     def _hold(self, batch: LiveBatch, parked: Parked) -> None:
-        """A resumed run does not know what an earlier one reserved: reserve it again."""
+        """A resumed run does not know what an earlier one reserved, nor what the batch
+        holds in its model's queue: count them again."""
+        tokens = enqueued_tokens(parked.request) if parked.rebuild is None else None
+        self.capacity.hold(batch.uid, parked.request.lane, tokens)
         if self.budget is not None:
             worst = self.budget.worst_case(parked.request, Tier.BATCH)
             batch.reserved += worst
@@ -342,7 +364,8 @@ class BatchCoordinator:
     # -- flushing ------------------------------------------------------------------------------
 
     async def flush(self) -> int:
-        """Send every unsubmitted call as provider batches. Returns batches created."""
+        """Send every unsubmitted call as provider batches, as far as each model's capacity
+        allows (the rest stay unsubmitted). Returns batches created."""
         keys = list(self.unsubmitted)
         self.unsubmitted.clear()
         groups: dict[tuple[str, str, str], list[Parked]] = {}
@@ -350,32 +373,86 @@ class BatchCoordinator:
             p = self.parked.get(key)
             if p is not None and self._materialize(p):
                 groups.setdefault(p.group(self._api(p.adapter)), []).append(p)
+        self._budget_short = False
+        sending = [members for members in groups.values() if await self._may_open(members)]
+        if sending:
+            self.stats.rounds += 1
+            self.stats.by_round.append(len(keys))
         created = 0
-        self.stats.rounds += 1
-        self.stats.by_round.append(len(keys))
-        for members in groups.values():
-            api = self._api(members[0].adapter)
-            uid = _new_uid()
-            encoded = {p.key: api.encode(api.custom_id(uid, p.key), p.request) for p in members}
-            by_key = {p.key: p for p in members}
-            sized = [(k, len(v)) for k, v in encoded.items()]
-            used = False
-            for part in chunk(sized, api.limits, self.max_batch_size):
-                members, reserved = self._affordable([by_key[k] for k in part])
-                if not members:
-                    continue
-                if used:  # the lines carry the group's first batch's uid: this one has its own
-                    uid = _new_uid()
-                    if api.identification is Identification.RESULTS:
-                        encoded.update(
-                            (p.key, api.encode(api.custom_id(uid, p.key), p.request)) for p in members
-                        )
-                await self._create(api, uid, members, [encoded[p.key] for p in members], reserved)
-                used = True
-                created += 1
-        if self.unsubmitted and not created and not self.live and self.budget is not None:
+        for members in sending:
+            created += await self._flush_group(members)
+        if self._budget_short and not created and not self.live and self.budget is not None:
             raise BudgetExhausted(self.budget.describe())
         return created
+
+    async def _may_open(self, members: list[Parked]) -> bool:
+        """Whether a batch of these calls' model may be created now; if not, they wait. With
+        nothing at any provider a short wait (after a refusal) is slept here."""
+        lane = members[0].request.lane
+        wait = self.capacity.ready_in(lane, time.monotonic())
+        if wait > 0 and not self.live:
+            await asyncio.sleep(wait)  # nothing else to poll meanwhile
+        if self.capacity.can_open(lane, time.monotonic()):
+            return True
+        self.unsubmitted.update(dict.fromkeys(p.key for p in members))
+        self._note_held(lane, len(members))
+        return False
+
+    async def _flush_group(self, members: list[Parked]) -> int:
+        """Create the batches of one group (same model and endpoint): split under every
+        limit, each as large as the model's capacity allows now. Returns how many."""
+        api = self._api(members[0].adapter)
+        lane = members[0].request.lane
+        tokens = {p.key: enqueued_tokens(p.request) for p in members}
+        members = [p for p in members if not self._over_cap(p, tokens[p.key])]
+        uid = _new_uid()
+        encoded = {p.key: api.encode(api.custom_id(uid, p.key), p.request) for p in members}
+        by_key = {p.key: p for p in members}
+        sized = [(k, len(v)) for k, v in encoded.items()]
+        parts = list(chunk(sized, self.capacity.limits(lane, api.limits), self.max_batch_size))
+        created = held = 0
+        for n, part in enumerate(parts):
+            chosen = self.capacity.admit(lane, [tokens[k] for k in part], time.monotonic())
+            waiting = set(part).difference(part[i] for i in chosen)
+            held += len(waiting)
+            self.unsubmitted.update(dict.fromkeys(k for k in part if k in waiting))
+            members, reserved = self._affordable([by_key[part[i]] for i in chosen])
+            if not members:
+                continue
+            if created:  # the lines carry the group's first batch's uid: this one has its own
+                uid = _new_uid()
+                if api.identification is Identification.RESULTS:
+                    encoded.update((p.key, api.encode(api.custom_id(uid, p.key), p.request)) for p in members)
+            lines = [encoded[p.key] for p in members]
+            size = Size(len(members), sum(tokens[p.key] for p in members), sum(map(len, lines)))
+            if not await self._create(api, uid, members, lines, reserved, size):
+                # refused or failed: the rest waits for the next flush (sized by what it taught)
+                self.unsubmitted.update(dict.fromkeys(k for later in parts[n + 1 :] for k in later))
+                break
+            created += 1
+        self._note_held(lane, held)
+        return created
+
+    def _over_cap(self, parked: Parked, tokens: int) -> bool:
+        """A call that can never fit ``max_enqueued_tokens`` fails (True), clearly."""
+        why = self.capacity.too_large(tokens)
+        if why is None:
+            return False
+        message = f"{why} ({_model(parked.request.lane)}): raise max_enqueued_tokens or shorten the request"
+        self.store.call_failed(parked.key, message, retryable=False)
+        self._fail(parked, message, None)
+        return True
+
+    def _note_held(self, lane: str, n: int) -> None:
+        """Say once (not at every flush) that calls of a model wait for capacity."""
+        if self.capacity.held(lane, n) and n:
+            self.stats.capacity_waits += 1
+            log.info(
+                "%s: %d calls wait for room at the provider (%s); they go as batches of the model end",
+                _model(lane),
+                n,
+                self.capacity.describe(lane),
+            )
 
     def _materialize(self, parked: Parked) -> bool:
         """Give a call found by its key alone its full request before it is sent again.
@@ -411,14 +488,23 @@ class BatchCoordinator:
                 for rest in members[n:]:
                     self.unsubmitted[rest.key] = None
                 members = members[:n]
+                self._budget_short = True
                 break
             total += worst
         self.budget.reserved += total
         return members, total
 
     async def _create(
-        self, api: BatchAPI, uid: str, members: list[Parked], lines: list[bytes], reserved: Decimal
-    ) -> None:
+        self,
+        api: BatchAPI,
+        uid: str,
+        members: list[Parked],
+        lines: list[bytes],
+        reserved: Decimal,
+        size: Size,
+    ) -> bool:
+        """Create one provider batch; True when its calls are at the provider (or may be,
+        while that is verified)."""
         keys = [p.key for p in members]
         first = members[0]
         recorded = time.time()
@@ -444,10 +530,18 @@ class BatchCoordinator:
                 first.client, uid, self.job_id, lines, [p.request for p in members]
             )
         except Exception as exc:
-            log.warning("batch create failed: %s", redact(str(exc)))
-            if not await self._created_anyway(api, members, uid, recorded, reserved, exc):
+            text = redact(str(exc))
+            refusal = create_refusal(getattr(exc, "status_code", None), text) if _refused(exc) else None
+            if refusal is None:
+                log.warning("batch create failed: %s", text)
+            if await self._created_anyway(api, members, uid, recorded, reserved, exc, size):
+                return True
+            if refusal is not None:
+                lane = first.request.lane
+                self._after_refusal(lane, members, size, refusal, "a new batch", _retry_after(exc))
+            else:
                 await self._create_failed(members, exc)
-            return
+            return False
         provider_id = provider_batch.id
         failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
@@ -462,7 +556,10 @@ class BatchCoordinator:
             interval=self.poll_min,
             reserved=reserved,
             nonce=uid,
+            lane=first.request.lane,
         )
+        self.capacity.opened(uid, first.request.lane, size)
+        return True
 
     async def _created_anyway(
         self,
@@ -472,6 +569,7 @@ class BatchCoordinator:
         recorded: float,
         reserved: Decimal,
         exc: Exception,
+        size: Size,
     ) -> bool:
         """A create that raised may still have reached the provider: settle it now, as a
         resume would. True when the batch is there, or may be while that is verified: its
@@ -487,6 +585,7 @@ class BatchCoordinator:
             interval=self.poll_min,
             reserved=reserved,
             nonce=uid,
+            lane=first.request.lane,
         )
         if _refused(exc):
             self._abandon(batch)
@@ -499,7 +598,41 @@ class BatchCoordinator:
             for p in members:
                 p.attempts += 1  # this create counts as an attempt, whatever it turns out to be
         self.live[uid] = batch
+        self.capacity.opened(uid, first.request.lane, size)
         return True
+
+    def _after_refusal(
+        self,
+        lane: str,
+        members: list[Parked],
+        size: Size,
+        refusal: Refusal,
+        what: str,
+        retry_after: float | None = None,
+    ) -> None:
+        """The provider refused a batch for its size, its queue or its rate of creates:
+        nothing in it ran. Its calls wait or go again in smaller batches, with no attempt
+        counted; only a request refused alone, over the limit on its own, fails."""
+        decision = self.capacity.refused(lane, size, refusal, time.monotonic(), retry_after)
+        self.stats.refused += 1
+        log.info(
+            "%s: the provider refused %s of %d calls (%s): %s",
+            _model(lane),
+            what,
+            size.requests,
+            refusal.kind.value.replace("_", " "),
+            decision.why,
+        )
+        for p in members:
+            if decision.action is Action.FAIL:
+                message = f"refused by the provider: {decision.why}"
+                self.store.call_failed(p.key, message, retryable=False)
+                self._fail(p, message, None)
+            else:
+                self._queue(p)
+        if decision.action is Action.PAUSE and self.on_refused is not None:
+            self.on_refused(f"{_model(lane)}: the provider refused its batches: {decision.why}")
+        self.on_change()
 
     async def _create_failed(self, members: list[Parked], exc: Exception) -> None:
         """A create that failed: retry the calls in a later round, up to the limit."""
@@ -606,6 +739,9 @@ class BatchCoordinator:
             if self.cancelling and not batch.cancel_sent:
                 await self._cancel(batch)  # the first ask failed: ask again
             return batch.uid not in self.live
+        if view.refusal is not None:
+            self._refused_at_provider(batch, view.refusal)
+            return True
         try:
             await self._collect(batch, view)
         except StoreError:
@@ -613,6 +749,28 @@ class BatchCoordinator:
         except Exception as exc:  # e.g. the download failed: polled and collected again
             return self._poll_failed(batch, exc)
         return True
+
+    def _refused_at_provider(self, batch: LiveBatch, refusal: Refusal) -> None:
+        """The batch ended refused as a whole (OpenAI: failed validation for its model's
+        queue or its size): none of it ran or was billed. Its calls go back to pending,
+        and wait or go again in smaller batches (:meth:`_after_refusal`)."""
+        keys = self.store.batch_keys(batch.uid)
+        self.store.batch_ended(batch.uid)
+        for key in keys:
+            self.store.call_requeued(key, f"batch refused by the provider: {refusal.message}")
+        self.store.commit()
+        self.store.batch_collected(batch.uid)
+        size = self._drop(batch) or Size(len(keys), 0)
+        if self.budget is not None:
+            self.budget.settle(batch.reserved, Decimal(0))
+        members = [p for p in map(self.parked.get, keys) if p is not None]
+        what = f"batch {batch.provider_id} ({batch.uid})"
+        self._after_refusal(batch.lane, members, size, refusal, what)
+
+    def _drop(self, batch: LiveBatch) -> Size | None:
+        """``batch`` is no longer live: its room in its model's queue is free again."""
+        self.live.pop(batch.uid, None)
+        return self.capacity.closed(batch.uid)
 
     def _found(self, batch: LiveBatch) -> None:
         """The provider answered about the batch: it knows it, and it can be reached."""
@@ -698,7 +856,7 @@ class BatchCoordinator:
         keys = self.store.batch_keys(batch.uid)
         reason = f"batch {batch.provider_id} lost: {why}"
         self.store.batch_lost(batch.uid, reason)
-        del self.live[batch.uid]
+        self._drop(batch)
         self.stats.lost += 1
         if self.budget is not None:
             self.budget.settle(batch.reserved, batch.spent)
@@ -808,7 +966,7 @@ class BatchCoordinator:
         if self.budget is not None:
             self.budget.settle(batch.reserved, batch.spent)
         self.stats.batches_collected += 1
-        del self.live[batch.uid]
+        self._drop(batch)
         self.on_change()
 
     def _apply(
@@ -933,7 +1091,7 @@ class BatchCoordinator:
             batch.uid,
             ", ".join(candidates) or "any provider batch",
         )
-        del self.live[batch.uid]
+        self._drop(batch)
         if self.budget is not None:
             self.budget.settle(batch.reserved, Decimal(0))
         for key in self.store.batch_keys(batch.uid):
@@ -968,6 +1126,12 @@ def _endpoint(lane: str) -> tuple[str, str]:
     """A lane's provider and base URL (a lane is ``provider|base URL|model``)."""
     provider, _, rest = lane.partition("|")
     return provider, rest.rpartition("|")[0]
+
+
+def _model(lane: str) -> str:
+    """A lane (``provider|base URL|model``) as a reader names it: ``provider model``."""
+    provider, _, rest = lane.partition("|")
+    return f"{provider} {rest.rpartition('|')[2]}"
 
 
 def _new_uid() -> str:

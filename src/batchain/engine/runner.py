@@ -226,6 +226,8 @@ class JobRunner:
                 batches_collected=b.batches_collected,
                 batches_reconciled=b.reconciled,
                 batches_lost=b.lost,
+                batches_refused=b.refused,
+                capacity_waits=b.capacity_waits,
                 calls_requeued=b.requeued,
                 polls=b.polls,
                 poll_errors=b.poll_errors,

@@ -23,6 +23,7 @@ from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager, build_request, price_call
+from batchain.engine.capacity import Capacity
 from batchain.engine.feed import Window
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import Lease, Purpose, RunControl
@@ -82,6 +83,12 @@ def wire(
             guard=lease.guard,
             lost_after=lost_after_seconds(options.lost_after),
             on_refused=control.pause,
+            capacity=Capacity(
+                max_open_batches=options.max_open_batches,
+                max_enqueued_tokens=options.max_enqueued_tokens,
+                backoff_min=options.poll_min,
+                backoff_max=options.poll_max,
+            ),
         )
         if batched
         else None

@@ -8,6 +8,7 @@ tested on its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,12 +23,16 @@ __all__ = [
     "BatchView",
     "Outcome",
     "OutcomeKind",
+    "Refusal",
+    "RefusalKind",
     "anthropic_outcomes",
     "anthropic_view",
     "chunk",
+    "create_refusal",
     "openai_failed_batch_outcomes",
     "openai_line",
     "openai_outcomes",
+    "openai_refusal",
     "openai_view",
 ]
 
@@ -47,14 +52,13 @@ _BYTE_HEADROOM = 0.95
 def chunk(
     sized: Sequence[tuple[str, int]], limits: BatchLimits, max_requests: int | None = None
 ) -> Iterator[list[str]]:
-    """Split ``(key, encoded_size)`` pairs into batches under every limit, in order."""
+    """Split ``(key, encoded_size)`` pairs into batches under every limit, in order. A
+    request larger than the byte limit on its own goes alone: the provider decides."""
     cap_n = min(limits.max_requests, max_requests or limits.max_requests)
     cap_b = int(limits.max_bytes * _BYTE_HEADROOM)
     current: list[str] = []
     size = 0
     for key, n in sized:
-        if n > cap_b:
-            raise ValueError(f"request {key[:12]} is {n} bytes, over the provider's batch size limit")
         if current and (len(current) >= cap_n or size + n > cap_b):
             yield current
             current, size = [], 0
@@ -62,6 +66,79 @@ def chunk(
         size += n
     if current:
         yield current
+
+
+# -- refusals for size or queue ---------------------------------------------------------------
+
+
+class RefusalKind(StrEnum):
+    """Why a provider refused a whole batch for its size or its queue (never its requests'
+    fault: the calls wait or go in smaller batches, never fail for it)."""
+
+    #: the model's queue is full: enqueued input tokens (OpenAI ``token_limit_exceeded``)
+    QUEUED_TOKENS = "queued_tokens"
+    #: the queue is full: requests waiting to be processed (Anthropic 429 at create)
+    QUEUED_REQUESTS = "queued_requests"
+    #: too many requests in one batch (OpenAI ``too_many_tasks``, Anthropic "at most N items")
+    REQUESTS = "requests"
+    #: too many bytes in one batch (OpenAI "File is too large.", HTTP 413)
+    BYTES = "bytes"
+    #: any other 429 at create (a rate limit on creating batches): wait and try again
+    RATE = "rate"
+
+    @property
+    def queue(self) -> bool:
+        """A refusal that a batch of the model ending can lift (as opposed to its size)."""
+        return self in (RefusalKind.QUEUED_TOKENS, RefusalKind.QUEUED_REQUESTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    kind: RefusalKind
+    #: the provider's words
+    message: str
+    #: the limit the provider stated (its tokens or requests), when it did
+    limit: int | None = None
+
+
+_STATED_TOKENS = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
+_STATED_REQUESTS = re.compile(
+    r"(?:at most|maximum of|limit of)\s*([\d,]+)\s*(?:items|requests)", re.IGNORECASE
+)
+_TOO_LARGE = re.compile(r"too large|exceeds the maximum allowed number of bytes", re.IGNORECASE)
+
+
+def _stated(pattern: re.Pattern[str], message: str) -> int | None:
+    found = pattern.search(message)
+    return int(found.group(1).replace(",", "")) if found else None
+
+
+def openai_refusal(errors: Any) -> Refusal | None:
+    """A batch that failed validation only for its queue or its size (every error is
+    ``token_limit_exceeded``, or every one ``too_many_tasks``), else None."""
+    data = (errors or {}).get("data") or [] if isinstance(errors, dict) else []
+    entries = [e for e in data if isinstance(e, dict)]
+    codes = {str(e.get("code")) for e in entries}
+    message = "; ".join(str(e.get("message")) for e in entries)
+    if codes == {"token_limit_exceeded"}:
+        return Refusal(RefusalKind.QUEUED_TOKENS, message, _stated(_STATED_TOKENS, message))
+    if codes == {"too_many_tasks"}:
+        return Refusal(RefusalKind.REQUESTS, message, _stated(_STATED_REQUESTS, message))
+    return None
+
+
+def create_refusal(status: int | None, message: str) -> Refusal | None:
+    """A batch create (or its upload) the provider refused for the batch's size or its
+    queue, from the HTTP status and the error's text; None for any other failure."""
+    if status == 413 or (status == 400 and _TOO_LARGE.search(message)):
+        return Refusal(RefusalKind.BYTES, message)
+    if status == 400 and (limit := _stated(_STATED_REQUESTS, message)) is not None:
+        return Refusal(RefusalKind.REQUESTS, message, limit)
+    if status == 429:
+        if "queue" in message.lower():  # Anthropic: requests in the processing queue
+            return Refusal(RefusalKind.QUEUED_REQUESTS, message, _stated(_STATED_REQUESTS, message))
+        return Refusal(RefusalKind.RATE, message)
+    return None
 
 
 # -- per-request outcomes -----------------------------------------------------------------
@@ -176,6 +253,8 @@ class BatchView:
     output_ref: str | None = None
     error_ref: str | None = None
     errors: Any = None
+    #: the provider refused the whole batch for its queue or size (nothing in it ran)
+    refusal: Refusal | None = None
 
 
 _OPENAI_ENDED = {"completed", "failed", "expired", "cancelled"}
@@ -191,6 +270,7 @@ def openai_view(batch: Mapping[str, Any]) -> BatchView:
         output_ref=batch.get("output_file_id"),
         error_ref=batch.get("error_file_id"),
         errors=batch.get("errors"),
+        refusal=openai_refusal(batch.get("errors")) if batch.get("status") == "failed" else None,
     )
 
 

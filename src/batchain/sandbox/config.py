@@ -10,7 +10,7 @@ Knobs can be changed three ways:
 * per request: a header ``x-sandbox-<knob-with-dashes>: <value>`` applies to that
   request only (e.g. ``x-sandbox-latency-ms: 200``).  On a batch-create request the
   batch knobs apply to that batch only.  Server-wide knobs (limits, seed, batch size
-  limits) cannot be overridden per request.
+  and queue limits) cannot be overridden per request.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ class SandboxConfig:
     shuffle_results: bool = True  # result lines not in input order
     openai_max_batch_requests: int = 50_000  # more lines -> failed with too_many_tasks
     anthropic_max_batch_requests: int = 100_000  # more requests -> 400 at create
+    openai_max_batch_bytes: int = 200 * 1024 * 1024  # larger batch input file -> 400 at upload
+    anthropic_max_batch_bytes: int = 256 * 1024 * 1024  # larger create body -> 413 at create
+    # per model: input tokens of its batches validated and not yet ended; a batch that would
+    # pass it fails validation with token_limit_exceeded (None: no limit)
+    openai_enqueued_token_limit: int | None = None
+    # requests of batches not yet ended; a create that would pass it -> 429 (None: no limit)
+    anthropic_queue_limit: int | None = None
     # -- both ----------------------------------------------------------------------------
     simulate_prompt_cache: bool = True  # cached_tokens / cache_read / cache_creation
     seed: int = 0  # seeds every random fault decision, for reproducible runs
@@ -84,9 +91,18 @@ class SandboxConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
-        for name in ("openai_max_batch_requests", "anthropic_max_batch_requests"):
+        for name in (
+            "openai_max_batch_requests",
+            "anthropic_max_batch_requests",
+            "openai_max_batch_bytes",
+            "anthropic_max_batch_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for name in ("openai_enqueued_token_limit", "anthropic_queue_limit"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 1:
+                raise ConfigError(f"{name} must be at least 1 or None, got {limit!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -32,7 +32,6 @@ __all__ = ["routes"]
 
 _MB = 1024 * 1024
 MAX_MESSAGES_BYTES = 32 * _MB
-MAX_BATCH_BYTES = 256 * _MB
 
 
 def _ok(payload: Any) -> Response:
@@ -45,10 +44,26 @@ def _authenticate(request: Request) -> None:
         raise denied
 
 
+def _too_large() -> ApiError:
+    return ApiError(413, "Request exceeds the maximum allowed number of bytes.")
+
+
 def _check_size(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "Request exceeds the maximum allowed number of bytes.")
+        raise _too_large()
+
+
+def _queue_full(queued: int, adding: int, limit: int) -> ApiError:
+    """The 429 of a create that would take the requests in the processing queue past
+    ``limit`` (the real wording is not documented; this one names the queue and the limit)."""
+    return ApiError(
+        429,
+        f"Number of batch requests in the processing queue ({queued:,} queued + {adding:,} new) "
+        f"would exceed your rate limit of {limit:,} requests; please try again once some of "
+        "your batches have ended.",
+        headers={"retry-after": "1"},
+    )
 
 
 def _base_url(request: Request) -> str:
@@ -77,7 +92,8 @@ def routes(state: SandboxState) -> list[BaseRoute]:
 
     async def create_batch(request: Request) -> Response:
         _authenticate(request)
-        _check_size(request, MAX_BATCH_BYTES)
+        limit = state.config.anthropic_max_batch_bytes  # 256 MB
+        _check_size(request, limit)
         config = request_config(state, request)
         if state.take_batch_create_429():
             state.ledger.note_rate_limited("anthropic", "*", "batch")
@@ -87,10 +103,19 @@ def routes(state: SandboxState) -> list[BaseRoute]:
                 "(sandbox knob batch_create_429).",
                 headers={"retry-after": "0.05", "retry-after-ms": "50"},
             )
-        body = parse_json_object(await request.body(), BAD_JSON)
+        raw = await request.body()
+        if len(raw) > limit:
+            raise _too_large()
+        body = parse_json_object(raw, BAD_JSON)
         requests = check_requests(body, config.anthropic_max_batch_requests)
         if config.batch_fail_validation:
             raise ApiError(400, "The batch failed validation (sandbox knob batch_fail_validation).")
+        queue_limit = state.config.anthropic_queue_limit
+        if queue_limit is not None:
+            queued = batches.queued()
+            if queued + len(requests) > queue_limit:
+                state.ledger.note_rate_limited("anthropic", "*", "batch")
+                raise _queue_full(queued, len(requests), queue_limit)
         batch = batches.create(requests, config)
         return _ok(batch.to_dict(_base_url(request)))
 

@@ -151,6 +151,13 @@ class AnthropicBatchStore(BatchStoreBase[AnthropicBatch]):
             raise _invalid(f"Batch {batch_id} has already ended and cannot be canceled.")
         return batch
 
+    def queued(self) -> int:
+        """Requests of the batches not yet ended: what the processing queue holds."""
+        now = time.time()
+        for batch_id in list(self._active):
+            self.get(batch_id, now)  # advanced to now: ended ones leave the queue
+        return sum(b.total for b in self._batches.values() if not b.is_final())
+
     def delete(self, batch_id: str) -> None:
         batch = self.get(batch_id)
         if batch.status is not S.ENDED:

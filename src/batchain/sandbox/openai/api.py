@@ -26,7 +26,6 @@ __all__ = ["routes"]
 
 _MB = 1024 * 1024
 MAX_FILE_BYTES = 512 * _MB
-MAX_BATCH_FILE_BYTES = 200 * _MB
 _UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _MIN_EXPIRY_S = 3600
 _MAX_EXPIRY_S = 30 * 24 * 3600
@@ -186,7 +185,9 @@ def routes(state: SandboxState) -> list[BaseRoute]:
             raise _invalid_value("purpose", purpose, _UPLOAD_PURPOSES)
         filename = upload.filename or "upload"
         size = len(upload.data)
-        if size > MAX_FILE_BYTES or (purpose == "batch" and size > MAX_BATCH_FILE_BYTES):
+        # a batch input file has its own limit (200 MB; knob openai_max_batch_bytes)
+        batch_limit = state.config.openai_max_batch_bytes
+        if size > MAX_FILE_BYTES or (purpose == "batch" and size > batch_limit):
             raise ApiError(400, "File is too large.")
         if purpose == "batch" and not filename.endswith(".jsonl"):
             raise ApiError(400, "Invalid file format for Batch API. Must be .jsonl")

@@ -15,6 +15,10 @@ Result semantics (see the protocol reference, section 2.3):
   ``output_file_id`` / ``error_file_id`` are null when the file would be empty;
 * a batch whose every request failed still ends ``completed``;
 * ``errors`` is null unless validation failed;
+* with ``openai_enqueued_token_limit``, a model's *enqueued tokens* are the input
+  tokens of its batches that passed validation and have not ended (the sandbox's
+  tokenizer counts them); a batch that would take them past the limit fails validation
+  with ``token_limit_exceeded``, like OpenAI's per-model batch queue limit;
 * ``request_counts.completed`` / ``failed`` grow while ``in_progress``; expired and
   cancelled requests are added to ``failed`` when the batch reaches its final state;
   requests dropped by ``batch_drop_rate`` count as completed but have no line.
@@ -34,6 +38,7 @@ from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.errors import ApiError, openai_error_body
 from batchain.sandbox.lifecycle import OpenAIStatus, is_terminal, transition
 from batchain.sandbox.openai.files import FileStore, not_found
+from batchain.sandbox.tokenizer import prompt_tokens
 
 if TYPE_CHECKING:
     from batchain.sandbox.openai.chat import OpenAISpec
@@ -91,6 +96,8 @@ class OpenAIBatch(Batch):
     errors: list[dict[str, Any]] | None = None
     expiring: bool = False
     usage: _Usage | None = None
+    #: input tokens the batch holds in its model's queue (counted when the limit is set)
+    enqueued_tokens: int = 0
     output_file_id: str | None = None
     error_file_id: str | None = None
     in_progress_at: float | None = None
@@ -107,6 +114,14 @@ class OpenAIBatch(Batch):
     def move(self, target: OpenAIStatus, at: float) -> None:
         self.status = transition(self.status, target)
         setattr(self, f"{target.value}_at", at)
+
+    def enqueued_at(self, at: float) -> int:
+        """Input tokens this batch holds in its model's queue at time ``at``: from passing
+        validation until it ends (completed, expired or cancelled)."""
+        if self.in_progress_at is None or self.in_progress_at > at:
+            return 0
+        ended = self.completed_at or self.expired_at or self.cancelled_at
+        return self.enqueued_tokens if ended is None or ended > at else 0
 
     @property
     def failed(self) -> int:
@@ -345,6 +360,9 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
             errors = [_line_error("invalid_file", None, "The input file was deleted.", None)]
         else:
             items, model, errors = validate_input(record.data, batch.endpoint, cfg.openai_max_batch_requests)
+        if not errors and model is not None and cfg.openai_enqueued_token_limit is not None:
+            batch.enqueued_tokens = self._input_tokens(items)
+            errors = self._check_queue(batch, model, at, cfg.openai_enqueued_token_limit)
         if errors:
             batch.errors = errors
             batch.move(S.FAILED, at)
@@ -353,6 +371,35 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
         batch.usage = _Usage()
         batch.begin(items, at)
         batch.move(S.IN_PROGRESS, at)
+
+    def _input_tokens(self, items: list[BatchItem]) -> int:
+        """The prompt tokens of ``items``, as they will be billed (a body that does not
+        parse counts nothing: it fails when it runs)."""
+        total = 0
+        for item in items:
+            try:
+                total += prompt_tokens(self._spec.parse(item.body, batch=True))
+            except ApiError:
+                continue
+        return total
+
+    def _check_queue(self, batch: OpenAIBatch, model: str, at: float, limit: int) -> list[dict[str, Any]]:
+        """``token_limit_exceeded`` when ``batch`` would take its model's enqueued tokens
+        past ``limit`` at time ``at`` (its validation), else no error."""
+        for other in list(self._active.values()):  # created first, so validated first
+            if other is batch:
+                break
+            if other.status is S.VALIDATING:
+                self._advance(other, at, 1 << 62)
+        queued = sum(b.enqueued_at(at) for b in self._batches.values() if b.model == model and b is not batch)
+        if queued + batch.enqueued_tokens <= limit:
+            return []
+        message = (
+            f"Enqueued token limit reached for {model} in organization org-sandbox. "
+            f"Limit: {limit:,} enqueued tokens. Please try submitting an equal or smaller "
+            "batch after some of your enqueued batches have completed."
+        )
+        return [_line_error("token_limit_exceeded", None, message, None)]
 
     # -- wire format -------------------------------------------------------------------
 

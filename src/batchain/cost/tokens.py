@@ -1,0 +1,67 @@
+"""Input tokens of a request body, counted cheaply from its texts (no tokenizer).
+
+One place for what a request's input is made of (system prompt, message texts, tools,
+response format) and the rough rule of ~4 characters a token plus 3 per message: the
+cost estimate falls back to it when tiktoken has no encoding, and batch mode sizes a
+model's provider queue with it (enqueued tokens, :mod:`batchain.engine.capacity`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["CHARS_PER_TOKEN", "MESSAGE_OVERHEAD", "approx_input_tokens", "input_texts", "overhead"]
+
+CHARS_PER_TOKEN = 4
+#: tokens a message adds beyond its text (and the reply's priming counts as one more)
+MESSAGE_OVERHEAD = 3
+_EXTRAS = ("system", "tools", "response_format")
+
+
+def input_texts(body: dict[str, Any]) -> Iterator[str]:
+    """Every text of a chat request body that counts as input (OpenAI or Anthropic shape)."""
+    yield from _system(body)
+    for msg in body.get("messages") or ():
+        yield from _content(msg)
+    yield from _schemas(body)
+
+
+def _system(body: dict[str, Any]) -> Iterator[str]:
+    system = body.get("system")
+    if isinstance(system, str):
+        yield system
+    elif isinstance(system, list):
+        yield from (str(b.get("text", "")) for b in system if isinstance(b, dict))
+
+
+def _content(msg: Any) -> Iterator[str]:
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        yield from (str(b.get("text", "")) for b in content if isinstance(b, dict))
+
+
+def _schemas(body: dict[str, Any]) -> Iterator[str]:
+    for key in ("tools", "response_format"):
+        if body.get(key):
+            yield str(body[key])
+
+
+def overhead(body: dict[str, Any]) -> int:
+    """The tokens of a request beyond its texts: per message, and the reply's priming."""
+    return MESSAGE_OVERHEAD * (len(body.get("messages") or ()) + 1)
+
+
+def approx_input_tokens(body: dict[str, Any]) -> int:
+    """About how many input tokens ``body`` is: its texts (:func:`input_texts`) at ~4
+    characters a token. Plain string contents are counted inline: this runs for every
+    call of a batch."""
+    chars = 0
+    for msg in body.get("messages") or ():
+        content = msg.get("content") if type(msg) is dict else None
+        chars += len(content) if type(content) is str else sum(len(t) for t in _content(msg))
+    if any(key in body for key in _EXTRAS):
+        chars += sum(len(t) for t in _system(body)) + sum(len(t) for t in _schemas(body))
+    return chars // CHARS_PER_TOKEN + overhead(body)
