@@ -12,7 +12,8 @@ of its (deterministic) completion.  A request costing more tokens than the whole
 per-minute limit is rejected as "too large" and is not retryable.
 
 The sandbox reports, for a configured limit: ``limit`` (per minute),
-``remaining = floor(level / capacity * limit)`` (``limit`` when the bucket is full)
+``remaining = floor(floor(level) / capacity * limit)``: only whole units in the bucket
+count, so a refused request always sees 0 (``limit`` when the bucket is full)
 and ``reset`` = time until the bucket is full again.
 """
 
@@ -71,7 +72,8 @@ class _Bucket:
         return 0.0 if self.level + 1e-6 >= need else (need - self.level) / self.rate
 
     def view(self) -> BucketView:
-        remaining = math.floor(max(self.level, 0.0) / self.capacity * self.limit)
+        # whole units only: a bucket holding a fraction of a request admits none
+        remaining = math.floor(math.floor(max(self.level, 0.0)) / self.capacity * self.limit)
         reset = (self.capacity - self.level) / self.rate if self.level < self.capacity else 0.0
         return BucketView(self.limit, min(remaining, self.limit), reset)
 
