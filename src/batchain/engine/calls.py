@@ -463,7 +463,8 @@ class CallManager:
         return price_call(self.pricebook, request, usage, tier, body)
 
     def _begin(self, request: CallRequest, status: CallStatus) -> None:
-        """Record the call as on the wire (SENT) or parked for a batch (PENDING)."""
+        """Record the call as on the wire (SENT: one more attempt) or parked for a batch
+        (PENDING)."""
         self.store.begin_call(
             request.key,
             provider=request.provider,
@@ -504,13 +505,26 @@ class CallManager:
     ) -> str:
         store = self.store
         reserved = await self._reserve(request, Tier.REALTIME)
-        self._begin(request, CallStatus.SENT)
-
         client = self.client_for(adapter, model)
 
         async def attempt() -> Sent:
+            # the scheduler calls this holding the call's concurrency slot. The call is
+            # marked as on the wire only now, and durably before the request goes out: a
+            # crash then counts exactly the requests that may have been billed without
+            # their answer stored (at most max_concurrency), never the calls still waiting
+            # for a slot. Group commit: every call that got a slot in this loop iteration
+            # shares one commit.
             await self.guard()
-            return await adapter.send(model, client, request, self.timeout)
+            self._begin(request, CallStatus.SENT)
+            await store.flushed()
+            try:
+                return await adapter.send(model, client, request, self.timeout)
+            except Exception:
+                # answered with an error, or never sent: off the wire until a retry marks
+                # it again. (A timeout cancels this instead: that request may still be
+                # answered and billed, so it stays marked.)
+                store.call_failed(request.key, "retrying", retryable=True)
+                raise
 
         def learn(outcome: Sent | BaseException) -> Any:
             headers: Any

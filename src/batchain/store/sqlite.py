@@ -13,7 +13,6 @@ one transition table in :mod:`batchain.states`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -250,6 +249,8 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._in_tx = False
         self._commit_scheduled = False
+        #: awaiting the next group commit (:meth:`flushed`)
+        self._flush_waiters: list[asyncio.Future[None]] = []
         #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
         self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
         try:
@@ -360,8 +361,33 @@ class SQLiteStore:
 
     def _commit_scheduled_now(self) -> None:
         """The group commit of :meth:`commit_soon`; a lost lease was already reported."""
-        with contextlib.suppress(LeaseLost):
+        waiters, self._flush_waiters = self._flush_waiters, []
+        try:
             self.commit()
+        except BaseException as exc:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved by whoever awaits it
+            if not isinstance(exc, LeaseLost):
+                raise
+            return
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def flushed(self) -> None:
+        """Return once everything written so far is committed, by the group commit of
+        this loop iteration: for a write that must be durable before what follows (a
+        call marked as on the wire before its request goes out). Raises what the commit
+        raised (:class:`~batchain.errors.LeaseLost`)."""
+        with self._lock:
+            if not self._in_tx:
+                return
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._flush_waiters.append(fut)
+        self.commit_soon()
+        await fut
 
     def commit_soon(self) -> None:
         """Commit at the end of this event-loop iteration (group commit)."""
