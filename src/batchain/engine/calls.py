@@ -26,7 +26,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 from batchain.cost.prices import Pricing
 from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
-from batchain.engine.hook import original_agenerate, original_generate
+from batchain.engine.hook import ACTIVE, original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
@@ -277,14 +277,18 @@ class CallManager:
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
-        if not sync:
-            text = await self.execute(adapter, model, request, item_idx)
-            return parse_answer(adapter, model, request, text, run_manager)
-        self.sync_calls += 1  # a sync step's thread is held until this call is answered
+        # the engine's work from here, not the item's steps: what it runs in the loop's
+        # executor (the SDK's platform probe, a generic model's sync send) must not queue
+        # behind the item's sync steps, which may all be waiting for this very call
+        token = ACTIVE.set(None)
+        if sync:
+            self.sync_calls += 1  # a sync step's thread is held until this call is answered
         try:
             text = await self.execute(adapter, model, request, item_idx)
         finally:
-            self.sync_calls -= 1
+            if sync:
+                self.sync_calls -= 1
+            ACTIVE.reset(token)
         return parse_answer(adapter, model, request, text, run_manager)
 
     def _build(

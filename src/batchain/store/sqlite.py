@@ -1,8 +1,9 @@
 """The SQLite store: one WAL-mode file holding jobs, items, calls and provider batches.
 
-Writes are grouped: every write method starts (or joins) an open transaction and the
-caller commits with :meth:`SQLiteStore.commit` or, inside an event loop,
-:meth:`SQLiteStore.commit_soon`, which commits once per loop iteration. With
+Writes are grouped: every write method starts (or joins) an open transaction, which
+inside an event loop is committed at the end of the loop iteration (group commit), and
+outside one by :meth:`SQLiteStore.commit`. Every store on one file in one process shares
+one connection and so one transaction (:mod:`batchain.store.connection`). With
 ``synchronous=NORMAL`` a commit in WAL mode is an append to the log, so a killed process
 loses at most the writes of the loop iteration it was in; a power cut can lose a bit more.
 
@@ -12,12 +13,10 @@ one transition table in :mod:`batchain.states`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
@@ -37,6 +36,7 @@ from batchain.states import (
     check_transition,
 )
 from batchain.store.base import lease_owner
+from batchain.store.connection import SharedConnection, busy_timeout_s, store_errors
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
@@ -237,8 +237,25 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    for index in _DROPPED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    conn.executescript(_SCHEMA)
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
 class SQLiteStore:
-    """Jobs, items, calls and provider batches in one SQLite file (WAL)."""
+    """Jobs, items, calls and provider batches in one SQLite file (WAL).
+
+    Every store opened on one file in one process shares one connection and its write
+    transaction (:mod:`batchain.store.connection`): several jobs of one process run side by
+    side on one store, their writes committed together once per loop iteration."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool | None = None) -> None:
         """Open (or create) the store at ``path``. A store that cannot be written (a
@@ -246,44 +263,54 @@ class SQLiteStore:
         damaged or newer than this batchain is refused with :class:`StoreError`, unchanged."""
         self.path = Path(path) if path is not None else default_store_path()
         self.read_only = read_only if read_only is not None else not _writable(self.path)
-        self._lock = threading.RLock()
-        self._in_tx = False
-        self._commit_scheduled = False
-        #: awaiting the next group commit (:meth:`flushed`)
-        self._flush_waiters: list[asyncio.Future[None]] = []
-        #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
+        #: leases every write is conditional on: job id -> (owner, epoch, on_lost)
         self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
+        #: fenced jobs whose lease another process took over: this store writes nothing more
+        self._lost: dict[str, LeaseLost] = {}
+        #: written since this store last committed (a lost lease is then raised by commit)
+        self._dirty = False
+        self._closed = False
         try:
-            self._conn = self._connect()
-            self._conn.row_factory = sqlite3.Row
-            self._check_version()
-            if not self.read_only:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.execute("PRAGMA busy_timeout=30000")
-                self._migrate()
+            self._db = SharedConnection.open(self.path, self.read_only, self._connect, self._prepare)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"store {self.path} is damaged or not a batchain store ({exc})") from None
+        self._lock = self._db.lock
+        self._conn = self._db.conn
 
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        if not self.path.exists():
-            raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
-        # immutable: a read-only medium cannot hold SQLite's lock files; nothing writes to it
-        immutable = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
-        uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s()
+            )
+        else:
+            if not self.path.exists():
+                raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
+            # immutable: a read-only medium cannot hold SQLite's lock files; nothing writes to it
+            immutable = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
+            uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s()
+            )
+        conn.row_factory = sqlite3.Row
+        return conn
 
-    def _check_version(self) -> None:
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """A new connection: refuse a newer store, then settings and migrations."""
+        with store_errors(self.path):
+            self._check_version(conn)
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
+                _migrate(conn)
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
         """Refuse a newer store before changing anything in it."""
-        has_meta = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
+        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if has_meta is None:
             return
-        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {row[0]}, newer than this batchain "
@@ -292,119 +319,92 @@ class SQLiteStore:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        with self._lock:
-            for index in _DROPPED_INDEXES:
-                self._conn.execute(f"DROP INDEX IF EXISTS {index}")
-            self._conn.executescript(_SCHEMA)
-            for table, column, decl in _ADDED_COLUMNS:
-                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+    def _begin(self) -> None:
+        """Before a write, holding the lock: refuse a read-only store, join or begin the
+        write transaction."""
+        if self.read_only:
+            raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
+        self._db.begin()
+        self._dirty = True
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            if self.read_only:
-                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
-            if not self._in_tx:
-                self._conn.execute("BEGIN")
-                self._in_tx = True
-            return self._conn.execute(sql, tuple(params))
+            self._begin()
+            if self._lost:
+                return self._discarded(lambda: self._conn.execute(sql, tuple(params)))
+            with store_errors(self.path):
+                return self._conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run ``sql`` for every row; returns how many rows it changed in all."""
         with self._lock:
-            if self.read_only:
-                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
-            if not self._in_tx:
-                self._conn.execute("BEGIN")
-                self._in_tx = True
-            return self._conn.executemany(sql, rows).rowcount
+            self._begin()
+            if self._lost:
+                return self._discarded(lambda: self._conn.executemany(sql, rows)).rowcount
+            with store_errors(self.path):
+                return self._conn.executemany(sql, rows).rowcount
+
+    def _discarded(self, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        """A write of a runner that lost its lease: run (so it answers as it would) and
+        undone at once; the other stores' writes in the transaction stay."""
+        self._conn.execute("SAVEPOINT lost_lease")
+        try:
+            return run()
+        finally:
+            self._conn.execute("ROLLBACK TO lost_lease")
+            self._conn.execute("RELEASE lost_lease")
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, store_errors(self.path):
             return self._conn.execute(sql, tuple(params)).fetchall()
 
     def commit(self) -> None:
+        """Commit everything written so far (by every store on this file in this process);
+        :class:`~batchain.errors.LeaseLost` if this store wrote for a job it lost."""
         with self._lock:
-            self._commit_scheduled = False
-            if self._in_tx:
-                # the transaction has written, so it holds the write lock: no other process
-                # can move a lease between this check and the commit
-                lost = self._lost_fence()
-                if lost is not None:
-                    self._conn.execute("ROLLBACK")
-                    self._in_tx = False
-                    raise lost
-                self._conn.execute("COMMIT")
-                self._in_tx = False
+            self._db.commit()
+            dirty, self._dirty = self._dirty, False
+            if dirty and self._lost:
+                raise next(iter(self._lost.values()))
 
-    def _lost_fence(self) -> LeaseLost | None:
+    def on_begin(self, conn: sqlite3.Connection) -> None:
+        """A write transaction began, holding the write lock: are this store's leases
+        still held? No other process can move one before the transaction ends, so every
+        write of this store in it is conditional on them; once one is lost, this store's
+        writes are undone as they are made (:meth:`_discarded`)."""
         for job_id, (owner, epoch, on_lost) in list(self._fences.items()):
-            row = self._conn.execute(
-                "SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)
-            ).fetchone()
+            if job_id in self._lost:
+                continue
+            row = conn.execute("SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is not None and (row[0], int(row[1] or 0)) != (owner, epoch):
                 exc = LeaseLost(
                     f"job {job_id}: another process ({row[0] or 'none'}) took over its lease while "
                     "this one was stalled; this one stopped and wrote nothing more"
                 )
+                self._lost[job_id] = exc
                 on_lost(exc)
-                return exc
-        return None
 
-    def _commit_scheduled_now(self) -> None:
-        """The group commit of :meth:`commit_soon`; a lost lease was already reported."""
-        waiters, self._flush_waiters = self._flush_waiters, []
-        try:
-            self.commit()
-        except BaseException as exc:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # retrieved by whoever awaits it
-            if not isinstance(exc, LeaseLost):
-                raise
-            return
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+    def commit_soon(self) -> None:
+        """Commit at the end of this event-loop iteration (group commit)."""
+        self._db.commit_soon()
 
     async def flushed(self) -> None:
         """Return once everything written so far is committed, by the group commit of
         this loop iteration: for a write that must be durable before what follows (a
-        call marked as on the wire before its request goes out). Raises what the commit
-        raised (:class:`~batchain.errors.LeaseLost`)."""
-        with self._lock:
-            if not self._in_tx:
-                return
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._flush_waiters.append(fut)
-        self.commit_soon()
-        await fut
-
-    def commit_soon(self) -> None:
-        """Commit at the end of this event-loop iteration (group commit)."""
-        if self._commit_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.commit()
-            return
-        self._commit_scheduled = True
-        loop.call_soon(self._commit_scheduled_now)
+        call marked as on the wire before its request goes out). Raises
+        :class:`~batchain.errors.LeaseLost` if this store's writes were refused."""
+        await self._db.flushed()
+        if self._lost:
+            raise next(iter(self._lost.values()))
 
     def close(self) -> None:
-        self.commit()
-        with self._lock:
-            self._conn.close()
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self._closed = True
+            self._db.release()
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -454,9 +454,10 @@ class SQLiteStore:
         epoch, so the holder before it can tell (see :meth:`fence`).
         """
         with self._lock:
-            self.commit()
+            self._db.commit()
             # IMMEDIATE: the read and the write below are one step for every process
-            self._conn.execute("BEGIN IMMEDIATE")
+            with store_errors(self.path):
+                self._conn.execute("BEGIN IMMEDIATE")
             try:
                 row = self._conn.execute(
                     "SELECT lease_owner, lease_until, lease_epoch FROM jobs WHERE id=?", (job_id,)
@@ -499,15 +500,21 @@ class SQLiteStore:
         self.commit()
 
     def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
-        """Make every later commit of this store conditional on ``owner`` still holding the
-        lease of ``job_id`` at ``epoch``: otherwise the commit is rolled back, ``on_lost``
-        is told, and :class:`~batchain.errors.LeaseLost` raised."""
+        """Make every later write of this store conditional on ``owner`` still holding the
+        lease of ``job_id`` at ``epoch``: checked as each write transaction begins (see
+        :meth:`on_begin`); once lost, ``on_lost`` is told, the store's writes are undone
+        and its commits raise :class:`~batchain.errors.LeaseLost`."""
         with self._lock:
+            # a transaction open now began after the claim (which committed what was open
+            # before it), so the lease was ours when it began
             self._fences[job_id] = (owner, epoch, on_lost)
+            self._lost.pop(job_id, None)
+            self._db.watch(self)
 
     def unfence(self, job_id: str) -> None:
         with self._lock:
             self._fences.pop(job_id, None)
+            self._lost.pop(job_id, None)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode", "stats"}
