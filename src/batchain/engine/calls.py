@@ -26,7 +26,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 from batchain.cost.prices import Pricing
 from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
-from batchain.engine.hook import original_agenerate, original_generate
+from batchain.engine.hook import ACTIVE, original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
@@ -279,14 +279,18 @@ class CallManager:
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
-        if not sync:
-            text = await self.execute(adapter, model, request, item_idx)
-            return parse_answer(adapter, model, request, text, run_manager)
-        self.sync_calls += 1  # a sync step's thread is held until this call is answered
+        # the engine's work from here, not the item's steps: what it runs in the loop's
+        # executor (the SDK's platform probe, a generic model's sync send) must not queue
+        # behind the item's sync steps, which may all be waiting for this very call
+        token = ACTIVE.set(None)
+        if sync:
+            self.sync_calls += 1  # a sync step's thread is held until this call is answered
         try:
             text = await self.execute(adapter, model, request, item_idx)
         finally:
-            self.sync_calls -= 1
+            if sync:
+                self.sync_calls -= 1
+            ACTIVE.reset(token)
         return parse_answer(adapter, model, request, text, run_manager)
 
     def _build(
@@ -467,7 +471,8 @@ class CallManager:
         return price_call(self.pricebook, request, usage, tier, body)
 
     def _begin(self, request: CallRequest, status: CallStatus) -> None:
-        """Record the call as on the wire (SENT) or parked for a batch (PENDING)."""
+        """Record the call as on the wire (SENT: one more attempt) or parked for a batch
+        (PENDING)."""
         self.store.begin_call(
             request.key,
             provider=request.provider,
@@ -508,20 +513,27 @@ class CallManager:
     ) -> str:
         store = self.store
         reserved = await self._reserve(request, Tier.REALTIME)
-        self._begin(request, CallStatus.SENT)
-        try:
-            # on the wire only once the store says so: a crash or a failed write (full disk)
-            # then leaves every call that may be billed marked as sent, and counted on resume
-            await store.durable()
-        except BaseException:
-            self._settle(reserved, None)
-            raise
-
         client = self.client_for(adapter, model)
 
         async def attempt() -> Sent:
+            # the scheduler calls this holding the call's concurrency slot. The call is
+            # marked as on the wire only now, and durably before the request goes out: a
+            # crash, or a failed write (a full disk: Store.durable raises, nothing is sent),
+            # then counts exactly the requests that may have been billed without their
+            # answer stored (after a crash at most max_concurrency), never the calls still
+            # waiting for a slot. Group commit: every call that got a slot in this loop
+            # iteration shares one commit.
             await self.guard()
-            return await adapter.send(model, client, request, self.timeout)
+            self._begin(request, CallStatus.SENT)
+            await store.durable()
+            try:
+                return await adapter.send(model, client, request, self.timeout)
+            except Exception:
+                # answered with an error, or never sent: off the wire until a retry marks
+                # it again. (A timeout cancels this instead: that request may still be
+                # answered and billed, so it stays marked.)
+                store.call_failed(request.key, "retrying", retryable=True)
+                raise
 
         def learn(outcome: Sent | BaseException) -> Any:
             headers: Any

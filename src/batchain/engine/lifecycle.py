@@ -189,8 +189,12 @@ class JobLifecycle:
         if job.status == JobStatus.RUNNING:
             # left behind by a process that died. Its calls still marked as sent were on
             # the wire: the provider may have answered (and billed) them, but the answer
-            # never reached the store, so they will be sent again.
-            self.lost_calls += len(self.store.calls_in_status(CallStatus.SENT, self.job_id))
+            # never reached the store, so they will be sent again. They are on no wire now:
+            # counted once, they wait to be sent like any other call.
+            lost = self.store.calls_in_status(CallStatus.SENT, self.job_id)
+            for key in lost:
+                self.store.call_requeued(key, "lost in a crash")
+            self.lost_calls += len(lost)
             self.store.update_job(self.job_id, stats={**job.stats, "calls_lost_in_crashes": self.lost_calls})
             self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)

@@ -17,6 +17,7 @@ import contextlib
 import gc
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,10 +119,9 @@ class JobRunner:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self, inputs: InputSource | None) -> JobStatus:
-        loop = asyncio.get_running_loop()
-        executor = JobExecutor(self.parts.threads)
-        loop.set_default_executor(executor)
         self.lease.claim()
+        executor = LoopExecutor.of(asyncio.get_running_loop())
+        executor.add_job(self.calls, self.parts.threads)
         self.store.watch(self.job_id, self._store_failed)
         heartbeat = asyncio.create_task(self.lease.keep())
         _gc_freeze()
@@ -143,14 +143,14 @@ class JobRunner:
             _gc_unfreeze()
             heartbeat.cancel()
             try:
-                if self.store_failure is None:
+                if self.store_failure is None and self.lease.lost is None:
                     self.lease.release()
-                else:  # the lease cannot be written: a resume takes it over
+                else:  # the lease cannot be written, or is not ours: the store writes again
                     self.store.unfence(self.job_id)
             finally:
                 self.store.unwatch(self.job_id)
                 await self.calls.aclose()
-                executor.shutdown(wait=False, cancel_futures=True)
+                executor.remove_job(self.calls)
 
     def _store_failed(self, exc: StoreError) -> None:
         """The store failed (told by the store): stop, and raise one line that says so."""
@@ -352,27 +352,61 @@ class JobRunner:
 _LOOP_LOOKUPS = frozenset({socket.getaddrinfo, socket.getnameinfo})
 
 
-class JobExecutor(concurrent.futures.ThreadPoolExecutor):
-    """The loop's default executor while a job runs: items' sync steps (LangChain runs
-    them in the default executor) get ``threads`` threads; everything else (the event
-    loop's own DNS lookups for provider connections, say) gets threads of its own.
+class LoopExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor once a job has run on it: each running job's items'
+    sync steps (LangChain runs them in the default executor) get that job's ``threads``
+    threads; everything else (the event loop's own DNS lookups for provider connections,
+    say) gets threads of its own.
 
     A sync step that calls a model holds its thread until the call is answered. When all
     of them wait, the round must still reach the provider, and its connection's lookup
-    must not queue behind the sync steps that wait for it."""
+    must not queue behind the sync steps that wait for it (nor must anything the engine
+    runs for a call: see :meth:`CallManager.generate`). One per loop, shared by the
+    jobs running on it: a job that ends shuts down only its own threads, and the loop's
+    default executor keeps working for the jobs still running and for the loop's owner."""
 
-    def __init__(self, threads: int) -> None:
-        super().__init__(max_workers=threads, thread_name_prefix="batchain")
-        self._service = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="batchain-io")
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopExecutor] = weakref.WeakKeyDictionary()
+    _by_loop_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        # threads start only when needed; besides lookups, a generic model's sync sends
+        # run here, up to the job's concurrency
+        super().__init__(max_workers=64, thread_name_prefix="batchain-io")
+        #: each running job's pool, by its call manager (the one an item's context names)
+        self._jobs: dict[object, concurrent.futures.ThreadPoolExecutor] = {}
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopExecutor:
+        """The loop's, made and installed as its default executor on first use."""
+        with cls._by_loop_lock:
+            executor = cls._by_loop.get(loop)
+            if executor is None:
+                executor = cls._by_loop[loop] = cls()
+                loop.set_default_executor(executor)
+            return executor
+
+    def add_job(self, calls: CallManager, threads: int) -> None:
+        self._jobs[calls] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="batchain"
+        )
+
+    def remove_job(self, calls: CallManager) -> None:
+        pool = self._jobs.pop(calls, None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        # not an item's step, or the loop resolving a host for an item's call
-        if ACTIVE.get() is None or fn in _LOOP_LOOKUPS:
-            return self._service.submit(fn, *args, **kwargs)
-        return super().submit(fn, *args, **kwargs)
+        context = ACTIVE.get()
+        # an item's step goes to its job's threads; the loop resolving a host for an
+        # item's call, or anything else, to the loop's own
+        pool = self._jobs.get(context.manager) if context is not None and fn not in _LOOP_LOOKUPS else None
+        if pool is None:
+            return super().submit(fn, *args, **kwargs)
+        return pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._service.shutdown(wait=wait, cancel_futures=cancel_futures)
+        for pool in list(self._jobs.values()):
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -228,17 +229,34 @@ async def execute(
                 await display
 
 
+#: per loop, the stop of every job running on it: one SIGTERM handler stops them all
+_STOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _on_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
-    """SIGTERM stops like the first Ctrl-C: calls on the wire land, then the job pauses."""
+    """SIGTERM stops like the first Ctrl-C: calls on the wire land, then the job pauses
+    (every job running on this loop)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, stop)
-    except (NotImplementedError, RuntimeError):
-        return lambda: None
+    stops = _STOPS.setdefault(loop, [])
+
+    def stop_all() -> None:
+        for each in list(stops):
+            each()
+
+    if not stops:
+        try:
+            loop.add_signal_handler(signal.SIGTERM, stop_all)
+        except (NotImplementedError, RuntimeError):
+            return lambda: None
+    stops.append(stop)
 
     def restore() -> None:
-        loop.remove_signal_handler(signal.SIGTERM)
+        stops.remove(stop)
+        if not stops:
+            loop.remove_signal_handler(signal.SIGTERM)
 
     return restore

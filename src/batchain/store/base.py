@@ -56,7 +56,9 @@ class Store(Protocol):
 
     async def durable(self) -> None:
         """Return once every write made so far is committed (by this loop iteration's group
-        commit); raise if that commit failed instead, or if the store has failed."""
+        commit); raise :class:`~batchain.errors.StoreError` if that commit failed instead, or
+        if the store has failed, and :class:`~batchain.errors.LeaseLost` if this store's
+        writes are refused (its job's lease was taken over)."""
         ...
 
     def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:

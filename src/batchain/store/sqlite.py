@@ -1,8 +1,9 @@
 """The SQLite store: one WAL-mode file holding jobs, items, calls and provider batches.
 
-Writes are grouped: every write method starts (or joins) an open transaction and the
-caller commits with :meth:`SQLiteStore.commit` or, inside an event loop,
-:meth:`SQLiteStore.commit_soon`, which commits once per loop iteration. With
+Writes are grouped: every write method starts (or joins) an open transaction, which
+inside an event loop is committed at the end of the loop iteration (group commit), and
+outside one by :meth:`SQLiteStore.commit`. Every store on one file in one process shares
+one connection and so one transaction (:mod:`batchain.store.connection`). With
 ``synchronous=NORMAL`` a commit in WAL mode is an append to the log, so a killed process
 loses at most the writes of the loop iteration it was in; a power cut can lose a bit more.
 
@@ -10,11 +11,12 @@ Status changes are guarded in SQL (``WHERE status IN (<allowed predecessors>)``)
 one transition table in :mod:`batchain.states`.
 
 A write cannot half-happen. A statement or commit that fails (a full disk, an I/O error, a
-damaged file) rolls back everything since the last commit, as a whole: an item's input
-row and the job's "inputs read up to" count are in one transaction, so an input is either
-stored or read again on resume. While a run watches the store (:meth:`SQLiteStore.watch`)
-every later write is refused with the same one-line :class:`StoreError`, so nothing
-built on the undone writes can be recorded; the run is told and stops.
+damaged file) rolls back everything since the last commit, as a whole, every job's on the
+file: an item's input row and the job's "inputs read up to" count are in one transaction,
+so an input is either stored or read again on resume. While a run watches the file
+(:meth:`SQLiteStore.watch`) every later write is refused with the same one-line
+:class:`StoreError`, so nothing built on the undone writes can be recorded; every run
+watching it is told and stops.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ import asyncio
 import contextlib
 import errno
 import json
-import logging
 import os
-import shutil
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -48,6 +48,7 @@ from batchain.states import (
     check_transition,
 )
 from batchain.store.base import lease_owner
+from batchain.store.connection import SharedConnection, busy_timeout_s, call_in, problem, running_loop
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
@@ -62,8 +63,6 @@ from batchain.store.records import (
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
-
-log = logging.getLogger("batchain.store")
 
 SCHEMA_VERSION = 1
 
@@ -239,60 +238,6 @@ def _writable(path: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-#: free bytes under which an I/O error of the store is taken for a full disk
-_FULL_BELOW = 1 << 20
-
-
-def _disk_full(path: Path, code: int) -> bool:
-    """Did a statement fail because the store's disk is full? SQLite says so (SQLITE_FULL)
-    when a write comes up short, but growing its ``-shm`` index (which even a reader of a
-    WAL store may do) fails as a plain I/O error: then the free space tells."""
-    if code == sqlite3.SQLITE_FULL:
-        return True
-    if code != sqlite3.SQLITE_IOERR:
-        return False
-    try:
-        return shutil.disk_usage(path.parent).free < _FULL_BELOW
-    except OSError:
-        return False
-
-
-def _problem(path: Path, exc: sqlite3.Error) -> StoreError:
-    """What went wrong with the store at ``path``, as one line naming the file."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
-    why = str(exc)
-    if _disk_full(path, code):
-        said = "" if code == sqlite3.SQLITE_FULL else f" ({why})"  # SQLite's words would repeat ours
-        return StoreError(f"disk full: store {path} could not be written{said}", disk_full=True)
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StoreError(f"store {path} is damaged or not a batchain store ({why})")
-    if code == sqlite3.SQLITE_READONLY:
-        return StoreError(f"store {path} is read-only: it can be read, not changed ({why})")
-    if code == sqlite3.SQLITE_IOERR:
-        return StoreError(f"store {path} could not be read or written: its disk failed ({why})")
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreError(f"store {path} stayed locked by another process ({why})")
-    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-        return StoreError(f"store {path} cannot be opened ({why})")
-    return StoreError(f"store {path} failed: {getattr(exc, 'sqlite_errorname', type(exc).__name__)}: {why}")
-
-
-def _settle(waiter: asyncio.Future[BaseException | None], outcome: BaseException | None) -> None:
-    """Tell whoever awaits ``waiter`` how a commit ended, from any thread."""
-    if waiter.done():
-        return
-    loop = waiter.get_loop()
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        waiter.set_result(outcome)
-        return
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(_settle, waiter, outcome)
-
-
 def default_store_path() -> Path:
     """``$BATCHAIN_STORE`` if set, else ``~/.batchain/store.sqlite``."""
     env = os.environ.get("BATCHAIN_STORE")
@@ -310,8 +255,37 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    for index in _DROPPED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    conn.executescript(_SCHEMA)
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Fence:
+    """A lease every write of a store is conditional on (see :meth:`SQLiteStore.fence`)."""
+
+    owner: str
+    epoch: int
+    on_lost: Callable[[LeaseLost], None]
+    #: the loop the run holding it runs on, where it is told
+    loop: asyncio.AbstractEventLoop | None
+
+
 class SQLiteStore:
-    """Jobs, items, calls and provider batches in one SQLite file (WAL)."""
+    """Jobs, items, calls and provider batches in one SQLite file (WAL).
+
+    Every store opened on one file in one process shares one connection and its write
+    transaction (:mod:`batchain.store.connection`): several jobs of one process run side by
+    side on one store, their writes committed together once per loop iteration, and a
+    failed statement undoes, and is told to, all of them."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool | None = None) -> None:
         """Open (or create) the store at ``path``. A store that cannot be written (a
@@ -319,33 +293,29 @@ class SQLiteStore:
         damaged or newer than this batchain is refused with :class:`StoreError`, unchanged."""
         self.path = Path(path) if path is not None else default_store_path()
         self.read_only = read_only if read_only is not None else not _writable(self.path)
-        self._lock = threading.RLock()
-        self._commit_scheduled = False
-        #: leases every commit is conditional on: job id -> (owner, epoch, on_lost)
-        self._fences: dict[str, tuple[str, int, Callable[[LeaseLost], None]]] = {}
-        #: runs told when the store fails, by job id (see :meth:`watch`)
-        self._watchers: dict[str, Callable[[StoreError], None]] = {}
-        #: a failure every write repeats while a run watches
-        self._failure: StoreError | None = None
-        #: awaited by :meth:`durable`: how the open transaction ended (None: committed)
-        self._durable: asyncio.Future[BaseException | None] | None = None
+        #: leases every write of this store is conditional on, by job id
+        self._fences: dict[str, _Fence] = {}
+        #: fenced jobs whose lease another process took over: this store writes nothing more
+        self._lost: dict[str, LeaseLost] = {}
+        #: written since this store last committed (a lost lease is then raised by commit)
+        self._dirty = False
+        #: its writes were undone by another store's failure, not yet told (see on_undone)
+        self._undone: StoreError | None = None
+        #: the jobs whose runs watch the file through this store (:meth:`watch`)
+        self._watching: set[str] = set()
+        self._closed = False
         existed = self.path.exists()
         try:
-            self._conn = self._connect()
-            self._conn.row_factory = sqlite3.Row
-            self._check_version()
-            if not self.read_only:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.execute("PRAGMA busy_timeout=30000")
-                self._migrate()
+            self._db = SharedConnection.open(self.path, self.read_only, self._connect, self._prepare)
         except sqlite3.Error as exc:
-            problem = _problem(self.path, exc)
+            error = problem(self.path, exc)
             if not existed:  # leave no empty file behind (a full disk refused the rest)
                 with contextlib.suppress(OSError):
                     if self.path.stat().st_size == 0:
                         self.path.unlink()
-            raise problem from None
+            raise error from None
+        self._lock = self._db.lock
+        self._conn = self._db.conn
 
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:
@@ -356,22 +326,36 @@ class SQLiteStore:
                     full = f"disk full: store {self.path} could not be written"
                     raise StoreError(full, disk_full=True) from None
                 raise StoreError(f"store {self.path}: cannot create its folder ({exc.strerror})") from None
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        if not self.path.exists():
-            raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
-        # immutable: a read-only medium cannot hold SQLite's lock files; nothing writes to it
-        immutable = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
-        uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s()
+            )
+        else:
+            if not self.path.exists():
+                raise StoreError(f"store {self.path} does not exist (and cannot be created: read-only)")
+            # immutable: a read-only medium cannot hold SQLite's lock files; nothing writes to it
+            immutable = "&immutable=1" if not os.access(self.path.parent, os.W_OK) else ""
+            uri = f"{self.path.resolve().as_uri()}?mode=ro{immutable}"
+            conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s()
+            )
+        conn.row_factory = sqlite3.Row
+        return conn
 
-    def _check_version(self) -> None:
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """A new connection: refuse a newer store, then settings and migrations."""
+        self._check_version(conn)
+        if not self.read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
+            _migrate(conn)
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
         """Refuse a newer store before changing anything in it."""
-        has_meta = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
+        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if has_meta is None:
             return
-        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {row[0]}, newer than this batchain "
@@ -380,175 +364,159 @@ class SQLiteStore:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        with self._lock:
-            for index in _DROPPED_INDEXES:
-                self._conn.execute(f"DROP INDEX IF EXISTS {index}")
-            self._conn.executescript(_SCHEMA)
-            for table, column, decl in _ADDED_COLUMNS:
-                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-
-    def _may_write(self) -> None:
-        """Refuse a write this store cannot take; else make sure a transaction is open.
-
-        Whether one is open is asked of SQLite itself: after some failures SQLite has
-        rolled the transaction back on its own, and a later write must then open a new
-        one, never be committed by itself (autocommit)."""
-        if self._failure is not None:
-            raise self._failure.with_traceback(None)
+    def _begin(self) -> None:
+        """Before a write, holding the lock: refuse it if the store cannot take it, else
+        join or begin the write transaction."""
         if self.read_only:
             raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN")
+        self._db.begin(self)
+        self._dirty = True
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
+            self._begin()
             try:
-                self._may_write()
+                if self._lost:
+                    return self._discarded(lambda: self._conn.execute(sql, tuple(params)))
                 return self._conn.execute(sql, tuple(params))
             except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+                raise self._db.failed(exc, self) from None
 
     def _write_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run ``sql`` for every row; returns how many rows it changed in all."""
         with self._lock:
+            self._begin()
             try:
-                self._may_write()
+                if self._lost:
+                    return self._discarded(lambda: self._conn.executemany(sql, rows)).rowcount
                 return self._conn.executemany(sql, rows).rowcount
             except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+                raise self._db.failed(exc, self) from None
+
+    def _discarded(self, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        """A write of a runner that lost its lease: run (so it answers as it would) and
+        undone at once; the other stores' writes in the transaction stay."""
+        self._conn.execute("SAVEPOINT lost_lease")
+        try:
+            return run()
+        finally:
+            if self._conn.in_transaction:  # else a failure already undid it all
+                self._conn.execute("ROLLBACK TO lost_lease")
+                self._conn.execute("RELEASE lost_lease")
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-
-    def _failed(self, exc: sqlite3.Error) -> StoreError:
-        """A statement failed: undo every write since the last commit, as a whole (SQLite
-        may have undone only the statement), and tell the runs that watch the store, whose
-        later writes are refused from now on. Returns the error to raise."""
-        error = _problem(self.path, exc)
-        with contextlib.suppress(sqlite3.Error):
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        self._settle_durable(error)
-        if self._watchers and self._failure is None:
-            self._failure = error
-            for tell in list(self._watchers.values()):
-                tell(error)
-        return error
-
-    def _settle_durable(self, outcome: BaseException | None) -> None:
-        waiter, self._durable = self._durable, None
-        if waiter is not None:
-            _settle(waiter, outcome)
+                raise self._db.failed(exc, self) from None
 
     def commit(self) -> None:
+        """Commit everything written so far (by every store on this file in this process);
+        :class:`StoreError` if that failed (everything since the last commit is undone),
+        :class:`~batchain.errors.LeaseLost` if this store wrote for a job it lost."""
         with self._lock:
-            self._commit_scheduled = False
-            if not self._conn.in_transaction:
-                return
-            try:
-                # the transaction has written, so it holds the write lock: no other process
-                # can move a lease between this check and the commit
-                lost = self._lost_fence()
-                if lost is not None:
-                    self._conn.execute("ROLLBACK")
-                    self._settle_durable(lost)
-                    raise lost
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-            self._settle_durable(None)
+            self._db.commit(self)
+            self._raise_undone()
+            dirty, self._dirty = self._dirty, False
+            if dirty and self._lost:
+                raise next(iter(self._lost.values())).with_traceback(None)
 
-    def _lost_fence(self) -> LeaseLost | None:
-        for job_id, (owner, epoch, on_lost) in list(self._fences.items()):
-            row = self._conn.execute(
-                "SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)
-            ).fetchone()
-            if row is not None and (row[0], int(row[1] or 0)) != (owner, epoch):
-                exc = LeaseLost(
-                    f"job {job_id}: another process ({row[0] or 'none'}) took over its lease while "
-                    "this one was stalled; this one stopped and wrote nothing more"
+    def on_begin(self, conn: sqlite3.Connection) -> None:
+        """A write transaction began, holding the write lock: are this store's leases
+        still held? No other process can move one before the transaction ends, so every
+        write of this store in it is conditional on them; once one is lost, this store's
+        writes are undone as they are made (:meth:`_discarded`), and those of the other
+        stores on the file, other jobs', stay."""
+        for job_id, fence in list(self._fences.items()):
+            if job_id in self._lost:
+                continue
+            row = conn.execute("SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None and (row[0], int(row[1] or 0)) != (fence.owner, fence.epoch):
+                self._lose(
+                    job_id,
+                    LeaseLost(
+                        f"job {job_id}: another process ({row[0] or 'none'}) took over its lease "
+                        "while this one was stalled; this one stopped and wrote nothing more"
+                    ),
                 )
-                on_lost(exc)
-                return exc
-        return None
+        if not self._lost:
+            return
+        # one store object serving several running jobs cannot tell their writes apart: the
+        # others stop too, having written nothing more (each can be resumed), rather than
+        # carry on with their writes silently undone
+        lost = next(iter(self._lost))
+        for job_id in list(self._fences):
+            if job_id not in self._lost:
+                self._lose(
+                    job_id,
+                    LeaseLost(
+                        f"job {job_id}: stopped and wrote nothing more, as its store object also ran "
+                        f"job {lost}, whose lease another process took over; resume it (give each "
+                        "running job a store object of its own to keep them apart)"
+                    ),
+                )
 
-    def _commit_scheduled_now(self) -> None:
-        """The group commit of :meth:`commit_soon`; a lost lease was already reported, and
-        so was a failure while a run watches."""
-        try:
-            self.commit()
-        except LeaseLost:
-            pass
-        except StoreError as exc:
-            if not self._watchers:
-                log.error("%s", exc)
+    def on_undone(self, error: StoreError) -> None:
+        """Another store's statement or commit failed and undid this one's writes too (one
+        shared transaction). A run watching through this store is told by the connection;
+        otherwise this store's next commit raises the error: nothing is lost silently."""
+        if not self._watching:
+            self._undone = error
 
-    async def durable(self) -> None:
-        """Return once every write made so far is committed (by this loop iteration's
-        group commit); raise if that commit failed instead, or if the store has failed."""
-        with self._lock:
-            if self._failure is not None:
-                raise self._failure.with_traceback(None)
-            if not self._conn.in_transaction:
-                return
-            loop = asyncio.get_running_loop()
-            if self._durable is not None and self._durable.get_loop() is not loop:
-                self.commit()  # another loop's group commit is pending: commit for both now
-                return
-            if self._durable is None:
-                self._durable = loop.create_future()
-            waiter = self._durable
-        self.commit_soon()
-        # shielded: one waiter serves every caller of this iteration; a cancelled caller
-        # must not cancel it for the others
-        outcome = await asyncio.shield(waiter)
-        if outcome is not None:
-            raise outcome.with_traceback(None)
+    def _raise_undone(self) -> None:
+        undone, self._undone = self._undone, None
+        if undone is not None:
+            raise undone.with_traceback(None)
 
-    def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:
-        """Tell ``on_failure`` when a statement or commit of this store fails (a full disk,
-        say). By then the writes since the last commit are undone; every later write is
-        refused with the same error until no run watches any more (:meth:`unwatch`)."""
-        with self._lock:
-            self._watchers[job_id] = on_failure
-
-    def unwatch(self, job_id: str) -> None:
-        with self._lock:
-            self._watchers.pop(job_id, None)
-            if not self._watchers:
-                self._failure = None  # no run builds on the undone writes any more
+    def _lose(self, job_id: str, exc: LeaseLost) -> None:
+        self._lost[job_id] = exc
+        fence = self._fences[job_id]
+        call_in(fence.loop, fence.on_lost, exc)
 
     def commit_soon(self) -> None:
         """Commit at the end of this event-loop iteration (group commit)."""
-        if self._commit_scheduled:
-            return
+        self._db.commit_soon()
+
+    async def durable(self) -> None:
+        """Return once everything written so far is committed, by the group commit of this
+        loop iteration: for a write that must be durable before what follows (a call
+        marked as on the wire before its request goes out). Raises :class:`StoreError` if
+        that commit failed (or the store failed under a run), and
+        :class:`~batchain.errors.LeaseLost` if this store's writes are refused."""
+        self._raise_undone()
+        if self._lost:
+            raise next(iter(self._lost.values())).with_traceback(None)
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.commit()
-            return
-        self._commit_scheduled = True
-        loop.call_soon(self._commit_scheduled_now)
+            await self._db.durable()
+        except StoreError:
+            self._undone = None  # told now
+            raise
+        if self._lost:
+            raise next(iter(self._lost.values())).with_traceback(None)
+
+    def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:
+        """Tell ``on_failure`` when a statement or commit on this store's file fails (a full
+        disk, say), whichever store object of this process made it. By then the writes since
+        the last commit are undone, every job's; every later write is refused with the same
+        error until no run watches any more (:meth:`unwatch`)."""
+        with self._lock:
+            self._watching.add(job_id)
+            self._db.watch(job_id, on_failure)
+
+    def unwatch(self, job_id: str) -> None:
+        with self._lock:
+            self._watching.discard(job_id)
+            self._db.unwatch(job_id)
 
     def close(self) -> None:
+        if self._closed:
+            return
         try:
             self.commit()
         finally:
-            with self._lock:
-                self._conn.close()
+            self._closed = True
+            self._db.release()
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -598,9 +566,10 @@ class SQLiteStore:
         epoch, so the holder before it can tell (see :meth:`fence`).
         """
         with self._lock:
-            self.commit()
-            if self._failure is not None:
-                raise self._failure.with_traceback(None)
+            self._db.commit(self)
+            self._raise_undone()
+            if self._db.failure is not None:
+                raise self._db.failure.with_traceback(None)
             if self.read_only:
                 raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
             try:
@@ -622,7 +591,7 @@ class SQLiteStore:
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+                raise self._db.failed(exc, self) from None
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -649,15 +618,21 @@ class SQLiteStore:
         self.commit()
 
     def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
-        """Make every later commit of this store conditional on ``owner`` still holding the
-        lease of ``job_id`` at ``epoch``: otherwise the commit is rolled back, ``on_lost``
-        is told, and :class:`~batchain.errors.LeaseLost` raised."""
+        """Make every later write of this store conditional on ``owner`` still holding the
+        lease of ``job_id`` at ``epoch``: checked as each write transaction begins (see
+        :meth:`on_begin`); once lost, ``on_lost`` is told, the store's writes are undone
+        and its commits raise :class:`~batchain.errors.LeaseLost`."""
         with self._lock:
-            self._fences[job_id] = (owner, epoch, on_lost)
+            # a transaction open now began after the claim (which committed what was open
+            # before it), so the lease was ours when it began
+            self._fences[job_id] = _Fence(owner, epoch, on_lost, running_loop())
+            self._lost.pop(job_id, None)
+            self._db.fenced(self)
 
     def unfence(self, job_id: str) -> None:
         with self._lock:
             self._fences.pop(job_id, None)
+            self._lost.pop(job_id, None)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode", "stats"}

@@ -15,7 +15,7 @@ if action == "start":
         inputs,
         store=store,
         job_id=job_id,
-        max_concurrency=40,
+        max_concurrency=int(os.environ.get("CRASH_MAX_CONCURRENCY") or 40),
         progress=False,
         mode=mode,
         poll_min=0.05,
