@@ -18,17 +18,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from batchain._failpoints import failpoint
+from batchain.engine.breaker import Breakers, host_of, reason_of
 from batchain.engine.budget import Budget, BudgetExhausted
-from batchain.errors import BatchCallError, CallCancelled
+from batchain.errors import BatchCallError, CallCancelled, HostUnreachable
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
     BatchIntent,
     Body,
     CallRequest,
+    FailureKind,
     ProviderAdapter,
     ProviderBatch,
     redact,
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("batchain.engine.batching")
+T = TypeVar("T")
 
 
 class GoRealtime(Exception):
@@ -138,9 +141,12 @@ class BatchCoordinator:
         price_of: Callable[[CallRequest, Usage, str, Body], Decimal | None] | None = None,
         budget: Budget | None = None,
         guard: Callable[[], Awaitable[None]] | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         #: awaited before every batch create: raises if this run lost the job's lease
         self.guard = guard
+        #: per host: repeated connection failures pause the job instead of failing calls
+        self.breakers = breakers
         self.price_of = price_of
         self.budget = budget
         self.store = store
@@ -316,6 +322,10 @@ class BatchCoordinator:
         uid = "bc_" + secrets.token_hex(8)
         keys = [p.key for p in members]
         first = members[0]
+        host = host_of(first.client)
+        probe = await self._admit_create(host, members, reserved)
+        if probe is None:
+            return
         self.store.batch_intent(
             uid,
             self.job_id,
@@ -329,16 +339,21 @@ class BatchCoordinator:
             },
         )
         failpoint("batch_before_create", first.adapter.name)
-        if self.guard is not None:
-            await self.guard()
+        try:
+            if self.guard is not None:
+                await self.guard()
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
         try:
             provider_batch = await api.create(
                 first.client, uid, self.job_id, lines, [p.request for p in members]
             )
         except Exception as exc:
+            self._connected(host, probe, first, exc)
             # unknown whether it reached the provider: settle it now, as a resume would
             log.warning("batch create failed: %s", redact(str(exc)))
-            found = await self._find_safely(api, first.client, uid, len(keys))
+            found = await self._find_safely(api, first, uid, len(keys), host)
             if found is None:
                 self.store.batch_abandoned(uid)
                 if self.budget is not None:
@@ -346,6 +361,11 @@ class BatchCoordinator:
                 await self._create_failed(members, exc)
                 return
             provider_batch = found
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
+        else:
+            self._connected(host, probe, first)
         provider_id = provider_batch.id
         failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
@@ -361,22 +381,77 @@ class BatchCoordinator:
             reserved=reserved,
         )
 
-    async def _find_safely(self, api: BatchAPI, client: Any, uid: str, n: int) -> ProviderBatch | None:
+    async def _admit(self, host: str | None) -> bool:
+        """Wait for the host's breaker; True if this request is its probe."""
+        return await self.breakers.admit(host) if self.breakers is not None else False
+
+    async def _admit_create(self, host: str | None, members: list[Parked], reserved: Decimal) -> bool | None:
+        """Wait for the host's breaker before a create: True if the create is its probe;
+        None if the breaker is open (the job pauses; the calls wait for its resume)."""
+        try:
+            return await self._admit(host)
+        except HostUnreachable:
+            for p in members:
+                self.unsubmitted[p.key] = None
+            if self.budget is not None:
+                self.budget.settle(reserved, Decimal(0))
+            return None
+
+    def _probe_abandoned(self, host: str | None, probe: bool) -> None:
+        if probe and self.breakers is not None:
+            self.breakers.probe_abandoned(host)
+
+    async def _reach(self, host: str | None, via: LiveBatch, request: Callable[[], Awaitable[T]]) -> T:
+        """A request to ``host`` through its breaker: it waits while the breaker probes and
+        raises :class:`HostUnreachable` once it is open; the breaker hears how it went."""
+        probe = await self._admit(host)
+        try:
+            result = await request()
+        except Exception as exc:
+            self._connected(host, probe, via, exc)
+            raise
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
+        self._connected(host, probe, via)
+        return result
+
+    def _connected(
+        self, host: str | None, probe: bool, via: Parked | LiveBatch, exc: Exception | None = None
+    ) -> None:
+        """Tell the host's breaker how a request went: reached (any answer) or not. The
+        SDK retried it ``max_retries`` times before raising: every attempt counts."""
+        if self.breakers is None:
+            return
+        if exc is None or via.adapter.classify(exc).kind != FailureKind.UNREACHABLE:
+            self.breakers.reached(host, probe)
+            return
+        attempts = 1 + int(getattr(via.client, "max_retries", 0) or 0)
+        self.breakers.unreached(host, reason_of(exc), probe=probe, attempts=attempts)
+
+    async def _find_safely(
+        self, api: BatchAPI, via: Parked, uid: str, n: int, host: str | None
+    ) -> ProviderBatch | None:
         try:
             intent = BatchIntent(uid, time.time() - 5, n, frozenset(self.live_provider_ids()))
-            return await api.find_created(client, intent)
-        except Exception:
+            found = await api.find_created(via.client, intent)
+        except Exception as exc:
+            self._connected(host, False, via, exc)
             return None
+        self._connected(host, False, via)
+        return found
 
     def live_provider_ids(self) -> list[str]:
         return [b.provider_id for b in self.live.values()]
 
     async def _create_failed(self, members: list[Parked], exc: Exception) -> None:
-        """A create that failed: retry the calls in a later round, up to the limit."""
+        """A create that failed: retry the calls in a later round, up to the limit. A host
+        not reached costs the calls no attempt: its breaker decides when to give up."""
         status = getattr(exc, "status_code", None)
         retryable = status is None or status == 429 or status >= 500
+        unreached = members[0].adapter.classify(exc).kind == FailureKind.UNREACHABLE
         for p in members:
-            p.attempts += 1
+            p.attempts += 0 if unreached else 1
             if retryable and p.attempts <= self.max_retries:
                 self.unsubmitted[p.key] = None
             else:
@@ -405,7 +480,9 @@ class BatchCoordinator:
     async def _poll(self, batch: LiveBatch) -> int:
         self.stats.polls += 1
         try:
-            view = await batch.api.retrieve(batch.client, batch.provider_id)
+            view = await self._reach(
+                host_of(batch.client), batch, lambda: batch.api.retrieve(batch.client, batch.provider_id)
+            )
             batch.view = view
             if view.ended:
                 await self._collect(batch, view)
