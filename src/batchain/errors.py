@@ -34,6 +34,7 @@ __all__ = [
     "BudgetExhausted",
     "CallCancelled",
     "ChainRefError",
+    "HostUnreachable",
     "IllegalTransition",
     "InputError",
     "InvalidLabel",
@@ -88,6 +89,22 @@ class IllegalTransition(BatchainError, RuntimeError):
 
 class Unserializable(BatchainError, TypeError):
     """The object cannot be stored faithfully."""
+
+
+class HostUnreachable(BatchainError, ConnectionError):
+    """A provider host refused or dropped every connection (its circuit breaker opened):
+    the job is paused, no item failed for it; resume it once the host answers. ``host`` is
+    ``scheme://host:port``, never a path or a key."""
+
+    def __init__(self, host: str, job_id: str, why: str) -> None:
+        super().__init__(
+            f"{host} is unreachable ({why}): job {job_id} is paused, no item failed; "
+            "resume it once the host answers"
+        )
+        self.host = host
+        self.job_id = job_id
+        #: what failed, how often, how fast: "Connection refused, 65 times in 1.0 s"
+        self.why = why
 
 
 class BudgetExhausted(BatchainError):

@@ -63,6 +63,7 @@ from batchain.cli.render import (
     print_failed_items,
     print_summary,
 )
+from batchain.errors import HostUnreachable
 from batchain.options import Mode
 
 if TYPE_CHECKING:
@@ -387,6 +388,12 @@ def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
         raise CliError(f"{exc} (see `batchain status {job_id}`)") from None
     except StoreError:
         raise  # one line, printed by run_cli
+    except HostUnreachable as exc:  # the job paused, no item failed: say which host
+        raise CliError(
+            f"{exc.host} is unreachable ({exc.why}): the job is paused, no item failed; "
+            f"`batchain resume {job_id}` once it answers",
+            EXIT_FAILED,
+        ) from None
     except InputError as exc:
         # the input broke while being read (e.g. a truncated .gz): the job is resumable
         raise CliError(

@@ -37,18 +37,20 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from batchain._failpoints import failpoint
+from batchain.engine.breaker import Breakers, host_of, reason_of
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.engine.capacity import Action, Capacity, Size, enqueued_tokens
 from batchain.engine.reconcile import Verdict, Verification
-from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, StoreError
+from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, HostUnreachable, StoreError
 from batchain.options import Tier
 from batchain.providers.base import (
     BatchAPI,
     Body,
     CallRequest,
+    FailureKind,
     Identification,
     ProviderAdapter,
     redact,
@@ -72,6 +74,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("batchain.engine.batching")
+T = TypeVar("T")
 
 #: how long a provider must say it does not know a batch before the batch is declared lost
 #: (a 404 just after a create can be the provider's eventual consistency), and in at
@@ -201,6 +204,7 @@ class BatchCoordinator:
         lost_after: float = LOST_AFTER_S,
         on_refused: Callable[[str], None] | None = None,
         capacity: Capacity | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         #: per model: open batches, enqueued tokens, and what refusals taught
         self.capacity = capacity or Capacity(backoff_min=poll_min, backoff_max=poll_max)
@@ -211,6 +215,8 @@ class BatchCoordinator:
         self.on_refused = on_refused
         #: awaited before every batch create: raises if this run lost the job's lease
         self.guard = guard
+        #: per host: repeated connection failures pause the job instead of failing calls
+        self.breakers = breakers
         self.price_of = price_of
         self.budget = budget
         self.store = store
@@ -507,6 +513,10 @@ class BatchCoordinator:
         while that is verified)."""
         keys = [p.key for p in members]
         first = members[0]
+        host = host_of(first.client)
+        probe = await self._admit_create(host, members, reserved)
+        if probe is None:
+            return False
         recorded = time.time()
         self.store.batch_intent(
             uid,
@@ -523,13 +533,18 @@ class BatchCoordinator:
             },
         )
         failpoint("batch_before_create", first.adapter.name)
-        if self.guard is not None:
-            await self.guard()
+        try:
+            if self.guard is not None:
+                await self.guard()
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
         try:
             provider_batch = await api.create(
                 first.client, uid, self.job_id, lines, [p.request for p in members]
             )
         except Exception as exc:
+            self._connected(host, probe, first, exc)
             text = redact(str(exc))
             refusal = create_refusal(getattr(exc, "status_code", None), text) if _refused(exc) else None
             if refusal is None:
@@ -542,6 +557,10 @@ class BatchCoordinator:
             else:
                 await self._create_failed(members, exc)
             return False
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
+        self._connected(host, probe, first)
         provider_id = provider_batch.id
         failpoint("batch_after_create", first.adapter.name)
         self.store.batch_submitted(uid, provider_id)
@@ -560,6 +579,54 @@ class BatchCoordinator:
         )
         self.capacity.opened(uid, first.request.lane, size)
         return True
+
+    async def _admit(self, host: str | None) -> bool:
+        """Wait for the host's breaker; True if this request is its probe."""
+        return await self.breakers.admit(host) if self.breakers is not None else False
+
+    async def _admit_create(self, host: str | None, members: list[Parked], reserved: Decimal) -> bool | None:
+        """Wait for the host's breaker before a create: True if the create is its probe;
+        None if the breaker is open (the job pauses; the calls wait for its resume)."""
+        try:
+            return await self._admit(host)
+        except HostUnreachable:
+            for p in members:
+                self.unsubmitted[p.key] = None
+            if self.budget is not None:
+                self.budget.settle(reserved, Decimal(0))
+            return None
+
+    def _probe_abandoned(self, host: str | None, probe: bool) -> None:
+        if probe and self.breakers is not None:
+            self.breakers.probe_abandoned(host)
+
+    async def _reach(self, host: str | None, via: LiveBatch, request: Callable[[], Awaitable[T]]) -> T:
+        """A request to ``host`` through its breaker: it waits while the breaker probes and
+        raises :class:`HostUnreachable` once it is open; the breaker hears how it went."""
+        probe = await self._admit(host)
+        try:
+            result = await request()
+        except Exception as exc:
+            self._connected(host, probe, via, exc)
+            raise
+        except BaseException:
+            self._probe_abandoned(host, probe)
+            raise
+        self._connected(host, probe, via)
+        return result
+
+    def _connected(
+        self, host: str | None, probe: bool, via: Parked | LiveBatch, exc: Exception | None = None
+    ) -> None:
+        """Tell the host's breaker how a request went: reached (any answer) or not. The
+        SDK retried it ``max_retries`` times before raising: every attempt counts."""
+        if self.breakers is None:
+            return
+        if exc is None or via.adapter.classify(exc).kind != FailureKind.UNREACHABLE:
+            self.breakers.reached(host, probe)
+            return
+        attempts = 1 + int(getattr(via.client, "max_retries", 0) or 0)
+        self.breakers.unreached(host, reason_of(exc), probe=probe, attempts=attempts)
 
     async def _created_anyway(
         self,
@@ -587,7 +654,9 @@ class BatchCoordinator:
             nonce=uid,
             lane=first.request.lane,
         )
-        if _refused(exc):
+        if _refused(exc) or first.adapter.classify(exc).kind == FailureKind.UNREACHABLE:
+            # a definite no, or no connection ever made (refused, not resolved, no connection
+            # in time): the request never reached the provider, so nothing was created
             self._abandon(batch)
             return False
         if await self._reconcile(batch, recorded, len(members)) is None:
@@ -635,11 +704,13 @@ class BatchCoordinator:
         self.on_change()
 
     async def _create_failed(self, members: list[Parked], exc: Exception) -> None:
-        """A create that failed: retry the calls in a later round, up to the limit."""
+        """A create that failed: retry the calls in a later round, up to the limit. A host
+        not reached costs the calls no attempt: its breaker decides when to give up."""
         status = getattr(exc, "status_code", None)
         retryable = status is None or status == 429 or status >= 500
+        unreached = members[0].adapter.classify(exc).kind == FailureKind.UNREACHABLE
         for p in members:
-            p.attempts += 1
+            p.attempts += 0 if unreached else 1
             if retryable and p.attempts <= self.max_retries:
                 self.unsubmitted[p.key] = None
             else:
@@ -681,7 +752,7 @@ class BatchCoordinator:
     async def _verify(self, batch: LiveBatch, verifying: Verification) -> bool:
         """Look again at a batch whose create's answer was lost. True once it is settled."""
         try:
-            return await self._settle(batch, await verifying.look())
+            return await self._settle(batch, await self._reach(host_of(batch.client), batch, verifying.look))
         except StoreError:
             raise
         except Exception as exc:  # the provider could not be listed: look again later
@@ -726,7 +797,9 @@ class BatchCoordinator:
 
     async def _poll_once(self, batch: LiveBatch) -> bool:
         try:
-            view = await batch.api.retrieve(batch.client, batch.provider_id)
+            view = await self._reach(
+                host_of(batch.client), batch, lambda: batch.api.retrieve(batch.client, batch.provider_id)
+            )
         except BatchNotFound:
             return self._not_found(batch)
         except StoreError:

@@ -25,6 +25,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain.cost.prices import Pricing
 from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
+from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.hook import ACTIVE, original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
@@ -545,7 +546,7 @@ class CallManager:
 
         try:
             sent = await self.scheduler.run(
-                request.lane, request.est_tokens, attempt, adapter.classify, learn
+                request.lane, request.est_tokens, attempt, adapter.classify, learn, host_of(client)
             )
         except CallFailed as failed:
             self._settle(reserved, None)

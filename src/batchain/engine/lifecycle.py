@@ -80,6 +80,14 @@ class RunControl:
         self.pause_note = note
         self.stop()
 
+    def pause_raising(self, exc: BaseException) -> None:
+        """Pause the job with ``exc`` as its note (nothing is lost; a resume continues),
+        and raise ``exc`` to the caller at the end: a provider host that cannot be reached
+        fails no item, but the caller must hear of it."""
+        if self.pause_note is None:
+            self.pause_note = str(exc)
+        self.fail(exc)
+
     def fail(self, exc: BaseException) -> None:
         """Stop, and raise ``exc`` to the caller at the end (the first error wins)."""
         if self.fatal is None:

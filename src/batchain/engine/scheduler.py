@@ -1,4 +1,5 @@
-"""Realtime admission: one global concurrency cap, per-lane RPM/TPM pacing, retries.
+"""Realtime admission: one global concurrency cap, per-lane RPM/TPM pacing, retries, and
+the circuit breaker of each host (:mod:`batchain.engine.breaker`).
 
 A *lane* is one (provider, destination, model): providers enforce limits per model, so
 each lane paces on its own. Pacing is a virtual clock (GCRA): each send reserves the next
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from batchain.engine.breaker import Breakers, BreakerState, reason_of
 from batchain.errors import BatchainError, LeaseLost, StoreError
 from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
 
@@ -155,6 +157,7 @@ class Scheduler:
         timeout: float = 120.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        breakers: Breakers | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -166,6 +169,8 @@ class Scheduler:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.stats = SchedulerStats()
+        #: per host: repeated connection failures pause the job instead of failing items
+        self.breakers = breakers
         self._global = asyncio.Semaphore(max_concurrency)
         self._lanes: dict[str, Lane] = {}
         self._stopping = False
@@ -187,27 +192,33 @@ class Scheduler:
         await self._idle.wait()
 
     async def run(
-        self, lane_name: str, tokens: int, attempt: Attempt, classify: Classify, learn: Learn
+        self,
+        lane_name: str,
+        tokens: int,
+        attempt: Attempt,
+        classify: Classify,
+        learn: Learn,
+        host: str | None = None,
     ) -> Sent:
-        """Send with pacing, concurrency and retries; raise :class:`CallFailed` at the end."""
+        """Send with pacing, concurrency and retries; raise :class:`CallFailed` at the end,
+        or :class:`HostUnreachable` once ``host`` (``scheme://host:port``) is given up on."""
         lane = self.lane(lane_name)
         tries = 0
         while True:
             if self._stopping:
                 raise JobStopping()
-            wait = lane.reserve(tokens, time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await lane.acquire()
+            probe = await self._admit(host)
             try:
-                async with self._global:
-                    if self._stopping:
-                        raise JobStopping()
-                    sent, error = await self._send_once(attempt)
-            finally:
-                lane.release()
+                outcome = await self._paced(lane, tokens, attempt, host, probe)
+            except BaseException:
+                self._probe_abandoned(host, probe)
+                raise
+            if outcome is None:
+                continue  # the host's breaker tripped while this call waited for a slot
+            sent, error = outcome
             tries += 1
             if sent is not None:
+                self._reached(host, probe)
                 self.stats.succeeded += 1
                 lane.on_success()
                 info = learn(sent)
@@ -216,6 +227,13 @@ class Scheduler:
                 return sent
             assert error is not None
             failure = classify(error)
+            last = not failure.retryable or tries > self.max_retries
+            if failure.kind == FailureKind.UNREACHABLE and self.breakers is not None and host is not None:
+                self.breakers.unreached(host, reason_of(error), probe=probe)
+                if last:  # not the call's fault: pause the job rather than fail its item
+                    raise self.breakers.give_up(host, reason_of(error))
+            else:
+                self._reached(host, probe)
             if failure.kind == FailureKind.RATE_LIMIT:
                 self.stats.rate_limited += 1
                 now = time.monotonic()
@@ -223,11 +241,48 @@ class Scheduler:
                 info = learn(error)  # a 429 carries the limits too: pace the retries
                 if info is not None:
                     lane.learn(info, now)
-            if not failure.retryable or tries > self.max_retries:
+            if last:
                 self.stats.failed += 1
                 raise CallFailed(failure, error, tries)
             self.stats.retries += 1
             await asyncio.sleep(self._backoff(tries, failure))
+
+    async def _admit(self, host: str | None) -> bool:
+        """Wait for the host's breaker; True if this request is its probe."""
+        if self.breakers is None or host is None:
+            return False
+        return await self.breakers.admit(host)
+
+    def _closed(self, host: str | None) -> bool:
+        """May requests go to ``host`` (its breaker closed, or none)?"""
+        return self.breakers is None or host is None or self.breakers.state(host) is BreakerState.CLOSED
+
+    def _reached(self, host: str | None, probe: bool) -> None:
+        if self.breakers is not None:
+            self.breakers.reached(host, probe)
+
+    def _probe_abandoned(self, host: str | None, probe: bool) -> None:
+        if probe and self.breakers is not None:
+            self.breakers.probe_abandoned(host)
+
+    async def _paced(
+        self, lane: Lane, tokens: int, attempt: Attempt, host: str | None, probe: bool
+    ) -> tuple[Sent | None, BaseException | None] | None:
+        """One attempt, once the lane's pace and both concurrency caps allow it; None if by
+        then the host's breaker has tripped (unless this is its probe)."""
+        wait = lane.reserve(tokens, time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await lane.acquire()
+        try:
+            async with self._global:
+                if self._stopping:
+                    raise JobStopping()
+                if not (probe or self._closed(host)):
+                    return None
+                return await self._send_once(attempt)
+        finally:
+            lane.release()
 
     async def _send_once(self, attempt: Attempt) -> tuple[Sent | None, BaseException | None]:
         self.stats.in_flight += 1

@@ -21,6 +21,7 @@ from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.engine.batching import BatchCoordinator, lost_after_seconds
+from batchain.engine.breaker import Breakers
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager, build_request, price_call
@@ -53,14 +54,17 @@ def wire(
     for model in find_models(chain):  # keys of any format never reach the store or logs
         remember_model_secrets(model)
     batched = options.mode in (Mode.BATCH, Mode.AUTO)
+    control = RunControl(purpose=purpose)
+    breakers = Breakers(job_id, on_open=control.pause_raising)
     scheduler = Scheduler(
         max_concurrency=options.max_concurrency,
         rpm=options.rpm,
         tpm=options.tpm,
         max_retries=options.max_retries,
         timeout=options.timeout,
+        breakers=breakers,
     )
-    control = RunControl(purpose=purpose, on_stop=[scheduler.stop])
+    control.on_stop.append(scheduler.stop)
     lease = Lease(store, job_id, on_lost=control.fail)
     changed = asyncio.Event()
     pricebook = PriceBook(options.prices) if options.prices else default_pricebook()
@@ -90,6 +94,7 @@ def wire(
                 backoff_min=options.poll_min,
                 backoff_max=options.poll_max,
             ),
+            breakers=breakers,
         )
         if batched
         else None

@@ -7,6 +7,7 @@ import contextlib
 import email.utils
 import hashlib
 import importlib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -115,6 +116,8 @@ def classify_sdk_error(exc: BaseException, provider: str) -> Failure:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     message = redact(f"{provider}: {type(exc).__name__}: {exc}")
+    if unreachable(exc) is not None:
+        return Failure(FailureKind.UNREACHABLE, message)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "Timeout" in type(exc).__name__:
         return Failure(FailureKind.TIMEOUT, message)
     if "Connection" in type(exc).__name__ or isinstance(exc, httpx.TransportError):
@@ -130,6 +133,24 @@ def classify_sdk_error(exc: BaseException, provider: str) -> Failure:
             return Failure(FailureKind.SERVER, message, status, retry_after_seconds(headers))
         return Failure(FailureKind.REQUEST, message, status)
     return Failure(FailureKind.OTHER, message)
+
+
+#: failures to reach a host at all (an SDK wraps them: its exception's cause chain has one)
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError, socket.gaierror)
+
+
+def unreachable(exc: BaseException) -> BaseException | None:
+    """If the request never reached the host (refused, name not resolved, or no connection
+    in time), the exception that says so; None for an HTTP answer, or a connection that
+    broke after opening."""
+    seen: set[int] = set()
+    inner: BaseException | None = exc
+    while inner is not None and id(inner) not in seen:
+        if isinstance(inner, _UNREACHABLE):
+            return inner
+        seen.add(id(inner))
+        inner = inner.__cause__ or inner.__context__
+    return None
 
 
 def _is_quota_error(body: Any) -> bool:

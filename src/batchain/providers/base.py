@@ -139,6 +139,9 @@ class FailureKind(StrEnum):
     SERVER = "server"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    #: the host was not reached at all: connection refused, name not resolved, or no
+    #: connection in time (never an HTTP answer); counted by the host's circuit breaker
+    UNREACHABLE = "unreachable"
     REQUEST = "request"
     OTHER = "other"
 
@@ -157,6 +160,7 @@ class Failure:
             FailureKind.SERVER,
             FailureKind.TIMEOUT,
             FailureKind.CONNECTION,
+            FailureKind.UNREACHABLE,
         )
 
 

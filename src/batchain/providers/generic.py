@@ -18,6 +18,7 @@ from langchain_core.load import dumpd, dumps, load
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from batchain.providers._sdk import unreachable
 from batchain.providers.base import (
     BatchAPI,
     Body,
@@ -118,6 +119,8 @@ class GenericAdapter:
     def classify(self, exc: BaseException) -> Failure:
         status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
         message = redact(f"{type(exc).__name__}: {exc}")
+        if unreachable(exc) is not None:
+            return Failure(FailureKind.UNREACHABLE, message)
         if isinstance(exc, TimeoutError):
             return Failure(FailureKind.TIMEOUT, message)
         if isinstance(exc, ConnectionError):
