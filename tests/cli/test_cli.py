@@ -55,6 +55,7 @@ COMMANDS = [
     ["report"],
     ["cost"],
     ["cancel"],
+    ["compact"],
     ["estimate"],
     ["demo"],
     ["sandbox"],
@@ -74,6 +75,7 @@ HELP_MENTIONS = {
     "cancel": ("kept",),
     "estimate": ("--pilot", "--json"),
     "jobs": ("--limit", "--json"),
+    "compact": ("--vacuum", "finished", "cache"),
     "demo": ("--sandbox", "--n"),
 }
 
