@@ -97,6 +97,7 @@ def test_the_text_says_what_is_known() -> None:
     unknown = replace(p, expected_finish=None, inputs_complete=False)
     assert finish_text(unknown, T0) == "unknown (no batch has reported progress yet)"
     assert "items 120/400+ " in batch_line(unknown, T0) and batch_line(unknown, T0).endswith("finish unknown")
+    assert batch_line(replace(p, items_failed=3), T0).startswith("items 120/400 (3 failed) · batches: ")
     done = replace(p, batches={"collected": 16}, open_batches=0, requests_total=0)
     assert [label for label, _ in progress_text(done, T0)] == ["items", "batches"]
 

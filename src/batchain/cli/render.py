@@ -224,6 +224,7 @@ def progress_json(p: JobProgress) -> dict[str, Any]:
     return {
         "items_done": p.items_done,
         "items_total": p.items_total,
+        "items_failed": p.items_failed,
         "batches": p.batches,
         "open_batches": p.open_batches,
         "requests_done": p.requests_done,

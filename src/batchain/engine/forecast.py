@@ -58,6 +58,8 @@ class JobProgress:
     items_total: int
     #: False while inputs are still being read (``items_total`` may grow)
     inputs_complete: bool
+    #: items that failed (among ``items_done``)
+    items_failed: int = 0
     #: the job's provider batches by :func:`batch_label`, most common first
     batches: dict[str, int] = field(default_factory=dict)
     #: requests done and in all, in the batches at a provider, as the providers report them
@@ -127,6 +129,7 @@ def job_progress(store: Store, job_id: str, now: float | None = None) -> JobProg
         items_done=total - counts.get(ItemStatus.PENDING.value, 0),
         items_total=total,
         inputs_complete=job.inputs_complete,
+        items_failed=counts.get(ItemStatus.FAILED.value, 0),
         batches=dict(labels.most_common()),
         requests_done=sum(b.done for b in open_),
         requests_total=sum(b.total for b in open_),

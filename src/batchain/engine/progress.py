@@ -62,24 +62,27 @@ class ProgressDisplay:
     def _refresh(self) -> None:
         r = self.runner
         s = r.scheduler.stats
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        finished = r.done + r.failed
         c = r.calls.stats
-        detail = (
-            f"ok {r.done} · failed {r.failed} · calls in flight {s.in_flight} · "
-            f"{finished / elapsed:.1f} items/s · tokens {c.input_tokens + c.output_tokens:,}"
-        )
-        if s.rate_limited:
-            detail += f" · 429s {s.rate_limited}"
-        if c.cached:
-            detail += f" · cache {c.cached}"
-        if r.batch is not None:
+        finished = r.done + r.failed
+        if r.batch is None:
+            elapsed = max(time.monotonic() - self._started, 1e-6)
+            detail = (
+                f"ok {r.done} · failed {r.failed} · calls in flight {s.in_flight} · "
+                f"{finished / elapsed:.1f} items/s · tokens {c.input_tokens + c.output_tokens:,}"
+            )
+        else:
             job = self._job_progress()
-            detail += f" · round {r.batch.stats.rounds} · parked {len(r.batch.parked)} · " + batch_line(job)
+            detail = f"round {r.batch.stats.rounds} · parked {len(r.batch.parked)} · " + batch_line(job)
+            if s.in_flight:  # auto mode: calls sent realtime
+                detail += f" · calls in flight {s.in_flight}"
             # the whole job, earlier runs included: a resumed job's bar starts where it was
             finished = job.items_done
             if self.total is None and job.inputs_complete:
                 self.progress.update(self.task, total=job.items_total)
+        if s.rate_limited:
+            detail += f" · 429s {s.rate_limited}"
+        if c.cached:
+            detail += f" · cache {c.cached}"
         self.progress.update(self.task, completed=finished, detail=escape(detail))
 
     def _job_progress(self) -> JobProgress:
@@ -108,7 +111,7 @@ def batch_line(p: JobProgress, now: float | None = None) -> str:
     """The job's progress on one line: ``items 120/400 · batches: 3 in progress, 1
     validating, 12 collected · requests 900/4,000 · finish 14:32 (in 12 min)``."""
     total = f"{p.items_total:,}" + ("" if p.inputs_complete else "+")
-    parts = [f"items {p.items_done:,}/{total}"]
+    parts = [f"items {p.items_done:,}/{total}" + (f" ({p.items_failed:,} failed)" if p.items_failed else "")]
     if p.batches:
         parts.append("batches: " + ", ".join(f"{n:,} {label}" for label, n in p.batches.items()))
     if p.requests_total:
