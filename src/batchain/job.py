@@ -16,13 +16,14 @@ from langchain_core.runnables import Runnable
 from batchain import serialize
 from batchain.chains.ref import resolve_chain
 from batchain.cost.report import JobCost
+from batchain.engine.forecast import JobProgress, job_progress
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.options import Mode
 from batchain.states import ItemStatus, JobStatus, LinkSource
 from batchain.store import StoreArg, open_store
 from batchain.store.base import Store
-from batchain.store.records import JobRecord, Usage
+from batchain.store.records import Compaction, JobRecord, Usage
 
 __all__ = ["ItemResult", "Job", "new_job_id"]
 
@@ -92,6 +93,11 @@ class Job:
         counts = {s.value: raw.get(s.value, 0) for s in ItemStatus}
         counts["total"] = sum(raw.values())
         return counts
+
+    def progress(self) -> JobProgress:
+        """Items done of all, provider batches by status, and when the batches at the
+        provider should end (see :mod:`batchain.engine.forecast`). Reads no item."""
+        return job_progress(self.store, self.id)
 
     @property
     def usage(self) -> Usage:
@@ -225,6 +231,12 @@ class Job:
     async def aretry(self, **options: Any) -> Job:
         self.store.reset_items(self.id, (ItemStatus.FAILED, ItemStatus.CANCELLED))
         return await self.aresume(**options)
+
+    def compact(self) -> Compaction:
+        """Drop what only a running job reads (a finished job only: completed or cancelled);
+        results, outputs, errors, the cost report and the cache stay as they are. See
+        :meth:`batchain.store.sqlite.SQLiteStore.compact_job`."""
+        return self.store.compact_job(self.id)
 
     @property
     def store_path(self) -> Path:

@@ -522,6 +522,8 @@ def test_a_job_missing_items_is_not_completed_and_a_resume_reads_them_again(
     # what the earlier bug left: the count of inputs read says 20, two rows are gone
     con = sqlite3.connect(path)
     con.execute("DELETE FROM items WHERE job_id='lost' AND idx IN (3, 7)")
+    # the counters agree with the rows, as in an older store migrated after that bug
+    con.execute("UPDATE job_item_counts SET n = n - 2 WHERE job_id='lost' AND status='succeeded'")
     con.execute("UPDATE jobs SET status='paused' WHERE id='lost'")
     con.commit()
     con.close()

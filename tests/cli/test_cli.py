@@ -57,6 +57,7 @@ COMMANDS = [
     ["report"],
     ["cost"],
     ["cancel"],
+    ["compact"],
     ["estimate"],
     ["demo"],
     ["sandbox"],
@@ -76,6 +77,7 @@ HELP_MENTIONS = {
     "cancel": ("kept",),
     "estimate": ("--pilot", "--json"),
     "jobs": ("--limit", "--json"),
+    "compact": ("--vacuum", "finished", "cache"),
     "demo": ("--sandbox", "--n"),
 }
 

@@ -66,7 +66,8 @@ def test_run_and_wait_show_live_progress_in_a_terminal(
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     waiting = spawn(cli, "wait", job_id, "-o", str(tmp_path / "b.jsonl"))
-    waiting.expect(r"parked 5 · 1 batches at provider \(\d/5 done\)")
+    # the job's items, its batches as the provider says, the requests done there
+    waiting.expect(r"parked 5 · items 0/5 · batches: 1 [a-z ]+ · requests \d/5 · finish ")
     second = cli("wait", job_id)  # one process runs a job at a time
     assert second.returncode == 2, second.stderr
     assert_one_line_error(second, f"job {job_id} is being run by another process")

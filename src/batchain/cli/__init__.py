@@ -41,7 +41,7 @@ from batchain.cli.app import (
     sandbox_app,
 )
 from batchain.cli.cmd_cost import estimate, report
-from batchain.cli.cmd_jobs import cancel, jobs, results, status
+from batchain.cli.cmd_jobs import cancel, compact, jobs, results, status
 from batchain.cli.cmd_run import resume, retry, run, submit, wait
 from batchain.cli.cmd_sandbox import demo, sandbox_serve
 from batchain.cli.common import remember_keys
@@ -72,6 +72,7 @@ app.command()(jobs)
 app.command()(status)
 app.command()(results)
 app.command("report")(report)
+app.command()(compact)
 # `batchain cost` was this command's first name
 app.command("cost", hidden=True, help="The same as `batchain report` (its former name).")(report)
 app.command()(estimate)

@@ -1,11 +1,14 @@
-"""The commands that look at jobs or stop them: ``cancel``, ``jobs``, ``status`` and ``results``.
+"""The commands that look at jobs, stop them or tidy the store: ``cancel``, ``jobs``,
+``status``, ``results`` and ``compact``.
 
 ``jobs``, ``status`` and ``results`` only read the store, so they stay instant: no chain is
-loaded and no model library imported.
+loaded and no model library imported. ``jobs`` reads each job's item counters, never its
+items; ``status`` reads the job's own rows through indexes, never the rest of the store.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections import Counter
@@ -19,7 +22,15 @@ from batchain.cli.app import EXIT_FAILED, EXIT_OK, CliError
 from batchain.cli.common import check_output, item_costs, open_job, resolve_store, with_chain
 from batchain.cli.datafiles import OutputError, ResultWriter
 from batchain.cli.options import JobArg, StoreOpt
-from batchain.cli.render import cost_json, err_console, job_summary, jobs_table, plural, print_status
+from batchain.cli.render import (
+    cost_json,
+    err_console,
+    job_summary,
+    jobs_table,
+    plural,
+    print_status,
+    progress_json,
+)
 from batchain.options import Mode
 
 
@@ -86,6 +97,10 @@ def _counts(raw: dict[str, int]) -> dict[str, int]:
     return counts
 
 
+#: failed items `status` reads to find the most common errors
+_ERRORS_READ = 10_000
+
+
 def status(
     job_id: JobArg,
     store: StoreOpt = None,
@@ -95,10 +110,13 @@ def status(
 
     Exit code: 0 if no item has failed, 1 if some have, 2 if there is no such job.
     """
+    from batchain.states import ItemStatus
+
     job = open_job(job_id, store)
     rec, counts = job.record, job.counts
     errors: Counter[str] = Counter()
-    for r in job.errors():
+    # the most common errors among the first failed items: a bounded read, whatever the job's size
+    for r in itertools.islice(job.iter_results((ItemStatus.FAILED,)), _ERRORS_READ):
         errors[r.error_message or "unknown error"] += 1
     if as_json:
         usage = job.usage
@@ -108,6 +126,7 @@ def status(
             "usage": {k: getattr(usage, k) for k in usage.__slots__},
             "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
             "cost": cost_json(job),
+            "progress": progress_json(job.progress()),
             "batches": [
                 {k: getattr(b, k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
                 for b in job.store.job_batches(job.id)
@@ -149,3 +168,59 @@ def results(
         raise CliError(str(exc)) from None
     if target != "-":
         err_console().print(f"wrote {plural(n, 'row')} to {escape(target)}")
+
+
+def compact(
+    job_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[JOB]...",
+            help="The jobs to compact. Default: every finished job in the store.",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum",
+            help="Then rewrite the store file to give the freed space back to the disk "
+            "(takes as much free disk as the store, and a while for a large one).",
+        ),
+    ] = False,
+) -> None:
+    """Drop what only running jobs need from finished (completed or cancelled) jobs.
+
+    Removed: the call each item waited for, and request bodies of answered calls (kept by
+    stores of earlier versions). Kept: results, outputs, errors, answered calls and their
+    responses (the cache, which later jobs reuse), cost reports, usage. A job that is not
+    finished is left alone. Exit code: 0, or 1 if a named job could not be compacted.
+    """
+    from batchain.store import SQLiteStore
+
+    path = resolve_store(store, must_exist=True)
+    err = err_console()
+    skipped = 0
+    with SQLiteStore(path) as st:
+        before = st.size()
+        ids = job_ids or [rec.id for rec in st.list_jobs(limit=None)]
+        for job_id in ids:
+            try:
+                done = st.compact_job(job_id)
+            except KeyError:
+                raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
+            if done.compacted:
+                dropped = f"{done.waits:,} waits, {done.requests:,} request bodies dropped"
+                err.print(escape(f"{job_id}: compacted ({dropped})"))
+            elif job_ids:
+                skipped += 1
+                err.print(escape(f"{job_id}: not compacted: it is {done.status} (only finished jobs are)"))
+        if vacuum:
+            st.vacuum()
+        after = st.size()
+    err.print(f"store {escape(str(path))}: {_mb(before)} before, {_mb(after)} after")
+    raise typer.Exit(EXIT_FAILED if skipped else EXIT_OK)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"

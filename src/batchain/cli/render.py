@@ -18,6 +18,7 @@ from rich.table import Table
 
 from batchain.cli.common import is_yaml
 from batchain.cli.datafiles import InputReader, input_id
+from batchain.engine.forecast import JobProgress, progress_text
 from batchain.options import Mode, Tier
 from batchain.states import BatchStatus, LinkSource
 
@@ -219,6 +220,19 @@ def cost_json(job: Job) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def progress_json(p: JobProgress) -> dict[str, Any]:
+    return {
+        "items_done": p.items_done,
+        "items_total": p.items_total,
+        "items_failed": p.items_failed,
+        "batches": p.batches,
+        "open_batches": p.open_batches,
+        "requests_done": p.requests_done,
+        "requests_total": p.requests_total,
+        "expected_finish": p.expected_finish,
+    }
+
+
 def job_summary(rec: Any, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "id": rec.id,
@@ -290,8 +304,7 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
         ),
         ("store", escape(str(job.store_path))),
     ]
-    if job.store.job_batches(job.id):
-        rows.insert(5, ("batches", batch_summary(job)))
+    rows[5:5] = [(label, escape(text)) for label, text in progress_text(job.progress())[1:]]
     if rec.note:
         rows.append(("note", escape(rec.note)))
     for label, text in rows:

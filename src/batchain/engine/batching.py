@@ -808,6 +808,7 @@ class BatchCoordinator:
             return self._poll_failed(batch, exc)
         self._found(batch)
         batch.view = view
+        self.store.batch_seen(batch.uid, view.status, view.done, view.total)  # for progress
         if not view.ended:
             if self.cancelling and not batch.cancel_sent:
                 await self._cancel(batch)  # the first ask failed: ask again

@@ -21,6 +21,7 @@ from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, Link
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
+    Compaction,
     ItemCallLink,
     ItemRecord,
     JobFailures,
@@ -75,7 +76,9 @@ class Store(Protocol):
 
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
-    def list_jobs(self, limit: int = 100) -> list[JobRecord]: ...
+    def list_jobs(self, limit: int | None = 100) -> list[JobRecord]:
+        """The newest jobs first (``limit`` None: all of them)."""
+        ...
 
     def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None: ...
 
@@ -242,6 +245,11 @@ class Store(Protocol):
         (0 and None: it knows it again). Kept across runs, so one-poll runs add up."""
         ...
 
+    def batch_seen(self, uid: str, provider_status: str, done: int, total: int) -> None:
+        """What the provider last said of the batch: its status and how many of its requests
+        are done, of how many (for progress and the expected finish)."""
+        ...
+
     def batch_lost(self, uid: str, reason: str) -> None:
         """The batch is lost (see :attr:`BatchStatus.LOST`): its calls not yet answered go
         back to pending, in no batch, to be sent again."""
@@ -292,4 +300,17 @@ class Store(Protocol):
 
     def job_failures(self, job_id: str) -> JobFailures:
         """How many of the job's calls and items failed."""
+        ...
+
+    def compact_job(self, job_id: str) -> Compaction:
+        """Drop what only a running job reads, for a finished (completed or cancelled) job;
+        results, the cost report and the cache are unchanged. Raises KeyError for no such job."""
+        ...
+
+    def vacuum(self) -> None:
+        """Give the space freed back to the file system (rewrites the store)."""
+        ...
+
+    def size(self) -> int:
+        """Bytes the store takes on disk."""
         ...

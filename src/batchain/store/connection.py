@@ -239,6 +239,11 @@ class SharedConnection:
 
     # -- failures ---------------------------------------------------------------------------
 
+    @property
+    def in_use(self) -> bool:
+        """Does a run of this process use the file (a fence or a watch on it)?"""
+        return bool(self._watchers) or len(self._fenced) > 0
+
     def watch(self, job_id: str, on_failure: Callable[[StoreError], None]) -> None:
         """Tell ``on_failure`` (in the loop running now) when a statement or commit on this
         file fails; every later write is refused until no run watches any more."""

@@ -180,6 +180,13 @@ class BatchRecord:
     #: time of the first of them (None while it knows it)
     missing_polls: int = 0
     missing_since: float | None = None
+    #: what the provider last said of it (``None`` until it was polled): its own status
+    #: (OpenAI ``in_progress``, Anthropic ``ended``...), its requests done (succeeded or
+    #: failed) and in all, and the wall time it said so
+    provider_status: str | None = None
+    done: int = 0
+    total: int = 0
+    seen_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +195,17 @@ class JobFailures:
 
     calls: int
     items: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What compacting a job did: whether it could (only a finished job is compacted; the
+    job's ``status`` says why not), and how many rows of running state it dropped."""
+
+    job_id: str
+    status: str
+    compacted: bool
+    #: ``waits`` rows deleted (the call each pending item waited for)
+    waits: int = 0
+    #: request bodies of answered calls dropped (stores of earlier builds kept them)
+    requests: int = 0

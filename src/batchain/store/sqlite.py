@@ -26,15 +26,16 @@ import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from batchain.errors import LeaseLost, StoreError
 from batchain.states import (
@@ -52,6 +53,7 @@ from batchain.store.connection import SharedConnection, busy_timeout_s, call_in,
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
+    Compaction,
     ItemCallLink,
     ItemRecord,
     JobFailures,
@@ -64,7 +66,9 @@ from batchain.store.records import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 
-SCHEMA_VERSION = 1
+#: 2: per-job item counters (``job_item_counts``), calls by provider batch, provider batches by
+#: job, jobs by creation time, and what the provider last said of each batch
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +99,12 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_by_status ON items (job_id, status, idx);
+CREATE TABLE IF NOT EXISTS job_item_counts (
+    job_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (job_id, status)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS calls (
     key TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
@@ -119,12 +129,20 @@ CREATE TABLE IF NOT EXISTS calls (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS calls_sent ON calls (job_id) WHERE status = 'sent';
 CREATE INDEX IF NOT EXISTS calls_failed ON calls (job_id) WHERE status = 'failed';
+CREATE INDEX IF NOT EXISTS calls_by_batch ON calls (batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_calls (
     job_id TEXT NOT NULL,
     key TEXT NOT NULL,
     item_idx INTEGER NOT NULL,
     source TEXT NOT NULL,
     PRIMARY KEY (job_id, key, item_idx, source)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_memo (
+    job_id TEXT NOT NULL,
+    query TEXT NOT NULL,
+    stamp REAL NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (job_id, query)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS waits (
     job_id TEXT NOT NULL,
@@ -142,9 +160,33 @@ CREATE TABLE IF NOT EXISTS provider_batches (
     n_calls INTEGER NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    info TEXT
+    info TEXT,
+    missing_polls INTEGER NOT NULL DEFAULT 0,
+    missing_since REAL,
+    provider_status TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    seen_at REAL
 );
+CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 """
+
+# Why each index exists (every index costs a write on every insert, and on every update of
+# a column it holds or filters on):
+# - items_by_status: pending items of a job (resume), failed ones (status, retry). Item
+#   status changes update it: one entry per item change, the price of finding the few
+#   pending items of a large job without walking all of it.
+# - calls_sent, calls_failed: partial, so only calls in flight or failed are in them.
+# - calls_by_batch: the calls of a provider batch (submitting, collecting, losing one).
+#   Partial on batch_id, which is written once when a call is put in a batch (and cleared
+#   if the batch is lost or abandoned); status changes do not touch it, so marking a batch's
+#   calls succeeded costs nothing more. Realtime calls are never in it.
+# - provider_batches_by_job, jobs_by_created: tiny tables written a few times per batch or
+#   job; they keep `batchain jobs`, `status` and every poll off a scan.
+# - job_item_counts is not an index but a counter row per (job, item status), changed once
+#   per store call that changes items (not once per item), so counting a job's items is one
+#   lookup instead of a walk over them.
 
 #: columns added after a table was first shipped: (table, column, declaration). Stores
 #: made by an older build get them on open; nothing is ever dropped or renamed.
@@ -157,12 +199,27 @@ _ADDED_COLUMNS = [
     ("calls", "request_hash", "TEXT"),
     ("provider_batches", "missing_polls", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "missing_since", "REAL"),
+    ("provider_batches", "provider_status", "TEXT"),
+    ("provider_batches", "done", "INTEGER NOT NULL DEFAULT 0"),
+    ("provider_batches", "total", "INTEGER NOT NULL DEFAULT 0"),
+    ("provider_batches", "seen_at", "REAL"),
 ]
 
 #: indexes of earlier builds, dropped on open: every status change of every call had to
 #: update them, a large part of a big batch's store time, for queries that only ever look
 #: for calls in flight or failed (``calls_sent``, ``calls_failed``)
 _DROPPED_INDEXES = ("calls_by_status", "calls_by_job")
+
+#: the tables and indexes the schema creates
+_SCHEMA_OBJECTS = tuple(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
+
+#: finished jobs: nothing of them runs or waits at a provider any more (they can be
+#: compacted, and their report aggregates kept)
+_FINISHED_JOBS = (JobStatus.COMPLETED, JobStatus.CANCELLED)
+_FINISHED = tuple(s.value for s in _FINISHED_JOBS)
+#: how long a write waits for another process's transaction; a finished job's aggregates
+#: are kept only if the store can take them at once
+_MEMO_WAIT_MS = 100
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
 
@@ -225,6 +282,10 @@ def _batch_row(r: sqlite3.Row) -> BatchRecord:
         # a store opened read-only is not migrated: an older one lacks these columns
         missing_polls=r["missing_polls"] if "missing_polls" in columns else 0,
         missing_since=r["missing_since"] if "missing_since" in columns else None,
+        provider_status=r["provider_status"] if "provider_status" in columns else None,
+        done=r["done"] if "done" in columns else 0,
+        total=r["total"] if "total" in columns else 0,
+        seen_at=r["seen_at"] if "seen_at" in columns else None,
     )
 
 
@@ -256,16 +317,62 @@ def _in(values: tuple[str, ...]) -> str:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    for index in _DROPPED_INDEXES:
-        conn.execute(f"DROP INDEX IF EXISTS {index}")
-    conn.executescript(_SCHEMA)
-    for table, column, decl in _ADDED_COLUMNS:
-        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    """Bring the store to this build's schema, in one transaction that holds the write
+    lock, so two processes opening an older store at once migrate it once. A store already
+    there is only read: opening it never waits for a writer."""
+    if _up_to_date(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _stored_version(conn)
+        for index in _DROPPED_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        if version is None or version < 2:
+            # the counters start from what the items say (nothing, in a new store)
+            conn.execute("DELETE FROM job_item_counts")
+            conn.execute(
+                "INSERT INTO job_item_counts (job_id, status, n)"
+                " SELECT job_id, status, COUNT(*) FROM items GROUP BY job_id, status"
+            )
+        if version != SCHEMA_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _up_to_date(conn: sqlite3.Connection) -> bool:
+    """Does the store have this build's version, and every table, index and column?"""
+    if _stored_version(conn) != SCHEMA_VERSION:
+        return False
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    if not set(_SCHEMA_OBJECTS) <= have or have & set(_DROPPED_INDEXES):
+        return False
+    tables = {table for table, _, _ in _ADDED_COLUMNS}
+    columns = {(t, r[1]) for t in tables for r in conn.execute(f"PRAGMA table_info({t})")}
+    return all((table, column) in columns for table, column, _ in _ADDED_COLUMNS)
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version the store records (None: a new store, or one from before
+    versions were recorded)."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    if has_meta is None:
+        return None
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    return None if row is None else int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +411,10 @@ class SQLiteStore:
         #: the jobs whose runs watch the file through this store (:meth:`watch`)
         self._watching: set[str] = set()
         self._closed = False
+        #: item counts are kept in ``job_item_counts``, and finished jobs' report aggregates in
+        #: ``job_memo`` (False: an older store opened read-only)
+        self._counted = True
+        self._memos = True
         existed = self.path.exists()
         try:
             self._db = SharedConnection.open(self.path, self.read_only, self._connect, self._prepare)
@@ -316,6 +427,10 @@ class SQLiteStore:
             raise error from None
         self._lock = self._db.lock
         self._conn = self._db.conn
+        version = _stored_version(self._conn)
+        # an older store opened read-only is not migrated: it has no item counters
+        self._counted = (version is not None and version >= 2) or not self.read_only
+        self._memos = self._counted
 
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:
@@ -352,13 +467,10 @@ class SQLiteStore:
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         """Refuse a newer store before changing anything in it."""
-        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-        if has_meta is None:
-            return
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
+        version = _stored_version(conn)
+        if version is not None and version > SCHEMA_VERSION:
             raise StoreError(
-                f"store {self.path} has schema version {row[0]}, newer than this batchain "
+                f"store {self.path} has schema version {version}, newer than this batchain "
                 f"({SCHEMA_VERSION}); upgrade batchain"
             )
 
@@ -543,8 +655,11 @@ class SQLiteStore:
         rows = self._read("SELECT * FROM jobs WHERE id=?", (job_id,))
         return JobRecord.from_row(rows[0]) if rows else None
 
-    def list_jobs(self, limit: int = 100) -> list[JobRecord]:
-        rows = self._read("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+    def list_jobs(self, limit: int | None = 100) -> list[JobRecord]:
+        """The newest jobs first (``limit`` None: all of them)."""
+        rows = self._read(
+            "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (-1 if limit is None else limit,)
+        )
         return [JobRecord.from_row(r) for r in rows]
 
     def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None:
@@ -552,6 +667,7 @@ class SQLiteStore:
         if job is None:
             raise KeyError(job_id)
         check_transition(job.status, new)
+        self._forget(job_id)
         self._write(
             "UPDATE jobs SET status=?, updated_at=?, note=? WHERE id=?",
             (new.value, time.time(), note, job_id),
@@ -650,10 +766,30 @@ class SQLiteStore:
 
     def add_items(self, job_id: str, rows: list[tuple[int, str]]) -> None:
         """Insert pending items ``(idx, input_json)``; existing ones are left alone."""
-        self._write_many(
+        added = self._write_many(
             "INSERT OR IGNORE INTO items (job_id, idx, status, input) VALUES (?,?,'pending',?)",
             ((job_id, idx, text) for idx, text in rows),
         )
+        self._count(job_id, {ItemStatus.PENDING: added})
+
+    def _recount(self, job_id: str) -> None:
+        """Set the job's item counters from its items (a walk over them)."""
+        self._write("DELETE FROM job_item_counts WHERE job_id=?", (job_id,))
+        self._write(
+            "INSERT INTO job_item_counts (job_id, status, n)"
+            " SELECT job_id, status, COUNT(*) FROM items WHERE job_id=? GROUP BY status",
+            (job_id,),
+        )
+
+    def _count(self, job_id: str, deltas: dict[ItemStatus, int]) -> None:
+        """Move the job's item counters by ``deltas``, in the transaction that moved the items."""
+        rows = [(job_id, status.value, n) for status, n in deltas.items() if n]
+        if rows:
+            self._write_many(
+                "INSERT INTO job_item_counts (job_id, status, n) VALUES (?,?,?)"
+                " ON CONFLICT(job_id, status) DO UPDATE SET n = n + excluded.n",
+                rows,
+            )
 
     def iter_items(
         self,
@@ -663,14 +799,17 @@ class SQLiteStore:
     ) -> Iterator[ItemRecord]:
         """Items in index order, read page by page so memory stays flat."""
         last = -1
-        where = ""
+        where, source = "", "items"
         params: list[Any] = []
         if statuses:
             where = f" AND status IN {_in(tuple(s.value for s in statuses))}"
             params = [s.value for s in statuses]
+            if len(statuses) == 1:
+                # the few pending (or failed) items of a large job, without walking the rest
+                source = "items INDEXED BY items_by_status"
         while True:
             rows = self._read(
-                "SELECT * FROM items WHERE job_id=? AND idx>?" + where + " ORDER BY idx LIMIT ?",
+                f"SELECT * FROM {source} WHERE job_id=? AND idx>?" + where + " ORDER BY idx LIMIT ?",
                 [job_id, last, *params, page],
             )
             if not rows:
@@ -718,7 +857,7 @@ class SQLiteStore:
         while True:
             rows = self._read(
                 "SELECT i.idx AS idx, i.input AS input, w.key AS wait, c.* FROM items i"
-                " LEFT JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx"
+                " INDEXED BY items_by_status LEFT JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx"
                 " LEFT JOIN calls c ON c.key = w.key"
                 " WHERE i.job_id=? AND i.status='pending' AND i.idx>? ORDER BY i.idx LIMIT ?",
                 (job_id, last, page),
@@ -752,6 +891,10 @@ class SQLiteStore:
                 f" WHERE job_id=? AND idx=? AND status IN {_in(olds)}",
                 (p + olds for p in params),
             )
+            if len(olds) == 1:  # an item finishes only from pending
+                self._count(job_id, {ItemStatus(olds[0]): -changed, status: changed})
+            else:
+                self._recount(job_id)
             if changed != len(params):
                 where = ", ".join(f"#{p[4]}" for p in params[:5]) + (" ..." if len(params) > 5 else "")
                 raise IllegalTransition(
@@ -760,27 +903,39 @@ class SQLiteStore:
 
     def reset_items(self, job_id: str, from_statuses: tuple[ItemStatus, ...]) -> int:
         """Move failed/cancelled items back to pending (``batchain retry``)."""
-        for s in from_statuses:
-            check_transition(s, ItemStatus.PENDING)
-        vals = tuple(s.value for s in from_statuses)
-        cur = self._write(
-            f"UPDATE items SET status='pending', output=NULL, error=NULL"
-            f" WHERE job_id=? AND status IN {_in(vals)}",
-            (job_id, *vals),
-        )
+        for old in from_statuses:
+            check_transition(old, ItemStatus.PENDING)
+        moved = 0
+        self._forget(job_id)
+        for old in from_statuses:
+            n = self._write(
+                "UPDATE items SET status='pending', output=NULL, error=NULL WHERE job_id=? AND status=?",
+                (job_id, old.value),
+            ).rowcount
+            self._count(job_id, {old: -n, ItemStatus.PENDING: n})
+            moved += n
         self.commit()
-        return cur.rowcount
+        return moved
 
     def cancel_pending_items(self, job_id: str) -> int:
+        self._forget(job_id)
         cur = self._write(
             "UPDATE items SET status='cancelled', error=? WHERE job_id=? AND status='pending'",
             (json.dumps({"type": "Cancelled", "message": "job cancelled", "where": "cancel"}), job_id),
         )
+        self._count(job_id, {ItemStatus.PENDING: -cur.rowcount, ItemStatus.CANCELLED: cur.rowcount})
         self.commit()
         return cur.rowcount
 
     def item_counts(self, job_id: str) -> dict[str, int]:
-        rows = self._read("SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,))
+        """The job's items by status (statuses with none left out): one lookup of its
+        counters, whatever the job's size."""
+        if not self._counted:  # an older store opened read-only: count the items
+            rows = self._read(
+                "SELECT status, COUNT(*) AS n FROM items WHERE job_id=? GROUP BY status", (job_id,)
+            )
+        else:
+            rows = self._read("SELECT status, n FROM job_item_counts WHERE job_id=? AND n > 0", (job_id,))
         return {r["status"]: r["n"] for r in rows}
 
     def missing_items(self, job_id: str, n_items: int) -> list[int]:
@@ -926,6 +1081,9 @@ class SQLiteStore:
 
     def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
+        return self._memo(job_id, "job_usage", [*sources], lambda: self._job_usage(job_id, sources), _usage)
+
+    def _job_usage(self, job_id: str, sources: tuple[str, ...]) -> Usage:
         rows = self._read(
             f"SELECT COUNT(*) AS n, {', '.join(f'SUM({c}) AS {c}' for c in _USAGE_COLS.split(', '))}"
             f" FROM calls WHERE status='succeeded' AND key IN (SELECT DISTINCT key FROM job_calls"
@@ -976,6 +1134,9 @@ class SQLiteStore:
         return {idx: sum((u for _, _, u in calls), Usage()) for idx, calls in self.item_calls(job_id).items()}
 
     def job_call_stats(self, job_id: str) -> dict[str, int]:
+        return self._memo(job_id, "job_call_stats", [], lambda: self._job_call_stats(job_id), _counts)
+
+    def _job_call_stats(self, job_id: str) -> dict[str, int]:
         rows = self._read(
             "SELECT source, COUNT(DISTINCT key) AS n FROM job_calls WHERE job_id=? GROUP BY source",
             (job_id,),
@@ -1036,6 +1197,15 @@ class SQLiteStore:
             (polls, since, time.time(), uid),
         )
         self.commit()
+
+    def batch_seen(self, uid: str, provider_status: str, done: int, total: int) -> None:
+        """What the provider last said of the batch: its status and how many of its requests
+        are done, of how many (for progress and the expected finish)."""
+        self._write(
+            "UPDATE provider_batches SET provider_status=?, done=?, total=?, seen_at=? WHERE id=?",
+            (provider_status, done, total, time.time(), uid),
+        )
+        self.commit_soon()
 
     def batch_lost(self, uid: str, reason: str) -> None:
         """The batch is lost (see :attr:`BatchStatus.LOST`): its calls not yet answered go
@@ -1100,6 +1270,62 @@ class SQLiteStore:
             (reason, time.time(), key, *olds),
         )
 
+    # -- compaction -----------------------------------------------------------------------
+
+    def compact_job(self, job_id: str) -> Compaction:
+        """Drop what only a running job reads, for a finished (completed or cancelled) job:
+        the calls its items waited for (``waits``) and the request bodies of its answered
+        calls (stores of earlier builds kept them). Everything its results, its cost report
+        and the cache read stays: items, answered calls and their responses, failed calls,
+        the links between items and calls, provider batches. One transaction that holds the
+        write lock, so a run that starts the job again meanwhile either comes after (and
+        finds nothing missing: it builds its requests anew) or keeps it from compacting."""
+        with self._lock:
+            if self.read_only:
+                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
+            self.commit()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is None:
+                    raise KeyError(job_id)
+                status = JobStatus(row[0])
+                if status not in _FINISHED_JOBS:
+                    self._conn.execute("ROLLBACK")
+                    return Compaction(job_id, status.value, compacted=False)
+                waits = self._conn.execute("DELETE FROM waits WHERE job_id=?", (job_id,)).rowcount
+                requests = self._conn.execute(
+                    "UPDATE calls SET request=NULL WHERE request IS NOT NULL AND status='succeeded'"
+                    " AND key IN (SELECT key FROM job_calls WHERE job_id=?)",
+                    (job_id,),
+                ).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return Compaction(job_id, status.value, compacted=True, waits=waits, requests=requests)
+
+    def vacuum(self) -> None:
+        """Rewrite the store file without its free pages, packing every table and index
+        (needs as much free disk as the store takes, and no other process writing)."""
+        with self._lock:
+            if self.read_only:
+                raise StoreError(f"store {self.path} is read-only: it can be read, not changed")
+            self.commit()
+            try:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(
+                    f"store {self.path} could not be vacuumed ({exc}): another process is using it, "
+                    "or the disk lacks room for a copy of it; try again when no job runs"
+                ) from None
+
+    def size(self) -> int:
+        """Bytes the store takes on disk (its file and its write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
     def __enter__(self) -> SQLiteStore:
         return self
 
@@ -1108,11 +1334,73 @@ class SQLiteStore:
 
     # -- reports ----------------------------------------------------------------------
     # Read-only aggregates for the cost report (batchain.cost.report), summed in SQL so a
-    # 100k-call job is priced from a handful of rows. ``thresholds`` are the long-context
-    # prompt sizes of the models involved: rows are split into buckets at them.
+    # 100k-call job is priced from a handful of rows; each walks the job's own links, by
+    # index. ``thresholds`` are the long-context prompt sizes of the models involved: rows
+    # are split into buckets at them. A finished job's aggregates cannot change (only a
+    # new run changes its links, and every status change forgets them), so they are
+    # computed once and kept in ``job_memo``: `batchain status` of a finished job of any
+    # size reads a few rows.
+
+    def _memo(
+        self, job_id: str, name: str, args: list[Any], compute: Callable[[], T], decode: Decode[T]
+    ) -> T:
+        """``compute()``, or what it gave for the job as it is now, if finished (a kept
+        aggregate holds while the job's ``updated_at``, its stamp, is the same)."""
+        if not self._memos:
+            return compute()
+        query = json.dumps([name, args])
+        rows = self._read(
+            "SELECT j.updated_at AS stamp, j.status AS status, m.result AS result FROM jobs j"
+            " LEFT JOIN job_memo m ON m.job_id = j.id AND m.query = ? AND m.stamp = j.updated_at"
+            " WHERE j.id = ?",
+            (query, job_id),
+        )
+        if not rows or rows[0]["status"] not in _FINISHED:
+            return compute()
+        if rows[0]["result"] is not None:
+            return decode(json.loads(rows[0]["result"]))
+        value = compute()
+        if not self.read_only:
+            self._remember(job_id, query, rows[0]["stamp"], value)
+        return value
+
+    def _remember(self, job_id: str, query: str, stamp: float, value: Any) -> None:
+        """Keep a finished job's aggregate, if the job has not changed since it was
+        computed and the store can take the write at once: keeping it is a saving, never a
+        reason for a read to wait or fail. Written straight on the connection, and only
+        when no run of this process uses the file: a busy store must not count as a
+        failed one (which stops the runs watching it)."""
+        with self._lock:
+            conn = self._conn
+            if conn.in_transaction or self._fences or self._db.in_use:
+                return
+            conn.execute(f"PRAGMA busy_timeout={_MEMO_WAIT_MS}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT OR REPLACE INTO job_memo (job_id, query, stamp, result) SELECT ?, ?, ?, ?"
+                    f" FROM jobs WHERE id = ? AND updated_at = ? AND status IN {_in(_FINISHED)}",
+                    (job_id, query, stamp, json.dumps(_plain(value)), job_id, stamp, *_FINISHED),
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error:  # busy (a runner is writing), or a full disk
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
+
+    def _forget(self, job_id: str) -> None:
+        """The job is changing: its kept aggregates no longer hold (a new ``updated_at``
+        also turns away one being kept by another process right now)."""
+        if self._memos:
+            self._write("DELETE FROM job_memo WHERE job_id=?", (job_id,))
+            self._write("UPDATE jobs SET updated_at=? WHERE id=?", (time.time(), job_id))
 
     def job_models(self, job_id: str) -> list[tuple[str, str]]:
         """Distinct ``(provider, model)`` of every call the job used, however it got it."""
+        return self._memo(job_id, "job_models", [], lambda: self._job_models(job_id), _pairs)
+
+    def _job_models(self, job_id: str) -> list[tuple[str, str]]:
         rows = self._read(
             "SELECT DISTINCT c.provider AS provider, c.model AS model FROM calls c"
             " WHERE c.key IN (SELECT key FROM job_calls WHERE job_id = ?)",
@@ -1123,6 +1411,15 @@ class SQLiteStore:
     def paid_call_groups(self, job_id: str, thresholds: tuple[int, ...] = ()) -> list[PaidCallGroup]:
         """The job's paid, answered calls summed per provider, model, tier, service tier,
         prompt-size bucket and provider batch."""
+        return self._memo(
+            job_id,
+            "paid_call_groups",
+            [*thresholds],
+            lambda: self._paid_call_groups(job_id, thresholds),
+            _paid,
+        )
+
+    def _paid_call_groups(self, job_id: str, thresholds: tuple[int, ...]) -> list[PaidCallGroup]:
         rows = self._read(
             f"SELECT c.provider AS provider, c.model AS model, COALESCE(c.tier, 'realtime') AS tier,"
             f" {_REPORT_ST} AS st, {_bucket_sql(thresholds)} AS bucket,"
@@ -1150,6 +1447,17 @@ class SQLiteStore:
     ) -> list[ReusedCallGroup]:
         """Uses of answered calls the job got through ``sources`` (cache, shared, replay),
         one per (call, item) link, summed per source, provider, model and bucket."""
+        return self._memo(
+            job_id,
+            "reused_call_groups",
+            [[*sources], [*thresholds]],
+            lambda: self._reused_call_groups(job_id, sources, thresholds),
+            _reused,
+        )
+
+    def _reused_call_groups(
+        self, job_id: str, sources: tuple[str, ...], thresholds: tuple[int, ...]
+    ) -> list[ReusedCallGroup]:
         rows = self._read(
             f"SELECT j.source AS source, c.provider AS provider, c.model AS model,"
             f" {_bucket_sql(thresholds)} AS bucket, {_REPORT_SUMS}"
@@ -1202,6 +1510,9 @@ class SQLiteStore:
 
     def job_link_counts(self, job_id: str) -> dict[str, int]:
         """(call, item) links of the job by source (:meth:`job_call_stats` counts distinct calls)."""
+        return self._memo(job_id, "job_link_counts", [], lambda: self._job_link_counts(job_id), _counts)
+
+    def _job_link_counts(self, job_id: str) -> dict[str, int]:
         rows = self._read(
             "SELECT source, COUNT(*) AS n FROM job_calls WHERE job_id = ? GROUP BY source", (job_id,)
         )
@@ -1209,6 +1520,9 @@ class SQLiteStore:
 
     def job_failures(self, job_id: str) -> JobFailures:
         """How many of the job's calls and items failed."""
+        return self._memo(job_id, "job_failures", [], lambda: self._job_failures(job_id), _failures)
+
+    def _job_failures(self, job_id: str) -> JobFailures:
         calls = self._read(
             "SELECT COUNT(*) AS n FROM calls WHERE job_id = ? AND status = 'failed'", (job_id,)
         )
@@ -1259,3 +1573,44 @@ def _summed_usage(r: sqlite3.Row) -> Usage:
         int(r["rs"] or 0),
         int(r["n"] or 0),
     )
+
+
+# -- reports: kept aggregates (job_memo) -------------------------------------------------------
+
+T = TypeVar("T")
+Decode = Callable[[Any], T]
+
+
+def _plain(value: Any) -> Any:
+    """A report aggregate as JSON: records as objects, tuples as lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _usage(data: Any) -> Usage:
+    return Usage(**data)
+
+
+def _counts(data: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def _pairs(data: Any) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in data]
+
+
+def _failures(data: Any) -> JobFailures:
+    return JobFailures(**data)
+
+
+def _paid(data: Any) -> list[PaidCallGroup]:
+    return [PaidCallGroup(**{**g, "usage": Usage(**g["usage"])}) for g in data]
+
+
+def _reused(data: Any) -> list[ReusedCallGroup]:
+    return [ReusedCallGroup(**{**g, "usage": Usage(**g["usage"])}) for g in data]
