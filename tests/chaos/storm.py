@@ -85,11 +85,13 @@ class _Runners:
             subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         )
 
-    def race(self) -> None:
-        """Two resumers that start at one instant (after both have imported everything)."""
+    def race(self) -> float:
+        """Two resumers that start at one instant (after both have imported everything).
+        Returns that instant."""
         start_at = time.time() + 2.5
         self.spawn("resume", start_at)
         self.spawn("resume", start_at)
+        return start_at
 
     def reap(self) -> None:
         for proc in [p for p in self.live if p.poll() is not None]:
@@ -158,7 +160,8 @@ def run_storm(
             break  # the job finished before this disruption
         if rng.random() < 0.6:
             _kill(runners, storm)
-            runners.race()
+            # the next disruption hits the race's winner, not resumers still importing
+            time.sleep(max(0.0, runners.race() + 0.3 - time.time()))
         else:
             _stall(runners, storm, lease_s)
     runners.wait_all(timeout)
@@ -189,8 +192,9 @@ def _stall(runners: _Runners, storm: Storm, lease_s: float) -> None:
     storm.stalls += 1
     storm.in_flight += len(stopped) * CONCURRENCY
     time.sleep(lease_s + 0.3)
-    runners.race()
-    time.sleep(4.0)  # the racers take over (a runner stopped inside a write holds the lock)
+    start_at = runners.race()
+    # the racers take over (unless a runner stopped inside a write holds the lock)
+    time.sleep(max(0.0, start_at + 1.5 - time.time()))
     for proc in stopped:
         os.kill(proc.pid, signal.SIGCONT)
     deadline = time.monotonic() + 5.0  # a woken runner that lost its lease stops at once
