@@ -56,7 +56,7 @@ from batchain.providers.base import (
     redact,
 )
 from batchain.providers.batch import BatchView, Outcome, OutcomeKind, Refusal, chunk, create_refusal
-from batchain.states import BatchStatus, LinkSource
+from batchain.states import BatchStatus, CallStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import Usage
 
@@ -67,6 +67,7 @@ __all__ = [
     "BatchCallError",
     "BatchCoordinator",
     "CallCancelled",
+    "Evicted",
     "GoRealtime",
     "Parked",
     "Waiter",
@@ -96,6 +97,19 @@ class GoRealtime(Exception):
     """Auto mode's deadline is near: send this call in realtime instead."""
 
 
+class Evicted(BaseException):
+    """Told to whoever waits for a call that is at a provider, when its item leaves the
+    run's window until provider batch ``batch`` ends (see :class:`~batchain.engine.feed.Returns`).
+
+    A ``BaseException``, like ``CancelledError``: the chain's own ``except Exception`` and
+    fallbacks must not take it for the call's failure, so it ends the item's coroutine (or
+    row), which stays pending in the store and replays when the batch has ended."""
+
+    def __init__(self, batch: str) -> None:
+        super().__init__(batch)
+        self.batch = batch
+
+
 class Waiter(Protocol):
     """Who waits for a parked call (:class:`~batchain.engine.calls.InFlight`, which tells
     the item coroutines and bulk rows that share it). Told once: the answer (its text and
@@ -121,6 +135,8 @@ class Parked:
     #: set when ``request`` is only the call's identity (its body was not rebuilt): gives
     #: the full request, needed only if the call goes to a provider again
     rebuild: Callable[[], CallRequest] | None = None
+    #: the provider batch it was put in (stale once it is queued again)
+    batch: str | None = None
 
     @property
     def key(self) -> str:
@@ -162,6 +178,10 @@ class LiveBatch:
     #: cancelling: whether the provider took the cancel, and how many times it was asked
     cancel_sent: bool = False
     cancel_tries: int = 0
+    #: calls in it, and how many of them this run counts in its budget and capacity (all,
+    #: for a batch it created; those re-attached so far, for one an earlier run left)
+    size: int = 0
+    held: int = 0
 
 
 @dataclass(slots=True)
@@ -198,14 +218,17 @@ class BatchCoordinator:
         max_batch_size: int | None,
         on_change: Callable[[], None],
         usage_of: Callable[[ProviderAdapter, Body], Usage],
-        price_of: Callable[[CallRequest, Usage, str, Body], Decimal | None] | None = None,
+        price_of: Callable[[str, str, Usage, str, Body], Decimal | None] | None = None,
         budget: Budget | None = None,
         guard: Callable[[], Awaitable[None]] | None = None,
         lost_after: float = LOST_AFTER_S,
         on_refused: Callable[[str], None] | None = None,
         capacity: Capacity | None = None,
         breakers: Breakers | None = None,
+        on_ended: Callable[[str], None] | None = None,
     ) -> None:
+        #: told the uid of every batch that stops being live (its evicted items go on)
+        self.on_ended = on_ended
         #: per model: open batches, enqueued tokens, and what refusals taught
         self.capacity = capacity or Capacity(backoff_min=poll_min, backoff_max=poll_max)
         #: seconds a batch may be unknown to its provider before it is declared lost
@@ -240,6 +263,9 @@ class BatchCoordinator:
         self._locks: dict[str, asyncio.Lock] = {}
         #: the budget held calls back in the current flush
         self._budget_short = False
+        #: calls of this run that failed for good while no item of the window waited for
+        #: them (evicted): an item fed again gets the failure instead of sending them anew
+        self.failures: dict[str, BatchCallError] = {}
 
     # -- parking ------------------------------------------------------------------------
 
@@ -256,6 +282,24 @@ class BatchCoordinator:
             self.parked[parked.key] = parked
             self._queue(parked)
         self.on_change()
+
+    def evict(self) -> int:
+        """Every call at a provider lets go of whoever waits for it (:class:`Evicted`): their
+        items leave the window until the call's batch ends, and nothing of the call stays
+        in memory but its batch's uid. Calls not at a provider yet stay. Returns how many
+        calls let go."""
+        n = 0
+        unsubmitted, live = self.unsubmitted, self.live
+        for key, parked in list(self.parked.items()):
+            uid = parked.batch
+            if uid is None or key in unsubmitted or uid not in live:
+                continue
+            del self.parked[key]
+            parked.future.fail(Evicted(uid))
+            n += 1
+        if n:
+            self.on_change()
+        return n
 
     def _queue(self, parked: Parked) -> None:
         """A call at no provider: queued for the next flush, unless the job is cancelling
@@ -288,6 +332,7 @@ class BatchCoordinator:
                     if batch is None:
                         return False
                     self.live[uid] = batch
+        parked.batch = uid
         self._hold(batch, parked)
         return True
 
@@ -308,6 +353,7 @@ class BatchCoordinator:
             missing=row.missing_polls,
             missing_since=row.missing_since,
             lane=row.lane,
+            size=row.n_calls,
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -359,7 +405,11 @@ class BatchCoordinator:
 
     def _hold(self, batch: LiveBatch, parked: Parked) -> None:
         """A resumed run does not know what an earlier one reserved, nor what the batch
-        holds in its model's queue: count them again."""
+        holds in its model's queue: count them again. Never more calls than the batch has:
+        an item fed again after an eviction re-attaches a call already counted."""
+        if batch.held >= batch.size:
+            return
+        batch.held += 1
         tokens = enqueued_tokens(parked.request) if parked.rebuild is None else None
         self.capacity.hold(batch.uid, parked.request.lane, tokens)
         if self.budget is not None:
@@ -435,6 +485,8 @@ class BatchCoordinator:
                 # refused or failed: the rest waits for the next flush (sized by what it taught)
                 self.unsubmitted.update(dict.fromkeys(k for later in parts[n + 1 :] for k in later))
                 break
+            for p in members:
+                p.batch = uid
             created += 1
         self._note_held(lane, held)
         return created
@@ -576,6 +628,8 @@ class BatchCoordinator:
             reserved=reserved,
             nonce=uid,
             lane=first.request.lane,
+            size=len(members),
+            held=len(members),
         )
         self.capacity.opened(uid, first.request.lane, size)
         return True
@@ -653,6 +707,8 @@ class BatchCoordinator:
             reserved=reserved,
             nonce=uid,
             lane=first.request.lane,
+            size=len(members),
+            held=len(members),
         )
         if _refused(exc) or first.adapter.classify(exc).kind == FailureKind.UNREACHABLE:
             # a definite no, or no connection ever made (refused, not resolved, no connection
@@ -667,6 +723,8 @@ class BatchCoordinator:
             for p in members:
                 p.attempts += 1  # this create counts as an attempt, whatever it turns out to be
         self.live[uid] = batch
+        for p in members:
+            p.batch = uid
         self.capacity.opened(uid, first.request.lane, size)
         return True
 
@@ -842,8 +900,11 @@ class BatchCoordinator:
         self._after_refusal(batch.lane, members, size, refusal, what)
 
     def _drop(self, batch: LiveBatch) -> Size | None:
-        """``batch`` is no longer live: its room in its model's queue is free again."""
+        """``batch`` is no longer live: its room in its model's queue is free again, and
+        the items evicted on it go on."""
         self.live.pop(batch.uid, None)
+        if self.on_ended is not None:
+            self.on_ended(batch.uid)
         return self.capacity.closed(batch.uid)
 
     def _found(self, batch: LiveBatch) -> None:
@@ -935,6 +996,7 @@ class BatchCoordinator:
         if self.budget is not None:
             self.budget.settle(batch.reserved, batch.spent)
         resent = 0
+        self._give_up_evicted(keys, reason)
         for key in keys:
             parked = self.parked.get(key)
             if parked is None:
@@ -968,6 +1030,19 @@ class BatchCoordinator:
             then,
         )
         self.on_change()
+
+    def _give_up_evicted(self, keys: list[str], reason: str) -> None:
+        """Calls of a lost batch that no item of the window waits for (their items were
+        evicted, and go on when the batch is dropped): those out of attempts fail here, so
+        their items get the failure instead of sending them again."""
+        gone = [k for k in keys if k not in self.parked]
+        if not gone or self.cancelling or self.switched:
+            return
+        for key, record in self.store.get_calls(gone).items():
+            if record.status == CallStatus.PENDING and record.attempts > self.max_retries:
+                message = f"gave up after {record.attempts} attempts: {reason}"
+                self.store.call_failed(key, message, retryable=False)
+                self.failures[key] = BatchCallError(f"{record.provider}: {message}", None)
 
     def lose_unreachable(self, lanes: Collection[str]) -> int:
         """At the end of a run in which every item ended: the job's batches still open at an
@@ -1027,13 +1102,19 @@ class BatchCoordinator:
             )
         answered: list[tuple[str, str, Usage, str, Decimal | None]] = []
         links: list[tuple[str, str, int, str]] = []
+        # calls whose items were evicted: their attempts so far are the store's
+        parked, ok = self.parked, OutcomeKind.SUCCEEDED
+        gone = [k for k in keys if k not in parked and by_key.get(k, _RETRY).kind != ok]
+        attempts = {k: r.attempts for k, r in self.store.get_calls(gone).items()} if gone else {}
         for key in keys:
             outcome = by_key.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
-            batch.spent += self._apply(key, outcome, answered, links, batch.adapter)
+            batch.spent += self._apply(key, outcome, answered, links, batch, attempts.get(key, 0))
         self.store.calls_succeeded(answered)
-        self.store.link_calls(links)
+        # a call is its item's from when it was parked (see CallManager.admit): this link
+        # is new only for calls parked by builds that linked them when answered
+        self.store.link_first(links)
         failpoint("batch_after_apply")
         self.store.commit()
         self.store.batch_collected(batch.uid)
@@ -1049,20 +1130,21 @@ class BatchCoordinator:
         outcome: Outcome,
         answered: list[tuple[str, str, Usage, str, Decimal | None]],
         links: list[tuple[str, str, int, str]],
-        adapter: ProviderAdapter,
+        batch: LiveBatch,
+        stored_attempts: int,
     ) -> Decimal:
         """Apply one outcome to its call; returns what it cost. Answered calls and their
-        links to items are added to ``answered`` and ``links``, written together."""
+        links to items are added to ``answered`` and ``links``, written together. A call
+        whose items were evicted (no one waits in memory) is recorded for their replay;
+        ``stored_attempts`` are then its attempts so far."""
         parked = self.parked.get(key)
         if outcome.kind == OutcomeKind.SUCCEEDED:
             cost: Decimal | None = None
             body = outcome.body if outcome.data is None else outcome.data
-            if parked is not None:
-                usage = self.usage_of(parked.adapter, body)
-                if self.price_of is not None:
-                    cost = self.price_of(parked.request, usage, Tier.BATCH, body)
-            else:  # nobody in this run waits for it (yet): record it for a later replay
-                usage = self.usage_of(adapter, body)
+            usage = self.usage_of(batch.adapter, body)
+            if self.price_of is not None:
+                provider, _, model = batch.lane.partition("|")
+                cost = self.price_of(provider, model.rpartition("|")[2], usage, Tier.BATCH, body)
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self.stats.paid += 1
             if parked is not None:
@@ -1072,7 +1154,7 @@ class BatchCoordinator:
                     parked.future.answer(outcome.body, outcome.data)
             return cost or Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and not (self.cancelling or self.switched):
-            attempts = (parked.attempts if parked else 0) + 1
+            attempts = parked.attempts + 1 if parked else stored_attempts
             if attempts <= self.max_retries:
                 self.store.call_requeued(key, outcome.reason)
                 self.stats.requeued += 1
@@ -1098,6 +1180,8 @@ class BatchCoordinator:
         self.store.call_failed(key, message, retryable=False)
         if parked is not None:
             self._fail(parked, message, outcome.status)
+        else:
+            self.failures[key] = BatchCallError(f"{batch.adapter.name}: {message}", outcome.status)
         return Decimal(0)
 
     def _fail(self, parked: Parked, message: str, status: int | None) -> None:
@@ -1189,6 +1273,10 @@ class BatchCoordinator:
             return False
         batch.cancel_sent = True
         return True
+
+
+#: a result the provider did not give: the call goes again
+_RETRY = Outcome("", OutcomeKind.RETRY, "missing from results", None, "missing")
 
 
 def _level(streak: int) -> int:

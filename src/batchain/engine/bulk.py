@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from batchain.chains.fastpath import RequestTemplate
-from batchain.engine.batching import BatchCoordinator, CallCancelled
+from batchain.engine.batching import BatchCoordinator, CallCancelled, Evicted
 from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
@@ -32,6 +32,8 @@ __all__ = ["BulkItems", "Wait"]
 Settle = Callable[[int, Any, Any, BaseException | None], None]
 #: an item the bulk path hands back to the ordinary path
 Spill = Callable[[int, Any], None]
+#: an item whose call is at a provider leaves the window: (idx, uid of the provider batch)
+Evict = Callable[[int, str], None]
 #: the call an earlier run noted an item waits for: its key, and its record if stored
 Wait = tuple[str, CallRecord | None]
 
@@ -59,8 +61,10 @@ class BulkItems:
         job_id: str,
         settle: Settle,
         spill: Spill,
+        evict: Evict,
         stubs: bool = True,
     ) -> None:
+        self.evict = evict
         #: whether calls found by key may skip rebuilding their request (off under a
         #: budget, whose reservations need each request's size)
         self.stubs = stubs
@@ -110,6 +114,8 @@ class BulkItems:
             if admitted.verdict is Verdict.REPLAYED:
                 assert admitted.answer is not None
                 self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer)
+            elif admitted.verdict is Verdict.FAILED:
+                self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
 
     def _here(self, record: CallRecord | None) -> bool:
@@ -159,7 +165,9 @@ class _Row:
     def __call__(self, text: str | None, data: Any, exc: BaseException | None) -> None:
         bulk, a = self._bulk, self._a
         bulk.outstanding -= 1
-        if text is None:
+        if isinstance(exc, Evicted):
+            bulk.evict(a.idx, exc.batch)
+        elif text is None:
             bulk.settle(a.idx, a.value, None, exc or CallCancelled("no answer"))
         else:
             bulk._finish(a.idx, a.value, a.adapter, a.request, data if data is not None else text)

@@ -24,10 +24,10 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain.cost.prices import Pricing
-from batchain.engine.batching import BatchCoordinator, GoRealtime, Parked
+from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
-from batchain.engine.hook import ACTIVE, original_agenerate, original_generate
+from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
@@ -62,6 +62,7 @@ __all__ = [
     "must_begin",
     "parse_answer",
     "price_call",
+    "price_model",
 ]
 
 
@@ -106,6 +107,7 @@ class Verdict(Enum):
     PARKED = "parked"  # waits for a provider batch
     SEND = "send"  # to be sent now, by whoever admitted it
     REFUSED = "refused"  # batch mode and no Batch API for this model
+    FAILED = "failed"  # failed for good earlier in this run, while its item was evicted
 
 
 @dataclass(slots=True)
@@ -190,8 +192,10 @@ async def _no_guard() -> None:
     """No lease to check (a call manager used outside a job run)."""
 
 
-def _to_future(future: asyncio.Future[str]) -> Subscriber:
+def _to_future(future: asyncio.Future[str], eviction: Eviction | None = None) -> Subscriber:
     def tell(text: str | None, _data: Any, exc: BaseException | None) -> None:
+        if isinstance(exc, Evicted) and eviction is not None:
+            eviction.evict(exc.batch)  # the item's task ends, pending; it comes back later
         if future.done():
             return
         if exc is not None:
@@ -274,6 +278,8 @@ class CallManager:
         *,
         sync: bool = False,
     ) -> ChatResult:
+        context = ACTIVE.get()
+        eviction = context.eviction if context is not None else None
         if id(model) not in self._models:  # e.g. a model a lambda creates at call time
             self._models[id(model)] = model
             remember_model_secrets(model)
@@ -287,7 +293,7 @@ class CallManager:
         if sync:
             self.sync_calls += 1  # a sync step's thread is held until this call is answered
         try:
-            text = await self.execute(adapter, model, request, item_idx)
+            text = await self.execute(adapter, model, request, item_idx, eviction)
         finally:
             if sync:
                 self.sync_calls -= 1
@@ -330,15 +336,16 @@ class CallManager:
         model: BaseChatModel,
         request: CallRequest,
         item_idx: int,
+        eviction: Eviction | None = None,
     ) -> str:
         """The answer of one call of an item's coroutine (the hook and the fast path)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         admission = Admission(item_idx, adapter, model, request)
-        [got] = await self.admit([admission], lambda _: _to_future(future))
+        [got] = await self.admit([admission], lambda _: _to_future(future, eviction))
         if got.verdict is Verdict.REPLAYED:
             assert got.answer is not None
             return got.answer
-        if got.verdict is Verdict.REFUSED:
+        if got.verdict in (Verdict.REFUSED, Verdict.FAILED):
             assert got.error is not None
             raise got.error
         flight = got.flight
@@ -369,6 +376,13 @@ class CallManager:
         fresh: list[Parked] = []
         resumed: list[tuple[Parked, str]] = []
         begin: list[tuple[str, str, str, str, str]] = []
+        #: links of items to calls: paid (a batch call is its item's from when it is parked,
+        #: so a collect finds who paid for it in the store even if the item was evicted),
+        #: and reused
+        owners: list[tuple[str, str, int, str]] = []
+        reused: list[tuple[str, str, int, str]] = []
+        joined: list[tuple[str, str, int, str]] = []
+        failures = self.batch.failures if self.batch is not None else {}
         lanes = self.lanes
         for a in admissions:
             key = a.request.key
@@ -380,9 +394,13 @@ class CallManager:
                 out.append(Admitted(Verdict.SHARED, flight=flight))
                 continue
             record = a.record if a.known else stored.get(key)
-            answer = self.replayed(record, a.idx)
+            answer = self.replayed(record, a.idx, reused)
             if answer is not None:
                 out.append(Admitted(Verdict.REPLAYED, answer=answer))
+                continue
+            failed = failures.get(key)
+            if failed is not None:
+                out.append(Admitted(Verdict.FAILED, error=failed))
                 continue
             batch = self.batch
             if batch is not None and not a.adapter.batchable and self.fallback != Mode.REALTIME:
@@ -400,6 +418,7 @@ class CallManager:
             if must_begin(record):
                 r = a.request
                 begin.append((key, r.provider, r.model, r.endpoint, r.body_hash))
+                owners.append((self.job_id, key, a.idx, LinkSource.PAID))
                 record = None
             parked = Parked(
                 a.request,
@@ -412,12 +431,19 @@ class CallManager:
             )
             if record is not None and record.batch_id is not None:
                 resumed.append((parked, record.batch_id))
+                # another item's call, at a provider (its items evicted, or an earlier run's)
+                joined.append((self.job_id, key, a.idx, LinkSource.SHARED))
             else:
                 fresh.append(parked)
             out.append(Admitted(Verdict.PARKED, flight=flight))
         if begin:
             self.store.begin_calls(begin, self.job_id)
+            self.store.link_calls(owners)
             self.store.commit_soon()
+        if reused:
+            self.stats.cached += self.store.link_first(reused)
+        if joined:
+            self.stats.shared += self.store.link_first(joined)
         if self.batch is not None:
             if fresh:
                 self.batch.park_new(fresh)
@@ -440,13 +466,16 @@ class CallManager:
         self.stats.shared += 1
         self.store.link_call(self.job_id, key, item_idx, LinkSource.SHARED)
 
-    def replayed(self, record: CallRecord | None, item_idx: int) -> str | None:
-        """The stored answer of an answered call (counted and linked to the item), or None."""
+    def replayed(
+        self, record: CallRecord | None, item_idx: int, links: list[tuple[str, str, int, str]]
+    ) -> str | None:
+        """The stored answer of an answered call, or None. Its link to the item goes to
+        ``links``: written, and counted, unless the item has one already (an item fed again
+        after an eviction or a restart replays its own paid calls)."""
         if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
             return None
-        self.stats.cached += 1
         source = LinkSource.REPLAY if record.job_id == self.job_id else LinkSource.CACHE
-        self.store.link_call(self.job_id, record.key, item_idx, source)
+        links.append((self.job_id, record.key, item_idx, source))
         return record.response
 
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
@@ -576,12 +605,19 @@ def price_call(
 
     With the response ``body``, its service tier (flex, priority) and 1-hour cache writes
     are priced too."""
+    return price_model(pricebook, request.provider, request.model, usage, tier, body)
+
+
+def price_model(
+    pricebook: Pricing | None, provider: str, model: str, usage: Usage, tier: str, body: Body | None = None
+) -> Decimal | None:
+    """:func:`price_call` by the call's provider and model."""
     if pricebook is None:
         return None
     if body is not None:
-        cost = pricebook.cost_of_call(request.provider, request.model, usage, tier, body)
+        cost = pricebook.cost_of_call(provider, model, usage, tier, body)
     else:
-        cost = pricebook.cost_of(request.provider, request.model, usage, tier)
+        cost = pricebook.cost_of(provider, model, usage, tier)
     return Decimal(cost.total) if cost.known and cost.total is not None else None
 
 

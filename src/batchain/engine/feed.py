@@ -2,19 +2,28 @@
 
 The window bounds how many items run or wait at once, so memory stays flat however many
 inputs there are. On the bulk path items start a chunk at a time, as rows.
+
+In batch mode an item whose calls are all at a provider leaves the window (it is
+*evicted*: its coroutine or row ends, and it stays pending in the store), so the next
+inputs can reach their calls and every item's calls of a stage go to the provider at
+once, whatever their number. :class:`Returns` keeps which provider batch each evicted item
+waits for (its index, nothing more); when that batch ends, the item is fed again and its
+chain replays from the store up to its next call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from array import array
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from batchain.engine.bulk import BulkItems, Wait
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import RunControl
 
-__all__ = ["Feeder", "Window"]
+__all__ = ["Feeder", "Returns", "Window"]
 
 #: items the bulk path builds and parks at a time
 _BULK_CHUNK = 1000
@@ -25,12 +34,20 @@ class Window:
 
     def __init__(self, size: int, control: RunControl, changed: asyncio.Event) -> None:
         self._slots = asyncio.Semaphore(size)
+        self.size = size
         self.control = control
         self.changed = changed
-        #: the feeder waits for a place: the items in the window are all there will be
-        self.blocked = False
+        self._waiting = False
+        #: places taken and not released
+        self.in_use = 0
         #: items started in this run
         self.started = 0
+
+    @property
+    def blocked(self) -> bool:
+        """The feeder waits for a place and none is free: the items in the window are all
+        there will be. (A place released but not yet taken by the feeder is free.)"""
+        return self._waiting and self.in_use >= self.size
 
     async def take(self, before_waiting: Callable[[], Awaitable[None]] | None = None) -> bool:
         """A place for the next item; False if the run is stopping."""
@@ -38,18 +55,80 @@ class Window:
         if slots.locked():
             if before_waiting is not None:
                 await before_waiting()
-            self.blocked = True
+            self._waiting = True
             self.changed.set()
-        await slots.acquire()
-        self.blocked = False
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting = False
         if self.control.stopping:
             slots.release()
             return False
+        self.in_use += 1
         self.started += 1
         return True
 
     def release(self) -> None:
+        self.in_use -= 1
         self._slots.release()
+
+
+class Returns:
+    """Evicted items: which provider batch each waits for, until it ends; then ready to be
+    fed again. An item costs 8 bytes here (its index), nothing else in memory."""
+
+    def __init__(self, live: Collection[str], changed: asyncio.Event) -> None:
+        #: the run's live provider batches (uids): an item evicted on a batch that already
+        #: ended is ready at once
+        self._live = live
+        self._changed = changed
+        self._by_batch: dict[str, array[int]] = {}
+        self._ready: deque[int] = deque()
+        self._wake = asyncio.Event()
+        #: items waiting on a provider batch, out of the window
+        self.waiting = 0
+
+    def evicted(self, idx: int, batch: str) -> None:
+        """Item ``idx`` left the window until provider batch ``batch`` ends."""
+        if batch not in self._live:
+            self._ready.append(idx)
+            self._wake.set()
+            return
+        self._by_batch.setdefault(batch, array("q")).append(idx)
+        self.waiting += 1
+
+    def ended(self, batch: str) -> None:
+        """Provider batch ``batch`` ended (collected, lost, refused, abandoned): its items
+        go on."""
+        idxs = self._by_batch.pop(batch, None)
+        if idxs:
+            self.waiting -= len(idxs)
+            self._ready.extend(idxs)
+            self._wake.set()
+            self._changed.set()
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    def take(self, n: int) -> list[int]:
+        """Up to ``n`` ready items, in the order they became ready."""
+        out: list[int] = []
+        ready = self._ready
+        while ready and len(out) < n:
+            out.append(ready.popleft())
+        if not ready:
+            self._wake.clear()
+        return out
+
+    async def wait(self) -> None:
+        """Until an item is ready."""
+        await self._wake.wait()
+
+    @property
+    def pending(self) -> bool:
+        """Does any evicted item wait, or wait to be fed again?"""
+        return self.waiting > 0 or bool(self._ready)
 
 
 #: starts an item's coroutine: (idx, value)
@@ -67,6 +146,7 @@ class Feeder:
         changed: asyncio.Event,
         start: StartItem,
         bulk: BulkItems | None,
+        returns: Returns | None = None,
     ) -> None:
         self.inputs = inputs
         self.window = window
@@ -74,34 +154,73 @@ class Feeder:
         self.changed = changed
         self.start = start
         self.bulk = bulk
+        #: batch mode: evicted items, fed again as their provider batches end
+        self.returns = returns
+        #: every input is fed (evicted items may still come back)
+        self.exhausted = False
+
+    @property
+    def idle(self) -> bool:
+        """Every input is fed and no evicted item is ready: the items in the window are all
+        there will be until a provider batch ends."""
+        return self.exhausted and (self.returns is None or not self.returns.ready)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be fed: every input is, and no evicted item waits. (An item
+        told it is evicted but still ending is a live item of the run, counted there.)"""
+        return self.exhausted and (self.returns is None or not self.returns.pending)
 
     async def feed(self, inputs: InputSource | None) -> None:
-        if self.bulk is not None:
-            await self._feed_bulk(self.bulk, inputs)
-            return
-        async for idx, value, _wait in self.inputs.items(inputs):
-            if not await self.window.take():
-                break
-            self.start(idx, value)
-        self.changed.set()
-
-    async def _feed_bulk(self, bulk: BulkItems, inputs: InputSource | None) -> None:
-        """The feeder of the bulk path: items start a chunk at a time, as rows."""
         rows: list[tuple[int, Any, Wait | None]] = []
-
-        async def start_rows() -> None:
-            if rows:
-                await bulk.add(rows[:])
-                rows.clear()
-
-        async for idx, value, wait in self.inputs.items(inputs, waits=True):
-            # rows read before the window fills are parked first, or the round could never end
-            if not await self.window.take(before_waiting=start_rows):
+        async for row in self.inputs.items(inputs, waits=self.bulk is not None):
+            if not await self._feed_returned() or not await self._put(row, rows):
                 break
-            rows.append((idx, value, wait))
-            if len(rows) >= _BULK_CHUNK:
-                await start_rows()
-                self.changed.set()
+        else:
+            await self._flush_rows(rows)
+            self.exhausted = True
+            self.changed.set()
+            # evicted items come back as their batches end, until the run ends (it decides
+            # when: see finished) or stops
+            while self.returns is not None and not self.control.stopping:
+                await self.returns.wait()
+                if not await self._feed_returned():
+                    break
         if not self.control.stopping:
-            await start_rows()
+            await self._flush_rows(rows)
         self.changed.set()
+
+    async def _feed_returned(self) -> bool:
+        """Feed the evicted items that are ready (before new inputs: they finish items).
+        False if the run is stopping."""
+        returns = self.returns
+        if returns is None:
+            return True
+        rows: list[tuple[int, Any, Wait | None]] = []
+        while returns.ready and not self.control.stopping:
+            for row in self.inputs.returned(returns.take(_BULK_CHUNK)):
+                if not await self._put(row, rows):
+                    return False
+            await self._flush_rows(rows)
+        return not self.control.stopping
+
+    async def _put(self, row: tuple[int, Any, Wait | None], rows: list[tuple[int, Any, Wait | None]]) -> bool:
+        """Start one item in a window place: at once, or (bulk path) with the next chunk of
+        rows. False if the run is stopping."""
+        # rows read before the window fills are parked first, or the round could never end
+        if not await self.window.take(before_waiting=lambda: self._flush_rows(rows)):
+            return False
+        if self.bulk is None:
+            self.start(row[0], row[1])
+            return True
+        rows.append(row)
+        if len(rows) >= _BULK_CHUNK:
+            await self._flush_rows(rows)
+            self.changed.set()
+        return True
+
+    async def _flush_rows(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
+        if rows and self.bulk is not None:
+            chunk = rows[:]
+            rows.clear()
+            await self.bulk.add(chunk)

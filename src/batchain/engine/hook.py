@@ -21,7 +21,15 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-__all__ = ["ACTIVE", "CallContext", "CallHandler", "install", "original_agenerate", "original_generate"]
+__all__ = [
+    "ACTIVE",
+    "CallContext",
+    "CallHandler",
+    "Eviction",
+    "install",
+    "original_agenerate",
+    "original_generate",
+]
 
 
 class CallHandler(Protocol):
@@ -41,11 +49,31 @@ class CallHandler(Protocol):
     ) -> ChatResult: ...
 
 
+@dataclass(slots=True)
+class Eviction:
+    """An item's own task, which batch mode cancels when the item leaves the run's window
+    (its calls are at a provider), and the provider batch it then waits for.
+
+    The item's task is cancelled, not sent an exception through its calls: LangChain
+    gathers model calls with ``return_exceptions=True`` and takes anything not an
+    ``Exception`` for a result, while a cancelled task unwinds the whole chain cleanly."""
+
+    task: asyncio.Task[Any] | None
+    batch: str | None = None
+
+    def evict(self, batch: str) -> None:
+        if self.batch is None and self.task is not None:
+            self.batch = batch
+            self.task.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     manager: CallHandler
     item_idx: int
     loop: asyncio.AbstractEventLoop
+    #: batch mode: how the item leaves the window (None outside an item's own task)
+    eviction: Eviction | None = None
 
 
 #: set by the runner around each item's chain; child tasks and executor threads inherit it

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from batchain import serialize
@@ -78,6 +78,12 @@ class Inputs:
             idx += 1
         self.store.update_job(self.job_id, n_items=max(idx, skip), inputs_complete=True)
         self.store.commit_soon()
+
+    def returned(self, idxs: list[int]) -> Iterator[tuple[int, Any, Wait | None]]:
+        """Evicted items fed again (batch mode): ``(idx, value, wait)`` as :meth:`items`
+        gives them, read back from the store; items no longer pending are skipped."""
+        for idx, text, key, record in self.store.pending_waits_of(self.job_id, idxs):
+            yield idx, serialize.loads(text), (key, record) if key is not None else None
 
     def _missing(self, job: JobRecord) -> set[int]:
         """Inputs read by an earlier run with no stored item: none unless a store lost

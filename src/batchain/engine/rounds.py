@@ -1,5 +1,11 @@
 """Batch mode's rounds: when every live item waits on a parked call, the parked calls go to
-the provider as batches; then batches are polled until answers let items move on."""
+the provider as batches; then batches are polled until answers let items move on.
+
+A round is not bounded by the run's window: once its calls are at the provider, the items
+waiting on them leave the window (:meth:`BatchCoordinator.evict`), the next inputs reach
+their calls, and those go out too. So every call of a stage is at the provider at once,
+and a job takes about (stages x one batch's time) whatever its number of items. Items come
+back, replaying from the store, as their batches end."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from collections.abc import Callable
 from batchain.engine.batching import BatchCoordinator
 from batchain.engine.budget import BudgetExhausted
 from batchain.engine.calls import CallManager
-from batchain.engine.feed import Window
+from batchain.engine.feed import Feeder, Window
 from batchain.engine.lifecycle import Purpose, RunControl
 
 __all__ = ["Rounds"]
@@ -39,7 +45,13 @@ class Rounds:
         deadline: float | None,
         deadline_margin: float,
         threads: int,
+        feeder: Feeder,
     ) -> None:
+        #: who starts items: it may be blocked (the window is full), idle (waiting for an
+        #: evicted item's batch to end) or done
+        self.feeder = feeder
+        #: items whose calls are at a provider leave the window (batch mode)
+        self.evicting = feeder.returns is not None
         #: threads for sync steps: when every one waits on a model call, no more item can
         #: reach its call until the round is flushed
         self.threads = threads
@@ -64,14 +76,14 @@ class Rounds:
         left = self.switch_in()
         return left is not None and left <= 0
 
-    async def run(self, feeder: asyncio.Task[None]) -> None:
+    async def run(self, feeding: asyncio.Task[None]) -> None:
         """Flush when every live item waits on a parked call; poll; repeat."""
         batch, control = self.batch, self.control
         polled = False
         cancel_sent = False
         while not control.stopping:
-            fed = feeder.done() or self.window.blocked
-            if feeder.done() and not self.live():
+            fed = feeding.done() or self.window.blocked or self.feeder.idle
+            if (feeding.done() or self.feeder.finished) and not self.live():
                 # every item ended: batches left at an endpoint the job no longer uses end too
                 batch.lose_unreachable(self.calls.lanes)
                 return
@@ -92,7 +104,7 @@ class Rounds:
             blocking = self.tasks() - len(self.calls.urgent)
             saturated = self.calls.sync_calls >= self.threads
             everyone = len(self.calls.waiting) >= blocking or saturated
-            all_waiting = everyone and (feeder.done() or self.window.blocked)
+            all_waiting = everyone and fed
             if saturated and all_waiting and batch.unsubmitted:
                 log.info(
                     "all %d threads for sync steps wait on model calls: flushing the round", self.threads
@@ -109,14 +121,16 @@ class Rounds:
                 except BudgetExhausted as exc:
                     control.pause(str(exc))
                     return
-                if control.purpose is Purpose.SUBMIT and batch.live and created:
-                    control.stop()  # the round is at the provider: leave it there
-                    return
                 if created or not batch.live:
                     continue
                 # the budget holds the rest back until live batches settle: poll them
             if not batch.live:
                 continue
+            if self.evicting and self.window.blocked and not control.cancelling and batch.evict():
+                continue  # more items wait for a place: those whose calls are out make room
+            if control.purpose is Purpose.SUBMIT:
+                control.stop()  # all that can go to a provider now is there: leave it there
+                return
             if control.purpose is Purpose.POLL and polled:
                 control.stop()
                 return

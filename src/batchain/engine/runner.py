@@ -27,8 +27,8 @@ from batchain.chains.fastpath import FastChain
 from batchain.engine.batching import BatchCoordinator, CallCancelled
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager
-from batchain.engine.feed import Feeder, Window
-from batchain.engine.hook import ACTIVE, CallContext, install
+from batchain.engine.feed import Feeder, Returns, Window
+from batchain.engine.hook import ACTIVE, CallContext, Eviction, install
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
 from batchain.engine.results import Results
@@ -71,6 +71,8 @@ class RunParts:
     timeout: float
     #: auto mode: is this input urgent (runs realtime)?
     urgent: Any
+    #: batch mode: items evicted from the window while their calls are at a provider
+    returns: Returns | None = None
 
 
 class JobRunner:
@@ -236,7 +238,9 @@ class JobRunner:
 
     async def _drive(self, inputs: InputSource | None) -> None:
         p = self.parts
-        feeder = Feeder(p.inputs, self.window, self.control, p.changed, self._start_item, self.bulk)
+        feeder = Feeder(
+            p.inputs, self.window, self.control, p.changed, self._start_item, self.bulk, p.returns
+        )
         if self.batch is None:
             await feeder.feed(inputs)
         else:
@@ -251,6 +255,7 @@ class JobRunner:
                 deadline=p.deadline,
                 deadline_margin=p.deadline_margin,
                 threads=p.threads,
+                feeder=feeder,
             )
             feeding = asyncio.create_task(feeder.feed(inputs))
             try:
@@ -293,6 +298,13 @@ class JobRunner:
         """An item the bulk path cannot build goes the ordinary way (its place goes with it)."""
         self._start_item(idx, value)
 
+    def evict_row(self, idx: int, batch: str) -> None:
+        """A bulk item's call is at a provider: the item leaves the window until it ends."""
+        assert self.parts.returns is not None
+        self.parts.returns.evicted(idx, batch)
+        self.window.release()
+        self.parts.changed.set()
+
     def settle_item(self, idx: int, value: Any, output: Any, exc: BaseException | None) -> None:
         """A bulk item ended: record its output or error, free its place."""
         try:
@@ -305,7 +317,8 @@ class JobRunner:
             self.parts.changed.set()
 
     async def _run_item(self, idx: int, value: Any) -> None:
-        token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop()))
+        eviction = Eviction(asyncio.current_task())
+        token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop(), eviction))
         if self.parts.mode == Mode.AUTO and self.parts.urgent(value):
             self.calls.urgent.add(idx)
         try:
@@ -317,7 +330,12 @@ class JobRunner:
                     config["callbacks"] = self.parts.callbacks
                 output = await self.chain.ainvoke(value, config)
         except asyncio.CancelledError:
-            return  # stopped: the item stays pending and runs again on resume
+            # stopped: the item stays pending and runs again on resume. Or evicted: its
+            # calls are at a provider, and it is fed again (replaying what it did so far
+            # from the store) once that batch has ended
+            if eviction.batch is not None and self.parts.returns is not None:
+                self.parts.returns.evicted(idx, eviction.batch)
+            return
         except Exception as exc:
             if self.control.stopping and not isinstance(exc, CallCancelled):
                 return

@@ -24,9 +24,9 @@ from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.breaker import Breakers
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
-from batchain.engine.calls import CallManager, build_request, price_call
+from batchain.engine.calls import CallManager, build_request, price_model
 from batchain.engine.capacity import Capacity
-from batchain.engine.feed import Window
+from batchain.engine.feed import Returns, Window
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import Lease, Purpose, RunControl
 from batchain.engine.progress import ProgressDisplay, wants_progress
@@ -83,7 +83,7 @@ def wire(
             max_batch_size=options.max_batch_size,
             on_change=changed.set,
             usage_of=lambda adapter, body: adapter.usage(body),
-            price_of=functools.partial(price_call, pricebook),
+            price_of=functools.partial(price_model, pricebook),
             budget=budget,
             guard=lease.guard,
             lost_after=lost_after_seconds(options.lost_after),
@@ -117,7 +117,13 @@ def wire(
     found = inspect_fast(chain, callbacks=options.callbacks)
     fast = found if isinstance(found, FastChain) else None
     paths = {"fast_path": "on" if fast is not None else f"off: {found}"}
-    window = Window(_window_size(options, batched), control, changed)
+    window = Window(_window_size(options, batched, fast is not None), control, changed)
+    returns = None
+    if batch is not None and options.mode == Mode.BATCH:
+        # every call of a stage goes to the provider at once: items whose calls are there
+        # leave the window, and come back as their batches end
+        returns = Returns(batch.live, changed)
+        batch.on_ended = returns.ended
     runner = JobRunner(
         RunParts(
             store=store,
@@ -141,6 +147,7 @@ def wire(
             threads=options.threads,
             timeout=options.timeout,
             urgent=options.is_urgent,
+            returns=returns,
         )
     )
     if options.mode == Mode.BATCH:
@@ -149,14 +156,14 @@ def wire(
     return runner
 
 
-def _window_size(options: RunOptions, batched: bool) -> int:
+def _window_size(options: RunOptions, batched: bool, fast: bool) -> int:
     if options.window:
         return options.window
     if batched:
-        # every parked item holds its coroutine (~5 KB on the fast path, ~15 KB through
-        # the full chain), but each window is a round that may wait hours at the
-        # provider: park one OpenAI batch's worth at once
-        return 50_000
+        # items whose calls are at a provider leave the window (batch mode), so the window
+        # bounds memory and the size of each flush, not the round: one OpenAI batch's worth
+        # of rows on the fast path, fewer coroutines (~15 KB each) through the full chain
+        return 50_000 if fast else 20_000
     return max(256, 4 * options.max_concurrency)
 
 
@@ -185,6 +192,7 @@ def _bulk_items(
         job_id=job_id,
         settle=runner.settle_item,
         spill=runner.spill,
+        evict=runner.evict_row,
         stubs=stubs,
     )
     return bulk, ""

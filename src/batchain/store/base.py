@@ -131,6 +131,13 @@ class Store(Protocol):
         last two None where none was noted (or the call is gone)."""
         ...
 
+    def pending_waits_of(
+        self, job_id: str, idxs: list[int]
+    ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
+        """:meth:`iter_pending_waits` of the items ``idxs`` only (those still pending), in
+        index order."""
+        ...
+
     def finish_item(
         self,
         job_id: str,
@@ -201,6 +208,12 @@ class Store(Protocol):
 
     def link_calls(self, rows: list[tuple[str, str, int, str]]) -> None:
         """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
+        ...
+
+    def link_first(self, rows: list[tuple[str, str, int, str]]) -> int:
+        """:meth:`link_calls`, each only if its item has no link to that call yet (an item
+        fed again keeps the link that says how it first got the call). Returns how many
+        were new."""
         ...
 
     def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:

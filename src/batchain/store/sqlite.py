@@ -30,7 +30,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -312,7 +312,11 @@ def _predecessors(new: StrEnum) -> tuple[str, ...]:
     return tuple(old.value for old, allowed in table.items() if new in allowed)
 
 
-def _in(values: tuple[str, ...]) -> str:
+#: values bound in one ``IN (...)`` list (SQLite's limit on variables is far above)
+_IN_CHUNK = 900
+
+
+def _in(values: Sequence[object]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
@@ -869,6 +873,22 @@ class SQLiteStore:
                 yield r["idx"], r["input"], r["wait"], record
             last = rows[-1]["idx"]
 
+    def pending_waits_of(
+        self, job_id: str, idxs: list[int]
+    ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
+        for start in range(0, len(idxs), _IN_CHUNK):
+            part = sorted(idxs[start : start + _IN_CHUNK])
+            rows = self._read(
+                "SELECT i.idx AS idx, i.input AS input, w.key AS wait, c.* FROM items i"
+                " LEFT JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx"
+                " LEFT JOIN calls c ON c.key = w.key"
+                f" WHERE i.job_id=? AND i.idx IN {_in(part)} AND i.status='pending' ORDER BY i.idx",
+                (job_id, *part),
+            )
+            for r in rows:
+                record = _call_record(r) if r["key"] is not None else None
+                yield r["idx"], r["input"], r["wait"], record
+
     def finish_item(
         self,
         job_id: str,
@@ -1079,6 +1099,19 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)", rows
         )
 
+    def link_first(self, rows: list[tuple[str, str, int, str]]) -> int:
+        """:meth:`link_calls`, each only if its item has no link to that call yet (an item
+        fed again, in batch mode or after a restart, keeps the link that says how it first
+        got the call). Returns how many were new."""
+        return max(
+            0,
+            self._write_many(
+                "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) SELECT ?1, ?2, ?3, ?4"
+                " WHERE NOT EXISTS (SELECT 1 FROM job_calls WHERE job_id=?1 AND key=?2 AND item_idx=?3)",
+                rows,
+            ),
+        )
+
     def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
         return self._memo(job_id, "job_usage", [*sources], lambda: self._job_usage(job_id, sources), _usage)
@@ -1138,7 +1171,9 @@ class SQLiteStore:
 
     def _job_call_stats(self, job_id: str) -> dict[str, int]:
         rows = self._read(
-            "SELECT source, COUNT(DISTINCT key) AS n FROM job_calls WHERE job_id=? GROUP BY source",
+            # a batch call is linked to its item when parked: paid once it succeeded
+            "SELECT j.source AS source, COUNT(DISTINCT j.key) AS n FROM job_calls j"
+            f" JOIN calls c ON c.key = j.key WHERE j.job_id=? AND {_LINK_COUNTS} GROUP BY j.source",
             (job_id,),
         )
         return {r["source"]: r["n"] for r in rows}
@@ -1514,7 +1549,9 @@ class SQLiteStore:
 
     def _job_link_counts(self, job_id: str) -> dict[str, int]:
         rows = self._read(
-            "SELECT source, COUNT(*) AS n FROM job_calls WHERE job_id = ? GROUP BY source", (job_id,)
+            "SELECT j.source AS source, COUNT(*) AS n FROM job_calls j JOIN calls c ON c.key = j.key"
+            f" WHERE j.job_id = ? AND {_LINK_COUNTS} GROUP BY j.source",
+            (job_id,),
         )
         return {r["source"]: int(r["n"]) for r in rows}
 
@@ -1550,6 +1587,9 @@ _REPORT_SUMS = (
     " SUM(c.cache_read_tokens) AS cr, SUM(c.cache_creation_tokens) AS cw,"
     f" SUM(c.reasoning_tokens) AS rs, SUM({_REPORT_W1H}) AS w1h"
 )
+#: which links count: a paid link only once its call is answered (batch calls are linked
+#: when they are parked, so a call that failed or waits is not counted as paid)
+_LINK_COUNTS = "(j.source <> 'paid' OR c.status = 'succeeded')"
 _REPORT_PAID_KEYS = "SELECT key FROM job_calls WHERE job_id = ? AND source = 'paid'"
 
 

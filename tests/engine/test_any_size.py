@@ -1,0 +1,230 @@
+"""Batch mode at any size: a round is not bounded by the run's window. Items whose calls
+are at a provider leave the window and come back, replaying from the store, when their
+batch ends; so every call of a stage is at the provider at once, and nothing is paid twice
+or lost on the way. These tests use a window far smaller than the dataset to force it."""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
+
+import batchain
+from batchain.sandbox import Sandbox
+from batchain.store import SQLiteStore
+from batchain.store.records import BatchRecord
+from tests.engine.conftest import make_anthropic, make_openai
+from tests.engine.test_accounting import PRICES, priced
+
+FAST = dict(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+
+
+@pytest.fixture
+def fast(sandbox: Sandbox) -> Sandbox:
+    sandbox.configure(**FAST)
+    return sandbox
+
+
+def one_stage(sb: Sandbox) -> Any:
+    return ChatPromptTemplate.from_template("Say something about {x}.") | make_openai(sb) | StrOutputParser()
+
+
+def three_stages(sb: Sandbox) -> Any:
+    """Three stages on three models of two providers (a stage's batches are its model's),
+    through the ordinary path: coroutines, a lambda, a parallel step."""
+    outline = ChatPromptTemplate.from_template("Outline {x}") | make_openai(sb) | StrOutputParser()
+    draft = ChatPromptTemplate.from_template("Draft {outline}") | make_anthropic(sb) | StrOutputParser()
+    review = (
+        ChatPromptTemplate.from_template("Review {draft}") | make_openai(sb, "gpt-4o") | StrOutputParser()
+    )
+    return (
+        RunnablePassthrough.assign(outline=outline)
+        | RunnableLambda(lambda d: {**d, "outline": d["outline"].strip()})
+        | RunnablePassthrough.assign(draft=draft)
+        | RunnableParallel(review=review, x=lambda d: d["x"])
+    )
+
+
+def batches(store: Path) -> list[BatchRecord]:
+    with SQLiteStore(store) as st:
+        (job,) = st.list_jobs()
+        return st.job_batches(job.id)
+
+
+def check_stages_overlap(sb: Sandbox, store: Path, models: list[str]) -> None:
+    """Each stage's batches were all at the provider before any of them ended: the stage
+    went out as one round, not window after window."""
+    ended: dict[str, float] = collections.defaultdict(float)
+    for e in sb.ledger():
+        assert e.batch_id is not None
+        ended[e.batch_id] = max(ended[e.batch_id], e.ts)
+    by_model: dict[str, list[BatchRecord]] = collections.defaultdict(list)
+    for b in batches(store):
+        by_model[b.info["model"]].append(b)
+    assert sorted(by_model) == sorted(models)
+    for model, members in by_model.items():
+        assert len(members) >= 3, f"{model}: the window should have split the stage"
+        last_created = max(b.created_at for b in members)
+        first_end = min(ended[b.provider_batch_id or ""] for b in members)
+        assert last_created < first_end, f"{model}: a batch was created after another one ended"
+
+
+def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_path: Path) -> None:
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=1.0, batch_finalizing_s=0.01)
+    inputs = [{"x": f"topic {i}"} for i in range(120)]
+    job = batchain.run(
+        one_stage(sandbox), inputs, mode="batch", store=store_path, progress=False, poll_min=0.05, window=25
+    )
+    assert job.stats["bulk_path"] == "on"
+    assert job.counts["succeeded"] == 120
+    check_stages_overlap(sandbox, store_path, ["gpt-4o-mini"])
+    assert len(sandbox.ledger()) == 120 and not sandbox.duplicates()
+    realtime = batchain.run(one_stage(sandbox), inputs, store=store_path, progress=False, cache=False)
+    assert job.outputs() == realtime.outputs()
+
+
+def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path) -> None:
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=1.0, batch_finalizing_s=0.01)
+    inputs = [{"x": f"topic {i}"} for i in range(60)]
+    job = batchain.run(
+        three_stages(sandbox),
+        inputs,
+        mode="batch",
+        store=store_path,
+        progress=False,
+        poll_min=0.05,
+        window=12,
+    )
+    assert job.counts["succeeded"] == 60
+    check_stages_overlap(sandbox, store_path, ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"])
+    assert len(sandbox.ledger()) == 180 and not sandbox.duplicates()
+    realtime = batchain.run(three_stages(sandbox), inputs, store=store_path, progress=False, cache=False)
+    assert job.outputs() == realtime.outputs()
+
+
+@pytest.mark.parametrize("shape", ["one_stage", "three_stages"])
+def test_cost_and_links_stay_exact_when_items_leave_the_window(
+    fast: Sandbox, store_path: Path, shape: str
+) -> None:
+    chain = one_stage(fast) if shape == "one_stage" else three_stages(fast)
+    # 20% duplicates: shared calls, and items whose calls were answered while they were out
+    rows = [{"x": f"story {i % 32}"} for i in range(40)]
+    job = batchain.run(
+        chain, rows, mode="batch", store=store_path, progress=False, poll_min=0.02, window=6, prices=PRICES
+    )
+    assert job.counts["succeeded"] == 40
+    ledger = fast.ledger()
+    assert not fast.duplicates() and {e.tier for e in ledger} == {"batch"}
+    expected = sum((priced(e) for e in ledger if e.model != "gpt-4o"), Decimal(0))
+    if shape == "one_stage":
+        assert job.cost == expected == job.report().paid
+    # every billed call is one paid call of the job, linked to the item it was made for;
+    # each duplicate item reuses each of its calls once (shared in flight, or replayed),
+    # and an item that came back replaying its own paid calls adds no link
+    stages = 1 if shape == "one_stage" else 3
+    con = sqlite3.connect(store_path)
+    links = con.execute(
+        "SELECT j.item_idx, j.source, COUNT(*) FROM job_calls j JOIN calls c ON c.key = j.key"
+        " WHERE c.status = 'succeeded' GROUP BY 1, 2"
+    ).fetchall()
+    per_item = collections.Counter()
+    for idx, _, n in links:
+        per_item[idx] += n
+    assert set(per_item.values()) == {stages}
+    assert sum(n for _, source, n in links if source == "paid") == len(ledger) == 32 * stages
+    assert sum(n for idx, source, n in links if source != "paid") == 8 * stages
+    assert job.call_stats["paid"] == len(ledger)
+
+
+def test_failures_and_retries_reach_items_that_left_the_window(fast: Sandbox, store_path: Path) -> None:
+    inputs = [{"x": "[[flaky:1]] a"}, {"x": "[[fail:400]] b"}, {"x": "c"}, {"x": "d"}]
+    job = batchain.run(
+        one_stage(fast), inputs, mode="batch", store=store_path, progress=False, poll_min=0.02, window=1
+    )
+    assert [r.status.value for r in job.results()] == ["succeeded", "failed", "succeeded", "succeeded"]
+    err = job.errors()[0].error
+    assert err is not None and err["type"] == "BatchCallError" and "openai" in err["message"]
+    assert job.stats["calls_requeued"] == 1
+    assert len(fast.ledger()) == 3 and not fast.duplicates()  # the failed call is not sent again
+
+
+def test_random_errors_and_dropped_results_with_a_tiny_window(fast: Sandbox, store_path: Path) -> None:
+    fast.configure(batch_item_error_rate=0.2, batch_drop_rate=0.2)
+    inputs = [{"x": i} for i in range(30)]
+    job = batchain.run(
+        three_stages(fast),
+        inputs,
+        mode="batch",
+        store=store_path,
+        progress=False,
+        poll_min=0.02,
+        window=4,
+        max_retries=12,
+    )
+    assert job.counts["succeeded"] == 30
+    assert not fast.duplicates() and len(fast.ledger()) == 90
+    fast.configure(batch_item_error_rate=0.0, batch_drop_rate=0.0)
+    again = batchain.run(three_stages(fast), inputs, store=store_path, progress=False, cache=False)
+    assert job.outputs() == again.outputs()  # never shifted onto the wrong item
+
+
+def test_submit_puts_every_input_at_the_provider(fast: Sandbox, store_path: Path) -> None:
+    fast.configure(batch_processing_s=0.5)
+    job = batchain.submit(
+        one_stage(fast), ({"x": i} for i in range(25)), store=store_path, poll_min=0.02, window=10
+    )
+    assert job.status == batchain.JobStatus.WAITING
+    assert sum(b.n_calls for b in batches(store_path)) == 25  # not only the first window's
+    again = batchain.Job.open(job.id, store=store_path, chain=one_stage(fast))
+    again.wait()
+    assert again.counts["succeeded"] == 25
+    assert len(fast.ledger()) == 25 and not fast.duplicates()
+
+
+def test_poll_advances_every_item_of_a_stage(fast: Sandbox, store_path: Path) -> None:
+    fast.configure(batch_processing_s=0.2)
+    chain = three_stages(fast)
+    job = batchain.submit(chain, [{"x": i} for i in range(20)], store=store_path, poll_min=0.02, window=5)
+    reopened = batchain.Job.open(job.id, store=store_path, chain=chain)
+    for _ in range(300):
+        if reopened.poll() == batchain.JobStatus.COMPLETED:
+            break
+    assert reopened.counts["succeeded"] == 20
+    assert len(fast.ledger()) == 60 and not fast.duplicates()
+
+
+def test_cancel_ends_items_that_left_the_window(fast: Sandbox, store_path: Path) -> None:
+    fast.configure(batch_processing_s=3.0)
+    job = batchain.submit(
+        one_stage(fast), [{"x": i} for i in range(40)], store=store_path, poll_min=0.02, window=8
+    )
+    import time
+
+    time.sleep(1.0)  # about a third of each batch has run
+    job.cancel()
+    assert job.status == batchain.JobStatus.CANCELLED
+    counts = job.counts
+    assert counts["succeeded"] > 0 and counts["cancelled"] > 0
+    assert counts["succeeded"] + counts["cancelled"] == 40
+    assert len(fast.ledger()) == counts["succeeded"] and not fast.duplicates()
+
+
+def test_a_crash_between_rounds_resumes_without_paying_twice(fast: Sandbox, store_path: Path) -> None:
+    """Items out of the window are only rows in the store: a new process finds them there."""
+    fast.configure(batch_processing_s=0.3)
+    chain = three_stages(fast)
+    job = batchain.submit(chain, [{"x": i} for i in range(30)], store=store_path, poll_min=0.02, window=4)
+    # a different process would open the job from the store alone: so does this one
+    resumed = batchain.Job.open(job.id, store=store_path, chain=three_stages(fast))
+    resumed.wait()
+    assert resumed.counts["succeeded"] == 30
+    assert len(fast.ledger()) == 90 and not fast.duplicates()
+    hashes = collections.Counter(e.request_hash for e in fast.ledger())
+    assert max(hashes.values()) == 1
