@@ -175,9 +175,12 @@ def test_submit_then_poll_until_done(fast: Sandbox, store_path: Path) -> None:
     assert not fast.duplicates()
 
 
-def test_cancel_keeps_finished_results(fast: Sandbox, store_path: Path) -> None:
+@pytest.mark.parametrize("window", [None, 8], ids=["one window", "items leave the window"])
+def test_cancel_keeps_finished_results(fast: Sandbox, store_path: Path, window: int | None) -> None:
     fast.configure(batch_processing_s=3.0)
-    job = batchain.submit(chain_for(fast), [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
+    job = batchain.submit(
+        chain_for(fast), [{"x": i} for i in range(40)], store=store_path, poll_min=0.02, window=window
+    )
     import time
 
     time.sleep(1.0)  # about a third of the batch has run
@@ -186,7 +189,7 @@ def test_cancel_keeps_finished_results(fast: Sandbox, store_path: Path) -> None:
     counts = job.counts
     assert counts["succeeded"] > 0 and counts["cancelled"] > 0
     assert counts["succeeded"] + counts["cancelled"] == 40
-    assert len(fast.ledger()) == counts["succeeded"]
+    assert len(fast.ledger()) == counts["succeeded"] and not fast.duplicates()
 
 
 def test_realtime_job_cancel_marks_pending_items(fast: Sandbox, store_path: Path) -> None:
