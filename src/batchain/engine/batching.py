@@ -182,6 +182,9 @@ class LiveBatch:
     #: for a batch it created; those re-attached so far, for one an earlier run left)
     size: int = 0
     held: int = 0
+    #: an earlier run's batch (its calls may have been parked by a build that linked a
+    #: call to its item only when answered)
+    resumed: bool = False
 
 
 @dataclass(slots=True)
@@ -354,6 +357,7 @@ class BatchCoordinator:
             missing_since=row.missing_since,
             lane=row.lane,
             size=row.n_calls,
+            resumed=True,
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -1112,9 +1116,10 @@ class BatchCoordinator:
             )
             batch.spent += self._apply(key, outcome, answered, links, batch, attempts.get(key, 0))
         self.store.calls_succeeded(answered)
-        # a call is its item's from when it was parked (see CallManager.admit): this link
-        # is new only for calls parked by builds that linked them when answered
-        self.store.link_first(links)
+        if links:
+            # a call is its item's from when it was parked (see CallManager.admit): these
+            # links are new only for calls parked by builds that linked them when answered
+            self.store.link_first(links)
         failpoint("batch_after_apply")
         self.store.commit()
         self.store.batch_collected(batch.uid)
@@ -1148,7 +1153,8 @@ class BatchCoordinator:
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self.stats.paid += 1
             if parked is not None:
-                links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))
+                if batch.resumed:
+                    links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))
                 del self.parked[key]
                 if not parked.future.done():
                     parked.future.answer(outcome.body, outcome.data)

@@ -76,6 +76,12 @@ class Rounds:
         left = self.switch_in()
         return left is not None and left <= 0
 
+    async def _make_room(self) -> bool:
+        """More items wait for a place: batches that ended (a resumed job's, say) answer
+        their items in place; else the items whose calls are out leave. True if either
+        happened."""
+        return bool(await self.batch.poll_due()) or self.batch.evict() > 0
+
     async def run(self, feeding: asyncio.Task[None]) -> None:
         """Flush when every live item waits on a parked call; poll; repeat."""
         batch, control = self.batch, self.control
@@ -126,8 +132,8 @@ class Rounds:
                 # the budget holds the rest back until live batches settle: poll them
             if not batch.live:
                 continue
-            if self.evicting and self.window.blocked and not control.cancelling and batch.evict():
-                continue  # more items wait for a place: those whose calls are out make room
+            if self.evicting and self.window.blocked and not control.cancelling and await self._make_room():
+                continue
             if control.purpose is Purpose.SUBMIT:
                 control.stop()  # all that can go to a provider now is there: leave it there
                 return
