@@ -192,3 +192,15 @@ def test_a_crash_between_rounds_resumes_without_paying_twice(fast: Sandbox, stor
     assert len(fast.ledger()) == 90 and not fast.duplicates()
     hashes = collections.Counter(e.request_hash for e in fast.ledger())
     assert max(hashes.values()) == 1
+
+
+@pytest.mark.parametrize("shape", ["one_stage", "three_stages"])
+def test_items_come_back_while_inputs_are_still_read(fast: Sandbox, store_path: Path, shape: str) -> None:
+    """Batches end while the feeder still reads inputs: returning items and new ones share
+    the window's places, and none holds a place without being parked (that would hang)."""
+    chain = one_stage(fast) if shape == "one_stage" else three_stages(fast)
+    inputs = [{"x": i} for i in range(40)]
+    job = run_batch(chain, inputs, store_path, poll_min=0.01, window=2)
+    assert job.counts["succeeded"] == 40
+    stages = 1 if shape == "one_stage" else 3
+    assert len(fast.ledger()) == 40 * stages and not fast.duplicates()

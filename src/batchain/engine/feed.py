@@ -158,6 +158,9 @@ class Feeder:
         self.returns = returns
         #: every input is fed (evicted items may still come back)
         self.exhausted = False
+        #: bulk path: rows holding a window place, not yet parked (one list for new and
+        #: returning items: whichever waits for a place parks them all first)
+        self._rows: list[tuple[int, Any, Wait | None]] = []
 
     @property
     def idle(self) -> bool:
@@ -172,12 +175,11 @@ class Feeder:
         return self.exhausted and (self.returns is None or not self.returns.pending)
 
     async def feed(self, inputs: InputSource | None) -> None:
-        rows: list[tuple[int, Any, Wait | None]] = []
         async for row in self.inputs.items(inputs, waits=self.bulk is not None):
-            if not await self._feed_returned() or not await self._put(row, rows):
+            if not await self._feed_returned() or not await self._put(row):
                 break
         else:
-            await self._flush_rows(rows)
+            await self._flush_rows()
             self.exhausted = True
             self.changed.set()
             # evicted items come back as their batches end, until the run ends (it decides
@@ -187,7 +189,7 @@ class Feeder:
                 if not await self._feed_returned():
                     break
         if not self.control.stopping:
-            await self._flush_rows(rows)
+            await self._flush_rows()
         self.changed.set()
 
     async def _feed_returned(self) -> bool:
@@ -196,31 +198,29 @@ class Feeder:
         returns = self.returns
         if returns is None:
             return True
-        rows: list[tuple[int, Any, Wait | None]] = []
         while returns.ready and not self.control.stopping:
             for row in self.inputs.returned(returns.take(_BULK_CHUNK)):
-                if not await self._put(row, rows):
+                if not await self._put(row):
                     return False
-            await self._flush_rows(rows)
+            await self._flush_rows()
         return not self.control.stopping
 
-    async def _put(self, row: tuple[int, Any, Wait | None], rows: list[tuple[int, Any, Wait | None]]) -> bool:
+    async def _put(self, row: tuple[int, Any, Wait | None]) -> bool:
         """Start one item in a window place: at once, or (bulk path) with the next chunk of
         rows. False if the run is stopping."""
-        # rows read before the window fills are parked first, or the round could never end
-        if not await self.window.take(before_waiting=lambda: self._flush_rows(rows)):
+        # rows holding places are parked before waiting for one, or the round could never end
+        if not await self.window.take(before_waiting=self._flush_rows):
             return False
         if self.bulk is None:
             self.start(row[0], row[1])
             return True
-        rows.append(row)
-        if len(rows) >= _BULK_CHUNK:
-            await self._flush_rows(rows)
+        self._rows.append(row)
+        if len(self._rows) >= _BULK_CHUNK:
+            await self._flush_rows()
             self.changed.set()
         return True
 
-    async def _flush_rows(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
-        if rows and self.bulk is not None:
-            chunk = rows[:]
-            rows.clear()
+    async def _flush_rows(self) -> None:
+        if self._rows and self.bulk is not None:
+            chunk, self._rows = self._rows, []
             await self.bulk.add(chunk)
