@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,12 @@ import pytest
 for _var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
     os.environ.pop(_var, None)
 os.environ.setdefault("BATCHAIN_STORE", "/nonexistent-use-the-store-fixture")
+
+# A test run started in the background of a non-interactive shell (`cmd &`) inherits SIGINT
+# ignored, and so would every child process that the Ctrl-C tests interrupt: they would run
+# to the end instead of pausing. A handler here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
