@@ -24,14 +24,6 @@ from tests.engine.conftest import make_anthropic, make_openai
 from tests.engine.test_accounting import PRICES, priced
 from tests.engine.test_batch import run_batch
 
-FAST = dict(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
-
-
-@pytest.fixture
-def fast(sandbox: Sandbox) -> Sandbox:
-    sandbox.configure(**FAST)
-    return sandbox
-
 
 def one_stage(sb: Sandbox) -> Any:
     return ChatPromptTemplate.from_template("Say something about {x}.") | make_openai(sb) | StrOutputParser()

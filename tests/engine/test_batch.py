@@ -19,13 +19,6 @@ from batchain.store.records import BatchRecord
 from tests.engine.conftest import make_anthropic, make_openai
 
 PROMPT = ChatPromptTemplate.from_template("Say something about {x}.")
-FAST = dict(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
-
-
-@pytest.fixture
-def fast(sandbox: Sandbox) -> Sandbox:
-    sandbox.configure(**FAST)
-    return sandbox
 
 
 def chain_for(sb: Sandbox, provider: str = "openai") -> object:

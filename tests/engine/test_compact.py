@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
@@ -22,13 +21,6 @@ from batchain.store import SQLiteStore
 from tests.engine.conftest import make_anthropic, make_openai
 
 PROMPT = ChatPromptTemplate.from_template("Say something about {x}.")
-FAST = dict(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
-
-
-@pytest.fixture
-def fast(sandbox: Sandbox) -> Sandbox:
-    sandbox.configure(**FAST)
-    return sandbox
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
