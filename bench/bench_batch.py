@@ -438,6 +438,16 @@ def source_description() -> str:
     )
 
 
+def versions(python: str) -> str:
+    """langchain-core and langchain-openai as installed for ``python``."""
+    code = (
+        "from importlib.metadata import version as v; "
+        "print(f\"langchain-core {v('langchain-core')}, langchain-openai {v('langchain-openai')}\")"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or "versions unknown"
+
+
 def langasync_python() -> str | None:
     py = LANGASYNC_VENV / "bin" / "python"
     return str(py) if py.exists() else None
@@ -471,8 +481,14 @@ def main() -> None:
     sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
     reps_for = {n: args.reps or (1 if args.quick else 2 if n >= 50_000 else 3) for n in sizes}
     notes = [
-        source_description() + "; langasync 0.2.3 from its own venv (bench/setup_langasync.sh), "
-        "langchain-core 1.7.2 / langchain-openai 1.7.3 in both LangChain clients."
+        source_description()
+        + "; langasync 0.2.3 from its own venv (bench/setup_langasync.sh), "
+        + "; ".join(
+            f"{name}: {versions(py)}"
+            for name, py in [("batchain", sys.executable), ("langasync", langasync_python())]
+            if py
+        )
+        + "."
     ]
     pythons = {"batchain": sys.executable, "sdk": sys.executable}
     la = langasync_python()
@@ -500,9 +516,13 @@ def main() -> None:
         tables.append(three_stage_cost(args.cost_items, pythons))
 
     notes += [
-        "batchain runs with its defaults: batch mode stores every input, then parks up to "
-        "50,000 items at once (one OpenAI batch), so each size is one provider batch for every "
-        "client.",
+        "batchain runs with its defaults: batch mode stores every input, then parks 10,000 "
+        "items at a time, which leave the window once their calls are at the provider; so "
+        "50,000 items go out as 5 batches of 10,000 (the other clients: one of 50,000). The "
+        "sandbox's batches end in about 0.6 s, before batchain's submit has sent the last ones: "
+        "submit then collects the batches that ended (their items come back from the store "
+        "and finish), work the other clients do in their collect. End to end compares the same "
+        "work.",
         "sdk = bench/clients/batch_sdk.py, what a user writes by hand with the official openai "
         "SDK and no LangChain: submit builds each request body ({model: gpt-4o-mini, messages: "
         "[the prompt formatted with the input as one user message]}, ChatOpenAI's body without "

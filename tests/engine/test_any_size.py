@@ -6,6 +6,7 @@ or lost on the way. These tests use a window far smaller than the dataset to for
 from __future__ import annotations
 
 import collections
+import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -196,3 +197,28 @@ def test_items_come_back_while_inputs_are_still_read(fast: Sandbox, store_path: 
     assert job.counts["succeeded"] == 40
     stages = 1 if shape == "one_stage" else 3
     assert len(fast.ledger()) == 40 * stages and not fast.duplicates()
+
+
+def test_batches_note_that_their_calls_were_linked_when_parked(fast: Sandbox, store_path: Path) -> None:
+    """A batch notes in its info that its calls were linked to their items when parked, so
+    collecting it writes no links. One an older build left, without the note, has its
+    answered calls linked as they are collected: once each, whoever collects."""
+    fast.configure(batch_processing_s=0.3)
+    for name, older in (("a.sqlite", False), ("b.sqlite", True)):
+        store = store_path.with_name(name)
+        rows = [{"x": f"{name} {i}"} for i in range(12)]
+        job = batchain.submit(one_stage(fast), rows, store=store, poll_min=0.02)
+        con = sqlite3.connect(store)
+        assert [json.loads(i)["linked"] for (i,) in con.execute("SELECT info FROM provider_batches")] == [
+            "at park"
+        ]
+        if older:
+            with con:
+                con.execute("UPDATE provider_batches SET info = json_remove(info, '$.linked')")
+        again = batchain.Job.open(job.id, store=store, chain=one_stage(fast))
+        again.wait()
+        assert again.counts["succeeded"] == 12
+        links = con.execute("SELECT item_idx, source FROM job_calls ORDER BY item_idx").fetchall()
+        assert links == [(i, "paid") for i in range(12)]
+        assert again.call_stats["paid"] == 12
+    assert len(fast.ledger()) == 24 and not fast.duplicates()

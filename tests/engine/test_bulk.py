@@ -4,19 +4,21 @@ guarantees as the ordinary path."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import SystemMessage
 from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
 import batchain
-from batchain.chains.fastpath import RequestTemplate, compile_fast, compile_template
-from batchain.engine.calls import build_request
+from batchain.chains.fastpath import RequestTemplate, TextShortcut, compile_fast, compile_template
+from batchain.engine.calls import build_request, parse_answer
 from batchain.engine.session import wire
 from batchain.options import RunOptions
 from batchain.sandbox import Sandbox
@@ -64,6 +66,8 @@ def prompts() -> dict[str, Any]:
         "two humans in a row": ChatPromptTemplate.from_messages([("human", "{x}"), ("human", "{who}")]),
         "partial": ChatPromptTemplate.from_template("{greeting}, tell me about {x}").partial(greeting="Hi"),
         "string prompt": PromptTemplate.from_template("Say {x} to {who}"),
+        # formatted by str.format instead of LangChain's formatter: the same text
+        "format spec": PromptTemplate.from_template("Say {x!r} to {who:>12}."),
     }
 
 
@@ -190,3 +194,118 @@ def test_a_call_to_resend_after_the_chain_changed_fails_clearly(sandbox: Sandbox
     retried = batchain.Job.open(job.id, store=store_path, chain=new).retry()
     assert retried.counts["succeeded"] == 20
     assert sum("New prompt" in o for o in retried.outputs()) == 10
+
+
+def openai_body(message: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        **extra,
+    }
+
+
+def anthropic_body(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 3},
+    }
+
+
+ANSWERS = {
+    "openai": [
+        (openai_body({"role": "assistant", "content": "Hello there."}), True),
+        (openai_body({"role": "assistant", "content": "", "refusal": None, "annotations": []}), True),
+        (openai_body({"role": "assistant", "content": "naïve “quotes” 🐈\n"}, service_tier="default"), True),
+        (openai_body({"role": "assistant", "content": None, "refusal": "I can't help with that."}), False),
+        (
+            openai_body(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                }
+            ),
+            False,
+        ),
+    ],
+    "anthropic": [
+        (anthropic_body([{"type": "text", "text": "Hello there."}]), True),
+        (anthropic_body([{"type": "text", "text": "cut short", "citations": None}], "max_tokens"), True),
+        (anthropic_body([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]), False),
+        (anthropic_body([{"type": "tool_use", "id": "t1", "name": "f", "input": {}}], "tool_use"), False),
+        (anthropic_body([{"type": "text", "text": "No."}], "refusal"), False),
+    ],
+}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_answer_text_is_what_the_model_and_a_string_parser_make_of_it(
+    sandbox: Sandbox, provider: str
+) -> None:
+    """The bulk path reads a plain answer's text instead of parsing it the model's way
+    (:class:`TextShortcut`): only where both give the same output."""
+    model = make_openai(sandbox) if provider == "openai" else make_anthropic(sandbox)
+    template = template_of(ChatPromptTemplate.from_template("Say {x}") | model | StrOutputParser())
+    assert template is not None
+    adapter, fast = template.adapter, template.fast
+    for body, plain in ANSWERS[provider]:
+        for answer in (body, json.dumps(body)):  # parsed, or still text
+            text = adapter.plain_text(answer)
+            assert (text is not None) is plain, body
+            if text is not None:
+                generations = parse_answer(adapter, fast.model, template.base, answer, None).generations
+                assert text == fast.parse(generations[0].message, generations)
+
+
+def test_text_shortcut_checks_itself_and_turns_off_when_it_differs(sandbox: Sandbox) -> None:
+    template = template_of(
+        ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
+    )
+    assert template is not None
+    shortcut = TextShortcut(template.fast, template.adapter, template.base)
+    assert shortcut.active
+    body = openai_body({"role": "assistant", "content": "the text"})
+    full_parses = []
+
+    def full() -> str:
+        full_parses.append(1)
+        return "what the parser made"
+
+    # the first answer is parsed the model's way as well, and they differ
+    assert shortcut.output(template.adapter, body, full) == "what the parser made"
+    assert not shortcut.active
+    assert shortcut.output(template.adapter, body, full) == "what the parser made"
+    assert len(full_parses) == 2
+    # another parser than the string one: never taken
+    other = template_of(ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox))
+    assert other is not None and not TextShortcut(other.fast, other.adapter, other.base).active
+
+
+def test_text_shortcut_agrees_with_the_model_over_a_batch_run(sandbox: Sandbox, store_path: Path) -> None:
+    sandbox.configure(**FAST)
+    chain = ChatPromptTemplate.from_template("Say {x}") | make_anthropic(sandbox) | StrOutputParser()
+    rows = [{"x": f"thing {i}"} for i in range(6)]
+    job = run_batch(chain, rows, store_path)
+    ordinary = batchain.run(
+        chain,
+        rows,
+        mode="batch",
+        store=store_path.with_name("b.sqlite"),
+        progress=False,
+        poll_min=0.02,
+        callbacks=[BaseCallbackHandler()],
+    )
+    assert job.stats["bulk_path"] == "on" and ordinary.stats["fast_path"] != "on"
+    assert job.outputs() == ordinary.outputs()

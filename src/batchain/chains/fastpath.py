@@ -22,18 +22,26 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
-from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate, StringPromptTemplate
+from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
+from langchain_core.prompts import (
+    BasePromptTemplate,
+    ChatPromptTemplate,
+    PromptTemplate,
+    StringPromptTemplate,
+)
 from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
 from langchain_core.runnables import RunnableBinding, RunnableGenerator, RunnableSequence
 
 from batchain.providers import adapter_for
 from batchain.providers._sdk import rebody
-from batchain.providers.base import CallRequest, ProviderAdapter
+from batchain.providers.base import Body, CallRequest, PlainTextAnswers, ProviderAdapter, clean_body_json
 
-__all__ = ["FastChain", "RequestTemplate", "compile_fast", "inspect_fast"]
+__all__ = ["FastChain", "RequestTemplate", "TextShortcut", "compile_fast", "inspect_fast"]
 
 log = logging.getLogger("batchain.chains.fastpath")
+
+#: a string as JSON text, as ``json.dumps(..., ensure_ascii=False)`` writes it anywhere
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 #: the full build of a model call from its messages: its adapter and request
 BuildFrom = Callable[[list[BaseMessage]], tuple[ProviderAdapter, CallRequest]]
@@ -97,6 +105,7 @@ class RequestTemplate:
         base: CallRequest,
         formatters: list[Callable[..., str]],
         paths: list[tuple[Any, ...]],
+        marks: list[str],
     ) -> None:
         self.fast = fast
         self._build = build
@@ -106,8 +115,21 @@ class RequestTemplate:
         self.paths = paths
         self.active = True
         self._count = 0
+        #: the base body's key text cut at the placeholders, in the order they appear there
+        self._pieces, self._order = _pieces(clean_body_json(base.body), marks)
         chat = isinstance(fast.prompt, ChatPromptTemplate)
         self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
+
+    def _text(self, texts: list[str]) -> str:
+        """The key text of the body with ``texts`` in it (``clean_body_json`` of that body):
+        the base body's text with each text JSON-encoded in its placeholder's place. Keys
+        are sorted and strings encoded alike wherever they are, so only the slots change."""
+        pieces, order = self._pieces, self._order
+        out = [pieces[0]]
+        for n, slot in enumerate(order, 1):
+            out.append(_encode_string(texts[slot]))
+            out.append(pieces[n])
+        return "".join(out)
 
     def stub(self, key: str) -> CallRequest:
         """A request that is only the identity of call ``key`` of this template (no body):
@@ -139,7 +161,7 @@ class RequestTemplate:
         texts = [f(**kwargs) for f in self.formatters]
         if not all(isinstance(t, str) and t.strip() for t in texts):
             return self.full(value)
-        request = rebody(self.base, _put(self.base.body, self.paths, texts))
+        request = rebody(self.base, _put(self.base.body, self.paths, texts), self._text(texts))
         self._count += 1
         if self._count % _CHECK_EVERY == 1:
             adapter, expected = self.full(value)
@@ -152,6 +174,62 @@ class RequestTemplate:
                 self.active = False
                 return adapter, expected
         return self.adapter, request
+
+
+#: how often a shortcut output is checked against the model's own parse (1 in N answers)
+_CHECK_ANSWER_EVERY = 1000
+
+
+class TextShortcut:
+    """The outputs of a ``prompt | model | StrOutputParser`` chain read from its answers'
+    text. The model's parser builds a message, a generation and usage metadata for each
+    answer, and the string parser keeps only the text: at tens of thousands of answers
+    that is most of a collect's time.
+
+    Only answers the template's adapter calls plain text take it
+    (:class:`~batchain.providers.base.PlainTextAnswers`, which an adapter may implement:
+    no tool calls, refusal or other parts); any other answer, adapter or parser goes the
+    model's way. The first answer and one in ``_CHECK_ANSWER_EVERY`` after it are parsed
+    the model's way too and must agree, or the shortcut turns off for the run."""
+
+    def __init__(self, fast: FastChain, adapter: ProviderAdapter, template: CallRequest) -> None:
+        self._adapter = adapter
+        reader: PlainTextAnswers | None = adapter if isinstance(adapter, PlainTextAnswers) else None
+        self._read = reader.plain_text if reader is not None else None
+        self.active = (
+            self._read is not None
+            and type(fast.parser) is StrOutputParser
+            and fast.model.output_version in (None, "v0")
+            and not template.context.get("schema")
+        )
+        self._count = 0
+
+    def output(self, adapter: ProviderAdapter, body: Body, full: Callable[[], Any]) -> Any:
+        """The item's output: the answer's text, or ``full()`` (the model's parse and the
+        chain's parser)."""
+        read = self._read
+        text = read(body) if self.active and read is not None and adapter is self._adapter else None
+        if text is None:
+            return full()
+        self._count += 1
+        if self._count % _CHECK_ANSWER_EVERY != 1:
+            return text
+        expected = full()
+        if expected != text:
+            log.warning("answer text differs from the model's own parse: shortcut turned off")
+            self.active = False
+        return expected
+
+
+def _pieces(text: str, marks: list[str]) -> tuple[list[str], list[int]]:
+    """``text`` cut at each mark's JSON string, and which mark each cut was."""
+    at = sorted((text.index(_encode_string(m)), n) for n, m in enumerate(marks))
+    pieces, start = [], 0
+    for pos, n in at:
+        pieces.append(text[start:pos])
+        start = pos + len(_encode_string(marks[n]))
+    pieces.append(text[start:])
+    return pieces, [n for _, n in at]
 
 
 def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -> dict[str, Any]:
@@ -195,7 +273,7 @@ def _slots(
     part whose output is not one plain string per message."""
     if isinstance(prompt, StringPromptTemplate):
         marks.append(_mark())
-        return [HumanMessage(content=marks[-1])], [prompt.format]
+        return [HumanMessage(content=marks[-1])], [_formatter(prompt)]
     if type(prompt) is not ChatPromptTemplate:
         return None
     messages: list[BaseMessage] = []
@@ -212,8 +290,22 @@ def _slots(
             return None
         marks.append(_mark())
         messages.append(part._msg_class(content=marks[-1], additional_kwargs=part.additional_kwargs))
-        formatters.append(part.prompt.format)
+        formatters.append(_formatter(part.prompt))
     return messages, formatters
+
+
+def _formatter(prompt: StringPromptTemplate) -> Callable[..., str]:
+    """The prompt's ``format``; for an f-string ``PromptTemplate`` without partials, which
+    is what that does, its template's ``str.format``: the same text, from the C
+    implementation of the format mini-language instead of ``string.Formatter``'s Python
+    one (several times faster)."""
+    if (
+        type(prompt) is PromptTemplate
+        and prompt.template_format == "f-string"
+        and not prompt.partial_variables
+    ):
+        return prompt.template.format
+    return prompt.format
 
 
 def _mark() -> str:
@@ -242,7 +334,10 @@ def compile_template(fast: FastChain, build: BuildFrom) -> RequestTemplate | Non
         if len(found) != 1 or text.count(mark) != 1:
             return None  # transformed, repeated or embedded: only whole strings are safe
         paths.append(found[0])
-    return RequestTemplate(fast, build, adapter, base, formatters, paths)
+    clean = clean_body_json(base.body)
+    if any(clean.count(_encode_string(mark)) != 1 for mark in marks):
+        return None
+    return RequestTemplate(fast, build, adapter, base, formatters, paths, marks)
 
 
 def _tracing_on() -> bool:

@@ -75,6 +75,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("batchain.engine.batching")
+
+#: what a batch's info says when its calls were linked to their items as they were parked
+_LINKED_AT_PARK = "at park"
+
 T = TypeVar("T")
 
 #: how long a provider must say it does not know a batch before the batch is declared lost
@@ -182,9 +186,10 @@ class LiveBatch:
     #: for a batch it created; those re-attached so far, for one an earlier run left)
     size: int = 0
     held: int = 0
-    #: an earlier run's batch (its calls may have been parked by a build that linked a
-    #: call to its item only when answered)
-    resumed: bool = False
+    #: whether collecting it links its answered calls to their items: a batch an earlier
+    #: build made, which linked a call to its item only when answered (this one links
+    #: them when it parks them, and says so in the batch's info)
+    link_answers: bool = False
 
 
 @dataclass(slots=True)
@@ -357,7 +362,7 @@ class BatchCoordinator:
             missing_since=row.missing_since,
             lane=row.lane,
             size=row.n_calls,
-            resumed=True,
+            link_answers=row.info.get("linked") != _LINKED_AT_PARK,
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -586,6 +591,7 @@ class BatchCoordinator:
                 "round": self.stats.rounds,
                 # every custom id of the batch carries it (Anthropic: its only name)
                 "nonce": uid,
+                "linked": _LINKED_AT_PARK,
             },
         )
         failpoint("batch_before_create", first.adapter.name)
@@ -1153,7 +1159,7 @@ class BatchCoordinator:
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self.stats.paid += 1
             if parked is not None:
-                if batch.resumed:
+                if batch.link_answers:
                     links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))
                 del self.parked[key]
                 if not parked.future.done():

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from batchain.chains.fastpath import RequestTemplate
+from batchain.chains.fastpath import RequestTemplate, TextShortcut
 from batchain.engine.batching import BatchCoordinator, CallCancelled, Evicted
 from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
@@ -79,6 +79,7 @@ class BulkItems:
         self.outstanding = 0
         #: the lane of each provider batch a waited call is in
         self._batch_lanes: dict[str, str] = {}
+        self._text = TextShortcut(template.fast, template.adapter, template.base)
 
     async def add(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
         """Start ``rows`` (``(idx, input, wait)``): admit each item's call in one chunk.
@@ -143,10 +144,13 @@ class BulkItems:
         self, idx: int, value: Any, adapter: ProviderAdapter, request: CallRequest, body: Body
     ) -> None:
         fast = self.template.fast
+
+        def full() -> Any:
+            generations = parse_answer(adapter, fast.model, request, body, None).generations
+            return fast.parse(generations[0].message, generations)
+
         try:
-            result = parse_answer(adapter, fast.model, request, body, None)
-            generations = result.generations
-            output = fast.parse(generations[0].message, generations)
+            output = self._text.output(adapter, body, full)
         except Exception as exc:  # the model's or the chain's parser rejects the answer
             self.settle(idx, value, None, exc)
         else:

@@ -23,7 +23,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from batchain.cost.prices import Pricing
+from batchain.cost.prices import Pricing, response_pricing_facts
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
@@ -49,6 +49,7 @@ from batchain.store.records import CallRecord, Usage
 __all__ = [
     "Admission",
     "Admitted",
+    "BatchPrices",
     "BatchUnsupportedError",
     "CallManager",
     "CallStats",
@@ -619,6 +620,47 @@ def price_model(
     else:
         cost = pricebook.cost_of(provider, model, usage, tier)
     return Decimal(cost.total) if cost.known and cost.total is not None else None
+
+
+#: distinct answers whose prices a run remembers (a few hundred in practice: answers of
+#: one model repeat a small range of token counts)
+_PRICES_REMEMBERED = 65_536
+
+
+class BatchPrices:
+    """:func:`price_model` for one run, remembered per model, tier, service tier and token
+    counts: the same usage always costs the same, and pricing it is exact decimal work
+    that tens of thousands of answers would repeat. (A :class:`Pricing` reads a response
+    only for its service tier and 1-hour cache writes: see ``response_pricing_facts``.)"""
+
+    def __init__(self, pricebook: Pricing | None) -> None:
+        self.pricebook = pricebook
+        self._known: dict[tuple[Any, ...], Decimal | None] = {}
+
+    def __call__(
+        self, provider: str, model: str, usage: Usage, tier: str, body: Body | None = None
+    ) -> Decimal | None:
+        facts = response_pricing_facts(provider, body) if body is not None else (None, 0)
+        u = usage
+        key = (
+            provider,
+            model,
+            tier,
+            facts,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_creation_tokens,
+            u.reasoning_tokens,
+            u.requests,
+        )
+        try:
+            return self._known[key]
+        except KeyError:
+            cost = price_model(self.pricebook, provider, model, usage, tier, body)
+            if len(self._known) < _PRICES_REMEMBERED:
+                self._known[key] = cost
+            return cost
 
 
 def parse_answer(

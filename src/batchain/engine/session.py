@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import signal
 import threading
 import weakref
@@ -24,7 +23,7 @@ from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.breaker import Breakers
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
-from batchain.engine.calls import CallManager, build_request, price_model
+from batchain.engine.calls import BatchPrices, CallManager, build_request
 from batchain.engine.capacity import Capacity
 from batchain.engine.feed import Returns, Window
 from batchain.engine.inputs import Inputs, InputSource
@@ -83,7 +82,7 @@ def wire(
             max_batch_size=options.max_batch_size,
             on_change=changed.set,
             usage_of=lambda adapter, body: adapter.usage(body),
-            price_of=functools.partial(price_model, pricebook),
+            price_of=BatchPrices(pricebook),
             budget=budget,
             guard=lease.guard,
             lost_after=lost_after_seconds(options.lost_after),

@@ -245,10 +245,12 @@ def sdk_request(
     )
 
 
-def rebody(template: CallRequest, payload: dict[str, Any]) -> CallRequest:
+def rebody(template: CallRequest, payload: dict[str, Any], text: str | None = None) -> CallRequest:
     """``template``'s call with another body of the same shape (same model, endpoint,
-    destination and headers): what :func:`sdk_request` would give for ``payload``."""
-    text = clean_body_json(payload)
+    destination and headers): what :func:`sdk_request` would give for ``payload``.
+    ``text``: ``clean_body_json(payload)``, when the caller has it."""
+    if text is None:
+        text = clean_body_json(payload)
     raw = text.encode()
     return CallRequest(
         provider=template.provider,

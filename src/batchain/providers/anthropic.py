@@ -121,6 +121,23 @@ class AnthropicAdapter:
     def usage(self, body: Body) -> Usage:
         return usage_from_body(parsed(body))
 
+    def plain_text(self, body: Body) -> str | None:
+        data = parsed(body)
+        if (
+            not isinstance(data, dict)
+            or data.get("type") != "message"
+            or data.get("stop_reason") == "refusal"
+        ):
+            return None
+        content = data.get("content")
+        if not isinstance(content, list) or len(content) != 1 or not isinstance(content[0], dict):
+            return None
+        block = content[0]
+        text = block.get("text")
+        if block.get("type") != "text" or block.get("citations") or not isinstance(text, str):
+            return None
+        return text
+
     def classify(self, exc: BaseException) -> Failure:
         return classify_sdk_error(exc, self.name)
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -39,6 +39,7 @@ __all__ = [
     "Failure",
     "FailureKind",
     "Identification",
+    "PlainTextAnswers",
     "ProviderAdapter",
     "ProviderBatch",
     "RateInfo",
@@ -304,6 +305,18 @@ class BatchAPI(Protocol):
         through. :attr:`Identification.METADATA`: the one batch that carries the intent's
         uid, or none. :attr:`Identification.RESULTS`: every batch it could be (none: the
         create never reached the provider, and the engine sends the calls anew)."""
+        ...
+
+
+@runtime_checkable
+class PlainTextAnswers(Protocol):
+    """What an adapter may add to :class:`ProviderAdapter` (the OpenAI and Anthropic ones
+    do): the text of an answer that is only text, read without parsing it the model's way."""
+
+    def plain_text(self, body: Body) -> str | None:
+        """The answer's text when the answer is one plain text message and nothing more (no
+        tool calls, refusal, citations or other parts): what a string output parser makes
+        of it. None for any other answer, which then goes through ``parse``."""
         ...
 
 

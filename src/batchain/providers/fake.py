@@ -408,6 +408,10 @@ class FakeAdapter:
     def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
         return chat_result(parsed(body))
 
+    def plain_text(self, body: Body) -> str | None:
+        content = parsed(body).get("content", "")
+        return content if isinstance(content, str) else None
+
     def usage(self, body: Body) -> Usage:
         u = parsed(body).get("usage") or {}
         return Usage(

@@ -130,11 +130,28 @@ class OpenAIAdapter:
     def usage(self, body: Body) -> Usage:
         return usage_from_body(parsed(body))
 
+    def plain_text(self, body: Body) -> str | None:
+        data = parsed(body)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return None
+        message = choices[0].get("message")
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            return None
+        content = message.get("content")
+        if not isinstance(content, str) or any(message.get(k) for k in _NOT_PLAIN):
+            return None
+        return content
+
     def classify(self, exc: BaseException) -> Failure:
         return classify_sdk_error(exc, self.name)
 
     def rate_info(self, headers: Mapping[str, str]) -> RateInfo | None:
         return rate_info_from(headers, "x-ratelimit-{field}-{unit}", go_duration)
+
+
+#: message fields that make an answer more than its text
+_NOT_PLAIN = ("tool_calls", "function_call", "refusal", "audio")
 
 
 def usage_from_body(body: Mapping[str, Any]) -> Usage:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -220,6 +221,14 @@ _FINISHED = tuple(s.value for s in _FINISHED_JOBS)
 #: how long a write waits for another process's transaction; a finished job's aggregates
 #: are kept only if the store can take them at once
 _MEMO_WAIT_MS = 100
+
+# Rows written many at a time go in the order of the table's primary key. Call keys are
+# hashes: in the order items come they hit the B-tree at random, and each row then costs a
+# page of its own in the write-ahead log (measured at 50,000 calls: a call's insert, batch
+# update or answer 4 to 6 times slower than in key order).
+_first = itemgetter(0)
+#: job_calls' primary key order: job, key, item (stable: a key's rows keep their order)
+_link_order = itemgetter(0, 1, 2)
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
 
@@ -466,6 +475,10 @@ class SQLiteStore:
         if not self.read_only:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # 16 MB of pages instead of 2: a batch's calls are written, then read and
+            # updated by key, all over the table (measured at 50,000 items: a fifth less
+            # client time collecting)
+            conn.execute("PRAGMA cache_size=-16384")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
             _migrate(conn)
 
@@ -1040,7 +1053,7 @@ class SQLiteStore:
             f" updated_at=excluded.updated_at WHERE status IN {_in(olds)}",
             (
                 (key, provider, model, endpoint, job_id, now, h or None, *olds)
-                for key, provider, model, endpoint, h in calls
+                for key, provider, model, endpoint, h in sorted(calls, key=_first)
             ),
         )
 
@@ -1072,7 +1085,7 @@ class SQLiteStore:
                     key,
                     *olds,
                 )
-                for key, response, usage, tier, cost in rows
+                for key, response, usage, tier, cost in sorted(rows, key=_first)
             ),
         )
         self.commit_soon()
@@ -1096,7 +1109,8 @@ class SQLiteStore:
     def link_calls(self, rows: list[tuple[str, str, int, str]]) -> None:
         """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
         self._write_many(
-            "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)", rows
+            "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)",
+            sorted(rows, key=_link_order),
         )
 
     def link_first(self, rows: list[tuple[str, str, int, str]]) -> int:
@@ -1108,7 +1122,7 @@ class SQLiteStore:
             self._write_many(
                 "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) SELECT ?1, ?2, ?3, ?4"
                 " WHERE NOT EXISTS (SELECT 1 FROM job_calls WHERE job_id=?1 AND key=?2 AND item_idx=?3)",
-                rows,
+                sorted(rows, key=_link_order),
             ),
         )
 
@@ -1200,7 +1214,7 @@ class SQLiteStore:
             " updated_at, info) VALUES (?,?,?,?,?,?,?,?,?)",
             (uid, job_id, provider, lane, BatchStatus.CREATING.value, len(keys), now, now, json.dumps(info)),
         )
-        self._write_many("UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in keys])
+        self._write_many("UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in sorted(keys)])
         self.commit()
 
     def batch_submitted(self, uid: str, provider_batch_id: str) -> None:
