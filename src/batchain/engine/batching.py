@@ -141,6 +141,9 @@ class Parked:
     rebuild: Callable[[], CallRequest] | None = None
     #: the provider batch it was put in (stale once it is queued again)
     batch: str | None = None
+    #: not in the store yet (or to be started again): recorded with its batch's intent,
+    #: one write instead of a row at parking and the batch's id in it at the flush
+    unbegun: bool = False
 
     @property
     def key(self) -> str:
@@ -579,6 +582,7 @@ class BatchCoordinator:
         if probe is None:
             return False
         recorded = time.time()
+        unbegun = [p for p in members if p.unbegun]
         self.store.batch_intent(
             uid,
             self.job_id,
@@ -593,7 +597,13 @@ class BatchCoordinator:
                 "nonce": uid,
                 "linked": _LINKED_AT_PARK,
             },
+            [
+                (p.key, p.request.provider, p.request.model, p.request.endpoint, p.request.body_hash)
+                for p in unbegun
+            ],
         )
+        for p in unbegun:
+            p.unbegun = False
         failpoint("batch_before_create", first.adapter.name)
         try:
             if self.guard is not None:

@@ -376,7 +376,6 @@ class CallManager:
         out: list[Admitted] = []
         fresh: list[Parked] = []
         resumed: list[tuple[Parked, str]] = []
-        begin: list[tuple[str, str, str, str, str]] = []
         #: links of items to calls: paid (a batch call is its item's from when it is parked,
         #: so a collect finds who paid for it in the store even if the item was evicted),
         #: and reused
@@ -416,9 +415,10 @@ class CallManager:
                 out.append(Admitted(Verdict.SEND, flight=flight))
                 continue
             flight.subscribe(subscriber(a))
-            if must_begin(record):
-                r = a.request
-                begin.append((key, r.provider, r.model, r.endpoint, r.body_hash))
+            begin = must_begin(record)
+            if begin:
+                # the call's row is written with its batch's intent (see BatchCoordinator);
+                # its link now, so a collect finds who paid for it even if the item left
                 owners.append((self.job_id, key, a.idx, LinkSource.PAID))
                 record = None
             parked = Parked(
@@ -429,6 +429,7 @@ class CallManager:
                 a.idx,
                 attempts=record.attempts if record is not None else 0,
                 rebuild=a.rebuild,
+                unbegun=begin,
             )
             if record is not None and record.batch_id is not None:
                 resumed.append((parked, record.batch_id))
@@ -437,8 +438,7 @@ class CallManager:
             else:
                 fresh.append(parked)
             out.append(Admitted(Verdict.PARKED, flight=flight))
-        if begin:
-            self.store.begin_calls(begin, self.job_id)
+        if owners:
             self.store.link_calls(owners)
             self.store.commit_soon()
         if reused:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -238,9 +238,19 @@ class Store(Protocol):
         ...
 
     def batch_intent(
-        self, uid: str, job_id: str, provider: str, lane: str, keys: list[str], info: dict[str, Any]
+        self,
+        uid: str,
+        job_id: str,
+        provider: str,
+        lane: str,
+        keys: list[str],
+        info: dict[str, Any],
+        begin: Sequence[tuple[str, str, str, str, str]] = (),
     ) -> None:
-        """Record a batch before asking the provider to create it (committed at once)."""
+        """Record a batch before asking the provider to create it (committed at once): its
+        calls ``keys`` are in it from now on. ``begin`` are those of its calls that are
+        new to the store, or to be started again (:meth:`begin_calls` rows): recorded here,
+        in the batch, in the same write."""
         ...
 
     def batch_submitted(self, uid: str, provider_batch_id: str) -> None:

@@ -329,6 +329,11 @@ def _in(values: Sequence[object]) -> str:
     return "(" + ",".join("?" * len(values)) + ")"
 
 
+def _literal(values: Sequence[str]) -> str:
+    """``values`` as an SQL list of literals: only for values from this module's enums."""
+    return "(" + ",".join(f"'{v}'" for v in values) + ")"
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the store to this build's schema, in one transaction that holds the write
     lock, so two processes opening an older store at once migrate it once. A store already
@@ -1205,7 +1210,14 @@ class SQLiteStore:
     # -- provider batches -----------------------------------------------------------------
 
     def batch_intent(
-        self, uid: str, job_id: str, provider: str, lane: str, keys: list[str], info: dict[str, Any]
+        self,
+        uid: str,
+        job_id: str,
+        provider: str,
+        lane: str,
+        keys: list[str],
+        info: dict[str, Any],
+        begin: Sequence[tuple[str, str, str, str, str]] = (),
     ) -> None:
         """Record a batch before asking the provider to create it (committed at once)."""
         now = time.time()
@@ -1214,7 +1226,26 @@ class SQLiteStore:
             " updated_at, info) VALUES (?,?,?,?,?,?,?,?,?)",
             (uid, job_id, provider, lane, BatchStatus.CREATING.value, len(keys), now, now, json.dumps(info)),
         )
-        self._write_many("UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in sorted(keys)])
+        if begin:
+            # begin_calls' upsert, with the batch: a call takes the batch whatever its status
+            # (as the update below), and is (re)started only from a status that allows it
+            restart = f"status IN {_literal(_predecessors(CallStatus.PENDING))}"
+            self._write_many(
+                "INSERT INTO calls (key, provider, model, endpoint, status, job_id, updated_at,"
+                " request_hash, batch_id) VALUES (?,?,?,?,'pending',?,?,?,?)"
+                " ON CONFLICT(key) DO UPDATE SET batch_id=excluded.batch_id,"
+                f" job_id=CASE WHEN {restart} THEN excluded.job_id ELSE job_id END,"
+                f" updated_at=CASE WHEN {restart} THEN excluded.updated_at ELSE updated_at END,"
+                f" status=CASE WHEN {restart} THEN 'pending' ELSE status END",
+                (
+                    (key, provider_, model, endpoint, job_id, now, h or None, uid)
+                    for key, provider_, model, endpoint, h in sorted(begin, key=_first)
+                ),
+            )
+        begun = {row[0] for row in begin}
+        self._write_many(
+            "UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in sorted(keys) if k not in begun]
+        )
         self.commit()
 
     def batch_submitted(self, uid: str, provider_batch_id: str) -> None:
