@@ -15,6 +15,8 @@ stage (each model) the store tells when its first and last provider batches were
 and ended.
 
     python bench/bench_any_size.py --render    # the tables again from bench/results/any_size.json
+    python bench/bench_any_size.py --one 0 --three 200000 --add
+                                               # one run, the other shape's last run kept
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ def main() -> None:
     ap.add_argument("--three", type=int, default=50_000, help="items of the 3-stage run (0: skip)")
     ap.add_argument("--batch-s", type=float, default=30.0, help="the sandbox's provider batch time")
     ap.add_argument("--render", action="store_true", help="only rebuild the tables from the last results")
+    ap.add_argument(
+        "--add", action="store_true", help="keep the last results' runs of the shapes this one skips"
+    )
     args = ap.parse_args()
 
     if args.render:
@@ -124,6 +129,9 @@ def main() -> None:
         write(last["raw"], last["command"], last["raw"][0]["batch_s"])
         return
     raw = []
+    if args.add and (RESULTS / "any_size.json").exists():
+        kept = json.loads((RESULTS / "any_size.json").read_text())["raw"]
+        raw = [r for r in kept if not {"one": args.one, "three": args.three}[r["shape"]]]
     for shape, n in (("one", args.one), ("three", args.three)):
         if not n:
             continue
