@@ -76,6 +76,10 @@ def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_pat
     job = run_batch(one_stage(sandbox), inputs, store_path, poll_min=0.05, window=25)
     assert job.stats["bulk_path"] == "on"
     assert job.counts["succeeded"] == 120
+    # rows out of the window end from their batch's answers, not fed again to replay
+    assert job.stats["items_left_window"] >= 95
+    assert job.stats["items_finished_out_of_window"] == job.stats["items_left_window"]
+    assert job.stats["items_fed_again"] == 0
     check_stages_overlap(sandbox, store_path, ["gpt-4o-mini"])
     assert len(sandbox.ledger()) == 120 and not sandbox.duplicates()
     realtime = batchain.run(one_stage(sandbox), inputs, store=store_path, progress=False, cache=False)
@@ -87,6 +91,9 @@ def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path)
     inputs = [{"x": f"topic {i}"} for i in range(60)]
     job = run_batch(three_stages(sandbox), inputs, store_path, poll_min=0.05, window=12)
     assert job.counts["succeeded"] == 60
+    # coroutines out of the window come back to replay their chains up to the next call
+    assert job.stats["items_fed_again"] == job.stats["items_left_window"] >= 48 * 3
+    assert job.stats["items_finished_out_of_window"] == 0
     check_stages_overlap(sandbox, store_path, ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"])
     assert len(sandbox.ledger()) == 180 and not sandbox.duplicates()
     realtime = batchain.run(three_stages(sandbox), inputs, store=store_path, progress=False, cache=False)

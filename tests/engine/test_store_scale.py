@@ -99,6 +99,7 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("get_calls", keys[:20])
     call("iter_pending_waits", "j")
     call("pending_waits_of", "j", [3, 1, 2])
+    call("waits_of", "j", [3, 1, 2])
     call("iter_items", "j", (ItemStatus.PENDING,))
     call("batch_intent", "b1", "j", "openai", "openai|u|m", keys[:20], {"round": 1, "nonce": "b1"})
     call("batch_submitted", "b1", "batch_1")

@@ -240,6 +240,9 @@ class BatchCoordinator:
     ) -> None:
         #: told the uid of every batch that stops being live (its evicted items go on)
         self.on_ended = on_ended
+        #: told, before a collected batch stops being live, the answers of its calls that
+        #: no waiter in memory took (their items left the window): ``(uid, {key: body})``
+        self.on_answered: Callable[[str, dict[str, Body]], None] | None = None
         #: per model: open batches, enqueued tokens, and what refusals taught
         self.capacity = capacity or Capacity(backoff_min=poll_min, backoff_max=poll_max)
         #: seconds a batch may be unknown to its provider before it is declared lost
@@ -1122,6 +1125,7 @@ class BatchCoordinator:
             )
         answered: list[tuple[str, str, Usage, str, Decimal | None]] = []
         links: list[tuple[str, str, int, str]] = []
+        unclaimed: dict[str, Body] = {}
         # calls whose items were evicted: their attempts so far are the store's
         parked, ok = self.parked, OutcomeKind.SUCCEEDED
         gone = [k for k in keys if k not in parked and by_key.get(k, _RETRY).kind != ok]
@@ -1130,7 +1134,7 @@ class BatchCoordinator:
             outcome = by_key.get(key) or Outcome(
                 key, OutcomeKind.RETRY, "missing from results", None, "missing"
             )
-            batch.spent += self._apply(key, outcome, answered, links, batch, attempts.get(key, 0))
+            batch.spent += self._apply(key, outcome, answered, links, unclaimed, batch, attempts.get(key, 0))
         self.store.calls_succeeded(answered)
         if links:
             # a call is its item's from when it was parked (see CallManager.admit): these
@@ -1142,6 +1146,8 @@ class BatchCoordinator:
         if self.budget is not None:
             self.budget.settle(batch.reserved, batch.spent)
         self.stats.batches_collected += 1
+        if unclaimed and self.on_answered is not None:
+            self.on_answered(batch.uid, unclaimed)
         self._drop(batch)
         self.on_change()
 
@@ -1151,6 +1157,7 @@ class BatchCoordinator:
         outcome: Outcome,
         answered: list[tuple[str, str, Usage, str, Decimal | None]],
         links: list[tuple[str, str, int, str]],
+        unclaimed: dict[str, Body],
         batch: LiveBatch,
         stored_attempts: int,
     ) -> Decimal:
@@ -1174,6 +1181,8 @@ class BatchCoordinator:
                 del self.parked[key]
                 if not parked.future.done():
                     parked.future.answer(outcome.body, outcome.data)
+            else:
+                unclaimed[key] = body
             return cost or Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and not (self.cancelling or self.switched):
             attempts = parked.attempts + 1 if parked else stored_attempts

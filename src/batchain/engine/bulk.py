@@ -15,9 +15,10 @@ is found there, never sent again. Items the template cannot build go the ordinar
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from batchain import serialize
 from batchain.chains.fastpath import RequestTemplate, TextShortcut
 from batchain.engine.batching import BatchCoordinator, CallCancelled, Evicted
 from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
@@ -25,6 +26,9 @@ from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
 from batchain.store.base import Store
 from batchain.store.records import CallRecord
+
+if TYPE_CHECKING:  # feed imports this module
+    from batchain.engine.feed import Returns
 
 __all__ = ["BulkItems", "Wait"]
 
@@ -63,8 +67,13 @@ class BulkItems:
         spill: Spill,
         evict: Evict,
         stubs: bool = True,
+        returns: Returns | None = None,
+        settle_evicted: Settle | None = None,
     ) -> None:
         self.evict = evict
+        #: evicted items, and how one of them ends (it holds no window place)
+        self.returns = returns
+        self.settle_evicted = settle_evicted
         #: whether calls found by key may skip rebuilding their request (off under a
         #: budget, whose reservations need each request's size)
         self.stubs = stubs
@@ -77,6 +86,8 @@ class BulkItems:
         self.spill = spill
         #: items waiting on calls of this run
         self.outstanding = 0
+        #: items finished out of the window, from their batch's answers
+        self.finished_out = 0
         #: the lane of each provider batch a waited call is in
         self._batch_lanes: dict[str, str] = {}
         self._text = TextShortcut(template.fast, template.adapter, template.base)
@@ -119,6 +130,29 @@ class BulkItems:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
 
+    def answered(self, batch: str, answers: Mapping[str, Body]) -> None:
+        """Provider batch ``batch`` answered calls whose rows left the window (``{key:
+        body}``): finish those items now, from the answers in hand, instead of feeding them
+        again to read their answers back from the store. An item this cannot finish (one
+        that went the ordinary way, or whose call the batch did not answer) stays evicted
+        and goes on when the batch ends, as any other."""
+        returns, settle = self.returns, self.settle_evicted
+        if returns is None or settle is None:
+            return
+        idxs = returns.claim(batch)
+        if not idxs:
+            return
+        waits = {idx: (key, text) for idx, key, text in self.store.waits_of(self.job_id, list(idxs))}
+        adapter, request = self.template.adapter, self.template.base
+        for idx in idxs:
+            wait = waits.get(idx)
+            body = answers.get(wait[0]) if wait is not None else None
+            if wait is None or body is None:
+                returns.keep(idx, batch)
+                continue
+            self.finished_out += 1
+            self._finish(idx, serialize.loads(wait[1]), adapter, request, body, settle)
+
     def _here(self, record: CallRecord | None) -> bool:
         """Is the batch a waited call is in at this chain's lane (provider, base URL, model)?
         If the model moved (a new base URL), the item's call is built again, as on the
@@ -141,8 +175,17 @@ class BulkItems:
         return _Row(self, a)
 
     def _finish(
-        self, idx: int, value: Any, adapter: ProviderAdapter, request: CallRequest, body: Body
+        self,
+        idx: int,
+        value: Any,
+        adapter: ProviderAdapter,
+        request: CallRequest,
+        body: Body,
+        settle: Settle | None = None,
     ) -> None:
+        """End item ``idx`` with its call's answer ``body`` (``settle``: how; by default,
+        an item in the window)."""
+        settle = settle or self.settle
         fast = self.template.fast
 
         def full() -> Any:
@@ -152,9 +195,9 @@ class BulkItems:
         try:
             output = self._text.output(adapter, body, full)
         except Exception as exc:  # the model's or the chain's parser rejects the answer
-            self.settle(idx, value, None, exc)
+            settle(idx, value, None, exc)
         else:
-            self.settle(idx, value, output, None)
+            settle(idx, value, output, None)
 
 
 class _Row:

@@ -87,9 +87,17 @@ class Returns:
         self._wake = asyncio.Event()
         #: items waiting on a provider batch, out of the window
         self.waiting = 0
+        #: times an item left the window, and was fed again
+        self.left = 0
+        self.fed_again = 0
 
     def evicted(self, idx: int, batch: str) -> None:
         """Item ``idx`` left the window until provider batch ``batch`` ends."""
+        self.left += 1
+        self.keep(idx, batch)
+
+    def keep(self, idx: int, batch: str) -> None:
+        """Item ``idx``, out of the window, waits for provider batch ``batch``."""
         if batch not in self._live:
             self._ready.append(idx)
             self._wake.set()
@@ -107,6 +115,15 @@ class Returns:
             self._wake.set()
             self._changed.set()
 
+    def claim(self, batch: str) -> array[int]:
+        """The items evicted on live batch ``batch``, taken out: the claimer finishes them,
+        or hands them back with :meth:`keep`."""
+        idxs = self._by_batch.pop(batch, None)
+        if idxs is None:
+            return array("q")
+        self.waiting -= len(idxs)
+        return idxs
+
     @property
     def ready(self) -> int:
         return len(self._ready)
@@ -119,6 +136,7 @@ class Returns:
             out.append(ready.popleft())
         if not ready:
             self._wake.clear()
+        self.fed_again += len(out)
         return out
 
     async def wait(self) -> None:

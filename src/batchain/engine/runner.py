@@ -234,6 +234,13 @@ class JobRunner:
                 polls=b.polls,
                 poll_errors=b.poll_errors,
             )
+        returns = self.parts.returns
+        if returns is not None:
+            stats.update(
+                items_left_window=returns.left,
+                items_fed_again=returns.fed_again,
+                items_finished_out_of_window=self.bulk.finished_out if self.bulk is not None else 0,
+            )
         return stats
 
     async def _drive(self, inputs: InputSource | None) -> None:
@@ -303,6 +310,14 @@ class JobRunner:
         assert self.parts.returns is not None
         self.parts.returns.evicted(idx, batch)
         self.window.release()
+        self.parts.changed.set()
+
+    def settle_evicted(self, idx: int, value: Any, output: Any, exc: BaseException | None) -> None:
+        """A bulk item out of the window ended (see :meth:`BulkItems.answered`)."""
+        if exc is None:
+            self.results.output(idx, value, output)
+        else:
+            self.results.error(idx, value, exc)
         self.parts.changed.set()
 
     def settle_item(self, idx: int, value: Any, output: Any, exc: BaseException | None) -> None:

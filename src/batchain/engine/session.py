@@ -197,7 +197,11 @@ def _bulk_items(
         spill=runner.spill,
         evict=runner.evict_row,
         stubs=stubs,
+        returns=runner.parts.returns,
+        settle_evicted=runner.settle_evicted,
     )
+    if runner.parts.returns is not None:
+        batch.on_answered = bulk.answered
     return bulk, ""
 
 

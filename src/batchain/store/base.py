@@ -138,6 +138,12 @@ class Store(Protocol):
         index order."""
         ...
 
+    def waits_of(self, job_id: str, idxs: list[int]) -> Iterator[tuple[int, str, str]]:
+        """``(idx, key of the call it waits for, input)`` of the items ``idxs`` that are
+        still pending and have such a call noted: what finishes a bulk row from its call's
+        answer (no call record, no response read back)."""
+        ...
+
     def finish_item(
         self,
         job_id: str,

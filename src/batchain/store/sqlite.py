@@ -907,6 +907,18 @@ class SQLiteStore:
                 record = _call_record(r) if r["key"] is not None else None
                 yield r["idx"], r["input"], r["wait"], record
 
+    def waits_of(self, job_id: str, idxs: list[int]) -> Iterator[tuple[int, str, str]]:
+        for start in range(0, len(idxs), _IN_CHUNK):
+            part = sorted(idxs[start : start + _IN_CHUNK])
+            rows = self._read(
+                "SELECT w.idx AS idx, w.key AS key, i.input AS input FROM waits w"
+                " JOIN items i ON i.job_id = w.job_id AND i.idx = w.idx"
+                f" WHERE w.job_id=? AND w.idx IN {_in(part)} AND i.status='pending'",
+                (job_id, *part),
+            )
+            for r in rows:
+                yield r["idx"], r["key"], r["input"]
+
     def finish_item(
         self,
         job_id: str,
