@@ -76,6 +76,11 @@ __all__ = [
 
 log = logging.getLogger("batchain.engine.batching")
 
+#: why a call found by its key alone is not sent again
+CHAIN_CHANGED = (
+    "the chain changed since this call was first sent, so its request is no longer the "
+    "stored one; retry the item to send the new request"
+)
 #: what a batch's info says when its calls were linked to their items as they were parked
 _LINKED_AT_PARK = "at park"
 
@@ -240,9 +245,10 @@ class BatchCoordinator:
     ) -> None:
         #: told the uid of every batch that stops being live (its evicted items go on)
         self.on_ended = on_ended
-        #: told, before a collected batch stops being live, the answers of its calls that
-        #: no waiter in memory took (their items left the window): ``(uid, {key: body})``
-        self.on_answered: Callable[[str, dict[str, Body]], None] | None = None
+        #: told, before a collected batch stops being live, what became of its calls that
+        #: no waiter in memory took (their items left the window): ``(uid, {key: answer,
+        #: or None for a call queued to be sent again})``
+        self.on_answered: Callable[[str, dict[str, Body | None]], None] | None = None
         #: per model: open batches, enqueued tokens, and what refusals taught
         self.capacity = capacity or Capacity(backoff_min=poll_min, backoff_max=poll_max)
         #: seconds a batch may be unknown to its provider before it is declared lost
@@ -342,7 +348,7 @@ class BatchCoordinator:
             async with self._locks.setdefault(uid, asyncio.Lock()):
                 batch = self.live.get(uid)
                 if batch is None:
-                    batch = await self._resume(uid, parked)
+                    batch = await self._resume(uid, parked.adapter, parked.client)
                     if batch is None:
                         return False
                     self.live[uid] = batch
@@ -350,7 +356,31 @@ class BatchCoordinator:
         self._hold(batch, parked)
         return True
 
-    async def _resume(self, uid: str, parked: Parked) -> LiveBatch | None:
+    async def adopt(self, uid: str, adapter: ProviderAdapter, client: Any) -> bool:
+        """Make batch ``uid``, which an earlier run left, live with no call re-attached to it:
+        the bulk path's resumed rows wait for it out of the window, and end from its answers
+        (:meth:`BulkItems.answered`). True if it is at the provider (or may be, while that is
+        verified); its whole size is counted in its model's queue at once."""
+        if self.cancelling or self.switched:
+            return False
+        batch = self.live.get(uid)
+        if batch is None:
+            async with self._locks.setdefault(uid, asyncio.Lock()):
+                batch = self.live.get(uid)
+                if batch is None:
+                    batch = await self._resume(uid, adapter, client)
+                    if batch is None:
+                        return False
+                    self.live[uid] = batch
+        if batch.link_answers:
+            return False  # an older build's: its calls link to their items as they re-attach
+        if batch.held < batch.size:
+            # what its calls hold, counted once: none of them will be re-attached to count it
+            self.capacity.hold(uid, batch.lane, None, requests=batch.size - batch.held)
+            batch.held = batch.size
+        return True
+
+    async def _resume(self, uid: str, adapter: ProviderAdapter, client: Any) -> LiveBatch | None:
         """Batch ``uid`` as an earlier run left it: live again, or None (its calls go anew)."""
         row = self.store.get_batch(uid)
         if row is None:
@@ -358,9 +388,9 @@ class BatchCoordinator:
         batch = LiveBatch(
             uid,
             row.provider_batch_id or "",
-            parked.adapter,
-            self._api(parked.adapter),
-            parked.client,
+            adapter,
+            self._api(adapter),
+            client,
             next_poll=0.0,
             interval=self.poll_min,
             nonce=str(row.info.get("nonce") or ""),
@@ -540,12 +570,7 @@ class BatchCoordinator:
             self._fail(parked, f"could not build the request again: {redact(str(exc))}", None)
             return False
         if request.key != parked.key:
-            self._fail(
-                parked,
-                "the chain changed since this call was first sent, so its request is no longer "
-                "the stored one; retry the item to send the new request",
-                None,
-            )
+            self._fail(parked, CHAIN_CHANGED, None)
             return False
         parked.request = request
         return True
@@ -1125,7 +1150,7 @@ class BatchCoordinator:
             )
         answered: list[tuple[str, str, Usage, str, Decimal | None]] = []
         links: list[tuple[str, str, int, str]] = []
-        unclaimed: dict[str, Body] = {}
+        unclaimed: dict[str, Body | None] = {}
         # calls whose items were evicted: their attempts so far are the store's
         parked, ok = self.parked, OutcomeKind.SUCCEEDED
         gone = [k for k in keys if k not in parked and by_key.get(k, _RETRY).kind != ok]
@@ -1157,7 +1182,7 @@ class BatchCoordinator:
         outcome: Outcome,
         answered: list[tuple[str, str, Usage, str, Decimal | None]],
         links: list[tuple[str, str, int, str]],
-        unclaimed: dict[str, Body],
+        unclaimed: dict[str, Body | None],
         batch: LiveBatch,
         stored_attempts: int,
     ) -> Decimal:
@@ -1192,6 +1217,8 @@ class BatchCoordinator:
                 if parked is not None:
                     parked.attempts = attempts
                     self.unsubmitted[key] = None
+                else:
+                    unclaimed[key] = None
                 return Decimal(0)
         if outcome.kind == OutcomeKind.RETRY and self.switched:
             self.store.call_requeued(key, "moved to realtime")

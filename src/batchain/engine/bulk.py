@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchain import serialize
 from batchain.chains.fastpath import RequestTemplate, TextShortcut
-from batchain.engine.batching import BatchCoordinator, CallCancelled, Evicted
+from batchain.engine.batching import CHAIN_CHANGED, BatchCallError, BatchCoordinator, CallCancelled, Evicted
 from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
@@ -103,6 +103,8 @@ class BulkItems:
         for idx, value, wait in rows:
             if wait is not None and self.stubs and _settled_elsewhere(wait[1]) and self._here(wait[1]):
                 key, record = wait
+                if await self._out_of_window(idx, record):
+                    continue
                 stub = self.template.stub(key)
                 rebuild = self._rebuilder(value)
                 admissions.append(
@@ -130,12 +132,15 @@ class BulkItems:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
 
-    def answered(self, batch: str, answers: Mapping[str, Body]) -> None:
+    def answered(self, batch: str, answers: Mapping[str, Body | None]) -> None:
         """Provider batch ``batch`` answered calls whose rows left the window (``{key:
         body}``): finish those items now, from the answers in hand, instead of feeding them
-        again to read their answers back from the store. An item this cannot finish (one
-        that went the ordinary way, or whose call the batch did not answer) stays evicted
-        and goes on when the batch ends, as any other."""
+        again to read their answers back from the store. A call it queued to be sent again
+        (``None``) must still be the item's request: if the chain changed since, the item
+        fails, as a call found by its key fails to be sent again (see ``_materialize``). An
+        item this does not finish (one that went the ordinary way, or whose call is to be
+        sent again or failed) stays evicted and goes on when the batch ends, as any
+        other."""
         returns, settle = self.returns, self.settle_evicted
         if returns is None or settle is None:
             return
@@ -146,12 +151,42 @@ class BulkItems:
         adapter, request = self.template.adapter, self.template.base
         for idx in idxs:
             wait = waits.get(idx)
-            body = answers.get(wait[0]) if wait is not None else None
-            if wait is None or body is None:
+            if wait is None or wait[0] not in answers:
                 returns.keep(idx, batch)
                 continue
-            self.finished_out += 1
-            self._finish(idx, serialize.loads(wait[1]), adapter, request, body, settle)
+            key, value = wait[0], serialize.loads(wait[1])
+            body = answers[key]
+            if body is not None:
+                self.finished_out += 1
+                self._finish(idx, value, adapter, request, body, settle)
+            elif self._changed(key, value):
+                self.finished_out += 1
+                settle(idx, value, None, BatchCallError(f"{adapter.name}: {CHAIN_CHANGED}"))
+            else:
+                returns.keep(idx, batch)
+
+    def _changed(self, key: str, value: Any) -> bool:
+        """Does the item's request, built now, differ from its call ``key``?"""
+        try:
+            return self.template.build(value)[1].key != key
+        except Exception:  # the prompt rejects it now: it fails when fed again
+            return False
+
+    async def _out_of_window(self, idx: int, record: CallRecord | None) -> bool:
+        """A resumed row whose call an earlier run put in a provider batch needs nothing
+        built or held to wait for it: the row leaves the window at once (as if evicted) and
+        ends from the batch's answer. False if it must be admitted (no batch, an answered
+        call to replay, or the batch is no longer at the provider)."""
+        if record is None or record.batch_id is None or record.status == CallStatus.SUCCEEDED:
+            return False
+        if self.returns is None or self.settle_evicted is None:
+            return False
+        adapter = self.template.adapter
+        client = self.calls.client_for(adapter, self.template.fast.model)
+        if not await self.batch.adopt(record.batch_id, adapter, client):
+            return False
+        self.evict(idx, record.batch_id)
+        return True
 
     def _here(self, record: CallRecord | None) -> bool:
         """Is the batch a waited call is in at this chain's lane (provider, base URL, model)?

@@ -147,13 +147,13 @@ class Capacity:
         state.streak = 0
         self._lane_of[uid] = lane
 
-    def hold(self, uid: str, lane: str, tokens: int | None) -> None:
-        """One more call of a batch an earlier run left open, as it is re-attached (its
-        ``tokens`` None when its request is not at hand)."""
+    def hold(self, uid: str, lane: str, tokens: int | None, *, requests: int = 1) -> None:
+        """``requests`` more calls (one, as it is re-attached) of a batch an earlier run left
+        open (``tokens`` None when their requests are not at hand)."""
         state = self._lane(lane)
         had = state.open.get(uid, Size(0, 0))
         counted = had.counted and tokens is not None
-        state.open[uid] = Size(had.requests + 1, had.tokens + (tokens or 0), had.bytes, counted)
+        state.open[uid] = Size(had.requests + requests, had.tokens + (tokens or 0), had.bytes, counted)
         self._lane_of[uid] = lane
 
     def closed(self, uid: str) -> Size | None:
