@@ -30,7 +30,7 @@ from batchain.store.records import CallRecord
 if TYPE_CHECKING:  # feed imports this module
     from batchain.engine.feed import Returns
 
-__all__ = ["BulkItems", "Wait"]
+__all__ = ["BulkItems", "Stored", "Wait"]
 
 #: how an item ends: (idx, input, output, exception), the exception None on success
 Settle = Callable[[int, Any, Any, BaseException | None], None]
@@ -40,6 +40,21 @@ Spill = Callable[[int, Any], None]
 Evict = Callable[[int, str], None]
 #: the call an earlier run noted an item waits for: its key, and its record if stored
 Wait = tuple[str, CallRecord | None]
+
+
+class Stored:
+    """A stored item's input as the store holds it (JSON text), decoded only if used: a
+    resumed row whose call is at a provider never needs it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @staticmethod
+    def value(raw: Any) -> Any:
+        """``raw`` decoded if it is a :class:`Stored`, else as it is."""
+        return serialize.loads(raw.text) if isinstance(raw, Stored) else raw
 
 
 def _settled_elsewhere(record: CallRecord | None) -> bool:
@@ -69,7 +84,10 @@ class BulkItems:
         stubs: bool = True,
         returns: Returns | None = None,
         settle_evicted: Settle | None = None,
+        inputs_told: bool = True,
     ) -> None:
+        #: whether item results are told with their inputs (a listener is set)
+        self.inputs_told = inputs_told
         self.evict = evict
         #: evicted items, and how one of them ends (it holds no window place)
         self.returns = returns
@@ -100,17 +118,19 @@ class BulkItems:
         model = self.template.fast.model
         admissions: list[Admission] = []
         waits: list[tuple[int, str]] = []
-        for idx, value, wait in rows:
+        for idx, raw, wait in rows:
             if wait is not None and self.stubs and _settled_elsewhere(wait[1]) and self._here(wait[1]):
                 key, record = wait
                 if await self._out_of_window(idx, record):
                     continue
+                value = Stored.value(raw)
                 stub = self.template.stub(key)
                 rebuild = self._rebuilder(value)
                 admissions.append(
                     Admission(idx, self.template.adapter, model, stub, record, True, rebuild, value)
                 )
                 continue
+            value = Stored.value(raw)
             try:
                 adapter, request = self.template.build(value)
             except Exception as exc:  # the prompt rejects the input: the item's error
@@ -154,8 +174,9 @@ class BulkItems:
             if wait is None or wait[0] not in answers:
                 returns.keep(idx, batch)
                 continue
-            key, value = wait[0], serialize.loads(wait[1])
-            body = answers[key]
+            key, body = wait[0], answers[wait[0]]
+            # an answered item's input is only told to a listener of item results
+            value = serialize.loads(wait[1]) if self.inputs_told or body is None else None
             if body is not None:
                 self.finished_out += 1
                 self._finish(idx, value, adapter, request, body, settle)

@@ -217,7 +217,7 @@ class Feeder:
         if returns is None:
             return True
         while returns.ready and not self.control.stopping:
-            for row in self.inputs.returned(returns.take(_BULK_CHUNK)):
+            for row in self.inputs.returned(returns.take(_BULK_CHUNK), waits=self.bulk is not None):
                 if not await self._put(row):
                     return False
             await self._flush_rows()

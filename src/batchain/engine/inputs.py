@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from batchain import serialize
-from batchain.engine.bulk import Wait
+from batchain.engine.bulk import Stored, Wait
 from batchain.engine.lifecycle import RunControl
 from batchain.engine.results import error_json
 from batchain.errors import InputError
@@ -42,7 +42,8 @@ class Inputs:
         self, inputs: InputSource | None, *, waits: bool = False
     ) -> AsyncIterator[tuple[int, Any, Wait | None]]:
         """``(idx, value, wait)``: stored items without a result first, then new
-        inputs. With ``waits``, a stored item comes with the call an earlier run noted it
+        inputs. With ``waits`` (the bulk path), a stored item's value is its
+        :class:`~batchain.engine.bulk.Stored` text, and it comes with the call an earlier run noted it
         waits for (bulk path)."""
         if self.store_first and inputs is not None:
             await self._ingest_all(inputs)
@@ -50,7 +51,7 @@ class Inputs:
             for idx, text, key, record in self.store.iter_pending_waits(self.job_id):
                 if self.control.stopping:
                     return
-                yield idx, serialize.loads(text), (key, record) if key is not None else None
+                yield idx, Stored(text), (key, record) if key is not None else None
         else:
             for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
                 if self.control.stopping:
@@ -79,11 +80,12 @@ class Inputs:
         self.store.update_job(self.job_id, n_items=max(idx, skip), inputs_complete=True)
         self.store.commit_soon()
 
-    def returned(self, idxs: list[int]) -> Iterator[tuple[int, Any, Wait | None]]:
+    def returned(self, idxs: list[int], *, waits: bool = False) -> Iterator[tuple[int, Any, Wait | None]]:
         """Evicted items fed again (batch mode): ``(idx, value, wait)`` as :meth:`items`
         gives them, read back from the store; items no longer pending are skipped."""
         for idx, text, key, record in self.store.pending_waits_of(self.job_id, idxs):
-            yield idx, serialize.loads(text), (key, record) if key is not None else None
+            value = Stored(text) if waits else serialize.loads(text)
+            yield idx, value, (key, record) if key is not None else None
 
     def _missing(self, job: JobRecord) -> set[int]:
         """Inputs read by an earlier run with no stored item: none unless a store lost

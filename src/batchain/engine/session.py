@@ -199,6 +199,7 @@ def _bulk_items(
         stubs=stubs,
         returns=runner.parts.returns,
         settle_evicted=runner.settle_evicted,
+        inputs_told=runner.parts.results.listener is not None,
     )
     if runner.parts.returns is not None:
         batch.on_answered = bulk.answered
