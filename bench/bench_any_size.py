@@ -24,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import batchain
 from harness import RESULTS, fmt, run_client, sandbox, save
 
 STAGES = {"one": 1, "three": 3}
@@ -69,10 +71,23 @@ def one_run(shape: str, n: int, batch_s: float) -> dict[str, Any]:
     billed = sum(
         t.get("requests", 0) for models in summary.values() for m in models.values() for t in m.values()
     )
-    r.update(billed=billed, billed_twice=twice, batch_s=batch_s)
+    r.update(billed=billed, billed_twice=twice, batch_s=batch_s, commit=_commit())
     if r["ok"] != n or billed != n * STAGES[shape] or twice:
         raise RuntimeError(f"{shape}: {r['ok']}/{n} ok, {billed} billed, {twice} billed twice")
     return r
+
+
+def _commit() -> str:
+    """The commit of the batchain measured (its source checkout), marked when it has edits."""
+    src = Path(batchain.__file__).resolve().parent
+    git = ["git", "-C", str(src)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "."], capture_output=True, text=True
+    ).stdout.strip()
+    return (head or "unknown") + (" with edits" if dirty else "")
 
 
 #: the client's poll interval at most (bench/clients/any_size.py: poll_max)
@@ -155,7 +170,8 @@ def write(raw: list[dict[str, Any]], command: str, batch_s: float) -> None:
         stages += p
         last = max(st["last_created"] for st in r["stages"]) - r["started"]
         tails.append(
-            f"{r['n']:,} x {STAGES[r['shape']]}: the client created its last batch at {last:.0f} s "
+            f"{r['n']:,} x {STAGES[r['shape']]} (batchain {r.get('commit', 'commit not recorded')}): "
+            f"the client created its last batch at {last:.0f} s "
             f"and the run ended {r['wall_s'] - last:.0f} s later; wall minus CPU is "
             f"{r['wall_s'] - r['cpu_s']:.0f} s (waiting for the provider, for the store's disk, "
             "and for the sandbox's share of the 2 cores)"
