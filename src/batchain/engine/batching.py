@@ -343,15 +343,9 @@ class BatchCoordinator:
     async def _at_provider(self, uid: str, parked: Parked) -> bool:
         """Is batch ``uid`` at the provider (or may it be, while that is verified)? Settles
         a create that a crash left open."""
-        batch = self.live.get(uid)
+        batch = await self._live_or_resumed(uid, parked.adapter, parked.client)
         if batch is None:
-            async with self._locks.setdefault(uid, asyncio.Lock()):
-                batch = self.live.get(uid)
-                if batch is None:
-                    batch = await self._resume(uid, parked.adapter, parked.client)
-                    if batch is None:
-                        return False
-                    self.live[uid] = batch
+            return False
         parked.batch = uid
         self._hold(batch, parked)
         return True
@@ -363,15 +357,9 @@ class BatchCoordinator:
         verified); its whole size is counted in its model's queue at once."""
         if self.cancelling or self.switched:
             return False
-        batch = self.live.get(uid)
+        batch = await self._live_or_resumed(uid, adapter, client)
         if batch is None:
-            async with self._locks.setdefault(uid, asyncio.Lock()):
-                batch = self.live.get(uid)
-                if batch is None:
-                    batch = await self._resume(uid, adapter, client)
-                    if batch is None:
-                        return False
-                    self.live[uid] = batch
+            return False
         if batch.link_answers:
             return False  # an older build's: its calls link to their items as they re-attach
         if batch.held < batch.size:
@@ -379,6 +367,19 @@ class BatchCoordinator:
             self.capacity.hold(uid, batch.lane, None, requests=batch.size - batch.held)
             batch.held = batch.size
         return True
+
+    async def _live_or_resumed(self, uid: str, adapter: ProviderAdapter, client: Any) -> LiveBatch | None:
+        """Live batch ``uid``, resumed (once, however many ask at once) if an earlier run
+        left it; None if it is no longer at the provider."""
+        batch = self.live.get(uid)
+        if batch is None:
+            async with self._locks.setdefault(uid, asyncio.Lock()):
+                batch = self.live.get(uid)
+                if batch is None:
+                    batch = await self._resume(uid, adapter, client)
+                    if batch is not None:
+                        self.live[uid] = batch
+        return batch
 
     async def _resume(self, uid: str, adapter: ProviderAdapter, client: Any) -> LiveBatch | None:
         """Batch ``uid`` as an earlier run left it: live again, or None (its calls go anew)."""
