@@ -8,7 +8,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -54,6 +54,7 @@ def run(
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
+    endpoint_modes: Mapping[str, str] | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
     lost_after: float | None = None,
@@ -83,6 +84,12 @@ def run(
     ``max_enqueued_tokens`` cap, per model, the provider batches open at once and the
     input tokens they hold (default: no cap of ours; a provider's refusal for its queue or
     a batch's size makes the calls wait or go in smaller batches, never fail).
+
+    Batch mode parks a model's calls only where its endpoint has a Batch API: a model sent
+    to an OpenAI-compatible server without one (Gemini's, vLLM...) is refused before
+    anything is sent, or with ``fallback="realtime"`` runs realtime, noted in the report.
+    ``endpoint_modes`` chooses for a model name, base URL or host: ``"batch"`` or
+    ``"realtime"`` (see :mod:`batchain.providers.endpoints`).
     """
     opts = _options(locals())
     return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
@@ -106,6 +113,7 @@ async def arun(
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
+    endpoint_modes: Mapping[str, str] | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
     lost_after: float | None = None,
@@ -162,6 +170,7 @@ _OPTION_NAMES = {
     "window",
     "callbacks",
     "fallback",
+    "endpoint_modes",
     "poll_min",
     "poll_max",
     "lost_after",
@@ -201,11 +210,31 @@ def _options(given: dict[str, Any]) -> RunOptions:
     options.mode = Mode.parse(options.mode)
     if options.fallback not in (None, Mode.REALTIME):
         raise InvalidOption("fallback must be None or 'realtime'")
+    options.endpoint_modes = _endpoint_modes(options.endpoint_modes)
     for name in ("max_batch_size", "max_open_batches", "max_enqueued_tokens"):
         value = getattr(options, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidOption(f"{name} must be a whole number of at least 1, or None; got {value!r}")
     return options
+
+
+def _endpoint_modes(given: Any) -> dict[str, str]:
+    from batchain.providers.endpoints import ENDPOINT_MODES
+
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise InvalidOption("endpoint_modes must map a model name, base URL or host to 'batch' or 'realtime'")
+    out: dict[str, str] = {}
+    for target, mode in given.items():
+        value = {True: "batch", False: "realtime"}.get(mode, mode) if isinstance(mode, bool) else mode
+        if not isinstance(target, str) or not target or value not in ENDPOINT_MODES:
+            raise InvalidOption(
+                f"endpoint_modes[{target!r}] = {mode!r}: use a model name, base URL or host, "
+                "and 'batch' or 'realtime'"
+            )
+        out[target.rstrip("/")] = value
+    return out
 
 
 async def _start(
@@ -235,7 +264,7 @@ def _create_job(
         chain_ref = chain_ref or chain
     runnable = resolve_chain(chain)
     if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
-        check_batchable(runnable)
+        check_batchable(runnable, options.endpoint_modes)
     st = open_store(store)
     jid = job_id or new_job_id()
     if not _JOB_ID.fullmatch(jid):

@@ -119,15 +119,58 @@ class UnpricedModel(BatchainError, ValueError):
 
 
 class BatchUnsupportedError(BatchainError, RuntimeError):
-    """Batch mode met a model with no Batch API adapter."""
+    """Batch mode met a model whose calls cannot go through a Batch API: batchain has no
+    Batch API adapter for it, its endpoint has none (an OpenAI-compatible server), or the
+    call uses an API the Batch API does not take. Nothing was submitted."""
 
-    def __init__(self, model: BaseChatModel) -> None:
+    def __init__(
+        self,
+        model: BaseChatModel,
+        why: str | None = None,
+        endpoint: str | None = None,
+        *,
+        paused: bool = False,
+    ) -> None:
         name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
-        super().__init__(
-            f"batch mode: {type(model).__name__}({name!s}) has no Batch API adapter, so its calls "
-            "cannot run at batch price. Nothing was submitted. Pass fallback='realtime' to run "
-            "this model's calls in realtime at full price."
+        #: the model, as ``Class(model name)``
+        self.model = f"{type(model).__name__}({name!s})"
+        #: why its calls cannot go to a Batch API
+        self.why = why or "batchain has no Batch API adapter for it"
+        #: the base URL its calls go to, when the endpoint is the reason
+        self.endpoint = endpoint
+        #: met mid-run (a model made at call time): the job paused instead of starting
+        self.paused = paused
+        super().__init__(self.explain())
+
+    def explain(self, *, cli: bool = False, command: str | None = None) -> str:
+        """The message, with the way out in the caller's language: the CLI's flags
+        (``cli=True``; ``command``: the command line to add them to) or Python keywords."""
+        if cli:
+            flags = ["--realtime-fallback"]
+            if self.endpoint is not None:
+                flags.append(f"--endpoint-mode {self._host()}=batch")
+            where = f"`{command} {flags[0]}`" if command else f"add {flags[0]}"
+            out = f"{where} to run its calls in realtime at full price"
+            if len(flags) > 1:
+                out += f"; if that endpoint does have a Batch API, add {flags[1]}"
+        else:
+            out = "pass fallback='realtime' to run its calls in realtime at full price"
+            if self.endpoint is not None:
+                out += (
+                    f"; if that endpoint does have a Batch API, endpoint_modes={{{self._host()!r}: 'batch'}}"
+                )
+        done = "The job paused; nothing done is lost." if self.paused else "Nothing was submitted."
+        where = f" at {self.endpoint}" if self.endpoint is not None else ""
+        return (
+            f"batch mode: {self.model}{where}: {self.why}, so its calls cannot run at batch price. {done} "
+            f"To go on, {out}."
         )
+
+    def _host(self) -> str:
+        from urllib.parse import urlsplit
+
+        endpoint = self.endpoint or ""
+        return urlsplit(endpoint).hostname or endpoint
 
 
 class BatchCallError(BatchainError, RuntimeError):

@@ -88,6 +88,9 @@ class RunOptions:
     max_enqueued_tokens: int | None = None
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price
     fallback: str | None = None
+    #: batch mode: "batch" or "realtime" for a model name, base URL or host, over what
+    #: batchain knows or finds out about its endpoint (see batchain.providers.endpoints)
+    endpoint_modes: dict[str, str] = field(default_factory=dict)
     #: auto mode: an input field, or a function of the input; urgent (> 0 / true) items
     #: run realtime, the others batch
     priority: Any = None

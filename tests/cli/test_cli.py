@@ -43,6 +43,7 @@ SUBMIT_OPTIONS = (
     "--max-open-batches",
     "--max-enqueued-tokens",
     "--realtime-fallback",
+    "--endpoint-mode",
 )
 COMMANDS = [
     [],

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
 from batchain.providers import adapter_for
+from batchain.providers.endpoints import batch_support
 
 __all__ = ["check_batchable", "find_models"]
 
@@ -66,11 +67,17 @@ def _function_refs(fn: Any) -> list[Any]:
     return refs
 
 
-def check_batchable(chain: Any) -> None:
-    """Raise before submitting anything if a model in the chain cannot use a Batch API."""
-    from batchain.engine.calls import BatchUnsupportedError
+def check_batchable(chain: Any, endpoint_modes: Mapping[str, str] | None = None) -> None:
+    """Raise before submitting anything if a model in the chain cannot use a Batch API:
+    batchain has no adapter for it, its endpoint has no Batch API, or it uses an API the
+    Batch API does not take (see :mod:`batchain.providers.endpoints`). A model the user
+    chose to run realtime (``endpoint_modes``) passes."""
+    from batchain.errors import BatchUnsupportedError
 
     for model in find_models(chain):
         adapter = adapter_for(model)
-        if adapter is None or not adapter.batchable:
+        if adapter is None:
             raise BatchUnsupportedError(model)
+        support = batch_support(adapter, model, endpoint_modes)
+        if not support.batch and not support.chosen:
+            raise BatchUnsupportedError(model, support.why, support.base_url)

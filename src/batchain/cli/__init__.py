@@ -126,7 +126,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     except _ABORTS:
         return EXIT_INTERRUPTED
     except CliError as exc:
-        _error_line(exc.message)
+        _error_line(exc.message, whole=exc.whole)
         return exc.code
     except StoreError as exc:  # damaged, newer, read-only, disk full: one line, nothing half-written
         _error_line(str(exc), whole=True)

@@ -58,9 +58,11 @@ app.add_typer(sandbox_app, name="sandbox")
 
 
 class CliError(BatchainError):
-    """A user-facing error: printed as one line, exits with ``code``."""
+    """A user-facing error: printed as one line, exits with ``code``. ``whole``: the line is
+    never shortened (it says what to do, and the end of it matters)."""
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, code: int = EXIT_USAGE, *, whole: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.whole = whole

@@ -30,6 +30,7 @@ from batchain.cli.options import (
     BudgetOpt,
     ChainArg,
     ConcurrencyOpt,
+    EndpointModeOpt,
     EnqueuedTokensOpt,
     FallbackOpt,
     Format,
@@ -49,6 +50,7 @@ from batchain.cli.options import (
     StoreOpt,
     TimeoutOpt,
     TpmOpt,
+    endpoint_modes,
     given,
     launch_options,
     overrides,
@@ -63,7 +65,7 @@ from batchain.cli.render import (
     print_failed_items,
     print_summary,
 )
-from batchain.errors import HostUnreachable
+from batchain.errors import BatchUnsupportedError, HostUnreachable
 from batchain.options import Mode
 
 if TYPE_CHECKING:
@@ -93,6 +95,7 @@ def run(
     fmt: FormatOpt = None,
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
+    endpoint_mode: EndpointModeOpt = None,
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
@@ -165,6 +168,7 @@ def run(
             poll_interval,
             max_open_batches,
             max_enqueued_tokens,
+            endpoint_mode,
         )
         | given(
             priority=priority,
@@ -197,6 +201,7 @@ def submit(
     fmt: FormatOpt = None,
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
+    endpoint_mode: EndpointModeOpt = None,
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
@@ -235,6 +240,7 @@ def submit(
             poll_interval,
             max_open_batches,
             max_enqueued_tokens,
+            endpoint_mode,
         )
         | given(budget=budget, prices=prices_path(prices)),
     )
@@ -394,6 +400,14 @@ def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
             f"`batchain resume {job_id}` once it answers",
             EXIT_FAILED,
         ) from None
+    except BatchUnsupportedError as exc:
+        with SQLiteStore(store_path) as st:
+            job = st.get_job(job_id)
+        if job is None or job.n_items == 0:  # refused before anything was submitted
+            raise CliError(exc.explain(cli=True), whole=True) from None
+        # a model made at call time, met mid-run: the job paused
+        way = exc.explain(cli=True, command=f"batchain resume {job_id}")
+        raise CliError(way, EXIT_FAILED, whole=True) from None
     except InputError as exc:
         # the input broke while being read (e.g. a truncated .gz): the job is resumable
         raise CliError(
@@ -444,6 +458,8 @@ def resume(
     fmt: FormatOpt = None,
     poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
+    realtime_fallback: FallbackOpt = False,
+    endpoint_mode: EndpointModeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Continue a paused or interrupted job: run the items that have no result yet.
@@ -454,7 +470,10 @@ def resume(
     job = open_job(job_id, store)
     reader, values = _input_again(job, input, fmt, limit, "resume")
     options = overrides(concurrency, rpm, tpm, max_retries, timeout) | given(
-        budget=budget, poll_min=poll_interval
+        budget=budget,
+        poll_min=poll_interval,
+        fallback="realtime" if realtime_fallback else None,
+        endpoint_modes=endpoint_modes(endpoint_mode),
     )
     _continue(job, reader, values, output, quiet, options)
 

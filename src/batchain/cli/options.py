@@ -141,6 +141,16 @@ FallbackOpt = Annotated[
         "(by default such a chain is refused before anything is sent).",
     ),
 ]
+EndpointModeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--endpoint-mode",
+        metavar="TARGET=batch|realtime",
+        help="Batch mode: send the calls of a model (by name), base URL or host to its Batch API "
+        "(batch) or realtime at full price (realtime), over what batchain knows of that endpoint. "
+        "Repeat for more.",
+    ),
+]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
@@ -202,17 +212,35 @@ def launch_options(
     poll_interval: float | None,
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
+    endpoint_mode: list[str] | None = None,
 ) -> dict[str, Any]:
     """The options a new job starts with (run, submit), as keyword arguments of the engine."""
     return given(
         mode=mode.value,
         cache=not no_cache,
         fallback="realtime" if realtime_fallback else None,
+        endpoint_modes=endpoint_modes(endpoint_mode),
         max_batch_size=max_batch_size,
         max_open_batches=max_open_batches,
         max_enqueued_tokens=max_enqueued_tokens,
         poll_min=poll_interval,
     )
+
+
+def endpoint_modes(given: list[str] | None) -> dict[str, str] | None:
+    """``--endpoint-mode TARGET=batch|realtime`` (repeated) as ``endpoint_modes``."""
+    if not given:
+        return None
+    out: dict[str, str] = {}
+    for text in given:
+        target, sep, mode = text.rpartition("=")
+        if not sep or not target.strip() or mode.strip().lower() not in ("batch", "realtime"):
+            raise CliError(
+                f"--endpoint-mode {text!r}: write TARGET=batch or TARGET=realtime, where TARGET is "
+                "a model name, a base URL or a host"
+            )
+        out[target.strip()] = mode.strip().lower()
+    return out
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)

@@ -145,6 +145,9 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
     rows = [("items", items), ("calls", calls), ("tokens", tokens), ("cost", _cost_text(job))]
     if counts["pending"] and job.record.note:
         rows.append(("note", escape(job.record.note)))
+    from batchain.cost.report import realtime_notes  # not at import: `--help` stays light
+
+    rows.extend(("note", escape(note)) for note in realtime_notes(stats))
     if job.record.mode != Mode.REALTIME:
         rows.insert(2, ("tiers", _tiers(job)))
     if target is not None:

@@ -119,6 +119,7 @@ def render_table(report: JobCost) -> Table:
     if not report.complete:
         names = ", ".join(f"{p}/{m}" for p, m in report.unknown_models)
         notes.append(f"[yellow]no price for {names}: not in the totals[/yellow]")
+    notes.extend(f"[yellow]{escape(n)}[/yellow]" for n in report.notes)
     table.caption = " · ".join(notes)
     return table
 
@@ -181,6 +182,7 @@ def to_json(report: JobCost) -> dict[str, Any]:
         "replayed_calls": report.replayed_calls,
         "failed_calls": report.failed_calls,
         "failed_items": report.failed_items,
+        "notes": list(report.notes),
         "usage": _usage_json(report.usage),
         "lines": list(lines(report.lines)),
         "by_model": list(lines(report.by_model().values())),

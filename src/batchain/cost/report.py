@@ -62,6 +62,7 @@ __all__ = [
     "JobCost",
     "RoundCost",
     "job_cost",
+    "realtime_notes",
 ]
 
 _ZERO = Decimal(0)
@@ -172,6 +173,9 @@ class JobCost:
     link_counts: Mapping[str, int] = field(default_factory=dict)
     items: Mapping[int, ItemCost] | None = None
     currency: str = "USD"
+    #: one line each: why some of a batch-mode job's calls ran realtime (a model whose
+    #: endpoint has no Batch API, or that the user chose to run realtime)
+    notes: tuple[str, ...] = ()
 
     # -- totals (known prices only; see `complete`) ---------------------------------------------
 
@@ -372,6 +376,17 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
         failed_items=failures.items,
         link_counts=store.job_link_counts(job_id),
         items=_item_costs(store, job_id, pricer) if per_item else None,
+        notes=realtime_notes(job.stats),
+    )
+
+
+def realtime_notes(stats: Mapping[str, Any]) -> tuple[str, ...]:
+    """One line per model whose calls a batch-mode job sent realtime, and why."""
+    found = stats.get("realtime_endpoints") or {}
+    return tuple(
+        f"{label}: {int(v.get('calls', 0)):,} calls ran realtime at full price ({v.get('why', '')})"
+        for label, v in sorted(found.items())
+        if isinstance(v, Mapping)
     )
 
 

@@ -41,6 +41,7 @@ from batchain.providers.base import (
     redact,
     remember_model_secrets,
 )
+from batchain.providers.endpoints import EndpointSupport, batch_support, model_label
 from batchain.providers.generic import GenericAdapter
 from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
@@ -83,9 +84,15 @@ def build_request(
     if adapter is not None:
         try:
             return adapter, adapter.build(model, messages, stop, kwargs, salt)
-        except Unsupported:
-            pass
+        except Unsupported as exc:
+            request = _GENERIC.build(model, messages, stop, kwargs, salt)
+            request.context[UNSUPPORTED] = str(exc)  # why batch mode cannot park it
+            return _GENERIC, request
     return _GENERIC, _GENERIC.build(model, messages, stop, kwargs, salt)
+
+
+#: a request's context: why its adapter passed it to the generic one
+UNSUPPORTED = "unsupported"
 
 
 def generic_adapter() -> GenericAdapter:
@@ -232,6 +239,7 @@ class CallManager:
         timeout: float = 120.0,
         batch: BatchCoordinator | None = None,
         fallback: str | None = None,
+        endpoint_modes: Mapping[str, str] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         pricebook: Pricing | None = None,
         budget: Budget | None = None,
@@ -246,6 +254,13 @@ class CallManager:
         self.on_budget = on_budget
         self.batch = batch
         self.fallback = fallback
+        #: the user's choice of batch or realtime by model, base URL or host
+        self.endpoint_modes = dict(endpoint_modes or {})
+        #: batch mode: may a lane's calls be parked, by (adapter, lane)
+        self._support: dict[tuple[int, str], EndpointSupport] = {}
+        #: batch mode: calls sent realtime because their endpoint has no Batch API (or the
+        #: user chose so), by model and endpoint: [why, calls]
+        self.realtime_endpoints: dict[str, list[Any]] = {}
         self.on_fatal = on_fatal
         #: items waiting on a batched call, with how many such waits each
         self.waiting: dict[int, int] = {}
@@ -265,6 +280,25 @@ class CallManager:
         self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
         self._originals: list[Any] = []
+
+    def parkable(
+        self, adapter: ProviderAdapter, model: BaseChatModel, request: CallRequest
+    ) -> EndpointSupport:
+        """May this call be parked in its provider's Batch API (see
+        :mod:`batchain.providers.endpoints`)? Decided once per adapter and lane."""
+        why = request.context.get(UNSUPPORTED)
+        if why is not None:
+            return EndpointSupport(False, None, why)
+        key = (id(adapter), request.lane)
+        found = self._support.get(key)
+        if found is None:
+            found = self._support[key] = batch_support(adapter, model, self.endpoint_modes)
+        return found
+
+    def _noted_realtime(self, model: BaseChatModel, support: EndpointSupport) -> None:
+        label = model_label(model) + (f" at {support.base_url}" if support.base_url else "")
+        why = "endpoint_modes chose realtime" if support.chosen else support.why
+        self.realtime_endpoints.setdefault(label, [why, 0])[1] += 1
 
     # -- the hook's entry point --------------------------------------------------------
 
@@ -403,15 +437,19 @@ class CallManager:
                 out.append(Admitted(Verdict.FAILED, error=failed))
                 continue
             batch = self.batch
-            if batch is not None and not a.adapter.batchable and self.fallback != Mode.REALTIME:
-                exc = BatchUnsupportedError(a.model)
-                if self.on_fatal is not None:
-                    self.on_fatal(exc)
-                out.append(Admitted(Verdict.REFUSED, error=exc))
-                continue
+            support = self.parkable(a.adapter, a.model, a.request) if batch is not None else None
+            if support is not None and not support.batch:
+                if not support.chosen and self.fallback != Mode.REALTIME:
+                    exc = BatchUnsupportedError(a.model, support.why, support.base_url, paused=True)
+                    if self.on_fatal is not None:
+                        self.on_fatal(exc)
+                    out.append(Admitted(Verdict.REFUSED, error=exc))
+                    continue
+                self._noted_realtime(a.model, support)
             flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
-            if batch is None or not a.adapter.batchable or batch.switched or a.idx in self.urgent:
+            parked_ok = support is not None and support.batch and batch is not None
+            if not parked_ok or batch is None or batch.switched or a.idx in self.urgent:
                 out.append(Admitted(Verdict.SEND, flight=flight))
                 continue
             flight.subscribe(subscriber(a))

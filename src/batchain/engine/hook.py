@@ -7,6 +7,14 @@ structured output, tools, lambdas that call models, LangGraph nodes. batchain re
 those two methods once, process-wide. Outside a batchain job (no :data:`ACTIVE` context)
 they run the original code unchanged; inside one, the call is handed to the job's
 :class:`~batchain.engine.calls.CallManager`.
+
+Streamed calls (``model.stream()`` / ``astream()``, in a lambda or a graph node) would go
+around those two methods, straight to the provider at full price and unseen. Inside a job,
+``BaseChatModel._should_stream`` says no, so LangChain's own fallback sends them through
+``invoke`` / ``ainvoke`` (and the hook): one call like any other, in batch mode through the
+Batch API, its answer yielded as one chunk. The beta event protocol
+(``stream_events(version="v3")``) streams from the provider with no such fallback: inside a
+job it raises instead of leaving batchain.
 """
 
 from __future__ import annotations
@@ -81,6 +89,9 @@ ACTIVE: ContextVar[CallContext | None] = ContextVar("batchain_call_context", def
 
 _ORIGINAL_ASYNC: Any = BaseChatModel._agenerate_with_cache
 _ORIGINAL_SYNC: Any = BaseChatModel._generate_with_cache
+_ORIGINAL_SHOULD_STREAM: Any = BaseChatModel._should_stream
+#: the beta event protocol's drivers (langchain-core 1.8+), by name
+_EVENT_STREAMS = ("_iter_v2_events", "_aiter_v2_events")
 _install_lock = threading.Lock()
 _installed = False
 
@@ -145,6 +156,30 @@ def _generate_with_cache(
     return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result()
 
 
+def _should_stream(self: BaseChatModel, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+    if ACTIVE.get() is not None:
+        return False  # inside a job: one call through the hook, its answer one chunk
+    found: bool = _ORIGINAL_SHOULD_STREAM(self, async_api=async_api, run_manager=run_manager, **kwargs)
+    return found
+
+
+class StreamedCallRefused(RuntimeError):
+    """A model call inside a job would stream from the provider past batchain."""
+
+
+def _refuse_event_stream(original: Any) -> Any:
+    def events(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
+        if ACTIVE.get() is not None:
+            raise StreamedCallRefused(
+                f"{type(self).__name__}.stream_events(version='v3') inside a batchain job would "
+                "stream from the provider past batchain (unpriced, outside the budget): call the "
+                "model with ainvoke(), invoke(), astream() or stream() instead"
+            )
+        return original(self, *args, **kwargs)
+
+    return events
+
+
 def install() -> None:
     """Patch the model boundary once per process (idempotent)."""
     global _installed
@@ -154,4 +189,9 @@ def install() -> None:
         # replacing methods of a library class is the hook itself, hence setattr
         setattr(BaseChatModel, "_agenerate_with_cache", _agenerate_with_cache)  # noqa: B010
         setattr(BaseChatModel, "_generate_with_cache", _generate_with_cache)  # noqa: B010
+        setattr(BaseChatModel, "_should_stream", _should_stream)  # noqa: B010
+        for name in _EVENT_STREAMS:
+            original = getattr(BaseChatModel, name, None)
+            if original is not None:
+                setattr(BaseChatModel, name, _refuse_event_stream(original))
         _installed = True

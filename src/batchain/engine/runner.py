@@ -205,6 +205,17 @@ class JobRunner:
         self.results.flush()
         return self.lifecycle.leave(self.control, self._stats())
 
+    def _realtime_endpoints(self) -> dict[str, dict[str, Any]]:
+        """Batch mode: the calls sent realtime because their endpoint has no Batch API (or
+        the user chose so), by model and endpoint, over every run of the job."""
+        job = self.store.get_job(self.job_id)
+        before = job.stats.get("realtime_endpoints", {}) if job is not None else {}
+        out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in before.items()}
+        for label, (why, n) in self.calls.realtime_endpoints.items():
+            entry = out.setdefault(label, {"why": why, "calls": 0})
+            entry["why"], entry["calls"] = why, int(entry["calls"]) + n
+        return out
+
     def _stats(self) -> dict[str, Any]:
         s, c = self.scheduler.stats, self.calls.stats
         stats: dict[str, Any] = {
@@ -217,6 +228,7 @@ class JobRunner:
             "paid": c.paid + (self.batch.stats.paid if self.batch is not None else 0),
             "cached": c.cached,
             "shared": c.shared,
+            "realtime_endpoints": self._realtime_endpoints(),
             **self.parts.paths,
         }
         if self.batch is not None:

@@ -106,6 +106,7 @@ def wire(
         timeout=options.timeout,
         batch=batch,
         fallback=options.fallback,
+        endpoint_modes=options.endpoint_modes,
         on_fatal=control.fail,
         pricebook=pricebook,
         budget=budget,
@@ -187,6 +188,8 @@ def _bulk_items(
     template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
     if template is None:
         return None, "the prompt or model admits no request template"
+    if not calls.parkable(template.adapter, fast.model, template.base).batch:
+        return None, "the model's endpoint has no Batch API"
     bulk = BulkItems(
         template=template,
         calls=calls,

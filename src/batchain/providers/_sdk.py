@@ -90,6 +90,21 @@ def batch_not_found(provider_id: str) -> Iterator[None]:
         raise
 
 
+def answers_listing(list_batches: Callable[[], Any]) -> bool:
+    """Does an endpoint serve a Batch API? ``list_batches`` lists one batch through the SDK
+    (no cost). Only "no such route" (404, 405) says no; any other failure (a wrong key, a
+    flaky server) says yes and shows up where it would anyway: on the first upload."""
+    try:
+        list_batches()
+    except Exception as exc:
+        return getattr(exc, "status_code", None) not in (404, 405)
+    return True
+
+
+#: a probe's own limit: an endpoint that does not answer in this time is taken to have one
+PROBE_TIMEOUT_S = 10.0
+
+
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     """``retry-after-ms``, then ``retry-after`` as seconds or an HTTP date."""
     if not headers:

@@ -13,6 +13,8 @@ from langchain_core.outputs import ChatResult
 
 from batchain import _json
 from batchain.providers._sdk import (
+    PROBE_TIMEOUT_S,
+    answers_listing,
     batch_not_found,
     classify_sdk_error,
     clean_payload,
@@ -92,6 +94,17 @@ class AnthropicAdapter:
     def client(self, model: BaseChatModel) -> Any:
         m: Any = model  # a ChatAnthropic: its client is not part of BaseChatModel
         return m._async_client
+
+    def endpoint(self, model: BaseChatModel) -> str:
+        return str(self.client(model).base_url)
+
+    def batch_refusal(self, model: BaseChatModel) -> str | None:
+        return None
+
+    def probe_batch_api(self, model: BaseChatModel) -> bool:
+        m: Any = model
+        client = m._client.with_options(max_retries=0, timeout=PROBE_TIMEOUT_S)
+        return answers_listing(lambda: client.messages.batches.list(limit=1))
 
     def job_client(self, client: Any, max_connections: int) -> Any:
         return fresh_client(client, max_connections)

@@ -33,6 +33,7 @@ from batchain.store.records import Usage
 
 __all__ = [
     "BatchAPI",
+    "BatchEndpoints",
     "BatchIntent",
     "Body",
     "CallRequest",
@@ -317,6 +318,27 @@ class PlainTextAnswers(Protocol):
         """The answer's text when the answer is one plain text message and nothing more (no
         tool calls, refusal, citations or other parts): what a string output parser makes
         of it. None for any other answer, which then goes through ``parse``."""
+        ...
+
+
+@runtime_checkable
+class BatchEndpoints(Protocol):
+    """What an adapter may add to :class:`ProviderAdapter` (the OpenAI and Anthropic ones
+    do): where a model's calls go, so that batch mode parks only calls whose endpoint has
+    the adapter's Batch API (see :mod:`batchain.providers.endpoints`)."""
+
+    def endpoint(self, model: BaseChatModel) -> str:
+        """The base URL the model's calls go to."""
+        ...
+
+    def probe_batch_api(self, model: BaseChatModel) -> bool:
+        """Does the model's endpoint serve this adapter's Batch API? One listing of its
+        batches, at no cost: False only if the endpoint says it has no such route (404, 405)."""
+        ...
+
+    def batch_refusal(self, model: BaseChatModel) -> str | None:
+        """Why this model's calls cannot go to the Batch API wherever they are sent (e.g.
+        they use an API it does not take), as a phrase; None when they can."""
         ...
 
 

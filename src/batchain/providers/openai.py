@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 from batchain._failpoints import failpoint
 from batchain.providers._sdk import (
+    PROBE_TIMEOUT_S,
+    answers_listing,
     batch_not_found,
     classify_sdk_error,
     clean_payload,
@@ -49,6 +51,7 @@ from batchain.store.records import Usage
 __all__ = ["OpenAIAdapter", "OpenAIBatchAPI", "Unsupported"]
 
 ENDPOINT = "/v1/chat/completions"
+RESPONSES_ENDPOINT = "/v1/responses"
 
 
 class OpenAIAdapter:
@@ -69,27 +72,36 @@ class OpenAIAdapter:
         m: Any = model
         payload: dict[str, Any] = m._get_request_payload(messages, stop=stop, **kwargs)
         payload.pop("ls_structured_output_format", None)
-        if m._use_responses_api(payload):
-            raise Unsupported("the OpenAI Responses API is not supported by batchain yet")
+        responses = bool(m._use_responses_api(payload))
         clean_payload(payload)
         context: dict[str, Any] = {}
-        fmt = payload.get("response_format")
-        if isinstance(fmt, type) and issubclass(fmt, BaseModel):
-            from openai.lib._parsing._completions import type_to_response_format_param
+        if responses:
+            _responses_format(payload, context)
+        else:
+            fmt = payload.get("response_format")
+            if isinstance(fmt, type) and issubclass(fmt, BaseModel):
+                from openai.lib._parsing._completions import type_to_response_format_param
 
-            context["schema"] = fmt
-            payload["response_format"] = type_to_response_format_param(fmt)
+                context["schema"] = fmt
+                payload["response_format"] = type_to_response_format_param(fmt)
         headers = dict(payload.pop("extra_headers", None) or {})
         payload.pop("extra_query", None)
         client = m.root_async_client
         remember_secret(getattr(client, "api_key", None))
+        limit = (
+            payload.get("max_output_tokens")
+            if responses
+            else payload.get("max_completion_tokens", payload.get("max_tokens"))
+        )
         return sdk_request(
             self.name,
             str(client.base_url),
-            ENDPOINT,
+            RESPONSES_ENDPOINT if responses else ENDPOINT,
             payload,
             salt,
-            max_tokens=payload.get("max_completion_tokens", payload.get("max_tokens")),
+            max_tokens=limit
+            if responses
+            else payload.get("max_completion_tokens", payload.get("max_tokens")),
             headers=headers,
             context=context,
         )
@@ -98,6 +110,17 @@ class OpenAIAdapter:
         m: Any = model  # a BaseChatOpenAI: its client is not part of BaseChatModel
         return m.root_async_client
 
+    def endpoint(self, model: BaseChatModel) -> str:
+        return str(self.client(model).base_url)
+
+    def batch_refusal(self, model: BaseChatModel) -> str | None:
+        return None  # chat completions and the Responses API both have batch lines
+
+    def probe_batch_api(self, model: BaseChatModel) -> bool:
+        m: Any = model
+        client = m.root_client.with_options(max_retries=0, timeout=PROBE_TIMEOUT_S)
+        return answers_listing(lambda: client.batches.list(limit=1))
+
     def job_client(self, client: Any, max_connections: int) -> Any:
         return fresh_client(client, max_connections)
 
@@ -105,26 +128,29 @@ class OpenAIAdapter:
         options: dict[str, Any] = {"max_retries": 0, "timeout": timeout}
         if request.headers:
             options["headers"] = request.headers
+        path = "/responses" if request.endpoint == RESPONSES_ENDPOINT else "/chat/completions"
         response: Any = await client.post(
-            "/chat/completions", body=request.body, cast_to=response_class(client), options=options
+            path, body=request.body, cast_to=response_class(client), options=options
         )
         return Sent(response.text, response.headers)
 
     def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
         m: Any = model
-        result: ChatResult = m._create_chat_result(parsed(body))
+        if request.endpoint == RESPONSES_ENDPOINT:
+            result = _responses_result(m, parsed(body))
+        else:
+            result = m._create_chat_result(parsed(body))
         schema = request.context.get("schema")
         if schema is not None:
             for gen in result.generations:
                 msg = gen.message
-                if (
-                    isinstance(msg, AIMessage)
-                    and isinstance(msg.content, str)
-                    and msg.content
-                    and not msg.additional_kwargs.get("refusal")
-                ):
+                if not isinstance(msg, AIMessage) or msg.additional_kwargs.get("refusal"):
+                    continue
+                # a Responses answer's content is a list of blocks: its text is theirs
+                text = msg.content if isinstance(msg.content, str) else msg.text
+                if text and not any(b.get("type") == "refusal" for b in _blocks(msg.content)):
                     # what the live `.parse()` path would have put there
-                    msg.additional_kwargs["parsed"] = schema.model_validate_json(msg.content)
+                    msg.additional_kwargs["parsed"] = schema.model_validate_json(text)
         return result
 
     def usage(self, body: Body) -> Usage:
@@ -132,6 +158,8 @@ class OpenAIAdapter:
 
     def plain_text(self, body: Body) -> str | None:
         data = parsed(body)
+        if isinstance(data, dict) and data.get("object") == "response":
+            return None  # a Responses answer's content is a list of blocks: parsed the model's way
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             return None
@@ -154,7 +182,40 @@ class OpenAIAdapter:
 _NOT_PLAIN = ("tool_calls", "function_call", "refusal", "audio")
 
 
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def _responses_format(payload: dict[str, Any], context: dict[str, Any]) -> None:
+    """A Pydantic ``text_format`` (what ``responses.parse`` takes) as the JSON schema the
+    wire carries; the class stays in ``context`` to parse the answer with."""
+    fmt = payload.pop("text_format", None)
+    if isinstance(fmt, type) and issubclass(fmt, BaseModel):
+        from openai.lib._parsing._responses import type_to_text_format_param
+
+        context["schema"] = fmt
+        text = dict(payload.get("text") or {})
+        text["format"] = type_to_text_format_param(fmt)
+        payload["text"] = text
+
+
+def _responses_result(model: Any, data: Any) -> ChatResult:
+    """A Responses API answer as LangChain's own code makes it into a ``ChatResult``."""
+    from langchain_openai.chat_models.base import _construct_lc_result_from_responses_api
+    from openai.types.responses import Response
+
+    # as the SDK reads an answer: leniently, nested models built, no field required (a
+    # field the API added or dropped since this SDK must not fail a paid call)
+    response = Response.construct(**data)
+    result: ChatResult = _construct_lc_result_from_responses_api(
+        response, metadata={}, output_version=model.output_version
+    )
+    return result
+
+
 def usage_from_body(body: Mapping[str, Any]) -> Usage:
+    if body.get("object") == "response":
+        return _responses_usage(body.get("usage") or {})
     u = body.get("usage") or {}
     prompt_details = u.get("prompt_tokens_details") or {}
     completion_details = u.get("completion_tokens_details") or {}
@@ -164,6 +225,18 @@ def usage_from_body(body: Mapping[str, Any]) -> Usage:
         cache_read_tokens=int(prompt_details.get("cached_tokens") or 0),
         cache_creation_tokens=int(prompt_details.get("cache_write_tokens") or 0),
         reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        requests=1,
+    )
+
+
+def _responses_usage(u: Mapping[str, Any]) -> Usage:
+    details = u.get("input_tokens_details") or {}
+    return Usage(
+        input_tokens=int(u.get("input_tokens") or 0),
+        output_tokens=int(u.get("output_tokens") or 0),
+        cache_read_tokens=int(details.get("cached_tokens") or 0),
+        cache_creation_tokens=int(details.get("cache_write_tokens") or 0),
+        reasoning_tokens=int((u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
         requests=1,
     )
 

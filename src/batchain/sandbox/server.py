@@ -32,6 +32,7 @@ import uvicorn
 from batchain.sandbox.app import create_app
 from batchain.sandbox.config import SandboxConfig
 from batchain.sandbox.ledger import LedgerEntry
+from batchain.sandbox.openai.api import COMPAT_PREFIX
 from batchain.sandbox.state import SandboxState
 
 __all__ = ["Sandbox", "serve"]
@@ -262,6 +263,12 @@ class Sandbox:
     @property
     def openai_base_url(self) -> str:
         return self.url + "/v1"
+
+    @property
+    def compat_base_url(self) -> str:
+        """An OpenAI-compatible endpoint with chat completions only, no Batch API (as
+        Gemini's ``/v1beta/openai/``)."""
+        return self.url + COMPAT_PREFIX
 
     @property
     def anthropic_base_url(self) -> str:

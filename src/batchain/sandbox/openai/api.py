@@ -17,9 +17,10 @@ from batchain.sandbox.calls import (
 )
 from batchain.sandbox.errors import ApiError
 from batchain.sandbox.multipart import MultipartError, Part, parse_multipart
-from batchain.sandbox.openai.batches import ENDPOINTS, SUPPORTED_ENDPOINT, OpenAIBatchStore
+from batchain.sandbox.openai.batches import ENDPOINTS, SUPPORTED_ENDPOINTS, OpenAIBatchStore
 from batchain.sandbox.openai.chat import BAD_JSON, OpenAISpec, check_auth, openai_json_response
 from batchain.sandbox.openai.files import FileStore
+from batchain.sandbox.openai.responses import ResponsesSpec
 from batchain.sandbox.state import SandboxState
 
 __all__ = ["routes"]
@@ -155,12 +156,16 @@ def _check_metadata(metadata: Any) -> dict[str, str] | None:
 
 def routes(state: SandboxState) -> list[BaseRoute]:
     spec = OpenAISpec()
+    responses_spec = ResponsesSpec()
     files = FileStore()
-    batches = OpenAIBatchStore(state, spec, files)
+    batches = OpenAIBatchStore(state, spec, files, responses_spec)
     state.register(batches)
 
     async def chat_completions(request: Request) -> Response:
         return await handle_realtime(state, spec, request)
+
+    async def responses(request: Request) -> Response:
+        return await handle_realtime(state, responses_spec, request)
 
     # -- files -----------------------------------------------------------------------
 
@@ -255,10 +260,10 @@ def routes(state: SandboxState) -> list[BaseRoute]:
         endpoint = body["endpoint"]
         if endpoint not in ENDPOINTS:
             raise _invalid_value("endpoint", endpoint, ENDPOINTS)
-        if endpoint != SUPPORTED_ENDPOINT:
+        if endpoint not in SUPPORTED_ENDPOINTS:
             raise ApiError(
                 400,
-                f"The sandbox only supports '{SUPPORTED_ENDPOINT}' batches.",
+                f"The sandbox only supports {' and '.join(repr(e) for e in SUPPORTED_ENDPOINTS)} batches.",
                 param="endpoint",
                 code="unsupported_value",
             )
@@ -295,6 +300,10 @@ def routes(state: SandboxState) -> list[BaseRoute]:
 
     return [
         route("/v1/chat/completions", chat_completions, "POST"),
+        route("/v1/responses", responses, "POST"),
+        # an OpenAI-compatible endpoint without a Batch API (as Gemini's is): no files, no
+        # batches under it, so batch mode must not send its calls there
+        route(COMPAT_PREFIX + "/chat/completions", chat_completions, "POST"),
         route("/v1/files", upload_file, "POST"),
         route("/v1/files", list_files, "GET"),
         route("/v1/files/{file_id}", retrieve_file, "GET"),
@@ -305,6 +314,10 @@ def routes(state: SandboxState) -> list[BaseRoute]:
         route("/v1/batches/{batch_id}", retrieve_batch, "GET"),
         route("/v1/batches/{batch_id}/cancel", cancel_batch, "POST"),
     ]
+
+
+#: where the sandbox serves OpenAI's chat completions and nothing else (Gemini's path)
+COMPAT_PREFIX = "/v1beta/openai"
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from batchain.sandbox.openai.chat import OpenAISpec
     from batchain.sandbox.state import SandboxState
 
-__all__ = ["ENDPOINTS", "OpenAIBatch", "OpenAIBatchStore"]
+__all__ = ["ENDPOINTS", "SUPPORTED_ENDPOINTS", "OpenAIBatch", "OpenAIBatchStore"]
 
 ENDPOINTS = (
     "/v1/responses",
@@ -57,6 +57,8 @@ ENDPOINTS = (
     "/v1/videos",
 )
 SUPPORTED_ENDPOINT = "/v1/chat/completions"
+#: the endpoints the sandbox runs batches of
+SUPPORTED_ENDPOINTS = (SUPPORTED_ENDPOINT, "/v1/responses")
 _MAX_ERRORS = 1000
 _UNRUN: dict[Unrun, tuple[str, str]] = {  # reason -> (error code, message)
     "expired": (
@@ -250,9 +252,16 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
     internal_error = "The server had an error while processing your request."
     errors_apart = True  # per-request errors go to the batch's error file
 
-    def __init__(self, state: SandboxState, spec: OpenAISpec, files: FileStore) -> None:
+    def __init__(
+        self, state: SandboxState, spec: OpenAISpec, files: FileStore, responses: OpenAISpec | None = None
+    ) -> None:
         super().__init__(state, spec)
         self._files = files
+        self._chat = spec
+        self._by_endpoint: dict[str, OpenAISpec] = {"/v1/responses": responses} if responses else {}
+
+    def spec_for(self, batch: OpenAIBatch) -> OpenAISpec:
+        return self._by_endpoint.get(batch.endpoint, self._chat)
 
     def clear(self) -> None:
         super().clear()
@@ -361,7 +370,7 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
         else:
             items, model, errors = validate_input(record.data, batch.endpoint, cfg.openai_max_batch_requests)
         if not errors and model is not None and cfg.openai_enqueued_token_limit is not None:
-            batch.enqueued_tokens = self._input_tokens(items)
+            batch.enqueued_tokens = self._input_tokens(batch, items)
             errors = self._check_queue(batch, model, at, cfg.openai_enqueued_token_limit)
         if errors:
             batch.errors = errors
@@ -372,13 +381,13 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
         batch.begin(items, at)
         batch.move(S.IN_PROGRESS, at)
 
-    def _input_tokens(self, items: list[BatchItem]) -> int:
+    def _input_tokens(self, batch: OpenAIBatch, items: list[BatchItem]) -> int:
         """The prompt tokens of ``items``, as they will be billed (a body that does not
         parse counts nothing: it fails when it runs)."""
         total = 0
         for item in items:
             try:
-                total += prompt_tokens(self._spec.parse(item.body, batch=True))
+                total += prompt_tokens(self.spec_for(batch).parse(item.body, batch=True))
             except ApiError:
                 continue
         return total
@@ -407,9 +416,14 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
         usage = batch.usage
         assert usage is not None
         tokens = payload["usage"]
-        usage.input_tokens += tokens["prompt_tokens"]
-        usage.cached_tokens += tokens["prompt_tokens_details"]["cached_tokens"]
-        usage.output_tokens += tokens["completion_tokens"]
+        if "prompt_tokens" in tokens:  # chat completions
+            usage.input_tokens += tokens["prompt_tokens"]
+            usage.cached_tokens += tokens["prompt_tokens_details"]["cached_tokens"]
+            usage.output_tokens += tokens["completion_tokens"]
+        else:  # responses
+            usage.input_tokens += tokens["input_tokens"]
+            usage.cached_tokens += tokens["input_tokens_details"]["cached_tokens"]
+            usage.output_tokens += tokens["output_tokens"]
         return _result_line(custom_id, 200, payload)
 
     def _error_line(self, custom_id: str, error: ApiError) -> bytes:
