@@ -13,7 +13,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from batchain.providers.anthropic import AnthropicAdapter
-from batchain.providers.batch import BatchLimits, chunk, openai_line
+from batchain.providers.batch import OPENAI_LIMITS, BatchLimits, chunk, openai_line, request_inputs
 from batchain.providers.openai import OpenAIAdapter, go_duration
 
 # Every test here runs the models' private payload builders and parsers (LangChain internals).
@@ -157,6 +157,19 @@ def test_chunking_respects_count_and_size() -> None:
     assert [len(p) for p in chunk(sized, BatchLimits(10, 10**9))] == [10, 10, 5]
     assert [len(p) for p in chunk(sized, BatchLimits(1000, 1000))] == [9, 9, 7]  # 95% headroom
     assert [len(p) for p in chunk(sized, BatchLimits(1000, 10**9), max_requests=4)][:2] == [4, 4]
+
+
+def test_chunking_respects_the_inputs_an_embeddings_batch_may_carry() -> None:
+    # OpenAI: at most 50,000 embedding inputs in a batch, however many requests carry them
+    sized = [(f"k{i}", 100) for i in range(10)]
+    inputs = {f"k{i}": 30_000 if i < 4 else 1 for i in range(10)}
+    parts = list(chunk(sized, OPENAI_LIMITS, inputs=inputs))
+    assert [len(p) for p in parts] == [1, 1, 1, 7]
+    assert all(sum(inputs[k] for k in p) <= 50_000 for p in parts)
+    body = {"model": "text-embedding-3-small", "input": ["a", "b", "c"]}
+    assert request_inputs("/v1/embeddings", body) == 3
+    assert request_inputs("/v1/embeddings", {"input": [1, 2, 3]}) == 1  # one text as token ids
+    assert request_inputs("/v1/chat/completions", body) == 1
 
 
 def test_go_durations() -> None:

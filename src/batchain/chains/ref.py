@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from batchain.errors import ChainRefError
@@ -52,8 +53,25 @@ def load_ref(ref: str) -> Any:
     return obj
 
 
+def embedding_chain(model: Embeddings) -> Runnable[Any, Any]:
+    """An embeddings model as a chain: an item that is a text becomes its vector
+    (``aembed_query``), a list of texts their vectors (``aembed_documents``)."""
+
+    async def embed(value: Any) -> Any:
+        if isinstance(value, str):
+            return await model.aembed_query(value)
+        if isinstance(value, list) and all(isinstance(t, str) for t in value):
+            return await model.aembed_documents(value)
+        raise TypeError(
+            f"an embeddings job takes a text or a list of texts per item, not {type(value).__name__}"
+        )
+
+    return RunnableLambda(embed, name=f"embed:{type(model).__name__}")
+
+
 def resolve_chain(chain: Runnable[Any, Any] | str | Any) -> Runnable[Any, Any]:
-    """A Runnable from a Runnable, a reference, a YAML chain file, or a callable (wrapped)."""
+    """A Runnable from a Runnable, a reference, a YAML chain file, an embeddings model, or a
+    callable (wrapped)."""
     if isinstance(chain, str) and chain.strip().lower().endswith((".yaml", ".yml")):
         from batchain.chains.yamlchain import load_yaml_chain  # imports this module: import late
 
@@ -62,6 +80,8 @@ def resolve_chain(chain: Runnable[Any, Any] | str | Any) -> Runnable[Any, Any]:
         chain = load_ref(chain)
     if isinstance(chain, Runnable):
         return chain
+    if isinstance(chain, Embeddings):
+        return embedding_chain(chain)
     if callable(chain):
         return RunnableLambda(chain)
     raise ChainRefError(f"expected a LangChain Runnable, got {type(chain).__name__}")

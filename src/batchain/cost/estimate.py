@@ -27,7 +27,7 @@ from langchain_core.runnables import Runnable
 from batchain.chains.ref import resolve_chain
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.cost.tokens import CHARS_PER_TOKEN, input_texts, overhead
-from batchain.engine.calls import build_request, generic_adapter, is_generic
+from batchain.engine.calls import build_request, embeddings_adapter, generic_adapter, is_generic
 from batchain.engine.hook import ACTIVE, CallContext, install
 from batchain.engine.inputs import aiter_inputs
 from batchain.options import Mode, Tier
@@ -149,6 +149,12 @@ class _DryManager:
         if is_generic(adapter):
             self.unsupported.add(type(model).__name__)
         self.requests.append(request)
+        raise _Captured()
+
+    async def embed(
+        self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
+    ) -> dict[str, Any]:
+        self.requests.append(embeddings_adapter().request(resource, params, ""))
         raise _Captured()
 
 

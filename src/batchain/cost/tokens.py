@@ -20,11 +20,27 @@ _EXTRAS = ("system", "tools", "response_format")
 
 
 def input_texts(body: dict[str, Any]) -> Iterator[str]:
-    """Every text of a chat request body that counts as input (OpenAI or Anthropic shape)."""
+    """Every text of a request body that counts as input: chat (OpenAI or Anthropic
+    shape), a Responses API body (``instructions``, ``input``) or an embeddings body."""
     yield from _system(body)
     for msg in body.get("messages") or ():
         yield from _content(msg)
+    yield from _responses_or_embeddings(body)
     yield from _schemas(body)
+
+
+def _responses_or_embeddings(body: dict[str, Any]) -> Iterator[str]:
+    if isinstance(body.get("instructions"), str):
+        yield body["instructions"]
+    value = body.get("input")
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, dict):
+                yield from _content(item)
 
 
 def _system(body: dict[str, Any]) -> Iterator[str]:

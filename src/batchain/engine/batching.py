@@ -55,7 +55,15 @@ from batchain.providers.base import (
     ProviderAdapter,
     redact,
 )
-from batchain.providers.batch import BatchView, Outcome, OutcomeKind, Refusal, chunk, create_refusal
+from batchain.providers.batch import (
+    BatchView,
+    Outcome,
+    OutcomeKind,
+    Refusal,
+    chunk,
+    create_refusal,
+    request_inputs,
+)
 from batchain.states import BatchStatus, CallStatus, LinkSource
 from batchain.store.base import Store
 from batchain.store.records import Usage
@@ -511,7 +519,11 @@ class BatchCoordinator:
         encoded = {p.key: api.encode(api.custom_id(uid, p.key), p.request) for p in members}
         by_key = {p.key: p for p in members}
         sized = [(k, len(v)) for k, v in encoded.items()]
-        parts = list(chunk(sized, self.capacity.limits(lane, api.limits), self.max_batch_size))
+        limits = self.capacity.limits(lane, api.limits)
+        inputs = None
+        if limits.max_inputs is not None:
+            inputs = {p.key: request_inputs(p.request.endpoint, p.request.body) for p in members}
+        parts = list(chunk(sized, limits, self.max_batch_size, inputs))
         created = held = 0
         for n, part in enumerate(parts):
             chosen = self.capacity.admit(lane, [tokens[k] for k in part], time.monotonic())

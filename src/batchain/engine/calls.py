@@ -23,6 +23,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
+from batchain import _json
 from batchain.cost.prices import Pricing, response_pricing_facts
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
@@ -41,6 +42,7 @@ from batchain.providers.base import (
     redact,
     remember_model_secrets,
 )
+from batchain.providers.embeddings import OpenAIEmbeddingsAdapter
 from batchain.providers.endpoints import EndpointSupport, batch_support, model_label
 from batchain.providers.generic import GenericAdapter
 from batchain.states import CallStatus, LinkSource
@@ -93,6 +95,13 @@ def build_request(
 
 #: a request's context: why its adapter passed it to the generic one
 UNSUPPORTED = "unsupported"
+
+
+_EMBEDDINGS = OpenAIEmbeddingsAdapter()
+
+
+def embeddings_adapter() -> OpenAIEmbeddingsAdapter:
+    return _EMBEDDINGS
 
 
 def generic_adapter() -> GenericAdapter:
@@ -334,6 +343,28 @@ class CallManager:
                 self.sync_calls -= 1
             ACTIVE.reset(token)
         return parse_answer(adapter, model, request, text, run_manager)
+
+    async def embed(
+        self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
+    ) -> dict[str, Any]:
+        """An embeddings call of an item (the OpenAI SDK's ``embeddings.create``, whoever
+        makes it): built, replayed, shared, parked or sent like a chat call."""
+        context = ACTIVE.get()
+        eviction = context.eviction if context is not None else None
+        adapter = embeddings_adapter()
+        request = adapter.request(resource, params, self.salt)
+        self._models.setdefault(id(resource), resource)
+        token = ACTIVE.set(None)  # the engine's work from here (see generate)
+        if sync:
+            self.sync_calls += 1
+        try:
+            text = await self.execute(adapter, resource, request, item_idx, eviction)
+        finally:
+            if sync:
+                self.sync_calls -= 1
+            ACTIVE.reset(token)
+        answer: dict[str, Any] = _json.loads(text)
+        return answer
 
     def _build(
         self,

@@ -177,6 +177,7 @@ class Capacity:
         return BatchLimits(
             _least(base.max_requests, state.batch_requests) or base.max_requests,
             _least(base.max_bytes, state.batch_bytes) or base.max_bytes,
+            base.max_inputs,
         )
 
     def too_large(self, tokens: int) -> str | None:

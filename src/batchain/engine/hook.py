@@ -56,6 +56,13 @@ class CallHandler(Protocol):
         sync: bool = False,
     ) -> ChatResult: ...
 
+    async def embed(
+        self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
+    ) -> dict[str, Any]:
+        """An embeddings call (``resource.create(**params)`` of the OpenAI SDK): its answer's
+        JSON."""
+        ...
+
 
 @dataclass(slots=True)
 class Eviction:
@@ -180,6 +187,58 @@ def _refuse_event_stream(original: Any) -> Any:
     return events
 
 
+def _embeddings_create(original: Any, *, is_async: bool) -> Any:
+    """The SDK's ``embeddings.create``, handed to the job's call manager inside a job."""
+    if is_async:
+
+        async def acreate(self: Any, **params: Any) -> Any:
+            ctx = ACTIVE.get()
+            if ctx is None:
+                return await original(self, **params)
+            data = await ctx.manager.embed(self, params, ctx.item_idx)
+            return _embedding_response(data, params)
+
+        return acreate
+
+    def create(self: Any, **params: Any) -> Any:
+        ctx = ACTIVE.get()
+        if ctx is None:
+            return original(self, **params)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is ctx.loop:
+            raise RuntimeError(
+                "an embeddings model was called synchronously on the event loop of a batchain "
+                "job; use `await embeddings.aembed_documents(...)` in async code"
+            )
+        coro = ctx.manager.embed(self, params, ctx.item_idx, sync=True)
+        return _embedding_response(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(), params)
+
+    return create
+
+
+def _embedding_response(data: dict[str, Any], params: dict[str, Any]) -> Any:
+    """What the SDK's ``create`` returns for this answer (vectors decoded as it would)."""
+    from openai.types import CreateEmbeddingResponse
+
+    from batchain.providers.embeddings import decoded
+
+    if "encoding_format" not in params:
+        data = decoded(data)
+    return CreateEmbeddingResponse.construct(**data)
+
+
+def _install_embeddings() -> None:
+    try:
+        from openai.resources.embeddings import AsyncEmbeddings, Embeddings
+    except ImportError:  # pragma: no cover - the openai SDK is not installed
+        return
+    setattr(AsyncEmbeddings, "create", _embeddings_create(AsyncEmbeddings.create, is_async=True))  # noqa: B010
+    setattr(Embeddings, "create", _embeddings_create(Embeddings.create, is_async=False))  # noqa: B010
+
+
 def install() -> None:
     """Patch the model boundary once per process (idempotent)."""
     global _installed
@@ -194,4 +253,5 @@ def install() -> None:
             original = getattr(BaseChatModel, name, None)
             if original is not None:
                 setattr(BaseChatModel, name, _refuse_event_stream(original))
+        _install_embeddings()
         _installed = True

@@ -34,6 +34,7 @@ __all__ = [
     "openai_outcomes",
     "openai_refusal",
     "openai_view",
+    "request_inputs",
 ]
 
 
@@ -41,29 +42,52 @@ __all__ = [
 class BatchLimits:
     max_requests: int
     max_bytes: int
+    #: most inputs across a batch's requests, where a request may carry many (OpenAI's
+    #: embeddings: 50,000 texts per batch, whatever the number of requests); see
+    #: :func:`request_inputs`
+    max_inputs: int | None = None
 
 
-OPENAI_LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
+OPENAI_LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024, max_inputs=50_000)
 ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024)
 #: keep well under the byte limits: envelopes and multipart framing add a little
 _BYTE_HEADROOM = 0.95
 
 
+def request_inputs(endpoint: str, body: Mapping[str, Any]) -> int:
+    """How many inputs a request carries towards ``max_inputs``: the texts (or token lists)
+    of an embeddings request, else 1."""
+    if not endpoint.endswith("/embeddings"):
+        return 1
+    value = body.get("input")
+    if isinstance(value, list) and value and not isinstance(value[0], int):
+        return len(value)
+    return 1
+
+
 def chunk(
-    sized: Sequence[tuple[str, int]], limits: BatchLimits, max_requests: int | None = None
+    sized: Sequence[tuple[str, int]],
+    limits: BatchLimits,
+    max_requests: int | None = None,
+    inputs: Mapping[str, int] | None = None,
 ) -> Iterator[list[str]]:
-    """Split ``(key, encoded_size)`` pairs into batches under every limit, in order. A
-    request larger than the byte limit on its own goes alone: the provider decides."""
+    """Split ``(key, encoded_size)`` pairs into batches under every limit, in order (with
+    ``inputs``, each key's count towards ``max_inputs``). A request larger than a limit on
+    its own goes alone: the provider decides."""
     cap_n = min(limits.max_requests, max_requests or limits.max_requests)
     cap_b = int(limits.max_bytes * _BYTE_HEADROOM)
+    cap_i = limits.max_inputs if inputs is not None else None
     current: list[str] = []
-    size = 0
+    size = count = 0
     for key, n in sized:
-        if current and (len(current) >= cap_n or size + n > cap_b):
+        k = inputs[key] if inputs is not None else 1
+        full = len(current) >= cap_n or size + n > cap_b or (cap_i is not None and count + k > cap_i)
+        if current and full:
             yield current
-            current, size = [], 0
+            current, size, count = [], 0, 0
         current.append(key)
         size += n
+        count += k
     if current:
         yield current
 

@@ -19,6 +19,7 @@ from batchain.sandbox.errors import ApiError
 from batchain.sandbox.multipart import MultipartError, Part, parse_multipart
 from batchain.sandbox.openai.batches import ENDPOINTS, SUPPORTED_ENDPOINTS, OpenAIBatchStore
 from batchain.sandbox.openai.chat import BAD_JSON, OpenAISpec, check_auth, openai_json_response
+from batchain.sandbox.openai.embeddings import EmbeddingsSpec
 from batchain.sandbox.openai.files import FileStore
 from batchain.sandbox.openai.responses import ResponsesSpec
 from batchain.sandbox.state import SandboxState
@@ -157,8 +158,9 @@ def _check_metadata(metadata: Any) -> dict[str, str] | None:
 def routes(state: SandboxState) -> list[BaseRoute]:
     spec = OpenAISpec()
     responses_spec = ResponsesSpec()
+    embeddings_spec = EmbeddingsSpec()
     files = FileStore()
-    batches = OpenAIBatchStore(state, spec, files, responses_spec)
+    batches = OpenAIBatchStore(state, spec, files, responses=responses_spec, embeddings=embeddings_spec)
     state.register(batches)
 
     async def chat_completions(request: Request) -> Response:
@@ -166,6 +168,9 @@ def routes(state: SandboxState) -> list[BaseRoute]:
 
     async def responses(request: Request) -> Response:
         return await handle_realtime(state, responses_spec, request)
+
+    async def embeddings(request: Request) -> Response:
+        return await handle_realtime(state, embeddings_spec, request)
 
     # -- files -----------------------------------------------------------------------
 
@@ -301,6 +306,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
     return [
         route("/v1/chat/completions", chat_completions, "POST"),
         route("/v1/responses", responses, "POST"),
+        route("/v1/embeddings", embeddings, "POST"),
         # an OpenAI-compatible endpoint without a Batch API (as Gemini's is): no files, no
         # batches under it, so batch mode must not send its calls there
         route(COMPAT_PREFIX + "/chat/completions", chat_completions, "POST"),

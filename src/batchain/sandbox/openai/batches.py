@@ -58,7 +58,7 @@ ENDPOINTS = (
 )
 SUPPORTED_ENDPOINT = "/v1/chat/completions"
 #: the endpoints the sandbox runs batches of
-SUPPORTED_ENDPOINTS = (SUPPORTED_ENDPOINT, "/v1/responses")
+SUPPORTED_ENDPOINTS = (SUPPORTED_ENDPOINT, "/v1/responses", "/v1/embeddings")
 _MAX_ERRORS = 1000
 _UNRUN: dict[Unrun, tuple[str, str]] = {  # reason -> (error code, message)
     "expired": (
@@ -253,12 +253,13 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
     errors_apart = True  # per-request errors go to the batch's error file
 
     def __init__(
-        self, state: SandboxState, spec: OpenAISpec, files: FileStore, responses: OpenAISpec | None = None
+        self, state: SandboxState, spec: OpenAISpec, files: FileStore, **by_endpoint: OpenAISpec
     ) -> None:
         super().__init__(state, spec)
         self._files = files
         self._chat = spec
-        self._by_endpoint: dict[str, OpenAISpec] = {"/v1/responses": responses} if responses else {}
+        #: the wire format of batches of other endpoints, by endpoint (``responses=``: "/v1/responses")
+        self._by_endpoint = {f"/v1/{name}": other for name, other in by_endpoint.items()}
 
     def spec_for(self, batch: OpenAIBatch) -> OpenAISpec:
         return self._by_endpoint.get(batch.endpoint, self._chat)
@@ -416,10 +417,10 @@ class OpenAIBatchStore(BatchStoreBase[OpenAIBatch]):
         usage = batch.usage
         assert usage is not None
         tokens = payload["usage"]
-        if "prompt_tokens" in tokens:  # chat completions
+        if "prompt_tokens" in tokens:  # chat completions, embeddings
             usage.input_tokens += tokens["prompt_tokens"]
-            usage.cached_tokens += tokens["prompt_tokens_details"]["cached_tokens"]
-            usage.output_tokens += tokens["completion_tokens"]
+            usage.cached_tokens += (tokens.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+            usage.output_tokens += tokens.get("completion_tokens", 0)
         else:  # responses
             usage.input_tokens += tokens["input_tokens"]
             usage.cached_tokens += tokens["input_tokens_details"]["cached_tokens"]

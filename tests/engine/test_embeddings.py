@@ -1,0 +1,124 @@
+"""Embeddings calls in a job: an embeddings model as the job's chain, or called inside a
+chain (LangChain's OpenAIEmbeddings, or the OpenAI SDK directly), in batch and realtime
+mode, with the same dedup, cache and accounting as chat calls."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.runnables import RunnableLambda
+from langchain_openai import OpenAIEmbeddings
+
+import batchain
+from batchain.sandbox import Sandbox
+from tests.conftest import TEST_KEY
+from tests.engine.conftest import run_direct
+
+MODEL = "text-embedding-3-small"
+TEXTS = [f"passage {i % 6} about topic {i % 6}" for i in range(10)]  # 6 distinct
+
+
+def embeddings(sb: Sandbox, **kw: Any) -> OpenAIEmbeddings:
+    # no tiktoken download: the texts go as they are (length-safe chunking needs tiktoken)
+    return OpenAIEmbeddings(
+        model=MODEL, base_url=sb.openai_base_url, api_key=TEST_KEY, check_embedding_ctx_length=False, **kw
+    )
+
+
+def ledger(sb: Sandbox) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter((e.model, e.tier) for e in sb.ledger())
+
+
+def accounted(job: batchain.Job) -> collections.Counter[tuple[str, str]]:
+    out: collections.Counter[tuple[str, str]] = collections.Counter()
+    for line in job.report().lines:
+        out[(line.model, line.tier)] += line.calls
+    return out
+
+
+def run(chain: Any, items: list[Any], store: Path, **kw: Any) -> batchain.Job:
+    kw.setdefault("poll_min", 0.02)
+    return batchain.run(chain, items, store=store, progress=False, **kw)
+
+
+@pytest.mark.parametrize("mode", ["batch", "realtime"])
+def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode: str) -> None:
+    model = embeddings(fast)
+    expected = [model.embed_query(t) for t in TEXTS]
+    fast.reset()
+    job = run(model, TEXTS, store_path, mode=mode)
+    assert job.counts["succeeded"] == len(TEXTS)
+    assert job.outputs() == expected  # the SDK's own float32 values, as a direct call gives
+    assert ledger(fast) == {(MODEL, mode): 6}  # identical texts are one call
+    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    report = job.report()
+    assert report.complete and report.paid > 0
+    assert report.cache_hits + report.shared_calls + report.replayed_calls == len(TEXTS) - 6
+
+
+def test_a_second_job_reuses_the_stored_vectors(fast: Sandbox, store_path: Path) -> None:
+    first = run(embeddings(fast), TEXTS, store_path, mode="batch")
+    billed = len(fast.ledger())
+    second = run(embeddings(fast), TEXTS, store_path, mode="batch")
+    assert second.outputs() == first.outputs()
+    assert len(fast.ledger()) == billed and second.report().paid == 0
+
+
+def test_embeddings_called_inside_a_chain_go_through_the_batch_api(fast: Sandbox, store_path: Path) -> None:
+    model = embeddings(fast)
+
+    async def ingest(doc: dict[str, Any]) -> dict[str, Any]:
+        chunks = [f"{doc['title']} part {i}" for i in range(3)]
+        vectors = await model.aembed_documents(chunks)
+        return {"title": doc["title"], "dims": [len(v) for v in vectors]}
+
+    docs = [{"title": f"doc {i}"} for i in range(5)]
+    job = run(RunnableLambda(ingest), docs, store_path, mode="batch")
+    assert job.counts["succeeded"] == 5
+    assert all(out["dims"] == [1536, 1536, 1536] for out in job.outputs())
+    assert ledger(fast) == {(MODEL, "batch"): 5}  # one request of 3 inputs per document
+    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    assert sum(e.input_tokens for e in fast.ledger()) == job.usage.input_tokens
+
+
+def test_sync_calls_from_a_sync_step_and_the_sdk_itself(fast: Sandbox, store_path: Path) -> None:
+    model = embeddings(fast)
+    sdk = openai.AsyncOpenAI(base_url=fast.openai_base_url, api_key=TEST_KEY)
+
+    def sync_step(text: str) -> int:
+        return len(model.embed_documents([text])[0])
+
+    async def sdk_step(text: str) -> int:
+        got = await sdk.embeddings.create(model=MODEL, input=text, dimensions=64)
+        return len(got.data[0].embedding)
+
+    job = run(RunnableLambda(sync_step), TEXTS[:4], store_path, mode="batch")
+    assert job.outputs() == [1536] * 4
+    job = run(RunnableLambda(sdk_step), TEXTS[:4], store_path.with_name("sdk.db"), mode="batch")
+    assert job.outputs() == [64] * 4
+    assert ledger(fast) == {(MODEL, "batch"): 8}
+    assert not fast.duplicates()
+
+
+def test_a_list_of_texts_per_item_and_a_bad_item(fast: Sandbox, store_path: Path) -> None:
+    model = embeddings(fast, dimensions=32)
+    expected = run_direct(model.aembed_documents(["x", "y"]))
+    fast.reset()
+    job = run(model, [["x", "y"], {"not": "text"}], store_path, mode="batch")
+    assert job.outputs()[0] == expected
+    (bad,) = [r for r in job.results() if r.error is not None]
+    assert bad.index == 1 and "a text or a list of texts" in bad.error["message"]
+    assert ledger(fast) == {(MODEL, "batch"): 1}
+
+
+def test_the_estimate_counts_embeddings_calls_and_sends_nothing(sandbox: Sandbox) -> None:
+    est = batchain.estimate(embeddings(sandbox), TEXTS)
+    assert est.items == len(TEXTS) and est.calls == len(TEXTS)
+    assert est.input_tokens >= sum(len(t.split()) for t in TEXTS)
+    assert est.models == {f"openai/{MODEL}": len(TEXTS)}
+    assert est.max_output_tokens == 0
+    assert sandbox.ledger() == []
