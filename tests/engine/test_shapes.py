@@ -234,3 +234,55 @@ def test_langgraph_graph(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     app = graph.compile()
     run_and_compare(sandbox, app, TOPICS, store_path, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
+
+
+# -- the Responses API, streamed calls and embeddings (issue: every model call) -----------------
+
+
+def test_responses_api_text_structured_and_tools(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+    model = make_openai(sandbox, use_responses_api=True)
+    chain = RunnableParallel(
+        text=prompt("Tell me about {topic}") | model | StrOutputParser(),
+        person=prompt("Invent a person who loves {topic}") | model.with_structured_output(Person),
+        tools=prompt("What is the weather where {topic} are?") | model.bind_tools([lookup_weather]),
+    )
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    assert len(sandbox.ledger()) == 3 * len(TOPICS)
+    assert all(isinstance(o["person"], Person) and o["tools"].tool_calls for o in job.outputs())
+
+
+def test_streamed_calls_in_lambdas_and_graph_nodes(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+    gpt = make_openai(sandbox)
+    claude = make_anthropic(sandbox)
+
+    async def astreamed(x: dict[str, str]) -> str:
+        return "".join([str(c.content) async for c in gpt.astream(f"Describe {x['topic']}")])
+
+    def streamed(text: str) -> str:
+        return "".join(str(c.content) for c in claude.stream(f"Shorten: {text}"))
+
+    chain = RunnableLambda(astreamed) | RunnableLambda(streamed)
+    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    assert len(sandbox.ledger()) == 2 * len(TOPICS)
+
+
+def test_embeddings_inside_a_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    from tests.conftest import TEST_KEY
+
+    emb = OpenAIEmbeddings(
+        model="text-embedding-3-small",
+        base_url=sandbox.openai_base_url,
+        api_key=TEST_KEY,
+        check_embedding_ctx_length=False,
+    )
+    gpt = make_openai(sandbox)
+
+    async def index(x: dict[str, str]) -> dict[str, Any]:
+        summary = str((await gpt.ainvoke(f"Summarize {x['topic']}")).content)
+        vectors = await emb.aembed_documents([x["topic"], summary])
+        return {"summary": summary, "vectors": vectors}
+
+    run_and_compare(sandbox, RunnableLambda(index), TOPICS, store_path, mode)
+    assert len(sandbox.ledger()) == 2 * len(TOPICS)
