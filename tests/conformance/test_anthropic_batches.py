@@ -272,7 +272,7 @@ def test_cache_control_in_batch(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     system = [
         {
             "type": "text",
-            "text": "Shared batch instructions here.",
+            "text": "Shared batch instructions here. " * 1000,  # 5,000 tokens: Haiku 4.5 caches 4,096+
             "cache_control": {"type": "ephemeral"},
         }
     ]
@@ -280,5 +280,5 @@ def test_cache_control_in_batch(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     sb.configure(shuffle_results=False)
     batch = wait_anthropic(ant, ant.messages.batches.create(requests=reqs).id)  # type: ignore[arg-type]
     usages = [r.result.message.usage for r in ant.messages.batches.results(batch.id)]  # type: ignore[union-attr]
-    assert usages[0].cache_creation_input_tokens == 3 + 5
-    assert [u.cache_read_input_tokens for u in usages[1:]] == [8, 8]
+    assert usages[0].cache_creation_input_tokens == 3 + 5000
+    assert [u.cache_read_input_tokens for u in usages[1:]] == [5003, 5003]

@@ -159,16 +159,17 @@ def test_stop_sequences_and_max_tokens(ant: anthropic.Anthropic) -> None:
 
 
 def test_prompt_cache_control(ant: anthropic.Anthropic, sb: Sandbox) -> None:
+    # Haiku 4.5 caches prefixes of at least 4,096 tokens (Anthropic's prompt-caching docs)
     system = [
         {
             "type": "text",
-            "text": "You are a meticulous assistant. " * 5,
+            "text": "You are a meticulous assistant. " * 700,
             "cache_control": {"type": "ephemeral"},
         }
     ]
     first = ant.messages.create(model=MODEL, max_tokens=50, system=system, messages=user("one"))  # type: ignore[arg-type]
     second = ant.messages.create(model=MODEL, max_tokens=50, system=system, messages=user("two"))  # type: ignore[arg-type]
-    prefix = 3 + 6 * 5  # message overhead + 6 tokens x 5
+    prefix = 3 + 6 * 700  # message overhead + 6 tokens x 700
     assert first.usage.cache_creation_input_tokens == prefix
     assert first.usage.cache_read_input_tokens == 0
     assert second.usage.cache_read_input_tokens == prefix
@@ -179,6 +180,33 @@ def test_prompt_cache_control(ant: anthropic.Anthropic, sb: Sandbox) -> None:
     assert [e.input_tokens for e in ledger] == [total, total]
     assert (ledger[0].cache_creation_tokens, ledger[0].cached_tokens) == (prefix, 0)
     assert (ledger[1].cache_creation_tokens, ledger[1].cached_tokens) == (0, prefix)
+
+
+@pytest.mark.parametrize(
+    ("model", "repeats", "cached"),
+    [
+        ("claude-haiku-4-5", 600, False),  # 3,603 tokens: under Haiku 4.5's 4,096
+        ("claude-sonnet-4-5", 200, True),  # 1,203: over Sonnet 4.5's 1,024
+        ("claude-sonnet-4-5", 150, False),  # 903
+        ("claude-3-5-haiku-20241022", 300, False),  # 1,803: under Haiku 3.5's 2,048
+        ("claude-3-5-haiku-20241022", 400, True),
+    ],
+)
+def test_a_prefix_under_the_models_minimum_is_not_cached(
+    ant: anthropic.Anthropic, sb: Sandbox, model: str, repeats: int, cached: bool
+) -> None:
+    system = [
+        {
+            "type": "text",
+            "text": "You are a meticulous assistant. " * repeats,
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
+    for text in ("one", "two"):
+        ant.messages.create(model=model, max_tokens=5, system=system, messages=user(text))  # type: ignore[arg-type]
+    prefix = 3 + 6 * repeats
+    expected = [(prefix, 0), (0, prefix)] if cached else [(0, 0), (0, 0)]
+    assert [(e.cache_creation_tokens, e.cached_tokens) for e in sb.ledger()] == expected
 
 
 def test_streaming(ant: anthropic.Anthropic) -> None:

@@ -253,18 +253,29 @@ def test_ledger_and_hash(oai: openai.OpenAI, sb: Sandbox) -> None:
 
 
 def test_prompt_cache_simulation(oai: openai.OpenAI, sb: Sandbox) -> None:
-    system = {"role": "system", "content": "You are a careful assistant that answers briefly."}
+    # OpenAI caches prompts of 1,024 tokens or more, in steps of 128 (its prompt-caching guide)
+    system = {"role": "system", "content": "You are a careful assistant that answers briefly. " * 150}
     first = oai.chat.completions.create(model=MODEL, messages=[system, *user("one")])
     second = oai.chat.completions.create(model=MODEL, messages=[system, *user("two")])
     assert first.usage is not None and second.usage is not None
     assert first.usage.prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
-    # the system message: 3 overhead + 9 tokens
-    assert second.usage.prompt_tokens_details.cached_tokens == 12  # type: ignore[union-attr]
+    # the system message: 3 overhead + 9 x 150 = 1,353 tokens, cached as 10 steps of 128
+    assert second.usage.prompt_tokens_details.cached_tokens == 1280  # type: ignore[union-attr]
     assert second.usage.prompt_tokens == first.usage.prompt_tokens
-    assert sb.ledger()[-1].cached_tokens == 12
+    assert sb.ledger()[-1].cached_tokens == 1280
     sb.configure(simulate_prompt_cache=False)
     third = oai.chat.completions.create(model=MODEL, messages=[system, *user("three")])
     assert third.usage.prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
+
+
+def test_short_prompts_and_short_prefixes_are_not_cached(oai: openai.OpenAI, sb: Sandbox) -> None:
+    short = {"role": "system", "content": "You are a careful assistant that answers briefly."}
+    medium = {"role": "system", "content": "You are a careful assistant that answers briefly. " * 100}
+    long_question = user("why " * 300)  # the prompt passes 1,024 tokens, its shared prefix (903) does not
+    for messages in ([short, *user("a")], [medium, *user("b")], [medium, *long_question]):
+        for _ in range(2):
+            oai.chat.completions.create(model=MODEL, messages=messages)
+    assert [e.cached_tokens for e in sb.ledger()] == [0] * 6
 
 
 def test_auth_failures(sb: Sandbox) -> None:

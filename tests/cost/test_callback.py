@@ -46,11 +46,11 @@ def hand_price(e: LedgerEntry) -> Decimal:
 def test_counts_and_prices_real_calls_with_a_cache_hit(sb: Sandbox) -> None:
     tracker = CostTracker(PriceBook())
     model = openai(sb, cache=InMemoryCache())
-    messages = [("system", "You are a helpful bot. " * 3), ("user", "hi")]
+    messages = [("system", "You are a helpful bot. " * 250), ("user", "hi")]  # OpenAI caches 1,024+
     model.invoke(messages, config={"callbacks": [tracker]})
     model.invoke(messages, config={"callbacks": [tracker]})  # LangChain cache hit: not billed
     model.invoke(
-        [("system", "You are a helpful bot. " * 3), ("user", "hello")], config={"callbacks": [tracker]}
+        [("system", "You are a helpful bot. " * 250), ("user", "hello")], config={"callbacks": [tracker]}
     )
     ledger = sb.ledger()
     assert len(ledger) == 2
@@ -122,7 +122,8 @@ def test_n_greater_than_one_counts_the_request_once(sb: Sandbox) -> None:
 def test_anthropic_cache_write_and_read(sb: Sandbox) -> None:
     tracker = CostTracker(PriceBook())
     model = anthropic(sb)
-    system = {"type": "text", "text": "Long shared context. " * 20, "cache_control": {"type": "ephemeral"}}
+    # Haiku 4.5 caches prefixes of 4,096 tokens or more
+    system = {"type": "text", "text": "Long shared context. " * 1100, "cache_control": {"type": "ephemeral"}}
     for q in ("one", "two"):
         messages: list[BaseMessage] = [SystemMessage(content=[system]), HumanMessage(q)]
         model.invoke(messages, config={"callbacks": [tracker]})

@@ -36,7 +36,8 @@ INPUTS = [{"x": "word " * (i + 1)} for i in range(UNIQUE)] + [{"x": "word " * (i
 def chain(sb: Sandbox) -> Any:
     openai = make_openai(sb, MODELS["openai"])
     anthropic = make_anthropic(sb, MODELS["anthropic"])
-    system = "You answer in one short sentence. " * 4
+    # long enough to be cached: OpenAI caches 1,024+ tokens, Anthropic's Haiku 4.5 4,096+
+    system = "You answer in one short sentence. " * 600
     # OpenAI caches the system prefix automatically (the sandbox too); Anthropic needs cache_control
     p_openai = ChatPromptTemplate.from_messages([("system", system), ("user", "Say {x}")])
     cached_system = SystemMessage(

@@ -183,3 +183,30 @@ def test_schema_definitions_ref() -> None:
         "$ref": "#/definitions/X",
     }
     assert generate(schema, source()) == 7
+
+
+def test_labels_in_other_languages() -> None:
+    # seed 001 (Chinese): the label list follows a fullwidth colon, separated by 、
+    zh = "将以下文本分类为以下类别之一\uff1a技术、商业、娱乐、体育、其他\n\n文本: {text}\n\n分类:"
+    labels = find_labels(zh)
+    assert labels == ["技术", "商业", "娱乐", "体育", "其他"]
+    assert pick_label(labels, zh.replace("{text}", "苹果发布新款芯片和人工智能手机"), "k") == "技术"
+    assert pick_label(labels, zh.replace("{text}", "球队在决赛中夺得冠军"), "k") == "体育"
+    assert pick_label(labels, zh.replace("{text}", "股市大涨\uff0c公司营收创新高"), "k") == "商业"
+    sentiment = "判断情感\uff0c回答以下之一\uff1a正面、负面、中性\n评论: 很失望\uff0c质量太差了"
+    assert pick_label(find_labels(sentiment) or [], sentiment, "k") == "负面"
+    assert find_labels("Klassifiziere den Text. Kategorien: Technik, Wirtschaft, Sport") == [
+        "Technik",
+        "Wirtschaft",
+        "Sport",
+    ]
+    assert find_labels("Clasifica el texto en una categoría: positivo, negativo") == ["positivo", "negativo"]
+    # a colon followed by text, not a list, is no label list
+    assert find_labels("文本: 今天天气很好\n\n总结:") is None
+    assert find_labels("Summarize: the cat, the dog and the bird went out") is None
+
+
+def test_a_chinese_classification_prompt_gets_one_of_its_labels() -> None:
+    text = "将以下文本分类为以下类别之一\uff1a技术、商业、娱乐、体育、其他\n\n文本: 新电影票房破纪录\n\n分类:"
+    prompt = Prompt(model="gpt-4o-mini", messages=[Message(role="user", text=text)])
+    assert respond(prompt, "k").text == "娱乐"

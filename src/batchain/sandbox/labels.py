@@ -54,6 +54,32 @@ KEYWORDS: dict[str, frozenset[str]] = {
 }
 
 _WORD_RE = re.compile(r"\w+")
+_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+#: keywords of common labels in Chinese and Japanese, matched as substrings (these
+#: scripts do not separate words); each list holds its label too
+KEYWORDS_CJK: dict[str, tuple[str, ...]] = {
+    name: tuple(words.split())
+    for name, words in {
+        "技术": "技术 科技 芯片 软件 人工智能 手机 互联网 电脑 苹果 谷歌 微软 数据 机器人 半导体 算法",
+        "科技": "科技 技术 芯片 软件 人工智能 手机 互联网 电脑 苹果 谷歌 微软 数据 机器人 半导体 算法",
+        "商业": "商业 市场 股票 股市 经济 公司 利润 银行 收购 营收 投资 财报 企业 交易 价格 融资",
+        "财经": "财经 市场 股票 股市 经济 公司 利润 银行 收购 营收 投资 财报 企业 交易 价格 融资",
+        "娱乐": "娱乐 电影 音乐 明星 演员 歌手 综艺 电视剧 票房 演唱会 导演",
+        "体育": "体育 比赛 球队 冠军 足球 篮球 奥运 球员 联赛 决赛 进球 运动员",
+        "政治": "政治 选举 政府 总统 部长 议会 投票 政策 法律",
+        "健康": "健康 医院 疾病 疫苗 医生 医疗 病毒 癌症 患者 药",
+        "正面": "正面 喜欢 好 棒 优秀 满意 推荐 开心 完美 不错 赞",
+        "负面": "负面 差 糟糕 讨厌 失望 退款 垃圾 难用 生气 坏",
+        "中性": "中性 一般 还行 普通",
+        "积极": "积极 喜欢 好 棒 优秀 满意 推荐 开心 完美 不错 赞",
+        "消极": "消极 差 糟糕 讨厌 失望 退款 垃圾 难用 生气 坏",
+        "テクノロジー": "テクノロジー 技術 ソフトウェア スマホ 半導体 人工知能 アプリ",
+        "スポーツ": "スポーツ 試合 優勝 サッカー 野球 選手 リーグ",
+        "エンタメ": "エンタメ 映画 音楽 俳優 歌手 ドラマ",
+        "ビジネス": "ビジネス 市場 株価 経済 企業 利益 銀行 買収",
+    }.items()
+}
 _INTRO_RE = re.compile(
     r"(?:\bone\s+of(?:\s+[\w-]+){0,3}\s*:|"
     r"\b(?:categories|labels|options|classes|choices|classification)\s*:|"
@@ -64,11 +90,19 @@ _INTRO_RE = re.compile(
 )
 _BRACKET_RE = re.compile(r"(?<!\[)[\[({]([^\[\](){}\n]{3,200})[\])}](?!\])")
 _SLASH_RE = re.compile(r"\b[\w-]+(?:\s*[/|]\s*[\w-]+)+\b")
-_SPLIT_RE = re.compile(r"\s*(?:,|/|\||;|\bor\b|\band\b)\s*", re.IGNORECASE)
+_SPLIT_RE = re.compile(r"\s*(?:,|/|\||;|、|，|；|\bor\b|\band\b|或者|或)\s*", re.IGNORECASE)
 _SENTENCE_END_RE = re.compile(r"[.!?](?:\s|$)|\n")
 _BULLET_RE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
-_CUE_RE = re.compile(r"classif|label|categor|sentiment|answer|choose|pick|select|respond", re.I)
-_STRIP = " \t'\"`*_.:;!?"
+_CUE_RE = re.compile(
+    r"classif|label|categor|sentiment|answer|choose|pick|select|respond|"
+    # other languages: Chinese, Japanese, Korean, Spanish, French, German, Portuguese, Russian
+    r"分类|分類|类别|類別|类型|類型|选项|選項|之一|标签|標籤|情感|情绪|カテゴリ|ラベル|のいずれか|분류|"
+    r"카테고리|clasific|categoría|catégorie|étiquette|kategorie|klassifi|classifica|категор|класс",
+    re.I,
+)
+#: a list after a colon on one line, in any script: "类别之一：技术、商业、其他", "Kategorien: a, b"
+_COLON_LIST_RE = re.compile(r"[:：]\s*([^\n:：]{2,200}?[、，,;；/|][^\n:：]{1,200})$", re.MULTILINE)
+_STRIP = " \t'\"`*_.:;!?。：；！？「」“”"
 
 
 def _clean(item: str) -> str:
@@ -86,7 +120,7 @@ def _as_labels(raw: str) -> list[str] | None:
     for item in items:
         if not item:
             continue
-        if len(item) > 40 or len(item.split()) > 4:
+        if len(item) > 40 or len(item.split()) > 4 or (_CJK_RE.search(item) and len(item) > 12):
             return None
         if item.lower() not in seen:
             seen.add(item.lower())
@@ -120,6 +154,10 @@ def find_labels(text: str) -> list[str] | None:
             return labels
     if not _CUE_RE.search(text):
         return None
+    for match in _COLON_LIST_RE.finditer(text):
+        labels = _as_labels(match.group(1))
+        if labels:
+            return labels
     for match in _BRACKET_RE.finditer(text):
         labels = _as_labels(match.group(1))
         if labels:
@@ -143,6 +181,19 @@ def _vocabulary_index(labels: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
         for word in KEYWORDS.get(label, frozenset()) | {label}:
             index.setdefault(word, []).append(position)
     return {word: tuple(positions) for word, positions in index.items()}
+
+
+def _score_cjk(labels: Sequence[str], text: str, scores: list[int], listed: bool) -> None:
+    """Add substring keyword hits for labels with CJK keywords (a listed label's own name,
+    present once as a choice, is not evidence)."""
+    for position, label in enumerate(labels):
+        keywords = KEYWORDS_CJK.get(label.strip())
+        if not keywords:
+            continue
+        hits = sum(text.count(word) for word in keywords)
+        if listed:
+            hits -= sum(1 for other in labels for word in keywords if word in other)
+        scores[position] += max(hits, 0)
 
 
 def pick_label(labels: Sequence[str], text: str, key: str, *, listed: bool = True) -> str:
@@ -170,6 +221,8 @@ def pick_label(labels: Sequence[str], text: str, key: str, *, listed: bool = Tru
             if seen.get(word):
                 for position in index.get(word, ()):
                     scores[position] -= 1
+    if _CJK_RE.search(text):
+        _score_cjk(labels, text, scores, listed)
     best = max(scores)
     candidates = [label for label, score in zip(labels, scores, strict=True) if score == best]
     if len(candidates) == 1:

@@ -255,6 +255,22 @@ def parse_messages(body: dict[str, Any], *, batch: bool) -> Prompt:
     )
 
 
+#: the shortest prefix each model caches (Anthropic's prompt-caching docs): below it a
+#: ``cache_control`` breakpoint writes and reads nothing, silently
+_MIN_CACHEABLE = (
+    (("claude-opus-4-5", "claude-opus-4-6", "claude-haiku-4-5"), 4096),
+    (("claude-3-5-haiku", "claude-3-haiku", "claude-haiku-3"), 2048),
+)
+
+
+def min_cacheable(model: str) -> int:
+    """Tokens a cached prefix needs for ``model`` (1,024 unless the docs say otherwise)."""
+    for prefixes, tokens in _MIN_CACHEABLE:
+        if model.startswith(prefixes):
+            return tokens
+    return 1024
+
+
 def _cache_prefix(body: dict[str, Any]) -> tuple[int, list[Any]] | None:
     """Tokens and content of the prefix up to the last ``cache_control`` block.
 
@@ -359,7 +375,7 @@ class AnthropicSpec:
         read = written = 0
         if state.config.simulate_prompt_cache and "cache_control" in ev.canonical:
             prefix = _cache_prefix(ev.body)
-            if prefix is not None:
+            if prefix is not None and prefix[0] >= min_cacheable(ev.prompt.model):
                 tokens, content = prefix
                 raw = f"anthropic\0{ev.prompt.model}\0" + canonical_json({"p": content})
                 key = hashlib.sha256(raw.encode()).hexdigest()

@@ -427,6 +427,11 @@ def _retry_after_headers(seconds: float) -> dict[str, str]:
     return {"retry-after": f"{ms / 1000:.3f}", "retry-after-ms": str(ms)}
 
 
+#: OpenAI caches prompts of at least 1,024 tokens, in steps of 128 (its prompt-caching guide)
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP = 128
+
+
 class OpenAISpec:
     """The OpenAI provider for :mod:`batchain.sandbox.calls`."""
 
@@ -442,11 +447,14 @@ class OpenAISpec:
     def usage(self, state: SandboxState, ev: Evaluated) -> Usage:
         cached = 0
         messages = ev.prompt.messages
-        if state.config.simulate_prompt_cache and messages and messages[0].role == "system":
+        long_enough = ev.prompt_tokens >= CACHE_MIN_TOKENS
+        if state.config.simulate_prompt_cache and long_enough and messages and messages[0].role == "system":
+            # the cacheable prefix is the system message, in whole 128-token steps
             first = messages[0]
+            prefix = message_tokens(first) // CACHE_STEP * CACHE_STEP
             key = hashlib.sha256(f"openai\0{ev.prompt.model}\0{first.text}".encode()).hexdigest()
             if key in state.prompt_cache:
-                cached = message_tokens(first)
+                cached = prefix if prefix >= CACHE_MIN_TOKENS else 0
             else:
                 state.prompt_cache.add(key)
         return Usage(ev.prompt_tokens, cached, 0, ev.reply.completion_tokens * _choices(ev.body))
