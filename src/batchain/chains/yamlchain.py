@@ -5,7 +5,7 @@ A YAML chain is a prompt, a model, and optionally a label set or an output schem
     # classify.yaml
     description: Classify news headlines by topic.     # optional, for people
     model:
-      provider: openai              # openai | anthropic
+      provider: openai              # openai | anthropic | gemini
       name: gpt-4o-mini
       temperature: 0                # optional: temperature, max_tokens, top_p, stop, timeout,
       max_tokens: 16                # seed (openai), top_k (anthropic), base_url, api_key_env,
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
-PROVIDERS: Final = ("openai", "anthropic")
+PROVIDERS: Final = ("openai", "anthropic", "gemini")
 
 _TOP_KEYS: Final = ("description", "model", "prompt", "labels", "schema")
 _PROMPT_KEYS: Final = ("system", "user")
@@ -86,11 +86,14 @@ _COMMON_PARAMS: Final[dict[str, tuple[type | tuple[type, ...], str]]] = {
 _PROVIDER_PARAMS: Final[dict[str, dict[str, tuple[type | tuple[type, ...], str]]]] = {
     "openai": {"seed": (int, "seed")},
     "anthropic": {"top_k": (int, "top_k")},
+    "gemini": {"top_k": (int, "top_k"), "seed": (int, "seed")},
 }
 _MODEL_KEYS: Final = ("provider", "name", "base_url", "api_key_env", "parameters")
 _ENV: Final = {
     "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
     "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    # the google-genai SDK's own variable for its base URL
+    "gemini": ("GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
 }
 _DEFAULT_MAX_TOKENS: Final = {"anthropic": 1024}
 _TITLE_RE: Final = re.compile(r"[^A-Za-z0-9_-]+")
@@ -291,14 +294,16 @@ class _Spec:
     def _model(self) -> BaseChatModel:
         raw = self.data.get("model")
         if raw is None:
-            raise self.fail("model", "missing: give model.provider (openai or anthropic) and model.name")
+            raise self.fail(
+                "model", "missing: give model.provider (openai, anthropic or gemini) and model.name"
+            )
         if not isinstance(raw, dict):
             raise self.fail("model", f"must be a mapping with provider and name, not a {_kind(raw)}")
         provider = raw.get("provider")
         if provider is None:
             raise self.fail("model.provider", f"missing: one of {', '.join(PROVIDERS)}")
         if provider not in PROVIDERS:
-            raise self.fail("model.provider", f"unknown provider {provider!r} (use {' or '.join(PROVIDERS)})")
+            raise self.fail("model.provider", f"unknown provider {provider!r} (use {', '.join(PROVIDERS)})")
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():
             raise self.fail("model.name", "missing: the model name, e.g. gpt-4o-mini or claude-haiku-4-5")
@@ -334,7 +339,10 @@ class _Spec:
                 "`batchain sandbox serve` prints the exports)",
             )
         base_url = self._text(raw, "base_url") or os.environ.get(url_env) or None
-        cls = _model_class(provider)
+        try:
+            cls = _model_class(provider)
+        except ImportError as exc:
+            raise self.fail("model.provider", str(exc)) from None
         if base_url:
             kwargs["base_url"] = base_url
         try:
@@ -374,6 +382,13 @@ def _model_class(provider: str) -> Any:
         from langchain_openai import ChatOpenAI
 
         return ChatOpenAI
+    if provider == "gemini":
+        try:
+            from langchain_google_genai import ChatGoogleGenerativeAI
+        except ImportError:
+            raise ImportError("gemini needs langchain-google-genai: pip install 'batchain[gemini]'") from None
+
+        return ChatGoogleGenerativeAI
     from langchain_anthropic import ChatAnthropic
 
     return ChatAnthropic

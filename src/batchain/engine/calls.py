@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -98,6 +99,15 @@ UNSUPPORTED = "unsupported"
 
 
 _EMBEDDINGS = OpenAIEmbeddingsAdapter()
+
+
+async def _close(client: Any) -> None:
+    """Close a job's SDK client: ``await close()`` (OpenAI, Anthropic), or google-genai's
+    ``aio.aclose()`` (its ``close()`` is the sync half's)."""
+    aio = getattr(client, "aio", None)
+    closing = aio.aclose() if aio is not None and hasattr(aio, "aclose") else client.close()
+    if inspect.isawaitable(closing):
+        await closing
 
 
 def embeddings_adapter() -> OpenAIEmbeddingsAdapter:
@@ -390,7 +400,7 @@ class CallManager:
     async def aclose(self) -> None:
         for client in self._clients.values():
             with contextlib.suppress(Exception):
-                await client.close()
+                await _close(client)
         self._clients.clear()
         self._originals.clear()
 

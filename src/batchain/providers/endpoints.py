@@ -42,6 +42,7 @@ BATCH_API_HOSTS: dict[str, tuple[str, ...]] = {
         "*.services.ai.azure.com",
     ),
     "anthropic": ("api.anthropic.com",),
+    "gemini": ("generativelanguage.googleapis.com",),  # the Developer API's own (not /openai/)
 }
 
 #: the values of an ``endpoint_modes`` entry

@@ -26,7 +26,10 @@ from batchain.providers.base import BatchAPI, ProviderAdapter
 
 if TYPE_CHECKING:
     from batchain.providers.anthropic import AnthropicAdapter, AnthropicBatchAPI
+    from batchain.providers.base import BatchEndpoints
+    from batchain.providers.embeddings import OpenAIEmbeddingsAdapter
     from batchain.providers.fake import FakeAdapter, FakeBatchAPI
+    from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI
     from batchain.providers.generic import GenericAdapter
     from batchain.providers.openai import OpenAIAdapter, OpenAIBatchAPI
 
@@ -38,9 +41,12 @@ if TYPE_CHECKING:
         e: OpenAIBatchAPI,
         f: AnthropicBatchAPI,
         g: FakeBatchAPI,
-    ) -> tuple[list[ProviderAdapter], list[BatchAPI]]:
+        h: GeminiAdapter,
+        i: GeminiBatchAPI,
+        j: OpenAIEmbeddingsAdapter,
+    ) -> tuple[list[ProviderAdapter], list[BatchAPI], list[BatchEndpoints]]:
         """Never called: mypy checks here that every built-in implements the Protocols."""
-        return [a, b, c, d], [e, f, g]
+        return [a, b, c, d, h, j], [e, f, g, i], [a, b, h, j]
 
 
 __all__ = ["adapter_for", "register_adapter", "registered", "unregister_adapter"]
@@ -76,6 +82,13 @@ _BUILTIN: tuple[tuple[str, str, str, str, str], ...] = (
         "ChatAnthropic",
         "batchain.providers.anthropic",
         "AnthropicAdapter",
+    ),
+    (
+        "langchain_google_genai",
+        "langchain_google_genai.chat_models",
+        "ChatGoogleGenerativeAI",
+        "batchain.providers.gemini",
+        "GeminiAdapter",
     ),
     ("batchain", "batchain.providers.fake", "FakeChatModel", "batchain.providers.fake", "FakeAdapter"),
 )
