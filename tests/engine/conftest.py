@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_openai import ChatOpenAI
 
+import batchain
 from batchain.sandbox import Sandbox, SandboxConfig
 from tests.conftest import TEST_KEY
 
@@ -75,3 +77,20 @@ def run_direct(coro: Coroutine[Any, Any, T]) -> T:
         _direct_loop = asyncio.new_event_loop()
         threading.Thread(target=_direct_loop.run_forever, daemon=True).start()
     return asyncio.run_coroutine_threadsafe(coro, _direct_loop).result()
+
+
+def billed(sb: Sandbox, *fields: str) -> collections.Counter[tuple[str, ...]]:
+    """Requests the sandbox billed, counted by ``fields`` of its ledger entries (default:
+    model and tier)."""
+    keys = fields or ("model", "tier")
+    return collections.Counter(tuple(str(getattr(e, f)) for f in keys) for e in sb.ledger())
+
+
+def accounted(job: batchain.Job, *fields: str) -> collections.Counter[tuple[str, ...]]:
+    """Paid calls as the job's cost report counts them, by the same ``fields``: equal to
+    :func:`billed` when nothing escaped batchain's accounting."""
+    keys = fields or ("model", "tier")
+    out: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for line in job.report().lines:
+        out[tuple(str(getattr(line, f)) for f in keys)] += line.calls
+    return out

@@ -4,7 +4,6 @@ mode, with the same dedup, cache and accounting as chat calls."""
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from langchain_openai import OpenAIEmbeddings
 import batchain
 from batchain.sandbox import Sandbox
 from tests.conftest import TEST_KEY
-from tests.engine.conftest import run_direct
+from tests.engine.conftest import accounted, billed, run_direct
 
 MODEL = "text-embedding-3-small"
 TEXTS = [f"passage {i % 6} about topic {i % 6}" for i in range(10)]  # 6 distinct
@@ -27,17 +26,6 @@ def embeddings(sb: Sandbox, **kw: Any) -> OpenAIEmbeddings:
     return OpenAIEmbeddings(
         model=MODEL, base_url=sb.openai_base_url, api_key=TEST_KEY, check_embedding_ctx_length=False, **kw
     )
-
-
-def ledger(sb: Sandbox) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter((e.model, e.tier) for e in sb.ledger())
-
-
-def accounted(job: batchain.Job) -> collections.Counter[tuple[str, str]]:
-    out: collections.Counter[tuple[str, str]] = collections.Counter()
-    for line in job.report().lines:
-        out[(line.model, line.tier)] += line.calls
-    return out
 
 
 def run(chain: Any, items: list[Any], store: Path, **kw: Any) -> batchain.Job:
@@ -53,8 +41,8 @@ def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode:
     job = run(model, TEXTS, store_path, mode=mode)
     assert job.counts["succeeded"] == len(TEXTS)
     assert job.outputs() == expected  # the SDK's own float32 values, as a direct call gives
-    assert ledger(fast) == {(MODEL, mode): 6}  # identical texts are one call
-    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    assert billed(fast) == {(MODEL, mode): 6}  # identical texts are one call
+    assert not fast.duplicates() and accounted(job) == billed(fast)
     report = job.report()
     assert report.complete and report.paid > 0
     assert report.cache_hits + report.shared_calls + report.replayed_calls == len(TEXTS) - 6
@@ -80,8 +68,8 @@ def test_embeddings_called_inside_a_chain_go_through_the_batch_api(fast: Sandbox
     job = run(RunnableLambda(ingest), docs, store_path, mode="batch")
     assert job.counts["succeeded"] == 5
     assert all(out["dims"] == [1536, 1536, 1536] for out in job.outputs())
-    assert ledger(fast) == {(MODEL, "batch"): 5}  # one request of 3 inputs per document
-    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    assert billed(fast) == {(MODEL, "batch"): 5}  # one request of 3 inputs per document
+    assert not fast.duplicates() and accounted(job) == billed(fast)
     assert sum(e.input_tokens for e in fast.ledger()) == job.usage.input_tokens
 
 
@@ -100,7 +88,7 @@ def test_sync_calls_from_a_sync_step_and_the_sdk_itself(fast: Sandbox, store_pat
     assert job.outputs() == [1536] * 4
     job = run(RunnableLambda(sdk_step), TEXTS[:4], store_path.with_name("sdk.db"), mode="batch")
     assert job.outputs() == [64] * 4
-    assert ledger(fast) == {(MODEL, "batch"): 8}
+    assert billed(fast) == {(MODEL, "batch"): 8}
     assert not fast.duplicates()
 
 
@@ -112,7 +100,7 @@ def test_a_list_of_texts_per_item_and_a_bad_item(fast: Sandbox, store_path: Path
     assert job.outputs()[0] == expected
     (bad,) = [r for r in job.results() if r.error is not None]
     assert bad.index == 1 and "a text or a list of texts" in bad.error["message"]
-    assert ledger(fast) == {(MODEL, "batch"): 1}
+    assert billed(fast) == {(MODEL, "batch"): 1}
 
 
 def test_the_estimate_counts_embeddings_calls_and_sends_nothing(sandbox: Sandbox) -> None:

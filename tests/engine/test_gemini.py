@@ -3,7 +3,6 @@ the official google-genai SDK underneath; and seed 003's three-model parallel ch
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import batchain
 from batchain.providers import gemini as gemini_provider
 from batchain.sandbox import Sandbox
 from tests.conftest import TEST_KEY
-from tests.engine.conftest import make_anthropic, make_openai, run_direct
+from tests.engine.conftest import accounted, billed, make_anthropic, make_openai, run_direct
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "answer in one line"), ("human", "{question}")])
 ITEMS = [{"question": f"what is item {i}?"} for i in range(6)]
@@ -38,15 +37,7 @@ def make_gemini(sb: Sandbox, **kw: Any) -> ChatGoogleGenerativeAI:
     )
 
 
-def ledger(sb: Sandbox) -> collections.Counter[tuple[str, str, str]]:
-    return collections.Counter((e.provider, e.model, e.tier) for e in sb.ledger())
-
-
-def accounted(job: batchain.Job) -> collections.Counter[tuple[str, str, str]]:
-    out: collections.Counter[tuple[str, str, str]] = collections.Counter()
-    for line in job.report().lines:
-        out[(line.provider, line.model, line.tier)] += line.calls
-    return out
+FIELDS = ("provider", "model", "tier")
 
 
 def run(chain: Any, store: Path, mode: str, **kw: Any) -> batchain.Job:
@@ -74,9 +65,9 @@ def test_gemini_matches_a_direct_call_and_is_billed_once(
     job = run(chain, store_path, mode)
     assert job.counts["succeeded"] == len(ITEMS), job.errors()
     assert job.outputs() == expected
-    assert ledger(fast) == {("gemini", "gemini-2.5-flash", mode): len(ITEMS)}
+    assert billed(fast, *FIELDS) == {("gemini", "gemini-2.5-flash", mode): len(ITEMS)}
     assert not fast.duplicates()
-    assert accounted(job) == ledger(fast)
+    assert accounted(job, *FIELDS) == billed(fast, *FIELDS)
     report = job.report()
     assert report.complete and report.paid > 0  # priced from genai-prices, batch at half
 
@@ -90,7 +81,7 @@ def test_a_large_batch_goes_as_an_uploaded_file(
     fast.reset()
     job = run(chain, store_path, "batch")
     assert job.outputs() == expected
-    assert ledger(fast) == {("gemini", "gemini-2.5-flash", "batch"): len(ITEMS)}
+    assert billed(fast, *FIELDS) == {("gemini", "gemini-2.5-flash", "batch"): len(ITEMS)}
     assert not fast.duplicates()
 
 
@@ -110,13 +101,15 @@ def test_seed_003_three_models_in_parallel(fast: Sandbox, store_path: Path) -> N
     job = run(chain, store_path, "batch", fallback="realtime")
     assert job.counts["succeeded"] == len(ITEMS)
     n = len(ITEMS)
-    assert ledger(fast) == {
+    assert billed(fast, *FIELDS) == {
         ("openai", "gpt-4o-mini", "batch"): n,
         ("anthropic", "claude-haiku-4-5", "batch"): n,
         ("gemini", "gemini-2.5-flash", "batch"): n,
         ("openai", "gemini-2.0-flash", "realtime"): n,
     }
     assert not fast.duplicates()
-    assert accounted(job) == ledger(fast)  # nothing billed that batchain did not account for
+    assert accounted(job, *FIELDS) == billed(
+        fast, *FIELDS
+    )  # nothing billed that batchain did not account for
     (note,) = job.report().notes
     assert note.startswith(f"ChatOpenAI(gemini-2.0-flash) at {fast.compat_base_url}: {n} calls ran realtime")

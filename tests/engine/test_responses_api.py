@@ -4,7 +4,6 @@ direct realtime call gives."""
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from pydantic import BaseModel
 import batchain
 from batchain.sandbox import Sandbox
 from tests.conftest import TEST_KEY
-from tests.engine.conftest import make_openai, run_direct
+from tests.engine.conftest import accounted, billed, make_openai, run_direct
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "answer briefly"), ("human", "{q}")])
 ITEMS = [{"q": f"question number {i}"} for i in range(8)]
@@ -32,17 +31,6 @@ class Lookup(BaseModel):
     """Look a term up."""
 
     term: str
-
-
-def ledger(sb: Sandbox) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter((e.model, e.tier) for e in sb.ledger())
-
-
-def accounted(job: batchain.Job) -> collections.Counter[tuple[str, str]]:
-    out: collections.Counter[tuple[str, str]] = collections.Counter()
-    for line in job.report().lines:
-        out[(line.model, line.tier)] += line.calls
-    return out
 
 
 def tail(chain_kind: str, model: Any) -> Any:
@@ -67,8 +55,8 @@ def test_responses_api_calls_go_through_the_batch_api_and_match_realtime(
         got = [[(c["name"], c["args"]) for c in calls] for calls in got]
         expected = [[(c["name"], c["args"]) for c in calls] for calls in expected]
     assert got == expected
-    assert ledger(fast) == {("gpt-4o-mini", "batch"): len(ITEMS)}
-    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    assert billed(fast) == {("gpt-4o-mini", "batch"): len(ITEMS)}
+    assert not fast.duplicates() and accounted(job) == billed(fast)
     (batch,) = {b.provider_batch_id for b in _batches(store_path)}
     assert batch
 
@@ -86,8 +74,8 @@ def test_responses_and_chat_calls_of_one_job_go_in_separate_batches(fast: Sandbo
     with openai.OpenAI(base_url=fast.openai_base_url, api_key=TEST_KEY) as client:
         endpoints = {b.endpoint for b in client.batches.list() if b.id in ours}
     assert len(ours) == 2 and endpoints == {"/v1/chat/completions", "/v1/responses"}
-    assert ledger(fast) == {("gpt-4o-mini", "batch"): 2 * len(ITEMS)}
-    assert not fast.duplicates() and accounted(job) == ledger(fast)
+    assert billed(fast) == {("gpt-4o-mini", "batch"): 2 * len(ITEMS)}
+    assert not fast.duplicates() and accounted(job) == billed(fast)
     for out in job.outputs():
         assert out["chat"] == out["responses"]  # the sandbox answers both the same way
 
@@ -96,8 +84,8 @@ def test_responses_api_in_realtime_mode_is_accounted(sandbox: Sandbox, store_pat
     chain = PROMPT | make_openai(sandbox, use_responses_api=True) | StrOutputParser()
     job = batchain.run(chain, ITEMS, store=store_path, progress=False)
     assert job.counts["succeeded"] == len(ITEMS)
-    assert ledger(sandbox) == {("gpt-4o-mini", "realtime"): len(ITEMS)}
-    assert accounted(job) == ledger(sandbox)
+    assert billed(sandbox) == {("gpt-4o-mini", "realtime"): len(ITEMS)}
+    assert accounted(job) == billed(sandbox)
     assert job.usage.input_tokens == sum(e.input_tokens for e in sandbox.ledger())
 
 

@@ -4,7 +4,6 @@ provider past batchain (the ledger and the report agree)."""
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from langchain_core.runnables import RunnableLambda
 
 import batchain
 from batchain.sandbox import Sandbox
-from tests.engine.conftest import make_anthropic, make_openai
+from tests.engine.conftest import accounted, billed, make_anthropic, make_openai
 
 ITEMS = [{"topic": f"topic {i}"} for i in range(5)]
 
@@ -35,17 +34,6 @@ def streaming(model: BaseChatModel) -> RunnableLambda[dict[str, str], dict[str, 
     return RunnableLambda(ask)
 
 
-def by_tier(job: batchain.Job) -> collections.Counter[tuple[str, str]]:
-    out: collections.Counter[tuple[str, str]] = collections.Counter()
-    for line in job.report().lines:
-        out[(line.model, line.tier)] += line.calls
-    return out
-
-
-def ledger_by_tier(sb: Sandbox) -> collections.Counter[tuple[str, str]]:
-    return collections.Counter((e.model, e.tier) for e in sb.ledger())
-
-
 @pytest.mark.parametrize("wrap", [astreaming, streaming], ids=["astream", "stream"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_streamed_calls_go_through_the_batch_api_as_one_chunk(
@@ -57,8 +45,8 @@ def test_streamed_calls_go_through_the_batch_api_as_one_chunk(
     job = batchain.run(wrap(model), ITEMS, mode="batch", store=store_path, progress=False, poll_min=0.02)
     assert job.counts["succeeded"] == len(ITEMS)
     name = "gpt-4o-mini" if provider == "openai" else "claude-haiku-4-5"
-    assert ledger_by_tier(fast) == {(name, "batch"): len(ITEMS)}
-    assert not fast.duplicates() and by_tier(job) == ledger_by_tier(fast)
+    assert billed(fast) == {(name, "batch"): len(ITEMS)}
+    assert not fast.duplicates() and accounted(job) == billed(fast)
     for out, item in zip(job.outputs(), ITEMS, strict=True):
         assert out["chunks"] == 1 and item["topic"] in out["text"]
 
@@ -66,8 +54,8 @@ def test_streamed_calls_go_through_the_batch_api_as_one_chunk(
 def test_streamed_calls_in_realtime_mode_are_accounted(sandbox: Sandbox, store_path: Path) -> None:
     job = batchain.run(astreaming(make_openai(sandbox)), ITEMS, store=store_path, progress=False)
     assert job.counts["succeeded"] == len(ITEMS)
-    assert ledger_by_tier(sandbox) == {("gpt-4o-mini", "realtime"): len(ITEMS)}
-    assert by_tier(job) == ledger_by_tier(sandbox) and not sandbox.duplicates()
+    assert billed(sandbox) == {("gpt-4o-mini", "realtime"): len(ITEMS)}
+    assert accounted(job) == billed(sandbox) and not sandbox.duplicates()
 
 
 def test_streaming_outside_a_job_still_streams(sandbox: Sandbox) -> None:

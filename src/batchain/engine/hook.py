@@ -138,6 +138,16 @@ async def _agenerate_with_cache(
     return await ctx.manager.generate(self, messages, stop, run_manager, kwargs, ctx.item_idx)
 
 
+def _refuse_on_job_loop(ctx: CallContext, what: str, instead: str) -> None:
+    """A sync call made on the job's own loop would wait for that loop forever: refuse it."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is ctx.loop:
+        raise RuntimeError(f"{what} on the event loop of a batchain job; use `{instead}` in async code")
+
+
 def _generate_with_cache(
     self: BaseChatModel,
     messages: list[BaseMessage],
@@ -149,15 +159,7 @@ def _generate_with_cache(
     if ctx is None:
         result: ChatResult = _ORIGINAL_SYNC(self, messages, stop=stop, run_manager=run_manager, **kwargs)
         return result
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is ctx.loop:
-        raise RuntimeError(
-            "a chat model was called synchronously (invoke) on the event loop of a batchain "
-            "job; use `await model.ainvoke(...)` in async code"
-        )
+    _refuse_on_job_loop(ctx, "a chat model was called synchronously (invoke)", "await model.ainvoke(...)")
     # a sync step running in an executor thread: hand the call to the job's loop and wait
     coro = ctx.manager.generate(self, messages, stop, run_manager, kwargs, ctx.item_idx, sync=True)
     return asyncio.run_coroutine_threadsafe(coro, ctx.loop).result()
@@ -204,15 +206,9 @@ def _embeddings_create(original: Any, *, is_async: bool) -> Any:
         ctx = ACTIVE.get()
         if ctx is None:
             return original(self, **params)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is ctx.loop:
-            raise RuntimeError(
-                "an embeddings model was called synchronously on the event loop of a batchain "
-                "job; use `await embeddings.aembed_documents(...)` in async code"
-            )
+        _refuse_on_job_loop(
+            ctx, "an embeddings model was called synchronously", "await embeddings.aembed_documents(...)"
+        )
         coro = ctx.manager.embed(self, params, ctx.item_idx, sync=True)
         return _embedding_response(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(), params)
 

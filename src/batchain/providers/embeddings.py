@@ -60,27 +60,24 @@ def async_twin(client: Any) -> Any:
             f"an embeddings call through a sync {type(client).__name__} inside a batchain job: "
             "call it with `await ...aembed_documents(...)` (the async client) instead"
         )
-    return openai.AsyncOpenAI(
-        api_key=client.api_key,
-        organization=client.organization,
-        project=client.project,
-        base_url=client.base_url,
-        timeout=client.timeout,
-        max_retries=client.max_retries,
-        default_headers=client._custom_headers,
-        default_query=client._custom_query,
-    )
+    return _twin(openai.AsyncOpenAI, client)
 
 
 def sync_twin(client: Any) -> Any:
     """A sync client with the settings of an async ``client`` (for a probe made from sync code)."""
     import openai
 
-    return openai.OpenAI(
+    return _twin(openai.OpenAI, client)
+
+
+def _twin(cls: Any, client: Any) -> Any:
+    return cls(
         api_key=client.api_key,
         organization=client.organization,
         project=client.project,
         base_url=client.base_url,
+        timeout=client.timeout,
+        max_retries=client.max_retries,
         default_headers=client._custom_headers,
         default_query=client._custom_query,
     )
