@@ -110,3 +110,16 @@ def test_the_estimate_counts_embeddings_calls_and_sends_nothing(sandbox: Sandbox
     assert est.models == {f"openai/{MODEL}": len(TEXTS)}
     assert est.max_output_tokens == 0
     assert sandbox.ledger() == []
+
+
+def test_the_sdks_not_given_markers_are_left_out(fast: Sandbox, store_path: Path) -> None:
+    sdk = openai.AsyncOpenAI(base_url=fast.openai_base_url, api_key=TEST_KEY)
+
+    async def step(text: str) -> int:
+        got = await sdk.embeddings.create(
+            model=MODEL, input=[text], dimensions=openai.NOT_GIVEN, user=openai.omit
+        )
+        return len(got.data[0].embedding)
+
+    job = run(RunnableLambda(step), TEXTS[:2], store_path, mode="realtime")
+    assert job.outputs() == [1536, 1536] and len(fast.ledger()) == 2

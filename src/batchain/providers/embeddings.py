@@ -109,7 +109,14 @@ class OpenAIEmbeddingsAdapter:
         """The call for ``resource.create(**params)``: the body the SDK itself sends (extras
         merged; base64 vectors unless the caller chose an encoding, which
         :func:`decoded` turns into floats as the SDK does)."""
-        body = {k: v for k, v in params.items() if not k.startswith("extra_") and k != "timeout"}
+        import openai
+
+        unset = (openai.NotGiven, openai.Omit)  # the SDK's "not given" markers
+        body = {
+            k: v
+            for k, v in params.items()
+            if not k.startswith("extra_") and k != "timeout" and not isinstance(v, unset)
+        }
         body.update(params.get("extra_body") or {})
         body.setdefault("encoding_format", "base64")
         clean_payload(body)
