@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import openai
@@ -43,3 +44,12 @@ def oai(sb: Sandbox) -> Iterator[openai.OpenAI]:
 def ant(sb: Sandbox) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=sb.anthropic_base_url, api_key="sk-ant-test", max_retries=0) as client:
         yield client
+
+
+@pytest.fixture
+def gemini(sb: Sandbox) -> Any:
+    """A google-genai client on the sandbox (its modules skip when the SDK is missing)."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=sb.gemini_base_url))

@@ -12,6 +12,7 @@ import openai
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"
+GEMINI_MODEL = "gemini-2.5-flash"
 OPENAI_TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
@@ -84,4 +85,16 @@ def wait_anthropic(client: anthropic.Anthropic, batch_id: str, timeout: float = 
             return batch
         if time.monotonic() > deadline:
             raise AssertionError(f"batch stuck in {batch.processing_status}")
+        time.sleep(0.02)
+
+
+def wait_gemini(client: Any, name: str, timeout: float = 10.0) -> Any:
+    """Poll a google-genai batch until its Operation is done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.batches.get(name=name)
+        if job.done:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch stuck in {job.state}")
         time.sleep(0.02)

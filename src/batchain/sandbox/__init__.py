@@ -1,7 +1,9 @@
-"""A local server speaking the OpenAI and Anthropic HTTP APIs, realtime and batch.
+"""A local server speaking the OpenAI, Anthropic and Gemini HTTP APIs, realtime and batch.
 
-The official ``openai`` / ``anthropic`` SDKs and LangChain's ``ChatOpenAI`` /
-``ChatAnthropic`` work against it unmodified via ``base_url``.  It answers
+The official ``openai`` / ``anthropic`` / ``google-genai`` SDKs and LangChain's
+``ChatOpenAI`` / ``ChatAnthropic`` / ``ChatGoogleGenerativeAI`` work against it
+unmodified via their base URL (``HttpOptions(base_url=sb.gemini_base_url)``;
+``ChatGoogleGenerativeAI(base_url=sb.gemini_base_url)``).  It answers
 deterministically, keeps a billing ledger, enforces rate limits with real 429s and
 headers, and injects faults on request::
 
@@ -25,6 +27,10 @@ Served endpoints:
   ``/v1/chat/completions``.
 * Anthropic: ``POST /v1/messages`` (JSON or SSE), Message Batches (create, list,
   retrieve, cancel, delete, results).
+* Gemini (``v1`` and ``v1beta``): ``models/{model}:generateContent`` and
+  ``:streamGenerateContent`` (SSE), ``:batchGenerateContent`` (inline or file input;
+  batches get, list, cancel, delete), Files (resumable upload, get, list, delete,
+  download of batch results).
 * Admin (no auth): ``/_sandbox/health``, ``/_sandbox/ledger``,
   ``/_sandbox/ledger/summary``, ``/_sandbox/duplicates``, ``/_sandbox/config``
   (GET, POST merges), ``/_sandbox/reset``, ``/_sandbox/forget``.
@@ -36,11 +42,14 @@ replies in :mod:`~batchain.sandbox.responder`; ``[[fail:N]]`` / ``[[latency:MS]]
 the request hash in :mod:`~batchain.sandbox.ledger`; rate limiting in
 :mod:`~batchain.sandbox.limits`; batch states in :mod:`~batchain.sandbox.lifecycle`;
 batch processing in :mod:`~batchain.sandbox.batches`.  Each provider's wire formats
-and endpoints are in the :mod:`~batchain.sandbox.openai` and
-:mod:`~batchain.sandbox.anthropic` subpackages; everything else is provider-neutral.
+and endpoints are in the :mod:`~batchain.sandbox.openai`,
+:mod:`~batchain.sandbox.anthropic` and :mod:`~batchain.sandbox.gemini` subpackages;
+everything else is provider-neutral.
 
 Auth: any non-empty key is accepted (OpenAI ``Authorization: Bearer``; Anthropic
-``x-api-key`` or ``Authorization: Bearer``); keys starting with ``invalid`` get a 401.
+``x-api-key`` or ``Authorization: Bearer``); keys starting with ``invalid`` get a 401
+(Gemini, ``x-goog-api-key`` or ``?key=``: Google's 400 ``API_KEY_INVALID``, and 403
+``PERMISSION_DENIED`` without a key).
 """
 
 from __future__ import annotations

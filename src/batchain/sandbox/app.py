@@ -35,6 +35,7 @@ from batchain.sandbox.anthropic.messages import anthropic_json_response
 from batchain.sandbox.calls import Endpoint, dumps
 from batchain.sandbox.config import ConfigError
 from batchain.sandbox.errors import ApiError, anthropic_error_body, openai_error_body
+from batchain.sandbox.gemini import api as gemini_api
 from batchain.sandbox.openai import api as openai_api
 from batchain.sandbox.openai.chat import openai_json_response
 from batchain.sandbox.state import SandboxState
@@ -135,18 +136,24 @@ _FAST_PATHS = frozenset({("POST", "/v1/chat/completions"), ("POST", "/v1/message
 
 
 class _SandboxApp(Starlette):
-    """Starlette with a direct path for the hot realtime endpoints.
+    """Starlette with a direct path for the hot realtime endpoints, and Gemini's app.
 
     Those endpoints render every error themselves (see ``calls.guarded``), so routing
-    and the exception middleware add nothing but ~50 us per request to them.
+    and the exception middleware add nothing but ~50 us per request to them.  Gemini
+    shares ``/v1/batches`` and ``/v1/files`` with OpenAI, so its requests are told
+    apart first (:func:`batchain.sandbox.gemini.api.claims`) and go to its own app.
     """
 
-    def __init__(self, fast: dict[tuple[str, str], Endpoint], **kwargs: Any) -> None:
+    def __init__(self, fast: dict[tuple[str, str], Endpoint], gemini: Starlette, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._fast = fast
+        self._gemini = gemini
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if gemini_api.claims(scope):
+                await self._gemini(scope, receive, send)
+                return
             endpoint = self._fast.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self
@@ -181,6 +188,7 @@ def create_app(state: SandboxState | None = None) -> Starlette:
     }
     app = _SandboxApp(
         fast,
+        gemini_api.app(state),
         routes=routes,
         exception_handlers={404: _http_error, 405: _http_error, Exception: _unexpected},
         lifespan=lifespan,

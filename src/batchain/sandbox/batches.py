@@ -13,7 +13,8 @@ into results, and its not-found error.  Everything else is here:
   ``batch_item_error_rate``) and ``[[flaky:N]]``; an internal bug fails that item,
   never the batch;
 * ending: never-run items become ``expired`` / ``cancelled`` lines, lines are
-  shuffled when ``shuffle_results`` is on, then sealed.
+  shuffled when ``shuffle_results`` is on (unless the provider promises input
+  order), then sealed.
 
 Sans-I/O: the store is advanced with explicit timestamps.  A request dropped by
 ``batch_drop_rate`` counts as succeeded but has no result line.
@@ -103,6 +104,7 @@ class BatchStoreBase(abc.ABC, Generic[B]):
 
     internal_error: str  # message of an item failed by an injected or internal error
     errors_apart: bool  # error and never-run lines go to ``error_lines``, not ``lines``
+    ordered_results: bool = False  # the wire promises input order: ``shuffle_results`` ignored
 
     def __init__(self, state: SandboxState, spec: ProviderSpec) -> None:
         self._state = state
@@ -273,7 +275,7 @@ class BatchStoreBase(abc.ABC, Generic[B]):
             batch.cancelled += left
         batch.processed = batch.total
         batch.items = []
-        if batch.config.shuffle_results:
+        if batch.config.shuffle_results and not self.ordered_results:
             batch.rng.shuffle(batch.lines)
             batch.rng.shuffle(batch.error_lines)
         self._seal(batch)

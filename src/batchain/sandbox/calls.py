@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -228,8 +228,17 @@ def realtime_latency(config: SandboxConfig, directives: Directives, state: Sandb
     return max(base, 0.0) / 1000.0
 
 
-async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Request) -> Response:
-    """Serve one realtime call end to end: the shared order of checks and faults."""
+async def handle_realtime(
+    state: SandboxState,
+    spec: ProviderSpec,
+    request: Request,
+    fields: Mapping[str, Any] | None = None,
+) -> Response:
+    """Serve one realtime call end to end: the shared order of checks and faults.
+
+    ``fields`` are request values the URL carries rather than the body (Gemini's model
+    and streaming mode); they are merged into the body before it is hashed and parsed.
+    """
     started = time.perf_counter()
     decision = _NO_DECISION
     model = "*"
@@ -239,9 +248,12 @@ async def handle_realtime(state: SandboxState, spec: ProviderSpec, request: Requ
             raise denied
         config = request_config(state, request)
         body = parse_json_object(await request.body(), spec.bad_json_message)
+        if fields:
+            body = {**body, **fields}
         if isinstance(body.get("model"), str):
             model = body["model"]
         ev = evaluate(spec, body, batch=False)
+        model = ev.prompt.model  # as the ledger names it (Gemini's body says models/<id>)
         decision = state.limiter.admit(
             spec.name, ev.prompt.model, ev.prompt_tokens + ev.reply.completion_tokens
         )

@@ -42,7 +42,7 @@ class SandboxConfig:
     rpm: int | None = None  # requests/min per (provider, model); real 429s + headers
     tpm: int | None = None  # tokens/min per (provider, model): prompt + completion tokens
     error_rate: float = 0.0  # random 500s (OpenAI server_error, Anthropic api_error)
-    overloaded_rate: float = 0.0  # random OpenAI 503 / Anthropic 529 overloaded_error
+    overloaded_rate: float = 0.0  # random OpenAI/Gemini 503, Anthropic 529 overloaded_error
     server_retry_after_s: float = 0.0  # > 0: server errors (500, 503, 529) send Retry-After
     # -- batches -------------------------------------------------------------------------
     batch_validating_s: float = 0.05  # OpenAI `validating` (Anthropic: start delay)
@@ -52,7 +52,7 @@ class SandboxConfig:
     batch_item_error_rate: float = 0.0  # items failing with a server error (500 / api_error)
     batch_expire_after_fraction: float | None = None  # expire after this fraction finished
     batch_drop_rate: float = 0.0  # items silently missing from the results
-    batch_fail_validation: bool = False  # OpenAI batch -> failed; Anthropic create -> 400
+    batch_fail_validation: bool = False  # OpenAI/Gemini batch -> failed; Anthropic create -> 400
     batch_create_429: int = 0  # the next N batch-create calls get a 429
     shuffle_results: bool = True  # result lines not in input order
     openai_max_batch_requests: int = 50_000  # more lines -> failed with too_many_tasks

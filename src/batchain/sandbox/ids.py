@@ -15,7 +15,11 @@ __all__ = [
     "anthropic_message_id",
     "anthropic_request_id",
     "anthropic_tool_id",
+    "base36",
     "base62",
+    "gemini_batch_name",
+    "gemini_file_id",
+    "gemini_response_id",
     "openai_batch_id",
     "openai_batch_request_id",
     "openai_chat_id",
@@ -37,6 +41,17 @@ _TABLE = bytes(ord(_ALPHABET[b % 62]) for b in range(256))
 def base62(length: int) -> str:
     raw = _rng.getrandbits(8 * length).to_bytes(length, "big")
     return raw.translate(_TABLE).decode("ascii")
+
+
+_LOWER = "0123456789abcdefghijklmnopqrstuvwxyz"
+_LOWER_TABLE = bytes(ord(_LOWER[b % 36]) for b in range(256))
+
+
+def base36(length: int) -> str:
+    """Lowercase letters and digits: the only ids the google-genai SDK parses back out of
+    a file URI (``t_file_name`` matches ``[a-z0-9]+``)."""
+    raw = _rng.getrandbits(8 * length).to_bytes(length, "big")
+    return raw.translate(_LOWER_TABLE).decode("ascii")
 
 
 def openai_file_id() -> str:
@@ -77,6 +92,18 @@ def anthropic_request_id() -> str:
 
 def anthropic_tool_id() -> str:
     return "toolu_01" + base62(22)
+
+
+def gemini_batch_name() -> str:
+    return "batches/" + base36(24)
+
+
+def gemini_file_id() -> str:
+    return base36(12)
+
+
+def gemini_response_id() -> str:
+    return base62(22)
 
 
 def rfc3339(timestamp: float) -> str:

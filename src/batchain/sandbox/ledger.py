@@ -7,8 +7,8 @@ Billing rules
   during the simulated latency is not billed), or a ``succeeded`` / 200 batch item.
   Errors (4xx, 5xx, 429), cancelled, expired and dropped batch items are not billed.
 * ``tier`` is ``realtime`` or ``batch``.
-* ``input_tokens`` is the TOTAL prompt tokens including cached ones, for both
-  providers.  OpenAI's wire ``prompt_tokens`` already includes
+* ``input_tokens`` is the TOTAL prompt tokens including cached ones, for every
+  provider (Gemini's ``promptTokenCount``).  OpenAI's wire ``prompt_tokens`` already includes
   ``cached_tokens``; Anthropic's wire ``input_tokens`` excludes cache reads and
   writes, so the ledger stores ``input_tokens + cache_read + cache_creation`` and
   puts the reads in ``cached_tokens`` and the writes in ``cache_creation_tokens``.
@@ -22,6 +22,9 @@ with the top-level keys ``stream`` and ``stream_options`` removed::
 
 A realtime body and the identical body inside a batch line (``body`` for OpenAI,
 ``params`` for Anthropic) hash the same, so clients can detect double billing.
+Gemini's model is in the URL, not the body: its requests are hashed with
+``"model": "models/<id>"`` added (realtime and batch alike), and its ledger ``model``
+is the bare ``<id>``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ __all__ = [
     "request_hash",
 ]
 
-Provider = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic", "gemini"]
 Tier = Literal["realtime", "batch"]
 
 _EXCLUDED_KEYS = ("stream", "stream_options")

@@ -11,6 +11,14 @@ Anthropic (``processing_status``)::
 
     in_progress -> ended
     in_progress -> canceling -> ended
+
+Gemini (``metadata.state``; no cancelling state: a cancelled batch keeps its state
+until it ends)::
+
+    BATCH_STATE_PENDING -> BATCH_STATE_RUNNING -> BATCH_STATE_SUCCEEDED
+    BATCH_STATE_PENDING -> BATCH_STATE_FAILED                  (input failed validation)
+    BATCH_STATE_RUNNING -> BATCH_STATE_EXPIRED                 (expiry; partial results)
+    BATCH_STATE_PENDING | BATCH_STATE_RUNNING -> BATCH_STATE_CANCELLED
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from typing import TypeVar
 
 __all__ = [
     "ANTHROPIC_TRANSITIONS",
+    "GEMINI_TRANSITIONS",
     "OPENAI_TRANSITIONS",
     "AnthropicStatus",
+    "GeminiState",
     "IllegalTransition",
     "OpenAIStatus",
     "is_terminal",
@@ -47,6 +57,15 @@ class AnthropicStatus(enum.StrEnum):
     ENDED = "ended"
 
 
+class GeminiState(enum.StrEnum):
+    PENDING = "BATCH_STATE_PENDING"
+    RUNNING = "BATCH_STATE_RUNNING"
+    SUCCEEDED = "BATCH_STATE_SUCCEEDED"
+    FAILED = "BATCH_STATE_FAILED"
+    CANCELLED = "BATCH_STATE_CANCELLED"
+    EXPIRED = "BATCH_STATE_EXPIRED"
+
+
 _O = OpenAIStatus
 OPENAI_TRANSITIONS: Mapping[OpenAIStatus, frozenset[OpenAIStatus]] = {
     _O.VALIDATING: frozenset({_O.IN_PROGRESS, _O.FAILED, _O.CANCELLING}),
@@ -66,7 +85,25 @@ ANTHROPIC_TRANSITIONS: Mapping[AnthropicStatus, frozenset[AnthropicStatus]] = {
     _A.ENDED: frozenset(),
 }
 
-S = TypeVar("S", OpenAIStatus, AnthropicStatus)
+_G = GeminiState
+GEMINI_TRANSITIONS: Mapping[GeminiState, frozenset[GeminiState]] = {
+    _G.PENDING: frozenset({_G.RUNNING, _G.FAILED, _G.CANCELLED}),
+    _G.RUNNING: frozenset({_G.SUCCEEDED, _G.EXPIRED, _G.CANCELLED}),
+    _G.SUCCEEDED: frozenset(),
+    _G.FAILED: frozenset(),
+    _G.CANCELLED: frozenset(),
+    _G.EXPIRED: frozenset(),
+}
+
+S = TypeVar("S", OpenAIStatus, AnthropicStatus, GeminiState)
+
+
+def _allowed(current: OpenAIStatus | AnthropicStatus | GeminiState) -> frozenset[enum.Enum]:
+    if isinstance(current, OpenAIStatus):
+        return OPENAI_TRANSITIONS[current]
+    if isinstance(current, GeminiState):
+        return GEMINI_TRANSITIONS[current]
+    return ANTHROPIC_TRANSITIONS[current]
 
 
 class IllegalTransition(RuntimeError):
@@ -78,17 +115,10 @@ class IllegalTransition(RuntimeError):
 
 def transition(current: S, target: S) -> S:
     """Return ``target`` if the status table allows ``current -> target``, else raise."""
-    allowed: frozenset[enum.Enum]
-    if isinstance(current, OpenAIStatus):
-        allowed = frozenset(OPENAI_TRANSITIONS[current])
-    else:
-        allowed = frozenset(ANTHROPIC_TRANSITIONS[current])
-    if target not in allowed:
+    if target not in _allowed(current):
         raise IllegalTransition(current, target)
     return target
 
 
-def is_terminal(status: OpenAIStatus | AnthropicStatus) -> bool:
-    if isinstance(status, OpenAIStatus):
-        return not OPENAI_TRANSITIONS[status]
-    return not ANTHROPIC_TRANSITIONS[status]
+def is_terminal(status: OpenAIStatus | AnthropicStatus | GeminiState) -> bool:
+    return not _allowed(status)

@@ -275,6 +275,12 @@ class Sandbox:
         return self.url
 
     @property
+    def gemini_base_url(self) -> str:
+        """The server root, which google-genai takes as ``HttpOptions(base_url=...)`` (it adds
+        ``/v1`` or ``/v1beta`` itself)."""
+        return self.url
+
+    @property
     def pid(self) -> int | None:
         """The server subprocess id (process mode), else None."""
         return self._proc.pid if self._proc is not None else None
