@@ -58,7 +58,7 @@ def test_gemini_matches_a_direct_call_and_is_billed_once(
         chain = (
             PROMPT
             | model.bind_tools([Fact], tool_choice="any")
-            | (lambda m: [(c["name"], c["args"]) for c in m.tool_calls])
+            | (lambda m: [[c["name"], c["args"]] for c in m.tool_calls])  # stored as JSON
         )
     expected = run_direct(chain.abatch(ITEMS))
     fast.reset()

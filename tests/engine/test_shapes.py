@@ -286,3 +286,22 @@ def test_embeddings_inside_a_chain(sandbox: Sandbox, store_path: Path, mode: str
 
     run_and_compare(sandbox, RunnableLambda(index), TOPICS, store_path, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
+
+
+def test_gemini_beside_openai_and_anthropic(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+    genai = pytest.importorskip("langchain_google_genai")
+    from tests.conftest import TEST_KEY
+
+    gemini = genai.ChatGoogleGenerativeAI(
+        model="gemini-2.5-flash", api_key=TEST_KEY, base_url=sandbox.gemini_base_url
+    )
+    parser = StrOutputParser()
+    chain = RunnableParallel(
+        gpt=prompt("Tell me about {topic}") | make_openai(sandbox) | parser,
+        claude=prompt("Tell me about {topic}") | make_anthropic(sandbox) | parser,
+        gemini=prompt("Tell me about {topic}") | gemini | parser,
+        person=prompt("Invent a person who loves {topic}") | gemini.with_structured_output(Person),
+    )
+    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    assert len(sandbox.ledger()) == 4 * len(TOPICS)
+    assert all(isinstance(o["person"], Person) for o in job.outputs())

@@ -106,7 +106,9 @@ class GeminiAdapter:
         salt: str,
     ) -> CallRequest:
         m: Any = model
-        prepared = m._prepare_request(messages, stop=stop, **kwargs)
+        # LangChain's tracing hint for structured output, not a request setting
+        params = {k: v for k, v in kwargs.items() if k != "ls_structured_output_format"}
+        prepared = m._prepare_request(messages, stop=stop, **params)
         client = self.client(model)
         body = wire_body(client, prepared)
         remember_secret(getattr(_api_client(client), "api_key", None))
