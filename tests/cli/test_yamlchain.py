@@ -88,6 +88,23 @@ def test_anthropic_with_a_schema(sandbox_env: Sandbox, tmp_path: Path) -> None:
     assert job.counts["succeeded"] == 1 and set(job.outputs()[0]) == {"topic", "places", "mood"}
 
 
+def test_gemini_with_a_schema_in_batch_mode(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("langchain_google_genai")
+    monkeypatch.setenv("GOOGLE_API_KEY", TEST_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", sandbox_env.gemini_base_url)
+    sandbox_env.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+    text = (EXAMPLES / "extract.yaml").read_text()
+    text = text.replace("provider: openai", "provider: gemini").replace("gpt-4o-mini", "gemini-2.5-flash")
+    chain = load_yaml_chain(write(tmp_path, text))
+    rows = [{"text": "Rain in Paris again."}, {"text": "Sun over Rome."}]
+    job = batchain.run(chain, rows, mode="batch", store=tmp_path / "s.sqlite", progress=False, poll_min=0.02)
+    assert job.counts["succeeded"] == 2 and set(job.outputs()[0]) == {"topic", "places", "mood"}
+    assert {(e.provider, e.tier) for e in sandbox_env.ledger()} == {("gemini", "batch")}
+    assert len(sandbox_env.ledger()) == 2 and not sandbox_env.duplicates()
+
+
 # -- per-item failures -------------------------------------------------------------------------
 
 
@@ -164,7 +181,7 @@ BAD_FILES = [
     ("", "the file is empty"),
     ("- a list\n", "the top level must be a mapping"),
     ("prompt: hi\n", "model: missing"),
-    ("model: {provider: gemini, name: x}\nprompt: hi\n", "model.provider: unknown provider 'gemini'"),
+    ("model: {provider: mistral, name: x}\nprompt: hi\n", "model.provider: unknown provider 'mistral'"),
     ("model: {name: x}\nprompt: hi\n", "model.provider: missing"),
     ("model: {provider: openai}\nprompt: hi\n", "model.name: missing"),
     (OPEN + "temprature: 0}\nprompt: hi\n", "model.temprature: unknown key"),

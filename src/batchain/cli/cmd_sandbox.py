@@ -40,11 +40,11 @@ def sandbox_serve(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for jitter and fault injection.")] = 0,
 ) -> None:
-    """Serve the OpenAI and Anthropic APIs locally until Ctrl-C.
+    """Serve the OpenAI, Anthropic and Gemini APIs locally until Ctrl-C.
 
     Answers are deterministic (classification prompts get one of their labels), usage is
     billed to a ledger, limits give real 429s. Point the official SDKs or LangChain at it
-    with OPENAI_BASE_URL / ANTHROPIC_BASE_URL; any API key works.
+    with OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GOOGLE_GEMINI_BASE_URL; any API key works.
     """
     from batchain.sandbox import SandboxConfig, serve
     from batchain.sandbox.config import ConfigError

@@ -361,9 +361,11 @@ def sandbox_banner(url: str) -> None:
         f"batchain sandbox listening on {url}   (Ctrl-C to stop)",
         f"  OpenAI API     {url}/v1",
         f"  Anthropic API  {url}",
-        "Point the SDKs (and ChatOpenAI / ChatAnthropic) at it, with any key:",
+        f"  Gemini API     {url}",
+        "Point the SDKs (and ChatOpenAI / ChatAnthropic / ChatGoogleGenerativeAI) at it, with any key:",
         f"  export OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY=sk-sandbox",
         f"  export ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=sk-ant-sandbox",
+        f"  export GOOGLE_GEMINI_BASE_URL={url} GOOGLE_API_KEY=sandbox-key",
         f"Billing ledger: {url}/_sandbox/ledger/summary",
     ]
     print("\n".join(lines), flush=True)
