@@ -72,7 +72,7 @@ def test_bad_yaml_files_are_usage_errors(cli: Cli, tmp_path: Path) -> None:
     bad.write_text("model:\n  provider: gemini\n  name: gemini-pro\nprompt: hi {headline}\n")
     proc = cli("run", "chain.yaml", str(data))  # relative to where the user stands
     assert proc.returncode == 2
-    assert_one_line_error(proc, "chain.yaml: model.provider: unknown provider 'gemini'")
+    assert_one_line_error(proc, "chain.yaml: model.provider: unknown provider 'mistral'")
     assert not cli.store.exists()  # refused before any job was created
 
 
