@@ -138,7 +138,9 @@ def test_size_refusals_shrink_the_batches() -> None:
     cap = Capacity()
     assert cap.limits(LANE, OPENAI_LIMITS) == OPENAI_LIMITS
     assert cap.refused(LANE, Size(24, 0, 5000), Refusal(RefusalKind.BYTES, "big"), 0.0).action is Action.SPLIT
-    assert cap.limits(LANE, OPENAI_LIMITS) == BatchLimits(OPENAI_LIMITS.max_requests, 2500, OPENAI_LIMITS.max_inputs)
+    assert cap.limits(LANE, OPENAI_LIMITS) == BatchLimits(
+        OPENAI_LIMITS.max_requests, 2500, OPENAI_LIMITS.max_inputs
+    )
     stated = Refusal(RefusalKind.REQUESTS, "at most 7 items", 7)
     assert cap.refused(LANE, Size(24, 0, 100), stated, 0.0).action is Action.SPLIT
     assert cap.limits(LANE, OPENAI_LIMITS) == BatchLimits(7, 2500, OPENAI_LIMITS.max_inputs)

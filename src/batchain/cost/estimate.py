@@ -154,7 +154,7 @@ class _DryManager:
     async def embed(
         self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
     ) -> dict[str, Any]:
-        self.requests.append(embeddings_adapter().request(resource, params, ""))
+        self.requests.append(embeddings_adapter(resource).request(resource, params, ""))
         raise _Captured()
 
 

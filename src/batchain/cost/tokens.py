@@ -21,12 +21,21 @@ _EXTRAS = ("system", "tools", "response_format")
 
 def input_texts(body: dict[str, Any]) -> Iterator[str]:
     """Every text of a request body that counts as input: chat (OpenAI or Anthropic
-    shape), a Responses API body (``instructions``, ``input``) or an embeddings body."""
+    shape), a Responses API body (``instructions``, ``input``) or an embeddings body
+    (OpenAI's, or Gemini's ``batchEmbedContents``)."""
     yield from _system(body)
     for msg in body.get("messages") or ():
         yield from _content(msg)
     yield from _responses_or_embeddings(body)
+    yield from _gemini_embeddings(body)
     yield from _schemas(body)
+
+
+def _gemini_embeddings(body: dict[str, Any]) -> Iterator[str]:
+    for request in body.get("requests") or ():
+        content = request.get("content") if isinstance(request, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        yield from (str(p.get("text") or "") for p in parts or () if isinstance(p, dict))
 
 
 def _responses_or_embeddings(body: dict[str, Any]) -> Iterator[str]:

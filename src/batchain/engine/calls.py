@@ -45,6 +45,7 @@ from batchain.providers.base import (
 )
 from batchain.providers.embeddings import OpenAIEmbeddingsAdapter
 from batchain.providers.endpoints import EndpointSupport, batch_support, model_label
+from batchain.providers.gemini_embeddings import GeminiEmbeddingsAdapter, is_genai
 from batchain.providers.generic import GenericAdapter
 from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
@@ -99,6 +100,7 @@ UNSUPPORTED = "unsupported"
 
 
 _EMBEDDINGS = OpenAIEmbeddingsAdapter()
+_GEMINI_EMBEDDINGS = GeminiEmbeddingsAdapter()
 
 
 async def _close(client: Any) -> None:
@@ -110,8 +112,10 @@ async def _close(client: Any) -> None:
         await closing
 
 
-def embeddings_adapter() -> OpenAIEmbeddingsAdapter:
-    return _EMBEDDINGS
+def embeddings_adapter(resource: Any = None) -> OpenAIEmbeddingsAdapter | GeminiEmbeddingsAdapter:
+    """The adapter of an embeddings call through ``resource``: google-genai's ``models``,
+    else the OpenAI SDK's ``embeddings``."""
+    return _GEMINI_EMBEDDINGS if is_genai(resource) else _EMBEDDINGS
 
 
 def generic_adapter() -> GenericAdapter:
@@ -357,11 +361,12 @@ class CallManager:
     async def embed(
         self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
     ) -> dict[str, Any]:
-        """An embeddings call of an item (the OpenAI SDK's ``embeddings.create``, whoever
-        makes it): built, replayed, shared, parked or sent like a chat call."""
+        """An embeddings call of an item (the OpenAI SDK's ``embeddings.create`` or
+        google-genai's ``models.embed_content``, whoever makes it): built, replayed, shared,
+        parked or sent like a chat call."""
         context = ACTIVE.get()
         eviction = context.eviction if context is not None else None
-        adapter = embeddings_adapter()
+        adapter = embeddings_adapter(resource)
         request = adapter.request(resource, params, self.salt)
         self._models.setdefault(id(resource), resource)
         token = ACTIVE.set(None)  # the engine's work from here (see generate)

@@ -59,8 +59,8 @@ class CallHandler(Protocol):
     async def embed(
         self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
     ) -> dict[str, Any]:
-        """An embeddings call (``resource.create(**params)`` of the OpenAI SDK): its answer's
-        JSON."""
+        """An embeddings call (``resource.create(**params)`` of the OpenAI SDK, or
+        ``resource.embed_content(**params)`` of google-genai): its answer's JSON."""
         ...
 
 
@@ -226,7 +226,52 @@ def _embedding_response(data: dict[str, Any], params: dict[str, Any]) -> Any:
     return CreateEmbeddingResponse.construct(**data)
 
 
+def _embed_content(original: Any, *, is_async: bool) -> Any:
+    """google-genai's ``models.embed_content``, handed to the job's call manager inside a job."""
+    if is_async:
+
+        async def aembed(self: Any, **params: Any) -> Any:
+            ctx = ACTIVE.get()
+            if ctx is None:
+                return await original(self, **params)
+            return _embed_content_response(await ctx.manager.embed(self, params, ctx.item_idx))
+
+        return aembed
+
+    def embed(self: Any, **params: Any) -> Any:
+        ctx = ACTIVE.get()
+        if ctx is None:
+            return original(self, **params)
+        _refuse_on_job_loop(
+            ctx,
+            "a Gemini embeddings model was called synchronously",
+            "await embeddings.aembed_documents(...)",
+        )
+        coro = ctx.manager.embed(self, params, ctx.item_idx, sync=True)
+        return _embed_content_response(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result())
+
+    return embed
+
+
+def _embed_content_response(data: dict[str, Any]) -> Any:
+    """What the SDK's ``embed_content`` returns for this answer (read by its own converter)."""
+    from google.genai import models, types
+
+    converted = models._EmbedContentResponse_from_mldev(data, None, None)
+    return types.EmbedContentResponse._from_response(response=converted, kwargs={})
+
+
+def _install_gemini_embeddings() -> None:
+    try:
+        from google.genai.models import AsyncModels, Models
+    except ImportError:  # pragma: no cover - google-genai is not installed
+        return
+    setattr(AsyncModels, "embed_content", _embed_content(AsyncModels.embed_content, is_async=True))  # noqa: B010
+    setattr(Models, "embed_content", _embed_content(Models.embed_content, is_async=False))  # noqa: B010
+
+
 def _install_embeddings() -> None:
+    _install_gemini_embeddings()
     try:
         from openai.resources.embeddings import AsyncEmbeddings, Embeddings
     except ImportError:  # pragma: no cover - the openai SDK is not installed

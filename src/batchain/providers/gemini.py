@@ -39,7 +39,7 @@ from batchain.providers.base import (
 from batchain.providers.batch import BatchLimits, BatchView, Outcome, OutcomeKind
 from batchain.store.records import Usage
 
-__all__ = ["GeminiAdapter", "GeminiBatchAPI"]
+__all__ = ["GeminiAdapter", "GeminiBatchAPI", "api_client", "classify_genai_error", "model_path"]
 
 ENDPOINT = ":generateContent"
 #: inline requests of one batch: under 20 MB (Gemini's Batch API docs); a file beyond
@@ -58,11 +58,11 @@ _STATES = {
 _ENDED = ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED")
 
 
-def _api_client(client: Any) -> Any:
+def api_client(client: Any) -> Any:
     return client._api_client  # the SDK's HTTP client: auth, base URL, API version
 
 
-def _model_path(model: str) -> str:
+def model_path(model: str) -> str:
     return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
 
 
@@ -74,7 +74,7 @@ def wire_body(client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
         model=request["model"], contents=request["contents"], config=request.get("config")
     )
     body: dict[str, Any] = models._GenerateContentParameters_to_mldev(
-        _api_client(client), params, None, params
+        api_client(client), params, None, params
     )
     for private in ("_url", "_query", "config"):
         body.pop(private, None)
@@ -111,8 +111,8 @@ class GeminiAdapter:
         prepared = m._prepare_request(messages, stop=stop, **params)
         client = self.client(model)
         body = wire_body(client, prepared)
-        remember_secret(getattr(_api_client(client), "api_key", None))
-        path = _model_path(str(prepared["model"]))
+        remember_secret(getattr(api_client(client), "api_key", None))
+        path = model_path(str(prepared["model"]))
         config = body.get("generationConfig") or {}
         request = sdk_request(
             self.name,
@@ -137,15 +137,15 @@ class GeminiAdapter:
     def job_client(self, client: Any, max_connections: int) -> Any:
         from google import genai
 
-        api = _api_client(client)
+        api = api_client(client)
         return genai.Client(api_key=api.api_key, http_options=api._http_options)
 
     def endpoint(self, model: BaseChatModel) -> str:
-        api = _api_client(self.client(model))
+        api = api_client(self.client(model))
         return str(api._http_options.base_url or "https://generativelanguage.googleapis.com/")
 
     def batch_refusal(self, model: BaseChatModel) -> str | None:
-        if getattr(_api_client(self.client(model)), "vertexai", False):
+        if getattr(api_client(self.client(model)), "vertexai", False):
             return "it calls Vertex AI, whose batch prediction batchain does not drive yet"
         return None
 
@@ -154,9 +154,9 @@ class GeminiAdapter:
         return answers_listing(lambda: client.batches.list(config={"page_size": 1}))
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
-        path = f"{_model_path(request.model)}{ENDPOINT}"
+        path = f"{model_path(request.model)}{ENDPOINT}"
         options = {"timeout": int(timeout * 1000)}
-        response = await _api_client(client).async_request("post", path, dict(request.body), options)
+        response = await api_client(client).async_request("post", path, dict(request.body), options)
         return Sent(response.body, response.headers or {})
 
     def parse(self, model: BaseChatModel, request: CallRequest, body: Body) -> ChatResult:
@@ -219,15 +219,19 @@ class GeminiBatchAPI:
     def split_key(self, request: CallRequest) -> str:
         return ""
 
+    #: the model method that creates a batch of these requests
+    method = ":batchGenerateContent"
+
     async def create(
         self, client: Any, uid: str, job_id: str, lines: list[bytes], requests: list[CallRequest]
     ) -> ProviderBatch:
-        api = _api_client(client)
-        path = f"{_model_path(requests[0].model)}:batchGenerateContent"
+        api = api_client(client)
+        path = f"{model_path(requests[0].model)}{self.method}"
         batch: dict[str, Any] = {"displayName": f"batchain-{uid}"}
         if sum(map(len, lines)) <= INLINE_BYTES:
             inline = []
-            for raw in lines:
+            # an encoded call may be several JSONL lines (an embeddings call: one a text)
+            for raw in b"\n".join(lines).splitlines():
                 line = _json.loads(raw)
                 inline.append({"request": line["request"], "metadata": {"key": line["key"]}})
             batch["inputConfig"] = {"requests": {"requests": inline}}
@@ -256,7 +260,7 @@ class GeminiBatchAPI:
 
     async def cancel(self, client: Any, provider_id: str) -> None:
         try:
-            await _api_client(client).async_request("post", f"{provider_id}:cancel", {})
+            await api_client(client).async_request("post", f"{provider_id}:cancel", {})
         except Exception as exc:
             if getattr(exc, "code", None) == 404:
                 raise BatchNotFound(provider_id) from exc
@@ -268,7 +272,7 @@ class GeminiBatchAPI:
         token: str | None = None
         for _ in range(50):  # at most 50 pages of 100 (newest first)
             query = "batches?pageSize=100" + (f"&pageToken={token}" if token else "")
-            response = await _api_client(client).async_request("get", query, {})
+            response = await api_client(client).async_request("get", query, {})
             data = _json.loads(response.body or "{}")
             for op in data.get("operations") or []:
                 if (op.get("metadata") or {}).get("displayName") == name:
@@ -281,7 +285,7 @@ class GeminiBatchAPI:
 
 async def _get(client: Any, provider_id: str) -> dict[str, Any]:
     try:
-        response = await _api_client(client).async_request("get", provider_id, {})
+        response = await api_client(client).async_request("get", provider_id, {})
     except Exception as exc:
         if getattr(exc, "code", None) == 404:
             raise BatchNotFound(provider_id) from exc

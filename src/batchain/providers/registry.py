@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from batchain.providers.embeddings import OpenAIEmbeddingsAdapter
     from batchain.providers.fake import FakeAdapter, FakeBatchAPI
     from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI
+    from batchain.providers.gemini_embeddings import GeminiEmbeddingsAdapter, GeminiEmbeddingsBatchAPI
     from batchain.providers.generic import GenericAdapter
     from batchain.providers.openai import OpenAIAdapter, OpenAIBatchAPI
 
@@ -44,9 +45,11 @@ if TYPE_CHECKING:
         h: GeminiAdapter,
         i: GeminiBatchAPI,
         j: OpenAIEmbeddingsAdapter,
+        k: GeminiEmbeddingsAdapter,
+        m: GeminiEmbeddingsBatchAPI,
     ) -> tuple[list[ProviderAdapter], list[BatchAPI], list[BatchEndpoints]]:
         """Never called: mypy checks here that every built-in implements the Protocols."""
-        return [a, b, c, d, h, j], [e, f, g, i], [a, b, h, j]
+        return [a, b, c, d, h, j, k], [e, f, g, i, m], [a, b, h, j, k]
 
 
 __all__ = ["adapter_for", "register_adapter", "registered", "unregister_adapter"]

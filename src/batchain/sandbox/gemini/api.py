@@ -10,6 +10,7 @@ shared paths when the caller is a Google client (an ``x-goog-api-key`` or
 Routes (``{v}`` = ``v1`` | ``v1beta``)::
 
     POST   /{v}/models/{model}:generateContent | :streamGenerateContent | :batchGenerateContent
+    POST   /{v}/models/{model}:embedContent | :batchEmbedContents | :asyncBatchEmbedContent
     GET    /{v}/batches                 ?pageSize&pageToken -> {operations, nextPageToken}
     GET    /{v}/batches/{id}            DELETE /{v}/batches/{id}   POST /{v}/batches/{id}:cancel
     POST   /upload/{v}/files            resumable upload: start, then the bytes (?upload_id=)
@@ -31,6 +32,7 @@ from starlette.types import Scope
 from batchain.sandbox.calls import dumps, guarded, handle_realtime, parse_json_object, request_config
 from batchain.sandbox.errors import ApiError, gemini_error_body
 from batchain.sandbox.gemini.batches import GeminiBatchStore, read_create
+from batchain.sandbox.gemini.embeddings import GeminiEmbeddingsSpec
 from batchain.sandbox.gemini.files import FileStore
 from batchain.sandbox.gemini.generate import (
     BAD_JSON,
@@ -93,8 +95,9 @@ def _page_size(request: Request, default: int, high: int) -> int:
 
 def routes(state: SandboxState) -> list[BaseRoute]:
     spec = GeminiSpec()
+    embeddings_spec = GeminiEmbeddingsSpec()
     files = FileStore()
-    batches = GeminiBatchStore(state, spec, files)
+    batches = GeminiBatchStore(state, spec, files, embeddings_spec)
     state.register(batches)
 
     async def generate(request: Request) -> Response:
@@ -106,9 +109,19 @@ def routes(state: SandboxState) -> list[BaseRoute]:
         model = "models/" + request.path_params["model"]
         return await handle_realtime(state, spec, request, {"model": model, "stream": mode})
 
+    async def embed(request: Request) -> Response:
+        model = "models/" + request.path_params["model"]
+        return await handle_realtime(state, embeddings_spec, request, {"model": model})
+
     # -- batches -----------------------------------------------------------------------
 
     async def create_batch(request: Request) -> Response:
+        return await _create_batch(request, embeddings=False)
+
+    async def create_embed_batch(request: Request) -> Response:
+        return await _create_batch(request, embeddings=True)
+
+    async def _create_batch(request: Request, *, embeddings: bool) -> Response:
         _authenticate(request)
         config = request_config(state, request)
         if state.take_batch_create_429():
@@ -123,7 +136,9 @@ def routes(state: SandboxState) -> list[BaseRoute]:
             raise ApiError(400, "Request payload size exceeds the limit: 20971520 bytes.")
         model = "models/" + request.path_params["model"]
         new = read_create(parse_json_object(raw, BAD_JSON), model, files)
-        batch = batches.create(model, new.display_name, new.source, config, new.input_file)
+        batch = batches.create(
+            model, new.display_name, new.source, config, new.input_file, embeddings=embeddings
+        )
         return _ok(batch.to_operation())
 
     async def list_batches(request: Request) -> Response:
@@ -193,6 +208,9 @@ def routes(state: SandboxState) -> list[BaseRoute]:
             route(f"/{v}/models/{{model}}:generateContent", generate, "POST"),
             route(f"/{v}/models/{{model}}:streamGenerateContent", stream, "POST"),
             route(f"/{v}/models/{{model}}:batchGenerateContent", create_batch, "POST"),
+            route(f"/{v}/models/{{model}}:embedContent", embed, "POST"),
+            route(f"/{v}/models/{{model}}:batchEmbedContents", embed, "POST"),
+            route(f"/{v}/models/{{model}}:asyncBatchEmbedContent", create_embed_batch, "POST"),
             route(f"/{v}/batches", list_batches, "GET"),
             route(f"/{v}/batches/{{name}}:cancel", cancel_batch, "POST"),
             route(f"/{v}/batches/{{name}}", get_batch, "GET"),

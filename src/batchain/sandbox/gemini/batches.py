@@ -20,6 +20,10 @@ or its position when it has none.  The batch is ``PENDING`` for
 as errors, so a partial batch still maps every request.  A file that is not valid
 JSONL, or ``batch_fail_validation``, makes the batch ``FAILED`` with no output.
 Per-item errors are ``google.rpc.Status`` objects with gRPC codes.
+
+An ``asyncBatchEmbedContent`` batch has the same input and output forms, its items
+``EmbedContentRequest`` s answered ``{"embedding": ...}`` (google-genai renames its
+``inlinedResponses`` to embedding responses by that key).
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ class GeminiBatch(Batch):
     failure: dict[str, Any] | None = None  # the Operation's error, for FAILED
     echoes: dict[str, deque[Any]] = field(default_factory=dict)  # custom_id -> echoes, in order
     output: dict[str, Any] | None = None
+    #: an ``asyncBatchEmbedContent`` batch: its items are EmbedContentRequests
+    embeddings: bool = False
 
     def is_final(self) -> bool:
         return is_terminal(self.state)
@@ -175,7 +181,8 @@ class GeminiBatch(Batch):
     def to_operation(self) -> dict[str, Any]:
         """The long-running Operation that create, get and list return."""
         updated = self.ended_at or self.started_at or self.created
-        metadata: dict[str, Any] = {"@type": _TYPE + "GenerateContentBatch", "model": self.model}
+        kind = "EmbedContentBatch" if self.embeddings else "GenerateContentBatch"
+        metadata: dict[str, Any] = {"@type": _TYPE + kind, "model": self.model}
         if self.display_name is not None:
             metadata["displayName"] = self.display_name
         if self.input_file is not None:
@@ -192,7 +199,7 @@ class GeminiBatch(Batch):
             if self.failure is not None:
                 operation["error"] = self.failure
             elif self.output is not None:
-                operation["response"] = {"@type": _TYPE + "GenerateContentBatchOutput", **self.output}
+                operation["response"] = {"@type": _TYPE + kind + "Output", **self.output}
         return operation
 
 
@@ -203,9 +210,15 @@ class GeminiBatchStore(BatchStoreBase[GeminiBatch]):
     errors_apart = False  # one result list, in input order
     ordered_results = True
 
-    def __init__(self, state: SandboxState, spec: ProviderSpec, files: FileStore) -> None:
+    def __init__(
+        self, state: SandboxState, spec: ProviderSpec, files: FileStore, embeddings: ProviderSpec
+    ) -> None:
         super().__init__(state, spec)
         self._files = files
+        self._embeddings = embeddings
+
+    def spec_for(self, batch: GeminiBatch) -> ProviderSpec:
+        return self._embeddings if batch.embeddings else self._spec
 
     def clear(self) -> None:
         super().clear()
@@ -220,8 +233,11 @@ class GeminiBatchStore(BatchStoreBase[GeminiBatch]):
         source: Input | str,
         config: SandboxConfig,
         input_file: str | None = None,
+        *,
+        embeddings: bool = False,
     ) -> GeminiBatch:
-        """A new batch of ``source`` (or failing with ``source`` as the reason)."""
+        """A new batch of ``source`` (or failing with ``source`` as the reason); an
+        ``embeddings`` batch's items are embedded, not generated."""
         now = time.time()
         batch = GeminiBatch(
             id=ids.gemini_batch_name(),
@@ -230,6 +246,7 @@ class GeminiBatchStore(BatchStoreBase[GeminiBatch]):
             model=model,
             display_name=display_name,
             input_file=input_file,
+            embeddings=embeddings,
         )
         if isinstance(source, Input):
             for item, echo in zip(source.items, source.echoes, strict=True):
