@@ -69,7 +69,7 @@ def test_bad_yaml_files_are_usage_errors(cli: Cli, tmp_path: Path) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text('{"headline": "x"}\n')
     bad = tmp_path / "chain.yaml"
-    bad.write_text("model:\n  provider: gemini\n  name: gemini-pro\nprompt: hi {headline}\n")
+    bad.write_text("model:\n  provider: mistral\n  name: mistral-large\nprompt: hi {headline}\n")
     proc = cli("run", "chain.yaml", str(data))  # relative to where the user stands
     assert proc.returncode == 2
     assert_one_line_error(proc, "chain.yaml: model.provider: unknown provider 'mistral'")
