@@ -381,13 +381,19 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
 
 
 def realtime_notes(stats: Mapping[str, Any]) -> tuple[str, ...]:
-    """One line per model whose calls a batch-mode job sent realtime, and why."""
+    """One line per model whose calls a batch-mode job sent realtime, and why; and one per
+    model whose token counts are batchain's estimate (its answers carry none)."""
     found = stats.get("realtime_endpoints") or {}
-    return tuple(
+    notes = [
         f"{label}: {int(v.get('calls', 0)):,} calls ran realtime at full price ({v.get('why', '')})"
         for label, v in sorted(found.items())
         if isinstance(v, Mapping)
+    ]
+    notes.extend(
+        f"{label}: input tokens estimated at ~4 characters a token (its answers carry no token count)"
+        for label in stats.get("estimated_usage") or ()
     )
+    return tuple(notes)
 
 
 def _paid_lines(groups: Sequence[PaidCallGroup], pricer: _Pricer) -> tuple[CostLine, ...]:

@@ -45,7 +45,7 @@ from batchain.providers.base import (
 )
 from batchain.providers.embeddings import OpenAIEmbeddingsAdapter
 from batchain.providers.endpoints import EndpointSupport, batch_support, model_label
-from batchain.providers.gemini_embeddings import GeminiEmbeddingsAdapter, is_genai
+from batchain.providers.gemini_embeddings import ESTIMATE_KEY, GeminiEmbeddingsAdapter, is_genai
 from batchain.providers.generic import GenericAdapter
 from batchain.states import CallStatus, LinkSource
 from batchain.store.base import Store
@@ -284,6 +284,9 @@ class CallManager:
         #: batch mode: calls sent realtime because their endpoint has no Batch API (or the
         #: user chose so), by model and endpoint: [why, calls]
         self.realtime_endpoints: dict[str, list[Any]] = {}
+        #: calls whose answers carried no token count (their usage is batchain's estimate),
+        #: by provider/model
+        self.estimated_usage: dict[str, int] = {}
         self.on_fatal = on_fatal
         #: items waiting on a batched call, with how many such waits each
         self.waiting: dict[int, int] = {}
@@ -379,6 +382,9 @@ class CallManager:
                 self.sync_calls -= 1
             ACTIVE.reset(token)
         answer: dict[str, Any] = _json.loads(text)
+        if ESTIMATE_KEY in answer:
+            label = f"{request.provider}/{request.model}"
+            self.estimated_usage[label] = self.estimated_usage.get(label, 0) + 1
         return answer
 
     def _build(

@@ -216,6 +216,12 @@ class JobRunner:
             entry["why"], entry["calls"] = why, int(entry["calls"]) + n
         return out
 
+    def _estimated_usage(self) -> list[str]:
+        """The models (provider/model) whose answers carried no token count, over every run."""
+        job = self.store.get_job(self.job_id)
+        before = job.stats.get("estimated_usage", []) if job is not None else []
+        return sorted(set(before) | set(self.calls.estimated_usage))
+
     def _stats(self) -> dict[str, Any]:
         s, c = self.scheduler.stats, self.calls.stats
         stats: dict[str, Any] = {
@@ -229,6 +235,7 @@ class JobRunner:
             "cached": c.cached,
             "shared": c.shared,
             "realtime_endpoints": self._realtime_endpoints(),
+            "estimated_usage": self._estimated_usage(),
             **self.parts.paths,
         }
         if self.batch is not None:
