@@ -54,6 +54,7 @@ def run(
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
+    batch_only: bool = False,
     endpoint_modes: Mapping[str, str] | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
@@ -86,8 +87,8 @@ def run(
     a batch's size makes the calls wait or go in smaller batches, never fail).
 
     Batch mode parks a model's calls only where its endpoint has a Batch API: a model sent
-    to an OpenAI-compatible server without one (Gemini's, vLLM...) is refused before
-    anything is sent, or with ``fallback="realtime"`` runs realtime, noted in the report.
+    to an OpenAI-compatible server without one (Gemini's, vLLM...) runs realtime, noted in
+    the report, or with ``batch_only=True`` is refused before anything is sent.
     ``endpoint_modes`` chooses for a model name, base URL or host: ``"batch"`` or
     ``"realtime"`` (see :mod:`batchain.providers.endpoints`).
     """
@@ -113,6 +114,7 @@ async def arun(
     chain_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
+    batch_only: bool = False,
     endpoint_modes: Mapping[str, str] | None = None,
     poll_min: float = 1.0,
     poll_max: float = 60.0,
@@ -170,6 +172,7 @@ _OPTION_NAMES = {
     "window",
     "callbacks",
     "fallback",
+    "batch_only",
     "endpoint_modes",
     "poll_min",
     "poll_max",
@@ -210,6 +213,8 @@ def _options(given: dict[str, Any]) -> RunOptions:
     options.mode = Mode.parse(options.mode)
     if options.fallback not in (None, Mode.REALTIME):
         raise InvalidOption("fallback must be None or 'realtime'")
+    if options.batch_only and options.fallback == Mode.REALTIME:
+        raise InvalidOption("batch_only=True and fallback='realtime' contradict each other: choose one")
     options.endpoint_modes = _endpoint_modes(options.endpoint_modes)
     for name in ("max_batch_size", "max_open_batches", "max_enqueued_tokens"):
         value = getattr(options, name)
@@ -264,7 +269,7 @@ def _create_job(
         chain_ref = chain_ref or chain
     runnable = resolve_chain(chain)
     if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
-        check_batchable(runnable, options.endpoint_modes)
+        check_batchable(runnable, options.endpoint_modes, batch_only=options.batch_only)
     st = open_store(store)
     jid = job_id or new_job_id()
     if not _JOB_ID.fullmatch(jid):

@@ -144,26 +144,34 @@ class BatchUnsupportedError(BatchainError, RuntimeError):
 
     def explain(self, *, cli: bool = False, command: str | None = None) -> str:
         """The message, with the way out in the caller's language: the CLI's flags
-        (``cli=True``; ``command``: the command line to add them to) or Python keywords."""
-        if cli:
-            flags = ["--realtime-fallback"]
-            if self.endpoint is not None:
-                flags.append(f"--endpoint-mode {self._host()}=batch")
-            where = f"`{command} {flags[0]}`" if command else f"add {flags[0]}"
+        (``cli=True``; ``command``: the command line to add them to) or Python keywords.
+
+        An endpoint without a Batch API is refused only under batch only: the way out is to
+        drop it (its calls then run realtime), or to say the endpoint has one. Anything else
+        (no adapter, an API the Batch API does not take) is let through by the fallback."""
+        if self.endpoint is not None:
+            host = self._host()
+            if cli:
+                out = (
+                    "drop --batch-only to run its calls in realtime at full price (noted in the "
+                    f"report); if that endpoint does have a Batch API, add --endpoint-mode {host}=batch"
+                )
+            else:
+                out = (
+                    "drop batch_only=True to run its calls in realtime at full price (noted in the "
+                    "report); if that endpoint does have a Batch API, pass "
+                    f"endpoint_modes={{{host!r}: 'batch'}}"
+                )
+        elif cli:
+            where = f"`{command} --realtime-fallback`" if command else "add --realtime-fallback"
             out = f"{where} to run its calls in realtime at full price"
-            if len(flags) > 1:
-                out += f"; if that endpoint does have a Batch API, add {flags[1]}"
         else:
             out = "pass fallback='realtime' to run its calls in realtime at full price"
-            if self.endpoint is not None:
-                out += (
-                    f"; if that endpoint does have a Batch API, endpoint_modes={{{self._host()!r}: 'batch'}}"
-                )
         done = "The job paused; nothing done is lost." if self.paused else "Nothing was submitted."
-        where = f" at {self.endpoint}" if self.endpoint is not None else ""
+        where_to = f" at {self.endpoint}" if self.endpoint is not None else ""
         return (
-            f"batch mode: {self.model}{where}: {self.why}, so its calls cannot run at batch price. {done} "
-            f"To go on, {out}."
+            f"batch mode: {self.model}{where_to}: {self.why}, so its calls cannot run at batch price. "
+            f"{done} To go on, {out}."
         )
 
     def _host(self) -> str:

@@ -88,6 +88,9 @@ class RunOptions:
     max_enqueued_tokens: int | None = None
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price
     fallback: str | None = None
+    #: batch mode: refuse, before anything is sent, a model whose endpoint has no Batch API
+    #: (by default its calls run realtime, noted in the report)
+    batch_only: bool = False
     #: batch mode: "batch" or "realtime" for a model name, base URL or host, over what
     #: batchain knows or finds out about its endpoint (see batchain.providers.endpoints)
     endpoint_modes: dict[str, str] = field(default_factory=dict)

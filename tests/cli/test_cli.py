@@ -44,6 +44,7 @@ SUBMIT_OPTIONS = (
     "--max-enqueued-tokens",
     "--realtime-fallback",
     "--endpoint-mode",
+    "--batch-only",
 )
 COMMANDS = [
     [],

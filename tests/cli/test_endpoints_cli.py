@@ -38,17 +38,17 @@ def _setup(cli: Cli, sb: Sandbox, tmp_path: Path) -> tuple[str, str]:
     return str(tmp_path / "seed003.py") + ":chain", str(tmp_path / "q.jsonl")
 
 
-def test_batch_run_refuses_in_cli_terms_then_runs_with_the_fallback(
+def test_batch_only_refuses_in_cli_terms_and_without_it_the_endpoint_runs_realtime(
     cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     cli_sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
     chain, data = _setup(cli, cli_sandbox, tmp_path)
-    refused = cli("run", chain, data, "--mode", "batch", "--quiet")
+    refused = cli("run", chain, data, "--mode", "batch", "--batch-only", "--quiet")
     assert refused.returncode != 0
     message = " ".join(refused.stderr.split())
     assert "ChatOpenAI(gemini-2.0-flash)" in message and "has no Batch API" in message
-    assert "add --realtime-fallback" in message and "add --endpoint-mode 127.0.0.1=batch" in message
-    assert "fallback='realtime'" not in message and "Traceback" not in refused.stderr
+    assert "drop --batch-only" in message and "add --endpoint-mode 127.0.0.1=batch" in message
+    assert "batch_only=True" not in message and "Traceback" not in refused.stderr
     assert cli_sandbox.ledger() == []
 
     done = cli(
@@ -83,8 +83,12 @@ def test_batch_run_refuses_in_cli_terms_then_runs_with_the_fallback(
     assert "4 calls ran realtime at full price" in summary
 
 
-def test_endpoint_mode_flag_is_checked(cli: Cli, cli_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_endpoint_mode_and_batch_only_flags_are_checked(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
     chain, data = _setup(cli, cli_sandbox, tmp_path)
     bad = cli("run", chain, data, "--mode", "batch", "--endpoint-mode", "gemini-2.0-flash")
     assert bad.returncode != 0 and "TARGET=batch or TARGET=realtime" in bad.stderr
+    both = cli("run", chain, data, "--mode", "batch", "--batch-only", "--realtime-fallback")
+    assert both.returncode != 0 and "contradict" in both.stderr
     assert cli_sandbox.ledger() == []

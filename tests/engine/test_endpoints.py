@@ -47,23 +47,23 @@ def run_batch(chain: Any, store: Path, **kw: Any) -> batchain.Job:
     return batchain.run(chain, QUESTIONS, mode="batch", store=store, progress=False, poll_min=0.02, **kw)
 
 
-def test_a_compatible_endpoint_without_a_batch_api_is_refused_before_anything_is_sent(
+def test_under_batch_only_a_compatible_endpoint_without_a_batch_api_is_refused_before_anything_is_sent(
     fast: Sandbox, store_path: Path
 ) -> None:
     with pytest.raises(BatchUnsupportedError) as caught:
-        run_batch(three_models(fast), store_path)
+        run_batch(three_models(fast), store_path, batch_only=True)
     message = str(caught.value)
     assert "ChatOpenAI(gemini-2.0-flash)" in message
     assert f"ChatOpenAI(gemini-2.0-flash) at {fast.compat_base_url}: its endpoint has no Batch API" in message
-    assert "fallback='realtime'" in message and "endpoint_modes={'127.0.0.1': 'batch'}" in message
+    assert "drop batch_only=True" in message and "endpoint_modes={'127.0.0.1': 'batch'}" in message
     assert caught.value.endpoint == fast.compat_base_url
     assert fast.ledger() == []
 
 
-def test_with_realtime_fallback_only_that_model_runs_realtime_and_the_report_says_why(
+def test_by_default_only_that_model_runs_realtime_and_the_report_says_why(
     fast: Sandbox, store_path: Path
 ) -> None:
-    job = run_batch(three_models(fast), store_path, fallback="realtime")
+    job = run_batch(three_models(fast), store_path)
     assert job.counts["succeeded"] == len(QUESTIONS)
     n = len(QUESTIONS)
     seen = billed(fast)
@@ -82,10 +82,11 @@ def test_with_realtime_fallback_only_that_model_runs_realtime_and_the_report_say
         assert set(out) == {"gpt", "claude", "gemini"} and all(out.values())
 
 
-def test_endpoint_modes_realtime_runs_that_model_realtime_without_a_fallback(
+def test_endpoint_modes_realtime_runs_that_model_realtime_even_under_batch_only(
     fast: Sandbox, store_path: Path
 ) -> None:
-    job = run_batch(three_models(fast), store_path, endpoint_modes={"gemini-2.0-flash": "realtime"})
+    modes = {"gemini-2.0-flash": "realtime"}
+    job = run_batch(three_models(fast), store_path, endpoint_modes=modes, batch_only=True)
     assert job.counts["succeeded"] == len(QUESTIONS)
     assert billed(fast)[("gemini-2.0-flash", "realtime")] == len(QUESTIONS)
     assert not fast.duplicates() and accounted(job) == billed(fast)
@@ -112,7 +113,7 @@ def test_a_model_made_inside_a_lambda_pauses_the_job_at_its_first_call_and_resum
     parser = StrOutputParser()
     chain = RunnableParallel(gpt=PROMPT | make_openai(fast) | parser, gemini=RunnableLambda(ask_gemini))
     with pytest.raises(BatchUnsupportedError, match="has no Batch API") as caught:
-        run_batch(chain, store_path)
+        run_batch(chain, store_path, batch_only=True)
     assert caught.value.paused and "The job paused; nothing done is lost." in str(caught.value)
     with SQLiteStore(store_path) as st:
         (record,) = st.list_jobs()
@@ -120,7 +121,7 @@ def test_a_model_made_inside_a_lambda_pauses_the_job_at_its_first_call_and_resum
     assert job.status.value == "paused" and job.counts["pending"] == len(QUESTIONS)
     assert not [e for e in fast.ledger() if e.model == "gemini-2.0-flash"]
 
-    job = job.resume(fallback="realtime", progress=False)
+    job = job.resume(batch_only=False, progress=False)
     assert job.counts["succeeded"] == len(QUESTIONS)
     assert billed(fast) == {
         ("gpt-4o-mini", "batch"): len(QUESTIONS),
@@ -142,6 +143,11 @@ def test_known_hosts_are_not_asked_and_choices_win() -> None:
     assert batch_support(adapter, openai, {"gpt-4o-mini": "realtime"}).chosen
     forced = ChatOpenAI(model="m", api_key=TEST_KEY, base_url="http://127.0.0.1:9/v1")  # nothing there
     assert batch_support(adapter, forced, {"http://127.0.0.1:9/v1/": "batch"}).batch
+
+
+def test_batch_only_and_the_realtime_fallback_contradict(fast: Sandbox, store_path: Path) -> None:
+    with pytest.raises(InvalidOption, match="contradict"):
+        run_batch(PROMPT | make_openai(fast), store_path, batch_only=True, fallback="realtime")
 
 
 @pytest.mark.parametrize("bad", [{"gpt-4o-mini": "later"}, {"": "batch"}, ["gpt-4o-mini"]])

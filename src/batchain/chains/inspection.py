@@ -67,11 +67,14 @@ def _function_refs(fn: Any) -> list[Any]:
     return refs
 
 
-def check_batchable(chain: Any, endpoint_modes: Mapping[str, str] | None = None) -> None:
+def check_batchable(
+    chain: Any, endpoint_modes: Mapping[str, str] | None = None, *, batch_only: bool = False
+) -> None:
     """Raise before submitting anything if a model in the chain cannot use a Batch API:
-    batchain has no adapter for it, its endpoint has no Batch API, or it uses an API the
-    Batch API does not take (see :mod:`batchain.providers.endpoints`). A model the user
-    chose to run realtime (``endpoint_modes``) passes."""
+    batchain has no adapter for it, or it uses an API the Batch API does not take; and,
+    with ``batch_only``, its endpoint has no Batch API (see
+    :mod:`batchain.providers.endpoints`). A model the user chose to run realtime
+    (``endpoint_modes``) passes."""
     from batchain.errors import BatchUnsupportedError
 
     for model in find_models(chain):
@@ -79,5 +82,5 @@ def check_batchable(chain: Any, endpoint_modes: Mapping[str, str] | None = None)
         if adapter is None:
             raise BatchUnsupportedError(model)
         support = batch_support(adapter, model, endpoint_modes)
-        if not support.batch and not support.chosen:
+        if support.refused(batch_only=batch_only):
             raise BatchUnsupportedError(model, support.why, support.base_url)

@@ -26,6 +26,7 @@ from batchain.cli.common import (
 )
 from batchain.cli.datafiles import InputError, InputReader, OutputError, ResultWriter
 from batchain.cli.options import (
+    BatchOnlyOpt,
     BatchSizeOpt,
     BudgetOpt,
     ChainArg,
@@ -95,6 +96,7 @@ def run(
     fmt: FormatOpt = None,
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
+    batch_only: BatchOnlyOpt = False,
     endpoint_mode: EndpointModeOpt = None,
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
@@ -169,6 +171,7 @@ def run(
             max_open_batches,
             max_enqueued_tokens,
             endpoint_mode,
+            batch_only,
         )
         | given(
             priority=priority,
@@ -201,6 +204,7 @@ def submit(
     fmt: FormatOpt = None,
     job_id: JobIdOpt = None,
     realtime_fallback: FallbackOpt = False,
+    batch_only: BatchOnlyOpt = False,
     endpoint_mode: EndpointModeOpt = None,
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
@@ -241,6 +245,7 @@ def submit(
             max_open_batches,
             max_enqueued_tokens,
             endpoint_mode,
+            batch_only,
         )
         | given(budget=budget, prices=prices_path(prices)),
     )
@@ -459,6 +464,7 @@ def resume(
     poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
     realtime_fallback: FallbackOpt = False,
+    batch_only: BatchOnlyOpt = False,
     endpoint_mode: EndpointModeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -473,6 +479,7 @@ def resume(
         budget=budget,
         poll_min=poll_interval,
         fallback="realtime" if realtime_fallback else None,
+        batch_only=batch_only or None,
         endpoint_modes=endpoint_modes(endpoint_mode),
     )
     _continue(job, reader, values, output, quiet, options)

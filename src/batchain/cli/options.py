@@ -141,6 +141,14 @@ FallbackOpt = Annotated[
         "(by default such a chain is refused before anything is sent).",
     ),
 ]
+BatchOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch-only",
+        help="Batch mode: refuse (before anything is sent) a model whose endpoint has no Batch "
+        "API, instead of running its calls in realtime at full price with a note.",
+    ),
+]
 EndpointModeOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -213,12 +221,16 @@ def launch_options(
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
     endpoint_mode: list[str] | None = None,
+    batch_only: bool = False,
 ) -> dict[str, Any]:
     """The options a new job starts with (run, submit), as keyword arguments of the engine."""
+    if batch_only and realtime_fallback:
+        raise CliError("--batch-only and --realtime-fallback contradict each other: choose one")
     return given(
         mode=mode.value,
         cache=not no_cache,
         fallback="realtime" if realtime_fallback else None,
+        batch_only=batch_only or None,
         endpoint_modes=endpoint_modes(endpoint_mode),
         max_batch_size=max_batch_size,
         max_open_batches=max_open_batches,

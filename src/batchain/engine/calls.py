@@ -262,6 +262,7 @@ class CallManager:
         timeout: float = 120.0,
         batch: BatchCoordinator | None = None,
         fallback: str | None = None,
+        batch_only: bool = False,
         endpoint_modes: Mapping[str, str] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         pricebook: Pricing | None = None,
@@ -277,6 +278,7 @@ class CallManager:
         self.on_budget = on_budget
         self.batch = batch
         self.fallback = fallback
+        self.batch_only = batch_only
         #: the user's choice of batch or realtime by model, base URL or host
         self.endpoint_modes = dict(endpoint_modes or {})
         #: batch mode: may a lane's calls be parked, by (adapter, lane)
@@ -491,7 +493,7 @@ class CallManager:
             batch = self.batch
             support = self.parkable(a.adapter, a.model, a.request) if batch is not None else None
             if support is not None and not support.batch:
-                if not support.chosen and self.fallback != Mode.REALTIME:
+                if support.refused(batch_only=self.batch_only) and self.fallback != Mode.REALTIME:
                     exc = BatchUnsupportedError(a.model, support.why, support.base_url, paused=True)
                     if self.on_fatal is not None:
                         self.on_fatal(exc)

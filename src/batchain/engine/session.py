@@ -106,6 +106,7 @@ def wire(
         timeout=options.timeout,
         batch=batch,
         fallback=options.fallback,
+        batch_only=options.batch_only,
         endpoint_modes=options.endpoint_modes,
         on_fatal=control.fail,
         pricebook=pricebook,

@@ -65,6 +65,16 @@ class EndpointSupport:
     #: the user chose realtime for it (``endpoint_modes``): no refusal, only a note
     chosen: bool = False
 
+    def refused(self, *, batch_only: bool) -> bool:
+        """Is a batch-mode job that holds this model refused? Not when its calls can be
+        parked, or the user chose realtime for it; an endpoint without a Batch API only
+        when the user asked for batch only (else its calls run realtime, noted); no
+        adapter, or an API the Batch API does not take, always (unless the caller lets
+        such models run realtime: ``fallback``)."""
+        if self.batch or self.chosen:
+            return False
+        return batch_only or self.base_url is None
+
 
 def model_label(model: BaseChatModel) -> str:
     name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
