@@ -55,7 +55,15 @@ def normalize(value: Any) -> Any:
     return value
 
 
-@pytest.fixture(params=["realtime", "batch"])
+#: auto mode: these items are urgent (realtime), the rest batch
+URGENT = ("rivers", "chess")
+
+
+def urgent(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("topic") in URGENT
+
+
+@pytest.fixture(params=["realtime", "batch", "auto"])
 def mode(request: pytest.FixtureRequest, sandbox: Sandbox) -> str:
     sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
     return str(request.param)
@@ -65,15 +73,19 @@ def run_and_compare(
     sb: Sandbox, chain: Runnable[Any, Any], inputs: list[Any], store: Path, mode: str
 ) -> batchain.Job:
     """Run directly, then through batchain in ``mode``: same outputs, every call billed once
-    at that mode's tier."""
+    at that mode's tier (auto mode: the urgent items' calls realtime, the others' batch)."""
     expected = run_direct(chain.abatch(inputs))
     sb.reset()
-    job = batchain.run(chain, inputs, store=store, progress=False, mode=mode, poll_min=0.02)
+    extra: dict[str, Any] = {"priority": urgent} if mode == "auto" else {}
+    job = batchain.run(chain, inputs, store=store, progress=False, mode=mode, poll_min=0.02, **extra)
     assert job.counts["succeeded"] == len(inputs), job.errors()
     assert normalize(job.outputs()) == normalize(expected)
     ledger = sb.ledger()
     assert ledger, "no model call reached the provider"
-    assert {e.tier for e in ledger} == {mode}
+    if mode == "auto":
+        assert {e.tier for e in ledger} == ({"realtime", "batch"} if any(map(urgent, inputs)) else {"batch"})
+    else:
+        assert {e.tier for e in ledger} == {mode}
     assert not sb.duplicates()
     assert job.call_stats.get("paid", 0) == len(ledger)
     return job
