@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -286,9 +286,9 @@ class CallManager:
         #: batch mode: calls sent realtime because their endpoint has no Batch API (or the
         #: user chose so), by model and endpoint: [why, calls]
         self.realtime_endpoints: dict[str, list[Any]] = {}
-        #: calls whose answers carried no token count (their usage is batchain's estimate),
-        #: by provider/model
-        self.estimated_usage: dict[str, int] = {}
+        #: the models (provider/model) whose answers carried no token count: their usage is
+        #: batchain's estimate
+        self.estimated_usage: set[str] = set()
         self.on_fatal = on_fatal
         #: items waiting on a batched call, with how many such waits each
         self.waiting: dict[int, int] = {}
@@ -349,19 +349,25 @@ class CallManager:
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
-        # the engine's work from here, not the item's steps: what it runs in the loop's
-        # executor (the SDK's platform probe, a generic model's sync send) must not queue
-        # behind the item's sync steps, which may all be waiting for this very call
+        with self._engine_work(sync):
+            text = await self.execute(adapter, model, request, item_idx, eviction)
+        return parse_answer(adapter, model, request, text, run_manager)
+
+    @contextlib.contextmanager
+    def _engine_work(self, sync: bool) -> Iterator[None]:
+        """The engine's work for one call of an item, not the item's own steps: what it runs
+        in the loop's executor (the SDK's platform probe, a generic model's sync send) must
+        not queue behind the item's sync steps, which may all be waiting for this very call;
+        and a sync step's thread is held (counted) until its call is answered."""
         token = ACTIVE.set(None)
         if sync:
-            self.sync_calls += 1  # a sync step's thread is held until this call is answered
+            self.sync_calls += 1
         try:
-            text = await self.execute(adapter, model, request, item_idx, eviction)
+            yield
         finally:
             if sync:
                 self.sync_calls -= 1
             ACTIVE.reset(token)
-        return parse_answer(adapter, model, request, text, run_manager)
 
     async def embed(
         self, resource: Any, params: dict[str, Any], item_idx: int, *, sync: bool = False
@@ -374,19 +380,11 @@ class CallManager:
         adapter = embeddings_adapter(resource)
         request = adapter.request(resource, params, self.salt)
         self._models.setdefault(id(resource), resource)
-        token = ACTIVE.set(None)  # the engine's work from here (see generate)
-        if sync:
-            self.sync_calls += 1
-        try:
+        with self._engine_work(sync):
             text = await self.execute(adapter, resource, request, item_idx, eviction)
-        finally:
-            if sync:
-                self.sync_calls -= 1
-            ACTIVE.reset(token)
         answer: dict[str, Any] = _json.loads(text)
         if ESTIMATE_KEY in answer:
-            label = f"{request.provider}/{request.model}"
-            self.estimated_usage[label] = self.estimated_usage.get(label, 0) + 1
+            self.estimated_usage.add(f"{request.provider}/{request.model}")
         return answer
 
     def _build(
