@@ -45,6 +45,7 @@ __all__ = [
     "OutputError",
     "SchemaMismatch",
     "StoreError",
+    "StreamedCallRefused",
     "UnknownPriceWarning",
     "UnpricedModel",
     "Unserializable",
@@ -179,6 +180,12 @@ class BatchUnsupportedError(BatchainError, RuntimeError):
 
         endpoint = self.endpoint or ""
         return urlsplit(endpoint).hostname or endpoint
+
+
+class StreamedCallRefused(BatchainError, RuntimeError):
+    """A model call inside a job would stream from the provider past batchain (the beta
+    ``stream_events(version="v3")``, which has no fallback to one call): unpriced and
+    outside the budget, so it fails instead."""
 
 
 class BatchCallError(BatchainError, RuntimeError):

@@ -29,6 +29,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
+from batchain.errors import StreamedCallRefused
+
 __all__ = [
     "ACTIVE",
     "CallContext",
@@ -170,10 +172,6 @@ def _should_stream(self: BaseChatModel, *, async_api: bool, run_manager: Any = N
         return False  # inside a job: one call through the hook, its answer one chunk
     found: bool = _ORIGINAL_SHOULD_STREAM(self, async_api=async_api, run_manager=run_manager, **kwargs)
     return found
-
-
-class StreamedCallRefused(RuntimeError):
-    """A model call inside a job would stream from the provider past batchain."""
 
 
 def _refuse_event_stream(original: Any) -> Any:
