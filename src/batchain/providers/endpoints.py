@@ -60,7 +60,7 @@ class EndpointSupport:
     batch: bool
     #: where the model's calls go (None: no network endpoint, e.g. the fake provider)
     base_url: str | None
-    #: one phrase: "known host", "it answered a batch listing", "endpoint_modes", or why not
+    #: one phrase: "known host", "a batch listing there did not answer 404", "endpoint_modes", or why not
     why: str
     #: the user chose realtime for it (``endpoint_modes``): no refusal, only a note
     chosen: bool = False
@@ -100,7 +100,7 @@ def batch_support(
     if any(fnmatch.fnmatchcase(host, pattern) for pattern in BATCH_API_HOSTS.get(adapter.name, ())):
         return EndpointSupport(True, base, "known host")
     if _probe(adapter, model, base):
-        return EndpointSupport(True, base, "it answered a batch listing")
+        return EndpointSupport(True, base, "a batch listing there did not answer 404")
     return EndpointSupport(False, base, "its endpoint has no Batch API: a batch listing there answered 404")
 
 

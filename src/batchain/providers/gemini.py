@@ -21,7 +21,7 @@ from langchain_core.outputs import ChatResult
 
 from batchain import _json
 from batchain.errors import BatchNotFound
-from batchain.providers._sdk import answers_listing, sdk_request, unreachable
+from batchain.providers._sdk import PROBE_TIMEOUT_S, answers_listing, sdk_request, unreachable
 from batchain.providers.base import (
     BatchIntent,
     Body,
@@ -64,6 +64,13 @@ def api_client(client: Any) -> Any:
 
 def model_path(model: str) -> str:
     return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+
+
+def probe(api: Any) -> bool:
+    """Does the endpoint behind the SDK's HTTP client ``api`` serve the Gemini Batch API?
+    One listing of a batch (see :func:`~batchain.providers._sdk.answers_listing`)."""
+    options = {"timeout": int(PROBE_TIMEOUT_S * 1000)}
+    return answers_listing(lambda: api.request("get", "batches?pageSize=1", {}, options))
 
 
 def wire_body(client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,8 +157,7 @@ class GeminiAdapter:
         return None
 
     def probe_batch_api(self, model: BaseChatModel) -> bool:
-        client = self.client(model)
-        return answers_listing(lambda: client.batches.list(config={"page_size": 1}))
+        return probe(api_client(self.client(model)))
 
     async def send(self, model: BaseChatModel, client: Any, request: CallRequest, timeout: float) -> Sent:
         path = f"{model_path(request.model)}{ENDPOINT}"

@@ -28,10 +28,10 @@ from langchain_core.outputs import ChatResult
 
 from batchain import _json
 from batchain.cost.tokens import CHARS_PER_TOKEN
-from batchain.providers._sdk import answers_listing, sdk_request
+from batchain.providers._sdk import sdk_request
 from batchain.providers.base import Body, CallRequest, RateInfo, Sent, parsed, remember_secret
 from batchain.providers.batch import BatchView, Outcome, OutcomeKind
-from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI, api_client, model_path
+from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI, api_client, model_path, probe
 from batchain.store.records import Usage
 
 __all__ = ["ESTIMATE_KEY", "GeminiEmbeddingsAdapter", "GeminiEmbeddingsBatchAPI", "embed_body", "is_genai"]
@@ -128,8 +128,7 @@ class GeminiEmbeddingsAdapter(GeminiAdapter):
         return model  # the models resource: its ``_api_client`` is all a send needs
 
     def probe_batch_api(self, model: Any) -> bool:
-        api = api_client(model)
-        return answers_listing(lambda: api.request("get", "batches?pageSize=1", {}))
+        return probe(api_client(model))
 
     async def send(self, model: Any, client: Any, request: CallRequest, timeout: float) -> Sent:
         path = f"{model_path(request.model)}{ENDPOINT}"
