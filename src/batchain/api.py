@@ -253,23 +253,26 @@ async def _start(
     until: str | None,
     listener: ItemListener | None = None,
 ) -> Job:
-    job = _create_job(chain, store, job_id, options, chain_ref)
+    if isinstance(chain, str):
+        chain_ref = chain_ref or chain
+    runnable = resolve_chain(chain)
+    if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
+        # may ask an endpoint whether it has a Batch API: off the event loop
+        await asyncio.to_thread(
+            check_batchable, runnable, options.endpoint_modes, batch_only=options.batch_only
+        )
+    job = _create_job(runnable, store, job_id, options, chain_ref)
     await _execute(job, inputs, options, listener, until=until)
     return job
 
 
 def _create_job(
-    chain: Runnable[Any, Any] | str,
+    runnable: Runnable[Any, Any],
     store: StoreArg,
     job_id: str | None,
     options: RunOptions,
     chain_ref: str | None,
 ) -> Job:
-    if isinstance(chain, str):
-        chain_ref = chain_ref or chain
-    runnable = resolve_chain(chain)
-    if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
-        check_batchable(runnable, options.endpoint_modes, batch_only=options.batch_only)
     st = open_store(store)
     jid = job_id or new_job_id()
     if not _JOB_ID.fullmatch(jid):
