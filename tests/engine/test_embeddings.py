@@ -123,3 +123,16 @@ def test_the_sdks_not_given_markers_are_left_out(fast: Sandbox, store_path: Path
 
     job = run(RunnableLambda(step), TEXTS[:2], store_path, mode="realtime")
     assert job.outputs() == [1536, 1536] and len(fast.ledger()) == 2
+
+
+def test_embeddings_at_an_endpoint_without_a_batch_api_run_realtime_with_a_note(
+    fast: Sandbox, store_path: Path
+) -> None:
+    compat = OpenAIEmbeddings(
+        model=MODEL, base_url=fast.compat_base_url, api_key=TEST_KEY, check_embedding_ctx_length=False
+    )
+    job = run(compat, TEXTS, store_path, mode="batch")
+    assert job.counts["succeeded"] == len(TEXTS)
+    assert billed(fast) == {(MODEL, "realtime"): 6} and accounted(job) == billed(fast)
+    (note,) = job.report().notes
+    assert note.startswith(f"AsyncEmbeddings({MODEL}) at {fast.compat_base_url}: 6 calls ran realtime")

@@ -323,8 +323,8 @@ class CallManager:
             found = self._support[key] = batch_support(adapter, model, self.endpoint_modes)
         return found
 
-    def _noted_realtime(self, model: BaseChatModel, support: EndpointSupport) -> None:
-        label = model_label(model) + (f" at {support.base_url}" if support.base_url else "")
+    def _noted_realtime(self, model: BaseChatModel, request: CallRequest, support: EndpointSupport) -> None:
+        label = model_label(model, request.model) + (f" at {support.base_url}" if support.base_url else "")
         why = "endpoint_modes chose realtime" if support.chosen else support.why
         self.realtime_endpoints.setdefault(label, [why, 0])[1] += 1
 
@@ -497,7 +497,7 @@ class CallManager:
                         self.on_fatal(exc)
                     out.append(Admitted(Verdict.REFUSED, error=exc))
                     continue
-                self._noted_realtime(a.model, support)
+                self._noted_realtime(a.model, a.request, support)
             flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
             parked_ok = support is not None and support.batch and batch is not None

@@ -76,8 +76,10 @@ class EndpointSupport:
         return batch_only or self.base_url is None
 
 
-def model_label(model: BaseChatModel) -> str:
-    name = getattr(model, "model_name", None) or getattr(model, "model", None) or ""
+def model_label(model: Any, fallback: str = "") -> str:
+    """``Class(model name)``; ``fallback`` names a model object without a name of its own
+    (an SDK resource making embeddings calls)."""
+    name = getattr(model, "model_name", None) or getattr(model, "model", None) or fallback
     return f"{type(model).__name__}({name})"
 
 

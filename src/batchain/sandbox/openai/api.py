@@ -310,6 +310,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
         # an OpenAI-compatible endpoint without a Batch API (as Gemini's is): no files, no
         # batches under it, so batch mode must not send its calls there
         route(COMPAT_PREFIX + "/chat/completions", chat_completions, "POST"),
+        route(COMPAT_PREFIX + "/embeddings", embeddings, "POST"),
         route("/v1/files", upload_file, "POST"),
         route("/v1/files", list_files, "GET"),
         route("/v1/files/{file_id}", retrieve_file, "GET"),
@@ -322,7 +323,8 @@ def routes(state: SandboxState) -> list[BaseRoute]:
     ]
 
 
-#: where the sandbox serves OpenAI's chat completions and nothing else (Gemini's path)
+#: where the sandbox serves OpenAI's chat completions and embeddings, and no Batch API
+#: (Gemini's OpenAI-compatible path)
 COMPAT_PREFIX = "/v1beta/openai"
 
 
