@@ -43,7 +43,7 @@ from batchain.providers.base import (
 from batchain.providers.openai import OpenAIBatchAPI, go_duration
 from batchain.store.records import Usage
 
-__all__ = ["EMBEDDINGS_ENDPOINT", "OpenAIEmbeddingsAdapter", "async_twin", "decoded"]
+__all__ = ["EMBEDDINGS_ENDPOINT", "EmbeddingsOnly", "OpenAIEmbeddingsAdapter", "async_twin", "decoded"]
 
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 
@@ -93,7 +93,25 @@ def decoded(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class OpenAIEmbeddingsAdapter:
+class EmbeddingsOnly:
+    """The chat half of :class:`~batchain.providers.base.ProviderAdapter`, as an embeddings
+    adapter has it: its calls are built by ``request()`` and answered with vectors."""
+
+    def build(
+        self,
+        model: BaseChatModel,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        salt: str,
+    ) -> CallRequest:
+        raise TypeError("embeddings calls are built with request(), not from chat messages")
+
+    def parse(self, model: Any, request: CallRequest, body: Body) -> ChatResult:
+        raise TypeError("an embeddings answer is a list of vectors, not a chat result")
+
+
+class OpenAIEmbeddingsAdapter(EmbeddingsOnly):
     """The adapter of ``/v1/embeddings`` calls; its "model" is the SDK's embeddings resource."""
 
     name = "openai"
@@ -135,16 +153,6 @@ class OpenAIEmbeddingsAdapter:
         request.max_output = 0  # nothing is generated: the call's cost is its input
         return request
 
-    def build(
-        self,
-        model: BaseChatModel,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-        salt: str,
-    ) -> CallRequest:
-        raise TypeError("embeddings calls are built with request(), not from chat messages")
-
     def client(self, model: Any) -> Any:
         original = model._client  # the resource's root client
         twin = self._twins.get(id(original))
@@ -179,9 +187,6 @@ class OpenAIEmbeddingsAdapter:
             "/embeddings", body=request.body, cast_to=response_class(client), options=options
         )
         return Sent(response.text, response.headers)
-
-    def parse(self, model: Any, request: CallRequest, body: Body) -> ChatResult:
-        raise TypeError("an embeddings answer is a list of vectors, not a chat result")
 
     def usage(self, body: Body) -> Usage:
         data = parsed(body)

@@ -22,15 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
-
 from batchain import _json
 from batchain.cost.tokens import CHARS_PER_TOKEN
 from batchain.providers._sdk import sdk_request
 from batchain.providers.base import Body, CallRequest, RateInfo, Sent, parsed, remember_secret
 from batchain.providers.batch import BatchView, Outcome, OutcomeKind
+from batchain.providers.embeddings import EmbeddingsOnly
 from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI, api_client, model_path, probe
 from batchain.store.records import Usage
 
@@ -80,7 +77,7 @@ def with_estimate(data: dict[str, Any], requests: list[Mapping[str, Any]]) -> di
     return data
 
 
-class GeminiEmbeddingsAdapter(GeminiAdapter):
+class GeminiEmbeddingsAdapter(EmbeddingsOnly, GeminiAdapter):
     """The adapter of ``embed_content`` calls; its "model" is the SDK's ``models`` resource,
     which has the SDK's HTTP client like a ``genai.Client``."""
 
@@ -114,16 +111,6 @@ class GeminiEmbeddingsAdapter(GeminiAdapter):
         request.max_output = 0  # nothing is generated: the call's cost is its input
         return request
 
-    def build(
-        self,
-        model: BaseChatModel,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-        salt: str,
-    ) -> CallRequest:
-        raise TypeError("embeddings calls are built with request(), not from chat messages")
-
     def client(self, model: Any) -> Any:
         return model  # the models resource: its ``_api_client`` is all a send needs
 
@@ -136,9 +123,6 @@ class GeminiEmbeddingsAdapter(GeminiAdapter):
         response = await api_client(client).async_request("post", path, dict(request.body), options)
         data = with_estimate(_json.loads(response.body or "{}"), request.body.get("requests") or [])
         return Sent(_json.dumps(data), response.headers or {})
-
-    def parse(self, model: Any, request: CallRequest, body: Body) -> ChatResult:
-        raise TypeError("an embeddings answer is a list of vectors, not a chat result")
 
     def usage(self, body: Body) -> Usage:
         data = parsed(body)
