@@ -94,3 +94,9 @@ def accounted(job: batchain.Job, *fields: str) -> collections.Counter[tuple[str,
     for line in job.report().lines:
         out[tuple(str(getattr(line, f)) for f in keys)] += line.calls
     return out
+
+
+def run_job(chain: Any, items: list[Any], store: Any, **kw: Any) -> batchain.Job:
+    """``batchain.run`` as the engine tests run it: no progress display, quick polls."""
+    kw.setdefault("poll_min", 0.02)
+    return batchain.run(chain, items, store=store, progress=False, **kw)

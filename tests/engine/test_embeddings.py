@@ -15,7 +15,7 @@ from langchain_openai import OpenAIEmbeddings
 import batchain
 from batchain.sandbox import Sandbox
 from tests.conftest import TEST_KEY
-from tests.engine.conftest import accounted, billed, run_direct
+from tests.engine.conftest import accounted, billed, run_direct, run_job
 
 MODEL = "text-embedding-3-small"
 TEXTS = [f"passage {i % 6} about topic {i % 6}" for i in range(10)]  # 6 distinct
@@ -28,17 +28,12 @@ def embeddings(sb: Sandbox, **kw: Any) -> OpenAIEmbeddings:
     )
 
 
-def run(chain: Any, items: list[Any], store: Path, **kw: Any) -> batchain.Job:
-    kw.setdefault("poll_min", 0.02)
-    return batchain.run(chain, items, store=store, progress=False, **kw)
-
-
 @pytest.mark.parametrize("mode", ["batch", "realtime"])
 def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode: str) -> None:
     model = embeddings(fast)
     expected = [model.embed_query(t) for t in TEXTS]
     fast.reset()
-    job = run(model, TEXTS, store_path, mode=mode)
+    job = run_job(model, TEXTS, store_path, mode=mode)
     assert job.counts["succeeded"] == len(TEXTS)
     assert job.outputs() == expected  # the SDK's own float32 values, as a direct call gives
     assert billed(fast) == {(MODEL, mode): 6}  # identical texts are one call
@@ -49,9 +44,9 @@ def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode:
 
 
 def test_a_second_job_reuses_the_stored_vectors(fast: Sandbox, store_path: Path) -> None:
-    first = run(embeddings(fast), TEXTS, store_path, mode="batch")
+    first = run_job(embeddings(fast), TEXTS, store_path, mode="batch")
     billed = len(fast.ledger())
-    second = run(embeddings(fast), TEXTS, store_path, mode="batch")
+    second = run_job(embeddings(fast), TEXTS, store_path, mode="batch")
     assert second.outputs() == first.outputs()
     assert len(fast.ledger()) == billed and second.report().paid == 0
 
@@ -65,7 +60,7 @@ def test_embeddings_called_inside_a_chain_go_through_the_batch_api(fast: Sandbox
         return {"title": doc["title"], "dims": [len(v) for v in vectors]}
 
     docs = [{"title": f"doc {i}"} for i in range(5)]
-    job = run(RunnableLambda(ingest), docs, store_path, mode="batch")
+    job = run_job(RunnableLambda(ingest), docs, store_path, mode="batch")
     assert job.counts["succeeded"] == 5
     assert all(out["dims"] == [1536, 1536, 1536] for out in job.outputs())
     assert billed(fast) == {(MODEL, "batch"): 5}  # one request of 3 inputs per document
@@ -84,9 +79,9 @@ def test_sync_calls_from_a_sync_step_and_the_sdk_itself(fast: Sandbox, store_pat
         got = await sdk.embeddings.create(model=MODEL, input=text, dimensions=64)
         return len(got.data[0].embedding)
 
-    job = run(RunnableLambda(sync_step), TEXTS[:4], store_path, mode="batch")
+    job = run_job(RunnableLambda(sync_step), TEXTS[:4], store_path, mode="batch")
     assert job.outputs() == [1536] * 4
-    job = run(RunnableLambda(sdk_step), TEXTS[:4], store_path.with_name("sdk.db"), mode="batch")
+    job = run_job(RunnableLambda(sdk_step), TEXTS[:4], store_path.with_name("sdk.db"), mode="batch")
     assert job.outputs() == [64] * 4
     assert billed(fast) == {(MODEL, "batch"): 8}
     assert not fast.duplicates()
@@ -96,7 +91,7 @@ def test_a_list_of_texts_per_item_and_a_bad_item(fast: Sandbox, store_path: Path
     model = embeddings(fast, dimensions=32)
     expected = run_direct(model.aembed_documents(["x", "y"]))
     fast.reset()
-    job = run(model, [["x", "y"], {"not": "text"}], store_path, mode="batch")
+    job = run_job(model, [["x", "y"], {"not": "text"}], store_path, mode="batch")
     assert job.outputs()[0] == expected
     (bad,) = [r for r in job.results() if r.error is not None]
     assert bad.index == 1 and "a text or a list of texts" in bad.error["message"]
@@ -121,7 +116,7 @@ def test_the_sdks_not_given_markers_are_left_out(fast: Sandbox, store_path: Path
         )
         return len(got.data[0].embedding)
 
-    job = run(RunnableLambda(step), TEXTS[:2], store_path, mode="realtime")
+    job = run_job(RunnableLambda(step), TEXTS[:2], store_path, mode="realtime")
     assert job.outputs() == [1536, 1536] and len(fast.ledger()) == 2
 
 
@@ -131,7 +126,7 @@ def test_embeddings_at_an_endpoint_without_a_batch_api_run_realtime_with_a_note(
     compat = OpenAIEmbeddings(
         model=MODEL, base_url=fast.compat_base_url, api_key=TEST_KEY, check_embedding_ctx_length=False
     )
-    job = run(compat, TEXTS, store_path, mode="batch")
+    job = run_job(compat, TEXTS, store_path, mode="batch")
     assert job.counts["succeeded"] == len(TEXTS)
     assert billed(fast) == {(MODEL, "realtime"): 6} and accounted(job) == billed(fast)
     (note,) = job.report().notes

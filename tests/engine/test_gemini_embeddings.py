@@ -17,10 +17,9 @@ from google.genai import types
 from langchain_core.runnables import RunnableLambda
 from langchain_google_genai import GoogleGenerativeAIEmbeddings
 
-import batchain
 from batchain.sandbox import Sandbox
 from tests.conftest import TEST_KEY
-from tests.engine.conftest import accounted, billed, run_direct
+from tests.engine.conftest import accounted, billed, run_direct, run_job
 
 MODEL = "gemini-embedding-001"
 TEXTS = [f"passage {i % 6} about topic {i % 6}" for i in range(10)]  # 6 distinct
@@ -32,17 +31,12 @@ def embeddings(sb: Sandbox, **kw: Any) -> GoogleGenerativeAIEmbeddings:
     return GoogleGenerativeAIEmbeddings(model=MODEL, google_api_key=key, base_url=url, **kw)
 
 
-def run(chain: Any, items: list[Any], store: Path, **kw: Any) -> batchain.Job:
-    kw.setdefault("poll_min", 0.02)
-    return batchain.run(chain, items, store=store, progress=False, **kw)
-
-
 @pytest.mark.parametrize("mode", ["batch", "realtime"])
 def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode: str) -> None:
     model = embeddings(fast)
     expected = [run_direct(model.aembed_query(t)) for t in TEXTS]
     fast.reset()
-    job = run(model, TEXTS, store_path, mode=mode)
+    job = run_job(model, TEXTS, store_path, mode=mode)
     assert job.counts["succeeded"] == len(TEXTS)
     assert job.outputs() == expected
     assert billed(fast, *FIELDS) == {("gemini", MODEL, mode): 6}  # identical texts are one call
@@ -55,7 +49,7 @@ def test_an_embeddings_model_as_the_chain(fast: Sandbox, store_path: Path, mode:
 @pytest.mark.parametrize("mode", ["batch", "realtime"])
 def test_the_report_prices_them(fast: Sandbox, store_path: Path, mode: str) -> None:
     """genai-prices has gemini-embedding-001 (provider google, input tokens only)."""
-    job = run(embeddings(fast), TEXTS[:3], store_path, mode=mode)
+    job = run_job(embeddings(fast), TEXTS[:3], store_path, mode=mode)
     report = job.report()
     [line] = report.lines
     assert report.complete and not report.unknown and line.known
@@ -76,7 +70,7 @@ def test_documents_inside_a_chain_go_through_the_batch_api(fast: Sandbox, store_
     docs = [{"title": f"doc {i % 4}"} for i in range(6)]  # 4 distinct
     expected = [run_direct(ingest(d)) for d in docs]
     fast.reset()
-    job = run(RunnableLambda(ingest), docs, store_path, mode="batch")
+    job = run_job(RunnableLambda(ingest), docs, store_path, mode="batch")
     assert job.counts["succeeded"] == 6 and job.outputs() == expected
     # one call of 3 contents per distinct document; the Batch API embeds a content a request
     assert billed(fast, *FIELDS) == {("gemini", MODEL, "batch"): 12}
@@ -100,17 +94,17 @@ def test_the_sdk_itself_sync_and_async(fast: Sandbox, store_path: Path) -> None:
     items = ["a", "b", "a"]
     expected = [run_direct(both(t)) for t in items]
     fast.reset()
-    job = run(RunnableLambda(both), items, store_path, mode="realtime")
+    job = run_job(RunnableLambda(both), items, store_path, mode="realtime")
     assert job.outputs() == expected and billed(fast, *FIELDS) == {("gemini", MODEL, "realtime"): 2}
-    sync_job = run(RunnableLambda(sync_step), items, store_path, mode="batch")
+    sync_job = run_job(RunnableLambda(sync_step), items, store_path, mode="batch")
     assert [out[0] for out in sync_job.outputs()] == [e[0] for e in expected]
     assert billed(fast, *FIELDS)[("gemini", MODEL, "batch")] == 2
     assert not fast.duplicates()
 
 
 def test_a_second_job_reuses_the_stored_vectors(fast: Sandbox, store_path: Path) -> None:
-    first = run(embeddings(fast), TEXTS, store_path, mode="batch")
+    first = run_job(embeddings(fast), TEXTS, store_path, mode="batch")
     paid = len(fast.ledger())
-    second = run(embeddings(fast), TEXTS, store_path, mode="realtime")
+    second = run_job(embeddings(fast), TEXTS, store_path, mode="realtime")
     assert second.outputs() == first.outputs()
     assert len(fast.ledger()) == paid and second.report().paid == 0

@@ -89,6 +89,28 @@ def wire_body(client: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def gemini_request(
+    endpoint: str, path: str, method: str, body: dict[str, Any], salt: str, max_tokens: Any
+) -> CallRequest:
+    """The call for ``body`` sent to ``{path}{method}`` (``models/<name>:generateContent``):
+    the model is in the URL, not the body, so the request is named and laned after it."""
+    request = sdk_request(
+        GeminiAdapter.name,
+        endpoint,
+        method,
+        body,
+        salt,
+        max_tokens=max_tokens,
+        headers={},
+        context={},
+        key_endpoint=f"{path}{method}",
+    )
+    name = path.split("/", 1)[1]
+    request.model = name
+    request.lane = f"{GeminiAdapter.name}|{endpoint}|{name}"
+    return request
+
+
 def read_response(data: Mapping[str, Any]) -> Any:
     """A ``generateContent`` answer as the SDK reads it (a ``GenerateContentResponse``)."""
     from google.genai import models, types
@@ -121,21 +143,7 @@ class GeminiAdapter:
         remember_secret(getattr(api_client(client), "api_key", None))
         path = model_path(str(prepared["model"]))
         config = body.get("generationConfig") or {}
-        request = sdk_request(
-            self.name,
-            self.endpoint(model),
-            ENDPOINT,
-            body,
-            salt,
-            max_tokens=config.get("maxOutputTokens"),
-            headers={},
-            context={},
-            key_endpoint=f"{path}{ENDPOINT}",
-        )
-        name = path.split("/", 1)[1]
-        request.model = name
-        request.lane = f"{self.name}|{self.endpoint(model)}|{name}"
-        return request
+        return gemini_request(self.endpoint(model), path, ENDPOINT, body, salt, config.get("maxOutputTokens"))
 
     def client(self, model: BaseChatModel) -> Any:
         m: Any = model

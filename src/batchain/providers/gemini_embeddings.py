@@ -24,11 +24,17 @@ from typing import Any
 
 from batchain import _json
 from batchain.cost.tokens import CHARS_PER_TOKEN
-from batchain.providers._sdk import sdk_request
 from batchain.providers.base import Body, CallRequest, RateInfo, Sent, parsed, remember_secret
 from batchain.providers.batch import BatchView, Outcome, OutcomeKind
 from batchain.providers.embeddings import EmbeddingsOnly
-from batchain.providers.gemini import GeminiAdapter, GeminiBatchAPI, api_client, model_path, probe
+from batchain.providers.gemini import (
+    GeminiAdapter,
+    GeminiBatchAPI,
+    api_client,
+    gemini_request,
+    model_path,
+    probe,
+)
 from batchain.store.records import Usage
 
 __all__ = ["ESTIMATE_KEY", "GeminiEmbeddingsAdapter", "GeminiEmbeddingsBatchAPI", "embed_body", "is_genai"]
@@ -93,21 +99,7 @@ class GeminiEmbeddingsAdapter(EmbeddingsOnly, GeminiAdapter):
             )
         path, body = embed_body(api, params)
         remember_secret(getattr(api, "api_key", None))
-        endpoint = self.endpoint(resource)
-        request = sdk_request(
-            self.name,
-            endpoint,
-            ENDPOINT,
-            body,
-            salt,
-            max_tokens=None,
-            headers={},
-            context={},
-            key_endpoint=f"{path}{ENDPOINT}",
-        )
-        name = path.split("/", 1)[1]
-        request.model = name
-        request.lane = f"{self.name}|{endpoint}|{name}"
+        request = gemini_request(self.endpoint(resource), path, ENDPOINT, body, salt, None)
         request.max_output = 0  # nothing is generated: the call's cost is its input
         return request
 
