@@ -229,3 +229,30 @@ def test_batches_note_that_their_calls_were_linked_when_parked(fast: Sandbox, st
         assert links == [(i, "paid") for i in range(12)]
         assert again.call_stats["paid"] == 12
     assert len(fast.ledger()) == 24 and not fast.duplicates()
+
+
+def test_a_job_collects_garbage_less_often_and_restores_the_collector(store_path: Path) -> None:
+    """While a job runs, the cyclic collector leaves the objects from before it alone and
+    waits for more new objects between passes (a many-item job otherwise spends a third of
+    its CPU collecting); afterwards the program's own settings are back."""
+    import gc
+
+    before = gc.get_threshold()
+    seen: list[tuple[tuple[int, int, int], int]] = []
+
+    def look(x: int) -> int:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return x
+
+    job = batchain.run(RunnableLambda(look), [1, 2, 3], store=store_path, mode="realtime", progress=False)
+    assert job.outputs() == [1, 2, 3]
+    assert all(t[0] >= 50_000 and t[2] >= 100 and frozen > 0 for t, frozen in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    gc.set_threshold(100_000, 5, 5)  # a program's own setting, higher than a job's for young objects
+    try:
+        batchain.run(RunnableLambda(look), [4], store=store_path, mode="realtime", progress=False)
+        assert seen[-1][0] == (100_000, 20, 100)
+        assert gc.get_threshold() == (100_000, 5, 5)
+    finally:
+        gc.set_threshold(*before)

@@ -174,6 +174,31 @@ def test_collect_with_a_changed_chain_keeps_what_was_submitted(sandbox: Sandbox,
     assert len(sandbox.ledger()) == 30 and not sandbox.duplicates()
 
 
+def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
+    sandbox: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items whose calls are in a provider batch still there wait for it on resume without
+    their rows being read back one by one (one query by batch), and end from its answers."""
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.4, batch_finalizing_s=0.01)
+    chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
+    job = batchain.submit(chain, [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
+    assert job.status is JobStatus.WAITING
+    read: list[int] = []
+    original = SQLiteStore.iter_pending_waits
+
+    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        for row in original(self, *args, **kwargs):
+            read.append(row[0])
+            yield row
+
+    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
+    done = batchain.Job.open(job.id, store=store_path, chain=chain).wait()
+    assert done.counts["succeeded"] == 40 and read == []
+    assert done.outputs()[7].endswith("Say 7")
+    assert len(sandbox.ledger()) == 40 and not sandbox.duplicates()
+    assert sum(line.calls for line in done.report().lines) == 40  # all accounted
+
+
 def test_a_call_to_resend_after_the_chain_changed_fails_clearly(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(
         batch_validating_s=0.01,

@@ -108,3 +108,36 @@ def test_a_second_job_reuses_the_stored_vectors(fast: Sandbox, store_path: Path)
     second = run_job(embeddings(fast), TEXTS, store_path, mode="realtime")
     assert second.outputs() == first.outputs()
     assert len(fast.ledger()) == paid and second.report().paid == 0
+
+
+_LATE_IMPORT = """
+import sys, warnings
+import batchain
+from langchain_core.runnables import RunnableLambda
+
+store, url, key = sys.argv[1:4]
+batchain.run(RunnableLambda(lambda x: x), [1, 2], store=store, mode="realtime", progress=False)
+assert "google.genai" not in sys.modules, "a job imported google-genai"
+
+from google import genai  # imported only now, after the first job
+warnings.simplefilter("ignore")
+client = genai.Client(api_key=key, http_options={"base_url": url})
+embed = client.models.embed_content
+step = RunnableLambda(lambda t: embed(model="gemini-embedding-001", contents=t).embeddings[0].values[:3])
+job = batchain.run(step, ["a", "b"], store=store, mode="batch", progress=False, poll_min=0.02, poll_max=0.1)
+print(job.report().lines[0].tier, job.counts["succeeded"])
+"""
+
+
+def test_a_job_imports_no_sdk_and_patches_one_imported_later(fast: Sandbox, tmp_path: Path) -> None:
+    """google-genai costs most of a second to import: a job that does not use it leaves it
+    unimported, and a later job catches its calls all the same (through the Batch API)."""
+    import subprocess
+    import sys
+
+    args = [str(tmp_path / "store.sqlite"), fast.gemini_base_url, TEST_KEY]
+    command = [sys.executable, "-c", _LATE_IMPORT, *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["batch", "2"]
+    assert billed(fast, *FIELDS) == {("gemini", MODEL, "batch"): 2}

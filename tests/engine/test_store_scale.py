@@ -309,7 +309,7 @@ def test_an_older_store_gets_counters_and_indexes_on_open(store_path: Path) -> N
     with SQLiteStore(store_path) as store:
         assert store.item_counts("j") == {"pending": 6, "succeeded": 4}
         version = store._read("SELECT value FROM meta WHERE key='schema_version'")[0][0]
-        assert int(version) == SCHEMA_VERSION == 2
+        assert int(version) == SCHEMA_VERSION == 3
         names = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"calls_by_batch", "provider_batches_by_job", "jobs_by_created"} <= names
         store.batch_seen("b", "in_progress", 1, 2)
@@ -375,3 +375,53 @@ def test_an_aggregate_computed_before_a_job_changed_is_not_kept(store_path: Path
         assert _memos(store) == 0
         del store._job_link_counts
         assert store.job_link_counts("j") == {"paid": 1, "shared": 1}
+
+
+def _make_v2_calls(path: Path) -> None:
+    """Give a store schema 2's ``calls``: a WITHOUT ROWID table, with its indexes."""
+    con = sqlite3.connect(path)
+    sql = con.execute("SELECT sql FROM sqlite_master WHERE name='calls'").fetchone()[0]
+    of_calls = "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='calls' AND sql IS NOT NULL"
+    indexes = [r[0] for r in con.execute(of_calls)]
+    con.executescript(
+        "ALTER TABLE calls RENAME TO calls_v3;"
+        + sql.rstrip().rstrip(";")
+        + " WITHOUT ROWID;"
+        + "INSERT INTO calls SELECT * FROM calls_v3; DROP TABLE calls_v3;"
+        + ";".join(indexes)
+        + ";"
+        + "UPDATE meta SET value='2' WHERE key='schema_version';"
+    )
+    con.commit()
+    con.close()
+
+
+def test_calls_of_a_schema_2_store_move_to_a_rowid_table(store_path: Path) -> None:
+    begin = [(f"k{i}", "openai", "gpt-4o-mini", "", f"h{i}") for i in range(5)]
+    with SQLiteStore(store_path) as store:
+        _job(store, "j", JobStatus.RUNNING)
+        store.batch_intent("b", "j", "openai", "lane", [k for k, *_ in begin], {}, begin)
+        store.batch_submitted("b", "batch_1")
+        store.calls_succeeded([("k0", '{"ok": 1}', Usage(3, 4), "batch", None)])
+        store.commit()
+    _make_v2_calls(store_path)
+    assert "WITHOUT ROWID" in _table_sql(store_path, "calls")
+
+    with SQLiteStore(store_path) as store:
+        assert "WITHOUT ROWID" not in _table_sql(store_path, "calls")
+        calls = store.get_calls([f"k{i}" for i in range(6)])
+        assert sorted(calls) == [f"k{i}" for i in range(5)]
+        assert calls["k0"].response == '{"ok": 1}' and calls["k0"].usage.output_tokens == 4
+        assert {c.batch_id for c in calls.values()} == {"b"}
+        assert sorted(store.batch_keys("b")) == [f"k{i}" for i in range(5)]
+        names = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"calls_sent", "calls_failed", "calls_by_batch"} <= names
+        assert "calls_old" not in {r[0] for r in store._read("SELECT name FROM sqlite_master")}
+
+
+def _table_sql(path: Path, table: str) -> str:
+    con = sqlite3.connect(path)
+    try:
+        return str(con.execute("SELECT sql FROM sqlite_master WHERE name=?", (table,)).fetchone()[0])
+    finally:
+        con.close()

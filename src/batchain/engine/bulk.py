@@ -152,6 +152,28 @@ class BulkItems:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
 
+    async def park_resumed(self) -> set[str]:
+        """A resumed run's items whose calls an earlier run put in a provider batch that is
+        still there wait for it without being read or held: found in one query, by batch,
+        instead of row by row as they are fed (a large job's resume would otherwise read
+        every item, and its call, back). Returns the batches taken; :meth:`add` handles any
+        other item as before."""
+        returns = self.returns
+        if not self.stubs or returns is None or self.settle_evicted is None:
+            return set()
+        parked = self.store.parked_items(self.job_id)
+        if not parked:
+            return set()
+        adapter = self.template.adapter
+        client = self.calls.client_for(adapter, self.template.fast.model)
+        taken: set[str] = set()
+        for batch, idxs in parked.items():
+            here = self._lane_of(batch) == self.template.base.lane
+            if here and await self.batch.adopt(batch, adapter, client):
+                returns.parked(batch, idxs)
+                taken.add(batch)
+        return taken
+
     def answered(self, batch: str, answers: Mapping[str, Body | None]) -> None:
         """Provider batch ``batch`` answered calls whose rows left the window (``{key:
         body}``): finish those items now, from the answers in hand, instead of feeding them
@@ -216,11 +238,14 @@ class BulkItems:
         endpoint's (see :meth:`BatchCoordinator.lose_unreachable`)."""
         if record is None or record.batch_id is None:
             return True
-        lane = self._batch_lanes.get(record.batch_id)
+        return self._lane_of(record.batch_id) == self.template.base.lane
+
+    def _lane_of(self, batch: str) -> str:
+        lane = self._batch_lanes.get(batch)
         if lane is None:
-            row = self.store.get_batch(record.batch_id)
-            lane = self._batch_lanes[record.batch_id] = row.lane if row is not None else ""
-        return lane == self.template.base.lane
+            row = self.store.get_batch(batch)
+            lane = self._batch_lanes[batch] = row.lane if row is not None else ""
+        return lane
 
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]

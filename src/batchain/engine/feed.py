@@ -96,6 +96,13 @@ class Returns:
         self.left += 1
         self.keep(idx, batch)
 
+    def parked(self, batch: str, idxs: array[int]) -> None:
+        """Items ``idxs`` of a resumed run, never in its window, wait for live provider
+        batch ``batch`` (see :meth:`BulkItems.park_resumed`)."""
+        self.left += len(idxs)
+        self._by_batch.setdefault(batch, array("q")).extend(idxs)
+        self.waiting += len(idxs)
+
     def keep(self, idx: int, batch: str) -> None:
         """Item ``idx``, out of the window, waits for provider batch ``batch``."""
         if batch not in self._live:
@@ -193,7 +200,9 @@ class Feeder:
         return self.exhausted and (self.returns is None or not self.returns.pending)
 
     async def feed(self, inputs: InputSource | None) -> None:
-        async for row in self.inputs.items(inputs, waits=self.bulk is not None):
+        # a resumed run's items whose calls are at a provider wait there without being read
+        parked = await self.bulk.park_resumed() if self.bulk is not None else set()
+        async for row in self.inputs.items(inputs, waits=self.bulk is not None, skip_batches=parked):
             if not await self._feed_returned() or not await self._put(row):
                 break
         else:

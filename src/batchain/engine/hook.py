@@ -20,6 +20,7 @@ job it raises instead of leaving batchain.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ _ORIGINAL_SHOULD_STREAM: Any = BaseChatModel._should_stream
 _EVENT_STREAMS = ("_iter_v2_events", "_aiter_v2_events")
 _install_lock = threading.Lock()
 _installed = False
+#: google-genai's embed_content is patched (only once the program imported google-genai)
+_gemini_installed = False
 
 
 async def original_agenerate(
@@ -260,16 +263,24 @@ def _embed_content_response(data: dict[str, Any]) -> Any:
 
 
 def _install_gemini_embeddings() -> None:
+    """Patch google-genai's ``embed_content`` if the program has imported google-genai.
+
+    Importing it costs most of a second, a large part of a short job's client time, and no
+    one can call it without importing it first: a job started after the import patches it
+    (see :func:`install`)."""
+    global _gemini_installed
+    if _gemini_installed or "google.genai" not in sys.modules:
+        return
+    _gemini_installed = True
     try:
         from google.genai.models import AsyncModels, Models
-    except ImportError:  # pragma: no cover - google-genai is not installed
+    except ImportError:  # pragma: no cover - a broken google-genai install
         return
     setattr(AsyncModels, "embed_content", _embed_content(AsyncModels.embed_content, is_async=True))  # noqa: B010
     setattr(Models, "embed_content", _embed_content(Models.embed_content, is_async=False))  # noqa: B010
 
 
 def _install_embeddings() -> None:
-    _install_gemini_embeddings()
     try:
         from openai.resources.embeddings import AsyncEmbeddings, Embeddings
     except ImportError:  # pragma: no cover - the openai SDK is not installed
@@ -279,9 +290,11 @@ def _install_embeddings() -> None:
 
 
 def install() -> None:
-    """Patch the model boundary once per process (idempotent)."""
+    """Patch the model boundary once per process (idempotent; called by every job, which
+    also patches an SDK imported since the last one)."""
     global _installed
     with _install_lock:
+        _install_gemini_embeddings()
         if _installed:
             return
         # replacing methods of a library class is the hook itself, hence setattr

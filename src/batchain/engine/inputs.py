@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator
 from typing import Any
 
 from batchain import serialize
@@ -39,16 +39,17 @@ class Inputs:
         self.store_first = store_first
 
     async def items(
-        self, inputs: InputSource | None, *, waits: bool = False
+        self, inputs: InputSource | None, *, waits: bool = False, skip_batches: Collection[str] = ()
     ) -> AsyncIterator[tuple[int, Any, Wait | None]]:
         """``(idx, value, wait)``: stored items without a result first, then new
         inputs. With ``waits`` (the bulk path), a stored item's value is its
         :class:`~batchain.engine.bulk.Stored` text, and it comes with the call an earlier run noted it
-        waits for (bulk path)."""
+        waits for (bulk path); items parked on a batch of ``skip_batches`` are left out."""
         if self.store_first and inputs is not None:
             await self._ingest_all(inputs)
         if waits:
-            for idx, text, key, record in self.store.iter_pending_waits(self.job_id):
+            pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
+            for idx, text, key, record in pending:
                 if self.control.stopping:
                     return
                 yield idx, Stored(text), (key, record) if key is not None else None

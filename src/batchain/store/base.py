@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Collection, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -125,10 +126,16 @@ class Store(Protocol):
         ...
 
     def iter_pending_waits(
-        self, job_id: str, page: int = 2000
+        self, job_id: str, page: int = 2000, *, skip_batches: Collection[str] = ()
     ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
         """Pending items in index order: ``(idx, input, key of the call it waits for, that call)``, the
-        last two None where none was noted (or the call is gone)."""
+        last two None where none was noted (or the call is gone). Items that
+        :meth:`parked_items` gives under a batch of ``skip_batches`` are left out."""
+        ...
+
+    def parked_items(self, job_id: str, page: int = 20000) -> dict[str, array[int]]:
+        """Pending items whose noted call is in a provider batch and not yet answered
+        (pending or submitted), by the batch's uid."""
         ...
 
     def pending_waits_of(

@@ -30,7 +30,8 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -68,8 +69,9 @@ from batchain.store.records import (
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 
 #: 2: per-job item counters (``job_item_counts``), calls by provider batch, provider batches by
-#: job, jobs by creation time, and what the provider last said of each batch
-SCHEMA_VERSION = 2
+#: job, jobs by creation time, and what the provider last said of each batch.
+#: 3: ``calls`` is a rowid table (see :func:`_rebuild_calls`)
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -127,7 +129,7 @@ CREATE TABLE IF NOT EXISTS calls (
     request_hash TEXT,
     batch_id TEXT,
     updated_at REAL NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS calls_sent ON calls (job_id) WHERE status = 'sent';
 CREATE INDEX IF NOT EXISTS calls_failed ON calls (job_id) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS calls_by_batch ON calls (batch_id) WHERE batch_id IS NOT NULL;
@@ -321,6 +323,9 @@ def _predecessors(new: StrEnum) -> tuple[str, ...]:
     return tuple(old.value for old, allowed in table.items() if new in allowed)
 
 
+#: statuses of a call in a provider batch that has not answered it (yet)
+_PARKED_CALL = (CallStatus.PENDING.value, CallStatus.SUBMITTED.value)
+
 #: values bound in one ``IN (...)`` list (SQLite's limit on variables is far above)
 _IN_CHUNK = 900
 
@@ -345,9 +350,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
         version = _stored_version(conn)
         for index in _DROPPED_INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {index}")
+        old_calls = _set_aside_calls(conn)
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        if old_calls:
+            _refill_calls(conn)
         for table, column, decl in _ADDED_COLUMNS:
             have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:
@@ -369,6 +377,33 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _set_aside_calls(conn: sqlite3.Connection) -> bool:
+    """Rename a ``calls`` table of schema 2 or older (``WITHOUT ROWID``) to ``calls_old``,
+    for :func:`_refill_calls`. A call's row holds its request and answer (about a kilobyte),
+    and SQLite keeps a ``WITHOUT ROWID`` table's whole rows in its key's B-tree: with random
+    keys (hashes) every insert and every answer written splits pages all over it. In a rowid
+    table the rows are appended and only the key's index is random: writing a large batch's
+    calls takes several times less time (bench/bench_calls_table.py)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='calls'").fetchone()
+    if row is None or "WITHOUT ROWID" not in row[0].upper():
+        return False
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='calls'")
+    for (index,) in indexes.fetchall():
+        if not index.startswith("sqlite_autoindex"):
+            conn.execute(f"DROP INDEX {index}")
+    conn.execute("ALTER TABLE calls RENAME TO calls_old")
+    return True
+
+
+def _refill_calls(conn: sqlite3.Connection) -> None:
+    """Copy ``calls_old`` into the new ``calls`` table, every column they share, and drop it."""
+    new = [r[1] for r in conn.execute("PRAGMA table_info(calls)")]
+    old = {r[1] for r in conn.execute("PRAGMA table_info(calls_old)")}
+    shared = ", ".join(c for c in new if c in old)
+    conn.execute(f"INSERT INTO calls ({shared}) SELECT {shared} FROM calls_old ORDER BY key")
+    conn.execute("DROP TABLE calls_old")
 
 
 def _up_to_date(conn: sqlite3.Connection) -> bool:
@@ -871,18 +906,26 @@ class SQLiteStore:
         )
 
     def iter_pending_waits(
-        self, job_id: str, page: int = 2000
+        self, job_id: str, page: int = 2000, *, skip_batches: Collection[str] = ()
     ) -> Iterator[tuple[int, str, str | None, CallRecord | None]]:
         """Pending items in index order: ``(idx, input, key of the call it waits for,
         that call)``, the last two None where none was noted (or the call is gone)."""
+        skip = sorted(skip_batches)
+        # the items parked_items gave, whose batches the caller took: not read again
+        parked = (
+            f" AND NOT (c.batch_id IS NOT NULL AND c.batch_id IN {_in(skip)}"
+            f" AND c.status IN {_literal(_PARKED_CALL)})"
+            if skip
+            else ""
+        )
         last = -1
         while True:
             rows = self._read(
                 "SELECT i.idx AS idx, i.input AS input, w.key AS wait, c.* FROM items i"
                 " INDEXED BY items_by_status LEFT JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx"
                 " LEFT JOIN calls c ON c.key = w.key"
-                " WHERE i.job_id=? AND i.status='pending' AND i.idx>? ORDER BY i.idx LIMIT ?",
-                (job_id, last, page),
+                f" WHERE i.job_id=? AND i.status='pending' AND i.idx>?{parked} ORDER BY i.idx LIMIT ?",
+                (job_id, last, *skip, page),
             )
             if not rows:
                 return
@@ -890,6 +933,29 @@ class SQLiteStore:
                 record = _call_record(r) if r["key"] is not None else None
                 yield r["idx"], r["input"], r["wait"], record
             last = rows[-1]["idx"]
+
+    def parked_items(self, job_id: str, page: int = 20000) -> dict[str, array[int]]:
+        """Pending items whose noted call is in a provider batch and not answered, by the
+        batch's uid: what a resumed run leaves waiting on those batches without reading the
+        items (:meth:`iter_pending_waits` with ``skip_batches`` then passes them over)."""
+        out: dict[str, array[int]] = {}
+        last = -1
+        while True:
+            rows = self._read(
+                "SELECT i.idx, c.batch_id FROM items i INDEXED BY items_by_status"
+                " JOIN waits w ON w.job_id = i.job_id AND w.idx = i.idx JOIN calls c ON c.key = w.key"
+                f" WHERE i.job_id=? AND i.status='pending' AND i.idx>? AND c.batch_id IS NOT NULL"
+                f" AND c.status IN {_literal(_PARKED_CALL)} ORDER BY i.idx LIMIT ?",
+                (job_id, last, page),
+            )
+            if not rows:
+                return out
+            for idx, batch in rows:
+                idxs = out.get(batch)
+                if idxs is None:
+                    idxs = out[batch] = array("q")
+                idxs.append(idx)
+            last = rows[-1][0]
 
     def pending_waits_of(
         self, job_id: str, idxs: list[int]
