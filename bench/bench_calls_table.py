@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import fmt, median, save
-
 from batchain.store import sqlite as store_sqlite
+from harness import fmt, median, save
 
 
 def calls_schema(without_rowid: bool) -> str:
