@@ -22,6 +22,7 @@ from langchain_core.load import dumpd, load
 from langchain_core.load.serializable import Serializable
 from pydantic import BaseModel
 
+from batchain import _json
 from batchain.errors import Unserializable
 
 __all__ = ["Unserializable", "dumps", "loads", "to_jsonable"]
@@ -82,6 +83,8 @@ def _load_pydantic(path: str, data: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
+    if type(obj) is str:  # most outputs: the same JSON string, written many times faster
+        return _json.dumps(obj)
     return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
 
 

@@ -122,8 +122,10 @@ assert "google.genai" not in sys.modules, "a job imported google-genai"
 from google import genai  # imported only now, after the first job
 warnings.simplefilter("ignore")
 client = genai.Client(api_key=key, http_options={"base_url": url})
-embed = client.models.embed_content
-step = RunnableLambda(lambda t: embed(model="gemini-embedding-001", contents=t).embeddings[0].values[:3])
+def embed(text):  # the SDK's method looked up at each call, as a program does
+    return client.models.embed_content(model="gemini-embedding-001", contents=text).embeddings[0].values[:3]
+
+step = RunnableLambda(embed)
 job = batchain.run(step, ["a", "b"], store=store, mode="batch", progress=False, poll_min=0.02, poll_max=0.1)
 print(job.report().lines[0].tier, job.counts["succeeded"])
 """
