@@ -103,6 +103,10 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("iter_items", "j", (ItemStatus.PENDING,))
     call("batch_intent", "b1", "j", "openai", "openai|u|m", keys[:20], {"round": 1, "nonce": "b1"})
     call("batch_submitted", "b1", "batch_1")
+    parked = call("parked_items", "j")
+    assert {b: sorted(idxs) for b, idxs in parked.items()} == {"b1": list(range(20))}
+    skipped = [row[0] for row in call("iter_pending_waits", "j", skip_batches={"b1"})]
+    assert skipped == list(range(20, 40))
     call("batch_seen", "b1", "in_progress", 5, 20)
     call("batch_missing", "b1", 1, time.time())
     call("batch_keys", "b1")
