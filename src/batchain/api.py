@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.runnables import Runnable
 
@@ -52,6 +52,7 @@ def run(
     progress: bool = True,
     window: int | None = None,
     chain_ref: str | None = None,
+    input_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
     batch_only: bool = False,
@@ -91,9 +92,14 @@ def run(
     the report, or with ``batch_only=True`` is refused before anything is sent.
     ``endpoint_modes`` chooses for a model name, base URL or host: ``"batch"`` or
     ``"realtime"`` (see :mod:`batchain.providers.endpoints`).
+
+    ``chain_ref`` and ``input_ref`` are recorded with the job: where its chain and its
+    inputs came from (the CLI records the chain's ``file.py:name`` and the input file, so
+    ``batchain resume`` can load and reopen them).
     """
     opts = _options(locals())
-    return run_sync(_start(chain, inputs, opts, store, job_id, chain_ref, until=None))
+    refs = _Refs(chain_ref, input_ref)
+    return run_sync(_start(chain, inputs, opts, store, job_id, refs, until=None))
 
 
 async def arun(
@@ -112,6 +118,7 @@ async def arun(
     progress: bool = True,
     window: int | None = None,
     chain_ref: str | None = None,
+    input_ref: str | None = None,
     callbacks: list[Any] | None = None,
     fallback: str | None = None,
     batch_only: bool = False,
@@ -132,7 +139,8 @@ async def arun(
 ) -> Job:
     """Async twin of :func:`run`."""
     opts = _options(locals())
-    return await _start(chain, inputs, opts, store, job_id, chain_ref, until=None, listener=_listener)
+    refs = _Refs(chain_ref, input_ref)
+    return await _start(chain, inputs, opts, store, job_id, refs, until=None, listener=_listener)
 
 
 def submit(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any) -> Job:
@@ -151,13 +159,10 @@ async def asubmit(
     kwargs.setdefault("progress", False)
     if kwargs["mode"] != Mode.BATCH:
         raise InvalidOption("submit() is for batch mode; use run() for realtime")
-    store, job_id, chain_ref = (
-        kwargs.pop("store", None),
-        kwargs.pop("job_id", None),
-        kwargs.pop("chain_ref", None),
-    )
+    store, job_id = kwargs.pop("store", None), kwargs.pop("job_id", None)
+    refs = _Refs(kwargs.pop("chain_ref", None), kwargs.pop("input_ref", None))
     opts = _options(kwargs)
-    return await _start(chain, inputs, opts, store, job_id, chain_ref, until="submitted")
+    return await _start(chain, inputs, opts, store, job_id, refs, until="submitted")
 
 
 _OPTION_NAMES = {
@@ -203,7 +208,8 @@ def _deadline_epoch(deadline: Any) -> float | None:
 
 
 def _options(given: dict[str, Any]) -> RunOptions:
-    unknown = set(given) - _OPTION_NAMES - {"chain", "inputs", "store", "job_id", "chain_ref", "_listener"}
+    named = {"chain", "inputs", "store", "job_id", "chain_ref", "input_ref", "_listener"}
+    unknown = set(given) - _OPTION_NAMES - named
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}
@@ -242,26 +248,33 @@ def _endpoint_modes(given: Any) -> dict[str, str]:
     return out
 
 
+class _Refs(NamedTuple):
+    """Where a job's chain and inputs came from, as recorded with it."""
+
+    chain: str | None
+    inputs: str | None
+
+
 async def _start(
     chain: Runnable[Any, Any] | str,
     inputs: Iterable[Any] | AsyncIterable[Any],
     options: RunOptions,
     store: StoreArg,
     job_id: str | None,
-    chain_ref: str | None,
+    refs: _Refs,
     *,
     until: str | None,
     listener: ItemListener | None = None,
 ) -> Job:
     if isinstance(chain, str):
-        chain_ref = chain_ref or chain
+        refs = _Refs(refs.chain or chain, refs.inputs)
     runnable = resolve_chain(chain)
     if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
         # may ask an endpoint whether it has a Batch API: off the event loop
         await asyncio.to_thread(
             check_batchable, runnable, options.endpoint_modes, batch_only=options.batch_only
         )
-    job = _create_job(runnable, store, job_id, options, chain_ref)
+    job = _create_job(runnable, store, job_id, options, refs)
     await _execute(job, inputs, options, listener, until=until)
     return job
 
@@ -271,7 +284,7 @@ def _create_job(
     store: StoreArg,
     job_id: str | None,
     options: RunOptions,
-    chain_ref: str | None,
+    refs: _Refs,
 ) -> Job:
     st = open_store(store)
     jid = job_id or new_job_id()
@@ -290,7 +303,8 @@ def _create_job(
             mode=options.mode,
             created_at=now,
             updated_at=now,
-            chain_ref=chain_ref,
+            chain_ref=refs.chain,
+            input_ref=refs.inputs,
             options=options.to_record(),
         )
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -317,6 +318,65 @@ def test_ctrl_c_pauses_and_resume_finishes(cli: Cli, cli_sandbox: Sandbox, tmp_p
     assert len(rows) == 40 and all(r["status"] == "succeeded" for r in rows)
     # every call paid exactly once across both processes
     assert len(cli_sandbox.ledger()) == 40 >= paid_before
+    assert not cli_sandbox.duplicates()
+
+
+def many(n: int, prefix: str) -> list[dict[str, str]]:
+    """``n`` distinct rows, more than the headlines file holds."""
+    base = headlines(200)
+    return [
+        {"id": f"{prefix}-{i}", "headline": f"{prefix} {i}: {base[i % 200]['headline']}"} for i in range(n)
+    ]
+
+
+def _interrupted_with_unread_inputs(cli: Cli, cli_sandbox: Sandbox, data: Path, job_id: str) -> None:
+    """Run a realtime job over ``data`` and Ctrl-C it before it has read all its rows (its
+    window holds 256 items at -c 2)."""
+    cli_sandbox.configure(latency_ms=300)
+    proc = cli.popen("run", CHAIN, str(data), "-c", "2", "--job-id", job_id, "-o", os.devnull)
+    _wait_for_progress(cli.store, job_id, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not batchain.Job.open(job_id, store=cli.store).record.inputs_complete
+    cli_sandbox.configure(latency_ms=0)
+
+
+def test_resume_reopens_the_input_file_the_job_read(cli: Cli, cli_sandbox: Sandbox, tmp_path: Path) -> None:
+    """`batchain resume JOB` after Ctrl-C needs no INPUT: the job recorded its file, and
+    the rest of it is read again from there; every call is paid once."""
+    data = write_jsonl(tmp_path / "in.jsonl", many(300, "reopen"))
+    _interrupted_with_unread_inputs(cli, cli_sandbox, data, "job-reopen")
+
+    resumed = cli("resume", "job-reopen", "-o", str(tmp_path / "out.jsonl"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"reading the rest of the inputs again from {data}" in resumed.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == 300 and all(r["status"] == "succeeded" for r in rows)
+    assert len(cli_sandbox.ledger()) == 300 and not cli_sandbox.duplicates()
+
+
+def test_resume_says_when_the_input_file_moved_or_changed(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", many(300, "moved"))
+    _interrupted_with_unread_inputs(cli, cli_sandbox, data, "job-moved")
+
+    moved = data.rename(tmp_path / "elsewhere.jsonl")
+    gone = cli("resume", "job-moved")
+    assert gone.returncode == 2, gone.stderr
+    assert f"from {data}, which is no longer there" in gone.stderr
+    assert "batchain resume job-moved INPUT" in gone.stderr
+
+    moved.rename(data)
+    with data.open("a") as f:
+        f.write(json.dumps({"id": "extra", "headline": "one more row"}) + "\n")
+    changed = cli("resume", "job-moved")
+    assert changed.returncode == 2 and "which has changed since" in changed.stderr
+
+    again = cli("resume", "job-moved", str(data), "-o", str(tmp_path / "out.jsonl"))
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 301
     assert not cli_sandbox.duplicates()
 
 

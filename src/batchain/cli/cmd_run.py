@@ -16,11 +16,13 @@ import typer
 from batchain.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from batchain.cli.common import (
     check_output,
+    input_ref,
     item_costs,
     load_chain,
     open_input,
     open_job,
     output_target,
+    reopen_input,
     resolve_store,
     with_chain,
 )
@@ -281,7 +283,8 @@ def _launch(
         import batchain
 
         launch = batchain.submit if detach else batchain.run
-        launch(runnable, values, store=store_path, job_id=jid, chain_ref=ref, **options)
+        source = input_ref(input, fmt, limit)
+        launch(runnable, values, store=store_path, job_id=jid, chain_ref=ref, input_ref=source, **options)
 
     job, interrupted = _run_guarded(jid, store_path, start)
     elapsed = time.monotonic() - started
@@ -357,10 +360,7 @@ def _input_again(
     if input is not None:
         return open_input(input, fmt, limit)
     if not job.record.inputs_complete:
-        raise CliError(
-            f"job {job.id} stopped after reading {job.record.n_items:,} input rows; "
-            f"pass the same INPUT again: batchain {command} {job.id} INPUT"
-        )
+        return reopen_input(job, fmt, limit, command)
     return None, None
 
 
@@ -447,8 +447,8 @@ def resume(
         str | None,
         typer.Argument(
             metavar="INPUT",
-            help="The job's dataset again, if the job stopped before reading all of it "
-            "(same file, same --limit and --format).",
+            help="The job's dataset, if it stopped before reading all of it and its file moved "
+            "(by default the file the job was started with is read again, with its --limit and --format).",
             show_default=False,
         ),
     ] = None,
@@ -504,7 +504,8 @@ def retry(
     """
     job = open_job(job_id, store)
     if not job.record.inputs_complete:
-        raise CliError(f"job {job.id} has unread inputs; finish it first: batchain resume {job.id} INPUT")
+        then = f"batchain resume {job.id}" + ("" if job.record.input_ref else " INPUT")
+        raise CliError(f"job {job.id} has unread inputs; finish it first: {then}", whole=True)
     _continue(
         job,
         None,

@@ -8,6 +8,7 @@ exit code 2), so the commands read as the steps they take.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -112,6 +113,57 @@ def open_input(source: str, fmt: Format | None, limit: int | None) -> tuple[Inpu
     except InputError as exc:
         raise CliError(str(exc)) from None
     return reader, itertools.chain(first, values)
+
+
+def input_ref(source: str, fmt: Format | None, limit: int | None) -> str | None:
+    """What the job records of its input file, so ``resume`` can reopen it: the absolute
+    path, ``--format`` and ``--limit``, and the file's size and modification time (to tell
+    the file that was read from one changed since). None for stdin, which cannot be
+    reopened."""
+    if source == "-":
+        return None
+    path = Path(source).expanduser()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    ref = {
+        "path": str(path.resolve()),
+        "format": fmt.value if fmt else None,
+        "limit": limit,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    return json.dumps(ref)
+
+
+def reopen_input(
+    job: Job, fmt: Format | None, limit: int | None, command: str
+) -> tuple[InputReader, Iterator[Any]]:
+    """The job's input file again, as recorded when it started (a resume that was not
+    given INPUT); a clear error if it cannot be, naming the way out."""
+    again = f"batchain {command} {job.id} INPUT"
+    stopped = f"job {job.id} stopped after reading {job.record.n_items:,} input rows"
+    ref = json.loads(job.record.input_ref) if job.record.input_ref else None
+    if not isinstance(ref, dict) or not ref.get("path"):
+        raise CliError(f"{stopped}; pass the same INPUT again: {again}", whole=True)
+    path = Path(ref["path"])
+    try:
+        stat = path.stat()
+    except OSError:
+        gone = f"{stopped} from {path}, which is no longer there; pass its new place: {again}"
+        raise CliError(gone, whole=True) from None
+    if (stat.st_size, stat.st_mtime_ns) != (ref.get("size"), ref.get("mtime_ns")):
+        raise CliError(
+            f"{stopped} from {path}, which has changed since (size or modification time); "
+            f"if its first {job.record.n_items:,} rows are the same, pass it again: {again}",
+            whole=True,
+        )
+    recorded = Format(ref["format"]) if ref.get("format") in Format.__members__ else None
+    from batchain.cli.render import err_console
+
+    err_console().print(f"reading the rest of the inputs again from {path}")
+    return open_input(str(path), fmt or recorded, limit if limit is not None else ref.get("limit"))
 
 
 def output_target(output: str | None) -> str | None:

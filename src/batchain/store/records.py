@@ -51,6 +51,9 @@ class JobRecord:
     note: str | None = None
     #: counters of the last run: calls sent, retries, 429s, peak concurrency
     stats: dict[str, Any] = field(default_factory=dict)
+    #: where the inputs came from (the CLI: a JSON object naming the file, its format and
+    #: --limit, its size and modification time), so a resume can reopen them
+    input_ref: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
@@ -66,7 +69,14 @@ class JobRecord:
             inputs_complete=bool(row["inputs_complete"]),
             note=row["note"],
             stats=json.loads(row["stats"] or "{}"),
+            # a store opened read-only is not migrated: an older one lacks the column
+            input_ref=row["input_ref"] if "input_ref" in _columns(row) else None,
         )
+
+
+def _columns(row: Any) -> list[str]:
+    """A row's column names (``in`` on an ``sqlite3.Row`` looks at its values)."""
+    return list(row.keys())
 
 
 @dataclass(slots=True)

@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stats TEXT NOT NULL DEFAULT '{}',
     lease_owner TEXT,
     lease_until REAL,
-    lease_epoch INTEGER NOT NULL DEFAULT 0
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    input_ref TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -198,6 +199,7 @@ _ADDED_COLUMNS = [
     ("jobs", "lease_owner", "TEXT"),
     ("jobs", "lease_until", "REAL"),
     ("jobs", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "input_ref", "TEXT"),
     ("calls", "cost", "TEXT"),
     ("calls", "request_hash", "TEXT"),
     ("provider_batches", "missing_polls", "INTEGER NOT NULL DEFAULT 0"),
@@ -692,7 +694,7 @@ class SQLiteStore:
     def create_job(self, job: JobRecord) -> None:
         self._write(
             "INSERT INTO jobs (id, status, mode, created_at, updated_at, chain_ref, options,"
-            " n_items, inputs_complete, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " n_items, inputs_complete, note, input_ref) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 job.id,
                 job.status.value,
@@ -704,6 +706,7 @@ class SQLiteStore:
                 job.n_items,
                 int(job.inputs_complete),
                 job.note,
+                job.input_ref,
             ),
         )
         self.commit()
