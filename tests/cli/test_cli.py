@@ -471,7 +471,12 @@ def test_demo_runs_real_jobs_on_the_sandbox(cli_offline: Cli) -> None:
     assert "accuracy" in out and "recall" in out
     for model in ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5"):
         assert model in out
-    listed = [json.loads(line) for line in cli_offline.here("jobs", "--json").stdout.splitlines()]
+    # the demo's jobs are in a store of its own, beside the default one, which it leaves alone
+    demo_store = cli_offline.store.with_name("demo.sqlite")
+    assert f"batchain jobs --store {demo_store}" in out
+    assert not cli_offline.store.exists() or not cli_offline.here("jobs", "--json").stdout.strip()
+    listing = cli_offline("jobs", "--json", "--store", str(demo_store))
+    listed = [json.loads(line) for line in listing.stdout.splitlines()]
     assert sorted(j["counts"]["succeeded"] for j in listed) == [6, 12, 12]
     assert sorted(j["mode"] for j in listed) == ["batch", "realtime", "realtime"]
     assert "in batch vs" in out

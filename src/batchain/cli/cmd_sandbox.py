@@ -3,6 +3,7 @@ and ``demo`` (real jobs end to end, on the sandbox when no keys are set)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -70,6 +71,13 @@ def sandbox_serve(
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def demo_store_path() -> Path:
+    """Where the demo keeps its jobs by default: ``demo.sqlite`` beside the default store."""
+    from batchain.store import default_store_path
+
+    return default_store_path().with_name("demo.sqlite")
+
+
 def demo(
     store: StoreOpt = None,
     n: Annotated[int, typer.Option("--n", min=1, max=200, help="Headlines to classify (200 bundled).")] = 200,
@@ -87,13 +95,14 @@ def demo(
     Without OPENAI_API_KEY and ANTHROPIC_API_KEY this runs against the built-in sandbox
     provider (free, offline, with realistic latency). With both keys it uses the real
     APIs and costs a few cents (the batch part then only shows the command). The jobs land
-    in the store: try `batchain jobs` after.
+    in a store of their own, demo.sqlite beside the default store (or --store), so your
+    own job list stays yours; the demo prints the commands that look at them.
     """
     from batchain.cli.demo import DemoOptions, run_demo
 
     remember_keys()
     options = DemoOptions(
-        store=resolve_store(store, must_exist=False),
+        store=resolve_store(store, must_exist=False) if store is not None else demo_store_path(),
         n=n,
         compare=min(compare, n),
         force_sandbox=sandbox,

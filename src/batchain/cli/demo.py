@@ -334,9 +334,10 @@ def run_demo(options: DemoOptions, console: Console) -> int:
             jobs.append(_batch(p, rows, options, console, jobs[0]))
     console.rule()
     ids = " ".join(j.id for j in jobs)
+    at = f" --store {options.store}"
     console.print(
-        f"store {options.store} · see the jobs: batchain jobs · batchain status {jobs[0].id} · "
-        f"the bill: batchain report {jobs[-1].id}"
+        f"the demo's own store: {options.store} · see the jobs: batchain jobs{at} · "
+        f"batchain status {jobs[0].id}{at} · the bill: batchain report {jobs[-1].id}{at}"
     )
     console.print(f"demo jobs: {ids}")
     if options.cache and real:
