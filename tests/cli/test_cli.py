@@ -339,6 +339,8 @@ def _interrupted_with_unread_inputs(cli: Cli, cli_sandbox: Sandbox, data: Path, 
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert not batchain.Job.open(job_id, store=cli.store).record.inputs_complete
+    # the job can reopen its file: the next step needs no INPUT
+    assert f"batchain resume {job_id}" in err and f"batchain resume {job_id} INPUT" not in err
     cli_sandbox.configure(latency_ms=0)
 
 

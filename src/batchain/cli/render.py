@@ -185,7 +185,9 @@ def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:
         steps.append(f"batchain cancel {job.id}")
     elif paused:
         more = " --budget MORE" if "budget" in (job.record.note or "") else ""
-        steps.insert(0, f"batchain resume {job.id}" + ("" if job.record.inputs_complete else " INPUT") + more)
+        # INPUT only where the job cannot reopen its inputs itself (read from stdin)
+        needs_input = not job.record.inputs_complete and not job.record.input_ref
+        steps.insert(0, f"batchain resume {job.id}" + (" INPUT" if needs_input else "") + more)
         steps.append(f"batchain cancel {job.id}")
     elif counts["failed"] and job.status.value != "cancelled":
         steps.insert(0, f"batchain retry {job.id}")

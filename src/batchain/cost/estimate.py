@@ -252,7 +252,7 @@ async def aestimate(
     if dry.unsupported:
         est.notes.append(
             "no Batch API adapter for " + ", ".join(sorted(dry.unsupported)) + ": batch mode "
-            "needs fallback='realtime' for them"
+            "runs them only with the realtime fallback (--realtime-fallback; in Python fallback='realtime')"
         )
     if pilot > 0 and n:
         if not isinstance(items, list):

@@ -232,7 +232,8 @@ class JobLifecycle:
             new, note = JobStatus.PAUSED, control.pause_note
         elif control.fatal is None and self._at_provider():
             new = JobStatus.WAITING
-            note = "waiting for provider batches; poll() or wait() to continue"
+            # said to CLI and Python users alike: `batchain wait JOB`, `job.wait()`
+            note = "waiting for provider batches: wait for the job (or poll it) to go on"
         else:
             new = JobStatus.PAUSED
             note = str(control.fatal) if control.fatal else "stopped before the end; resume to continue"
