@@ -15,11 +15,11 @@ from typing import Any, NamedTuple, TypeVar
 from langchain_core.runnables import Runnable
 
 from batchain._sync import run_sync
-from batchain.chains.inspection import check_batchable
+from batchain.chains.inspection import check_batchable, check_priced
 from batchain.chains.ref import resolve_chain
 from batchain.engine.lifecycle import Purpose
 from batchain.engine.results import ItemEvent, ItemListener
-from batchain.engine.session import execute, expected_total
+from batchain.engine.session import execute, expected_total, pricebook_for
 from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import MODES as MODES  # still importable from here
@@ -269,6 +269,8 @@ async def _start(
     if isinstance(chain, str):
         refs = _Refs(refs.chain or chain, refs.inputs)
     runnable = resolve_chain(chain)
+    # a model the price catalog does not know is named now, before anything is paid
+    check_priced(runnable, pricebook_for(options))
     if options.mode in (Mode.BATCH, Mode.AUTO) and options.fallback != Mode.REALTIME:
         # may ask an endpoint whether it has a Batch API: off the event loop
         await asyncio.to_thread(

@@ -510,3 +510,20 @@ def test_sandbox_serve_bad_knob_is_a_usage_error(cli_offline: Cli) -> None:
     proc = cli_offline("sandbox", "serve", "--error-rate", "2")
     assert proc.returncode == 2
     assert_one_line_error(proc, "--error-rate")
+
+
+def test_a_model_name_typo_gets_one_clear_warning_before_the_run(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A model the price catalog does not know (here a typo) is named once, before anything
+    is sent, as one line with the nearest known models: not Python's raw warning, not twice."""
+    chain = tmp_path / "typo.yaml"
+    chain.write_text("model:\n  provider: openai\n  name: gpt-4o-mni\nprompt:\n  user: 'Say {headline}'\n")
+    data = write_jsonl(tmp_path / "in.jsonl", headlines(3))
+    proc = cli("run", str(chain), str(data), "-o", str(tmp_path / "out.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "gpt-4o-mni" in line]
+    assert len([line for line in warned if "warning" in line]) == 1, proc.stderr
+    assert warned[0].startswith("batchain: warning: no price for openai/gpt-4o-mni"), warned
+    assert "Did you mean gpt-4o-mini" in warned[0]
+    assert "UnknownPriceWarning" not in proc.stderr

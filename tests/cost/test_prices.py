@@ -324,7 +324,7 @@ def test_unknown_model_is_unknown_not_zero(book: PriceBook) -> None:
     assert not c.known and c.total is None
     assert c.uncached_input is None and c.output is None
     assert book.rates(OA, "no-such-model") is None
-    with warnings.catch_warnings():  # warned once per model per book
+    with warnings.catch_warnings():  # warned once per model per process
         warnings.simplefilter("error")
         book.cost_of(OA, "no-such-model", u(1, 1), "realtime")
 

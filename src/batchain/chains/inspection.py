@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
 from batchain.providers import adapter_for
 from batchain.providers.endpoints import batch_support
 
-__all__ = ["check_batchable", "find_models"]
+if TYPE_CHECKING:
+    from batchain.cost.prices import PriceBook
+
+__all__ = ["check_batchable", "check_priced", "find_models"]
 
 _MAX_DEPTH = 12
 _SKIP = (str, bytes, int, float, bool, type(None), type, types.ModuleType)
@@ -84,3 +87,13 @@ def check_batchable(
         support = batch_support(adapter, model, endpoint_modes)
         if support.refused(batch_only=batch_only):
             raise BatchUnsupportedError(model, support.why, support.base_url)
+
+
+def check_priced(chain: Any, book: PriceBook) -> None:
+    """Warn, before a job runs, about each model of ``chain`` the price catalog does not
+    know (often a typo of a model name: the warning names the nearest known ones)."""
+    for model in find_models(chain):
+        adapter = adapter_for(model)
+        name = getattr(model, "model_name", None) or getattr(model, "model", None)
+        if adapter is not None and isinstance(name, str) and name:
+            book.check_known(adapter.name, name)

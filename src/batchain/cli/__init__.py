@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Final, NoReturn
+import warnings
+from typing import Any, Final, NoReturn
 
 import click
 import typer
@@ -96,6 +97,17 @@ def _error_line(message: str, *, whole: bool = False) -> None:
     print(f"batchain: error: {redact(line)}", file=sys.stderr, flush=True)
 
 
+def _warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
+) -> None:
+    """A warning as one line of its own (``warnings.showwarning`` in the CLI), not Python's
+    file, line and source text."""
+    from batchain.providers.base import redact
+
+    text = " ".join(str(message).split())
+    print(f"batchain: warning: {redact(text)}", file=sys.stderr, flush=True)
+
+
 def _usage_error(exc: click.ClickException | typer.TyperException) -> int:
     """Argument errors as one line; ``batchain`` alone (no command) shows the help."""
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -120,7 +132,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        code = app(args=argv, prog_name="batchain", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            code = app(args=argv, prog_name="batchain", standalone_mode=False)
     except _CLICK_ERRORS as exc:
         return _usage_error(exc)
     except _ABORTS:

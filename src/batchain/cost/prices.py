@@ -88,6 +88,7 @@ file for :func:`default_pricebook`. Format: model keys mapping to USD per **mill
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -576,7 +577,6 @@ class PriceBook:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._sheets: dict[tuple[str, str, str, str | None], PriceSheet] = {}
-        self._warned: set[tuple[str, str]] = set()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> PriceBook:
@@ -874,15 +874,45 @@ class PriceBook:
         )
 
     def warn_unknown(self, sheet: PriceSheet, reason: str) -> None:
-        """Warn (once per model per book) that ``sheet`` has no price: the cost is unknown."""
+        """Warn, once per model per process, that ``sheet`` has no price: the cost is
+        unknown. An unknown model is often a typo, so the warning names the nearest models
+        the catalog knows. One channel only (a warning, which the CLI prints as one line);
+        logging it as well printed it twice, and so did each price book of a run."""
         key = (sheet.provider.lower(), sheet.model.lower())
-        with self._lock:
-            if key in self._warned:
+        with _WARNED_LOCK:
+            if key in _WARNED:
                 return
-            self._warned.add(key)
+            _WARNED.add(key)
         message = f"no price for {sheet.provider}/{sheet.model}: {reason}; its cost is unknown (not zero)"
-        log.warning(message)
+        near = self.nearest_models(sheet.provider, sheet.model)
+        if near and sheet.model not in near:
+            guess = " or ".join(near)
+            message += f". Did you mean {guess}? (a model its provider does not serve fails there)"
+        log.debug(message)
         warnings.warn(message, UnknownPriceWarning, stacklevel=4)
+
+    def check_known(self, provider: str, model: str) -> bool:
+        """Is ``model`` priced? If not, warn now (see :meth:`warn_unknown`): a job checks
+        its chain's models before it runs, so a typo is named before anything is paid."""
+        sheet = self.sheet(provider, model, Tier.REALTIME)
+        if not sheet.known:
+            self.warn_unknown(sheet, sheet.notes[-1] if sheet.notes else "no price")
+        return sheet.known
+
+    def nearest_models(self, provider: str, model: str, n: int = 3) -> list[str]:
+        """The catalog's model names closest to ``model`` (the provider's first), best first."""
+        snap = self._snapshot or data_snapshot.get_snapshot()
+        provider_id = _PROVIDER_IDS.get(provider.lower(), provider.lower())
+        own = [m.id for p in snap.providers if p.id == provider_id for m in p.models]
+        every = own or [m.id for p in snap.providers for m in p.models]
+        names = [m for m in every if not m.startswith("ft:")]  # fine-tunes: never a typo's aim
+        bare = model.split("/", 1)[1] if "/" in model else model
+        return difflib.get_close_matches(bare.lower(), names, n=n, cutoff=0.75)
+
+
+#: models without a price warned about in this process: (provider, model)
+_WARNED: set[tuple[str, str]] = set()
+_WARNED_LOCK = threading.Lock()
 
 
 def response_pricing_facts(provider: str, response: str | Mapping[str, Any] | None) -> tuple[str | None, int]:

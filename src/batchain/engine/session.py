@@ -38,7 +38,12 @@ from batchain.states import JobStatus
 from batchain.store.base import Store
 from batchain.store.records import JobRecord
 
-__all__ = ["execute", "expected_total", "resolve_options", "wire"]
+__all__ = ["execute", "expected_total", "pricebook_for", "resolve_options", "wire"]
+
+
+def pricebook_for(options: RunOptions) -> PriceBook:
+    """The prices a run uses: its ``prices`` overrides, else the process's default book."""
+    return PriceBook(options.prices) if options.prices else default_pricebook()
 
 
 def wire(
@@ -66,7 +71,7 @@ def wire(
     control.on_stop.append(scheduler.stop)
     lease = Lease(store, job_id, on_lost=control.fail)
     changed = asyncio.Event()
-    pricebook = PriceBook(options.prices) if options.prices else default_pricebook()
+    pricebook = pricebook_for(options)
     budget = (
         Budget(Decimal(str(options.budget)), store.job_spent(job_id), pricebook)
         if options.budget is not None
