@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
@@ -205,18 +206,20 @@ def test_per_item_costs(sb: Sandbox, tmp_path: Path) -> None:
     assert "items" in to_json(report)
 
 
-@pytest.mark.filterwarnings("ignore::batchain.cost.UnknownPriceWarning")
 def test_unknown_model_is_listed_not_zero(sb: Sandbox, tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     model = make_openai(sb, "gpt-sandbox-unpriced")
-    job = batchain.run(
-        ChatPromptTemplate.from_template("Say {x}") | model,
-        [{"x": i} for i in range(3)],
-        store=store,
-        progress=False,
-    )
+    with pytest.warns(UserWarning, match="gpt-sandbox-unpriced") as warned:  # before the run
+        job = batchain.run(
+            ChatPromptTemplate.from_template("Say {x}") | model,
+            [{"x": i} for i in range(3)],
+            store=store,
+            progress=False,
+        )
     assert job.counts["succeeded"] == 3
-    with pytest.warns(UserWarning, match="gpt-sandbox-unpriced"):
+    assert len([w for w in warned if "gpt-sandbox-unpriced" in str(w.message)]) == 1
+    with warnings.catch_warnings():  # named once per process: the report lists it instead
+        warnings.simplefilter("error")
         report = job_cost(store, job.id, PriceBook())
     assert not report.complete
     assert report.unknown_models == (("openai", "gpt-sandbox-unpriced"),)
