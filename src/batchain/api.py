@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import re
 import threading
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from batchain._sync import run_sync
 from batchain.chains.inspection import check_batchable, check_priced
@@ -54,6 +55,7 @@ def run(
     chain_ref: str | None = None,
     input_ref: str | None = None,
     callbacks: list[Any] | None = None,
+    config: RunnableConfig | None = None,
     fallback: str | None = None,
     batch_only: bool = False,
     endpoint_modes: Mapping[str, str] | None = None,
@@ -120,6 +122,7 @@ async def arun(
     chain_ref: str | None = None,
     input_ref: str | None = None,
     callbacks: list[Any] | None = None,
+    config: RunnableConfig | None = None,
     fallback: str | None = None,
     batch_only: bool = False,
     endpoint_modes: Mapping[str, str] | None = None,
@@ -176,6 +179,7 @@ _OPTION_NAMES = {
     "progress",
     "window",
     "callbacks",
+    "config",
     "fallback",
     "batch_only",
     "endpoint_modes",
@@ -192,6 +196,40 @@ _OPTION_NAMES = {
     "prices",
     "threads",
 }
+
+
+#: what of a RunnableConfig each item is invoked with (stored with the job: JSON only)
+_ITEM_CONFIG = ("tags", "metadata", "run_name", "configurable", "recursion_limit")
+
+
+def _take_config(opts: dict[str, Any]) -> None:
+    """Spread ``config`` (a LangChain ``RunnableConfig``) over the options: its callbacks
+    join ``callbacks``, its ``max_concurrency`` is ``max_concurrency``, and what each item
+    is invoked with stays in ``config``. A key that cannot apply to a job of many items
+    (``run_id``) or is not LangChain's is refused by name."""
+    given = opts.get("config") or {}
+    if not isinstance(given, Mapping):
+        raise InvalidOption(f"config must be a RunnableConfig (a dict), not {type(given).__name__}")
+    unknown = set(given) - set(_ITEM_CONFIG) - {"callbacks", "max_concurrency"}
+    if unknown:
+        raise InvalidOption(
+            f"config key(s) {', '.join(sorted(unknown))} cannot apply to a job (each item is its own run);"
+            f" a job takes {', '.join(('callbacks', 'max_concurrency', *_ITEM_CONFIG))}"
+        )
+    callbacks: Any = given.get("callbacks")
+    if callbacks is not None:
+        handlers: list[Any] = list(getattr(callbacks, "handlers", callbacks))  # a manager, or a list
+        opts["callbacks"] = [*opts["callbacks"], *handlers]
+    if given.get("max_concurrency") is not None:
+        opts["max_concurrency"] = given["max_concurrency"]
+    item = {k: given[k] for k in _ITEM_CONFIG if given.get(k) is not None}
+    try:
+        json.dumps(item)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOption(
+            f"config's {', '.join(item)} must be JSON data (they are stored with the job): {exc}"
+        ) from None
+    opts["config"] = item
 
 
 def _deadline_epoch(deadline: Any) -> float | None:
@@ -214,6 +252,7 @@ def _options(given: dict[str, Any]) -> RunOptions:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}
     opts["callbacks"] = list(opts.get("callbacks") or [])
+    _take_config(opts)
     opts["deadline"] = _deadline_epoch(opts.get("deadline"))
     options = RunOptions(**opts)
     options.mode = Mode.parse(options.mode)

@@ -106,6 +106,9 @@ class RunOptions:
     #: price overrides: a dict, or the path of a JSON/TOML/YAML file (see batchain.cost)
     prices: Any = None
     callbacks: list[Any] = field(default_factory=list)
+    #: what each item's chain is invoked with, from ``run(config=...)``: tags, metadata,
+    #: run_name, configurable, recursion_limit (JSON, stored with the job)
+    config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -373,10 +373,14 @@ def _check_of(step: Any) -> Callable[[Any], Any] | None:
     return fn if fn is not None and name in _PASS_THROUGH_CHECKS else None
 
 
-def inspect_fast(chain: Any, *, callbacks: list[Any] | None = None) -> FastChain | str:
+def inspect_fast(
+    chain: Any, *, callbacks: list[Any] | None = None, configurable: bool = False
+) -> FastChain | str:
     """The chain as a :class:`FastChain`, or the reason it must take the ordinary path."""
     if callbacks:
         return "callbacks are set"
+    if configurable:
+        return "the run's config has configurable fields"
     if _tracing_on():
         return "tracing is on"
     if type(chain) is not RunnableSequence:

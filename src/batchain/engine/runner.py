@@ -67,6 +67,8 @@ class RunParts:
     #: which path items take and, when not the fastest, why (recorded in the job's stats)
     paths: dict[str, str]
     callbacks: list[Any]
+    #: what each item's chain is invoked with (tags, metadata, run_name, configurable...)
+    item_config: RunnableConfig
     threads: int
     timeout: float
     #: auto mode: is this input urgent (runs realtime)?
@@ -359,7 +361,7 @@ class JobRunner:
             if self.fast is not None:
                 output = await self._fast_invoke(self.fast, idx, value)
             else:
-                config: RunnableConfig = {"max_concurrency": None}
+                config: RunnableConfig = {**self.parts.item_config}
                 if self.parts.callbacks:
                     config["callbacks"] = self.parts.callbacks
                 output = await self.chain.ainvoke(value, config)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.chains.inspection import find_models
@@ -39,6 +39,22 @@ from batchain.store.base import Store
 from batchain.store.records import JobRecord
 
 __all__ = ["execute", "expected_total", "pricebook_for", "resolve_options", "wire"]
+
+
+def item_config(stored: dict[str, Any]) -> RunnableConfig:
+    """What each item's chain is invoked with, from the job's stored ``config``."""
+    config = RunnableConfig(max_concurrency=None)
+    if stored.get("tags") is not None:
+        config["tags"] = [str(t) for t in stored["tags"]]
+    if stored.get("metadata") is not None:
+        config["metadata"] = dict(stored["metadata"])
+    if stored.get("run_name") is not None:
+        config["run_name"] = str(stored["run_name"])
+    if stored.get("configurable") is not None:
+        config["configurable"] = dict(stored["configurable"])
+    if stored.get("recursion_limit") is not None:
+        config["recursion_limit"] = int(stored["recursion_limit"])
+    return config
 
 
 def pricebook_for(options: RunOptions) -> PriceBook:
@@ -120,7 +136,8 @@ def wire(
         guard=lease.guard,
     )
     #: the fast path for `prompt | model | parser`, when nothing observes the run
-    found = inspect_fast(chain, callbacks=options.callbacks)
+    configurable = bool(options.config.get("configurable"))
+    found = inspect_fast(chain, callbacks=options.callbacks, configurable=configurable)
     fast = found if isinstance(found, FastChain) else None
     paths = {"fast_path": "on" if fast is not None else f"off: {found}"}
     window = Window(_window_size(options), control, changed)
@@ -150,6 +167,7 @@ def wire(
             deadline_margin=options.deadline_margin,
             paths=paths,
             callbacks=options.callbacks,
+            item_config=item_config(options.config),
             threads=options.threads,
             timeout=options.timeout,
             urgent=options.is_urgent,
