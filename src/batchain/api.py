@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import queue
 import re
 import threading
@@ -24,7 +23,7 @@ from batchain.engine.session import execute, expected_total, pricebook_for
 from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import MODES as MODES  # still importable from here
-from batchain.options import Mode, RunOptions
+from batchain.options import Mode, RunOptions, take_config
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
 from batchain.store.records import JobRecord
@@ -198,40 +197,6 @@ _OPTION_NAMES = {
 }
 
 
-#: what of a RunnableConfig each item is invoked with (stored with the job: JSON only)
-_ITEM_CONFIG = ("tags", "metadata", "run_name", "configurable", "recursion_limit")
-
-
-def _take_config(opts: dict[str, Any]) -> None:
-    """Spread ``config`` (a LangChain ``RunnableConfig``) over the options: its callbacks
-    join ``callbacks``, its ``max_concurrency`` is ``max_concurrency``, and what each item
-    is invoked with stays in ``config``. A key that cannot apply to a job of many items
-    (``run_id``) or is not LangChain's is refused by name."""
-    given = opts.get("config") or {}
-    if not isinstance(given, Mapping):
-        raise InvalidOption(f"config must be a RunnableConfig (a dict), not {type(given).__name__}")
-    unknown = set(given) - set(_ITEM_CONFIG) - {"callbacks", "max_concurrency"}
-    if unknown:
-        raise InvalidOption(
-            f"config key(s) {', '.join(sorted(unknown))} cannot apply to a job (each item is its own run);"
-            f" a job takes {', '.join(('callbacks', 'max_concurrency', *_ITEM_CONFIG))}"
-        )
-    callbacks: Any = given.get("callbacks")
-    if callbacks is not None:
-        handlers: list[Any] = list(getattr(callbacks, "handlers", callbacks))  # a manager, or a list
-        opts["callbacks"] = [*opts["callbacks"], *handlers]
-    if given.get("max_concurrency") is not None:
-        opts["max_concurrency"] = given["max_concurrency"]
-    item = {k: given[k] for k in _ITEM_CONFIG if given.get(k) is not None}
-    try:
-        json.dumps(item)
-    except (TypeError, ValueError) as exc:
-        raise InvalidOption(
-            f"config's {', '.join(item)} must be JSON data (they are stored with the job): {exc}"
-        ) from None
-    opts["config"] = item
-
-
 def _deadline_epoch(deadline: Any) -> float | None:
     if deadline is None:
         return None
@@ -252,7 +217,7 @@ def _options(given: dict[str, Any]) -> RunOptions:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     opts = {k: v for k, v in given.items() if k in _OPTION_NAMES}
     opts["callbacks"] = list(opts.get("callbacks") or [])
-    _take_config(opts)
+    take_config(opts)
     opts["deadline"] = _deadline_epoch(opts.get("deadline"))
     options = RunOptions(**opts)
     options.mode = Mode.parse(options.mode)

@@ -13,13 +13,15 @@ This module imports nothing heavy: the command line imports it for ``--help``.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from batchain.errors import InvalidOption
 
-__all__ = ["MODES", "Mode", "RunOptions", "Tier"]
+__all__ = ["MODES", "Mode", "RunOptions", "Tier", "take_config"]
 
 
 class Mode(StrEnum):
@@ -138,3 +140,37 @@ class RunOptions:
             return float(text) > 0  # CSV gives numbers as strings
         except ValueError:
             return text in ("true", "yes", "y", "urgent", "high", "realtime")
+
+
+#: what of a RunnableConfig each item is invoked with (stored with the job: JSON only)
+_ITEM_CONFIG = ("tags", "metadata", "run_name", "configurable", "recursion_limit")
+
+
+def take_config(opts: dict[str, Any]) -> None:
+    """Spread ``config`` (a LangChain ``RunnableConfig``) over the options: its callbacks
+    join ``callbacks``, its ``max_concurrency`` is ``max_concurrency``, and what each item
+    is invoked with stays in ``config``. A key that cannot apply to a job of many items
+    (``run_id``) or is not LangChain's is refused by name."""
+    given = opts.get("config") or {}
+    if not isinstance(given, Mapping):
+        raise InvalidOption(f"config must be a RunnableConfig (a dict), not {type(given).__name__}")
+    unknown = set(given) - set(_ITEM_CONFIG) - {"callbacks", "max_concurrency"}
+    if unknown:
+        raise InvalidOption(
+            f"config key(s) {', '.join(sorted(unknown))} cannot apply to a job (each item is its own run);"
+            f" a job takes {', '.join(('callbacks', 'max_concurrency', *_ITEM_CONFIG))}"
+        )
+    callbacks: Any = given.get("callbacks")
+    if callbacks is not None:
+        handlers: list[Any] = list(getattr(callbacks, "handlers", callbacks))  # a manager, or a list
+        opts["callbacks"] = [*opts["callbacks"], *handlers]
+    if given.get("max_concurrency") is not None:
+        opts["max_concurrency"] = given["max_concurrency"]
+    item = {k: given[k] for k in _ITEM_CONFIG if given.get(k) is not None}
+    try:
+        json.dumps(item)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOption(
+            f"config's {', '.join(item)} must be JSON data (they are stored with the job): {exc}"
+        ) from None
+    opts["config"] = item

@@ -78,3 +78,17 @@ def test_a_config_key_that_cannot_apply_is_refused_by_name(sandbox: Sandbox, sto
             chain, [{"x": 1}], store=store_path, progress=False, config={"metadata": {"f": object()}}
         )
     assert not sandbox.ledger()
+
+
+def test_wait_takes_a_config_as_run_does(fast: Sandbox, store_path: Path) -> None:
+    chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(fast) | StrOutputParser()
+    job = batchain.submit(
+        chain, [{"x": 1}, {"x": 2}], store=store_path, poll_min=0.02, config={"tags": ["first"]}
+    )
+    runs = Runs()
+    done = batchain.Job.open(job.id, store=store_path, chain=chain).wait(
+        progress=False, poll_min=0.02, config={"callbacks": [runs], "tags": ["second"]}
+    )
+    assert done.counts["succeeded"] == 2
+    assert sorted(tags for tags, _, _ in runs.top) == [["second"], ["second"]]
+    assert sum(billed(fast).values()) == 2 and not fast.duplicates()

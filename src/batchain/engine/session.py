@@ -32,7 +32,7 @@ from batchain.engine.progress import ProgressDisplay, wants_progress
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
-from batchain.options import Mode, RunOptions
+from batchain.options import Mode, RunOptions, take_config
 from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -242,11 +242,14 @@ def expected_total(inputs: Any, record: JobRecord) -> int | None:
 
 def resolve_options(stored: dict[str, Any], overrides: dict[str, Any]) -> RunOptions:
     """A job's stored options with ``overrides`` (callbacks are never stored)."""
+    overrides = {**overrides, "callbacks": list(overrides.get("callbacks") or [])}
+    if "config" in overrides:  # as run() takes it: its callbacks and max_concurrency spread out
+        take_config(overrides)
     merged = dict(stored)
     merged.update({k: v for k, v in overrides.items() if k != "callbacks"})
     known = RunOptions.names()
     options = RunOptions(**{k: v for k, v in merged.items() if k in known})
-    options.callbacks = list(overrides.get("callbacks") or [])
+    options.callbacks = overrides["callbacks"]
     return options
 
 
