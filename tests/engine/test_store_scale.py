@@ -291,6 +291,7 @@ def _make_v1(path: Path) -> None:
         ALTER TABLE provider_batches DROP COLUMN done;
         ALTER TABLE provider_batches DROP COLUMN total;
         ALTER TABLE provider_batches DROP COLUMN seen_at;
+        ALTER TABLE jobs DROP COLUMN input_ref;
         UPDATE meta SET value='1' WHERE key='schema_version';
         """
     )
@@ -310,12 +311,14 @@ def test_an_older_store_gets_counters_and_indexes_on_open(store_path: Path) -> N
     with SQLiteStore(store_path, read_only=True) as old:
         assert old.item_counts("j") == {"pending": 6, "succeeded": 4}
         assert old.job_batches("j")[0].provider_status is None
+        assert old.get_job("j").input_ref is None  # type: ignore[union-attr]
     with SQLiteStore(store_path) as store:
         assert store.item_counts("j") == {"pending": 6, "succeeded": 4}
         version = store._read("SELECT value FROM meta WHERE key='schema_version'")[0][0]
         assert int(version) == SCHEMA_VERSION == 3
         names = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"calls_by_batch", "provider_batches_by_job", "jobs_by_created"} <= names
+        assert "input_ref" in {r[1] for r in store._read("PRAGMA table_info(jobs)")}
         store.batch_seen("b", "in_progress", 1, 2)
         store.commit()
     with SQLiteStore(store_path) as again:  # migrated once: counters not added twice
