@@ -169,6 +169,22 @@ def test_job_cost_matches_the_ledger(sb: Sandbox, tmp_path: Path, mode: str) -> 
     assert "gpt-4o-mini" in out.getvalue() and "total" in out.getvalue()
 
 
+def test_the_table_fits_80_columns_with_every_number_whole(sb: Sandbox, tmp_path: Path) -> None:
+    """At 80 columns (a default terminal) the report drops columns, in order (empty cache
+    columns, then the list price), and wraps names: no cost or count is ever cut short."""
+    store = tmp_path / "s.sqlite"
+    report = job_cost(store, run(sb, store, "batch").id, PriceBook())
+    wide, narrow = io.StringIO(), io.StringIO()
+    Console(file=wide, width=200).print(render_table(report, width=200))
+    Console(file=narrow, width=80).print(render_table(report, width=80))
+    assert "list price" in wide.getvalue() and "list price" not in narrow.getvalue()
+    text = narrow.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for line in report.lines:
+        assert f"${line.cost.total:,.6f}" in text and f"${line.savings:,.6f}" in text
+    assert f"${report.paid:,.6f}" in text and f"{report.paid_calls:,}" in text
+
+
 def test_second_identical_job_is_all_cache_hits(sb: Sandbox, tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     first = run(sb, store, "batch")

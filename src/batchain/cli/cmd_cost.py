@@ -41,7 +41,8 @@ def report(
     if as_json:
         print(json.dumps(to_json(cost_report)))
         return
-    Console(width=None if sys.stdout.isatty() else 160).print(render_table(cost_report))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(render_table(cost_report, width=console.width))
 
 
 def estimate(

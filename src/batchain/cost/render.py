@@ -35,80 +35,40 @@ def _int(n: int) -> str:
     return f"{n:,}"
 
 
-def render_table(report: JobCost) -> Table:
-    """A rich table: paid lines, avoided lines, rounds, totals; notes in the caption."""
+#: the table's columns: (name, justify, kind); "tokens" columns may be dropped when they
+#: are all zero, then "list" when the table is narrow
+_COLUMNS: tuple[tuple[str, JustifyMethod, str], ...] = (
+    ("provider / model", "left", "name"),
+    ("tier", "left", "name"),
+    ("calls", "right", "count"),
+    ("input", "right", "tokens"),
+    ("cached", "right", "tokens"),
+    ("cache write", "right", "tokens"),
+    ("output", "right", "tokens"),
+    ("cost", "right", "money"),
+    ("list price", "right", "list"),
+    ("saved", "right", "money"),
+)
+
+
+def render_table(report: JobCost, width: int | None = None) -> Table:
+    """A rich table: paid lines, avoided lines, rounds, totals; notes in the caption.
+
+    ``width`` (the terminal's columns) makes it fit: cache columns that are all zero go
+    first, then the list price (cost and saved stay), and names wrap; no number is ever
+    cut short."""
     title = f"Cost of job {report.job_id}" + (f" ({report.mode})" if report.mode else "")
-    table = Table(title=escape(title))
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("provider / model", "left"),
-        ("tier", "left"),
-        ("calls", "right"),
-        ("input", "right"),
-        ("cached", "right"),
-        ("cache write", "right"),
-        ("output", "right"),
-        ("cost", "right"),
-        ("list price", "right"),
-        ("saved", "right"),
-    )
-    for name, justify in columns:
-        table.add_column(name, justify=justify)
-
-    def usage_cells(u: Usage) -> list[str]:
-        return [
-            _int(u.input_tokens),
-            _int(u.cache_read_tokens),
-            _int(u.cache_creation_tokens),
-            _int(u.output_tokens),
-        ]
-
-    for line in report.lines:
-        tier = line.tier + (f" ({line.service_tier})" if line.service_tier else "")
-        table.add_row(
-            f"{line.provider} / {line.model}",
-            tier,
-            _int(line.calls),
-            *usage_cells(line.usage),
-            _money(line.cost.total),
-            _money(line.list_cost.total),
-            _money(line.savings),
-        )
-    if report.avoided_lines:
-        table.add_section()
-        for a in report.avoided_lines:
-            table.add_row(
-                f"{a.provider} / {a.model}",
-                f"{a.source} (not paid)",
-                _int(a.calls),
-                *usage_cells(a.usage),
-                _money(_ZERO),
-                _money(a.list_cost.total),
-                _money(a.list_cost.total),
-            )
-    if report.rounds:
-        table.add_section()
-        for rnd in report.rounds:
-            saved = None if rnd.cost is None or rnd.list_cost is None else rnd.list_cost - rnd.cost
-            table.add_row(
-                f"round {rnd.round}: {len(rnd.batches)} batch(es)",
-                "batch",
-                _int(rnd.calls),
-                *usage_cells(rnd.usage),
-                _money(rnd.cost),
-                _money(rnd.list_cost),
-                _money(saved),
-            )
-    table.add_section()
-    table.add_row(
-        "total" + ("" if report.complete else " (known prices only)"),
-        "",
-        _int(report.paid_calls),
-        *usage_cells(report.usage),
-        _money(report.paid),
-        _money(report.list_price),
-        _money(report.savings + report.avoided),
-        style="bold",
-    )
+    rows = list(_rows(report))
+    keep = _fitting(rows, width)
+    table = Table(title=escape(title), expand=False)
+    for i, (name, justify, kind) in enumerate(_COLUMNS):
+        if i in keep:
+            numeric = kind not in ("name",)
+            table.add_column(name, justify=justify, no_wrap=numeric, overflow="fold")
+    for cells, section, bold in rows:
+        if section:
+            table.add_section()
+        table.add_row(*(c for i, c in enumerate(cells) if i in keep), style="bold" if bold else None)
     notes = [
         f"paid {_money(report.paid)}",
         f"saved by tier {_money(report.savings)}",
@@ -122,6 +82,97 @@ def render_table(report: JobCost) -> Table:
     notes.extend(f"[yellow]{escape(n)}[/yellow]" for n in report.notes)
     table.caption = " · ".join(notes)
     return table
+
+
+#: a row's cells, whether a section starts before it, and whether it is bold (the total)
+_Row = tuple[list[str], bool, bool]
+
+
+def _rows(report: JobCost) -> Iterator[_Row]:
+    def usage_cells(u: Usage) -> list[str]:
+        return [
+            _int(u.input_tokens),
+            _int(u.cache_read_tokens),
+            _int(u.cache_creation_tokens),
+            _int(u.output_tokens),
+        ]
+
+    for line in report.lines:
+        tier = line.tier + (f" ({line.service_tier})" if line.service_tier else "")
+        yield (
+            [
+                f"{line.provider} / {line.model}",
+                tier,
+                _int(line.calls),
+                *usage_cells(line.usage),
+                _money(line.cost.total),
+                _money(line.list_cost.total),
+                _money(line.savings),
+            ],
+            False,
+            False,
+        )
+    for n, a in enumerate(report.avoided_lines):
+        cells = [
+            f"{a.provider} / {a.model}",
+            f"{a.source} (not paid)",
+            _int(a.calls),
+            *usage_cells(a.usage),
+            _money(_ZERO),
+            _money(a.list_cost.total),
+            _money(a.list_cost.total),
+        ]
+        yield cells, n == 0, False
+    for n, rnd in enumerate(report.rounds):
+        saved = None if rnd.cost is None or rnd.list_cost is None else rnd.list_cost - rnd.cost
+        cells = [
+            f"round {rnd.round}: {len(rnd.batches)} batch(es)",
+            "batch",
+            _int(rnd.calls),
+            *usage_cells(rnd.usage),
+            _money(rnd.cost),
+            _money(rnd.list_cost),
+            _money(saved),
+        ]
+        yield cells, n == 0, False
+    total = [
+        "total" + ("" if report.complete else " (known prices only)"),
+        "",
+        _int(report.paid_calls),
+        *usage_cells(report.usage),
+        _money(report.paid),
+        _money(report.list_price),
+        _money(report.savings + report.avoided),
+    ]
+    yield total, True, True
+
+
+def _fitting(rows: list[_Row], width: int | None) -> set[int]:
+    """The columns kept at ``width``: every one if it fits (or no width is given)."""
+    keep = set(range(len(_COLUMNS)))
+
+    def needed() -> int:
+        # each column: its widest cell or header, plus rich's padding and border (3)
+        out = 4
+        for i in keep:
+            name, _, kind = _COLUMNS[i]
+            cells = [cells[i] for cells, _, _ in rows]
+            widest = max(len(c) for c in [*cells, name])
+            if kind == "name":
+                widest = min(widest, 24)  # names wrap
+            out += widest + 3
+        return out
+
+    if width is None or needed() <= width:
+        return keep
+    for i, (name, _, kind) in enumerate(_COLUMNS):  # cache columns with nothing in them
+        if kind == "tokens" and name in ("cached", "cache write") and all(r[0][i] == "0" for r in rows):
+            keep.discard(i)
+    if needed() > width:
+        keep -= {i for i, (_, _, kind) in enumerate(_COLUMNS) if kind == "list"}
+    if needed() > width:  # still too wide: the cache columns go even with something in them
+        keep -= {i for i, (name, _, _) in enumerate(_COLUMNS) if name in ("cached", "cache write")}
+    return keep
 
 
 def _d(value: Decimal | None) -> str | None:
