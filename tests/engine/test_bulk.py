@@ -199,6 +199,29 @@ def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
     assert sum(line.calls for line in done.report().lines) == 40  # all accounted
 
 
+def test_a_new_batch_job_feeds_its_inputs_as_stored_without_reading_them_back(
+    sandbox: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch mode stores every input before running any; a new job then feeds them from
+    what it just stored (their stored JSON, as a resume would read it) instead of reading
+    them back from the store."""
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+    chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
+    read: list[int] = []
+    original = SQLiteStore.iter_pending_waits
+
+    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        for row in original(self, *args, **kwargs):
+            read.append(row[0])
+            yield row
+
+    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
+    job = batchain.run(chain, [{"x": i} for i in range(30)], store=store_path, mode="batch", poll_min=0.02)
+    assert job.counts["succeeded"] == 30 and read == []
+    assert job.outputs()[4].endswith("Say 4")
+    assert len(sandbox.ledger()) == 30 and not sandbox.duplicates()
+
+
 def test_a_call_to_resend_after_the_chain_changed_fails_clearly(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(
         batch_validating_s=0.01,

@@ -45,9 +45,16 @@ class Inputs:
         inputs. With ``waits`` (the bulk path), a stored item's value is its
         :class:`~batchain.engine.bulk.Stored` text, and it comes with the call an earlier run noted it
         waits for (bulk path); items parked on a batch of ``skip_batches`` are left out."""
+        fresh: _Rows | None = None
         if self.store_first and inputs is not None:
-            await self._ingest_all(inputs)
-        if waits:
+            fresh = await self._ingest_all(inputs)
+        if waits and fresh is not None:
+            # a new job's items, all pending and waiting on nothing: as just stored
+            for idx, text in fresh:
+                if self.control.stopping:
+                    return
+                yield idx, Stored(text), None
+        elif waits:
             pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
             for idx, text, key, record in pending:
                 if self.control.stopping:
@@ -106,12 +113,17 @@ class Inputs:
             "read); pass the same inputs again to continue it"
         )
 
-    async def _ingest_all(self, inputs: InputSource) -> None:
+    async def _ingest_all(self, inputs: InputSource) -> _Rows | None:
+        """Store every input not stored yet. For a job that had none, the stored items as
+        ``(idx, input JSON)`` too, so the run feeds them without reading them back (up to
+        ``_FRESH_BYTES`` of inputs; None beyond, or if the job had items)."""
         job = self.store.get_job(self.job_id)
         assert job is not None
         missing = self._missing(job)
         if job.inputs_complete and not missing:
-            return
+            return None
+        fresh: _Rows | None = [] if job.n_items == 0 else None
+        held = 0
         idx = 0
         rows: _Rows = []
         failed: _Failed = []
@@ -122,9 +134,12 @@ class Inputs:
                 _buffer(idx, value, rows, failed)
                 if len(rows) + len(failed) >= _INGEST_CHUNK:
                     self._store_rows(rows, failed, max(idx + 1, job.n_items))
+                    fresh, held = _keep(fresh, rows, held)
                     rows, failed = [], []
             idx += 1
         self._store_rows(rows, failed, max(idx, job.n_items), complete=True)
+        fresh, held = _keep(fresh, rows, held)
+        return fresh
 
     def _store_rows(self, rows: _Rows, failed: _Failed, n_items: int, *, complete: bool = False) -> None:
         """Items and how far the inputs were read, in one transaction: a write that fails
@@ -158,6 +173,21 @@ class Inputs:
 _Rows = list[tuple[int, str]]
 #: inputs that cannot be stored: ``(idx, placeholder_json, error_json)``
 _Failed = list[tuple[int, str, str]]
+
+
+#: inputs a new batch job keeps as stored to feed them (beyond, it reads them back)
+_FRESH_BYTES = 64 * 1024 * 1024
+
+
+def _keep(fresh: _Rows | None, rows: _Rows, held: int) -> tuple[_Rows | None, int]:
+    """``rows`` (just stored) added to ``fresh`` while it holds less than ``_FRESH_BYTES``."""
+    if fresh is None:
+        return None, held
+    held += sum(len(text) for _, text in rows)
+    if held > _FRESH_BYTES:
+        return None, held
+    fresh.extend(rows)
+    return fresh, held
 
 
 def _buffer(idx: int, value: Any, rows: _Rows, failed: _Failed) -> None:
