@@ -91,4 +91,6 @@ def dumps(obj: Any) -> str:
 def loads(text: str | None) -> Any:
     if text is None:
         return None
+    if "__" not in text:  # no tag can be in it: nothing to revive (most inputs)
+        return json.loads(text)
     return _revive(json.loads(text))
