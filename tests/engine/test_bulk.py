@@ -174,8 +174,23 @@ def test_collect_with_a_changed_chain_keeps_what_was_submitted(sandbox: Sandbox,
     assert len(sandbox.ledger()) == 30 and not sandbox.duplicates()
 
 
+@pytest.fixture
+def read_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The items a run reads back from the store row by row (``iter_pending_waits``)."""
+    read: list[int] = []
+    original = SQLiteStore.iter_pending_waits
+
+    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        for row in original(self, *args, **kwargs):
+            read.append(row[0])
+            yield row
+
+    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
+    return read
+
+
 def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
-    sandbox: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, store_path: Path, read_back: list[int]
 ) -> None:
     """Items whose calls are in a provider batch still there wait for it on resume without
     their rows being read back one by one (one query by batch), and end from its answers."""
@@ -183,41 +198,24 @@ def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
     chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
     job = batchain.submit(chain, [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
     assert job.status is JobStatus.WAITING
-    read: list[int] = []
-    original = SQLiteStore.iter_pending_waits
-
-    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        for row in original(self, *args, **kwargs):
-            read.append(row[0])
-            yield row
-
-    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
+    read_back.clear()  # what the resume reads
     done = batchain.Job.open(job.id, store=store_path, chain=chain).wait()
-    assert done.counts["succeeded"] == 40 and read == []
+    assert done.counts["succeeded"] == 40 and read_back == []
     assert done.outputs()[7].endswith("Say 7")
     assert len(sandbox.ledger()) == 40 and not sandbox.duplicates()
     assert sum(line.calls for line in done.report().lines) == 40  # all accounted
 
 
 def test_a_new_batch_job_feeds_its_inputs_as_stored_without_reading_them_back(
-    sandbox: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, store_path: Path, read_back: list[int]
 ) -> None:
     """Batch mode stores every input before running any; a new job then feeds them from
     what it just stored (their stored JSON, as a resume would read it) instead of reading
     them back from the store."""
     sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
     chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
-    read: list[int] = []
-    original = SQLiteStore.iter_pending_waits
-
-    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        for row in original(self, *args, **kwargs):
-            read.append(row[0])
-            yield row
-
-    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
     job = batchain.run(chain, [{"x": i} for i in range(30)], store=store_path, mode="batch", poll_min=0.02)
-    assert job.counts["succeeded"] == 30 and read == []
+    assert job.counts["succeeded"] == 30 and read_back == []
     assert job.outputs()[4].endswith("Say 4")
     assert len(sandbox.ledger()) == 30 and not sandbox.duplicates()
 
