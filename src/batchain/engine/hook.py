@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -190,30 +191,33 @@ def _refuse_event_stream(original: Any) -> Any:
     return events
 
 
-def _embeddings_create(original: Any, *, is_async: bool) -> Any:
-    """The SDK's ``embeddings.create``, handed to the job's call manager inside a job."""
+def _embeddings_call(original: Any, *, is_async: bool, respond: Respond, what: str) -> Any:
+    """An SDK's embeddings method (``original``), handed to the job's call manager inside a
+    job; ``respond`` turns the answer into what the SDK returns, ``what`` names the model in
+    the refusal of a sync call on the job's loop."""
     if is_async:
 
-        async def acreate(self: Any, **params: Any) -> Any:
+        async def acall(self: Any, **params: Any) -> Any:
             ctx = ACTIVE.get()
             if ctx is None:
                 return await original(self, **params)
-            data = await ctx.manager.embed(self, params, ctx.item_idx)
-            return _embedding_response(data, params)
+            return respond(await ctx.manager.embed(self, params, ctx.item_idx), params)
 
-        return acreate
+        return acall
 
-    def create(self: Any, **params: Any) -> Any:
+    def call(self: Any, **params: Any) -> Any:
         ctx = ACTIVE.get()
         if ctx is None:
             return original(self, **params)
-        _refuse_on_job_loop(
-            ctx, "an embeddings model was called synchronously", "await embeddings.aembed_documents(...)"
-        )
+        _refuse_on_job_loop(ctx, f"{what} was called synchronously", "await embeddings.aembed_documents(...)")
         coro = ctx.manager.embed(self, params, ctx.item_idx, sync=True)
-        return _embedding_response(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(), params)
+        return respond(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result(), params)
 
-    return create
+    return call
+
+
+#: an embeddings answer (and the call's parameters) as the SDK's own method returns it
+Respond = Callable[[dict[str, Any], dict[str, Any]], Any]
 
 
 def _embedding_response(data: dict[str, Any], params: dict[str, Any]) -> Any:
@@ -227,34 +231,7 @@ def _embedding_response(data: dict[str, Any], params: dict[str, Any]) -> Any:
     return CreateEmbeddingResponse.construct(**data)
 
 
-def _embed_content(original: Any, *, is_async: bool) -> Any:
-    """google-genai's ``models.embed_content``, handed to the job's call manager inside a job."""
-    if is_async:
-
-        async def aembed(self: Any, **params: Any) -> Any:
-            ctx = ACTIVE.get()
-            if ctx is None:
-                return await original(self, **params)
-            return _embed_content_response(await ctx.manager.embed(self, params, ctx.item_idx))
-
-        return aembed
-
-    def embed(self: Any, **params: Any) -> Any:
-        ctx = ACTIVE.get()
-        if ctx is None:
-            return original(self, **params)
-        _refuse_on_job_loop(
-            ctx,
-            "a Gemini embeddings model was called synchronously",
-            "await embeddings.aembed_documents(...)",
-        )
-        coro = ctx.manager.embed(self, params, ctx.item_idx, sync=True)
-        return _embed_content_response(asyncio.run_coroutine_threadsafe(coro, ctx.loop).result())
-
-    return embed
-
-
-def _embed_content_response(data: dict[str, Any]) -> Any:
+def _embed_content_response(data: dict[str, Any], params: dict[str, Any]) -> Any:
     """What the SDK's ``embed_content`` returns for this answer (read by its own converter)."""
     from google.genai import models, types
 
@@ -276,8 +253,14 @@ def _install_gemini_embeddings() -> None:
         from google.genai.models import AsyncModels, Models
     except ImportError:  # pragma: no cover - a broken google-genai install
         return
-    setattr(AsyncModels, "embed_content", _embed_content(AsyncModels.embed_content, is_async=True))  # noqa: B010
-    setattr(Models, "embed_content", _embed_content(Models.embed_content, is_async=False))  # noqa: B010
+    for cls, is_async in ((AsyncModels, True), (Models, False)):
+        call = _embeddings_call(
+            cls.embed_content,
+            is_async=is_async,
+            respond=_embed_content_response,
+            what="a Gemini embeddings model",
+        )
+        setattr(cls, "embed_content", call)  # noqa: B010
 
 
 def _install_embeddings() -> None:
@@ -285,8 +268,11 @@ def _install_embeddings() -> None:
         from openai.resources.embeddings import AsyncEmbeddings, Embeddings
     except ImportError:  # pragma: no cover - the openai SDK is not installed
         return
-    setattr(AsyncEmbeddings, "create", _embeddings_create(AsyncEmbeddings.create, is_async=True))  # noqa: B010
-    setattr(Embeddings, "create", _embeddings_create(Embeddings.create, is_async=False))  # noqa: B010
+    for cls, is_async in ((AsyncEmbeddings, True), (Embeddings, False)):
+        call = _embeddings_call(
+            cls.create, is_async=is_async, respond=_embedding_response, what="an embeddings model"
+        )
+        setattr(cls, "create", call)  # noqa: B010
 
 
 def install() -> None:
