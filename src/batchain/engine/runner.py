@@ -471,8 +471,9 @@ _frozen_lock = threading.Lock()
 #: full pass walks every live item's objects, so a 6,000-item three-stage batch job spent
 #: a third of its CPU collecting (37 s against 25 s); cycles are freed a little later
 _JOB_GC_THRESHOLD = (50_000, 20, 100)
-#: the thresholds found when the first job started, restored when the last one ends
-_saved_threshold: tuple[int, int, int] | None = None
+#: while jobs run: the thresholds found when the first one started (restored when the last
+#: one ends), and those it set
+_thresholds: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
 
 def _gc_freeze() -> None:
@@ -480,25 +481,25 @@ def _gc_freeze() -> None:
     out of the cyclic collector's full passes while it runs, and collect less often (see
     ``_JOB_GC_THRESHOLD``). A full pass over them costs tens of milliseconds, and a job
     that creates objects per item triggers many."""
-    global _frozen, _saved_threshold
+    global _frozen, _thresholds
     with _frozen_lock:
         if _frozen == 0:
             gc.freeze()
             saved = gc.get_threshold()
-            _saved_threshold = (saved[0], saved[1], saved[2])
-            gc.set_threshold(*(max(a, b) for a, b in zip(_saved_threshold, _JOB_GC_THRESHOLD, strict=True)))
+            raised = tuple(max(a, b) for a, b in zip(saved, _JOB_GC_THRESHOLD, strict=True))
+            gc.set_threshold(*raised)
+            _thresholds = (saved, raised)
         _frozen += 1
 
 
 def _gc_unfreeze() -> None:
     """Hand the frozen objects back to the collector, and its thresholds (unless the
     program changed them meanwhile), once no job runs."""
-    global _frozen, _saved_threshold
+    global _frozen, _thresholds
     with _frozen_lock:
         _frozen -= 1
         if _frozen == 0:
             gc.unfreeze()
-            raised = tuple(max(a, b) for a, b in zip(_saved_threshold or (), _JOB_GC_THRESHOLD, strict=True))
-            if _saved_threshold is not None and gc.get_threshold() == raised:
-                gc.set_threshold(*_saved_threshold)
-            _saved_threshold = None
+            if _thresholds is not None and gc.get_threshold() == _thresholds[1]:
+                gc.set_threshold(*_thresholds[0])
+            _thresholds = None
