@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.language_models import BaseChatModel
 
 from batchain.providers import adapter_for
-from batchain.providers.endpoints import batch_support
+from batchain.providers.endpoints import batch_support, model_name
 
 if TYPE_CHECKING:
     from batchain.cost.prices import PriceBook
@@ -94,6 +94,6 @@ def check_priced(chain: Any, book: PriceBook) -> None:
     know (often a typo of a model name: the warning names the nearest known ones)."""
     for model in find_models(chain):
         adapter = adapter_for(model)
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        if adapter is not None and isinstance(name, str) and name:
+        name = model_name(model)
+        if adapter is not None and name:
             book.check_known(adapter.name, name)

@@ -31,7 +31,14 @@ from langchain_core.language_models import BaseChatModel
 
 from batchain.providers.base import BatchEndpoints, ProviderAdapter
 
-__all__ = ["BATCH_API_HOSTS", "ENDPOINT_MODES", "EndpointSupport", "batch_support", "model_label"]
+__all__ = [
+    "BATCH_API_HOSTS",
+    "ENDPOINT_MODES",
+    "EndpointSupport",
+    "batch_support",
+    "model_label",
+    "model_name",
+]
 
 #: hosts known to serve each adapter's Batch API, by adapter name (docs/providers.md)
 BATCH_API_HOSTS: dict[str, tuple[str, ...]] = {
@@ -76,11 +83,17 @@ class EndpointSupport:
         return batch_only or self.base_url is None
 
 
+def model_name(model: Any, fallback: str = "") -> str:
+    """The model name a LangChain model is set to (``model_name`` or ``model``), else
+    ``fallback``."""
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    return name if isinstance(name, str) and name else fallback
+
+
 def model_label(model: Any, fallback: str = "") -> str:
     """``Class(model name)``; ``fallback`` names a model object without a name of its own
     (an SDK resource making embeddings calls)."""
-    name = getattr(model, "model_name", None) or getattr(model, "model", None) or fallback
-    return f"{type(model).__name__}({name})"
+    return f"{type(model).__name__}({model_name(model, fallback)})"
 
 
 def batch_support(

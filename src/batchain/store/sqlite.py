@@ -70,7 +70,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 
 #: 2: per-job item counters (``job_item_counts``), calls by provider batch, provider batches by
 #: job, jobs by creation time, and what the provider last said of each batch.
-#: 3: ``calls`` is a rowid table (see :func:`_rebuild_calls`)
+#: 3: ``calls`` is a rowid table (see :func:`_set_aside_calls`); ``jobs.input_ref``
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
