@@ -527,3 +527,4 @@ def test_a_model_name_typo_gets_one_clear_warning_before_the_run(
     assert warned[0].startswith("batchain: warning: no price for openai/gpt-4o-mni"), warned
     assert "Did you mean gpt-4o-mini" in warned[0]
     assert "UnknownPriceWarning" not in proc.stderr
+    assert len(cli_sandbox.ledger()) == 3 and not cli_sandbox.duplicates()

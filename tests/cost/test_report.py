@@ -174,6 +174,7 @@ def test_the_table_fits_80_columns_with_every_number_whole(sb: Sandbox, tmp_path
     columns, then the list price), and wraps names: no cost or count is ever cut short."""
     store = tmp_path / "s.sqlite"
     report = job_cost(store, run(sb, store, "batch").id, PriceBook())
+    assert report.paid_calls == len(sb.ledger()) and not sb.duplicates()
     wide, narrow = io.StringIO(), io.StringIO()
     Console(file=wide, width=200).print(render_table(report, width=200))
     Console(file=narrow, width=80).print(render_table(report, width=80))

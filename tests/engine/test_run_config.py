@@ -17,7 +17,7 @@ from langchain_core.runnables import ConfigurableField, RunnableConfig
 
 import batchain
 from batchain.sandbox import Sandbox
-from tests.engine.conftest import billed, make_openai
+from tests.engine.conftest import accounted, billed, make_openai
 
 
 class Runs(BaseCallbackHandler):
@@ -50,7 +50,8 @@ def test_config_reaches_every_item_and_is_kept_for_a_resume(sandbox: Sandbox, st
         "metadata": {"team": "search"},
         "run_name": "tagline",
     }
-    assert sum(billed(sandbox).values()) == 4
+    assert sum(billed(sandbox).values()) == 4 and not sandbox.duplicates()
+    assert accounted(job) == billed(sandbox)  # nothing billed outside batchain's accounting
 
 
 def test_configurable_fields_choose_the_prompt(sandbox: Sandbox, store_path: Path) -> None:
@@ -67,6 +68,8 @@ def test_configurable_fields_choose_the_prompt(sandbox: Sandbox, store_path: Pat
     assert job.outputs() == expected
     assert all("Shout" in out for out in job.outputs())
     assert job.stats["fast_path"].startswith("off: the run's config has configurable fields")
+    assert sum(billed(sandbox).values()) == 3 and not sandbox.duplicates()
+    assert accounted(job) == billed(sandbox)
 
 
 def test_a_config_key_that_cannot_apply_is_refused_by_name(sandbox: Sandbox, store_path: Path) -> None:
@@ -92,3 +95,4 @@ def test_wait_takes_a_config_as_run_does(fast: Sandbox, store_path: Path) -> Non
     assert done.counts["succeeded"] == 2
     assert sorted(tags for tags, _, _ in runs.top) == [["second"], ["second"]]
     assert sum(billed(fast).values()) == 2 and not fast.duplicates()
+    assert accounted(done) == billed(fast)
