@@ -28,7 +28,8 @@ def spawn(cli: Cli, *args: str) -> Any:
     child = pexpect.spawn(
         cli.command[0],
         [*cli.command[1:], *args],
-        env=cli.env,
+        # the terminal's own size: a COLUMNS left in the environment by another test would win
+        env={k: v for k, v in cli.env.items() if k not in ("COLUMNS", "LINES")},
         cwd=str(cli.cwd),
         encoding="utf-8",
         timeout=60,

@@ -184,7 +184,8 @@ def test_create_429_retried(sb: Sandbox) -> None:
 
 
 def test_cancel_midway(ant: anthropic.Anthropic, sb: Sandbox) -> None:
-    sb.configure(batch_processing_s=1.0, batch_validating_s=0.0)
+    # canceling lasts long enough for the delete below to find it, however loaded the machine
+    sb.configure(batch_processing_s=1.0, batch_validating_s=0.0, cancel_delay_s=0.5)
     batch = ant.messages.batches.create(requests=requests(20))  # type: ignore[arg-type]
     time.sleep(0.3)
     canceling = ant.messages.batches.cancel(batch.id)

@@ -306,7 +306,7 @@ def test_cancel_midway_keeps_partial_results(oai: openai.OpenAI, sb: Sandbox) ->
 
 
 def test_cancel_while_validating(oai: openai.OpenAI, sb: Sandbox) -> None:
-    sb.configure(batch_validating_s=0.5)
+    sb.configure(batch_validating_s=0.5, cancel_delay_s=0.5)  # the second cancel finds it cancelling
     batch = start_batch(oai, simple_lines(3))
     assert oai.batches.cancel(batch.id).status == "cancelling"
     assert oai.batches.cancel(batch.id).status == "cancelling"  # idempotent

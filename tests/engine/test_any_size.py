@@ -71,7 +71,8 @@ def check_stages_overlap(sb: Sandbox, store: Path, models: list[str]) -> None:
 
 
 def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_path: Path) -> None:
-    sandbox.configure(batch_validating_s=0.01, batch_processing_s=1.0, batch_finalizing_s=0.01)
+    # long enough that a loaded machine still creates every batch of a stage before one ends
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=2.0, batch_finalizing_s=0.01)
     inputs = [{"x": f"topic {i}"} for i in range(120)]
     job = run_batch(one_stage(sandbox), inputs, store_path, poll_min=0.05, window=25)
     assert job.stats["bulk_path"] == "on"
@@ -87,7 +88,8 @@ def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_pat
 
 
 def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path) -> None:
-    sandbox.configure(batch_validating_s=0.01, batch_processing_s=1.0, batch_finalizing_s=0.01)
+    # long enough that a loaded machine still creates every batch of a stage before one ends
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=2.0, batch_finalizing_s=0.01)
     inputs = [{"x": f"topic {i}"} for i in range(60)]
     job = run_batch(three_stages(sandbox), inputs, store_path, poll_min=0.05, window=12)
     assert job.counts["succeeded"] == 60
