@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -21,9 +22,13 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     values: list[T] = []
     errors: list[BaseException] = []
 
+    # the caller's context variables (tracers switched on by a context manager, for one)
+    # follow the job into its thread, as they would into asyncio.run's task
+    context = contextvars.copy_context()
+
     def target() -> None:
         try:
-            values.append(asyncio.run(coro))
+            values.append(context.run(asyncio.run, coro))
         except BaseException as exc:
             errors.append(exc)
 

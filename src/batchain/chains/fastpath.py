@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.callbacks import CallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
@@ -341,7 +342,13 @@ def compile_template(fast: FastChain, build: BuildFrom) -> RequestTemplate | Non
 
 
 def _tracing_on() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true") for v in _TRACING_VARS)
+    """Does anything observe runs without being passed as a callback? The environment's
+    tracing switches, and every handler LangChain would add by itself: tracers switched on
+    by a context manager (``tracing_v2_enabled``, ``collect_runs``, any configure hook),
+    verbose or debug output."""
+    if any(os.environ.get(v, "").lower() in ("1", "true") for v in _TRACING_VARS):
+        return True
+    return bool(CallbackManager.configure(None, None).handlers)
 
 
 def _model_of(step: Any) -> tuple[BaseChatModel, dict[str, Any]] | None:
