@@ -5,6 +5,7 @@ ledger shows every request billed once, and a repeated call answered from the st
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,30 @@ def test_options_are_checked_when_wrapping(sandbox: Sandbox, store_path: Path) -
         batchain.wrap(chain, store=store_path).invoke(ITEMS[0], stop=["x"])
     assert batchain.wrap(chain, store=store_path).batch([]) == []
     assert not sandbox.ledger() and not store_path.exists()
+
+
+def test_leaving_batch_as_completed_early_stops_the_job_at_once(sandbox: Sandbox, store_path: Path) -> None:
+    items = [{"x": "quick"}, {"x": "[[latency:30000]] slow"}]
+    wrapped = batchain.wrap(one_model(sandbox), store=store_path, timeout=1.0)
+    started = time.monotonic()
+    for index, _ in wrapped.batch_as_completed(items):
+        assert index == 0
+        break
+    assert time.monotonic() - started < 15  # not the slow item's 30 s
+    with SQLiteStore(store_path) as st:
+        (job,) = st.list_jobs()
+    counts = batchain.Job.open(job.id, store=store_path).counts
+    assert counts["succeeded"] == 1 and counts["pending"] == 1  # to resume, not lost
+    assert not sandbox.duplicates()
+
+
+def test_a_job_paused_by_its_budget_raises_job_incomplete(sandbox: Sandbox, store_path: Path) -> None:
+    prices = {"openai/gpt-4o-mini": {"input": 100.0, "output": 400.0}}  # a few calls
+    chain = PROMPT | make_openai(sandbox, max_tokens=20) | StrOutputParser()
+    wrapped = batchain.wrap(chain, store=store_path, budget=0.05, prices=prices, max_concurrency=2)
+    items = [{"x": i} for i in range(40)]
+    with pytest.raises(batchain.JobIncomplete, match="resume") as raised:
+        wrapped.batch(items, return_exceptions=True)
+    job = batchain.Job.open(raised.value.job_id, store=store_path)
+    assert job.status == batchain.JobStatus.PAUSED and 0 < job.counts["succeeded"] < len(items)
+    assert sum(billed(sandbox).values()) == job.counts["succeeded"] and not sandbox.duplicates()
