@@ -121,8 +121,9 @@ def test_return_exceptions_puts_the_error_in_place(fast: Sandbox, store_path: Pa
     assert wrapped.last_job is not None and wrapped.last_job.counts["failed"] == 1
 
 
-def test_config_reaches_every_run(sandbox: Sandbox, store_path: Path) -> None:
-    wrapped = batchain.wrap(one_model(sandbox), store=store_path)
+@pytest.mark.parametrize("mode", ["realtime", "batch"])
+def test_config_reaches_every_run(fast: Sandbox, store_path: Path, mode: str) -> None:
+    wrapped = batchain.wrap(one_model(fast), mode=mode, store=store_path, **QUICK)
     runs = Runs()
     config = {"callbacks": [runs], "tags": ["nightly"], "metadata": {"team": "search"}, "max_concurrency": 2}
     assert len(wrapped.batch(ITEMS, config)) == len(ITEMS)  # type: ignore[arg-type]
@@ -137,7 +138,7 @@ def test_config_reaches_every_run(sandbox: Sandbox, store_path: Path) -> None:
     assert [[run_id for *_, run_id in h.top()] for h in mine] == [[i] for i in ids]
     with pytest.raises(batchain.InvalidOption, match=r"config\[1\] has another tags"):
         wrapped.batch(ITEMS[:2], [{"tags": ["a"]}, {"tags": ["b"]}])
-    assert sum(billed(sandbox).values()) == len(ITEMS) and not sandbox.duplicates()
+    assert sum(billed(fast).values()) == len(ITEMS) and not fast.duplicates()
 
 
 def test_it_composes_and_nests_under_the_outer_run(sandbox: Sandbox, store_path: Path) -> None:
