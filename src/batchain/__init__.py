@@ -3,6 +3,7 @@
 >>> import batchain
 >>> job = batchain.run(chain, inputs, mode="batch")   # doctest: +SKIP
 >>> job.outputs()                                     # doctest: +SKIP
+>>> batchain.wrap(chain, mode="batch").batch(inputs)  # doctest: +SKIP
 
 The names below are imported on first use, so ``import batchain`` (and the command line's
 ``--help``) stays fast.
@@ -22,6 +23,8 @@ _EXPORTS = {
     "asubmit": "batchain.api",
     "as_completed": "batchain.api",
     "aas_completed": "batchain.api",
+    "wrap": "batchain.wrapped",
+    "WrappedChain": "batchain.wrapped",
     "estimate": "batchain.cost.estimate",
     "aestimate": "batchain.cost.estimate",
     "Estimate": "batchain.cost.estimate",
@@ -45,7 +48,9 @@ _EXPORTS = {
     "InputError": "batchain.errors",
     "InvalidLabel": "batchain.errors",
     "InvalidOption": "batchain.errors",
+    "ItemFailed": "batchain.errors",
     "JobBusy": "batchain.errors",
+    "JobIncomplete": "batchain.errors",
     "LeaseLost": "batchain.errors",
     "MissingInputVariable": "batchain.errors",
     "OutputError": "batchain.errors",
@@ -76,10 +81,12 @@ __all__ = [
     "InputError",
     "InvalidLabel",
     "InvalidOption",
+    "ItemFailed",
     "ItemResult",
     "ItemStatus",
     "Job",
     "JobBusy",
+    "JobIncomplete",
     "JobStatus",
     "LeaseLost",
     "MissingInputVariable",
@@ -94,6 +101,7 @@ __all__ = [
     "UnpricedModel",
     "Unserializable",
     "Usage",
+    "WrappedChain",
     "YamlChainError",
     "__version__",
     "aas_completed",
@@ -106,6 +114,7 @@ __all__ = [
     "register_adapter",
     "run",
     "submit",
+    "wrap",
 ]
 
 if TYPE_CHECKING:
@@ -124,7 +133,9 @@ if TYPE_CHECKING:
         InputError,
         InvalidLabel,
         InvalidOption,
+        ItemFailed,
         JobBusy,
+        JobIncomplete,
         LeaseLost,
         MissingInputVariable,
         OutputError,
@@ -141,6 +152,7 @@ if TYPE_CHECKING:
     from batchain.providers.registry import register_adapter
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path
+    from batchain.wrapped import WrappedChain, wrap
 
 
 def __getattr__(name: str) -> Any:

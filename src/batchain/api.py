@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import re
-import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from batchain._sync import run_sync
+from batchain._sync import iterate_sync, run_sync
 from batchain.chains.inspection import check_batchable, check_priced
 from batchain.chains.ref import resolve_chain
 from batchain.engine.lifecycle import Purpose
@@ -346,7 +344,7 @@ async def aas_completed(
     chain: Runnable[Any, Any] | str,
     inputs: Iterable[Any] | AsyncIterable[Any],
     **kwargs: Any,
-) -> AsyncIterator[tuple[int, ItemResult]]:
+) -> AsyncGenerator[tuple[int, ItemResult], None]:
     """Yield ``(index, result)`` as items finish. Leaving early pauses the job cleanly."""
     events: asyncio.Queue[ItemEvent | None] = asyncio.Queue()
     kwargs.setdefault("progress", False)
@@ -372,39 +370,4 @@ def as_completed(
     **kwargs: Any,
 ) -> Iterator[tuple[int, ItemResult]]:
     """Sync twin of :func:`aas_completed` (the job runs on a background thread)."""
-    # unbounded: the producer is paced by the work itself, and a full queue must never
-    # block the job's thread while the consumer is gone
-    out: queue.Queue[tuple[int, ItemResult] | BaseException | None] = queue.Queue()
-    stop = threading.Event()
-
-    async def pump() -> None:
-        agen: Any = aas_completed(chain, inputs, **kwargs)
-        try:
-            async for pair in agen:
-                if stop.is_set():
-                    break
-                out.put(pair)
-        finally:
-            await agen.aclose()
-
-    def target() -> None:
-        try:
-            asyncio.run(pump())
-        except BaseException as exc:
-            out.put(exc)
-        finally:
-            out.put(None)
-
-    thread = threading.Thread(target=target, name="batchain-as-completed", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = out.get()
-            if got is None:
-                break
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-    finally:
-        stop.set()
-        thread.join()
+    return iterate_sync(lambda: aas_completed(chain, inputs, **kwargs), "batchain-as-completed")

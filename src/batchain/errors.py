@@ -21,7 +21,7 @@ Not here, on purpose:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -39,7 +39,9 @@ __all__ = [
     "InputError",
     "InvalidLabel",
     "InvalidOption",
+    "ItemFailed",
     "JobBusy",
+    "JobIncomplete",
     "LeaseLost",
     "MissingInputVariable",
     "OutputError",
@@ -66,6 +68,29 @@ class InvalidOption(BatchainError, ValueError):
 
 class JobBusy(BatchainError, RuntimeError):
     """Another process is running this job."""
+
+
+class JobIncomplete(BatchainError, RuntimeError):
+    """A job stopped before every item had a result (paused for its budget, stopped by a
+    signal) where all of them were needed: a wrapped chain's ``batch()``. The job is in
+    its store (``job_id``), and ``Job.open(job_id, chain=...).resume()`` finishes it."""
+
+    def __init__(self, job_id: str, status: str, missing: int, total: int) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"job {job_id} ended {status} with {missing} of {total} items unfinished; "
+            f"finish it with batchain.Job.open({job_id!r}, chain=...).resume()"
+        )
+
+
+class ItemFailed(BatchainError, RuntimeError):
+    """An item's error as its job's store recorded it, where the exception itself never
+    reached this process (e.g. an input that could not be stored)."""
+
+    def __init__(self, index: int, error: dict[str, Any]) -> None:
+        self.index = index
+        self.error = error
+        super().__init__(f"item {index} failed: {error.get('type')}: {error.get('message')}")
 
 
 class StoreError(BatchainError, RuntimeError):

@@ -30,6 +30,8 @@ class ItemEvent:
     input: Any
     output: Any
     error: dict[str, Any] | None
+    #: the exception itself, for a listener in this process (the store keeps ``error``)
+    exception: BaseException | None = None
 
 
 ItemListener = Callable[[ItemEvent], None]
@@ -60,16 +62,16 @@ class Results:
         try:
             text = serialize.dumps(output)
         except serialize.Unserializable as exc:
-            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, "output"))
+            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, "output"), exception=exc)
         else:
             self._record(idx, value, ItemStatus.SUCCEEDED, text, None, output)
 
     def error(self, idx: int, value: Any, exc: BaseException) -> None:
         """The item ends with ``exc``: cancelled with the job, else failed."""
         if isinstance(exc, CallCancelled):
-            self._record(idx, value, ItemStatus.CANCELLED, None, error_dict(exc, "cancel"))
+            self._record(idx, value, ItemStatus.CANCELLED, None, error_dict(exc, "cancel"), exception=exc)
         else:
-            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, "chain"))
+            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, "chain"), exception=exc)
 
     def _record(
         self,
@@ -79,6 +81,8 @@ class Results:
         text: str | None,
         error: dict[str, Any] | None,
         output: Any = None,
+        *,
+        exception: BaseException | None = None,
     ) -> None:
         if not self._finished:
             asyncio.get_running_loop().call_soon(self._flush_soon)
@@ -88,7 +92,7 @@ class Results:
         else:
             self.failed += 1
         if self.listener is not None:
-            self.listener(ItemEvent(idx, status, value, output, error))
+            self.listener(ItemEvent(idx, status, value, output, error, exception))
 
     def _flush_soon(self) -> None:
         """:meth:`flush` at the end of a loop iteration. A store failure is not raised here,
