@@ -67,3 +67,12 @@ def test_without_a_tracer_the_fast_path_stays_on(sandbox: Sandbox, store_path: P
     sb = sandbox
     job = batchain.run(chain(sb), [{"x": "plain"}], store=store_path, progress=False)
     assert job.stats["fast_path"] == "on"
+
+
+def test_collect_runs_sees_the_items_of_as_completed(sandbox: Sandbox, store_path: Path) -> None:
+    # as_completed runs its job on a loop in a thread of its own, even from plain sync code
+    with collect_runs() as runs:
+        got = list(batchain.as_completed(chain(sandbox), [{"x": i} for i in range(3)], store=store_path))
+    assert len(got) == 3
+    assert len([r for r in runs.traced_runs if r.parent_run_id is None]) == 3
+    assert sum(billed(sandbox).values()) == 3 and not sandbox.duplicates()
