@@ -7,8 +7,9 @@ accounting."""
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,19 @@ class SQLiteCache(BaseCache):
     def __init__(self, path: Path) -> None:
         self.path = path
         with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS c (prompt TEXT, llm TEXT, gens TEXT, PRIMARY KEY (prompt, llm))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS c (prompt TEXT, llm TEXT, gens TEXT, PRIMARY KEY (prompt, llm))"
+            )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         with sqlite3.connect(self.path) as db:
             row = db.execute("SELECT gens FROM c WHERE prompt=? AND llm=?", (prompt, llm_string)).fetchone()
-        return loads(row[0]) if row else None
+        if row is None:
+            return None
+        with warnings.catch_warnings():  # loads is beta, and warns of its defaults
+            warnings.simplefilter("ignore")
+            found: RETURN_VAL_TYPE = loads(row[0])
+        return found
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         with sqlite3.connect(self.path) as db:
@@ -103,7 +111,9 @@ def assert_accounted(sb: Sandbox, *jobs: batchain.Job) -> None:
 
 
 @pytest.mark.parametrize("mode", ["realtime", "batch"])
-def test_a_cache_filled_by_langchain_is_hit_by_batchain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_a_cache_filled_by_langchain_is_hit_by_batchain(
+    sandbox: Sandbox, store_path: Path, mode: str
+) -> None:
     sandbox.configure(**FAST)
     set_llm_cache(InMemoryCache())
     chain = PROMPT | make_openai(sandbox)
@@ -216,9 +226,24 @@ def test_replays_are_marked(fast: Sandbox, store_path: Path) -> None:
     """Batch mode: an item that left the window while its call was at the provider comes
     back and replays its answer from the store, marked ``replay``."""
     sources = Sources()
-    job = run_job(PROMPT | make_openai(fast), rows(6), store_path, mode="batch", window=2, callbacks=[sources])
+    job = run_job(
+        PROMPT | make_openai(fast), rows(6), store_path, mode="batch", window=2, callbacks=[sources]
+    )
     assert job.status == batchain.JobStatus.COMPLETED
     assert job.stats["items_left_window"] > 0
     assert "replay" in sources.seen
     assert [o.response_metadata.get("batchain") for o in job.outputs()].count({"source": "replay"}) > 0
     assert_accounted(fast, job)
+
+
+def test_bulk_rows_are_marked_too(fast: Sandbox, store_path: Path) -> None:
+    """Batch mode's rows (no LangChain cache, no callbacks): an AIMessage output says where
+    its answer came from, as on the coroutine path."""
+    chain = PROMPT | make_openai(fast)
+    first = run_job(chain, rows(2), store_path, mode="batch")
+    job = run_job(chain, [*rows(2), *rows(1, start=5), *rows(1, start=5)], store_path, mode="batch")
+    assert job.stats["bulk_path"] == "on"
+    marks = [(o.response_metadata.get("batchain") or {}).get("source") for o in job.outputs()]
+    assert marks == ["cache", "cache", None, "shared"]
+    assert len(fast.ledger()) == 3
+    assert_accounted(fast, first, job)

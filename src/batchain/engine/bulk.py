@@ -144,10 +144,10 @@ class BulkItems:
             waits.append((idx, request.key))
         if waits:
             self.store.set_waits(self.job_id, waits)
-        rows: dict[int, _Row] = {}
+        told: dict[int, _Row] = {}
 
         def row(a: Admission) -> Subscriber:
-            rows[id(a)] = found = self._row(a)
+            told[id(a)] = found = self._row(a)
             return found
 
         got = await self.calls.admit(admissions, row)
@@ -156,7 +156,7 @@ class BulkItems:
                 assert admitted.answer is not None
                 self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer, source=admitted.source)
             elif admitted.verdict is Verdict.SHARED:
-                rows[id(a)].source = Source.SHARED
+                told[id(a)].source = Source.SHARED
             elif admitted.verdict is Verdict.FAILED:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()

@@ -26,10 +26,10 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain import _json
 from batchain.cost.prices import Pricing, response_pricing_facts
+from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
-from batchain.engine import lccache
 from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
 from batchain.engine.lccache import Source
 from batchain.engine.scheduler import CallFailed, Scheduler

@@ -65,8 +65,10 @@ def _cache_of(model: BaseChatModel) -> BaseCache | None:
 
 def applies(model: BaseChatModel) -> bool:
     """Does a LangChain cache (or a model's demand for one) apply to ``model``'s calls?"""
-    return model.cache is True or isinstance(model.cache, BaseCache) or (
-        model.cache is None and get_llm_cache() is not None
+    return (
+        model.cache is True
+        or isinstance(model.cache, BaseCache)
+        or (model.cache is None and get_llm_cache() is not None)
     )
 
 

@@ -19,11 +19,11 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
+from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.breaker import Breakers
 from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
-from batchain.engine import lccache
 from batchain.engine.calls import BatchPrices, CallManager, build_request
 from batchain.engine.capacity import Capacity
 from batchain.engine.feed import Returns, Window
