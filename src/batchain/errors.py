@@ -42,6 +42,7 @@ __all__ = [
     "ItemFailed",
     "JobBusy",
     "JobIncomplete",
+    "LLMCacheNotSet",
     "LeaseLost",
     "MissingInputVariable",
     "OutputError",
@@ -211,6 +212,11 @@ class StreamedCallRefused(BatchainError, RuntimeError):
     """A model call inside a job would stream from the provider past batchain (the beta
     ``stream_events(version="v3")``, which has no fallback to one call): unpriced and
     outside the budget, so it fails instead."""
+
+
+class LLMCacheNotSet(BatchainError, ValueError):
+    """A model asks for LangChain's cache (``cache=True``) and none is set: the call fails,
+    as LangChain's own would (a ``ValueError`` there too)."""
 
 
 class BatchCallError(BatchainError, RuntimeError):

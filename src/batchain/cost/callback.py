@@ -14,6 +14,10 @@ What it gets right (langchain-internals.md sections 3 and 5.3):
   core adds to replayed generations, and booked at zero cost (their tokens are kept apart in
   ``cache_hit_usage``); a request with no usage at all and ``llm_output is None`` is taken
   as a cache hit too (the weaker signal);
+* answers inside a batchain job that no request paid for carry batchain's marker
+  (``response_metadata["batchain"]["source"]``: ``cache``, ``replay``, ``shared`` or
+  ``langchain_cache``, see :mod:`batchain.engine.lccache`) and are booked as cache hits too,
+  so the tracker's cost is what the provider billed;
 * the model name comes from ``response_metadata["model_name"]`` (or ``"model"``), else
   ``llm_output``, else what ``on_chat_model_start`` saw for the run (``invocation_params``
   ``model``/``model_name``, ``metadata["ls_model_name"]``); usage is never dropped: an unnamed
@@ -42,6 +46,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from batchain.cost.prices import PriceBook, default_pricebook, normalize_service_tier
+from batchain.engine.lccache import source_of
 from batchain.options import Tier
 from batchain.store.records import Usage
 
@@ -262,7 +267,9 @@ class CostTracker(BaseCallbackHandler):
         provider = provider or _infer_provider(model)
 
         ums = [um for um in (_usage_metadata(g) for g in gens) if um is not None]
-        cache_hit = any("total_cost" in um and um.get("total_cost") == 0 for um in ums)
+        cache_hit = any("total_cost" in um and um.get("total_cost") == 0 for um in ums) or any(
+            source_of(getattr(g, "message", None)) is not None for g in gens
+        )
         usage: Usage | None = None
         w1h = 0
         if ums:

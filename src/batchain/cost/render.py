@@ -73,7 +73,9 @@ def render_table(report: JobCost, width: int | None = None) -> Table:
         f"paid {_money(report.paid)}",
         f"saved by tier {_money(report.savings)}",
         f"avoided by cache/dedup {_money(report.avoided)}"
-        f" ({report.cache_hits} cache hits, {report.shared_calls} shared, {report.replayed_calls} replayed)",
+        f" ({report.cache_hits} cache hits, {report.shared_calls} shared, {report.replayed_calls} replayed"
+        + (f", {report.langchain_cache_hits} from LangChain's cache" if report.langchain_cache_hits else "")
+        + ")",
         f"failed: {report.failed_calls} calls, {report.failed_items} items",
     ]
     if not report.complete:
@@ -231,6 +233,7 @@ def to_json(report: JobCost) -> dict[str, Any]:
         "cache_hits": report.cache_hits,
         "shared_calls": report.shared_calls,
         "replayed_calls": report.replayed_calls,
+        "langchain_cache_hits": report.langchain_cache_hits,
         "failed_calls": report.failed_calls,
         "failed_items": report.failed_items,
         "notes": list(report.notes),

@@ -176,6 +176,9 @@ class JobCost:
     #: one line each: why some of a batch-mode job's calls ran realtime (a model whose
     #: endpoint has no Batch API, or that the user chose to run realtime)
     notes: tuple[str, ...] = ()
+    #: calls answered from LangChain's LLM cache (``set_llm_cache``): not paid, and not
+    #: priced, since they leave no row in the store (only their count, in the job's stats)
+    langchain_cache_hits: int = 0
 
     # -- totals (known prices only; see `complete`) ---------------------------------------------
 
@@ -377,6 +380,7 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
         link_counts=store.job_link_counts(job_id),
         items=_item_costs(store, job_id, pricer) if per_item else None,
         notes=realtime_notes(job.stats),
+        langchain_cache_hits=int(job.stats.get("langchain_cache_hits", 0)),
     )
 
 

@@ -22,6 +22,7 @@ from batchain import serialize
 from batchain.chains.fastpath import RequestTemplate, TextShortcut
 from batchain.engine.batching import CHAIN_CHANGED, BatchCallError, BatchCoordinator, CallCancelled, Evicted
 from batchain.engine.calls import Admission, CallManager, Subscriber, Verdict, parse_answer
+from batchain.engine.lccache import Source, mark
 from batchain.providers.base import Body, CallRequest, ProviderAdapter
 from batchain.states import CallStatus
 from batchain.store.base import Store
@@ -143,11 +144,19 @@ class BulkItems:
             waits.append((idx, request.key))
         if waits:
             self.store.set_waits(self.job_id, waits)
-        got = await self.calls.admit(admissions, self._row)
+        told: dict[int, _Row] = {}
+
+        def row(a: Admission) -> Subscriber:
+            told[id(a)] = found = self._row(a)
+            return found
+
+        got = await self.calls.admit(admissions, row)
         for a, admitted in zip(admissions, got, strict=True):
             if admitted.verdict is Verdict.REPLAYED:
                 assert admitted.answer is not None
-                self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer)
+                self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer, source=admitted.source)
+            elif admitted.verdict is Verdict.SHARED:
+                told[id(a)].source = Source.SHARED
             elif admitted.verdict is Verdict.FAILED:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
@@ -250,7 +259,7 @@ class BulkItems:
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]
 
-    def _row(self, a: Admission) -> Subscriber:
+    def _row(self, a: Admission) -> _Row:
         """Who is told the answer of item ``a.idx``'s call: the item's row."""
         self.outstanding += 1
         return _Row(self, a)
@@ -263,14 +272,15 @@ class BulkItems:
         request: CallRequest,
         body: Body,
         settle: Settle | None = None,
+        source: Source | None = None,
     ) -> None:
         """End item ``idx`` with its call's answer ``body`` (``settle``: how; by default,
-        an item in the window)."""
+        an item in the window; ``source``: the answer's marker, if not paid for)."""
         settle = settle or self.settle
         fast = self.template.fast
 
         def full() -> Any:
-            generations = parse_answer(adapter, fast.model, request, body, None).generations
+            generations = mark(parse_answer(adapter, fast.model, request, body, None), source).generations
             return fast.parse(generations[0].message, generations)
 
         try:
@@ -284,11 +294,13 @@ class BulkItems:
 class _Row:
     """An item of the bulk path waiting on its call: finishes the item when told."""
 
-    __slots__ = ("_a", "_bulk")
+    __slots__ = ("_a", "_bulk", "source")
 
     def __init__(self, bulk: BulkItems, a: Admission) -> None:
         self._bulk = bulk
         self._a = a
+        #: the answer's marker: set when the item shares another item's call
+        self.source: Source | None = None
 
     def __call__(self, text: str | None, data: Any, exc: BaseException | None) -> None:
         bulk, a = self._bulk, self._a
@@ -298,4 +310,5 @@ class _Row:
         elif text is None:
             bulk.settle(a.idx, a.value, None, exc or CallCancelled("no answer"))
         else:
-            bulk._finish(a.idx, a.value, a.adapter, a.request, data if data is not None else text)
+            body = data if data is not None else text
+            bulk._finish(a.idx, a.value, a.adapter, a.request, body, source=self.source)

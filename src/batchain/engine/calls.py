@@ -26,10 +26,12 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from batchain import _json
 from batchain.cost.prices import Pricing, response_pricing_facts
+from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
+from batchain.engine.lccache import Source
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
@@ -164,6 +166,8 @@ class Admitted:
     answer: str | None = None
     flight: InFlight | None = None
     error: BaseException | None = None
+    #: a replayed answer: from an earlier job (cache) or this one's (replay)
+    source: Source | None = None
 
 
 class InFlight:
@@ -244,6 +248,8 @@ class CallStats:
     paid: int = 0
     cached: int = 0
     shared: int = 0
+    #: calls answered from LangChain's LLM cache (no store row, no link: never paid)
+    langchain_cache: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     by_tier: dict[str, int] = field(default_factory=dict)
@@ -300,6 +306,8 @@ class CallManager:
         self.scheduler = scheduler
         self.timeout = timeout
         self.salt = "" if cache else job_id
+        #: whether answers of earlier jobs, and of LangChain's cache, may be reused
+        self.reuse = cache
         self.stats = CallStats()
         #: the lanes (provider, base URL, model) of every call admitted in this run
         self.lanes: set[str] = set()
@@ -349,9 +357,26 @@ class CallManager:
         adapter, request = self._build(model, messages, stop, kwargs)
         request.context["run_manager"] = run_manager
         request.context["sync"] = sync
+        lc_key = lccache.cache_key(model, messages, stop, kwargs)
         with self._engine_work(sync):
-            text = await self.execute(adapter, model, request, item_idx, eviction)
-        return parse_answer(adapter, model, request, text, run_manager)
+            if lc_key is not None and self.reuse and not self._stored_or_flying(request.key):
+                hit = await lccache.lookup(model, lc_key)
+                if hit is not None:
+                    self.stats.langchain_cache += 1
+                    return hit
+            text, source = await self.answer(adapter, model, request, item_idx, eviction)
+            result = parse_answer(adapter, model, request, text, run_manager)
+            if lc_key is not None:
+                await lccache.update(lc_key, result)
+        return lccache.mark(result, source)
+
+    def _stored_or_flying(self, key: str) -> bool:
+        """Is call ``key`` answered in the store, or in flight in this run? Then batchain
+        answers it, before LangChain's cache is asked (see :mod:`batchain.engine.lccache`)."""
+        if key in self._inflight:
+            return True
+        record = self.store.get_calls([key]).get(key)
+        return record is not None and record.status == CallStatus.SUCCEEDED and bool(record.response)
 
     @contextlib.contextmanager
     def _engine_work(self, sync: bool) -> Iterator[None]:
@@ -394,7 +419,12 @@ class CallManager:
         stop: list[str] | None,
         kwargs: dict[str, Any],
     ) -> tuple[ProviderAdapter, CallRequest]:
-        return build_request(model, messages, stop, kwargs, self.salt)
+        return build_request(model, messages, stop, kwargs, self.salt_for(model))
+
+    def salt_for(self, model: Any) -> str:
+        """The salt of a model's call keys: the job's id (no answers of earlier jobs) when
+        the job or the model (``cache=False``, as LangChain reads it) turns reuse off."""
+        return self.job_id if getattr(model, "cache", None) is False else self.salt
 
     def client_for(self, adapter: ProviderAdapter, model: BaseChatModel) -> Any:
         """The job's own copy of the model's SDK client (one per original client)."""
@@ -426,24 +456,38 @@ class CallManager:
         eviction: Eviction | None = None,
     ) -> str:
         """The answer of one call of an item's coroutine (the hook and the fast path)."""
+        text, _ = await self.answer(adapter, model, request, item_idx, eviction)
+        return text
+
+    async def answer(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        item_idx: int,
+        eviction: Eviction | None = None,
+    ) -> tuple[str, Source | None]:
+        """:meth:`execute`, and where the answer came from if this call did not pay for it
+        (the store, or an identical call in flight)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         admission = Admission(item_idx, adapter, model, request)
         [got] = await self.admit([admission], lambda _: _to_future(future, eviction))
         if got.verdict is Verdict.REPLAYED:
             assert got.answer is not None
-            return got.answer
+            return got.answer, got.source
         if got.verdict in (Verdict.REFUSED, Verdict.FAILED):
             assert got.error is not None
             raise got.error
         flight = got.flight
         assert flight is not None
         if got.verdict is Verdict.SEND:
-            return await self._send(flight, item_idx)
+            return await self._send(flight, item_idx), None
+        shared = Source.SHARED if got.verdict is Verdict.SHARED else None
         try:
-            return await self._wait(future, item_idx)
+            return await self._wait(future, item_idx), shared
         except GoRealtime:
             # auto mode's deadline: the owner answers this call in realtime after all
-            return await self._send(flight, item_idx)
+            return await self._send(flight, item_idx), None
 
     async def admit(
         self, admissions: list[Admission], subscriber: Callable[[Admission], Subscriber]
@@ -480,9 +524,9 @@ class CallManager:
                 out.append(Admitted(Verdict.SHARED, flight=flight))
                 continue
             record = a.record if a.known else stored.get(key)
-            answer = self.replayed(record, a.idx, reused)
-            if answer is not None:
-                out.append(Admitted(Verdict.REPLAYED, answer=answer))
+            replay = self.replayed(record, a.idx, reused)
+            if replay is not None:
+                out.append(Admitted(Verdict.REPLAYED, answer=replay[0], source=replay[1]))
                 continue
             failed = failures.get(key)
             if failed is not None:
@@ -559,15 +603,15 @@ class CallManager:
 
     def replayed(
         self, record: CallRecord | None, item_idx: int, links: list[tuple[str, str, int, str]]
-    ) -> str | None:
-        """The stored answer of an answered call, or None. Its link to the item goes to
-        ``links``: written, and counted, unless the item has one already (an item fed again
-        after an eviction or a restart replays its own paid calls)."""
+    ) -> tuple[str, Source] | None:
+        """The stored answer of an answered call and where it came from, or None. Its link
+        to the item goes to ``links``: written, and counted, unless the item has one already
+        (an item fed again after an eviction or a restart replays its own paid calls)."""
         if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
             return None
-        source = LinkSource.REPLAY if record.job_id == self.job_id else LinkSource.CACHE
-        links.append((self.job_id, record.key, item_idx, source))
-        return record.response
+        own = record.job_id == self.job_id
+        links.append((self.job_id, record.key, item_idx, LinkSource.REPLAY if own else LinkSource.CACHE))
+        return record.response, Source.REPLAY if own else Source.CACHE
 
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
         """Await a call; while it is parked for a batch, count the item as waiting."""

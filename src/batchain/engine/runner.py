@@ -218,6 +218,13 @@ class JobRunner:
             entry["why"], entry["calls"] = why, int(entry["calls"]) + n
         return out
 
+    def _langchain_cache_hits(self) -> int:
+        """Calls answered from LangChain's LLM cache, over every run of the job (they leave
+        no row in the store: the job's stats are where the report finds them)."""
+        job = self.store.get_job(self.job_id)
+        before = job.stats.get("langchain_cache_hits", 0) if job is not None else 0
+        return int(before) + self.calls.stats.langchain_cache
+
     def _estimated_usage(self) -> list[str]:
         """The models (provider/model) whose answers carried no token count, over every run."""
         job = self.store.get_job(self.job_id)
@@ -236,6 +243,7 @@ class JobRunner:
             "paid": c.paid + (self.batch.stats.paid if self.batch is not None else 0),
             "cached": c.cached,
             "shared": c.shared,
+            "langchain_cache_hits": self._langchain_cache_hits(),
             "realtime_endpoints": self._realtime_endpoints(),
             "estimated_usage": self._estimated_usage(),
             **self.parts.paths,

@@ -19,6 +19,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
 from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
+from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, lost_after_seconds
 from batchain.engine.breaker import Breakers
 from batchain.engine.budget import Budget
@@ -207,8 +208,11 @@ def _bulk_items(
     """Batch mode on the fast path: items as rows, no task each; or why not."""
     if fast is None or batch is None:
         return None, "the chain is not on the fast path"
+    if lccache.applies(fast.model):
+        # rows build no messages to key LangChain's cache by: items go the coroutine way
+        return None, "a LangChain LLM cache applies to the model"
     stop, kwargs = fast.call_args()
-    salt = calls.salt
+    salt = calls.salt_for(fast.model)
     template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
     if template is None:
         return None, "the prompt or model admits no request template"
