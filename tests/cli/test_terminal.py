@@ -94,6 +94,9 @@ LIVE = re.compile(r"(\d+)/(\d+) items · ([^\r\n]*)")
 LIVE_TEXT = re.compile(r"\d+/\d+ items · [^\r\n]*")
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def live_lines(transcript: str) -> list[tuple[int, int, str]]:
     return [(int(m[1]), int(m[2]), m[3]) for m in LIVE.finditer(transcript)]
 
@@ -137,3 +140,40 @@ def test_an_80_column_line_fits_and_a_resumed_job_counts_its_earlier_items(
     assert f"cost {paid} · budget " in lines[-1][2]
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 60
     assert len(cli_sandbox.ledger()) == 60 and not cli_sandbox.duplicates()  # nothing paid twice
+
+    # `status` and `jobs` fit the same terminal: values wrap between words, columns stay
+    for args, expected in ((("status", job_id), "60 succeeded · 0 failed"), (("jobs",), f"{job_id} ")):
+        shown = spawn(cli, *args, columns=80)
+        shown.expect(pexpect.EOF)
+        shown.close()
+        text = ANSI.sub("", shown.transcript.getvalue())
+        assert shown.exitstatus == 0 and expected in text, text
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_the_jobs_table_keeps_every_count_whole_at_any_width(tmp_path: Path, width: int) -> None:
+    from rich.console import Console
+
+    from batchain.cli.render import jobs_table
+    from batchain.states import JobStatus
+    from batchain.store.records import JobRecord
+
+    rec = JobRecord(
+        id="job-20261130-105619-6ad3f8",
+        status=JobStatus.COMPLETED,
+        mode="realtime",
+        created_at=1_700_000_000.0,
+        updated_at=1_700_000_000.0,
+        chain_ref="/home/me/projects/newsroom/chains/classify_headlines.py:chain",
+        inputs_complete=True,
+    )
+    counts = {"succeeded": 1_234_567, "failed": 12_345, "total": 1_246_912}
+    out = Console(width=width, record=True, file=io.StringIO())
+    out.print(jobs_table([(rec, counts)], tmp_path / "store.sqlite", width))
+    text = out.export_text()
+    assert all(len(line) <= width for line in text.splitlines()), text
+    for cell in (rec.id, "completed", "realtime", "1,234,567", "12,345", "1,246,912"):
+        assert cell in text
+    # the chain shows where there is room for it, else goes first
+    assert ("classify_headlines.py:chain" in text) == (width == 200)
