@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -266,6 +266,8 @@ class _JobsLayout:
 
 
 _SHORT_DATE: Final = "%m-%d %H:%M"
+#: columns the chain column needs to be worth showing (a longer reference folds)
+_CHAIN_ROOM: Final = 24
 #: the jobs table's layouts, widest first: a narrower terminal gets the first that fits
 #: (the chain goes first, then the creation date shortens, then the borders, then the date)
 _JOBS_LAYOUTS: Final = (
@@ -279,16 +281,17 @@ _JOBS_LAYOUTS: Final = (
 
 def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, width: int | None = None) -> Table:
     """The jobs as a table; ``width`` (the terminal's columns) picks the widest layout that
-    fits, so no column is squeezed to nothing."""
-    table = _jobs_table(rows, path, _JOBS_LAYOUTS[0])
+    fits, so no column is squeezed to nothing (the chain column, which folds, needs
+    :data:`_CHAIN_ROOM` columns)."""
     if width is None:
-        return table
+        return _jobs_table(rows, path, _JOBS_LAYOUTS[0])
     console = Console(width=10_000)
     for layout in _JOBS_LAYOUTS:
-        table = _jobs_table(rows, path, layout)
-        if Measurement.get(console, console.options, table).maximum <= width:
+        table = _jobs_table(rows, path, replace(layout, chain=False))
+        need = Measurement.get(console, console.options, table).maximum
+        if need + (_CHAIN_ROOM if layout.chain else 0) <= width:
             break
-    return table
+    return _jobs_table(rows, path, layout)
 
 
 def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, layout: _JobsLayout) -> Table:
