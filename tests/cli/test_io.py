@@ -209,3 +209,19 @@ def test_output_format_errors(tmp_path: Path) -> None:
         pass
     with ResultWriter("/dev/null") as w:  # devices are written directly, as JSONL
         w.write(results()[0])
+
+
+def test_rows_are_counted_before_reading_for_the_progress_total(tmp_path: Path) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}')  # no newline after the last row
+    assert InputReader(str(jsonl)).count_rows() == 3
+    assert InputReader(str(jsonl), limit=2).count_rows() == 2
+    gz = tmp_path / "in.jsonl.gz"
+    gz.write_bytes(gzip.compress(b"1\n2\n3\n4\n"))
+    assert InputReader(str(gz)).count_rows() == 4
+    # a quoted field may span lines: rows, not lines, and not the header
+    data = tmp_path / "in.csv"
+    data.write_text('text,n\n"two\nlines",1\nplain,2\n\n')
+    reader = InputReader(str(data))
+    assert reader.count_rows() == 2 == len(list(reader.values()))
+    assert InputReader("-", stdin=io.BytesIO(b"1\n2\n")).count_rows() is None  # read only once

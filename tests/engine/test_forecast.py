@@ -17,7 +17,6 @@ from langchain_core.prompts import ChatPromptTemplate
 import batchain
 from batchain.cli import run_cli
 from batchain.engine.forecast import JobProgress, expected_finish, finish_text, progress_text
-from batchain.engine.progress import batch_line
 from batchain.sandbox import Sandbox
 from batchain.store.records import BatchRecord
 from tests.conftest import TEST_KEY
@@ -91,13 +90,8 @@ def test_the_text_says_what_is_known() -> None:
         "3 in progress, 1 validating, 12 collected (900/4,000 requests done at the provider)"
     )
     assert rows["finish"].endswith("(in 12 min), for the batches at the provider now")
-    line = batch_line(p, T0)
-    assert "items 120/400 · batches: 3 in progress, 1 validating, 12 collected · requests 900/4,000" in line
-    assert line.endswith("(in 12 min)")
     unknown = replace(p, expected_finish=None, inputs_complete=False)
     assert finish_text(unknown, T0) == "unknown (no batch has reported progress yet)"
-    assert "items 120/400+ " in batch_line(unknown, T0) and batch_line(unknown, T0).endswith("finish unknown")
-    assert batch_line(replace(p, items_failed=3), T0).startswith("items 120/400 (3 failed) · batches: ")
     done = replace(p, batches={"collected": 16}, open_batches=0, requests_total=0)
     assert [label for label, _ in progress_text(done, T0)] == ["items", "batches"]
 

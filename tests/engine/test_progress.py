@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,12 +31,13 @@ def test_progress_is_live_in_a_terminal(tmp_path) -> None:  # type: ignore[no-un
     pexpect = pytest.importorskip("pexpect")
     script = SCRIPT.format(store=str(tmp_path / "s.sqlite"), progress=True)
     child = pexpect.spawn(sys.executable, ["-c", script], encoding="utf-8", timeout=60, dimensions=(24, 200))
-    child.expect("calls in flight")  # the live line, while the job runs
+    # the live line, while the job runs: a list's length is the total
+    child.expect(r"\d+/120 items · \d+% · ETA \S+ · cost \$")
     child.expect("items/s")
     child.expect("DONE 120")
     output = child.before or ""
     child.expect(pexpect.EOF)
-    assert "ok 120" in output or "ok 120" in (child.before or "")
+    assert re.search(r"120/120 items · 100% · done in \d+s · cost \$0\.\d+ · ", output)
 
 
 def test_progress_is_silent_when_not_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +45,7 @@ def test_progress_is_silent_when_not_a_terminal(tmp_path) -> None:  # type: igno
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "DONE 120"
-    assert "calls in flight" not in proc.stderr
+    assert "items" not in proc.stderr
 
 
 BATCH_SCRIPT = textwrap.dedent(
@@ -70,9 +72,16 @@ def test_batch_progress_shows_items_batches_and_the_expected_finish(tmp_path) ->
     child = pexpect.spawn(
         sys.executable, ["-c", script], encoding="utf-8", timeout=60, dimensions=(24, 400), env=env
     )
-    child.expect(r"items 0/60 · batches: 3 ")  # the batches are at the provider
-    child.expect(r"batches: 3 in progress · requests \d+/60 · finish \d\d:\d\d \(")  # progress reported
+    child.expect(r"0/60 items · 0% · ETA \S+ · cost \$0\.000000 · batches 3 ")  # at the provider
+    # progress reported: the ETA is the batches' expected finish
+    child.expect(r"0/60 items · 0% · ETA \d+s · cost \$0\.000000 · batches 3 in progress · ")
+    child.expect(r"requests \d+/60 at the provider")
     child.expect("DONE 60")
     output = child.before or ""
     child.expect(pexpect.EOF)
-    assert "items 60/60 · batches: 3 collected" in output + (child.before or "")
+    # tokens and cost in batch mode too, from the answered calls
+    final = (
+        r"60/60 items · 100% · done in \d+s · cost \$0\.\d*[1-9]\d* · batches 3 collected · "
+        r"[\d.]+ items/s · tokens [1-9]"
+    )
+    assert re.search(final, output + (child.before or ""))

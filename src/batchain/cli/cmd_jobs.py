@@ -86,7 +86,8 @@ def jobs(
         err_console().print(f"no jobs in {escape(str(path))}")
         return
     # piped output gets room for the whole table instead of rich's 80-column default
-    Console(width=None if sys.stdout.isatty() else 200).print(jobs_table(rows, path))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(jobs_table(rows, path, console.width))
 
 
 def _counts(raw: dict[str, int]) -> dict[str, int]:

@@ -7,7 +7,7 @@ They share one path: open the input, load the chain, run the job until it ends o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -16,6 +16,7 @@ import typer
 from batchain.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from batchain.cli.common import (
     check_output,
+    counted,
     input_ref,
     item_costs,
     load_chain,
@@ -277,6 +278,7 @@ def _launch(
     jid = job_id or new_job_id()
     _ensure_new_job(store_path, jid)
     options["progress"] = not quiet and not detach
+    inputs = counted(reader, values, options["progress"])
     started = time.monotonic()
 
     def start() -> None:
@@ -284,7 +286,7 @@ def _launch(
 
         launch = batchain.submit if detach else batchain.run
         source = input_ref(input, fmt, limit)
-        launch(runnable, values, store=store_path, job_id=jid, chain_ref=ref, input_ref=source, **options)
+        launch(runnable, inputs, store=store_path, job_id=jid, chain_ref=ref, input_ref=source, **options)
 
     job, interrupted = _run_guarded(jid, store_path, start)
     elapsed = time.monotonic() - started
@@ -520,7 +522,7 @@ def retry(
 def _continue(
     job: Job,
     reader: InputReader | None,
-    values: Iterator[Any] | None,
+    values: Iterable[Any] | None,
     output: str | None,
     quiet: bool,
     options: dict[str, Any],
@@ -530,6 +532,8 @@ def _continue(
     target = output_target(output)
     check_output(target)
     job = with_chain(job)
+    if reader is not None and values is not None:
+        values = counted(reader, values, not quiet)
     started = time.monotonic()
 
     def start() -> None:

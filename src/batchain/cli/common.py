@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -113,6 +113,32 @@ def open_input(source: str, fmt: Format | None, limit: int | None) -> tuple[Inpu
     except InputError as exc:
         raise CliError(str(exc)) from None
     return reader, itertools.chain(first, values)
+
+
+class CountedValues:
+    """An input's values with their count, which the progress line shows as the total
+    (``batchain.run`` takes the ``len()`` of inputs that have one)."""
+
+    def __init__(self, values: Iterable[Any], count: int) -> None:
+        self._values = values
+        self._count = count
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def counted(reader: InputReader, values: Iterable[Any], shown: bool) -> Iterable[Any]:
+    """``values``, counted first when the progress line is ``shown`` and the input can be
+    counted (a file, not stdin)."""
+    if not shown:
+        return values
+    from batchain.engine.progress import wants_progress
+
+    count = reader.count_rows() if wants_progress(None) else None
+    return values if count is None else CountedValues(values, count)
 
 
 def input_ref(source: str, fmt: Format | None, limit: int | None) -> str | None:

@@ -174,6 +174,35 @@ class InputReader:
             if self.limit is not None and self.n_read >= self.limit:
                 return
 
+    def count_rows(self) -> int | None:
+        """How many rows the input has, counted cheaply before it is read (for the progress
+        line's total): newlines for JSONL, rows for CSV/TSV (a quoted field may span lines),
+        the footer for Parquet; at most ``limit``. An estimate (blank and malformed rows
+        count); None for stdin, which can be read only once, or when it cannot be counted."""
+        if self.source == "-":
+            return None
+        try:
+            n = self._count()
+        except Exception:  # the count is only for show: reading the rows says what is wrong
+            return None
+        return n if self.limit is None else min(n, self.limit)
+
+    def _count(self) -> int:
+        if self.format == "parquet":
+            return int(_require_pyarrow().ParquetFile(self.source).metadata.num_rows)
+        with contextlib.ExitStack() as stack:
+            stream = self._open_binary(stack)
+            if self.format != "jsonl":
+                text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+                csv.field_size_limit(_CSV_FIELD_LIMIT)
+                rows = sum(1 for row in csv.reader(text, delimiter=_DELIMITERS[self.format]) if row)
+                return max(rows - 1, 0)  # the header
+            lines, last = 0, b"\n"
+            while chunk := stream.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+            return lines + (last != b"\n")  # a last line without its newline
+
     def where(self, index: int) -> str | None:
         """``file:line`` of the ``index``-th record read (a job's item ``index``), if read."""
         if 0 <= index < len(self._lines):

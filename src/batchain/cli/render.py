@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from rich.box import HEAVY_HEAD, Box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 
 from batchain.cli.common import is_yaml
@@ -252,28 +256,75 @@ def job_summary(rec: Any, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path) -> Table:
-    table = Table(title=f"jobs in {escape(str(path))}", title_justify="left")
+@dataclass(frozen=True, slots=True)
+class _JobsLayout:
+    """How much the jobs table shows: the chain column, the creation date (how), borders."""
+
+    chain: bool = True
+    date_fmt: str | None = "%Y-%m-%d %H:%M:%S"
+    box: Box | None = HEAVY_HEAD
+
+
+_SHORT_DATE: Final = "%m-%d %H:%M"
+#: columns the chain column needs to be worth showing (a longer reference folds)
+_CHAIN_ROOM: Final = 24
+#: the jobs table's layouts, widest first: a narrower terminal gets the first that fits
+#: (the chain goes first, then the creation date shortens, then the borders, then the date)
+_JOBS_LAYOUTS: Final = (
+    _JobsLayout(),
+    _JobsLayout(chain=False),
+    _JobsLayout(chain=False, date_fmt=_SHORT_DATE),
+    _JobsLayout(chain=False, date_fmt=_SHORT_DATE, box=None),
+    _JobsLayout(chain=False, date_fmt=None, box=None),
+)
+
+
+def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, width: int | None = None) -> Table:
+    """The jobs as a table; ``width`` (the terminal's columns) picks the widest layout that
+    fits, so no column is squeezed to nothing (the chain column, which folds, needs
+    :data:`_CHAIN_ROOM` columns)."""
+    if width is None:
+        return _jobs_table(rows, path, _JOBS_LAYOUTS[0])
+    console = Console(width=10_000)
+    for layout in _JOBS_LAYOUTS:
+        table = _jobs_table(rows, path, replace(layout, chain=False))
+        need = Measurement.get(console, console.options, table).maximum
+        if need + (_CHAIN_ROOM if layout.chain else 0) <= width:
+            break
+    return _jobs_table(rows, path, layout)
+
+
+def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, layout: _JobsLayout) -> Table:
+    table = Table(
+        title=f"jobs in {escape(str(path))}",
+        title_justify="left",
+        box=layout.box,
+        pad_edge=layout.box is not None,
+    )
     table.add_column("id", no_wrap=True, style="bold")
     table.add_column("status", no_wrap=True)
     table.add_column("mode", no_wrap=True)
-    table.add_column("ok", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("created", no_wrap=True)
-    table.add_column("chain", overflow="fold")
+    for name in ("ok", "failed", "total"):
+        table.add_column(name, justify="right", no_wrap=True)
+    if layout.date_fmt:
+        table.add_column("created", no_wrap=True)
+    if layout.chain:
+        table.add_column("chain", overflow="fold")
     for rec, counts in rows:
         total = f"{counts['total']:,}" + ("" if rec.inputs_complete else "+")
-        table.add_row(
+        cells = [
             escape(rec.id),
             rec.status.value,
             escape(rec.mode),
             f"{counts['succeeded']:,}",
             f"{counts['failed']:,}",
             total,
-            fmt_time(rec.created_at),
-            escape(_short_ref(rec.chain_ref)),
-        )
+        ]
+        if layout.date_fmt:
+            cells.append(time.strftime(layout.date_fmt, time.localtime(rec.created_at)))
+        if layout.chain:
+            cells.append(escape(_short_ref(rec.chain_ref)))
+        table.add_row(*cells)
     return table
 
 
@@ -312,8 +363,7 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
     rows[5:5] = [(label, escape(text)) for label, text in progress_text(job.progress())[1:]]
     if rec.note:
         rows.append(("note", escape(rec.note)))
-    for label, text in rows:
-        out.print(f"  {label:<9} {text}")
+    _print_rows(out, rows)
     for message, n in errors.most_common(_SHOW_ERROR_KINDS):
         out.print(f"  [red]{n:,} x[/red] {escape(one_line(message))}")
     if rec.status.value == "waiting":
@@ -322,6 +372,21 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
         out.print(escape(f"next: batchain resume {rec.id}" + ("" if rec.inputs_complete else " INPUT")))
     elif counts["failed"]:
         out.print(escape(f"next: batchain retry {rec.id}"))
+
+
+def _print_rows(out: Console, rows: list[tuple[str, str]]) -> None:
+    """Labelled rows: in a terminal, values wrap between words under their column (a
+    line wider than the terminal is not left to break mid-word); piped, one line each."""
+    if not out.is_terminal:
+        for label, text in rows:
+            out.print(f"  {label:<9} {text}")
+        return
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, min_width=9)
+    grid.add_column(overflow="fold")
+    for label, text in rows:
+        grid.add_row(label, text)
+    Console(highlight=False).print(Padding(grid, (0, 0, 0, 2)))
 
 
 def estimate_json(est: Any) -> dict[str, Any]:

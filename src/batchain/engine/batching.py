@@ -225,6 +225,12 @@ class BatchStats:
     #: times calls of a model started (or went on, in other numbers) waiting for capacity
     capacity_waits: int = 0
     by_round: list[int] = field(default_factory=list)
+    #: the answered calls of this run's batches: their tokens, what they cost, and how
+    #: many have no known price (for the live progress line)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    spent: Decimal = Decimal(0)
+    unpriced: int = 0
 
 
 OnResult = Callable[[str, str, Usage], None]
@@ -1189,6 +1195,16 @@ class BatchCoordinator:
         self._drop(batch)
         self.on_change()
 
+    def _count(self, usage: Usage, cost: Decimal | None) -> None:
+        st = self.stats
+        st.paid += 1
+        st.input_tokens += usage.input_tokens
+        st.output_tokens += usage.output_tokens
+        if cost is None:
+            st.unpriced += 1
+        else:
+            st.spent += cost
+
     def _apply(
         self,
         key: str,
@@ -1212,7 +1228,7 @@ class BatchCoordinator:
                 provider, _, model = batch.lane.partition("|")
                 cost = self.price_of(provider, model.rpartition("|")[2], usage, Tier.BATCH, body)
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
-            self.stats.paid += 1
+            self._count(usage, cost)
             if parked is not None:
                 if batch.link_answers:
                     links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))

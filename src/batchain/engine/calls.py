@@ -253,6 +253,9 @@ class CallStats:
     input_tokens: int = 0
     output_tokens: int = 0
     by_tier: dict[str, int] = field(default_factory=dict)
+    #: what the calls this run paid for realtime cost, and how many have no known price
+    spent: Decimal = Decimal(0)
+    unpriced: int = 0
 
 
 class CallManager:
@@ -729,6 +732,10 @@ class CallManager:
         self.stats.paid += 1
         self.stats.input_tokens += usage.input_tokens
         self.stats.output_tokens += usage.output_tokens
+        if cost is None:
+            self.stats.unpriced += 1
+        else:
+            self.stats.spent += cost
         self.stats.by_tier[Tier.REALTIME.value] = self.stats.by_tier.get(Tier.REALTIME.value, 0) + 1
         return sent.text
 

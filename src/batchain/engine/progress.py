@@ -1,11 +1,14 @@
-"""Live progress: items done/failed, calls in flight, rate, tokens, ETA.
+"""Live progress: one line, redrawn a few times a second, as wide as the terminal.
 
-In batch mode the line also says what the store knows of the whole job (items done of all,
-provider batches by status, and the expected finish of the batches at the provider: see
-:mod:`batchain.engine.forecast`), read once a second.
+The counts are the job's, read from the store (items done by earlier runs included, so
+a resumed job's line and its final summary say the same); the pace, tokens and cost are
+what this run adds to what the store held when it started. In batch mode the line also
+says what the store knows of the provider batches (by status, requests done, expected
+finish: see :mod:`batchain.engine.forecast`). :mod:`batchain.engine.progress_line` turns
+that state into text; this module only gathers it and draws it with rich.
 
-Shown with rich in terminals and notebooks; silent when output is not a terminal or when
-asked to be quiet.
+Shown in terminals and notebooks; silent when output is not a terminal or when asked to
+be quiet.
 """
 
 from __future__ import annotations
@@ -13,21 +16,27 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.live import Live
+from rich.text import Text
 
-from batchain.engine.forecast import JobProgress, finish_text, job_progress
+from batchain.engine.forecast import JobProgress, job_progress
+from batchain.engine.progress_line import LineState, render_line
 
 if TYPE_CHECKING:
     from batchain.engine.runner import JobRunner
+    from batchain.store.base import Store
 
-__all__ = ["ProgressDisplay", "batch_line", "wants_progress"]
+__all__ = ["ProgressDisplay", "wants_progress"]
 
-#: seconds between two reads of the job's progress from the store (batch mode)
-_STORE_EVERY = 1.0
+#: seconds between two reads of the job's progress from the store (two small reads)
+_STORE_EVERY = 0.5
+#: seconds between two redraws
+_DRAW_EVERY = 0.25
 
 
 def wants_progress(flag: bool | None) -> bool:
@@ -38,52 +47,86 @@ def wants_progress(flag: bool | None) -> bool:
     return sys.stderr.isatty()
 
 
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """What the job held when this run started: tokens and cost from earlier runs."""
+
+    tokens: int = 0
+    spent: Decimal = Decimal(0)
+
+
+def _baseline(store: Store, job_id: str) -> _Baseline:
+    try:
+        usage = store.job_usage(job_id)
+        return _Baseline(usage.input_tokens + usage.output_tokens, store.job_spent(job_id))
+    except Exception:  # the display never stops a run
+        return _Baseline()
+
+
 class ProgressDisplay:
     def __init__(self, runner: JobRunner, job_id: str, total: int | None) -> None:
         self.runner = runner
         self.job_id = job_id
+        #: how many items the job will have, if the caller knows (a list's length, the
+        #: CLI's count of the input file's rows); the store's count wins once all are read
         self.total = total
         self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.task = self.progress.add_task(escape(job_id), total=total, detail="")
         self._started = time.monotonic()
-        #: batch mode: the job's progress as last read from the store, and when
+        #: the job's progress as last read from the store, and when
         self.job: JobProgress | None = None
         self._read_at = -_STORE_EVERY
+        #: items done when this run started (its pace counts only its own)
+        self._done_before: int | None = None
+        self._base: _Baseline | None = None
 
-    def _refresh(self) -> None:
+    def state(self) -> LineState:
+        """The line's state now."""
         r = self.runner
-        s = r.scheduler.stats
-        c = r.calls.stats
-        finished = r.done + r.failed
-        if r.batch is None:
-            elapsed = max(time.monotonic() - self._started, 1e-6)
-            detail = (
-                f"ok {r.done} · failed {r.failed} · calls in flight {s.in_flight} · "
-                f"{finished / elapsed:.1f} items/s · tokens {c.input_tokens + c.output_tokens:,}"
-            )
-        else:
-            job = self._job_progress()
-            detail = f"round {r.batch.stats.rounds} · parked {len(r.batch.parked)} · " + batch_line(job)
-            if s.in_flight:  # auto mode: calls sent realtime
-                detail += f" · calls in flight {s.in_flight}"
-            # the whole job, earlier runs included: a resumed job's bar starts where it was
-            finished = job.items_done
-            if self.total is None and job.inputs_complete:
-                self.progress.update(self.task, total=job.items_total)
-        if s.rate_limited:
-            detail += f" · 429s {s.rate_limited}"
-        if c.cached:
-            detail += f" · cache {c.cached}"
-        self.progress.update(self.task, completed=finished, detail=escape(detail))
+        job = self._job_progress()
+        if self._done_before is None:
+            self._done_before = job.items_done
+        if self._base is None:  # one read of the job's calls, at the first draw
+            self._base = _baseline(r.store, self.job_id)
+        base = self._base
+        c, b = r.calls.stats, r.batch.stats if r.batch is not None else None
+        tokens = c.input_tokens + c.output_tokens + (b.input_tokens + b.output_tokens if b else 0)
+        unpriced = c.unpriced + (b.unpriced if b else 0)
+        budget = r.calls.budget
+        # the budget counts the job's spending itself (earlier runs included), to the cent
+        spent = budget.spent if budget is not None else base.spent + c.spent + (b.spent if b else Decimal(0))
+        total, known = self._total(job)
+        finish_in = None if job.expected_finish is None else job.expected_finish - time.time()
+        return LineState(
+            done=job.items_done,
+            failed=job.items_failed,
+            total=total,
+            total_known=known,
+            run_done=max(0, job.items_done - self._done_before),
+            elapsed=time.monotonic() - self._started,
+            tokens=base.tokens + tokens,
+            cost=spent,
+            unpriced=unpriced > 0,
+            budget=budget.limit if budget is not None else None,
+            budget_left=budget.limit - budget.spent if budget is not None else None,
+            batches=job.batches,
+            requests_done=job.requests_done,
+            requests_total=job.requests_total,
+            round=b.rounds if b else 0,
+            queued=len(r.batch.unsubmitted) if r.batch is not None else 0,
+            batch_mode=r.batch is not None,
+            batches_open=job.open_batches > 0,
+            finish_in=finish_in,
+            in_flight=r.scheduler.stats.in_flight,
+            rate_limited=r.scheduler.stats.rate_limited,
+            cached=c.cached,
+        )
+
+    def _total(self, job: JobProgress) -> tuple[int | None, bool]:
+        if job.inputs_complete:
+            return job.items_total, True
+        if self.total is not None:
+            return max(self.total, job.items_total), True
+        return job.items_total, False  # a stream: the rows read so far
 
     def _job_progress(self) -> JobProgress:
         now = time.monotonic()
@@ -96,26 +139,15 @@ class ProgressDisplay:
                     self.job = JobProgress(0, self.total or 0, False)
         return self.job
 
+    def line(self) -> Text:
+        return Text(render_line(self.state(), self.console.width), no_wrap=True, overflow="ellipsis")
+
     async def run(self) -> None:
-        with self.progress:
+        with Live(self.line(), console=self.console, auto_refresh=False, transient=False) as live:
             try:
                 while True:
-                    self._refresh()
-                    await asyncio.sleep(0.25)
+                    await asyncio.sleep(_DRAW_EVERY)
+                    live.update(self.line(), refresh=True)
             finally:
                 self._read_at = -_STORE_EVERY  # the last line says where the job ended
-                self._refresh()
-
-
-def batch_line(p: JobProgress, now: float | None = None) -> str:
-    """The job's progress on one line: ``items 120/400 · batches: 3 in progress, 1
-    validating, 12 collected · requests 900/4,000 · finish 14:32 (in 12 min)``."""
-    total = f"{p.items_total:,}" + ("" if p.inputs_complete else "+")
-    parts = [f"items {p.items_done:,}/{total}" + (f" ({p.items_failed:,} failed)" if p.items_failed else "")]
-    if p.batches:
-        parts.append("batches: " + ", ".join(f"{n:,} {label}" for label, n in p.batches.items()))
-    if p.requests_total:
-        parts.append(f"requests {p.requests_done:,}/{p.requests_total:,}")
-    if p.open_batches:
-        parts.append("finish " + finish_text(p, now, short=True))
-    return " · ".join(parts)
+                live.update(self.line(), refresh=True)
