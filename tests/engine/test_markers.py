@@ -22,6 +22,8 @@ import batchain
 from batchain.cost import CostTracker
 from batchain.options import Tier
 from batchain.sandbox import Sandbox
+from batchain.store import SQLiteStore
+from batchain.store.sqlite import SCHEMA_VERSION
 from tests.engine.conftest import make_openai, run_job
 from tests.engine.test_any_size import one_stage, three_stages
 
@@ -106,8 +108,14 @@ def two_stages(sb: Sandbox, fail: list[bool]) -> Any:
         return d
 
     first = ChatPromptTemplate.from_template("Outline {x}") | make_openai(sb) | StrOutputParser()
-    second = ChatPromptTemplate.from_template("Draft {outline}") | make_openai(sb, "gpt-4o") | StrOutputParser()
-    return RunnablePassthrough.assign(outline=first) | RunnableLambda(gate) | RunnablePassthrough.assign(draft=second)
+    second = (
+        ChatPromptTemplate.from_template("Draft {outline}") | make_openai(sb, "gpt-4o") | StrOutputParser()
+    )
+    return (
+        RunnablePassthrough.assign(outline=first)
+        | RunnableLambda(gate)
+        | RunnablePassthrough.assign(draft=second)
+    )
 
 
 def test_a_retry_in_a_new_run_counts_each_call_once(sandbox: Sandbox, store_path: Path) -> None:
@@ -179,3 +187,22 @@ class Rejecting(BaseOutputParser[str]):
 
     def parse(self, text: str) -> str:
         raise OutputParserException("not this answer")
+
+
+def test_a_schema_3_store_without_told_gets_it_on_open(store_path: Path) -> None:
+    with SQLiteStore(store_path):
+        pass
+    con = sqlite3.connect(store_path)
+    con.execute("DROP TABLE told")  # as a store of the build before this table
+    con.commit()
+    con.close()
+    with SQLiteStore(store_path) as store:
+        assert store.first_deliveries("j", [(0, "k")]) == set()
+    con = sqlite3.connect(store_path)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+        assert con.execute("SELECT COUNT(*) FROM told").fetchone() == (0,)
+    finally:
+        con.close()
