@@ -26,7 +26,7 @@ from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, Link
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Store, Usage
 
 #: tables that grow with the number of calls or items
-LARGE = {"calls", "items", "job_calls", "waits", "job_item_counts"}
+LARGE = {"calls", "items", "job_calls", "waits", "job_item_counts", "told"}
 
 
 class Recorder:
@@ -119,6 +119,8 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("call_requeued", keys[19], "missing")
     call("link_calls", [("j", k, i, LinkSource.PAID) for i, k in enumerate(keys[:19])])
     call("link_first", [("j", keys[0], 0, LinkSource.REPLAY), ("j", keys[1], 7, LinkSource.REPLAY)])
+    call("first_deliveries", "j", [(0, keys[0]), (7, keys[1]), (1, keys[1])])
+    call("tell", "j", [(0, keys[0]), (1, keys[1])])
     call("batch_collected", "b1")
     call("batch_intent", "b2", "j", "openai", "openai|u|m", keys[20:25], {"round": 2, "nonce": "b2"})
     call("batch_abandoned", "b2")

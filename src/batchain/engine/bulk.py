@@ -107,6 +107,8 @@ class BulkItems:
         self.outstanding = 0
         #: items finished out of the window, from their batch's answers
         self.finished_out = 0
+        #: rows that left the window waiting on a call another row pays for
+        self._shared_out: set[int] = set()
         #: the lane of each provider batch a waited call is in
         self._batch_lanes: dict[str, str] = {}
         self._text = TextShortcut(template.fast, template.adapter, template.base)
@@ -155,8 +157,8 @@ class BulkItems:
             if admitted.verdict is Verdict.REPLAYED:
                 assert admitted.answer is not None
                 self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer, source=admitted.source)
-            elif admitted.verdict is Verdict.SHARED:
-                told[id(a)].source = Source.SHARED
+            elif admitted.verdict in (Verdict.SHARED, Verdict.PARKED):
+                told[id(a)].source = admitted.source
             elif admitted.verdict is Verdict.FAILED:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
@@ -210,7 +212,9 @@ class BulkItems:
             value = serialize.loads(wait[1]) if self.inputs_told or body is None else None
             if body is not None:
                 self.finished_out += 1
-                self._finish(idx, value, adapter, request, body, settle)
+                source = Source.SHARED if idx in self._shared_out else None
+                self._shared_out.discard(idx)
+                self._finish(idx, value, adapter, request, body, settle, source, key)
             elif self._changed(key, value):
                 self.finished_out += 1
                 settle(idx, value, None, BatchCallError(f"{adapter.name}: {CHAIN_CHANGED}"))
@@ -273,9 +277,15 @@ class BulkItems:
         body: Body,
         settle: Settle | None = None,
         source: Source | None = None,
+        key: str | None = None,
     ) -> None:
         """End item ``idx`` with its call's answer ``body`` (``settle``: how; by default,
-        an item in the window; ``source``: the answer's marker, if not paid for)."""
+        an item in the window; ``source``: the answer's marker, if not paid for; ``key``:
+        the call's, if ``request`` is not the item's own).
+
+        An item told a call it paid for (no marker) is noted as told only if it fails: a
+        succeeded item is never fed again (a retry feeds failed and cancelled ones), so the
+        hot path writes nothing more for it."""
         settle = settle or self.settle
         fast = self.template.fast
 
@@ -286,6 +296,8 @@ class BulkItems:
         try:
             output = self._text.output(adapter, body, full)
         except Exception as exc:  # the model's or the chain's parser rejects the answer
+            if source is None:
+                self.calls.told([(idx, key or request.key)])
             settle(idx, value, None, exc)
         else:
             settle(idx, value, output, None)
@@ -299,13 +311,15 @@ class _Row:
     def __init__(self, bulk: BulkItems, a: Admission) -> None:
         self._bulk = bulk
         self._a = a
-        #: the answer's marker: set when the item shares another item's call
+        #: the answer's marker: set when the item waits on a call another item pays for
         self.source: Source | None = None
 
     def __call__(self, text: str | None, data: Any, exc: BaseException | None) -> None:
         bulk, a = self._bulk, self._a
         bulk.outstanding -= 1
         if isinstance(exc, Evicted):
+            if self.source is not None:
+                bulk._shared_out.add(a.idx)
             bulk.evict(a.idx, exc.batch)
         elif text is None:
             bulk.settle(a.idx, a.value, None, exc or CallCancelled("no answer"))

@@ -166,7 +166,9 @@ class Admitted:
     answer: str | None = None
     flight: InFlight | None = None
     error: BaseException | None = None
-    #: a replayed answer: from an earlier job (cache) or this one's (replay)
+    #: where the answer comes from if the item did not pay for it (an earlier job's, this
+    #: job's, or a call another item of this run pays for); None: the item's first
+    #: delivery of a call it paid for, to be noted as told (:meth:`CallManager.told`)
     source: Source | None = None
 
 
@@ -475,22 +477,31 @@ class CallManager:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         admission = Admission(item_idx, adapter, model, request)
         [got] = await self.admit([admission], lambda _: _to_future(future, eviction))
+        key = request.key
         if got.verdict is Verdict.REPLAYED:
             assert got.answer is not None
+            if got.source is None:  # looked up in this very step: no other task came between
+                self.told([(item_idx, key)])
             return got.answer, got.source
         if got.verdict in (Verdict.REFUSED, Verdict.FAILED):
             assert got.error is not None
             raise got.error
         flight = got.flight
         assert flight is not None
-        if got.verdict is Verdict.SEND:
-            return await self._send(flight, item_idx), None
-        shared = Source.SHARED if got.verdict is Verdict.SHARED else None
         try:
-            return await self._wait(future, item_idx), shared
+            if got.verdict is Verdict.SEND:
+                text = await self._send(flight, item_idx)
+            else:
+                text = await self._wait(future, item_idx)
+                if got.source is None:
+                    # asked again now: another call of this item may have been told it first
+                    return text, self._first_told(item_idx, key, Source.SHARED)
+                return text, got.source
         except GoRealtime:
             # auto mode's deadline: the owner answers this call in realtime after all
-            return await self._send(flight, item_idx), None
+            text = await self._send(flight, item_idx)
+        self.told([(item_idx, key)])  # paid for by this very call
+        return text, None
 
     async def admit(
         self, admissions: list[Admission], subscriber: Callable[[Admission], Subscriber]
@@ -506,6 +517,7 @@ class CallManager:
         """
         lookup = [a.request.key for a in admissions if not a.known and a.request.key not in self._inflight]
         stored = self.store.get_calls(lookup) if lookup else {}
+        first = self._first_deliveries(admissions, stored)
         out: list[Admitted] = []
         fresh: list[Parked] = []
         resumed: list[tuple[Parked, str]] = []
@@ -521,13 +533,14 @@ class CallManager:
             key = a.request.key
             lanes.add(a.request.lane)
             flight = self._inflight.get(key)
+            paid = (a.idx, key) in first
             if flight is not None:
                 self.share(key, a.idx)
                 flight.subscribe(subscriber(a))
-                out.append(Admitted(Verdict.SHARED, flight=flight))
+                out.append(Admitted(Verdict.SHARED, flight=flight, source=None if paid else Source.SHARED))
                 continue
             record = a.record if a.known else stored.get(key)
-            replay = self.replayed(record, a.idx, reused)
+            replay = self.replayed(record, a.idx, reused, paid)
             if replay is not None:
                 out.append(Admitted(Verdict.REPLAYED, answer=replay[0], source=replay[1]))
                 continue
@@ -574,7 +587,9 @@ class CallManager:
                 joined.append((self.job_id, key, a.idx, LinkSource.SHARED))
             else:
                 fresh.append(parked)
-            out.append(Admitted(Verdict.PARKED, flight=flight))
+            # a call begun now is this item's; one parked before is whoever's link says paid
+            source = None if begin or paid else Source.SHARED
+            out.append(Admitted(Verdict.PARKED, flight=flight, source=source))
         if owners:
             self.store.link_calls(owners)
             self.store.commit_soon()
@@ -605,16 +620,51 @@ class CallManager:
         self.store.link_call(self.job_id, key, item_idx, LinkSource.SHARED)
 
     def replayed(
-        self, record: CallRecord | None, item_idx: int, links: list[tuple[str, str, int, str]]
-    ) -> tuple[str, Source] | None:
-        """The stored answer of an answered call and where it came from, or None. Its link
-        to the item goes to ``links``: written, and counted, unless the item has one already
-        (an item fed again after an eviction or a restart replays its own paid calls)."""
+        self,
+        record: CallRecord | None,
+        item_idx: int,
+        links: list[tuple[str, str, int, str]],
+        first: bool = False,
+    ) -> tuple[str, Source | None] | None:
+        """The stored answer of an answered call and where it came from (None: ``first``,
+        the item paid for it and was never told it), or None. Its link to the item goes to
+        ``links``: written, and counted, unless the item has one already (an item fed again
+        after an eviction or a restart replays its own paid calls)."""
         if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
             return None
         own = record.job_id == self.job_id
         links.append((self.job_id, record.key, item_idx, LinkSource.REPLAY if own else LinkSource.CACHE))
+        if first:
+            return record.response, None
         return record.response, Source.REPLAY if own else Source.CACHE
+
+    def _first_deliveries(
+        self, admissions: list[Admission], stored: Mapping[str, CallRecord]
+    ) -> set[tuple[int, str]]:
+        """Which admissions' items paid for their call and were never told its answer, in
+        one query: only calls of this job, stored or in flight, can be (a call unknown to
+        the store was never paid for)."""
+        probe: list[tuple[int, str]] = []
+        for a in admissions:
+            key = a.request.key
+            record = a.record if a.known else stored.get(key)
+            if key in self._inflight or (record is not None and record.job_id == self.job_id):
+                probe.append((a.idx, key))
+        return self.store.first_deliveries(self.job_id, probe) if probe else set()
+
+    def told(self, pairs: list[tuple[int, str]]) -> None:
+        """Note that items were told the answers of calls they paid for, ``(idx, key)``
+        each: any later delivery of one of them to its item is marked ``replay``."""
+        self.store.tell(self.job_id, pairs)
+        self.store.commit_soon()
+
+    def _first_told(self, item_idx: int, key: str, otherwise: Source) -> Source | None:
+        """None, noted as told, if this is the first delivery of a call the item paid for;
+        else ``otherwise``."""
+        if (item_idx, key) not in self.store.first_deliveries(self.job_id, [(item_idx, key)]):
+            return otherwise
+        self.told([(item_idx, key)])
+        return None
 
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
         """Await a call; while it is parked for a batch, count the item as waiting."""

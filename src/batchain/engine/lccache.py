@@ -14,7 +14,9 @@ does what it did, in this order:
 After 1 or 3 the answer is written to LangChain's cache, so it is warm for the user's
 other code. An answer from 1 or 2, or shared with an identical call in flight, carries
 ``response_metadata["batchain"] = {"source": ...}`` (:class:`Source`); a paid answer
-carries nothing, exactly as the model's own.
+carries nothing, exactly as the model's own. Paid means: the first delivery, in whatever
+run, of a call the item paid for (its ``paid`` link); the store notes it (``told``), and
+every later delivery of that call to that item is a ``replay``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class Source(StrEnum):
 
     #: batchain's store: an answer an earlier job paid for
     CACHE = "cache"
-    #: batchain's store: this job's own answer, replayed (a resume, or after a batch)
+    #: batchain's store: this job's answer that another item paid for, or that this item
+    #: was told before (an item fed again, in batch mode or a resume)
     REPLAY = "replay"
     #: an identical call of this job, in flight at the same time, paid for once
     SHARED = "shared"

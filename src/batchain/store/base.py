@@ -229,6 +229,16 @@ class Store(Protocol):
         were new."""
         ...
 
+    def first_deliveries(self, job_id: str, pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Of ``(item_idx, key)`` pairs, those whose item paid for the call (a ``paid`` link)
+        and was not yet told its answer (:meth:`tell`): an answer is delivered unmarked, as
+        paid, once per item and call, in whatever run."""
+        ...
+
+    def tell(self, job_id: str, pairs: list[tuple[int, str]]) -> None:
+        """Note that each item of ``(item_idx, key)`` pairs was told its paid call's answer."""
+        ...
+
     def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
         ...

@@ -71,6 +71,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 #: 2: per-job item counters (``job_item_counts``), calls by provider batch, provider batches by
 #: job, jobs by creation time, and what the provider last said of each batch.
 #: 3: ``calls`` is a rowid table (see :func:`_set_aside_calls`); ``jobs.input_ref``
+#: (``told``, added later, kept the version: it is a table of its own that an older build of
+#: schema 3 never reads, and a schema-3 store gets it on open like any missing table)
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -154,6 +156,12 @@ CREATE TABLE IF NOT EXISTS waits (
     key TEXT NOT NULL,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS told (
+    job_id TEXT NOT NULL,
+    item_idx INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (job_id, item_idx, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS provider_batches (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -188,6 +196,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 #   calls succeeded costs nothing more. Realtime calls are never in it.
 # - provider_batches_by_job, jobs_by_created: tiny tables written a few times per batch or
 #   job; they keep `batchain jobs`, `status` and every poll off a scan.
+# - told has no index but its key: its rows are looked up by (job, item, call) only.
 # - job_item_counts is not an index but a counter row per (job, item status), changed once
 #   per store call that changes items (not once per item), so counting a job's items is one
 #   lookup instead of a walk over them.
@@ -233,6 +242,8 @@ _MEMO_WAIT_MS = 100
 _first = itemgetter(0)
 #: job_calls' primary key order: job, key, item (stable: a key's rows keep their order)
 _link_order = itemgetter(0, 1, 2)
+#: pairs of (item, call) looked up in one query
+_PAIRS_PER_QUERY = 400
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
 
@@ -1212,6 +1223,35 @@ class SQLiteStore:
             ),
         )
 
+    def first_deliveries(self, job_id: str, pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
+        """Of ``(item_idx, key)`` pairs, those whose item paid for the call (a ``paid``
+        link) and was not yet told its answer (no :meth:`tell` row): by primary keys, one
+        query per few hundred pairs."""
+        found: set[tuple[int, str]] = set()
+        paid = LinkSource.PAID.value
+        for start in range(0, len(pairs), _PAIRS_PER_QUERY):
+            part = pairs[start : start + _PAIRS_PER_QUERY]
+            # ?1 the job, ?2 the link source, then each pair's item and key
+            values = ",".join(f"(?{3 + 2 * n},?{4 + 2 * n})" for n in range(len(part)))
+            rows = self._read(
+                f"WITH p(idx, key) AS (VALUES {values}) SELECT idx, key FROM p"
+                " WHERE EXISTS (SELECT 1 FROM job_calls j"
+                " WHERE j.job_id=?1 AND j.key=p.key AND j.item_idx=p.idx AND j.source=?2)"
+                " AND NOT EXISTS (SELECT 1 FROM told t"
+                " WHERE t.job_id=?1 AND t.item_idx=p.idx AND t.key=p.key)",
+                [job_id, paid, *(v for pair in part for v in pair)],
+            )
+            found.update((int(r[0]), str(r[1])) for r in rows)
+        return found
+
+    def tell(self, job_id: str, pairs: list[tuple[int, str]]) -> None:
+        """Note that each item of ``(item_idx, key)`` pairs was told its call's answer
+        unmarked, as paid for (see :meth:`first_deliveries`)."""
+        self._write_many(
+            "INSERT OR IGNORE INTO told (job_id, item_idx, key) VALUES (?,?,?)",
+            sorted((job_id, idx, key) for idx, key in pairs),
+        )
+
     def job_usage(self, job_id: str, sources: tuple[str, ...] = (LinkSource.PAID,)) -> Usage:
         """Usage of the distinct calls this job used through ``sources``."""
         return self._memo(job_id, "job_usage", [*sources], lambda: self._job_usage(job_id, sources), _usage)
@@ -1436,9 +1476,11 @@ class SQLiteStore:
     def compact_job(self, job_id: str) -> Compaction:
         """Drop what only a running job reads, for a finished (completed or cancelled) job:
         the calls its items waited for (``waits``) and the request bodies of its answered
-        calls (stores of earlier builds kept them). Everything its results, its cost report
-        and the cache read stays: items, answered calls and their responses, failed calls,
-        the links between items and calls, provider batches. One transaction that holds the
+        calls (stores of earlier builds kept them), and which paid answers its items were
+        told (``told``: a retry after this tells a retried item's paid answers unmarked
+        again). Everything its results, its cost report and the cache read stays: items,
+        answered calls and their responses, failed calls, the links between items and calls,
+        provider batches. One transaction that holds the
         write lock, so a run that starts the job again meanwhile either comes after (and
         finds nothing missing: it builds its requests anew) or keeps it from compacting."""
         with self._lock:
@@ -1455,6 +1497,7 @@ class SQLiteStore:
                     self._conn.execute("ROLLBACK")
                     return Compaction(job_id, status.value, compacted=False)
                 waits = self._conn.execute("DELETE FROM waits WHERE job_id=?", (job_id,)).rowcount
+                told = self._conn.execute("DELETE FROM told WHERE job_id=?", (job_id,)).rowcount
                 requests = self._conn.execute(
                     "UPDATE calls SET request=NULL WHERE request IS NOT NULL AND status='succeeded'"
                     " AND key IN (SELECT key FROM job_calls WHERE job_id=?)",
@@ -1465,7 +1508,7 @@ class SQLiteStore:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-        return Compaction(job_id, status.value, compacted=True, waits=waits, requests=requests)
+        return Compaction(job_id, status.value, compacted=True, waits=waits, requests=requests, told=told)
 
     def vacuum(self) -> None:
         """Rewrite the store file without its free pages, packing every table and index
