@@ -248,3 +248,27 @@ def test_bulk_rows_are_marked_too(fast: Sandbox, store_path: Path) -> None:
     assert marks == ["cache", "cache", None, "shared"]
     assert len(fast.ledger()) == 3
     assert_accounted(fast, first, job)
+
+
+@pytest.mark.parametrize("mode", ["realtime", "batch"])
+def test_langchain_communitys_sqlite_cache(
+    sandbox: Sandbox, store_path: Path, tmp_path: Path, mode: str
+) -> None:
+    """The SQLite cache users set with ``set_llm_cache(SQLiteCache(...))``: filled by plain
+    LangChain, hit by batchain; filled by batchain, hit by plain LangChain in a new cache
+    object over the same file (as another process would)."""
+    community = pytest.importorskip("langchain_community.cache")
+    sandbox.configure(**FAST)
+    path = str(tmp_path / "langchain.db")
+    set_llm_cache(community.SQLiteCache(database_path=path))
+    chain = PROMPT | make_openai(sandbox)
+    chain.batch(rows(2))
+    assert len(sandbox.ledger()) == 2
+    job = run_job(chain, rows(4), store_path, mode=mode)  # 2 from the cache, 2 paid
+    assert job.stats["langchain_cache_hits"] == 2 and len(sandbox.ledger()) == 4
+    set_llm_cache(community.SQLiteCache(database_path=path))
+    again = chain.batch(rows(4))  # all four answered from the file batchain filled
+    assert len(sandbox.ledger()) == 4
+    assert [text_of(o) for o in again] == [text_of(o) for o in job.outputs()]
+    assert sandbox.duplicates() == {}
+    assert billed(sandbox) == Counter({("gpt-4o-mini", "realtime"): 2}) + accounted(job)
