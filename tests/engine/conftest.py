@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import pytest
 from langchain_anthropic import ChatAnthropic
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
 from langchain_openai import ChatOpenAI
 
 import batchain
@@ -100,3 +102,15 @@ def run_job(chain: Any, items: list[Any], store: Any, **kw: Any) -> batchain.Job
     """``batchain.run`` as the engine tests run it: no progress display, quick polls."""
     kw.setdefault("poll_min", 0.02)
     return batchain.run(chain, items, store=store, progress=False, **kw)
+
+
+class Sources(BaseCallbackHandler):
+    """The batchain marker of every model answer seen (None: paid by this call)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for gens in response.generations:
+            meta = gens[0].message.response_metadata  # type: ignore[attr-defined]
+            self.seen.append((meta.get("batchain") or {}).get("source"))

@@ -15,16 +15,14 @@ from typing import Any
 
 import pytest
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache, InMemoryCache
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.load import dumps, loads
-from langchain_core.outputs import LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 
 import batchain
 from batchain.cost import CostTracker
 from batchain.sandbox import Sandbox
-from tests.engine.conftest import FAST, accounted, billed, make_openai, run_job
+from tests.engine.conftest import FAST, Sources, accounted, billed, make_openai, run_job
 
 # the cache key is LangChain's own: reading it calls the model's private ``_get_llm_string``
 pytestmark = pytest.mark.internals
@@ -87,18 +85,6 @@ class SQLiteCache(BaseCache):
     def size(self) -> int:
         with sqlite3.connect(self.path) as db:
             return int(db.execute("SELECT count(*) FROM c").fetchone()[0])
-
-
-class Sources(BaseCallbackHandler):
-    """The batchain marker of every model answer seen (None: paid by this call)."""
-
-    def __init__(self) -> None:
-        self.seen: list[str | None] = []
-
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for gens in response.generations:
-            meta = gens[0].message.response_metadata  # type: ignore[attr-defined]
-            self.seen.append((meta.get("batchain") or {}).get("source"))
 
 
 def assert_accounted(sb: Sandbox, *jobs: batchain.Job) -> None:

@@ -11,10 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.output_parsers import BaseOutputParser, StrOutputParser
-from langchain_core.outputs import LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
@@ -24,20 +22,8 @@ from batchain.options import Tier
 from batchain.sandbox import Sandbox
 from batchain.store import SQLiteStore
 from batchain.store.sqlite import SCHEMA_VERSION
-from tests.engine.conftest import make_openai, run_job
+from tests.engine.conftest import Sources, make_openai, run_job
 from tests.engine.test_any_size import one_stage, three_stages
-
-
-class Sources(BaseCallbackHandler):
-    """The batchain marker of every model answer seen (None: paid)."""
-
-    def __init__(self) -> None:
-        self.seen: list[str | None] = []
-
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for gens in response.generations:
-            meta = gens[0].message.response_metadata  # type: ignore[attr-defined]
-            self.seen.append((meta.get("batchain") or {}).get("source"))
 
 
 def told_rows(store: Path, job_id: str) -> int:
