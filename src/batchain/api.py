@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -346,17 +346,26 @@ async def aas_completed(
     **kwargs: Any,
 ) -> AsyncGenerator[tuple[int, ItemResult], None]:
     """Yield ``(index, result)`` as items finish. Leaving early pauses the job cleanly."""
-    events: asyncio.Queue[ItemEvent | None] = asyncio.Queue()
     kwargs.setdefault("progress", False)
-    task = asyncio.create_task(arun(chain, inputs, _listener=events.put_nowait, **kwargs))
+    start = lambda told: arun(chain, inputs, _listener=told, **kwargs)  # noqa: E731
+    async with contextlib.aclosing(job_events(start, [])) as events:
+        async for event in events:
+            yield event.idx, _to_result(event)
+
+
+async def job_events(
+    start: Callable[[ItemListener], Coroutine[Any, Any, Job]], ended: list[Job]
+) -> AsyncGenerator[ItemEvent, None]:
+    """Run the job ``start(listener)`` as a task and yield its item events as they come;
+    the job goes to ``ended`` after the last (its errors are raised). Leaving early
+    cancels the task, and waits until it has stopped."""
+    events: asyncio.Queue[ItemEvent | None] = asyncio.Queue()
+    task = asyncio.create_task(start(events.put_nowait))
     task.add_done_callback(lambda _: events.put_nowait(None))
     try:
-        while True:
-            event = await events.get()
-            if event is None:
-                break
-            yield event.idx, _to_result(event)
-        await task  # surface errors
+        while (event := await events.get()) is not None:
+            yield event
+        ended.append(await task)
     finally:
         if not task.done():
             task.cancel()

@@ -12,7 +12,6 @@ item's run, nested under its parent run.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
@@ -26,7 +25,7 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_core.utils.pydantic import TypeBaseModel
 
 from batchain._sync import iterate_sync, run_sync
-from batchain.api import _options, arun
+from batchain.api import _options, arun, job_events
 from batchain.chains.ref import resolve_chain
 from batchain.engine.hook import ACTIVE
 from batchain.engine.results import ItemEvent
@@ -202,22 +201,16 @@ class WrappedChain(Runnable[Any, Any]):
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[tuple[int, Any], None]:
         call = self._prepare(inputs, config, kwargs)
-        queue: asyncio.Queue[ItemEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self._run(call, inputs, queue.put_nowait))
-        task.add_done_callback(lambda _: queue.put_nowait(None))
         seen: set[int] = set()
-        try:
-            while (event := await queue.get()) is not None:
+        ended: list[Job] = []
+        start = lambda told: self._run(call, inputs, told)  # noqa: E731
+        async with contextlib.aclosing(job_events(start, ended)) as events:
+            async for event in events:
                 seen.add(event.idx)
                 yield _checked(event.idx, _outcome(event), return_exceptions, None)
-            job = await task
-            for idx, value in sorted(_from_store(job, seen, len(inputs)).items()):
-                yield _checked(idx, value, return_exceptions, job)
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        job = ended[0]
+        for idx, value in sorted(_from_store(job, seen, len(inputs)).items()):
+            yield _checked(idx, value, return_exceptions, job)
 
     def _prepare(
         self,
