@@ -189,6 +189,11 @@ def test_an_unknown_value_fails_that_item_alone(fast: Sandbox, store_path: Path)
     assert "high, normal, low" in message
     assert tiers_by_item(fast, store_path, job) == {0: ["realtime"], 2: ["batch"]}  # nothing sent for it
     assert_ledger_is_the_accounting(fast, job)
+    # a level given to the retry replaces the stored field: the item runs, nothing else again
+    job.retry(priority="high", progress=False, poll_min=0.02)
+    assert job.counts["succeeded"] == 3
+    assert tiers_by_item(fast, store_path, job) == {0: ["realtime"], 1: ["realtime"], 2: ["batch"]}
+    assert_ledger_is_the_accounting(fast, job)
 
 
 def test_levels_from_a_function_and_a_function_that_raises(fast: Sandbox, store_path: Path) -> None:
