@@ -49,6 +49,7 @@ _EXPORTS = {
     "InvalidLabel": "batchain.errors",
     "LLMCacheNotSet": "batchain.errors",
     "InvalidOption": "batchain.errors",
+    "InvalidPriority": "batchain.errors",
     "ItemFailed": "batchain.errors",
     "JobBusy": "batchain.errors",
     "JobIncomplete": "batchain.errors",
@@ -63,6 +64,7 @@ _EXPORTS = {
     "Unserializable": "batchain.errors",
     "YamlChainError": "batchain.errors",
     "Mode": "batchain.options",
+    "Priority": "batchain.priority",
     "Tier": "batchain.options",
     "register_adapter": "batchain.providers.registry",
 }
@@ -82,6 +84,7 @@ __all__ = [
     "InputError",
     "InvalidLabel",
     "InvalidOption",
+    "InvalidPriority",
     "ItemFailed",
     "ItemResult",
     "ItemStatus",
@@ -94,6 +97,7 @@ __all__ = [
     "MissingInputVariable",
     "Mode",
     "OutputError",
+    "Priority",
     "SQLiteStore",
     "SchemaMismatch",
     "StoreError",
@@ -135,6 +139,7 @@ if TYPE_CHECKING:
         InputError,
         InvalidLabel,
         InvalidOption,
+        InvalidPriority,
         ItemFailed,
         JobBusy,
         JobIncomplete,
@@ -152,6 +157,7 @@ if TYPE_CHECKING:
     )
     from batchain.job import ItemResult, Job
     from batchain.options import Mode, Tier
+    from batchain.priority import Priority
     from batchain.providers.registry import register_adapter
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path

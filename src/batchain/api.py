@@ -22,6 +22,7 @@ from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import MODES as MODES  # still importable from here
 from batchain.options import Mode, RunOptions, take_config
+from batchain.priority import PriorityRule, auto_routes
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
 from batchain.store.records import JobRecord
@@ -62,7 +63,9 @@ def run(
     max_batch_size: int | None = None,
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
-    priority: str | Callable[[Any], Any] | None = None,
+    priority: str | int | Callable[[Any], Any] | None = None,
+    priority_field: str | None = None,
+    auto_routes: Mapping[str, str] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
     budget: float | None = None,
@@ -74,15 +77,20 @@ def run(
     ``mode="realtime"`` sends every model call now, under ``max_concurrency`` and the
     provider's rate limits; ``mode="batch"`` sends every model call through the provider's
     Batch API (half price) and waits for the results, round after round. ``mode="auto"``
-    decides per item: items whose ``priority`` (an input field or a function of the input)
-    is positive or true run realtime, the rest batch; ``deadline`` (seconds from now, a
-    ``timedelta`` or a ``datetime``) moves calls still at a provider to realtime
-    ``deadline_margin`` seconds before it. ``threads`` is the pool for sync steps (a sync
-    lambda that calls a model holds a thread while it waits; in batch mode a round is
-    flushed when every one of them waits). ``lost_after``: seconds a provider batch may
-    be unknown to its provider before it is declared lost and its calls sent again
-    (default ``$BATCHAIN_LOST_AFTER_S``, else 600). ``max_open_batches`` and
-    ``max_enqueued_tokens`` cap, per model, the provider batches open at once and the
+    decides per item by its priority level (``high``, ``normal``, ``low``; a number:
+    positive high, 0 normal, negative low; true/false: high/normal): high runs realtime,
+    normal and low batch (normal goes flex where the model offers it), or as
+    ``auto_routes`` (e.g. ``{"normal": "realtime"}``) says. The level is ``priority``
+    (one level for every item, or a function of the input that returns one) or the input
+    field ``priority_field`` (missing: normal); an item whose value is not a level fails
+    with :class:`~batchain.errors.InvalidPriority`, the others run on. ``deadline``
+    (seconds from now, a ``timedelta`` or a ``datetime``) moves every call still waiting
+    on a provider to realtime ``deadline_margin`` seconds before it. ``threads`` is the
+    pool for sync steps (a sync lambda that calls a model holds a thread while it waits;
+    in batch mode a round is flushed when every one of them waits). ``lost_after``:
+    seconds a provider batch may be unknown to its provider before it is declared lost and
+    its calls sent again (default ``$BATCHAIN_LOST_AFTER_S``, else 600).
+    ``max_open_batches`` and ``max_enqueued_tokens`` cap, per model, the provider batches open at once and the
     input tokens they hold (default: no cap of ours; a provider's refusal for its queue or
     a batch's size makes the calls wait or go in smaller batches, never fail).
 
@@ -129,7 +137,9 @@ async def arun(
     max_batch_size: int | None = None,
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
-    priority: str | Callable[[Any], Any] | None = None,
+    priority: str | int | Callable[[Any], Any] | None = None,
+    priority_field: str | None = None,
+    auto_routes: Mapping[str, str] | None = None,
     deadline: float | datetime | timedelta | None = None,
     deadline_margin: float = 300.0,
     budget: float | None = None,
@@ -187,6 +197,8 @@ _OPTION_NAMES = {
     "max_open_batches",
     "max_enqueued_tokens",
     "priority",
+    "priority_field",
+    "auto_routes",
     "deadline",
     "deadline_margin",
     "budget",
@@ -224,11 +236,23 @@ def _options(given: dict[str, Any]) -> RunOptions:
     if options.batch_only and options.fallback == Mode.REALTIME:
         raise InvalidOption("batch_only=True and fallback='realtime' contradict each other: choose one")
     options.endpoint_modes = _endpoint_modes(options.endpoint_modes)
+    _check_priority(options)
     for name in ("max_batch_size", "max_open_batches", "max_enqueued_tokens"):
         value = getattr(options, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidOption(f"{name} must be a whole number of at least 1, or None; got {value!r}")
     return options
+
+
+def _check_priority(options: RunOptions) -> None:
+    """Auto mode's options, refused now (before a job exists) when they mean nothing."""
+    rule = PriorityRule.of(options.priority, options.priority_field)
+    auto_routes(options.auto_routes)
+    options.auto_routes = {str(k): str(v) for k, v in (options.auto_routes or {}).items()}
+    if options.mode != Mode.AUTO and (rule is not None or options.auto_routes):
+        raise InvalidOption("priority, priority_field and auto_routes apply to mode='auto'")
+    if rule is not None and rule.level is not None:
+        options.priority = rule.level.value  # stored as the level it means
 
 
 def _endpoint_modes(given: Any) -> dict[str, str]:

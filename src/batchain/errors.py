@@ -39,6 +39,7 @@ __all__ = [
     "InputError",
     "InvalidLabel",
     "InvalidOption",
+    "InvalidPriority",
     "ItemFailed",
     "JobBusy",
     "JobIncomplete",
@@ -65,6 +66,11 @@ class BatchainError(Exception):
 
 class InvalidOption(BatchainError, ValueError):
     """A run option with a value batchain does not know (e.g. ``mode="turbo"``)."""
+
+
+class InvalidPriority(BatchainError, ValueError):
+    """Auto mode: an item's priority (from its field or the priority function) is not a
+    level. That item fails with it; the others run on."""
 
 
 class JobBusy(BatchainError, RuntimeError):

@@ -3,9 +3,11 @@ and the closed vocabularies it is run with (:class:`Mode`, :class:`Tier`).
 
 Options are stored with the job (:meth:`RunOptions.to_record`), so a resume in another
 process runs with the same options; ``callbacks`` and a ``priority`` function cannot be
-stored and are passed again. Both enums are :class:`~enum.StrEnum`, so a member *is* its
-string: ``Mode.BATCH == "batch"``, stored as ``batch``, and plain strings passed by users
-or read back from a store compare equal to the members.
+stored and are passed again (a job run with a priority function records that it was, so a
+resume without one is refused rather than routing every item as ``normal``). Both enums
+are :class:`~enum.StrEnum`, so a member *is* its string: ``Mode.BATCH == "batch"``,
+stored as ``batch``, and plain strings passed by users or read back from a store compare
+equal to the members.
 
 This module imports nothing heavy: the command line imports it for ``--help``.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from batchain.errors import InvalidOption
 
-__all__ = ["MODES", "Mode", "RunOptions", "Tier", "take_config"]
+__all__ = ["MODES", "PRIORITY_FUNCTION", "Mode", "RunOptions", "Tier", "take_config"]
 
 
 class Mode(StrEnum):
@@ -31,7 +33,8 @@ class Mode(StrEnum):
     REALTIME = "realtime"
     #: every call through the provider's Batch API (half price), round after round
     BATCH = "batch"
-    #: urgent items realtime, the others batch; everything realtime near the deadline
+    #: per item by its priority (high realtime, normal flex or batch, low batch; see
+    #: :mod:`batchain.priority`); everything realtime near the deadline
     AUTO = "auto"
 
     @classmethod
@@ -96,9 +99,14 @@ class RunOptions:
     #: batch mode: "batch" or "realtime" for a model name, base URL or host, over what
     #: batchain knows or finds out about its endpoint (see batchain.providers.endpoints)
     endpoint_modes: dict[str, str] = field(default_factory=dict)
-    #: auto mode: an input field, or a function of the input; urgent (> 0 / true) items
-    #: run realtime, the others batch
+    #: auto mode: one level for every item (``"high"``, ``"normal"``, ``"low"``, a number)
+    #: or a function of the input that returns an item's level (see batchain.priority)
     priority: Any = None
+    #: auto mode: the input field that holds each item's level
+    priority_field: str | None = None
+    #: auto mode: where each level's calls go, over the default (high: realtime, normal:
+    #: flex where the model offers it, else batch; low: batch)
+    auto_routes: dict[str, str] = field(default_factory=dict)
     #: auto mode: epoch seconds by which everything should be done; ``deadline_margin``
     #: seconds before it, calls still at a provider are cancelled there and sent realtime
     deadline: float | None = None
@@ -118,28 +126,15 @@ class RunOptions:
 
     def to_record(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "callbacks"}
-        if not isinstance(d["priority"], str | None):
-            d["priority"] = None  # a function cannot be stored: pass it again on resume
+        if callable(d["priority"]):
+            # a function cannot be stored: pass it again on resume (see resolve_options)
+            d["priority"] = None
+            d[PRIORITY_FUNCTION] = True
         return d
 
-    def is_urgent(self, value: Any) -> bool:
-        """Auto mode: does this item run realtime? (priority > 0, or a true value)"""
-        p = self.priority
-        if p is None:
-            return False
-        try:
-            got = p(value) if callable(p) else value.get(p) if isinstance(value, dict) else None
-        except Exception:  # a priority that cannot be computed is not urgent
-            return False
-        if isinstance(got, bool) or got is None:
-            return bool(got)
-        if isinstance(got, int | float):
-            return got > 0
-        text = str(got).strip().lower()
-        try:
-            return float(text) > 0  # CSV gives numbers as strings
-        except ValueError:
-            return text in ("true", "yes", "y", "urgent", "high", "realtime")
+
+#: the stored options' mark of a job run with a priority function
+PRIORITY_FUNCTION = "priority_function"
 
 
 #: what of a RunnableConfig each item is invoked with (stored with the job: JSON only)

@@ -68,7 +68,15 @@ COMMANDS = [
 ]
 #: what every command's help must mention, beyond its usage line
 HELP_MENTIONS = {
-    "run": ("YAML chain file", "--priority", "--deadline", "--detach", "--poll-interval", "Ctrl-C"),
+    "run": (
+        "YAML chain file",
+        "--priority",
+        "--priority-field",
+        "--deadline",
+        "--detach",
+        "--poll-interval",
+        "Ctrl-C",
+    ),
     "submit": ("job id on stdout", "batchain wait JOB"),
     "wait": ("--output", "--poll-interval", "Exit", "INPUT"),
     "resume": ("--budget", "--poll-interval"),
@@ -434,7 +442,7 @@ def test_batch_and_auto_modes_blocking_detached_cancelled(
         str(write_jsonl(tmp_path / "auto.jsonl", urgent)),
         "--mode",
         "auto",
-        "--priority",
+        "--priority-field",
         "urgent",
         "--deadline",
         "1h",

@@ -82,7 +82,7 @@ def test_usage_tier_and_cost_match_the_ledger(
         progress=False,
         poll_min=0.02,
         prices=PRICES,
-        priority="urgent",
+        **({"priority_field": "urgent"} if mode == "auto" else {}),
     )
     assert job.counts["succeeded"] == 40
     ledger = sandbox.ledger()

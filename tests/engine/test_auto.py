@@ -1,4 +1,5 @@
-"""Auto mode: urgent items realtime, the rest batch; a deadline pulls stragglers to realtime."""
+"""Auto mode: high-priority items realtime, the rest batch; a deadline pulls stragglers to
+realtime. (Levels, their sources and errors: test_priority.py.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_priority_field_splits_realtime_and_batch(sandbox: Sandbox, store_path: 
     chain = PROMPT | make_openai(sandbox) | StrOutputParser()
     inputs = [{"x": i, "urgent": i % 4 == 0} for i in range(20)]
     job = batchain.run(
-        chain, inputs, mode="auto", priority="urgent", store=store_path, progress=False, poll_min=0.02
+        chain, inputs, mode="auto", priority_field="urgent", store=store_path, progress=False, poll_min=0.02
     )
     assert job.counts["succeeded"] == 20
     tiers = [e.tier for e in sandbox.ledger()]

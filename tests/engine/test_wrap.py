@@ -69,7 +69,7 @@ def test_batch_equals_the_chains_own_in_every_mode(
     wrapped = batchain.wrap(chain, mode=mode, store=store_path, **QUICK)
     assert wrapped.batch(ITEMS) == expected
     tiers = {e.tier for e in fast.ledger()}
-    assert tiers == ({"realtime"} if mode == "realtime" else {"batch"})  # auto: nothing is urgent
+    assert tiers == ({"realtime"} if mode == "realtime" else {"batch"})  # auto: every item is normal
     calls = len(ITEMS) * (2 if shape is two_providers else 1)
     assert sum(billed(fast).values()) == calls and not fast.duplicates()
     assert wrapped.last_job is not None and accounted(wrapped.last_job) == billed(fast)
@@ -79,7 +79,7 @@ def test_auto_sends_urgent_items_realtime(fast: Sandbox, store_path: Path) -> No
     items = [{**item, "urgent": i == 0} for i, item in enumerate(ITEMS)]
     expected = one_model(fast).batch(ITEMS)
     fast.reset()
-    wrapped = batchain.wrap(one_model(fast), mode="auto", priority="urgent", store=store_path, **QUICK)
+    wrapped = batchain.wrap(one_model(fast), mode="auto", priority_field="urgent", store=store_path, **QUICK)
     assert wrapped.batch(items) == expected
     assert billed(fast, "tier") == {("realtime",): 1, ("batch",): len(ITEMS) - 1}
     assert not fast.duplicates()

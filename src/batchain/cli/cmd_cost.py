@@ -65,7 +65,12 @@ def estimate(
     ] = 0,
     urgent_fraction: Annotated[
         float,
-        typer.Option("--urgent-fraction", min=0, max=1, help="Share of items auto mode would run realtime."),
+        typer.Option(
+            "--urgent-fraction",
+            min=0,
+            max=1,
+            help="Share of items auto mode would run realtime (high priority); the rest are priced as batch.",
+        ),
     ] = 0.0,
     limit: LimitOpt = None,
     fmt: FormatOpt = None,

@@ -84,8 +84,8 @@ def run(
         Mode,
         typer.Option(
             help="realtime: every call now, full price. batch: provider Batch APIs, half price, "
-            "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
-            "stragglers realtime before --deadline."
+            "minutes to hours. auto: per item by priority (--priority-field or --priority): "
+            "high realtime, normal and low batch; everything realtime near --deadline."
         ),
     ] = Mode.REALTIME,
     store: StoreOpt = None,
@@ -109,8 +109,17 @@ def run(
         str | None,
         typer.Option(
             "--priority",
-            help="Auto mode: the input field that marks urgent items; items where it is positive or "
-            "true run realtime, the rest batch.",
+            help="Auto mode: one level for every item: high (realtime), normal or low (batch); "
+            "or a number (positive: high, 0: normal, negative: low).",
+        ),
+    ] = None,
+    priority_field: Annotated[
+        str | None,
+        typer.Option(
+            "--priority-field",
+            help="Auto mode: the input field (JSON key, CSV column) with each item's level: high, "
+            "normal, low, a number or true/false; missing or empty: normal. An item whose value "
+            "is none of these fails, naming it; the others run.",
         ),
     ] = None,
     deadline: Annotated[
@@ -151,9 +160,9 @@ def run(
     Stop with Ctrl-C: calls on the wire land, the job pauses, and `batchain resume JOB`
     continues it without paying twice.
     """
-    _check_mode(
-        mode, detach, auto_only=priority is not None or deadline is not None or deadline_margin is not None
-    )
+    auto_only = any(o is not None for o in (priority, priority_field, deadline, deadline_margin))
+    _check_mode(mode, detach, auto_only=auto_only)
+    _check_priority(priority, priority_field)
     _launch(
         chain,
         input,
@@ -178,6 +187,7 @@ def run(
         )
         | given(
             priority=priority,
+            priority_field=priority_field,
             deadline=parse_deadline(deadline),
             deadline_margin=deadline_margin,
             budget=budget,
@@ -374,7 +384,27 @@ def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
     if detach and mode != Mode.BATCH:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
     if auto_only and mode != Mode.AUTO:
-        raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
+        raise CliError("--priority, --priority-field, --deadline and --deadline-margin apply to --mode auto")
+
+
+def _check_priority(priority: str | None, priority_field: str | None) -> None:
+    """``--priority`` is a level, never a field name (that is ``--priority-field``)."""
+    from batchain.priority import ALLOWED, parse_level
+
+    if priority is not None and priority_field is not None:
+        raise CliError(
+            "--priority (one level for every item) and --priority-field contradict each other: choose one"
+        )
+    if priority is None:
+        return
+    try:
+        parse_level(priority)
+    except ValueError:
+        raise CliError(
+            f"--priority {priority!r} is not a level: use {ALLOWED}; for an input field, "
+            f"use --priority-field {priority}",
+            whole=True,
+        ) from None
 
 
 def _ensure_new_job(store_path: Path, job_id: str) -> None:

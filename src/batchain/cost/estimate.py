@@ -227,7 +227,8 @@ async def aestimate(
 ) -> Estimate:
     """Estimate what running ``chain`` over ``inputs`` costs in realtime, batch and auto mode.
 
-    ``urgent_fraction`` is the share of items auto mode would run realtime (its priority).
+    ``urgent_fraction`` is the share of items auto mode would run realtime (the ``high``
+    priority level, by default); the rest are priced as batch (``normal`` and ``low``).
     """
     runnable = resolve_chain(chain)
     book = PriceBook(prices) if prices else default_pricebook()

@@ -35,6 +35,8 @@ from batchain.engine.lccache import Source
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError
 from batchain.options import Mode, Tier
+from batchain.priority import Priority, Route
+from batchain.priority import route as route_by_level
 from batchain.providers import adapter_for
 from batchain.providers.base import (
     Body,
@@ -280,6 +282,7 @@ class CallManager:
         budget: Budget | None = None,
         on_budget: Callable[[BaseException], None] | None = None,
         guard: Callable[[], Awaitable[None]] = _no_guard,
+        routes: Mapping[Priority, Route] | None = None,
     ) -> None:
         #: awaited before every provider request: raises if this run lost the job's lease
         self.guard = guard
@@ -303,8 +306,13 @@ class CallManager:
         self.on_fatal = on_fatal
         #: items waiting on a batched call, with how many such waits each
         self.waiting: dict[int, int] = {}
-        #: auto mode: items that run realtime whatever the mode
-        self.urgent: set[int] = set()
+        #: auto mode: where each level's calls go (None: batch mode, every call batch)
+        self.routes = routes
+        #: auto mode: each running item's level (absent: normal)
+        self.levels: dict[int, Priority] = {}
+        #: auto mode: running items whose level sends every call realtime (they never wait
+        #: on a provider batch, so a round does not wait for them)
+        self.realtime_items: set[int] = set()
         #: model calls of sync steps in progress: each holds one of the job's threads
         self.sync_calls = 0
         self.job_id = job_id
@@ -321,6 +329,29 @@ class CallManager:
         self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
         self._originals: list[Any] = []
+
+    def set_level(self, idx: int, level: Priority) -> None:
+        """Auto mode: item ``idx`` runs at ``level`` (until :meth:`forget_level`)."""
+        self.levels[idx] = level
+        if self.routes is None:
+            return
+        if route_by_level(level, deadline_near=False, flex=False, routes=self.routes) is Route.REALTIME:
+            self.realtime_items.add(idx)
+
+    def forget_level(self, idx: int) -> None:
+        self.levels.pop(idx, None)
+        self.realtime_items.discard(idx)
+
+    def route(self, idx: int, *, flex: bool) -> Route:
+        """Where a call of item ``idx`` goes when its endpoint has a Batch API: the one
+        place the choice is made. Batch mode: the Batch API; auto mode: by the item's level
+        (:func:`batchain.priority.route`, ``flex`` whether the call's model offers the flex
+        tier); both: realtime once the deadline is near."""
+        near = self.batch is not None and self.batch.switched
+        if self.routes is None:
+            return Route.REALTIME if near else Route.BATCH
+        level = self.levels.get(idx, Priority.NORMAL)
+        return route_by_level(level, deadline_near=near, flex=flex, routes=self.routes)
 
     def parkable(
         self, adapter: ProviderAdapter, model: BaseChatModel, request: CallRequest
@@ -561,7 +592,9 @@ class CallManager:
             flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
             parked_ok = support is not None and support.batch and batch is not None
-            if not parked_ok or batch is None or batch.switched or a.idx in self.urgent:
+            # flex: whether this call's model offers the flex tier (none does in this build)
+            way = self.route(a.idx, flex=False) if parked_ok else Route.REALTIME
+            if way is not Route.BATCH or batch is None:
                 out.append(Admitted(Verdict.SEND, flight=flight))
                 continue
             flight.subscribe(subscriber(a))

@@ -66,12 +66,13 @@ class Results:
         else:
             self._record(idx, value, ItemStatus.SUCCEEDED, text, None, output)
 
-    def error(self, idx: int, value: Any, exc: BaseException) -> None:
-        """The item ends with ``exc``: cancelled with the job, else failed."""
+    def error(self, idx: int, value: Any, exc: BaseException, where: str = "chain") -> None:
+        """The item ends with ``exc`` (raised in ``where``: its chain, or its priority):
+        cancelled with the job, else failed."""
         if isinstance(exc, CallCancelled):
             self._record(idx, value, ItemStatus.CANCELLED, None, error_dict(exc, "cancel"), exception=exc)
         else:
-            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, "chain"), exception=exc)
+            self._record(idx, value, ItemStatus.FAILED, None, error_dict(exc, where), exception=exc)
 
     def _record(
         self,

@@ -106,8 +106,8 @@ class Rounds:
             if self._deadline_near() and not batch.switched:
                 await batch.switch_to_realtime()
                 continue
-            # urgent items run realtime and never wait on a batch: they do not hold a round
-            blocking = self.tasks() - len(self.calls.urgent)
+            # items whose level runs realtime never wait on a batch: they do not hold a round
+            blocking = self.tasks() - len(self.calls.realtime_items)
             saturated = self.calls.sync_calls >= self.threads
             everyone = len(self.calls.waiting) >= blocking or saturated
             all_waiting = everyone and fed

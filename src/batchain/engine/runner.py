@@ -34,8 +34,8 @@ from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
 from batchain.engine.results import Results
 from batchain.engine.rounds import Rounds
 from batchain.engine.scheduler import Scheduler
-from batchain.errors import LeaseLost, StoreError
-from batchain.options import Mode
+from batchain.errors import InvalidPriority, LeaseLost, StoreError
+from batchain.priority import PriorityRule
 from batchain.providers.base import redact
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -71,8 +71,8 @@ class RunParts:
     item_config: RunnableConfig
     threads: int
     timeout: float
-    #: auto mode: is this input urgent (runs realtime)?
-    urgent: Any
+    #: auto mode: where each item's level comes from (None: every item normal)
+    priority: PriorityRule | None
     #: batch mode: items evicted from the window while their calls are at a provider
     returns: Returns | None = None
 
@@ -360,11 +360,25 @@ class JobRunner:
             self.window.release()
             self.parts.changed.set()
 
+    def _leveled(self, idx: int, value: Any) -> bool:
+        """Auto mode: note the item's level for its calls' routes; False (and the item's
+        error recorded) if its priority is not a level."""
+        rule = self.parts.priority
+        if rule is None:
+            return True
+        try:
+            self.calls.set_level(idx, rule.level_of(idx, value))
+        except InvalidPriority as exc:
+            self.results.error(idx, value, exc, where="priority")
+            return False
+        return True
+
     async def _run_item(self, idx: int, value: Any) -> None:
+        if not self._leveled(idx, value):
+            self.window.release()
+            return
         eviction = Eviction(asyncio.current_task())
         token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop(), eviction))
-        if self.parts.mode == Mode.AUTO and self.parts.urgent(value):
-            self.calls.urgent.add(idx)
         try:
             if self.fast is not None:
                 output = await self._fast_invoke(self.fast, idx, value)
@@ -387,7 +401,7 @@ class JobRunner:
         else:
             self.results.output(idx, value, output)
         finally:
-            self.calls.urgent.discard(idx)
+            self.calls.forget_level(idx)
             ACTIVE.reset(token)
             self.window.release()
 

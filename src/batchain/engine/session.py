@@ -33,7 +33,9 @@ from batchain.engine.progress import ProgressDisplay, wants_progress
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
-from batchain.options import Mode, RunOptions, take_config
+from batchain.errors import InvalidOption
+from batchain.options import PRIORITY_FUNCTION, Mode, RunOptions, take_config
+from batchain.priority import PriorityRule, auto_routes, parse_level
 from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -120,7 +122,10 @@ def wire(
         if batched
         else None
     )
+    auto = options.mode == Mode.AUTO
+    priority = PriorityRule.of(options.priority, options.priority_field) if auto else None
     calls = CallManager(
+        routes=auto_routes(options.auto_routes) if auto else None,
         store=store,
         job_id=job_id,
         scheduler=scheduler,
@@ -171,7 +176,7 @@ def wire(
             item_config=item_config(options.config),
             threads=options.threads,
             timeout=options.timeout,
-            urgent=options.is_urgent,
+            priority=priority,
             returns=returns,
         )
     )
@@ -249,12 +254,39 @@ def resolve_options(stored: dict[str, Any], overrides: dict[str, Any]) -> RunOpt
     overrides = {**overrides, "callbacks": list(overrides.get("callbacks") or [])}
     if "config" in overrides:  # as run() takes it: its callbacks and max_concurrency spread out
         take_config(overrides)
-    merged = dict(stored)
+    merged = _upgraded(stored)
+    if (
+        merged.get(PRIORITY_FUNCTION)
+        and overrides.get("priority") is None
+        and "priority_field" not in overrides
+    ):
+        raise InvalidOption(
+            "this job ran with a priority function, which cannot be stored: pass it again"
+            " (priority=...), or one level for the items left (priority='normal')"
+        )
     merged.update({k: v for k, v in overrides.items() if k != "callbacks"})
+    # a level or function given now replaces the stored field, and a field the stored level
+    if overrides.get("priority") is not None:
+        merged["priority_field"] = overrides.get("priority_field")
+    elif overrides.get("priority_field") is not None:
+        merged["priority"] = None
     known = RunOptions.names()
     options = RunOptions(**{k: v for k, v in merged.items() if k in known})
     options.callbacks = overrides["callbacks"]
     return options
+
+
+def _upgraded(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored options as this build reads them: before levels, ``priority`` named the
+    input field of urgent items (an older job resumes with it as ``priority_field``)."""
+    out = dict(stored)
+    old = out.get("priority")
+    if "priority_field" not in out and isinstance(old, str):
+        try:
+            parse_level(old)
+        except ValueError:
+            out["priority"], out["priority_field"] = None, old
+    return out
 
 
 async def execute(
