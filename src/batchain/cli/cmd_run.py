@@ -37,6 +37,10 @@ from batchain.cli.options import (
     EndpointModeOpt,
     EnqueuedTokensOpt,
     FallbackOpt,
+    FlexFallbackOpt,
+    FlexModelOpt,
+    FlexPatienceOpt,
+    FlexTimeoutOpt,
     Format,
     FormatOpt,
     InputArg,
@@ -55,6 +59,7 @@ from batchain.cli.options import (
     TimeoutOpt,
     TpmOpt,
     endpoint_modes,
+    flex_options,
     given,
     launch_options,
     overrides,
@@ -85,7 +90,8 @@ def run(
         typer.Option(
             help="realtime: every call now, full price. batch: provider Batch APIs, half price, "
             "minutes to hours. auto: urgent items (--priority) realtime, the rest batch, "
-            "stragglers realtime before --deadline."
+            "stragglers realtime before --deadline. flex: every call now, at OpenAI's flex tier "
+            "where the model offers it (batch price, slower, may be refused: --flex-fallback)."
         ),
     ] = Mode.REALTIME,
     store: StoreOpt = None,
@@ -137,6 +143,10 @@ def run(
             "is at the provider, and return.",
         ),
     ] = False,
+    flex_fallback: FlexFallbackOpt = None,
+    flex_patience: FlexPatienceOpt = None,
+    flex_timeout: FlexTimeoutOpt = None,
+    flex_model: FlexModelOpt = None,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
@@ -152,7 +162,10 @@ def run(
     continues it without paying twice.
     """
     _check_mode(
-        mode, detach, auto_only=priority is not None or deadline is not None or deadline_margin is not None
+        mode,
+        detach,
+        auto_only=priority is not None or deadline is not None or deadline_margin is not None,
+        flex_only=any(v is not None for v in (flex_fallback, flex_patience, flex_timeout, flex_model)),
     )
     _launch(
         chain,
@@ -182,7 +195,8 @@ def run(
             deadline_margin=deadline_margin,
             budget=budget,
             prices=prices_path(prices),
-        ),
+        )
+        | flex_options(flex_fallback, flex_patience, flex_timeout, flex_model),
     )
 
 
@@ -366,7 +380,7 @@ def _input_again(
     return None, None
 
 
-def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
+def _check_mode(mode: Mode, detach: bool, *, auto_only: bool, flex_only: bool = False) -> None:
     from batchain.options import MODES
 
     if mode.value not in MODES:
@@ -375,6 +389,10 @@ def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
     if auto_only and mode != Mode.AUTO:
         raise CliError("--priority, --deadline and --deadline-margin apply to --mode auto")
+    if flex_only and mode != Mode.FLEX:
+        raise CliError(
+            "--flex-fallback, --flex-patience, --flex-timeout and --flex-model apply to --mode flex"
+        )
 
 
 def _ensure_new_job(store_path: Path, job_id: str) -> None:

@@ -30,15 +30,17 @@ from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
+from batchain.engine.flex import FlexPolicy, Route, flex_body
 from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
 from batchain.engine.lccache import Source
 from batchain.engine.scheduler import CallFailed, Scheduler
-from batchain.errors import BatchUnsupportedError
+from batchain.errors import BatchUnsupportedError, FlexUnavailable
 from batchain.options import Mode, Tier
 from batchain.providers import adapter_for
 from batchain.providers.base import (
     Body,
     CallRequest,
+    FailureKind,
     ProviderAdapter,
     Sent,
     Unsupported,
@@ -258,6 +260,8 @@ class CallStats:
     #: what the calls this run paid for realtime cost, and how many have no known price
     spent: Decimal = Decimal(0)
     unpriced: int = 0
+    #: flex mode: calls that flex kept refusing past ``flex_patience``, then sent standard
+    flex_fallbacks: int = 0
 
 
 class CallManager:
@@ -280,9 +284,18 @@ class CallManager:
         budget: Budget | None = None,
         on_budget: Callable[[BaseException], None] | None = None,
         guard: Callable[[], Awaitable[None]] = _no_guard,
+        flex: FlexPolicy | None = None,
     ) -> None:
         #: awaited before every provider request: raises if this run lost the job's lease
         self.guard = guard
+        #: flex mode's rules (None: no call goes flex)
+        self.flex = flex
+        #: the items whose calls go flex (None: every item, when ``flex`` is set); auto mode
+        #: may route single items to flex by filling it
+        self.flex_items: set[int] | None = None
+        #: flex mode: calls sent at the standard tier because their model has no flex, by
+        #: provider/model
+        self.no_flex: dict[str, int] = {}
         self.store = store
         self.pricebook = pricebook
         self.budget = budget
@@ -335,6 +348,18 @@ class CallManager:
         if found is None:
             found = self._support[key] = batch_support(adapter, model, self.endpoint_modes)
         return found
+
+    def flex_route(self, request: CallRequest, item_idx: int) -> Route:
+        """Does this call of item ``item_idx`` go at flex? The one decision (see
+        :mod:`batchain.engine.flex`): standard unless the job (or, in auto mode, the item)
+        goes flex; then flex where the model offers it, else by ``flex_fallback``."""
+        if self.flex is None or (self.flex_items is not None and item_idx not in self.flex_items):
+            return Route.STANDARD
+        route = self.flex.route(request)
+        if route is not Route.FLEX and "service_tier" not in request.body:
+            label = f"{request.provider}/{request.model}"
+            self.no_flex[label] = self.no_flex.get(label, 0) + 1
+        return route
 
     def _noted_realtime(self, model: BaseChatModel, request: CallRequest, support: EndpointSupport) -> None:
         label = model_label(model, request.model) + (f" at {support.base_url}" if support.base_url else "")
@@ -730,8 +755,71 @@ class CallManager:
         item_idx: int,
     ) -> str:
         store = self.store
+        route = self.flex_route(request, item_idx)
+        if route is Route.REFUSE:
+            raise FlexUnavailable(request.provider, request.model)  # never sent: nothing stored
         reserved = await self._reserve(request, Tier.REALTIME)
+        try:
+            sent = await self._sent(adapter, model, request, route)
+        except CallFailed as failed:
+            self._settle(reserved, None)
+            store.call_failed(request.key, redact(str(failed)), retryable=False)
+            raise failed.original from None
+        except BaseException:
+            # stopped or cancelled before an answer: the call may be sent again later
+            self._settle(reserved, None)
+            store.call_failed(request.key, "interrupted", retryable=True)
+            raise
+        usage = adapter.usage(sent.text)
+        # the tier that served it, as the answer says (flex is priced at batch rates)
+        flex = response_pricing_facts(request.provider, sent.text)[0] == "flex"
+        tier = Tier.FLEX if flex else Tier.REALTIME
+        cost = self.price(request, usage, tier, sent.text)
+        self._settle(reserved, cost)
+        store.call_succeeded(request.key, sent.text, usage, tier, cost)
+        store.link_call(self.job_id, request.key, item_idx, LinkSource.PAID)
+        self.stats.paid += 1
+        self.stats.input_tokens += usage.input_tokens
+        self.stats.output_tokens += usage.output_tokens
+        if cost is None:
+            self.stats.unpriced += 1
+        else:
+            self.stats.spent += cost
+        self.stats.by_tier[tier.value] = self.stats.by_tier.get(tier.value, 0) + 1
+        return sent.text
+
+    async def _sent(
+        self, adapter: ProviderAdapter, model: BaseChatModel, request: CallRequest, route: Route
+    ) -> Sent:
+        """The call's answer, sent by ``route``: a flex call that flex kept refusing past
+        its patience goes by ``flex_fallback`` (sent standard, or its refusal raised)."""
+        if route is not Route.FLEX or self.flex is None:
+            return await self._schedule(adapter, model, request)
+        try:
+            return await self._schedule(
+                adapter, model, flex_body(request), timeout=self.flex.timeout, patience=self.flex.patience
+            )
+        except CallFailed as failed:
+            if failed.failure.kind != FailureKind.UNAVAILABLE or self.flex.fallback_route() is Route.REFUSE:
+                if failed.failure.kind == FailureKind.UNAVAILABLE:
+                    self.scheduler.stats.failed += 1  # the scheduler leaves refusals to us
+                raise
+        self.stats.flex_fallbacks += 1
+        return await self._schedule(adapter, model, request)
+
+    async def _schedule(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        *,
+        timeout: float | None = None,
+        patience: float = 0.0,
+    ) -> Sent:
+        """Send ``request`` through the scheduler (pacing, concurrency, retries)."""
+        store = self.store
         client = self.client_for(adapter, model)
+        limit = timeout or self.timeout
 
         async def attempt() -> Sent:
             # the scheduler calls this holding the call's concurrency slot. The call is
@@ -745,7 +833,7 @@ class CallManager:
             self._begin(request, CallStatus.SENT)
             await store.durable()
             try:
-                return await adapter.send(model, client, request, self.timeout)
+                return await adapter.send(model, client, request, limit)
             except Exception:
                 # answered with an error, or never sent: off the wire until a retry marks
                 # it again. (A timeout cancels this instead: that request may still be
@@ -761,33 +849,16 @@ class CallManager:
                 headers = getattr(getattr(outcome, "response", None), "headers", None)
             return adapter.rate_info(headers) if headers else None
 
-        try:
-            sent = await self.scheduler.run(
-                request.lane, request.est_tokens, attempt, adapter.classify, learn, host_of(client)
-            )
-        except CallFailed as failed:
-            self._settle(reserved, None)
-            store.call_failed(request.key, redact(str(failed)), retryable=False)
-            raise failed.original from None
-        except BaseException:
-            # stopped or cancelled before an answer: the call may be sent again later
-            self._settle(reserved, None)
-            store.call_failed(request.key, "interrupted", retryable=True)
-            raise
-        usage = adapter.usage(sent.text)
-        cost = self.price(request, usage, Tier.REALTIME, sent.text)
-        self._settle(reserved, cost)
-        store.call_succeeded(request.key, sent.text, usage, Tier.REALTIME, cost)
-        store.link_call(self.job_id, request.key, item_idx, LinkSource.PAID)
-        self.stats.paid += 1
-        self.stats.input_tokens += usage.input_tokens
-        self.stats.output_tokens += usage.output_tokens
-        if cost is None:
-            self.stats.unpriced += 1
-        else:
-            self.stats.spent += cost
-        self.stats.by_tier[Tier.REALTIME.value] = self.stats.by_tier.get(Tier.REALTIME.value, 0) + 1
-        return sent.text
+        return await self.scheduler.run(
+            request.lane,
+            request.est_tokens,
+            attempt,
+            adapter.classify,
+            learn,
+            host_of(client),
+            timeout=limit,
+            patience=patience,
+        )
 
 
 def price_call(
