@@ -83,7 +83,7 @@ def test_resource_unavailable_is_a_429_never_billed(quick: Sandbox, oai: openai.
     error = info.value
     assert error.status_code == 429
     assert error.code == "resource_unavailable"
-    assert error.message.startswith("Resource Unavailable")
+    assert isinstance(error.body, dict) and error.body["message"].startswith("Resource Unavailable")
     assert "x-ratelimit-remaining-requests" not in error.response.headers
     assert quick.ledger() == []
     counters = quick.ledger_summary()["openai"][FLEX_MODEL]["flex"]

@@ -284,3 +284,19 @@ def test_cost_tracker_prices_a_real_flex_answer(flex_sb: Sandbox) -> None:
     assert entry.tier == "flex"
     assert tracker.total_cost == priced(entry)
     assert tracker.usage_by_model[FLEX_MODEL].input_tokens == entry.input_tokens
+
+
+def test_model_refusing_flex_falls_back_to_standard(flex_sb: Sandbox, store_path: Path) -> None:
+    """A model named for flex that the provider refuses at flex (400 naming service_tier)."""
+    job = run_job(
+        outline(flex_sb, "gpt-4o-mini"),
+        rows(5),
+        store_path,
+        mode="flex",
+        flex_models=["gpt-4o-mini"],
+        prices=PRICES,
+    )
+    assert job.counts["succeeded"] == 5
+    assert billed(flex_sb) == {("gpt-4o-mini", "realtime"): 4}
+    assert job.stats["flex_fallbacks"] == 4
+    assert accounted(job) == billed(flex_sb)

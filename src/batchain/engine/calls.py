@@ -800,7 +800,7 @@ class CallManager:
                 adapter, model, flex_body(request), timeout=self.flex.timeout, patience=self.flex.patience
             )
         except CallFailed as failed:
-            if failed.failure.kind != FailureKind.UNAVAILABLE or self.flex.fallback_route() is Route.REFUSE:
+            if not _flex_refused(failed) or self.flex.fallback_route() is Route.REFUSE:
                 if failed.failure.kind == FailureKind.UNAVAILABLE:
                     self.scheduler.stats.failed += 1  # the scheduler leaves refusals to us
                 raise
@@ -859,6 +859,16 @@ class CallManager:
             timeout=limit,
             patience=patience,
         )
+
+
+def _flex_refused(failed: CallFailed) -> bool:
+    """Did the provider refuse the call at flex (no capacity for ``flex_patience``, or a
+    400 naming ``service_tier``: a model the catalog lists with flex that does not offer
+    it), rather than the request itself?"""
+    failure = failed.failure
+    if failure.kind == FailureKind.UNAVAILABLE:
+        return True
+    return failure.status == 400 and "service_tier" in failure.message
 
 
 def price_call(

@@ -15,8 +15,9 @@ one of its ``flex_models`` (names or ``fnmatch`` patterns). A call that cannot g
 sends it at the standard tier, ``fail`` fails it with :class:`~batchain.errors.FlexUnavailable`.
 A flex call that flex keeps refusing backs off on its own (never slowing its lane, see
 :class:`~batchain.engine.scheduler.Scheduler`) for ``flex_patience`` seconds, then goes by
-``flex_fallback`` too. A body that already names a ``service_tier`` (the model's own
-setting) is sent as it is.
+``flex_fallback`` too, and so does one OpenAI refuses with a 400 naming
+``service_tier`` (a model listed with a flex price that does not offer it). A body that
+already names a ``service_tier`` (the model's own setting) is sent as it is.
 
 :meth:`FlexPolicy.route` is the one decision "does this call go flex?"; the call manager
 asks it per call and item (:meth:`batchain.engine.calls.CallManager.flex_route`), so auto

@@ -265,10 +265,10 @@ async def handle_realtime(
             tier = "flex"  # what its 429s are counted under, whatever refuses it
         ev = evaluate(spec, body, batch=False)
         model = ev.prompt.model  # as the ledger names it (Gemini's body says models/<id>)
-        if spec.name == "openai" and requested_flex(config, body, model):
-            if state.roll(config.flex_unavailable_rate):
-                # before the limiter: a refusal for flex capacity uses no rate-limit quota
-                raise unavailable_error()
+        flex = spec.name == "openai" and requested_flex(config, body, model)
+        if flex and state.roll(config.flex_unavailable_rate):
+            # before the limiter: a refusal for flex capacity uses no rate-limit quota
+            raise unavailable_error()
         decision = state.limiter.admit(
             spec.name, ev.prompt.model, ev.prompt_tokens + ev.reply.completion_tokens
         )
