@@ -86,8 +86,8 @@ def test_cli_and_internal_signals() -> None:
 def test_enums_are_their_strings() -> None:
     from batchain.states import LinkSource
 
-    assert [str(m) for m in batchain.Mode] == ["realtime", "batch", "auto"]
-    assert [str(t) for t in batchain.Tier] == ["realtime", "batch"]
+    assert [str(m) for m in batchain.Mode] == ["realtime", "batch", "auto", "flex"]
+    assert [str(t) for t in batchain.Tier] == ["realtime", "batch", "flex"]
     assert [str(s) for s in LinkSource] == ["paid", "shared", "replay", "cache"]
     assert batchain.Mode.BATCH == "batch" and batchain.Tier.BATCH == "batch"
     assert batchain.Mode.parse("auto") is batchain.Mode.AUTO
@@ -101,7 +101,7 @@ def test_unknown_mode_is_refused_naming_it(bad: str) -> None:
         batchain.Mode.parse(bad)
     message = str(info.value)
     assert repr(bad) in message
-    assert "realtime, batch, auto" in message
+    assert "realtime, batch, auto, flex" in message
     assert isinstance(info.value, ValueError)  # code catching ValueError keeps working
 
 
@@ -109,7 +109,7 @@ def test_run_refuses_an_unknown_mode_before_anything_runs() -> None:
     from langchain_core.runnables import RunnableLambda
 
     with pytest.raises(
-        batchain.InvalidOption, match=r"mode must be one of realtime, batch, auto; got 'turbo'"
+        batchain.InvalidOption, match=r"mode must be one of realtime, batch, auto, flex; got 'turbo'"
     ):
         batchain.run(RunnableLambda(lambda x: x), [1], mode="turbo", store=":memory:", progress=False)
 

@@ -6,7 +6,16 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -21,7 +30,7 @@ from batchain.engine.session import execute, expected_total, pricebook_for
 from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import MODES as MODES  # still importable from here
-from batchain.options import Mode, RunOptions, take_config
+from batchain.options import FlexFallback, Mode, RunOptions, take_config
 from batchain.priority import PriorityRule, auto_routes
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
@@ -71,6 +80,10 @@ def run(
     budget: float | None = None,
     prices: Any = None,
     threads: int = 256,
+    flex_timeout: float = 900.0,
+    flex_patience: float = 300.0,
+    flex_fallback: str = "standard",
+    flex_models: Sequence[str] | None = None,
 ) -> Job:
     """Run ``chain`` over every input and return the finished :class:`Job` (blocking).
 
@@ -99,6 +112,15 @@ def run(
     the report, or with ``batch_only=True`` is refused before anything is sent.
     ``endpoint_modes`` chooses for a model name, base URL or host: ``"batch"`` or
     ``"realtime"`` (see :mod:`batchain.providers.endpoints`).
+
+    ``mode="flex"`` sends every call now, like realtime, but an OpenAI model that offers
+    flex processing (the price catalog has a flex price for it, or it is one of
+    ``flex_models``) is asked at ``service_tier="flex"``: batch price, slower answers
+    (``flex_timeout`` per request, default 15 minutes), and refusals for lack of capacity,
+    retried with backoff for ``flex_patience`` seconds. A call that cannot go at flex
+    (another provider, a model without flex, or flex's patience run out) goes by
+    ``flex_fallback``: ``"standard"`` (sent at the standard tier and price) or ``"fail"``
+    (see :mod:`batchain.engine.flex`).
 
     ``chain_ref`` and ``input_ref`` are recorded with the job: where its chain and its
     inputs came from (the CLI records the chain's ``file.py:name`` and the input file, so
@@ -145,6 +167,10 @@ async def arun(
     budget: float | None = None,
     prices: Any = None,
     threads: int = 256,
+    flex_timeout: float = 900.0,
+    flex_patience: float = 300.0,
+    flex_fallback: str = "standard",
+    flex_models: Sequence[str] | None = None,
     _listener: ItemListener | None = None,
 ) -> Job:
     """Async twin of :func:`run`."""
@@ -204,6 +230,10 @@ _OPTION_NAMES = {
     "budget",
     "prices",
     "threads",
+    "flex_timeout",
+    "flex_patience",
+    "flex_fallback",
+    "flex_models",
 }
 
 
@@ -237,6 +267,7 @@ def _options(given: dict[str, Any]) -> RunOptions:
         raise InvalidOption("batch_only=True and fallback='realtime' contradict each other: choose one")
     options.endpoint_modes = _endpoint_modes(options.endpoint_modes)
     _check_priority(options)
+    _check_flex(options)
     for name in ("max_batch_size", "max_open_batches", "max_enqueued_tokens"):
         value = getattr(options, name)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -253,6 +284,22 @@ def _check_priority(options: RunOptions) -> None:
         raise InvalidOption("priority, priority_field and auto_routes apply to mode='auto'")
     if rule is not None and rule.level is not None:
         options.priority = rule.level.value  # stored as the level it means
+
+
+def _check_flex(options: RunOptions) -> None:
+    """Flex options: a known fallback, a positive timeout, a patience, model names."""
+    options.flex_fallback = FlexFallback.parse(options.flex_fallback)
+    timeout, patience = options.flex_timeout, options.flex_patience
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise InvalidOption(f"flex_timeout must be a number of seconds above 0; got {timeout!r}")
+    if isinstance(patience, bool) or not isinstance(patience, int | float) or patience < 0:
+        raise InvalidOption(f"flex_patience must be a number of seconds, 0 or more; got {patience!r}")
+    models: Any = options.flex_models
+    if models is None:
+        return
+    if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidOption(f"flex_models must be a list of model names or patterns; got {models!r}")
+    options.flex_models = list(models)
 
 
 def _endpoint_modes(given: Any) -> dict[str, str]:

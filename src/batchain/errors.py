@@ -34,6 +34,7 @@ __all__ = [
     "BudgetExhausted",
     "CallCancelled",
     "ChainRefError",
+    "FlexUnavailable",
     "HostUnreachable",
     "IllegalTransition",
     "InputError",
@@ -218,6 +219,20 @@ class StreamedCallRefused(BatchainError, RuntimeError):
     """A model call inside a job would stream from the provider past batchain (the beta
     ``stream_events(version="v3")``, which has no fallback to one call): unpriced and
     outside the budget, so it fails instead."""
+
+
+class FlexUnavailable(BatchainError, RuntimeError):
+    """Flex mode with ``flex_fallback="fail"``: a call whose model has no flex tier fails
+    instead of running at the standard price."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        super().__init__(
+            f"{provider}/{model} has no flex tier and flex_fallback='fail': its call was not sent "
+            "(flex_fallback='standard' runs it at the standard price; flex_models names models "
+            "to send at flex)"
+        )
+        self.provider = provider
+        self.model = model
 
 
 class LLMCacheNotSet(BatchainError, ValueError):

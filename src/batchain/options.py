@@ -23,7 +23,16 @@ from typing import Any
 
 from batchain.errors import InvalidOption
 
-__all__ = ["MODES", "PRIORITY_FUNCTION", "Mode", "RunOptions", "Tier", "take_config"]
+__all__ = [
+    "FLEX_FALLBACKS",
+    "MODES",
+    "PRIORITY_FUNCTION",
+    "FlexFallback",
+    "Mode",
+    "RunOptions",
+    "Tier",
+    "take_config",
+]
 
 
 class Mode(StrEnum):
@@ -36,6 +45,9 @@ class Mode(StrEnum):
     #: per item by its priority (high realtime, normal flex or batch, low batch; see
     #: :mod:`batchain.priority`); everything realtime near the deadline
     AUTO = "auto"
+    #: every call now, at OpenAI's flex tier where the model offers it (batch price, slower,
+    #: sometimes refused: then ``flex_fallback``); other calls realtime at standard price
+    FLEX = "flex"
 
     @classmethod
     def parse(cls, value: str) -> Mode:
@@ -54,12 +66,37 @@ MODES: tuple[str, ...] = tuple(m.value for m in Mode)
 class Tier(StrEnum):
     """How one call was sent, and so which price list it pays (``calls.tier`` in the store).
 
-    A provider's *service tier* (OpenAI's ``flex``, ``priority``...) is something else: the
-    provider's own word, read from each response and kept as the provider says it (see
-    :func:`batchain.cost.prices.normalize_service_tier`)."""
+    ``FLEX`` is a realtime call OpenAI served at its flex tier (its answer says
+    ``service_tier: "flex"``). A provider's *service tier* (OpenAI's ``flex``,
+    ``priority``...) is otherwise the provider's own word, read from each response and kept
+    as the provider says it (see :func:`batchain.cost.prices.normalize_service_tier`)."""
 
     REALTIME = "realtime"
     BATCH = "batch"
+    #: sent realtime and served at OpenAI's flex tier (the response says so): batch rates
+    FLEX = "flex"
+
+
+class FlexFallback(StrEnum):
+    """Flex mode: what a call does that cannot go at flex (its model has no flex tier), or
+    that flex kept refusing for lack of capacity for ``flex_patience`` seconds."""
+
+    #: sent realtime at the standard tier (standard price)
+    STANDARD = "standard"
+    #: fails (the provider's own error; for a model without flex, :class:`FlexUnavailable`)
+    FAIL = "fail"
+
+    @classmethod
+    def parse(cls, value: str) -> FlexFallback:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(FLEX_FALLBACKS)
+            raise InvalidOption(f"flex_fallback must be one of {allowed}; got {value!r}") from None
+
+
+#: the flex fallbacks' strings, in the order they are documented
+FLEX_FALLBACKS: tuple[str, ...] = tuple(f.value for f in FlexFallback)
 
 
 @dataclass(slots=True)
@@ -111,6 +148,16 @@ class RunOptions:
     #: seconds before it, calls still at a provider are cancelled there and sent realtime
     deadline: float | None = None
     deadline_margin: float = 300.0
+    #: flex mode: the timeout of one flex request (OpenAI suggests 15 minutes: flex is slow)
+    flex_timeout: float = 900.0
+    #: flex mode: seconds a call keeps retrying (exponential backoff with jitter) while flex
+    #: answers "Resource Unavailable", before ``flex_fallback`` (0: at the first refusal)
+    flex_patience: float = 300.0
+    #: flex mode: "standard" (send at the standard tier, standard price) or "fail"
+    flex_fallback: str = FlexFallback.STANDARD
+    #: flex mode: the OpenAI models (names or fnmatch patterns) to send at flex; None: those
+    #: the price catalog (or ``prices``) has a flex price for
+    flex_models: list[str] | None = None
     #: a hard cap in USD across realtime and batch (None: no cap)
     budget: float | None = None
     #: price overrides: a dict, or the path of a JSON/TOML/YAML file (see batchain.cost)

@@ -273,3 +273,39 @@ def test_a_resumed_job_routes_by_its_stored_field(fast: Sandbox, store_path: Pat
     assert job.counts["succeeded"] == 6
     assert tiers_by_item(fast, store_path, job) == {i: ["realtime" if i % 2 else "batch"] for i in range(6)}
     assert_ledger_is_the_accounting(fast, job)
+
+
+def test_normal_items_go_flex_where_the_model_offers_it(fast: Sandbox, store_path: Path) -> None:
+    # gpt-5-mini offers OpenAI's flex tier, claude-haiku-4-5 has none: a normal item's
+    # OpenAI call goes flex (batch price, answered now) and its Anthropic call to a batch
+    fast.configure(flex_latency_ms=0, flex_latency_jitter_ms=0)
+    chain = PROMPT | RunnableParallel(
+        gpt=make_openai(fast, "gpt-5-mini") | StrOutputParser(),
+        claude=make_anthropic(fast) | StrOutputParser(),
+    )
+    levels = ["high", "normal", "low", "normal"]
+    inputs = [{"x": i, "u": u} for i, u in enumerate(levels)]
+    job = run_job(chain, inputs, store_path, mode="auto", priority_field="u")
+    assert job.counts["succeeded"] == 4, job.errors()
+    tiers = {i: sorted(t) for i, t in tiers_by_item(fast, store_path, job).items()}
+    assert tiers == {
+        0: ["realtime", "realtime"],
+        1: ["batch", "flex"],
+        2: ["batch", "batch"],
+        3: ["batch", "flex"],
+    }
+    assert billed(fast) == accounted(job) and not fast.duplicates()
+    assert_ledger_is_the_accounting(fast, job)
+    # with flex routed away, normal falls to batch
+    fast.reset()
+    fast.configure(flex_latency_ms=0, flex_latency_jitter_ms=0)
+    again = run_job(
+        chain,
+        inputs,
+        store_path.with_name("b.sqlite"),
+        mode="auto",
+        priority_field="u",
+        auto_routes={"normal": "batch"},
+    )
+    assert again.counts["succeeded"] == 4
+    assert ("gpt-5-mini", "flex") not in billed(fast)

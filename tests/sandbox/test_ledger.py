@@ -27,6 +27,8 @@ def test_request_hash_ignores_stream_keys() -> None:
     assert request_hash(body) == request_hash(streamed)
     assert canonical_json(body) == '{"messages":[{"content":"é","role":"user"}],"model":"m"}'
     assert request_hash(body) != request_hash({**body, "temperature": 0})
+    # the tier that serves it is not part of the request either (flex and standard: one hash)
+    assert request_hash(body) == request_hash({**body, "service_tier": "flex"})
 
 
 def test_summary_and_duplicates() -> None:
@@ -35,6 +37,7 @@ def test_summary_and_duplicates() -> None:
     ledger.add(entry("a", tier="batch", batch_id="b1", custom_id="c1"))
     ledger.add(entry("b", provider="anthropic", cache_creation_tokens=3))
     ledger.note_rate_limited("openai", "m")
+    ledger.note_unavailable("openai", "m")
     summary = ledger.summary()
     assert summary["openai"]["m"]["realtime"] == {
         "requests": 1,
@@ -43,6 +46,10 @@ def test_summary_and_duplicates() -> None:
         "cache_creation_tokens": 0,
         "output_tokens": 2,
         "rate_limited": 1,
+        "unavailable": 0,
+    }
+    assert summary["openai"]["m"]["flex"] == dict.fromkeys(summary["openai"]["m"]["flex"], 0) | {
+        "unavailable": 1
     }
     assert summary["openai"]["m"]["batch"]["requests"] == 1
     assert summary["anthropic"]["m"]["realtime"]["cache_creation_tokens"] == 3

@@ -37,6 +37,10 @@ from batchain.cli.options import (
     EndpointModeOpt,
     EnqueuedTokensOpt,
     FallbackOpt,
+    FlexFallbackOpt,
+    FlexModelOpt,
+    FlexPatienceOpt,
+    FlexTimeoutOpt,
     Format,
     FormatOpt,
     InputArg,
@@ -55,6 +59,7 @@ from batchain.cli.options import (
     TimeoutOpt,
     TpmOpt,
     endpoint_modes,
+    flex_options,
     given,
     launch_options,
     overrides,
@@ -85,7 +90,9 @@ def run(
         typer.Option(
             help="realtime: every call now, full price. batch: provider Batch APIs, half price, "
             "minutes to hours. auto: per item by priority (--priority-field or --priority): "
-            "high realtime, normal and low batch; everything realtime near --deadline."
+            "high realtime, normal flex where the model offers it (else batch), low batch; "
+            "everything realtime near --deadline. flex: every call now, at OpenAI's flex tier "
+            "where the model offers it (batch price, slower, may be refused: --flex-fallback)."
         ),
     ] = Mode.REALTIME,
     store: StoreOpt = None,
@@ -146,6 +153,10 @@ def run(
             "is at the provider, and return.",
         ),
     ] = False,
+    flex_fallback: FlexFallbackOpt = None,
+    flex_patience: FlexPatienceOpt = None,
+    flex_timeout: FlexTimeoutOpt = None,
+    flex_model: FlexModelOpt = None,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
@@ -161,7 +172,8 @@ def run(
     continues it without paying twice.
     """
     auto_only = any(o is not None for o in (priority, priority_field, deadline, deadline_margin))
-    _check_mode(mode, detach, auto_only=auto_only)
+    flex_only = any(v is not None for v in (flex_fallback, flex_patience, flex_timeout, flex_model))
+    _check_mode(mode, detach, auto_only=auto_only, flex_only=flex_only)
     _check_priority(priority, priority_field)
     _launch(
         chain,
@@ -192,7 +204,8 @@ def run(
             deadline_margin=deadline_margin,
             budget=budget,
             prices=prices_path(prices),
-        ),
+        )
+        | flex_options(flex_fallback, flex_patience, flex_timeout, flex_model),
     )
 
 
@@ -376,7 +389,7 @@ def _input_again(
     return None, None
 
 
-def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
+def _check_mode(mode: Mode, detach: bool, *, auto_only: bool, flex_only: bool = False) -> None:
     from batchain.options import MODES
 
     if mode.value not in MODES:
@@ -385,6 +398,11 @@ def _check_mode(mode: Mode, detach: bool, *, auto_only: bool) -> None:
         raise CliError("--detach needs --mode batch (realtime jobs run while the command runs)")
     if auto_only and mode != Mode.AUTO:
         raise CliError("--priority, --priority-field, --deadline and --deadline-margin apply to --mode auto")
+    if flex_only and mode not in (Mode.FLEX, Mode.AUTO):
+        raise CliError(
+            "--flex-fallback, --flex-patience, --flex-timeout and --flex-model apply to --mode flex"
+            " (and to auto mode's flex calls)"
+        )
 
 
 def _check_priority(priority: str | None, priority_field: str | None) -> None:

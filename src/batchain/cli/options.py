@@ -159,6 +159,46 @@ EndpointModeOpt = Annotated[
         "Repeat for more.",
     ),
 ]
+FlexFallbackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--flex-fallback",
+        metavar="standard|fail",
+        help="Flex mode: what a call does that cannot go at flex (its model has no flex tier, or "
+        "flex refused it for --flex-patience seconds): standard sends it at the standard tier and "
+        "price; fail fails it. (default: standard)",
+        show_default=False,
+    ),
+]
+FlexPatienceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--flex-patience",
+        min=0,
+        help="Flex mode: seconds a call retries, backing off, while flex answers 429 Resource "
+        "Unavailable, before --flex-fallback. (default: 300)",
+        show_default=False,
+    ),
+]
+FlexTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--flex-timeout",
+        min=0.001,
+        help="Flex mode: seconds one flex request may take (flex is slow). (default: 900)",
+        show_default=False,
+    ),
+]
+FlexModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--flex-model",
+        metavar="MODEL",
+        help="Flex mode: an OpenAI model name (or pattern, gpt-5*) to send at flex, instead of "
+        "those the price catalog has a flex price for. Repeat for more.",
+        show_default=False,
+    ),
+]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option("--max-batch-size", min=1, help="Batch mode: most requests in one provider batch."),
@@ -236,6 +276,19 @@ def launch_options(
         max_open_batches=max_open_batches,
         max_enqueued_tokens=max_enqueued_tokens,
         poll_min=poll_interval,
+    )
+
+
+def flex_options(
+    fallback: str | None, patience: float | None, timeout: float | None, models: list[str] | None
+) -> dict[str, Any]:
+    """The flex-mode options (run), as keyword arguments of the engine."""
+    from batchain.options import FLEX_FALLBACKS
+
+    if fallback is not None and fallback not in FLEX_FALLBACKS:
+        raise CliError(f"--flex-fallback {fallback!r}: use {' or '.join(FLEX_FALLBACKS)}")
+    return given(
+        flex_fallback=fallback, flex_patience=patience, flex_timeout=timeout, flex_models=models or None
     )
 
 

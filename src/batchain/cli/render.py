@@ -160,11 +160,14 @@ def _summary_rows(job: Job, counts: dict[str, int], n_bad: int, target: str | No
 
 
 def _tiers(job: Job) -> str:
-    """How the job's paid calls went out: realtime, or in provider batches over rounds.
+    """How the job's paid calls went out: realtime, or in provider batches over rounds
+    (flex mode: at flex or at the standard tier).
 
     Counted from the store, so a job submitted by one command and collected by another
     shows all of its batches.
     """
+    if job.record.mode == Mode.FLEX:
+        return _flex_tiers(job)
     every = job.store.job_batches(job.id)
     # a lost batch ran nothing: its calls, if sent again, are counted in another batch
     batches = [b for b in every if b.status != BatchStatus.LOST]
@@ -180,6 +183,21 @@ def _tiers(job: Job) -> str:
         f"{plural(len(batches), 'provider batch')} over {plural(rounds, 'round')} (batch price)"
         + (f" · {plural(lost, 'batch')} lost" if lost else "")
     )
+
+
+def _flex_tiers(job: Job) -> str:
+    """Flex mode: paid calls at flex and at the standard tier, and why some were standard."""
+    by_tier = job.report().by_tier()
+    flex = by_tier[Tier.FLEX].calls if Tier.FLEX in by_tier else 0
+    standard = sum(line.calls for tier, line in by_tier.items() if tier != Tier.FLEX)
+    text = f"{flex:,} calls at flex (batch price) · {standard:,} at the standard tier"
+    fallbacks = int(job.stats.get("flex_fallbacks", 0))
+    refused = int(job.stats.get("flex_unavailable", 0))
+    if refused:
+        text += f" · {refused:,} flex refusals (Resource Unavailable) retried"
+    if fallbacks:
+        text += f" · {fallbacks:,} sent standard after flex refused them"
+    return text
 
 
 def _next_steps(job: Job, counts: dict[str, int], paused: bool) -> str:

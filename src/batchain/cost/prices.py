@@ -798,6 +798,15 @@ class PriceBook:
             self._sheets[cache_key] = result
             return result
 
+    def lists_price(self, provider: str, model: str, mode: str) -> bool:
+        """Does the catalog have a ``mode`` (``batch``, ``flex``, ``priority``) price variant
+        for ``model``, or an override a ``mode`` section? (Flex mode sends at flex the
+        OpenAI models that have a flex price: OpenAI lists flex prices exactly for the
+        models that offer flex.)"""
+        with self._lock:
+            e = self._entry(provider, model)
+        return mode in e.catalog_variants or (e.override is not None and mode in e.override.sections)
+
     def rates(
         self,
         provider: str,

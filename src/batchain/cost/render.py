@@ -100,7 +100,8 @@ def _rows(report: JobCost) -> Iterator[_Row]:
         ]
 
     for line in report.lines:
-        tier = line.tier + (f" ({line.service_tier})" if line.service_tier else "")
+        shown = line.service_tier and line.service_tier != line.tier  # "flex (flex)" says it twice
+        tier = line.tier + (f" ({line.service_tier})" if shown else "")
         yield (
             [
                 f"{line.provider} / {line.model}",

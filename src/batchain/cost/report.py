@@ -3,10 +3,10 @@
 Definitions
 -----------
 * **paid** - the distinct calls this job paid for (``job_calls.source = 'paid'``, call
-  succeeded), each priced at the tier it actually ran in (``calls.tier``: realtime or batch)
-  and, for OpenAI realtime calls, the ``service_tier`` the response reports (flex,
-  priority). Anthropic 1-hour cache writes are read from the response's
-  ``usage.cache_creation.ephemeral_1h_input_tokens``.
+  succeeded), each priced at the tier it actually ran in (``calls.tier``: realtime, batch,
+  or flex: an OpenAI realtime call its answer says flex served) and, for OpenAI realtime
+  calls, the ``service_tier`` the response reports (flex, priority). Anthropic 1-hour
+  cache writes are read from the response's ``usage.cache_creation.ephemeral_1h_input_tokens``.
 * **list price** - the same paid calls at the realtime list price (standard tier).
   ``savings = list price - paid``: what batch / flex saved.
 * **avoided** - every use of a call this job did not pay for, per (call, item) link:
@@ -257,7 +257,7 @@ class JobCost:
         return _group(self.lines, lambda x: (x.provider, x.model))
 
     def by_tier(self) -> dict[str, CostLine]:
-        """Paid lines merged per tier (``realtime`` / ``batch``)."""
+        """Paid lines merged per tier (``realtime`` / ``batch`` / ``flex``)."""
         return _group(self.lines, lambda x: x.tier)
 
     # -- output -------------------------------------------------------------------------------
@@ -385,14 +385,20 @@ def _job_cost(store: Store, job_id: str, book: PriceBook, per_item: bool) -> Job
 
 
 def realtime_notes(stats: Mapping[str, Any]) -> tuple[str, ...]:
-    """One line per model whose calls a batch-mode job sent realtime, and why; and one per
-    model whose token counts are batchain's estimate (its answers carry none)."""
+    """One line per model whose calls a batch-mode job sent realtime, and why; one per model
+    a flex-mode job sent at the standard tier for want of flex; and one per model whose
+    token counts are batchain's estimate (its answers carry none)."""
     found = stats.get("realtime_endpoints") or {}
     notes = [
         f"{label}: {int(v.get('calls', 0)):,} calls ran realtime at full price ({v.get('why', '')})"
         for label, v in sorted(found.items())
         if isinstance(v, Mapping)
     ]
+    no_flex = stats.get("no_flex") or {}
+    notes.extend(
+        f"{label}: {int(n):,} calls ran at the standard tier and price (flex mode: it has no flex tier)"
+        for label, n in sorted(no_flex.items())
+    )
     notes.extend(
         f"{label}: input tokens estimated at ~4 characters a token (its answers carry no token count)"
         for label in stats.get("estimated_usage") or ()

@@ -30,10 +30,11 @@ from batchain.engine import lccache
 from batchain.engine.batching import BatchCoordinator, Evicted, GoRealtime, Parked
 from batchain.engine.breaker import host_of
 from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
+from batchain.engine.flex import FlexPolicy, FlexRoute, flex_body
 from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
 from batchain.engine.lccache import Source
 from batchain.engine.scheduler import CallFailed, Scheduler
-from batchain.errors import BatchUnsupportedError
+from batchain.errors import BatchUnsupportedError, FlexUnavailable
 from batchain.options import Mode, Tier
 from batchain.priority import Priority, Route
 from batchain.priority import route as route_by_level
@@ -41,6 +42,7 @@ from batchain.providers import adapter_for
 from batchain.providers.base import (
     Body,
     CallRequest,
+    FailureKind,
     ProviderAdapter,
     Sent,
     Unsupported,
@@ -260,6 +262,8 @@ class CallStats:
     #: what the calls this run paid for realtime cost, and how many have no known price
     spent: Decimal = Decimal(0)
     unpriced: int = 0
+    #: flex mode: calls that flex kept refusing past ``flex_patience``, then sent standard
+    flex_fallbacks: int = 0
 
 
 class CallManager:
@@ -283,9 +287,18 @@ class CallManager:
         on_budget: Callable[[BaseException], None] | None = None,
         guard: Callable[[], Awaitable[None]] = _no_guard,
         routes: Mapping[Priority, Route] | None = None,
+        flex: FlexPolicy | None = None,
     ) -> None:
         #: awaited before every provider request: raises if this run lost the job's lease
         self.guard = guard
+        #: flex mode's rules (None: no call goes flex)
+        self.flex = flex
+        #: the items whose calls go flex (None: every item, when ``flex`` is set); auto mode
+        #: may route single items to flex by filling it
+        self.flex_items: set[int] | None = None
+        #: flex mode: calls sent at the standard tier because their model has no flex, by
+        #: provider/model
+        self.no_flex: dict[str, int] = {}
         self.store = store
         self.pricebook = pricebook
         self.budget = budget
@@ -341,6 +354,8 @@ class CallManager:
     def forget_level(self, idx: int) -> None:
         self.levels.pop(idx, None)
         self.realtime_items.discard(idx)
+        if self.flex_items is not None:
+            self.flex_items.discard(idx)
 
     def route(self, idx: int, *, flex: bool) -> Route:
         """Where a call of item ``idx`` goes when its endpoint has a Batch API: the one
@@ -366,6 +381,29 @@ class CallManager:
         if found is None:
             found = self._support[key] = batch_support(adapter, model, self.endpoint_modes)
         return found
+
+    def flex_route(self, request: CallRequest, item_idx: int) -> FlexRoute:
+        """Does this call of item ``item_idx`` go at flex? The one decision (see
+        :mod:`batchain.engine.flex`): standard unless the job (or, in auto mode, the item)
+        goes flex; then flex where the model offers it, else by ``flex_fallback`` (in auto
+        mode: standard, the item's level chose flex only where the model offers it)."""
+        if self.flex is None or (self.flex_items is not None and item_idx not in self.flex_items):
+            return FlexRoute.STANDARD
+        route = self.flex.route(request)
+        if route is not FlexRoute.FLEX and "service_tier" not in request.body:
+            if self.routes is not None:
+                return FlexRoute.STANDARD
+            label = f"{request.provider}/{request.model}"
+            self.no_flex[label] = self.no_flex.get(label, 0) + 1
+        return route
+
+    def _flex_ok(self, request: CallRequest) -> bool:
+        """Auto mode: may this call go at flex (its model offers it, its body names no tier)?"""
+        return (
+            self.flex is not None
+            and "service_tier" not in request.body
+            and self.flex.flex_capable(request.provider, request.model)
+        )
 
     def _noted_realtime(self, model: BaseChatModel, request: CallRequest, support: EndpointSupport) -> None:
         label = model_label(model, request.model) + (f" at {support.base_url}" if support.base_url else "")
@@ -592,8 +630,9 @@ class CallManager:
             flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
             parked_ok = support is not None and support.batch and batch is not None
-            # flex: whether this call's model offers the flex tier (none does in this build)
-            way = self.route(a.idx, flex=False) if parked_ok else Route.REALTIME
+            way = self.route(a.idx, flex=self._flex_ok(a.request)) if parked_ok else Route.REALTIME
+            if way is Route.FLEX and self.flex_items is not None:
+                self.flex_items.add(a.idx)
             if way is not Route.BATCH or batch is None:
                 out.append(Admitted(Verdict.SEND, flight=flight))
                 continue
@@ -763,8 +802,71 @@ class CallManager:
         item_idx: int,
     ) -> str:
         store = self.store
+        route = self.flex_route(request, item_idx)
+        if route is FlexRoute.REFUSE:
+            raise FlexUnavailable(request.provider, request.model)  # never sent: nothing stored
         reserved = await self._reserve(request, Tier.REALTIME)
+        try:
+            sent = await self._sent(adapter, model, request, route)
+        except CallFailed as failed:
+            self._settle(reserved, None)
+            store.call_failed(request.key, redact(str(failed)), retryable=False)
+            raise failed.original from None
+        except BaseException:
+            # stopped or cancelled before an answer: the call may be sent again later
+            self._settle(reserved, None)
+            store.call_failed(request.key, "interrupted", retryable=True)
+            raise
+        usage = adapter.usage(sent.text)
+        # the tier that served it, as the answer says (flex is priced at batch rates)
+        flex = response_pricing_facts(request.provider, sent.text)[0] == "flex"
+        tier = Tier.FLEX if flex else Tier.REALTIME
+        cost = self.price(request, usage, tier, sent.text)
+        self._settle(reserved, cost)
+        store.call_succeeded(request.key, sent.text, usage, tier, cost)
+        store.link_call(self.job_id, request.key, item_idx, LinkSource.PAID)
+        self.stats.paid += 1
+        self.stats.input_tokens += usage.input_tokens
+        self.stats.output_tokens += usage.output_tokens
+        if cost is None:
+            self.stats.unpriced += 1
+        else:
+            self.stats.spent += cost
+        self.stats.by_tier[tier.value] = self.stats.by_tier.get(tier.value, 0) + 1
+        return sent.text
+
+    async def _sent(
+        self, adapter: ProviderAdapter, model: BaseChatModel, request: CallRequest, route: FlexRoute
+    ) -> Sent:
+        """The call's answer, sent by ``route``: a flex call that flex kept refusing past
+        its patience goes by ``flex_fallback`` (sent standard, or its refusal raised)."""
+        if route is not FlexRoute.FLEX or self.flex is None:
+            return await self._schedule(adapter, model, request)
+        try:
+            return await self._schedule(
+                adapter, model, flex_body(request), timeout=self.flex.timeout, patience=self.flex.patience
+            )
+        except CallFailed as failed:
+            if not _flex_refused(failed) or self.flex.fallback_route() is FlexRoute.REFUSE:
+                if failed.failure.kind == FailureKind.UNAVAILABLE:
+                    self.scheduler.stats.failed += 1  # the scheduler leaves refusals to us
+                raise
+        self.stats.flex_fallbacks += 1
+        return await self._schedule(adapter, model, request)
+
+    async def _schedule(
+        self,
+        adapter: ProviderAdapter,
+        model: BaseChatModel,
+        request: CallRequest,
+        *,
+        timeout: float | None = None,
+        patience: float = 0.0,
+    ) -> Sent:
+        """Send ``request`` through the scheduler (pacing, concurrency, retries)."""
+        store = self.store
         client = self.client_for(adapter, model)
+        limit = timeout or self.timeout
 
         async def attempt() -> Sent:
             # the scheduler calls this holding the call's concurrency slot. The call is
@@ -778,7 +880,7 @@ class CallManager:
             self._begin(request, CallStatus.SENT)
             await store.durable()
             try:
-                return await adapter.send(model, client, request, self.timeout)
+                return await adapter.send(model, client, request, limit)
             except Exception:
                 # answered with an error, or never sent: off the wire until a retry marks
                 # it again. (A timeout cancels this instead: that request may still be
@@ -794,33 +896,26 @@ class CallManager:
                 headers = getattr(getattr(outcome, "response", None), "headers", None)
             return adapter.rate_info(headers) if headers else None
 
-        try:
-            sent = await self.scheduler.run(
-                request.lane, request.est_tokens, attempt, adapter.classify, learn, host_of(client)
-            )
-        except CallFailed as failed:
-            self._settle(reserved, None)
-            store.call_failed(request.key, redact(str(failed)), retryable=False)
-            raise failed.original from None
-        except BaseException:
-            # stopped or cancelled before an answer: the call may be sent again later
-            self._settle(reserved, None)
-            store.call_failed(request.key, "interrupted", retryable=True)
-            raise
-        usage = adapter.usage(sent.text)
-        cost = self.price(request, usage, Tier.REALTIME, sent.text)
-        self._settle(reserved, cost)
-        store.call_succeeded(request.key, sent.text, usage, Tier.REALTIME, cost)
-        store.link_call(self.job_id, request.key, item_idx, LinkSource.PAID)
-        self.stats.paid += 1
-        self.stats.input_tokens += usage.input_tokens
-        self.stats.output_tokens += usage.output_tokens
-        if cost is None:
-            self.stats.unpriced += 1
-        else:
-            self.stats.spent += cost
-        self.stats.by_tier[Tier.REALTIME.value] = self.stats.by_tier.get(Tier.REALTIME.value, 0) + 1
-        return sent.text
+        return await self.scheduler.run(
+            request.lane,
+            request.est_tokens,
+            attempt,
+            adapter.classify,
+            learn,
+            host_of(client),
+            timeout=limit,
+            patience=patience,
+        )
+
+
+def _flex_refused(failed: CallFailed) -> bool:
+    """Did the provider refuse the call at flex (no capacity for ``flex_patience``, or a
+    400 naming ``service_tier``: a model the catalog lists with flex that does not offer
+    it), rather than the request itself?"""
+    failure = failed.failure
+    if failure.kind == FailureKind.UNAVAILABLE:
+        return True
+    return failure.status == 400 and "service_tier" in failure.message
 
 
 def price_call(

@@ -225,6 +225,15 @@ class JobRunner:
         before = job.stats.get("langchain_cache_hits", 0) if job is not None else 0
         return int(before) + self.calls.stats.langchain_cache
 
+    def _no_flex(self) -> dict[str, int]:
+        """Flex mode: calls sent at the standard tier because their model has no flex, by
+        provider/model, over every run of the job."""
+        job = self.store.get_job(self.job_id)
+        out: dict[str, int] = dict(job.stats.get("no_flex", {})) if job is not None else {}
+        for label, n in self.calls.no_flex.items():
+            out[label] = int(out.get(label, 0)) + n
+        return out
+
     def _estimated_usage(self) -> list[str]:
         """The models (provider/model) whose answers carried no token count, over every run."""
         job = self.store.get_job(self.job_id)
@@ -238,6 +247,9 @@ class JobRunner:
             "succeeded": s.succeeded,
             "retries": s.retries,
             "rate_limited": s.rate_limited,
+            "flex_unavailable": s.unavailable,
+            "flex_fallbacks": c.flex_fallbacks,
+            "no_flex": self._no_flex(),
             "failed_calls": s.failed,
             "peak_in_flight": s.peak_in_flight,
             "paid": c.paid + (self.batch.stats.paid if self.batch is not None else 0),

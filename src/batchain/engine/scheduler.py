@@ -8,6 +8,13 @@ exceed the limit. Limits come from the user and are tightened by what the provid
 rate-limit headers say; a 429 pauses its lane for ``retry-after`` and halves the lane's
 concurrency, which then grows back by one per success (AIMD). So a limit set too high, or
 none at all, still converges on what the provider allows.
+
+OpenAI flex's 429 "Resource Unavailable" (:attr:`FailureKind.UNAVAILABLE`) is not a rate
+limit: the provider has no flex capacity, not too many of our requests. It neither halves
+nor pauses the lane (every other call would wait for one call's refusal); the refused call
+alone backs off (exponential, with jitter), for at most ``patience`` seconds, and then
+fails with :class:`CallFailed` for its caller's fallback. Those retries do not count
+against ``max_retries``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class SchedulerStats:
     succeeded: int = 0
     retries: int = 0
     rate_limited: int = 0
+    #: flex requests refused with "Resource Unavailable" (not rate limits)
+    unavailable: int = 0
     failed: int = 0
 
 
@@ -141,6 +150,28 @@ def _min(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
 
 
+class _Refusals:
+    """One call's "Resource Unavailable" refusals, and its patience with them."""
+
+    __slots__ = ("count", "patience", "since")
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self.count = 0
+        self.since: float | None = None
+
+    def next_wait(self, backoff: float) -> float | None:
+        """How long to wait before trying again; None once that would outlast the patience
+        (a retry after it would be wasted: the call goes by its fallback now)."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self.count += 1
+        if now - self.since + backoff > self.patience:
+            return None
+        return backoff
+
+
 Attempt = Callable[[], Awaitable[Sent]]
 Classify = Callable[[BaseException], Failure]
 Learn = Callable[[Sent | BaseException], RateInfo | None]
@@ -199,17 +230,23 @@ class Scheduler:
         classify: Classify,
         learn: Learn,
         host: str | None = None,
+        *,
+        timeout: float | None = None,
+        patience: float = 0.0,
     ) -> Sent:
         """Send with pacing, concurrency and retries; raise :class:`CallFailed` at the end,
-        or :class:`HostUnreachable` once ``host`` (``scheme://host:port``) is given up on."""
+        or :class:`HostUnreachable` once ``host`` (``scheme://host:port``) is given up on.
+        ``timeout``: of each attempt (default: the scheduler's); ``patience``: seconds a
+        call refused as unavailable (flex) keeps retrying."""
         lane = self.lane(lane_name)
         tries = 0
+        refusals = _Refusals(patience)
         while True:
             if self._stopping:
                 raise JobStopping()
             probe = await self._admit(host)
             try:
-                outcome = await self._paced(lane, tokens, attempt, host, probe)
+                outcome = await self._paced(lane, tokens, attempt, host, probe, timeout or self.timeout)
             except BaseException:
                 self._probe_abandoned(host, probe)
                 raise
@@ -227,6 +264,16 @@ class Scheduler:
                 return sent
             assert error is not None
             failure = classify(error)
+            if failure.kind == FailureKind.UNAVAILABLE:
+                self._reached(host, probe)
+                self.stats.unavailable += 1
+                wait = refusals.next_wait(self._backoff(refusals.count + 1, failure))
+                if wait is None:
+                    raise CallFailed(failure, error, tries)
+                tries -= 1  # refusals are bounded by patience, not max_retries
+                self.stats.retries += 1
+                await asyncio.sleep(wait)
+                continue
             last = not failure.retryable or tries > self.max_retries
             if failure.kind == FailureKind.UNREACHABLE and self.breakers is not None and host is not None:
                 self.breakers.unreached(host, reason_of(error), probe=probe)
@@ -266,7 +313,7 @@ class Scheduler:
             self.breakers.probe_abandoned(host)
 
     async def _paced(
-        self, lane: Lane, tokens: int, attempt: Attempt, host: str | None, probe: bool
+        self, lane: Lane, tokens: int, attempt: Attempt, host: str | None, probe: bool, timeout: float
     ) -> tuple[Sent | None, BaseException | None] | None:
         """One attempt, once the lane's pace and both concurrency caps allow it; None if by
         then the host's breaker has tripped (unless this is its probe)."""
@@ -280,18 +327,18 @@ class Scheduler:
                     raise JobStopping()
                 if not (probe or self._closed(host)):
                     return None
-                return await self._send_once(attempt)
+                return await self._send_once(attempt, timeout)
         finally:
             lane.release()
 
-    async def _send_once(self, attempt: Attempt) -> tuple[Sent | None, BaseException | None]:
+    async def _send_once(self, attempt: Attempt, timeout: float) -> tuple[Sent | None, BaseException | None]:
         self.stats.in_flight += 1
         self.stats.sent += 1
         if self.stats.in_flight > self.stats.peak_in_flight:
             self.stats.peak_in_flight = self.stats.in_flight
         self._idle.clear()
         try:
-            return await asyncio.wait_for(attempt(), self.timeout), None
+            return await asyncio.wait_for(attempt(), timeout), None
         except (asyncio.CancelledError, LeaseLost, StoreError):
             raise  # stopped, this run lost the job, or its store failed: not the provider's answer
         except Exception as exc:  # classified by the caller

@@ -27,6 +27,7 @@ from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import BatchPrices, CallManager, build_request
 from batchain.engine.capacity import Capacity
 from batchain.engine.feed import Returns, Window
+from batchain.engine.flex import FlexPolicy
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import Lease, Purpose, RunControl
 from batchain.engine.progress import ProgressDisplay, wants_progress
@@ -140,7 +141,10 @@ def wire(
         budget=budget,
         on_budget=lambda exc: control.pause(str(exc)),
         guard=lease.guard,
+        flex=FlexPolicy.of(options, pricebook),
     )
+    if auto and calls.flex is not None:
+        calls.flex_items = set()  # the items whose level chose flex (CallManager.admit)
     #: the fast path for `prompt | model | parser`, when nothing observes the run
     configurable = bool(options.config.get("configurable"))
     found = inspect_fast(chain, callbacks=options.callbacks, configurable=configurable)

@@ -34,6 +34,7 @@ __all__ = [
     "clean_payload",
     "estimate_tokens",
     "fresh_client",
+    "is_resource_unavailable",
     "rate_info_from",
     "rebody",
     "response_class",
@@ -142,6 +143,8 @@ def classify_sdk_error(exc: BaseException, provider: str) -> Failure:
         if status == 429 and _is_quota_error(body):
             # out of credit: waiting does not help, so fail instead of retrying forever
             return Failure(FailureKind.REQUEST, message, status)
+        if status == 429 and is_resource_unavailable(body):
+            return Failure(FailureKind.UNAVAILABLE, message, status, retry_after_seconds(headers))
         if status == 429:
             return Failure(FailureKind.RATE_LIMIT, message, status, retry_after_seconds(headers))
         if status >= 500 or status in (408, 409):
@@ -174,6 +177,22 @@ def _is_quota_error(body: Any) -> bool:
         if isinstance(err, dict):
             return err.get("code") == "insufficient_quota" or err.get("type") == "insufficient_quota"
     return False
+
+
+def is_resource_unavailable(body: Any) -> bool:
+    """Is this 429 OpenAI flex processing's "Resource Unavailable" (no flex capacity now),
+    rather than a rate limit? Its ``code`` or ``type`` says ``resource_unavailable``, or
+    its message starts with "Resource Unavailable" (OpenAI documents the status and those
+    words, not the code)."""
+    if not isinstance(body, dict):
+        return False
+    err = body.get("error", body)
+    if not isinstance(err, dict):
+        return False
+    if "resource_unavailable" in (err.get("code"), err.get("type")):
+        return True
+    message = err.get("message")
+    return isinstance(message, str) and message.lower().startswith("resource unavailable")
 
 
 def estimate_tokens(body_json_len: int, max_tokens: Any) -> int:

@@ -58,8 +58,10 @@ __all__ = [
     "remember_secret",
 ]
 
-#: request body keys that never change what the model computes
-_NON_SEMANTIC = ("stream", "stream_options")
+#: request body keys that never change what the model computes: how the answer is
+#: delivered, and which service tier computes it (an answer at OpenAI's flex tier is the
+#: same call as at the standard tier: one key, replayed whichever tier paid for it)
+_NON_SEMANTIC = ("stream", "stream_options", "service_tier")
 
 
 #: a response body: its JSON text, or that text already parsed
@@ -76,13 +78,15 @@ def canonical_json(obj: Any) -> str:
 
 
 def body_hash(body: Mapping[str, Any]) -> str:
-    """The sandbox ledger's request hash: canonical body without streaming keys."""
+    """The sandbox ledger's request hash: canonical body without streaming keys and
+    ``service_tier``."""
     clean = {k: v for k, v in body.items() if k not in _NON_SEMANTIC}
     return hashlib.sha256(canonical_json(clean).encode()).hexdigest()
 
 
 def clean_body_json(body: Mapping[str, Any]) -> str:
-    """Canonical JSON of ``body`` without streaming keys (the text the key is made of)."""
+    """Canonical JSON of ``body`` without streaming keys and ``service_tier`` (the text the
+    key is made of)."""
     return canonical_json({k: v for k, v in body.items() if k not in _NON_SEMANTIC})
 
 
@@ -144,6 +148,10 @@ class FailureKind(StrEnum):
     #: the host was not reached at all: connection refused, name not resolved, or no
     #: connection in time (never an HTTP answer); counted by the host's circuit breaker
     UNREACHABLE = "unreachable"
+    #: OpenAI flex processing had no capacity (429 "Resource Unavailable", not billed):
+    #: not a rate limit, so it neither slows the lane nor pauses it; the call backs off on
+    #: its own, then falls back by the job's ``flex_fallback``
+    UNAVAILABLE = "unavailable"
     REQUEST = "request"
     OTHER = "other"
 
@@ -163,6 +171,7 @@ class Failure:
             FailureKind.TIMEOUT,
             FailureKind.CONNECTION,
             FailureKind.UNREACHABLE,
+            FailureKind.UNAVAILABLE,
         )
 
 

@@ -24,7 +24,8 @@ Served endpoints:
 
 * OpenAI: ``POST /v1/chat/completions`` (JSON or SSE), Files (upload, list, retrieve,
   content, delete), Batches (create, list, retrieve, cancel) for
-  ``/v1/chat/completions``.
+  ``/v1/chat/completions``; flex processing (``service_tier: "flex"``, see
+  :mod:`~batchain.sandbox.flex`).
 * Anthropic: ``POST /v1/messages`` (JSON or SSE), Message Batches (create, list,
   retrieve, cancel, delete, results).
 * Gemini (``v1`` and ``v1beta``): ``models/{model}:generateContent`` and

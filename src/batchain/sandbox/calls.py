@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from batchain.sandbox.config import ConfigError, SandboxConfig, header_overrides
 from batchain.sandbox.directives import Directives, parse_directives
 from batchain.sandbox.errors import ApiError
+from batchain.sandbox.flex import requested_flex, unavailable_error
 from batchain.sandbox.ledger import LedgerEntry, Provider, Tier, canonical_json
 from batchain.sandbox.limits import Decision
 from batchain.sandbox.prompt import Prompt
@@ -219,10 +220,17 @@ async def sleep_unless_disconnected(request: Request, seconds: float) -> bool:
     return sleeper in done and watcher not in done
 
 
-def realtime_latency(config: SandboxConfig, directives: Directives, state: SandboxState) -> float:
-    """Seconds to wait before answering (directive > header/config), with jitter."""
-    base = directives.latency_ms if directives.latency_ms is not None else config.latency_ms
-    jitter = config.latency_jitter_ms
+def realtime_latency(
+    config: SandboxConfig, directives: Directives, state: SandboxState, *, flex: bool = False
+) -> float:
+    """Seconds to wait before answering (directive > header/config), with jitter; a flex
+    answer takes the flex latency."""
+    latency, jitter = (
+        (config.flex_latency_ms, config.flex_latency_jitter_ms)
+        if flex
+        else (config.latency_ms, config.latency_jitter_ms)
+    )
+    base = directives.latency_ms if directives.latency_ms is not None else latency
     if jitter > 0:
         base += state.rng.uniform(-jitter, jitter)
     return max(base, 0.0) / 1000.0
@@ -242,6 +250,7 @@ async def handle_realtime(
     started = time.perf_counter()
     decision = _NO_DECISION
     model = "*"
+    tier: Tier = "realtime"
     try:
         denied = spec.authenticate(request)
         if denied is not None:
@@ -252,8 +261,14 @@ async def handle_realtime(
             body = {**body, **fields}
         if isinstance(body.get("model"), str):
             model = body["model"]
+        if spec.name == "openai" and body.get("service_tier") == "flex":
+            tier = "flex"  # what its 429s are counted under, whatever refuses it
         ev = evaluate(spec, body, batch=False)
         model = ev.prompt.model  # as the ledger names it (Gemini's body says models/<id>)
+        flex = spec.name == "openai" and requested_flex(config, body, model)
+        if flex and state.roll(config.flex_unavailable_rate):
+            # before the limiter: a refusal for flex capacity uses no rate-limit quota
+            raise unavailable_error()
         decision = state.limiter.admit(
             spec.name, ev.prompt.model, ev.prompt_tokens + ev.reply.completion_tokens
         )
@@ -267,14 +282,16 @@ async def handle_realtime(
             raise ApiError(500, _SERVER_ERROR_MESSAGE, headers=wait)
         if state.roll(config.overloaded_rate):
             raise spec.overloaded_error()
-        delay = realtime_latency(config, ev.directives, state)
+        delay = realtime_latency(config, ev.directives, state, flex=tier == "flex")
         if delay > 0 and not await sleep_unless_disconnected(request, delay):
             # The client is gone: generation is cancelled and nothing is billed.
             return spec.error_response(ApiError(499, "Client closed request."), decision)
-        payload = bill(state, spec, ev, "realtime")
+        payload = bill(state, spec, ev, tier)
     except ApiError as error:
-        if error.status == 429:  # limiter or [[fail:429]]: counted, never billed
-            state.ledger.note_rate_limited(spec.name, model)
+        if error.code == "resource_unavailable":  # flex capacity: counted apart, never billed
+            state.ledger.note_unavailable(spec.name, model)
+        elif error.status == 429:  # limiter or [[fail:429]]: counted, never billed
+            state.ledger.note_rate_limited(spec.name, model, tier)
         return spec.error_response(error, decision)
     return spec.success_response(ev, payload, decision, started)
 

@@ -44,6 +44,12 @@ class SandboxConfig:
     error_rate: float = 0.0  # random 500s (OpenAI server_error, Anthropic api_error)
     overloaded_rate: float = 0.0  # random OpenAI/Gemini 503, Anthropic 529 overloaded_error
     server_retry_after_s: float = 0.0  # > 0: server errors (500, 503, 529) send Retry-After
+    # -- OpenAI flex processing (``service_tier: "flex"``; see sandbox/flex.py) ----------
+    flex_latency_ms: float = 1500.0  # a flex answer's latency (instead of latency_ms): slower
+    flex_latency_jitter_ms: float = 500.0  # uniform +/- jitter added to flex_latency_ms
+    flex_unavailable_rate: float = 0.0  # flex requests refused with 429 Resource Unavailable
+    # comma-separated model name patterns (fnmatch) that offer flex; "*": every model
+    flex_models: str = "o3,o3-20*,o4-mini,o4-mini-20*,gpt-5*,gpt-6*"
     # -- batches -------------------------------------------------------------------------
     batch_validating_s: float = 0.05  # OpenAI `validating` (Anthropic: start delay)
     batch_processing_s: float = 0.5  # whole-batch processing; items finish progressively
@@ -69,7 +75,13 @@ class SandboxConfig:
     seed: int = 0  # seeds every random fault decision, for reproducible runs
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "overloaded_rate", "batch_item_error_rate", "batch_drop_rate"):
+        for name in (
+            "error_rate",
+            "overloaded_rate",
+            "flex_unavailable_rate",
+            "batch_item_error_rate",
+            "batch_drop_rate",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be within [0, 1], got {value!r}")
@@ -83,6 +95,8 @@ class SandboxConfig:
         for name in (
             "latency_ms",
             "latency_jitter_ms",
+            "flex_latency_ms",
+            "flex_latency_jitter_ms",
             "batch_validating_s",
             "batch_processing_s",
             "batch_finalizing_s",
@@ -126,6 +140,10 @@ REQUEST_SCOPED_KNOBS: frozenset[str] = frozenset(
         "latency_jitter_ms",
         "error_rate",
         "overloaded_rate",
+        "flex_latency_ms",
+        "flex_latency_jitter_ms",
+        "flex_unavailable_rate",
+        "flex_models",
         "batch_validating_s",
         "batch_processing_s",
         "batch_finalizing_s",
@@ -166,6 +184,10 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if base == "str":
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
     except (TypeError, ValueError):
         raise ConfigError(f"invalid value {value!r} for knob {name!r} ({base})") from None
     raise ConfigError(f"knob {name!r} has unsupported type {kind}")  # pragma: no cover

@@ -6,7 +6,10 @@ Billing rules
   response: a realtime 200 that was actually delivered (a client that disconnects
   during the simulated latency is not billed), or a ``succeeded`` / 200 batch item.
   Errors (4xx, 5xx, 429), cancelled, expired and dropped batch items are not billed.
-* ``tier`` is ``realtime`` or ``batch``.
+* ``tier`` is ``realtime``, ``batch`` or ``flex`` (an OpenAI realtime request served
+  at flex processing, priced at Batch API rates; see :mod:`~batchain.sandbox.flex`).
+  A flex request refused with 429 "Resource Unavailable" is not billed; it is counted
+  as ``unavailable`` (not as ``rate_limited``).
 * ``input_tokens`` is the TOTAL prompt tokens including cached ones, for every
   provider (Gemini's ``promptTokenCount``).  OpenAI's wire ``prompt_tokens`` already includes
   ``cached_tokens``; Anthropic's wire ``input_tokens`` excludes cache reads and
@@ -16,12 +19,14 @@ Billing rules
 Request hash
 ------------
 ``request_hash`` is the sha256 hex digest of the canonical JSON of the request body
-with the top-level keys ``stream`` and ``stream_options`` removed::
+with the top-level keys ``stream``, ``stream_options`` and ``service_tier`` removed (how
+an answer is delivered or which tier serves it, never what the model is asked)::
 
     json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 A realtime body and the identical body inside a batch line (``body`` for OpenAI,
-``params`` for Anthropic) hash the same, so clients can detect double billing.
+``params`` for Anthropic) hash the same, so clients can detect double billing; so do a
+request served at flex and the same request served at the standard tier.
 Gemini's model is in the URL, not the body: its requests are hashed with
 ``"model": "models/<id>"`` added (realtime and batch alike), and its ledger ``model``
 is the bare ``<id>``.
@@ -46,9 +51,9 @@ __all__ = [
 ]
 
 Provider = Literal["openai", "anthropic", "gemini"]
-Tier = Literal["realtime", "batch"]
+Tier = Literal["realtime", "batch", "flex"]
 
-_EXCLUDED_KEYS = ("stream", "stream_options")
+_EXCLUDED_KEYS = ("stream", "stream_options", "service_tier")
 _COUNTERS = (
     "requests",
     "input_tokens",
@@ -56,12 +61,14 @@ _COUNTERS = (
     "cache_creation_tokens",
     "output_tokens",
     "rate_limited",
+    "unavailable",
 )
 
 
 def canonical_json(body: dict[str, Any]) -> str:
-    """The canonical JSON used for hashing (``stream``/``stream_options`` removed)."""
-    if "stream" in body or "stream_options" in body:
+    """The canonical JSON used for hashing (``stream``, ``stream_options`` and
+    ``service_tier`` removed)."""
+    if any(k in body for k in _EXCLUDED_KEYS):
         body = {k: v for k, v in body.items() if k not in _EXCLUDED_KEYS}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -99,6 +106,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
         self._rate_limited: Counter[tuple[str, str, str]] = Counter()
+        self._unavailable: Counter[tuple[str, str, str]] = Counter()
 
     def add(self, entry: LedgerEntry) -> None:
         with self._lock:
@@ -109,6 +117,11 @@ class Ledger:
         with self._lock:
             self._rate_limited[(provider, model, tier)] += 1
 
+    def note_unavailable(self, provider: Provider, model: str, tier: Tier = "flex") -> None:
+        """Count one flex request refused for lack of capacity (429, not billed)."""
+        with self._lock:
+            self._unavailable[(provider, model, tier)] += 1
+
     def entries(self) -> list[LedgerEntry]:
         with self._lock:
             return list(self._entries)
@@ -117,17 +130,20 @@ class Ledger:
         with self._lock:
             self._entries.clear()
             self._rate_limited.clear()
+            self._unavailable.clear()
 
     def summary(self) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
         """``summary[provider][model][tier]`` -> counters.
 
         Counters: ``requests``, ``input_tokens`` (total, cached included),
-        ``cached_tokens``, ``cache_creation_tokens``, ``output_tokens`` and
-        ``rate_limited`` (429s returned, not billed).
+        ``cached_tokens``, ``cache_creation_tokens``, ``output_tokens``,
+        ``rate_limited`` (429s returned, not billed) and ``unavailable`` (flex requests
+        refused with 429 Resource Unavailable, not billed).
         """
         with self._lock:
             entries = list(self._entries)
             limited = dict(self._rate_limited)
+            unavailable = dict(self._unavailable)
         result: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
 
         def bucket(provider: str, model: str, tier: str) -> dict[str, int]:
@@ -143,6 +159,8 @@ class Ledger:
             counters["output_tokens"] += e.output_tokens
         for (provider, model, tier), count in limited.items():
             bucket(provider, model, tier)["rate_limited"] += count
+        for (provider, model, tier), count in unavailable.items():
+            bucket(provider, model, tier)["unavailable"] += count
         return result
 
     def duplicates(self) -> dict[str, int]:

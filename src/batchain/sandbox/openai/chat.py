@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from batchain.sandbox.state import SandboxState
 
-__all__ = ["OpenAISpec", "go_duration", "openai_json_response"]
+__all__ = ["OpenAISpec", "go_duration", "openai_json_response", "service_tier"]
 
 _ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
@@ -460,8 +460,7 @@ class OpenAISpec:
         return Usage(ev.prompt_tokens, cached, 0, ev.reply.completion_tokens * _choices(ev.body))
 
     def success_body(self, ev: Evaluated, usage: Usage, tier: Tier) -> dict[str, Any]:
-        del tier
-        return chat_completion(ev, usage)
+        return chat_completion(ev, usage, service_tier(tier))
 
     def rate_limit_error(self, model: str, decision: Decision) -> ApiError:
         headers = _retry_after_headers(decision.retry_after_s)
@@ -575,7 +574,13 @@ def _message(ev: Evaluated) -> dict[str, Any]:
     return {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
 
 
-def chat_completion(ev: Evaluated, usage: Usage) -> dict[str, Any]:
+def service_tier(tier: Tier) -> str:
+    """The ``service_tier`` an answer reports: ``flex`` when flex served it, else ``default``
+    (a batch line's answer says ``default`` too)."""
+    return "flex" if tier == "flex" else "default"
+
+
+def chat_completion(ev: Evaluated, usage: Usage, tier: str = "default") -> dict[str, Any]:
     message = _message(ev)
     finish = _FINISH[ev.reply.finish]
     choices = [
@@ -600,6 +605,6 @@ def chat_completion(ev: Evaluated, usage: Usage) -> dict[str, Any]:
                 "rejected_prediction_tokens": 0,
             },
         },
-        "service_tier": "default",
+        "service_tier": tier,
         "system_fingerprint": "fp_sandbox",
     }

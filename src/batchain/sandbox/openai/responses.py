@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from batchain.sandbox import ids
 from batchain.sandbox.calls import Evaluated, Usage, dumps
 from batchain.sandbox.errors import ApiError
-from batchain.sandbox.openai.chat import OpenAISpec, openai_json_response, parse_chat
+from batchain.sandbox.openai.chat import OpenAISpec, openai_json_response, parse_chat, service_tier
 from batchain.sandbox.responder import FinishReason
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _tool(tool: Any, index: int) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def response_object(ev: Evaluated, usage: Usage) -> dict[str, Any]:
+def response_object(ev: Evaluated, usage: Usage, tier: str = "default") -> dict[str, Any]:
     reply = ev.reply
     rid = "resp_" + ids.openai_chat_id().removeprefix("chatcmpl-")
     if reply.finish is FinishReason.TOOL_CALL:
@@ -162,7 +162,7 @@ def response_object(ev: Evaluated, usage: Usage) -> dict[str, Any]:
         "temperature": ev.body.get("temperature", 1.0),
         "top_p": ev.body.get("top_p", 1.0),
         "text": ev.body.get("text") or {"format": {"type": "text"}},
-        "service_tier": "default",
+        "service_tier": tier,
         "usage": {
             "input_tokens": usage.input_tokens,
             "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
@@ -181,8 +181,7 @@ class ResponsesSpec(OpenAISpec):
         return parse_responses(body, batch=batch)
 
     def success_body(self, ev: Evaluated, usage: Usage, tier: Tier) -> dict[str, Any]:
-        del tier
-        return response_object(ev, usage)
+        return response_object(ev, usage, service_tier(tier))
 
     def success_response(
         self, ev: Evaluated, payload: dict[str, Any], decision: Decision, started: float
