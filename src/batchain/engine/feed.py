@@ -48,6 +48,8 @@ class Window:
         self.in_use = 0
         #: items started in this run
         self.started = 0
+        #: items started in a lent place (built while a round uploaded)
+        self.borrowed = 0
 
     @property
     def full(self) -> bool:
@@ -74,6 +76,8 @@ class Window:
                 self._waiting = False
         if self.control.stopping:
             return False
+        if self.in_use >= self.size:
+            self.borrowed += 1
         self.in_use += 1
         self.started += 1
         return True
