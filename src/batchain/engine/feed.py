@@ -30,47 +30,74 @@ _BULK_CHUNK = 1000
 
 
 class Window:
-    """Places for items that run or wait at once."""
+    """Places for items that run or wait at once.
+
+    While a round's batches are being created (uploaded), the round can *lend* the feeder
+    more places, so the next items are built while the provider takes the upload; the loan
+    ends when the round's items have left the window."""
 
     def __init__(self, size: int, control: RunControl, changed: asyncio.Event) -> None:
-        self._slots = asyncio.Semaphore(size)
         self.size = size
         self.control = control
         self.changed = changed
+        self._freed = asyncio.Event()
         self._waiting = False
+        #: places lent beyond ``size`` (see :meth:`lend`)
+        self.lent = 0
         #: places taken and not released
         self.in_use = 0
         #: items started in this run
         self.started = 0
+        #: items started in a lent place (built while a round uploaded)
+        self.borrowed = 0
+
+    @property
+    def full(self) -> bool:
+        return self.in_use >= self.size + self.lent
 
     @property
     def blocked(self) -> bool:
         """The feeder waits for a place and none is free: the items in the window are all
         there will be. (A place released but not yet taken by the feeder is free.)"""
-        return self._waiting and self.in_use >= self.size
+        return self._waiting and self.full
 
     async def take(self, before_waiting: Callable[[], Awaitable[None]] | None = None) -> bool:
         """A place for the next item; False if the run is stopping."""
-        slots = self._slots
-        if slots.locked():
+        if self.full:
             if before_waiting is not None:
                 await before_waiting()
             self._waiting = True
             self.changed.set()
-        try:
-            await slots.acquire()
-        finally:
-            self._waiting = False
+            try:
+                while self.full and not self.control.stopping:
+                    self._freed.clear()
+                    await self._freed.wait()
+            finally:
+                self._waiting = False
         if self.control.stopping:
-            slots.release()
             return False
+        if self.in_use >= self.size:
+            self.borrowed += 1
         self.in_use += 1
         self.started += 1
         return True
 
     def release(self) -> None:
         self.in_use -= 1
-        self._slots.release()
+        self._freed.set()
+
+    def lend(self, n: int) -> None:
+        """Let ``n`` more items in until :meth:`reclaim`."""
+        self.lent = n
+        self._freed.set()
+
+    def reclaim(self) -> None:
+        """End the loan: places free again only below ``size``."""
+        self.lent = 0
+
+    def wake(self) -> None:
+        """Let a feeder waiting for a place see that the run is stopping."""
+        self._freed.set()
 
 
 class Returns:

@@ -65,6 +65,12 @@ class Rounds:
         self.live = live
         self.deadline = deadline
         self.deadline_margin = deadline_margin
+        #: batch mode's bulk path: a round's batches are created while the next items build
+        self.overlap = self.evicting and feeder.bulk is not None
+        #: the flush creating a round's batches, when one runs behind the feeder
+        self._flushing: asyncio.Task[int] | None = None
+        #: batches the last flush created
+        self._created = 1
 
     def switch_in(self) -> float | None:
         """Seconds until auto mode's deadline margin, when there is a deadline."""
@@ -84,10 +90,46 @@ class Rounds:
 
     async def run(self, feeding: asyncio.Task[None]) -> None:
         """Flush when every live item waits on a parked call; poll; repeat."""
+        try:
+            await self._loop(feeding)
+        except asyncio.CancelledError:
+            if self._flushing is not None:
+                self._flushing.cancel()  # its batch intents are recorded: a resume verifies them
+            raise
+        if self._flushing is not None and not await self._flushed():
+            return
+
+    async def _flushed(self) -> bool:
+        """The round being created is at the provider (or failed); False if the budget
+        paused the run."""
+        task, self._flushing = self._flushing, None
+        self.window.reclaim()
+        if task is None:
+            return True
+        try:
+            self._created = await task
+        except BudgetExhausted as exc:
+            self.control.pause(str(exc))
+            return False
+        return True
+
+    def _flush_behind(self) -> None:
+        """Create the round's batches while the feeder builds the next items: uploading a
+        batch takes the provider seconds to minutes, which the client spends building, not
+        waiting. (The bulk path only: a row is small, so lending a window's worth of places
+        costs little memory; an item coroutine does not.)"""
+        self.batch.evict()  # the last round's items: their calls are out
+        self._flushing = asyncio.create_task(self.batch.flush())
+        self._flushing.add_done_callback(lambda _: self.changed.set())
+        self.window.lend(self.window.size)
+
+    async def _loop(self, feeding: asyncio.Task[None]) -> None:
         batch, control = self.batch, self.control
         polled = False
         cancel_sent = False
         while not control.stopping:
+            if self._flushing is not None and self._flushing.done() and not await self._flushed():
+                return
             fed = feeding.done() or self.window.blocked or self.feeder.idle
             if (feeding.done() or self.feeder.finished) and not self.live():
                 # every item ended: batches left at an endpoint the job no longer uses end too
@@ -117,13 +159,23 @@ class Rounds:
                 )
             if not all_waiting:
                 continue
+            if self._flushing is not None:
+                # a round's batches are being created: nothing settles before they are out
+                await batch.poll_due()
+                await asyncio.wait({self._flushing}, timeout=batch.next_poll_in())
+                continue
             if control.cancelling and not cancel_sent:
                 await batch.cancel_all()
                 cancel_sent = True
                 continue
+            # behind the feeder only while it has inputs to build and rounds go out whole
+            # (a round held back by the budget or the provider's capacity waits in line)
+            if batch.unsubmitted and self.overlap and self._created and not self.feeder.exhausted:
+                self._flush_behind()
+                continue
             if batch.unsubmitted:
                 try:
-                    created = await batch.flush()
+                    created = self._created = await batch.flush()
                 except BudgetExhausted as exc:
                     control.pause(str(exc))
                     return

@@ -281,6 +281,7 @@ class JobRunner:
                 items_left_window=returns.left,
                 items_fed_again=returns.fed_again,
                 items_finished_out_of_window=self.bulk.finished_out if self.bulk is not None else 0,
+                items_built_during_uploads=self.window.borrowed,
             )
         return stats
 

@@ -151,6 +151,7 @@ def wire(
     fast = found if isinstance(found, FastChain) else None
     paths = {"fast_path": "on" if fast is not None else f"off: {found}"}
     window = Window(_window_size(options), control, changed)
+    control.on_stop.append(window.wake)
     returns = None
     if batch is not None and options.mode == Mode.BATCH:
         # every call of a stage goes to the provider at once: items whose calls are there

@@ -220,6 +220,13 @@ async def sleep_unless_disconnected(request: Request, seconds: float) -> bool:
     return sleeper in done and watcher not in done
 
 
+async def upload_latency(state: SandboxState) -> None:
+    """The time a provider takes to receive a batch's input (``upload_latency_ms``)."""
+    seconds = state.config.upload_latency_ms / 1000.0
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
 def realtime_latency(
     config: SandboxConfig, directives: Directives, state: SandboxState, *, flex: bool = False
 ) -> float:

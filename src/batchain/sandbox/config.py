@@ -55,6 +55,7 @@ class SandboxConfig:
     batch_processing_s: float = 0.5  # whole-batch processing; items finish progressively
     batch_finalizing_s: float = 0.05  # OpenAI `finalizing` (Anthropic: end delay)
     cancel_delay_s: float = 0.05  # `cancelling` / `canceling` before the batch ends
+    upload_latency_ms: float = 0.0  # OpenAI file upload / Anthropic batch create: taking the input
     batch_item_error_rate: float = 0.0  # items failing with a server error (500 / api_error)
     batch_expire_after_fraction: float | None = None  # expire after this fraction finished
     batch_drop_rate: float = 0.0  # items silently missing from the results
@@ -101,6 +102,7 @@ class SandboxConfig:
             "batch_processing_s",
             "batch_finalizing_s",
             "cancel_delay_s",
+            "upload_latency_ms",
             "batch_create_429",
         ):
             if getattr(self, name) < 0:

@@ -24,6 +24,7 @@ from batchain.sandbox.calls import (
     handle_realtime,
     parse_json_object,
     request_config,
+    upload_latency,
 )
 from batchain.sandbox.errors import ApiError
 from batchain.sandbox.state import SandboxState
@@ -92,6 +93,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
 
     async def create_batch(request: Request) -> Response:
         _authenticate(request)
+        await upload_latency(state)
         limit = state.config.anthropic_max_batch_bytes  # 256 MB
         _check_size(request, limit)
         config = request_config(state, request)

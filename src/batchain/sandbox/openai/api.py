@@ -14,6 +14,7 @@ from batchain.sandbox.calls import (
     handle_realtime,
     parse_json_object,
     request_config,
+    upload_latency,
 )
 from batchain.sandbox.errors import ApiError
 from batchain.sandbox.multipart import MultipartError, Part, parse_multipart
@@ -176,6 +177,7 @@ def routes(state: SandboxState) -> list[BaseRoute]:
 
     async def upload_file(request: Request) -> Response:
         _authenticate(request)
+        await upload_latency(state)
         declared = int(request.headers.get("content-length") or 0)
         if declared > MAX_FILE_BYTES + _MB:
             raise ApiError(400, "File is too large.")
