@@ -48,6 +48,7 @@ from batchain.cli.options import (
     OutputOpt,
     PollOpt,
     PricesOpt,
+    PromptCacheOpt,
     QuietOpt,
     RetriesOpt,
     RpmOpt,
@@ -104,6 +105,7 @@ def run(
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     poll_interval: PollOpt = None,
     priority: Annotated[
         str | None,
@@ -177,6 +179,7 @@ def run(
             batch_only,
         )
         | given(
+            prompt_cache=prompt_cache.value if prompt_cache else None,
             priority=priority,
             deadline=parse_deadline(deadline),
             deadline_margin=deadline_margin,
@@ -212,6 +215,7 @@ def submit(
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
@@ -250,7 +254,11 @@ def submit(
             endpoint_mode,
             batch_only,
         )
-        | given(budget=budget, prices=prices_path(prices)),
+        | given(
+            prompt_cache=prompt_cache.value if prompt_cache else None,
+            budget=budget,
+            prices=prices_path(prices),
+        ),
     )
 
 

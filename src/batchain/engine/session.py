@@ -30,10 +30,11 @@ from batchain.engine.feed import Returns, Window
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import Lease, Purpose, RunControl
 from batchain.engine.progress import ProgressDisplay, wants_progress
+from batchain.engine.promptcache import PrefixCaches
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
-from batchain.options import Mode, RunOptions, take_config
+from batchain.options import Mode, PromptCache, RunOptions, take_config
 from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -116,6 +117,9 @@ def wire(
                 backoff_max=options.poll_max,
             ),
             breakers=breakers,
+            prompt_cache=PrefixCaches(
+                enabled=options.prompt_cache == PromptCache.AUTO, prime=purpose is Purpose.FINISH
+            ),
         )
         if batched
         else None
