@@ -19,7 +19,10 @@ from langchain_core.runnables import RunnableLambda
 
 import batchain
 from batchain.errors import InvalidOption
+from batchain.providers.base import body_hash, canonical_json, clean_body_json, hash_of
+from batchain.providers.promptcache import anthropic_mark
 from batchain.sandbox import LedgerEntry, Sandbox
+from batchain.sandbox.ledger import request_hash
 from tests.engine.conftest import make_anthropic, make_openai, run_job
 
 MODEL = "claude-haiku-4-5"  # caches prefixes of 4,096 tokens and more
@@ -230,3 +233,27 @@ def priced_openai(e: LedgerEntry) -> Decimal:
 def test_prompt_cache_takes_auto_or_off() -> None:
     with pytest.raises(InvalidOption, match="prompt_cache must be one of auto, off; got 'on'"):
         batchain.run(RunnableLambda(lambda x: x), [1], mode="batch", prompt_cache="on")
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "Be brief.",
+        [{"type": "text", "text": "Be brief."}],
+        [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Cite sources."}],
+        [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    ],
+)
+def test_a_marked_body_hashes_as_the_unmarked_one_here_and_in_the_ledger(system: Any) -> None:
+    body = {
+        "model": MODEL,
+        "max_tokens": 8,
+        "system": system,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    marked = anthropic_mark(body)
+    assert marked != body and '"ttl":"1h"' in canonical_json(marked["system"])
+    assert body_hash(marked) == body_hash(body) == request_hash(marked) == request_hash(body)
+    text = clean_body_json(body)
+    assert hash_of(body, text) == body_hash(body)
+    assert request_hash({**body, "system": "Be curt."}) != request_hash(body)
