@@ -101,6 +101,7 @@ def test_a_long_shared_prompt_is_written_once_by_a_priming_batch_and_read_by_the
     by_batch = batches(ledger)
     assert len(by_batch) == 2 and by_batch[str(writes[0].batch_id)] == writes
     assert max(e.ts for e in writes) < min(e.ts for e in reads)
+    assert (job.stats["prompt_cache_primed"], job.stats["prompt_cache_marked"]) == (1, 20)
     # the cost is the ledger's, priced here; the marks changed no call's hash
     report = job.report()
     assert report.paid == sum(map(priced, ledger))
@@ -119,6 +120,7 @@ def test_a_long_shared_prompt_is_written_once_by_a_priming_batch_and_read_by_the
     assert not any(e.cached_tokens or e.cache_creation_tokens for e in again)
     assert len(batches(again)) == 1 and not quick.duplicates()
     assert plain.report().cache_saved == 0
+    assert (plain.stats["prompt_cache_primed"], plain.stats["prompt_cache_marked"]) == (0, 0)
     assert plain.report().paid == sum(map(priced, again)) > report.paid
 
 
@@ -128,6 +130,17 @@ def test_a_prompt_under_the_model_minimum_is_sent_as_built(quick: Sandbox, tmp_p
     assert job.status.value == "completed" and len(ledger) == 20 and not quick.duplicates()
     assert len(batches(ledger)) == 1  # nothing primed: one batch
     assert not any(e.cached_tokens or e.cache_creation_tokens for e in ledger)
+
+
+def test_a_primer_that_wrote_nothing_leaves_the_rest_unmarked(quick: Sandbox, tmp_path: Path) -> None:
+    # long words: estimated over the minimum (~4 characters a token), far under it in fact
+    wordy = "Incomprehensibilities notwithstanding, " * 500
+    job = run_job(chain(quick, wordy), [{"i": n} for n in range(10)], tmp_path / "w.sqlite", mode="batch")
+    ledger = quick.ledger()
+    assert job.status.value == "completed" and len(ledger) == 10 and not quick.duplicates()
+    assert sorted(map(len, batches(ledger).values())) == [1, 9]  # primed, in vain
+    assert not any(e.cached_tokens or e.cache_creation_tokens for e in ledger)
+    assert (job.stats["prompt_cache_primed"], job.stats["prompt_cache_marked"]) == (1, 1)
 
 
 def test_the_users_own_cache_control_is_left_as_it_is(quick: Sandbox, tmp_path: Path) -> None:
