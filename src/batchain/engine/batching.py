@@ -43,7 +43,7 @@ from batchain._failpoints import failpoint
 from batchain.engine.breaker import Breakers, host_of, reason_of
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.engine.capacity import Action, Capacity, Size, enqueued_tokens
-from batchain.engine.promptcache import PrefixCaches
+from batchain.engine.promptcache import CachePlan, PrefixCaches
 from batchain.engine.reconcile import Verdict, Verification
 from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, HostUnreachable, StoreError
 from batchain.options import Tier
@@ -530,18 +530,18 @@ class BatchCoordinator:
             primers = [by_key[k] for k in plan.primers]
             for p in primers:
                 p.batch = None
-            created += await self._send_group(api, primers)
+            created += await self._send_group(api, primers, plan)
             # a primer that did not go: the calls it held wait with it for the next flush
             self.unsubmitted.update(dict.fromkeys(self.cache.sent(plan.primers, self._live_batch_of)))
         if plan.now:
-            created += await self._send_group(api, [by_key[k] for k in plan.now])
+            created += await self._send_group(api, [by_key[k] for k in plan.now], plan)
         return created
 
     def _live_batch_of(self, key: str) -> str | None:
         parked = self.parked.get(key)
         return parked.batch if parked is not None and parked.batch in self.live else None
 
-    async def _send_group(self, api: BatchAPI, members: list[Parked]) -> int:
+    async def _send_group(self, api: BatchAPI, members: list[Parked], plan: CachePlan) -> int:
         """Create the batches of these calls of one group: split under every limit, each as
         large as the model's capacity allows now. Returns how many."""
         lane = members[0].request.lane
@@ -551,7 +551,7 @@ class BatchCoordinator:
             return 0
         uid = _new_uid()
         # what goes on the wire: marked for the prompt cache where that pays (same key)
-        wired = {p.key: self.cache.wire(api, p) for p in members}
+        wired = {p.key: self.cache.wire(api, p, plan) for p in members}
         encoded = {p.key: api.encode(api.custom_id(uid, p.key), wired[p.key]) for p in members}
         by_key = {p.key: p for p in members}
         sized = [(k, len(v)) for k, v in encoded.items()]
@@ -583,7 +583,7 @@ class BatchCoordinator:
                 break
             for p in members:
                 p.batch = uid
-            self.cache.in_batch(uid, api, [p.request for p in members if wired[p.key] is not p.request])
+            self.cache.in_batch(uid, plan, [p.key for p in members])
             created += 1
         self._note_held(lane, held)
         return created

@@ -89,6 +89,8 @@ class CachePlan:
     primers: list[str]
     now: list[str]
     held: int = 0
+    #: the calls to send marked, and the prefix (lane, key) each uses
+    marked: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class PrefixCaches:
@@ -110,16 +112,28 @@ class PrefixCaches:
         #: batches being primed and the prefixes they prime; batches carrying marked calls
         self._priming: dict[str, list[tuple[str, str]]] = {}
         self._marked: dict[str, set[tuple[str, str]]] = {}
+        #: whether each Batch API caches prompts (a runtime Protocol check is slow: once)
+        self._apis: dict[int, tuple[object, PromptCaching | None]] = {}
         #: calls sent marked, and primers sent, in this run (for the job's stats)
         self.marked_calls = 0
         self.primed = 0
 
+    def _caching(self, api: object) -> PromptCaching | None:
+        """``api`` if it caches prompts and this run uses it, else None."""
+        if not self.enabled:
+            return None
+        found = self._apis.get(id(api))
+        if found is None:
+            found = self._apis[id(api)] = (api, api if isinstance(api, PromptCaching) else None)
+        return found[1]
+
     def plan(self, api: object, calls: Sequence[_Call]) -> CachePlan:
         """Order ``calls`` (one lane's) by prefix, and pick the primers and the calls
         that wait for them."""
-        keys = [c.key for c in calls]
-        if not self.enabled or not isinstance(api, PromptCaching):
-            return CachePlan([], keys)
+        caching = self._caching(api)
+        if caching is None:
+            return CachePlan([], [c.key for c in calls])
+        api = caching
         lane = calls[0].request.lane
         groups: dict[str | None, list[_Call]] = {}
         prefixes: dict[str, CachePrefix] = {}
@@ -139,9 +153,10 @@ class PrefixCaches:
     def _plan_prefix(
         self, api: PromptCaching, lane: str, prefix: CachePrefix, members: list[_Call], plan: CachePlan
     ) -> None:
-        known = self._prefixes.get((lane, prefix.key))
+        where = (lane, prefix.key)
+        known = self._prefixes.get(where)
         if known is not None and known.state is _State.WRITTEN and known.until < self._clock():
-            del self._prefixes[(lane, prefix.key)]  # surely expired: primed again if it pays
+            del self._prefixes[where]  # surely expired: primed again if it pays
             known = None
         if known is not None and known.state is _State.PRIMING:
             known.held.extend(c.key for c in members)
@@ -149,14 +164,15 @@ class PrefixCaches:
             return
         if known is None and self.prime and self._pays(api, prefix, members):
             primer, rest = members[0], members[1:]
-            self._prefixes[(lane, prefix.key)] = _Prefix(
-                _State.PRIMING, primer=primer.key, held=[c.key for c in rest]
-            )
-            self._primers[primer.key] = (lane, prefix.key)
+            self._prefixes[where] = _Prefix(_State.PRIMING, primer=primer.key, held=[c.key for c in rest])
+            self._primers[primer.key] = where
             plan.primers.append(primer.key)
+            plan.marked[primer.key] = where
             plan.held += len(rest)
             return
         plan.now.extend(c.key for c in members)
+        if known is not None and known.state is _State.WRITTEN and not prefix.marked:
+            plan.marked.update((c.key, where) for c in members)
 
     @staticmethod
     def _pays(api: PromptCaching, prefix: CachePrefix, members: list[_Call]) -> bool:
@@ -186,34 +202,19 @@ class PrefixCaches:
             self.primed += 1
         return released
 
-    def wire(self, api: object, parked: _Call) -> CallRequest:
-        """The request as it goes into a batch line: marked if its prefix was written, or
-        if it primes it."""
-        request = parked.request
-        if not self.enabled or not isinstance(api, PromptCaching) or not api.primes:
-            return request
-        if parked.key in self._primers:
-            return api.mark(request)
-        prefix = api.cache_prefix(request)
-        if prefix is None or prefix.marked:
-            return request
-        known = self._prefixes.get((request.lane, prefix.key))
-        if known is None or known.state is not _State.WRITTEN or known.until < self._clock():
-            return request
-        return api.mark(request)
+    def wire(self, api: object, parked: _Call, plan: CachePlan) -> CallRequest:
+        """The request as it goes into a batch line: marked where ``plan`` says (its prefix
+        was written, or it primes it)."""
+        caching = self._caching(api) if parked.key in plan.marked else None
+        return parked.request if caching is None else caching.mark(parked.request)
 
-    def in_batch(self, uid: str, api: object, marked: Sequence[CallRequest]) -> None:
-        """Batch ``uid`` carries these requests marked (as built, unmarked): the written
-        prefixes among them are used, and live on when it ends."""
-        if not marked or not isinstance(api, PromptCaching):
-            return
-        self.marked_calls += len(marked)
-        used: set[tuple[str, str]] = set()
-        for request in marked:
-            prefix = api.cache_prefix(request)
-            if prefix is not None and (request.lane, prefix.key) in self._prefixes:
-                used.add((request.lane, prefix.key))
-        self._marked[uid] = used
+    def in_batch(self, uid: str, plan: CachePlan, keys: Sequence[str]) -> None:
+        """Batch ``uid`` carries these calls of ``plan``: the prefixes its marked calls use
+        live on when it ends."""
+        used = {plan.marked[k] for k in keys if k in plan.marked}
+        if used:
+            self.marked_calls += sum(1 for k in keys if k in plan.marked)
+            self._marked[uid] = used
 
     def answered(self, key: str, usage: Usage) -> None:
         """A call was answered: if it primed a prefix, whether the cache was written."""
