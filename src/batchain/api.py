@@ -30,7 +30,7 @@ from batchain.engine.session import execute, expected_total, pricebook_for
 from batchain.errors import InvalidOption
 from batchain.job import ItemResult, Job, new_job_id
 from batchain.options import MODES as MODES  # still importable from here
-from batchain.options import FlexFallback, Mode, RunOptions, take_config
+from batchain.options import FlexFallback, Mode, PromptCache, RunOptions, take_config
 from batchain.priority import PriorityRule, auto_routes
 from batchain.states import JobStatus
 from batchain.store import StoreArg, open_store
@@ -72,6 +72,7 @@ def run(
     max_batch_size: int | None = None,
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
+    prompt_cache: str = PromptCache.AUTO,
     priority: str | int | Callable[[Any], Any] | None = None,
     priority_field: str | None = None,
     auto_routes: Mapping[str, str] | None = None,
@@ -106,6 +107,9 @@ def run(
     ``max_open_batches`` and ``max_enqueued_tokens`` cap, per model, the provider batches open at once and the
     input tokens they hold (default: no cap of ours; a provider's refusal for its queue or
     a batch's size makes the calls wait or go in smaller batches, never fail).
+    ``prompt_cache="auto"`` (batch mode) puts calls that share a long system prompt in the
+    same provider batches and, for Anthropic, marks it for the prompt cache after one
+    priming batch per prompt; ``"off"`` sends every request as the chain built it.
 
     Batch mode parks a model's calls only where its endpoint has a Batch API: a model sent
     to an OpenAI-compatible server without one (Gemini's, vLLM...) runs realtime, noted in
@@ -159,6 +163,7 @@ async def arun(
     max_batch_size: int | None = None,
     max_open_batches: int | None = None,
     max_enqueued_tokens: int | None = None,
+    prompt_cache: str = PromptCache.AUTO,
     priority: str | int | Callable[[Any], Any] | None = None,
     priority_field: str | None = None,
     auto_routes: Mapping[str, str] | None = None,
@@ -222,6 +227,7 @@ _OPTION_NAMES = {
     "max_batch_size",
     "max_open_batches",
     "max_enqueued_tokens",
+    "prompt_cache",
     "priority",
     "priority_field",
     "auto_routes",
@@ -261,6 +267,7 @@ def _options(given: dict[str, Any]) -> RunOptions:
     opts["deadline"] = _deadline_epoch(opts.get("deadline"))
     options = RunOptions(**opts)
     options.mode = Mode.parse(options.mode)
+    options.prompt_cache = PromptCache.parse(options.prompt_cache)
     if options.fallback not in (None, Mode.REALTIME):
         raise InvalidOption("fallback must be None or 'realtime'")
     if options.batch_only and options.fallback == Mode.REALTIME:

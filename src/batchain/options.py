@@ -27,8 +27,10 @@ __all__ = [
     "FLEX_FALLBACKS",
     "MODES",
     "PRIORITY_FUNCTION",
+    "PROMPT_CACHE_MODES",
     "FlexFallback",
     "Mode",
+    "PromptCache",
     "RunOptions",
     "Tier",
     "take_config",
@@ -99,6 +101,29 @@ class FlexFallback(StrEnum):
 FLEX_FALLBACKS: tuple[str, ...] = tuple(f.value for f in FlexFallback)
 
 
+class PromptCache(StrEnum):
+    """Batch mode's use of the providers' prompt caches (see batchain.engine.promptcache)."""
+
+    #: calls that share a long prefix go in the same batches; Anthropic's are marked for
+    #: its cache, after one priming batch per prefix, where that saves at least half of
+    #: what the prefix would cost
+    AUTO = "auto"
+    #: requests go as the chain built them, in the order they came
+    OFF = "off"
+
+    @classmethod
+    def parse(cls, value: str) -> PromptCache:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(PROMPT_CACHE_MODES)
+            raise InvalidOption(f"prompt_cache must be one of {allowed}; got {value!r}") from None
+
+
+#: the prompt-cache settings' strings
+PROMPT_CACHE_MODES: tuple[str, ...] = tuple(m.value for m in PromptCache)
+
+
 @dataclass(slots=True)
 class RunOptions:
     mode: str = Mode.REALTIME
@@ -128,6 +153,9 @@ class RunOptions:
     #: are learned from its refusals either way)
     max_open_batches: int | None = None
     max_enqueued_tokens: int | None = None
+    #: batch mode: "auto" groups calls that share a long prefix and marks Anthropic's for
+    #: its prompt cache (after a priming batch); "off" sends them as built
+    prompt_cache: str = PromptCache.AUTO
     #: batch mode: "realtime" lets models without a Batch API adapter run at full price
     fallback: str | None = None
     #: batch mode: refuse, before anything is sent, a model whose endpoint has no Batch API

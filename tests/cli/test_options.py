@@ -49,3 +49,9 @@ def test_run_cli_returns_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["run", "--mode", "sometimes", "x:y", "in.jsonl"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("batchain: error: ") and "--mode" in err and len(err.strip().splitlines()) == 1
+
+
+def test_prompt_cache_takes_auto_or_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["run", "--prompt-cache", "on", "x:y", "in.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "--prompt-cache" in err and "'on'" in err and len(err.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -277,9 +278,42 @@ def test_cache_control_in_batch(ant: anthropic.Anthropic, sb: Sandbox) -> None:
             "cache_control": {"type": "ephemeral"},
         }
     ]
-    reqs = [anthropic_request(f"c{i}", f"item {i}", system=system) for i in range(3)]
     sb.configure(shuffle_results=False)
+
+    def run(n: int, tag: str) -> list[Any]:
+        reqs = [anthropic_request(f"{tag}{i}", f"{tag} item {i}", system=system) for i in range(n)]
+        batch = wait_anthropic(ant, ant.messages.batches.create(requests=reqs).id)  # type: ignore[arg-type]
+        return [r.result.message.usage for r in ant.messages.batches.results(batch.id)]  # type: ignore[union-attr]
+
+    # a realtime call's cache is not a batch's
+    ant.messages.create(**anthropic_request("r", "realtime", system=system)["params"])
+    # the requests of one batch run in parallel: each writes, none reads another's write
+    first = run(3, "a")
+    assert [u.cache_creation_input_tokens for u in first] == [5003] * 3
+    assert [u.cache_read_input_tokens for u in first] == [0] * 3
+    # a later batch reads what an earlier one wrote
+    second = run(2, "b")
+    assert [u.cache_read_input_tokens for u in second] == [5003, 5003]
+    assert [u.cache_creation_input_tokens for u in second] == [0, 0]
+
+
+def test_cache_control_1h_in_batch(ant: anthropic.Anthropic, sb: Sandbox) -> None:
+    system = [
+        {
+            "type": "text",
+            "text": "Shared batch instructions here. " * 1000,
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
+    reqs = [anthropic_request("w", "write", system=system)]
     batch = wait_anthropic(ant, ant.messages.batches.create(requests=reqs).id)  # type: ignore[arg-type]
-    usages = [r.result.message.usage for r in ant.messages.batches.results(batch.id)]  # type: ignore[union-attr]
-    assert usages[0].cache_creation_input_tokens == 3 + 5000
-    assert [u.cache_read_input_tokens for u in usages[1:]] == [5003, 5003]
+    (result,) = ant.messages.batches.results(batch.id)
+    usage = result.result.message.usage  # type: ignore[union-attr]
+    creation = usage.cache_creation
+    assert creation is not None
+    assert (creation.ephemeral_1h_input_tokens, creation.ephemeral_5m_input_tokens) == (5003, 0)
+    (entry,) = sb.ledger()
+    assert (entry.cache_creation_tokens, entry.cache_write_1h_tokens) == (5003, 5003)
+    # the markers change the price, not the request: its hash is the unmarked body's
+    plain = {**reqs[0]["params"], "system": "Shared batch instructions here. " * 1000}
+    assert entry.request_hash == request_hash(plain)

@@ -52,6 +52,7 @@ from batchain.cli.options import (
     OutputOpt,
     PollOpt,
     PricesOpt,
+    PromptCacheOpt,
     QuietOpt,
     RetriesOpt,
     RpmOpt,
@@ -111,6 +112,7 @@ def run(
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     poll_interval: PollOpt = None,
     priority: Annotated[
         str | None,
@@ -198,6 +200,7 @@ def run(
             batch_only,
         )
         | given(
+            prompt_cache=prompt_cache.value if prompt_cache else None,
             priority=priority,
             priority_field=priority_field,
             deadline=parse_deadline(deadline),
@@ -235,6 +238,7 @@ def submit(
     max_batch_size: BatchSizeOpt = None,
     max_open_batches: OpenBatchesOpt = None,
     max_enqueued_tokens: EnqueuedTokensOpt = None,
+    prompt_cache: PromptCacheOpt = None,
     poll_interval: PollOpt = None,
     budget: BudgetOpt = None,
     prices: PricesOpt = None,
@@ -273,7 +277,11 @@ def submit(
             endpoint_mode,
             batch_only,
         )
-        | given(budget=budget, prices=prices_path(prices)),
+        | given(
+            prompt_cache=prompt_cache.value if prompt_cache else None,
+            budget=budget,
+            prices=prices_path(prices),
+        ),
     )
 
 

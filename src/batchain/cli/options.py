@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from batchain.cli.app import CliError
-from batchain.options import Mode
+from batchain.options import Mode, PromptCache
 
 # -- choices ------------------------------------------------------------------------------------
 
@@ -220,6 +220,15 @@ EnqueuedTokensOpt = Annotated[
         help="Batch mode: most input tokens in open provider batches per model (a provider's "
         "batch queue limit, e.g. OpenAI's enqueued tokens; ~4 characters a token). "
         "(default: no cap; the provider's limit is learned from its refusals)",
+    ),
+]
+PromptCacheOpt = Annotated[
+    PromptCache | None,
+    typer.Option(
+        "--prompt-cache",
+        help="Batch mode: auto puts calls that share a long system prompt in the same provider "
+        "batches and marks Anthropic's for its prompt cache, after one priming batch per prompt; "
+        "off sends every request as the chain built it. (default: auto)",
     ),
 ]
 PollOpt = Annotated[

@@ -232,6 +232,12 @@ def _cost_text(job: Job) -> str:
         text += f" · ${report.savings:,.6f} saved by batch/flex pricing"
     if report.avoided:
         text += f" · ${report.avoided:,.6f} avoided by reuse"
+    usage = report.usage
+    if usage.cache_read_tokens or usage.cache_creation_tokens:
+        text += (
+            f" · prompt cache: {usage.cache_read_tokens:,} tokens read, "
+            f"{usage.cache_creation_tokens:,} written, ${report.cache_saved:,.6f} saved"
+        )
     if not report.complete:
         unknown = ", ".join(sorted({f"{p}/{m}" for p, m in report.unknown_models}))
         text += f" · no known price for {escape(unknown)} (not counted)"

@@ -78,6 +78,13 @@ def render_table(report: JobCost, width: int | None = None) -> Table:
         + ")",
         f"failed: {report.failed_calls} calls, {report.failed_items} items",
     ]
+    usage = report.usage
+    if usage.cache_read_tokens or usage.cache_creation_tokens:
+        notes.insert(
+            2,
+            f"prompt cache: {_int(usage.cache_read_tokens)} tokens read, "
+            f"{_int(usage.cache_creation_tokens)} written, saved {_money(report.cache_saved)}",
+        )
     if not report.complete:
         names = ", ".join(f"{p}/{m}" for p, m in report.unknown_models)
         notes.append(f"[yellow]no price for {names}: not in the totals[/yellow]")
@@ -218,6 +225,7 @@ def to_json(report: JobCost) -> dict[str, Any]:
                 "cost": _cost_json(x.cost),
                 "list_cost": _cost_json(x.list_cost),
                 "savings": _d(x.savings),
+                "cache_saved": _d(x.cache_saved),
             }
 
     out: dict[str, Any] = {
@@ -228,6 +236,7 @@ def to_json(report: JobCost) -> dict[str, Any]:
         "paid": _d(report.paid),
         "list_price": _d(report.list_price),
         "savings": _d(report.savings),
+        "cache_saved": _d(report.cache_saved),
         "avoided": _d(report.avoided),
         "avoided_by_source": {k: _d(v) for k, v in report.avoided_by_source.items()},
         "paid_calls": report.paid_calls,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,6 +86,10 @@ class CostLine:
     cost: Cost
     #: the same usage at the realtime list price
     list_cost: Cost
+    #: what prompt caching saved: the same calls at the same tier with no cache read or
+    #: written, less ``cost`` (negative if the writes cost more than the reads saved);
+    #: None when unknown
+    cache_saved: Decimal | None = _ZERO
 
     @property
     def known(self) -> bool:
@@ -203,6 +207,12 @@ class JobCost:
         return _sum_known(line.list_cost.total for line in self.avoided_lines if line.known)
 
     @property
+    def cache_saved(self) -> Decimal:
+        """What the providers' prompt caches saved (:attr:`CostLine.cache_saved`), over
+        lines with a known price."""
+        return _sum_known(line.cache_saved for line in self.lines if line.known)
+
+    @property
     def avoided_by_source(self) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
         for line in self.avoided_lines:
@@ -285,6 +295,7 @@ def _merge(a: CostLine, b: CostLine) -> CostLine:
         usage=a.usage + b.usage,
         cost=a.cost + b.cost,
         list_cost=a.list_cost + b.list_cost,
+        cache_saved=None if a.cache_saved is None or b.cache_saved is None else a.cache_saved + b.cache_saved,
     )
 
 
@@ -406,11 +417,22 @@ def realtime_notes(stats: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _cache_saved(pricer: _Pricer, g: PaidCallGroup, st: str | None, cost: Cost) -> Decimal | None:
+    """The group's calls with no cache read or written, at the same tier, less ``cost``."""
+    u = g.usage
+    if not (u.cache_read_tokens or u.cache_creation_tokens):
+        return _ZERO
+    plain = replace(u, cache_read_tokens=0, cache_creation_tokens=0)
+    uncached = pricer.cost(g.provider, g.model, g.tier, st, plain, 0, g.bucket).total
+    return None if uncached is None or cost.total is None else uncached - cost.total
+
+
 def _paid_lines(groups: Sequence[PaidCallGroup], pricer: _Pricer) -> tuple[CostLine, ...]:
     merged: dict[tuple[str, str, str, str | None], CostLine] = {}
     for g in groups:
         st = normalize_service_tier(g.service_tier)
         w1h = g.cache_write_1h_tokens
+        cost = pricer.cost(g.provider, g.model, g.tier, st, g.usage, w1h, g.bucket)
         line = CostLine(
             provider=g.provider,
             model=g.model,
@@ -418,8 +440,9 @@ def _paid_lines(groups: Sequence[PaidCallGroup], pricer: _Pricer) -> tuple[CostL
             service_tier=st,
             calls=g.usage.requests,
             usage=g.usage,
-            cost=pricer.cost(g.provider, g.model, g.tier, st, g.usage, w1h, g.bucket),
+            cost=cost,
             list_cost=pricer.list_cost(g.provider, g.model, g.usage, w1h, g.bucket),
+            cache_saved=_cache_saved(pricer, g, st, cost),
         )
         key = (line.provider, line.model, line.tier, st)
         merged[key] = _merge(merged[key], line) if key in merged else line

@@ -43,6 +43,7 @@ from batchain._failpoints import failpoint
 from batchain.engine.breaker import Breakers, host_of, reason_of
 from batchain.engine.budget import Budget, BudgetExhausted
 from batchain.engine.capacity import Action, Capacity, Size, enqueued_tokens
+from batchain.engine.promptcache import CachePlan, PrefixCaches
 from batchain.engine.reconcile import Verdict, Verification
 from batchain.errors import BatchCallError, BatchNotFound, CallCancelled, HostUnreachable, StoreError
 from batchain.options import Tier
@@ -256,7 +257,10 @@ class BatchCoordinator:
         capacity: Capacity | None = None,
         breakers: Breakers | None = None,
         on_ended: Callable[[str], None] | None = None,
+        prompt_cache: PrefixCaches | None = None,
     ) -> None:
+        #: calls sharing a prefix grouped, and marked for the provider's prompt cache
+        self.cache = prompt_cache or PrefixCaches(enabled=False)
         #: told the uid of every batch that stops being live (its evicted items go on)
         self.on_ended = on_ended
         #: told, before a collected batch stops being live, what became of its calls that
@@ -515,14 +519,40 @@ class BatchCoordinator:
         return False
 
     async def _flush_group(self, members: list[Parked]) -> int:
-        """Create the batches of one group (same model and endpoint): split under every
-        limit, each as large as the model's capacity allows now. Returns how many."""
+        """Create the batches of one group (same model and endpoint), its calls ordered by
+        prompt prefix; the primers of prefixes worth caching go first, alone, and the calls
+        that share them wait for that batch to end (:mod:`.promptcache`). Returns how many."""
         api = self._api(members[0].adapter)
+        plan = self.cache.plan(api, members)
+        by_key = {p.key: p for p in members}
+        created = 0
+        if plan.primers:
+            primers = [by_key[k] for k in plan.primers]
+            for p in primers:
+                p.batch = None
+            created += await self._send_group(api, primers, plan)
+            # a primer that did not go: the calls it held wait with it for the next flush
+            self.unsubmitted.update(dict.fromkeys(self.cache.sent(plan.primers, self._live_batch_of)))
+        if plan.now:
+            created += await self._send_group(api, [by_key[k] for k in plan.now], plan)
+        return created
+
+    def _live_batch_of(self, key: str) -> str | None:
+        parked = self.parked.get(key)
+        return parked.batch if parked is not None and parked.batch in self.live else None
+
+    async def _send_group(self, api: BatchAPI, members: list[Parked], plan: CachePlan) -> int:
+        """Create the batches of these calls of one group: split under every limit, each as
+        large as the model's capacity allows now. Returns how many."""
         lane = members[0].request.lane
         tokens = {p.key: enqueued_tokens(p.request) for p in members}
         members = [p for p in members if not self._over_cap(p, tokens[p.key])]
+        if not members:
+            return 0
         uid = _new_uid()
-        encoded = {p.key: api.encode(api.custom_id(uid, p.key), p.request) for p in members}
+        # what goes on the wire: marked for the prompt cache where that pays (same key)
+        wired = {p.key: self.cache.wire(api, p, plan) for p in members}
+        encoded = {p.key: api.encode(api.custom_id(uid, p.key), wired[p.key]) for p in members}
         by_key = {p.key: p for p in members}
         sized = [(k, len(v)) for k, v in encoded.items()]
         limits = self.capacity.limits(lane, api.limits)
@@ -542,7 +572,9 @@ class BatchCoordinator:
             if created:  # the lines carry the group's first batch's uid: this one has its own
                 uid = _new_uid()
                 if api.identification is Identification.RESULTS:
-                    encoded.update((p.key, api.encode(api.custom_id(uid, p.key), p.request)) for p in members)
+                    encoded.update(
+                        (p.key, api.encode(api.custom_id(uid, p.key), wired[p.key])) for p in members
+                    )
             lines = [encoded[p.key] for p in members]
             size = Size(len(members), sum(tokens[p.key] for p in members), sum(map(len, lines)))
             if not await self._create(api, uid, members, lines, reserved, size):
@@ -551,6 +583,7 @@ class BatchCoordinator:
                 break
             for p in members:
                 p.batch = uid
+            self.cache.in_batch(uid, plan, [p.key for p in members])
             created += 1
         self._note_held(lane, held)
         return created
@@ -972,6 +1005,11 @@ class BatchCoordinator:
         self.live.pop(batch.uid, None)
         if self.on_ended is not None:
             self.on_ended(batch.uid)
+        released = [p for p in map(self.parked.get, self.cache.ended(batch.uid)) if p is not None]
+        for p in released:  # they waited for this batch to write their prompt's cache
+            self._queue(p)
+        if released:
+            self.on_change()
         return self.capacity.closed(batch.uid)
 
     def _found(self, batch: LiveBatch) -> None:
@@ -1229,6 +1267,7 @@ class BatchCoordinator:
                 cost = self.price_of(provider, model.rpartition("|")[2], usage, Tier.BATCH, body)
             answered.append((key, outcome.body, usage, Tier.BATCH, cost))
             self._count(usage, cost)
+            self.cache.answered(key, usage)
             if parked is not None:
                 if batch.link_answers:
                     links.append((self.job_id, key, parked.item_idx, LinkSource.PAID))
@@ -1292,6 +1331,7 @@ class BatchCoordinator:
         """Auto mode near its deadline: cancel what is still at a provider (finished results
         are kept) and send every call not yet answered in realtime instead."""
         self.switched = True
+        self.unsubmitted.update(dict.fromkeys(self.cache.release_all()))
         for key in list(self.unsubmitted):
             p = self.parked.get(key)
             if p is not None:
@@ -1312,6 +1352,7 @@ class BatchCoordinator:
     async def cancel_all(self) -> int:
         """Cancel every live batch at its provider; results that finished are kept."""
         self.cancelling = True
+        self.unsubmitted.update(dict.fromkeys(self.cache.release_all()))
         for key in list(self.unsubmitted):
             p = self.parked.get(key)
             if p is not None:

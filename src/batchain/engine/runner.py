@@ -271,6 +271,8 @@ class JobRunner:
                 batches_lost=b.lost,
                 batches_refused=b.refused,
                 capacity_waits=b.capacity_waits,
+                prompt_cache_primed=self.batch.cache.primed,
+                prompt_cache_marked=self.batch.cache.marked_calls,
                 calls_requeued=b.requeued,
                 polls=b.polls,
                 poll_errors=b.poll_errors,

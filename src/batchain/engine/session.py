@@ -31,11 +31,12 @@ from batchain.engine.flex import FlexPolicy
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import Lease, Purpose, RunControl
 from batchain.engine.progress import ProgressDisplay, wants_progress
+from batchain.engine.promptcache import PrefixCaches
 from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
 from batchain.errors import InvalidOption
-from batchain.options import PRIORITY_FUNCTION, Mode, RunOptions, take_config
+from batchain.options import PRIORITY_FUNCTION, Mode, PromptCache, RunOptions, take_config
 from batchain.priority import PriorityRule, auto_routes, parse_level
 from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
@@ -119,6 +120,9 @@ def wire(
                 backoff_max=options.poll_max,
             ),
             breakers=breakers,
+            prompt_cache=PrefixCaches(
+                enabled=options.prompt_cache == PromptCache.AUTO, prime=purpose is Purpose.FINISH
+            ),
         )
         if batched
         else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import hashlib
 import importlib
 import socket
 import ssl
@@ -23,6 +22,7 @@ from batchain.providers.base import (
     RateInfo,
     call_identity,
     clean_body_json,
+    hash_of,
     key_for,
     redact,
 )
@@ -272,7 +272,7 @@ def sdk_request(
         est_tokens=estimate_tokens(len(text), max_tokens),
         headers=headers,
         body_bytes=len(raw),
-        body_hash=hashlib.sha256(raw).hexdigest(),
+        body_hash=hash_of(payload, text),
         max_output=cap(max_tokens),
         context=context,
         identity=identity,
@@ -297,7 +297,7 @@ def rebody(template: CallRequest, payload: dict[str, Any], text: str | None = No
         headers=dict(template.headers),
         body_bytes=len(raw),
         max_output=template.max_output,
-        body_hash=hashlib.sha256(raw).hexdigest(),
+        body_hash=hash_of(payload, text),
         context=dict(template.context),
         identity=template.identity,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,13 @@ from batchain.providers.batch import (
     Outcome,
     anthropic_outcomes,
     anthropic_view,
+)
+from batchain.providers.promptcache import (
+    CachePrefix,
+    PrefixMemo,
+    anthropic_mark,
+    anthropic_min_cacheable,
+    anthropic_prefix,
 )
 from batchain.store.records import Usage
 
@@ -193,6 +201,20 @@ class AnthropicBatchAPI:
 
     limits = ANTHROPIC_LIMITS
     identification = Identification.RESULTS
+    #: a batch reads only the prompt caches earlier batches wrote (see PromptCaching)
+    primes = True
+
+    def __init__(self) -> None:
+        self._prefixes = PrefixMemo()
+
+    def cache_prefix(self, request: CallRequest) -> CachePrefix | None:
+        return anthropic_prefix(request.body, self._prefixes)
+
+    def min_cacheable(self, model: str) -> int:
+        return anthropic_min_cacheable(model)
+
+    def mark(self, request: CallRequest) -> CallRequest:
+        return replace(request, body=anthropic_mark(request.body))
 
     def custom_id(self, nonce: str, key: str) -> str:
         if not nonce:

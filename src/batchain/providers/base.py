@@ -47,10 +47,12 @@ __all__ = [
     "Sent",
     "Unsupported",
     "body_hash",
+    "cache_neutral",
     "call_identity",
     "call_key",
     "canonical_json",
     "clean_body_json",
+    "hash_of",
     "key_for",
     "parsed",
     "redact",
@@ -79,9 +81,39 @@ def canonical_json(obj: Any) -> str:
 
 def body_hash(body: Mapping[str, Any]) -> str:
     """The sandbox ledger's request hash: canonical body without streaming keys and
-    ``service_tier``."""
+    ``service_tier``, and without prompt-cache markers (:func:`cache_neutral`)."""
     clean = {k: v for k, v in body.items() if k not in _NON_SEMANTIC}
-    return hashlib.sha256(canonical_json(clean).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(cache_neutral(clean)).encode()).hexdigest()
+
+
+def hash_of(body: Mapping[str, Any], text: str) -> str:
+    """:func:`body_hash` of ``body``, whose :func:`clean_body_json` is ``text``: hashed
+    as it is unless it may carry cache markers."""
+    if '"cache_control"' in text or isinstance(body.get("system"), list):
+        return body_hash(body)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_neutral(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``body`` as far as what the model is asked: prompt-cache markers (Anthropic's
+    ``cache_control``) change the price, not the request. Without its ``cache_control``
+    keys, and with a ``system`` of one plain text block given as its text (the string
+    form it is equivalent to, and the one batch mode marks by turning it into a block)."""
+    out: dict[str, Any] = _unmarked(body)
+    system = out.get("system")
+    if isinstance(system, list) and len(system) == 1 and isinstance(system[0], Mapping):
+        block = system[0]
+        if set(block) == {"type", "text"} and block["type"] == "text" and isinstance(block["text"], str):
+            out["system"] = block["text"]
+    return out
+
+
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
 
 
 def clean_body_json(body: Mapping[str, Any]) -> str:

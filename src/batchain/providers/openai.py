@@ -45,6 +45,7 @@ from batchain.providers.batch import (
     openai_outcomes,
     openai_view,
 )
+from batchain.providers.promptcache import CachePrefix, PrefixMemo, openai_prefix
 from batchain.store.records import Usage
 
 #: ``Unsupported`` lives in :mod:`batchain.providers.base`; still importable from here
@@ -260,6 +261,20 @@ class OpenAIBatchAPI:
 
     limits = OPENAI_LIMITS
     identification = Identification.METADATA
+    #: OpenAI caches shared prefixes by itself: grouping them is all it takes
+    primes = False
+
+    def __init__(self) -> None:
+        self._prefixes = PrefixMemo()
+
+    def cache_prefix(self, request: CallRequest) -> CachePrefix | None:
+        return openai_prefix(request.body, self._prefixes)
+
+    def min_cacheable(self, model: str) -> int:
+        return 1024
+
+    def mark(self, request: CallRequest) -> CallRequest:
+        return request
 
     def custom_id(self, nonce: str, key: str) -> str:
         return key  # the batch's metadata names it: its custom ids need no nonce

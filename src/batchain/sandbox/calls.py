@@ -24,7 +24,7 @@ from batchain.sandbox.config import ConfigError, SandboxConfig, header_overrides
 from batchain.sandbox.directives import Directives, parse_directives
 from batchain.sandbox.errors import ApiError
 from batchain.sandbox.flex import requested_flex, unavailable_error
-from batchain.sandbox.ledger import LedgerEntry, Provider, Tier, canonical_json
+from batchain.sandbox.ledger import LedgerEntry, Provider, Tier, cache_neutral, canonical_json
 from batchain.sandbox.limits import Decision
 from batchain.sandbox.prompt import Prompt
 from batchain.sandbox.responder import Reply, respond
@@ -72,6 +72,8 @@ class Usage:
     cached_tokens: int
     cache_creation_tokens: int
     output_tokens: int
+    #: the part of ``cache_creation_tokens`` written with the 1-hour TTL
+    cache_write_1h_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -85,6 +87,9 @@ class Evaluated:
     prompt: Prompt
     reply: Reply
     prompt_tokens: int
+    #: the batch it runs in (None: realtime), set when it is billed: a batch request reads
+    #: only prompt caches that earlier batches wrote
+    batch_id: str | None = None
 
 
 class ProviderSpec(Protocol):
@@ -147,7 +152,10 @@ def directive_error(status: int) -> ApiError:
 def evaluate(spec: ProviderSpec, body: dict[str, Any], *, batch: bool) -> Evaluated:
     """Hash, directives, parse and reply.  Raises ApiError for a failing request."""
     canonical = canonical_json(body)
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    neutral = cache_neutral(body, canonical)
+    # cache markers change the price, never the answer: the reply's seed ignores them
+    hashed = canonical if neutral is body else canonical_json(neutral)
+    digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()
     directives = parse_directives(canonical)
     if directives.fail is not None:
         raise directive_error(directives.fail)
@@ -165,6 +173,7 @@ def bill(
     custom_id: str | None = None,
 ) -> dict[str, Any]:
     """Compute usage, record the ledger entry, and return the success body."""
+    ev.batch_id = batch_id
     usage = spec.usage(state, ev)
     state.ledger.add(
         LedgerEntry(
@@ -179,6 +188,7 @@ def bill(
             request_hash=ev.digest,
             batch_id=batch_id,
             custom_id=custom_id,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
         )
     )
     return spec.success_body(ev, usage, tier)

@@ -14,7 +14,8 @@ Billing rules
   provider (Gemini's ``promptTokenCount``).  OpenAI's wire ``prompt_tokens`` already includes
   ``cached_tokens``; Anthropic's wire ``input_tokens`` excludes cache reads and
   writes, so the ledger stores ``input_tokens + cache_read + cache_creation`` and
-  puts the reads in ``cached_tokens`` and the writes in ``cache_creation_tokens``.
+  puts the reads in ``cached_tokens`` and the writes in ``cache_creation_tokens`` (of
+  which ``cache_write_1h_tokens`` were written with the 1-hour TTL).
 
 Request hash
 ------------
@@ -27,6 +28,10 @@ an answer is delivered or which tier serves it, never what the model is asked)::
 A realtime body and the identical body inside a batch line (``body`` for OpenAI,
 ``params`` for Anthropic) hash the same, so clients can detect double billing; so do a
 request served at flex and the same request served at the standard tier.
+Prompt-cache markers change the price of a request, never what the model is asked, so
+they do not change its hash: every ``cache_control`` key is removed first, and then a
+top-level ``system`` given as one plain text block (``[{"type": "text", "text": t}]``)
+hashes as ``t``, the string form it is equivalent to.
 Gemini's model is in the URL, not the body: its requests are hashed with
 ``"model": "models/<id>"`` added (realtime and batch alike), and its ledger ``model``
 is the bare ``<id>``.
@@ -46,6 +51,7 @@ __all__ = [
     "LedgerEntry",
     "Provider",
     "Tier",
+    "cache_neutral",
     "canonical_json",
     "request_hash",
 ]
@@ -74,7 +80,34 @@ def canonical_json(body: dict[str, Any]) -> str:
 
 
 def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    canonical = canonical_json(body)
+    neutral = cache_neutral(body, canonical)
+    if neutral is not body:
+        canonical = canonical_json(neutral)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def cache_neutral(body: dict[str, Any], canonical: str | None = None) -> dict[str, Any]:
+    """``body`` without prompt-cache markers (see "Request hash" above); ``canonical``:
+    its :func:`canonical_json`, when the caller has it."""
+    text = canonical_json(body) if canonical is None else canonical
+    if '"cache_control"' not in text and not isinstance(body.get("system"), list):
+        return body
+    out: dict[str, Any] = _strip(body)
+    system = out.get("system")
+    if isinstance(system, list) and len(system) == 1 and isinstance(system[0], dict):
+        block = system[0]
+        if set(block) == {"type", "text"} and block["type"] == "text" and isinstance(block["text"], str):
+            out["system"] = block["text"]
+    return out
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +123,9 @@ class LedgerEntry:
     request_hash: str
     batch_id: str | None = None
     custom_id: str | None = None
+    #: the part of ``cache_creation_tokens`` written with the 1-hour TTL (Anthropic
+    #: ``cache_control: {"ttl": "1h"}``); the rest are 5-minute writes
+    cache_write_1h_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

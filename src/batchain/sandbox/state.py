@@ -49,6 +49,9 @@ class SandboxState:
         self.rng = random.Random(self.config.seed)
         self.flaky_seen: dict[str, int] = {}
         self.prompt_cache: set[str] = set()
+        #: prompt caches written by batch requests: prefix key -> (the batch that wrote
+        #: it, when it expires); batches read only these (see anthropic.messages)
+        self.batch_prompt_cache: dict[str, tuple[str, float]] = {}
         self.batch_create_429_left = self.config.batch_create_429
         self.stores: list[BatchStore] = []
         self.started = time.time()
@@ -74,6 +77,7 @@ class SandboxState:
         self.rng = random.Random(self.config.seed)
         self.flaky_seen.clear()
         self.prompt_cache.clear()
+        self.batch_prompt_cache.clear()
         self.batch_create_429_left = self.config.batch_create_429
         for store in self.stores:
             store.clear()

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from batchain.sandbox import ids
 from batchain.sandbox.calls import Evaluated, Usage, dumps
 from batchain.sandbox.errors import ApiError, anthropic_error_body
-from batchain.sandbox.ledger import Provider, Tier, canonical_json
+from batchain.sandbox.ledger import Provider, Tier, cache_neutral, canonical_json
 from batchain.sandbox.limits import BucketView, Decision
 from batchain.sandbox.prompt import FormatKind, Message, Prompt, ResponseFormat, Tool, ToolMode
 from batchain.sandbox.responder import FinishReason
@@ -271,6 +271,29 @@ def min_cacheable(model: str) -> int:
     return 1024
 
 
+#: how long a cache entry lives after its last use (``cache_control.ttl``: "5m" or "1h")
+_TTL_5M_S = 300.0
+_TTL_1H_S = 3600.0
+
+
+def _batch_cache(state: SandboxState, key: str, batch_id: str, ttl: float) -> bool:
+    """Whether a batch request reads prefix ``key`` (else it writes it).
+
+    A batch reads only what an *earlier* batch wrote, and not yet expired: batches do not
+    read caches that realtime calls wrote, and the requests of one batch run in parallel,
+    so none of them reads what another of the same batch writes (Anthropic's hits inside
+    one batch are best-effort; the sandbox takes the case that needs a priming batch).
+    A read refreshes the entry's lifetime, as a use does at Anthropic."""
+    now = time.time()
+    entry = state.batch_prompt_cache.get(key)
+    if entry is not None and entry[0] != batch_id and entry[1] > now:
+        state.batch_prompt_cache[key] = (entry[0], max(entry[1], now + ttl))
+        return True
+    if entry is None or entry[1] <= now:
+        state.batch_prompt_cache[key] = (batch_id, now + ttl)
+    return False
+
+
 def _cache_prefix(body: dict[str, Any]) -> tuple[int, list[Any]] | None:
     """Tokens and content of the prefix up to the last ``cache_control`` block.
 
@@ -373,18 +396,26 @@ class AnthropicSpec:
 
     def usage(self, state: SandboxState, ev: Evaluated) -> Usage:
         read = written = 0
+        long_lived = False
         if state.config.simulate_prompt_cache and "cache_control" in ev.canonical:
             prefix = _cache_prefix(ev.body)
             if prefix is not None and prefix[0] >= min_cacheable(ev.prompt.model):
                 tokens, content = prefix
-                raw = f"anthropic\0{ev.prompt.model}\0" + canonical_json({"p": content})
+                marker = content[-1].get("cache_control") if isinstance(content[-1], dict) else None
+                long_lived = isinstance(marker, dict) and marker.get("ttl") == "1h"
+                # what is cached is the prefix's content, whatever its markers say
+                raw = f"anthropic\0{ev.prompt.model}\0" + canonical_json(cache_neutral({"p": content}))
                 key = hashlib.sha256(raw.encode()).hexdigest()
-                if key in state.prompt_cache:
-                    read = tokens
+                if ev.batch_id is not None:
+                    hit = _batch_cache(state, key, ev.batch_id, _TTL_1H_S if long_lived else _TTL_5M_S)
+                elif key in state.prompt_cache:
+                    hit = True
                 else:
                     state.prompt_cache.add(key)
-                    written = tokens
-        return Usage(ev.prompt_tokens, read, written, ev.reply.completion_tokens)
+                    hit = False
+                read, written = (tokens, 0) if hit else (0, tokens)
+        w1h = written if long_lived else 0
+        return Usage(ev.prompt_tokens, read, written, ev.reply.completion_tokens, w1h)
 
     def success_body(self, ev: Evaluated, usage: Usage, tier: Tier) -> dict[str, Any]:
         return message_body(ev, usage, "batch" if tier == "batch" else "standard")
@@ -451,8 +482,8 @@ def message_body(ev: Evaluated, usage: Usage, service_tier: str) -> dict[str, An
             "cache_creation_input_tokens": usage.cache_creation_tokens,
             "cache_read_input_tokens": usage.cached_tokens,
             "cache_creation": {
-                "ephemeral_5m_input_tokens": usage.cache_creation_tokens,
-                "ephemeral_1h_input_tokens": 0,
+                "ephemeral_5m_input_tokens": usage.cache_creation_tokens - usage.cache_write_1h_tokens,
+                "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
             },
             "service_tier": service_tier,
         },
