@@ -239,7 +239,7 @@ def test_scopes_of_two_processes_pace_as_one_through_the_store(store_path: Path)
 
     async def learn_in_first() -> bool:
         assert await first.admit(board)  # a new scope: its first send goes alone
-        first.settle(RateInfo(limit_requests=600, remaining_requests=500), Heard.ANSWER, board)
+        first.settle(RateInfo(limit_requests=600), Heard.ANSWER, board)
         return await second.admit(board)
 
     # the limit one process learned, the other knows before sending anything
@@ -266,3 +266,19 @@ def test_a_store_without_rate_scopes_gets_the_table_on_open(store_path: Path) ->
         assert (row.rpm, row.request_from) == (60.0, 100.0)
         # claims follow each other: the next one starts where this one ended
         assert store.rate_scope("s", ScopeClaim(now=100.0, request_s=0.5)).request_from == 100.5
+
+
+def test_a_scope_starts_with_the_burst_its_bucket_holds_then_keeps_the_rate() -> None:
+    scope = RateScope(f"test|{uuid.uuid4().hex}")
+    # a full bucket of 600 RPM holds 10 sends (a 60th of the minute's 600)
+    scope.settle(RateInfo(limit_requests=600, remaining_requests=600), Heard.ANSWER, None)
+    slots = [scope.reserve(1, None, None, None).at for _ in range(20)]
+    at_once = [s for s in slots if s - slots[0] < 0.05]
+    assert len(at_once) == 8  # 3 of the 10 kept for jitter: 7 ahead of the clock, 1 due now
+    gaps = [b - a for a, b in itertools.pairwise(slots[7:])]
+    assert all(abs(g - 0.1) < 1e-3 for g in gaps), gaps
+    # a limit of the user's below the provider's is kept without a burst
+    other = RateScope(f"test|{uuid.uuid4().hex}")
+    other.settle(RateInfo(limit_requests=600, remaining_requests=600), Heard.ANSWER, None)
+    slots = [other.reserve(1, 300, None, None).at for _ in range(3)]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(slots)] == [0.2, 0.2]

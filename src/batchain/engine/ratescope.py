@@ -10,8 +10,10 @@ burst (sent before any header told it the limit) overshot. So a scope:
   current. An answer with no rate-limit headers means none is enforced;
 - paces every send by one virtual clock (GCRA) per dimension (requests, tokens), in
   wall-clock seconds so that processes can share it: a send reserves the next free slot
-  ``cost / rate`` after the previous one, so bursts never exceed the rate. A ``remaining``
-  of 0 waits for the next unit to come back;
+  ``cost / rate`` after the previous one. Requests may run ahead of their clock by what
+  the first answer's ``remaining`` said the provider's bucket held (less a few sends of
+  slack), so a scope starts with the bucket's burst, then sends at the rate and never
+  drains it. A ``remaining`` of 0 waits for the next unit to come back;
 - is paused by a 429 for everyone: the cooldown shifts every reserved slot by its length,
   keeping their spacing (so the waiters do not all come back at once);
 - across processes, claims its capacity from the store's row of the scope
@@ -46,6 +48,9 @@ __all__ = ["Board", "Heard", "RateScope", "Slot", "key_digest", "scope_id", "sco
 BLOCK_S = 0.25
 #: a waiting send looks this often whether its slot moved (limits loosened, a cooldown)
 RECHECK_S = 0.5
+#: sends of the provider's bucket (as its first answer's ``remaining`` shows it) left
+#: unused by a scope's first burst: room for arrival jitter
+BURST_SLACK = 3
 #: once a 429 was seen, learned limits are paced with this margin: at exactly the
 #: provider's rate its bucket has no slack once a burst drained it, and arrival jitter alone
 #: would cause more 429s; 3% lets it refill a little
@@ -122,6 +127,8 @@ class RateScope:
         #: the end of the capacity claimed from the store (per dimension)
         self._request_end = 0.0
         self._token_end = 0.0
+        #: how far ahead of the request clock a send may go (None: not learned yet)
+        self._burst_s: float | None = None
         self._probing = False
         self._consulted = False
         self._published: tuple[float | None, float | None] = (None, None)
@@ -174,37 +181,50 @@ class RateScope:
 
     def reserve(self, tokens: int, rpm: float | None, tpm: float | None, board: Board | None) -> Slot:
         """The next free send slot for a request of ``tokens``, under the learned limits and
-        the caller's own (``rpm``, ``tpm``: the user's, None for none)."""
+        the caller's own (``rpm``, ``tpm``: the user's, None for none).
+
+        GCRA: each dimension's clock is the theoretical time of its next send; a send may go
+        ``burst`` seconds ahead of the request clock (what the first answer's ``remaining``
+        said the provider's bucket held, less a margin), so a scope starts with the bucket's
+        burst and afterwards sends at the rate, the bucket never drained."""
         with self._lock:
             now = time.time()
+            # a user's limit below the provider's is kept without bursts
+            mine = rpm is None or (self.rpm is not None and self.rpm <= rpm)
+            burst = (self._burst_s or 0.0) if mine else 0.0
             rpm, tpm = _min(rpm, self.rpm), _min(tpm, self.tpm)
             request_s = 60.0 / rpm if rpm else 0.0
             token_s = tokens * 60.0 / tpm if tpm else 0.0
-            at = self._slot(now, request_s, token_s)
+            start = max(now, self.paused_until)
             for _ in range(3 if board is not None else 0):
-                short_r = request_s > 0 and at + request_s > self._request_end
-                short_t = token_s > 0 and at + token_s > self._token_end
+                clock = self._clock(start, request_s, token_s)
+                short_r = request_s > 0 and max(start, self._next_request) + request_s > self._request_end
+                short_t = token_s > 0 and max(start, self._next_token) + token_s > self._token_end
                 if not (short_r or short_t):
                     break
-                self._claim(board, now, at, rpm if short_r else None, token_s if short_t else 0.0)
-                at = self._slot(now, request_s, token_s)
+                self._claim(board, now, clock, rpm if short_r else None, token_s if short_t else 0.0)
+            at = start
             if request_s:
-                self._next_request = at + request_s
+                at = max(at, self._next_request - burst)
             if token_s:
+                at = max(at, self._next_token)
                 self._next_token = at + token_s
+            if request_s:
+                self._next_request = max(self._next_request, at) + request_s
             return Slot(at, self.shift, self.generation)
 
     def due(self, slot: Slot) -> float:
         """When ``slot`` may send now: later by every cooldown since it was reserved."""
         return slot.at + (self.shift - slot.shift)
 
-    def _slot(self, now: float, request_s: float, token_s: float) -> float:
-        at = max(now, self.paused_until)
+    def _clock(self, start: float, request_s: float, token_s: float) -> float:
+        """The latest of the dimensions' clocks in use (and ``start``)."""
+        clock = start
         if request_s:
-            at = max(at, self._next_request)
+            clock = max(clock, self._next_request)
         if token_s:
-            at = max(at, self._next_token)
-        return at
+            clock = max(clock, self._next_token)
+        return clock
 
     def _claim(self, board: Board | None, now: float, at: float, rpm: float | None, token_s: float) -> None:
         """Claim the next block of capacity from the store, starting no earlier than ``at``."""
@@ -234,6 +254,11 @@ class RateScope:
         self.rpm, self.tpm = rpm, tpm
         if info is None:
             return
+        if self._burst_s is None and rpm and info.limit_requests and info.remaining_requests is not None:
+            # remaining counts per minute: a 60th of it is what the bucket holds now; keep
+            # BURST_SLACK sends of it in hand for arrival jitter
+            held = info.remaining_requests / 60.0 - BURST_SLACK
+            self._burst_s = max(0.0, held * 60.0 / info.limit_requests)
         # an empty bucket refills continuously: wait for the next unit, not the full reset
         if info.remaining_requests == 0 and info.reset_requests_s and rpm:
             self._pause(now + min(info.reset_requests_s, 60.0 / rpm), now)
@@ -244,6 +269,7 @@ class RateScope:
         """Limits rose or went: slots reserved at the old pace are taken again, from now
         (and capacity claimed at the old pace is given up)."""
         self.generation += 1
+        self._burst_s = None  # learned again from the next answer
         self._next_request = self._next_token = 0.0
         self._request_end = self._token_end = 0.0
 
@@ -252,6 +278,7 @@ class RateScope:
         with self._lock:
             now = time.time()
             self.throttled = True
+            self._burst_s = 0.0  # the bucket was not what it seemed: no burst from now on
             until = now + (retry_after or 1.0)
             self._pause(until, now)
         if board is not None:
