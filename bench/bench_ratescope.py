@@ -8,6 +8,9 @@ before it, another checkout (``--before``, default /work/main/src). Then the ove
 high limit: the realtime overhead run (5,000 items, 50 ms latency, concurrency 100) against
 a sandbox that sends rate-limit headers (1,000,000 RPM) and one that sends none.
 
+The before tree: e.g. ``mkdir /tmp/before && git archive <commit> src | tar -x -C /tmp/before``
+then ``--before /tmp/before/src``.
+
 python bench/bench_ratescope.py            # full run (about 15 minutes)
 python bench/bench_ratescope.py --quick    # smaller, for a smoke check
 """
@@ -135,7 +138,9 @@ def main() -> None:
     path = save(
         "ratescope",
         "Shared rate-limit scopes (issue 15)",
-        "python bench/bench_ratescope.py" + (" --quick" if args.quick else ""),
+        "python bench/bench_ratescope.py"
+        + (" --quick" if args.quick else "")
+        + (f" --before {args.before}" if args.before != "/work/main/src" else ""),
         tables,
         notes=[
             "before: the code at --before (each job paced alone, learning limits only from "
