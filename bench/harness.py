@@ -31,10 +31,14 @@ def sandbox(**knobs: Any) -> Iterator[Sandbox]:
         yield sb
 
 
-def run_client(script: str, *args: str, timeout: float = 900) -> dict[str, Any]:
-    """Run ``bench/clients/<script>`` in a fresh interpreter; return its JSON line."""
+def run_client(script: str, *args: str, timeout: float = 900, src: str | None = None) -> dict[str, Any]:
+    """Run ``bench/clients/<script>`` in a fresh interpreter; return its JSON line. ``src``:
+    import batchain from that source tree (another checkout, for before/after runs)."""
     cmd = [sys.executable, str(ROOT / "clients" / script), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

@@ -24,6 +24,7 @@ import pytest
 
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Store, Usage
+from batchain.store.records import ScopeClaim
 
 #: tables that grow with the number of calls or items
 LARGE = {"calls", "items", "job_calls", "waits", "job_item_counts", "told"}
@@ -154,6 +155,9 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("reset_items", "j", (ItemStatus.FAILED, ItemStatus.CANCELLED))
     call("cancel_pending_items", "j")
     call("commit_soon")
+    now = time.time()
+    call("rate_scope", "openai|u|k|m", ScopeClaim(now=now, request_s=0.25, token_s=0.25, rpm=600.0))
+    call("rate_scope", "openai|u|k|m", ScopeClaim(now=now, after=now + 1, paused_until=now + 2))
 
     async def settle() -> None:
         called.add("durable")

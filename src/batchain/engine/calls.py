@@ -33,6 +33,7 @@ from batchain.engine.budget import Budget, BudgetExhausted, UnpricedModel
 from batchain.engine.flex import FlexPolicy, FlexRoute, flex_body
 from batchain.engine.hook import ACTIVE, Eviction, original_agenerate, original_generate
 from batchain.engine.lccache import Source
+from batchain.engine.ratescope import scope_id
 from batchain.engine.scheduler import CallFailed, Scheduler
 from batchain.errors import BatchUnsupportedError, FlexUnavailable
 from batchain.options import Mode, Tier
@@ -342,6 +343,8 @@ class CallManager:
         self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
         self._originals: list[Any] = []
+        #: the rate-limit scope of each (lane, job client): a digest of its key, named once
+        self._scopes: dict[tuple[str, int], str] = {}
 
     def set_level(self, idx: int, level: Priority) -> None:
         """Auto mode: item ``idx`` runs at ``level`` (until :meth:`forget_level`)."""
@@ -511,6 +514,13 @@ class CallManager:
             self._clients[id(original)] = client
             self._originals.append(original)  # keep alive: ids must stay unique
         return client
+
+    def _scope_of(self, lane: str, client: Any) -> str:
+        """The rate-limit scope of a call in ``lane`` sent with ``client``."""
+        scope = self._scopes.get((lane, id(client)))
+        if scope is None:
+            scope = self._scopes[(lane, id(client))] = scope_id(lane, client)
+        return scope
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -903,6 +913,7 @@ class CallManager:
             adapter.classify,
             learn,
             host_of(client),
+            self._scope_of(request.lane, client),
             timeout=limit,
             patience=patience,
         )

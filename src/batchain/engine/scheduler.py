@@ -1,13 +1,14 @@
-"""Realtime admission: one global concurrency cap, per-lane RPM/TPM pacing, retries, and
-the circuit breaker of each host (:mod:`batchain.engine.breaker`).
+"""Realtime admission: one global concurrency cap, RPM/TPM pacing per rate-limit scope,
+retries, and the circuit breaker of each host (:mod:`batchain.engine.breaker`).
 
-A *lane* is one (provider, destination, model): providers enforce limits per model, so
-each lane paces on its own. Pacing is a virtual clock (GCRA): each send reserves the next
-free slot ``1/rate`` after the previous one, so the bucket starts empty and bursts never
-exceed the limit. Limits come from the user and are tightened by what the provider's
-rate-limit headers say; a 429 pauses its lane for ``retry-after`` and halves the lane's
-concurrency, which then grows back by one per success (AIMD). So a limit set too high, or
-none at all, still converges on what the provider allows.
+A *lane* is one job's share of a rate-limit scope (:mod:`batchain.engine.ratescope`: one
+provider, destination, API key and model, shared by every job of the process and, through
+the store, every process): its own concurrency, and the user's limits. Pacing is the
+scope's: a virtual clock (GCRA) every job reserves its send slots from, limits learned from
+the provider's rate-limit headers (the scope's first send goes alone to learn them), and a
+429 pausing the scope for all for ``retry-after``. A 429 also halves the lane's concurrency,
+which then grows back by one per success (AIMD). So a limit set too high, or none at all,
+still converges on what the provider allows.
 
 OpenAI flex's 429 "Resource Unavailable" (:attr:`FailureKind.UNAVAILABLE`) is not a rate
 limit: the provider has no flex capacity, not too many of our requests. It neither halves
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from batchain.engine.breaker import Breakers, BreakerState, reason_of
+from batchain.engine.ratescope import RECHECK_S, Board, Heard, RateScope, scopes
 from batchain.errors import BatchainError, LeaseLost, StoreError
 from batchain.providers.base import Failure, FailureKind, RateInfo, Sent
 
@@ -65,60 +67,23 @@ class SchedulerStats:
 
 @dataclass(slots=True)
 class Lane:
+    """One job's share of a rate-limit scope: its concurrency (AIMD) and the user's limits;
+    the pacing is the scope's, shared."""
+
     name: str
     max_concurrency: int
-    rpm: float | None = None
-    tpm: float | None = None
+    scope: RateScope
     user_rpm: float | None = None
     user_tpm: float | None = None
     limit: float = 0.0
     active: int = 0
-    #: virtual-clock times of the next free request / token slot
-    next_request_at: float = 0.0
-    next_token_at: float = 0.0
-    paused_until: float = 0.0
-    #: set by the first 429: from then on learned limits are paced with a small margin
-    throttled: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.limit = float(self.max_concurrency)
-        self.rpm = self.user_rpm
-        self.tpm = self.user_tpm
 
-    def reserve(self, tokens: int, now: float) -> float:
-        """Reserve a send slot; returns how long to wait for it."""
-        at = max(now, self.paused_until, self.next_request_at)
-        if self.tpm:
-            at = max(at, self.next_token_at)
-            self.next_token_at = at + tokens * 60.0 / self.tpm
-        if self.rpm:
-            self.next_request_at = at + 60.0 / self.rpm
-        return at - now
-
-    def learn(self, info: RateInfo, now: float) -> None:
-        """Tighten limits from the provider's headers; never loosen past the user's.
-
-        Pacing at exactly the provider's rate leaves its bucket no slack once a burst has
-        drained it, so after a 429 arrival jitter alone would cause more; a 3% margin lets
-        the bucket refill a little while costing at most 3% of throughput.
-        """
-        margin = _MARGIN if self.throttled else 1.0
-        if info.limit_requests:
-            self.rpm = _min(self.user_rpm, float(info.limit_requests) * margin)
-        if info.limit_tokens:
-            self.tpm = _min(self.user_tpm, float(info.limit_tokens) * margin)
-        # an empty bucket refills continuously: wait for the next request's worth, not for
-        # the full reset the header announces
-        if info.remaining_requests == 0 and info.reset_requests_s and self.rpm:
-            self.paused_until = max(self.paused_until, now + min(info.reset_requests_s, 60.0 / self.rpm))
-        if info.remaining_tokens == 0 and info.reset_tokens_s:
-            self.paused_until = max(self.paused_until, now + min(info.reset_tokens_s, 1.0))
-
-    def on_rate_limited(self, retry_after: float | None, now: float) -> None:
-        self.throttled = True
+    def on_rate_limited(self) -> None:
         self.limit = max(1.0, self.limit / 2)
-        self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
 
     def on_success(self) -> None:
         if self.limit < self.max_concurrency:
@@ -141,13 +106,6 @@ class Lane:
         for fut in self.waiters[: max(free, 0)]:
             if not fut.done():
                 fut.set_result(None)
-
-
-_MARGIN = 0.97
-
-
-def _min(a: float | None, b: float) -> float:
-    return b if a is None else min(a, b)
 
 
 class _Refusals:
@@ -189,6 +147,7 @@ class Scheduler:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         breakers: Breakers | None = None,
+        board: Board | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -202,17 +161,21 @@ class Scheduler:
         self.stats = SchedulerStats()
         #: per host: repeated connection failures pause the job instead of failing items
         self.breakers = breakers
+        #: where rate-limit scopes are shared with other processes (the job's store)
+        self.board = board
         self._global = asyncio.Semaphore(max_concurrency)
         self._lanes: dict[str, Lane] = {}
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def lane(self, name: str) -> Lane:
-        lane = self._lanes.get(name)
+    def lane(self, name: str, scope: str | None = None) -> Lane:
+        """This job's lane of rate-limit scope ``scope`` (default: ``name``, keyless)."""
+        scope = scope or name
+        lane = self._lanes.get(scope)
         if lane is None:
-            lane = Lane(name, self.max_concurrency, user_rpm=self.rpm, user_tpm=self.tpm)
-            self._lanes[name] = lane
+            lane = Lane(name, self.max_concurrency, scopes.get(scope), user_rpm=self.rpm, user_tpm=self.tpm)
+            self._lanes[scope] = lane
         return lane
 
     def stop(self) -> None:
@@ -230,15 +193,17 @@ class Scheduler:
         classify: Classify,
         learn: Learn,
         host: str | None = None,
+        scope: str | None = None,
         *,
         timeout: float | None = None,
         patience: float = 0.0,
     ) -> Sent:
         """Send with pacing, concurrency and retries; raise :class:`CallFailed` at the end,
         or :class:`HostUnreachable` once ``host`` (``scheme://host:port``) is given up on.
+        ``scope``: the call's rate-limit scope (:func:`~batchain.engine.ratescope.scope_id`);
         ``timeout``: of each attempt (default: the scheduler's); ``patience``: seconds a
         call refused as unavailable (flex) keeps retrying."""
-        lane = self.lane(lane_name)
+        lane = self.lane(lane_name, scope)
         tries = 0
         refusals = _Refusals(patience)
         while True:
@@ -258,9 +223,7 @@ class Scheduler:
                 self._reached(host, probe)
                 self.stats.succeeded += 1
                 lane.on_success()
-                info = learn(sent)
-                if info is not None:
-                    lane.learn(info, time.monotonic())
+                lane.scope.settle(learn(sent), Heard.ANSWER, self.board)
                 return sent
             assert error is not None
             failure = classify(error)
@@ -283,11 +246,11 @@ class Scheduler:
                 self._reached(host, probe)
             if failure.kind == FailureKind.RATE_LIMIT:
                 self.stats.rate_limited += 1
-                now = time.monotonic()
-                lane.on_rate_limited(failure.retry_after, now)
-                info = learn(error)  # a 429 carries the limits too: pace the retries
-                if info is not None:
-                    lane.learn(info, now)
+                lane.on_rate_limited()
+                lane.scope.rate_limited(failure.retry_after, self.board)
+            # an error response carries the limits too: pace the retries
+            heard = Heard.NOTHING if getattr(error, "response", None) is None else Heard.ERROR
+            lane.scope.settle(learn(error), heard, self.board)
             if last:
                 self.stats.failed += 1
                 raise CallFailed(failure, error, tries)
@@ -315,21 +278,42 @@ class Scheduler:
     async def _paced(
         self, lane: Lane, tokens: int, attempt: Attempt, host: str | None, probe: bool, timeout: float
     ) -> tuple[Sent | None, BaseException | None] | None:
-        """One attempt, once the lane's pace and both concurrency caps allow it; None if by
-        then the host's breaker has tripped (unless this is its probe)."""
-        wait = lane.reserve(tokens, time.monotonic())
-        if wait > 0:
-            await asyncio.sleep(wait)
+        """One attempt, once the lane's concurrency, the scope's pace and the global cap
+        allow it; None if by then the host's breaker has tripped (unless this is its probe).
+
+        The lane's slot is taken before the scope's send slot, so a send slot never passes
+        while its call waits for concurrency (calls held back that way would go out
+        together, faster than the pace). A scope's first send, which learns its limits,
+        must be settled whatever happens; the caller settles what was sent."""
         await lane.acquire()
         try:
-            async with self._global:
-                if self._stopping:
-                    raise JobStopping()
-                if not (probe or self._closed(host)):
-                    return None
-                return await self._send_once(attempt, timeout)
+            first = await lane.scope.admit(self.board)
+            try:
+                await self._pace(lane, tokens)
+                async with self._global:
+                    if self._stopping:
+                        raise JobStopping()
+                    if not (probe or self._closed(host)):
+                        if first:
+                            lane.scope.settle(None, Heard.NOTHING, self.board)
+                        return None
+                    return await self._send_once(attempt, timeout)
+            except BaseException:
+                if first:
+                    lane.scope.settle(None, Heard.NOTHING, self.board)
+                raise
         finally:
             lane.release()
+
+    async def _pace(self, lane: Lane, tokens: int) -> None:
+        """Wait for a send slot of the lane's scope. A cooldown another job hits meanwhile
+        moves the slot back; limits that loosen meanwhile give a new, earlier one."""
+        scope = lane.scope
+        slot = scope.reserve(tokens, lane.user_rpm, lane.user_tpm, self.board)
+        while (left := scope.due(slot) - time.time()) > 0:
+            await asyncio.sleep(min(left, RECHECK_S))
+            if scope.generation != slot.generation:
+                slot = scope.reserve(tokens, lane.user_rpm, lane.user_tpm, self.board)
 
     async def _send_once(self, attempt: Attempt, timeout: float) -> tuple[Sent | None, BaseException | None]:
         self.stats.in_flight += 1
@@ -350,7 +334,7 @@ class Scheduler:
 
     def _backoff(self, tries: int, failure: Failure) -> float:
         if failure.retry_after is not None:
-            # the provider said when (a 429, or a 503 while overloaded); for a 429 the lane
+            # the provider said when (a 429, or a 503 while overloaded); for a 429 the scope
             # is already paused until then. Jitter spreads the waiters out.
             return float(failure.retry_after) * (1.0 + random.random() * 0.1)
         delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** (tries - 1))

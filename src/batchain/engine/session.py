@@ -88,6 +88,7 @@ def wire(
         max_retries=options.max_retries,
         timeout=options.timeout,
         breakers=breakers,
+        board=store,
     )
     control.on_stop.append(scheduler.stop)
     lease = Lease(store, job_id, on_lost=control.fail)

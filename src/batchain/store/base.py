@@ -30,6 +30,8 @@ from batchain.store.records import (
     LeaseClaim,
     PaidCallGroup,
     ReusedCallGroup,
+    ScopeClaim,
+    ScopeRow,
     Usage,
 )
 
@@ -359,4 +361,11 @@ class Store(Protocol):
 
     def size(self) -> int:
         """Bytes the store takes on disk."""
+        ...
+
+    def rate_scope(self, scope: str, claim: ScopeClaim) -> ScopeRow:
+        """Apply ``claim`` to the shared row of rate-limit scope ``scope`` (made if new), in
+        one atomic statement, so every process on the store paces the scope as one
+        (:mod:`batchain.engine.ratescope`); returns the row as it then is. ``scope`` names
+        a provider, destination, key digest and model, never a key."""
         ...

@@ -8,7 +8,7 @@ from typing import Any
 
 from batchain.states import CallStatus, ItemStatus, JobStatus
 
-__all__ = ["CallRecord", "ItemRecord", "JobRecord", "Usage"]
+__all__ = ["CallRecord", "ItemRecord", "JobRecord", "ScopeClaim", "ScopeRow", "Usage"]
 
 
 @dataclass(slots=True)
@@ -221,3 +221,35 @@ class Compaction:
     requests: int = 0
     #: ``told`` rows deleted (which paid answers each item was already told)
     told: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeClaim:
+    """What a process asks of a rate-limit scope's shared row, in one atomic statement
+    (:meth:`~batchain.store.base.Store.rate_scope`). Times are wall-clock seconds.
+
+    ``request_s`` / ``token_s``: seconds of the scope's request / token capacity claimed,
+    starting no earlier than ``after`` (0: claim none). ``rpm`` / ``tpm``: limits learned
+    (None: unchanged). ``paused_until``: a 429's cooldown, for every process (0: none)."""
+
+    now: float
+    after: float = 0.0
+    request_s: float = 0.0
+    token_s: float = 0.0
+    rpm: float | None = None
+    tpm: float | None = None
+    paused_until: float = 0.0
+    throttled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRow:
+    """A rate-limit scope's shared row after a :class:`ScopeClaim`: the limits known, where
+    the claimed request / token capacity starts, and the cooldown."""
+
+    rpm: float | None
+    tpm: float | None
+    request_from: float
+    token_from: float
+    paused_until: float
+    throttled: bool

@@ -63,6 +63,8 @@ from batchain.store.records import (
     LeaseClaim,
     PaidCallGroup,
     ReusedCallGroup,
+    ScopeClaim,
+    ScopeRow,
     Usage,
 )
 
@@ -72,7 +74,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 #: job, jobs by creation time, and what the provider last said of each batch.
 #: 3: ``calls`` is a rowid table (see :func:`_set_aside_calls`); ``jobs.input_ref``
 #: (``told``, added later, kept the version: it is a table of its own that an older build of
-#: schema 3 never reads, and a schema-3 store gets it on open like any missing table)
+#: schema 3 never reads, and a schema-3 store gets it on open like any missing table; so did
+#: ``rate_scopes``, the rate-limit scopes every process on the store paces by)
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -180,6 +183,16 @@ CREATE TABLE IF NOT EXISTS provider_batches (
     total INTEGER NOT NULL DEFAULT 0,
     seen_at REAL
 );
+CREATE TABLE IF NOT EXISTS rate_scopes (
+    scope TEXT PRIMARY KEY,
+    rpm REAL,
+    tpm REAL,
+    next_request_at REAL NOT NULL DEFAULT 0,
+    next_token_at REAL NOT NULL DEFAULT 0,
+    paused_until REAL NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 """
@@ -197,6 +210,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 # - provider_batches_by_job, jobs_by_created: tiny tables written a few times per batch or
 #   job; they keep `batchain jobs`, `status` and every poll off a scan.
 # - told has no index but its key: its rows are looked up by (job, item, call) only.
+# - rate_scopes: one small row per rate-limit scope, read and written by its key only.
 # - job_item_counts is not an index but a counter row per (job, item status), changed once
 #   per store call that changes items (not once per item), so counting a job's items is one
 #   lookup instead of a walk over them.
@@ -350,6 +364,26 @@ def _in(values: Sequence[object]) -> str:
 def _literal(values: Sequence[str]) -> str:
     """``values`` as an SQL list of literals: only for values from this module's enums."""
     return "(" + ",".join(f"'{v}'" for v in values) + ")"
+
+
+#: a scope's clocks only move forward: a claim starts at the latest of the clock, now, the
+#: claimer's own next slot and the cooldown, and moves the clock past what it claims
+_RATE_SCOPE_SQL = """
+INSERT INTO rate_scopes AS r
+    (scope, rpm, tpm, next_request_at, next_token_at, paused_until, throttled, updated_at)
+VALUES (?1, ?2, ?3, max(?4, ?5, ?8) + ?6, max(?4, ?5, ?8) + ?7, ?8, ?9, ?4)
+ON CONFLICT (scope) DO UPDATE SET
+    rpm = coalesce(excluded.rpm, r.rpm),
+    tpm = coalesce(excluded.tpm, r.tpm),
+    next_request_at = CASE WHEN ?6 > 0
+        THEN max(r.next_request_at, ?4, ?5, r.paused_until, ?8) + ?6 ELSE r.next_request_at END,
+    next_token_at = CASE WHEN ?7 > 0
+        THEN max(r.next_token_at, ?4, ?5, r.paused_until, ?8) + ?7 ELSE r.next_token_at END,
+    paused_until = max(r.paused_until, ?8),
+    throttled = max(r.throttled, ?9),
+    updated_at = ?4
+RETURNING rpm, tpm, next_request_at - ?6, next_token_at - ?7, paused_until, throttled
+"""
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -1525,6 +1559,31 @@ class SQLiteStore:
                     f"store {self.path} could not be vacuumed ({exc}): another process is using it, "
                     "or the disk lacks room for a copy of it; try again when no job runs"
                 ) from None
+
+    def rate_scope(self, scope: str, claim: ScopeClaim) -> ScopeRow:
+        """One upsert with RETURNING: atomic under the write lock, so two processes claiming
+        capacity of one scope get disjoint slices of its clocks."""
+        params = (
+            scope,
+            claim.rpm,
+            claim.tpm,
+            claim.now,
+            claim.after,
+            claim.request_s,
+            claim.token_s,
+            claim.paused_until,
+            int(claim.throttled),
+        )
+        with self._lock:
+            self._begin()
+            if self._lost:  # this run's writes are undone anyway: claim nothing shared
+                start = max(claim.now, claim.after)
+                return ScopeRow(claim.rpm, claim.tpm, start, start, claim.paused_until, claim.throttled)
+            try:
+                row = self._conn.execute(_RATE_SCOPE_SQL, params).fetchone()
+            except sqlite3.Error as exc:
+                raise self._db.failed(exc, self) from None
+        return ScopeRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
     def size(self) -> int:
         """Bytes the store takes on disk (its file and its write-ahead log)."""
