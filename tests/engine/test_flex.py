@@ -247,7 +247,7 @@ def test_unavailable_does_not_throttle_the_lane(flex_sb: Sandbox) -> None:
     assert '"service_tier":"flex"' in sent.text
     assert failed.failure.kind == FailureKind.UNAVAILABLE
     lane = scheduler.lane("flex-lane")
-    assert lane.limit == 8 and lane.paused_until == 0 and not lane.throttled
+    assert lane.limit == 8 and lane.scope.paused_until == 0 and not lane.scope.throttled
     assert scheduler.stats.rate_limited == 0 and scheduler.stats.unavailable >= 3
 
     async def rate_limited() -> Scheduler:

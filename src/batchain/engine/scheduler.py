@@ -230,6 +230,8 @@ class Scheduler:
             if failure.kind == FailureKind.UNAVAILABLE:
                 self._reached(host, probe)
                 self.stats.unavailable += 1
+                # an answer all the same: the scope's first send must let the next ones go
+                lane.scope.settle(learn(error), Heard.ERROR, self.board)
                 wait = refusals.next_wait(self._backoff(refusals.count + 1, failure))
                 if wait is None:
                     raise CallFailed(failure, error, tries)
