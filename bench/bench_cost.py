@@ -114,7 +114,7 @@ def price_entry(e: Any) -> Decimal:
     provider = "openai" if e.provider == "openai" else "anthropic"
     cached = int(e.cached_tokens)
     written = int(e.cache_creation_tokens)
-    written_1h = int(getattr(e, "cache_creation_1h_tokens", 0) or 0)
+    written_1h = int(getattr(e, "cache_write_1h_tokens", 0) or 0)
     # the ledger's input_tokens is the whole prompt, cache reads and writes included
     plain = int(e.input_tokens) - cached - written
     usage = Usage(
