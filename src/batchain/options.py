@@ -85,6 +85,9 @@ class FlexFallback(StrEnum):
 
     #: sent realtime at the standard tier (standard price)
     STANDARD = "standard"
+    #: a call whose model has no flex goes through the provider's Batch API (batch price,
+    #: a batch's turnaround); one that flex kept refusing is sent at the standard tier
+    BATCH = "batch"
     #: fails (the provider's own error; for a model without flex, :class:`FlexUnavailable`)
     FAIL = "fail"
 

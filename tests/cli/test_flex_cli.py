@@ -29,5 +29,5 @@ def test_flex_options_need_mode_flex(cli: Cli, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", headlines(1))
     proc = cli("run", CHAIN, str(data), "--flex-patience", "5")
     assert_one_line_error(proc, "--flex-patience", "--mode flex")
-    proc = cli("run", CHAIN, str(data), "--mode", "flex", "--flex-fallback", "batch")
-    assert_one_line_error(proc, "--flex-fallback 'batch'", "standard or fail")
+    proc = cli("run", CHAIN, str(data), "--mode", "flex", "--flex-fallback", "later")
+    assert_one_line_error(proc, "--flex-fallback 'later'", "standard, batch or fail")

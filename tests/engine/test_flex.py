@@ -300,3 +300,18 @@ def test_model_refusing_flex_falls_back_to_standard(flex_sb: Sandbox, store_path
     assert billed(flex_sb) == {("gpt-4o-mini", "realtime"): 4}
     assert job.stats["flex_fallbacks"] == 4
     assert accounted(job) == billed(flex_sb)
+
+
+def test_fallback_batch_sends_calls_without_flex_through_the_batch_api(
+    flex_sb: Sandbox, store_path: Path
+) -> None:
+    flex_sb.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+    job = run_job(two_stage(flex_sb), rows(20), store_path, mode="flex", prices=PRICES, flex_fallback="batch")
+    assert job.counts["succeeded"] == 20, job.errors()
+    # gpt-5-mini at flex, claude-haiku-4-5 (no flex tier) in a provider batch: both at half price
+    assert billed(flex_sb) == {(FLEX_MODEL, "flex"): 16, (CLAUDE, "batch"): 16}
+    assert not flex_sb.duplicates()
+    assert accounted(job) == billed(flex_sb)  # nothing escaped batchain's accounting
+    assert job.stats["batches_created"] >= 1 and not job.stats.get("no_flex")
+    plain = run_job(two_stage(flex_sb), rows(20), store_path, mode="realtime", cache=False)
+    assert job.outputs() == plain.outputs()

@@ -163,10 +163,11 @@ FlexFallbackOpt = Annotated[
     str | None,
     typer.Option(
         "--flex-fallback",
-        metavar="standard|fail",
+        metavar="standard|batch|fail",
         help="Flex mode: what a call does that cannot go at flex (its model has no flex tier, or "
         "flex refused it for --flex-patience seconds): standard sends it at the standard tier and "
-        "price; fail fails it. (default: standard)",
+        "price; batch sends a call whose model has no flex through the Batch API (one refused "
+        "at flex goes standard); fail fails it. (default: standard)",
         show_default=False,
     ),
 ]
@@ -295,7 +296,8 @@ def flex_options(
     from batchain.options import FLEX_FALLBACKS
 
     if fallback is not None and fallback not in FLEX_FALLBACKS:
-        raise CliError(f"--flex-fallback {fallback!r}: use {' or '.join(FLEX_FALLBACKS)}")
+        choices = ", ".join(FLEX_FALLBACKS[:-1]) + f" or {FLEX_FALLBACKS[-1]}"
+        raise CliError(f"--flex-fallback {fallback!r}: use {choices}")
     return given(
         flex_fallback=fallback, flex_patience=patience, flex_timeout=timeout, flex_models=models or None
     )

@@ -124,8 +124,9 @@ class FlexPolicy:
         return self.fallback_route()
 
     def fallback_route(self) -> FlexRoute:
-        """Where a call goes that cannot (or can no longer) go at flex."""
-        return FlexRoute.STANDARD if self.fallback is FlexFallback.STANDARD else FlexRoute.REFUSE
+        """Where a call goes that cannot (or can no longer) go at flex, when it is sent now
+        (``batch``: a call that reaches this was refused at flex, or has no Batch API)."""
+        return FlexRoute.REFUSE if self.fallback is FlexFallback.FAIL else FlexRoute.STANDARD
 
     def flex_capable(self, provider: str, model: str) -> bool:
         key = (provider, model)

@@ -36,8 +36,8 @@ from batchain.engine.results import ItemListener, Results
 from batchain.engine.runner import JobRunner, RunParts
 from batchain.engine.scheduler import Scheduler
 from batchain.errors import InvalidOption
-from batchain.options import PRIORITY_FUNCTION, Mode, PromptCache, RunOptions, take_config
-from batchain.priority import PriorityRule, auto_routes, parse_level
+from batchain.options import PRIORITY_FUNCTION, FlexFallback, Mode, PromptCache, RunOptions, take_config
+from batchain.priority import Priority, PriorityRule, Route, auto_routes, parse_level
 from batchain.providers.base import remember_model_secrets
 from batchain.states import JobStatus
 from batchain.store.base import Store
@@ -78,7 +78,10 @@ def wire(
     """A runner for one run of a job, with every part built from ``options``."""
     for model in find_models(chain):  # keys of any format never reach the store or logs
         remember_model_secrets(model)
-    batched = options.mode in (Mode.BATCH, Mode.AUTO)
+    #: flex mode whose calls without flex go through the Batch API: routed as auto mode
+    #: routes a level that goes flex (CallManager.route)
+    flex_batch = _flex_batch(options)
+    batched = options.mode in (Mode.BATCH, Mode.AUTO) or flex_batch
     control = RunControl(purpose=purpose)
     breakers = Breakers(job_id, on_open=control.pause_raising)
     scheduler = Scheduler(
@@ -131,7 +134,7 @@ def wire(
     auto = options.mode == Mode.AUTO
     priority = PriorityRule.of(options.priority, options.priority_field) if auto else None
     calls = CallManager(
-        routes=auto_routes(options.auto_routes) if auto else None,
+        routes=auto_routes(options.auto_routes) if auto else _ALL_FLEX if flex_batch else None,
         store=store,
         job_id=job_id,
         scheduler=scheduler,
@@ -196,6 +199,14 @@ def wire(
     return runner
 
 
+def _flex_batch(options: RunOptions) -> bool:
+    return options.mode == Mode.FLEX and options.flex_fallback == FlexFallback.BATCH
+
+
+#: flex mode with ``flex_fallback="batch"``: every level's calls go flex, else batch
+_ALL_FLEX: dict[Priority, Route] = dict.fromkeys(Priority, Route.FLEX)
+
+
 def _window_size(options: RunOptions) -> int:
     if options.window:
         return options.window
@@ -204,9 +215,10 @@ def _window_size(options: RunOptions) -> int:
         # calls each flush sends, not the round: 10,000 rows or coroutines (measured at
         # 50,000 items: half the peak memory of 50,000, for the same client time)
         return 10_000
-    if options.mode == Mode.AUTO:
-        # auto mode keeps its items (its deadline may send their calls realtime): every
-        # parked item holds its coroutine, and each window is a round
+    if options.mode == Mode.AUTO or _flex_batch(options):
+        # auto mode (and flex falling back to batches) keeps its items (its deadline may
+        # send their calls realtime): every parked item holds its coroutine, and each window
+        # is a round
         return 50_000
     return max(256, 4 * options.max_concurrency)
 
