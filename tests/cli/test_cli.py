@@ -454,7 +454,9 @@ def test_batch_and_auto_modes_blocking_detached_cancelled(
     assert auto.returncode == 0, auto.stderr
     assert "2 calls realtime · 2 in 1 provider batch" in auto.stderr
 
-    cli_sandbox.configure(batch_processing_s=60)  # the provider sits on it
+    # the provider sits on it: its first answer is due after 10 minutes (at 60 s, one of
+    # the 6 came back after 10 s, before a loaded machine had submitted and cancelled)
+    cli_sandbox.configure(batch_processing_s=3600)
     other = write_jsonl(tmp_path / "other.jsonl", headlines(6, prefix="detached: "))
     # --detach is `batchain submit`; a YAML chain is reloaded from the job to cancel at the provider
     yaml_chain = str(Path(CHAIN.partition(":")[0]).with_name("classify.yaml"))
