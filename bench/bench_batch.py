@@ -477,7 +477,7 @@ def main() -> None:
 
     sys.path.insert(0, str(BENCH))
     import batchain
-    from harness import save
+    from harness import save, show
 
     print("batchain:", batchain.__file__, flush=True)
     default_sizes = "1000" if args.quick else "1000,10000,50000"
@@ -572,11 +572,7 @@ def main() -> None:
         tables,
         notes=notes,
     )
-    for t in tables:
-        print(t["title"])
-        for row in t["rows"]:
-            print("   ", " | ".join(str(c) for c in row))
-    print("wrote", path)
+    show(tables, path)
 
 
 if __name__ == "__main__":

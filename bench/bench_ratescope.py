@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_realtime import _count_429
-from harness import ROOT, fmt, median, run_client, sandbox, save
+from harness import ROOT, fmt, median, run_client, sandbox, save, show
 
 THIS = str(ROOT.parent / "src")
 SCENARIOS = [("one job", 1, 1), ("two jobs, one process", 2, 1), ("two processes, one store", 1, 2)]
@@ -152,11 +152,7 @@ def main() -> None:
             "other before starting.",
         ],
     )
-    for t in tables:
-        print(t["title"])
-        for row in t["rows"]:
-            print("   ", " | ".join(str(c) for c in row))
-    print("wrote", path)
+    show(tables, path)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness import fmt, median, run_client, sandbox, save
+from harness import fmt, median, run_client, sandbox, save, show
 
 
 def overhead(reps: int, n: int) -> dict[str, Any]:
@@ -132,11 +132,7 @@ def main() -> None:
             "429s are counted by the sandbox (requests it rejected).",
         ],
     )
-    for t in tables:
-        print(t["title"])
-        for row in t["rows"]:
-            print("   ", " | ".join(str(c) for c in row))
-    print("wrote", path)
+    show(tables, path)
 
 
 if __name__ == "__main__":

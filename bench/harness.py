@@ -84,3 +84,12 @@ def save(
 
 def fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
+
+
+def show(tables: list[dict[str, Any]], path: Path) -> None:
+    """Print what a benchmark saved (its tables, row by row) and where."""
+    for t in tables:
+        print(t["title"])
+        for row in t["rows"]:
+            print("   ", " | ".join(str(c) for c in row))
+    print("wrote", path)

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from batchain.errors import InvalidOption
 
@@ -35,6 +35,19 @@ __all__ = [
     "Tier",
     "take_config",
 ]
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _member(cls: type[_E], value: str, option: str) -> _E:
+    """The member of ``cls`` for ``value`` (a member or its string); :class:`InvalidOption`
+    naming ``option``, the value and the allowed ones otherwise."""
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise InvalidOption(f"{option} must be one of {allowed}; got {value!r}") from None
 
 
 class Mode(StrEnum):
@@ -55,10 +68,7 @@ class Mode(StrEnum):
     def parse(cls, value: str) -> Mode:
         """The member for ``value`` (a member or its string); :class:`InvalidOption`
         naming the value and the allowed ones otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidOption(f"mode must be one of {', '.join(MODES)}; got {value!r}") from None
+        return _member(cls, value, "mode")
 
 
 #: the modes' strings, in the order they are documented
@@ -93,11 +103,7 @@ class FlexFallback(StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> FlexFallback:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(FLEX_FALLBACKS)
-            raise InvalidOption(f"flex_fallback must be one of {allowed}; got {value!r}") from None
+        return _member(cls, value, "flex_fallback")
 
 
 #: the flex fallbacks' strings, in the order they are documented
@@ -116,11 +122,7 @@ class PromptCache(StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> PromptCache:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(PROMPT_CACHE_MODES)
-            raise InvalidOption(f"prompt_cache must be one of {allowed}; got {value!r}") from None
+        return _member(cls, value, "prompt_cache")
 
 
 #: the prompt-cache settings' strings
