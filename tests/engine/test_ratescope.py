@@ -282,3 +282,23 @@ def test_a_scope_starts_with_the_burst_its_bucket_holds_then_keeps_the_rate() ->
     other.settle(RateInfo(limit_requests=600, remaining_requests=600), Heard.ANSWER, None)
     slots = [other.reserve(1, 300, None, None).at for _ in range(3)]
     assert [round(b - a, 6) for a, b in itertools.pairwise(slots)] == [0.2, 0.2]
+
+
+def test_a_first_send_never_settled_holds_the_scope_only_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchain.engine.ratescope as ratescope
+
+    monkeypatch.setattr(ratescope, "PROBE_WAIT_S", 0.2)
+    scope = RateScope("openai|http://x|nokey|lost-probe")
+
+    async def scenario() -> tuple[bool, bool, float]:
+        assert await scope.admit(None)  # the first send, never settled
+        t0 = time.monotonic()
+        second = await asyncio.wait_for(scope.admit(None), 5)  # goes as a new first send
+        waited = time.monotonic() - t0
+        scope.settle(None, Heard.ANSWER, None)
+        third = await asyncio.wait_for(scope.admit(None), 5)  # limits known now: no wait
+        return second, third, waited
+
+    second, third, waited = asyncio.run(scenario())
+    assert second and not third
+    assert 0.15 <= waited < 5

@@ -48,6 +48,10 @@ __all__ = ["Board", "Heard", "RateScope", "Slot", "key_digest", "scope_id", "sco
 BLOCK_S = 0.25
 #: a waiting send looks this often whether its slot moved (limits loosened, a cooldown)
 RECHECK_S = 0.5
+#: sends wait this long for the scope's first answer; then one of them goes as a new
+#: first send (a first send left unsettled, by a path that forgot to, never blocks a
+#: scope for good)
+PROBE_WAIT_S = 30.0
 #: sends of the provider's bucket (as its first answer's ``remaining`` shows it) left
 #: unused by a scope's first burst: room for arrival jitter
 BURST_SLACK = 3
@@ -130,6 +134,8 @@ class RateScope:
         #: how far ahead of the request clock a send may go (None: not learned yet)
         self._burst_s: float | None = None
         self._probing = False
+        #: when the first send went (``time.monotonic()``)
+        self._probe_at = 0.0
         self._consulted = False
         self._published: tuple[float | None, float | None] = (None, None)
         self._waiters: list[asyncio.Future[None]] = []
@@ -146,13 +152,16 @@ class RateScope:
                     self._merge(board.rate_scope(self.name, ScopeClaim(now=time.time())), time.time())
                 if self.known:
                     return False
-                if not self._probing:
+                if not self._probing or time.monotonic() - self._probe_at >= PROBE_WAIT_S:
                     self._probing = True
+                    self._probe_at = time.monotonic()
                     return True
+                left = self._probe_at + PROBE_WAIT_S - time.monotonic()
                 waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._waiters.append(waiter)
             try:
-                await waiter
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), left)
             finally:
                 with self._lock:
                     if waiter in self._waiters:
