@@ -20,6 +20,7 @@ __all__ = [
     "ItemStatus",
     "JobStatus",
     "LinkSource",
+    "PrefixStatus",
     "check_transition",
 ]
 
@@ -68,6 +69,19 @@ class BatchStatus(StrEnum):
     LOST = "lost"
 
 
+class PrefixStatus(StrEnum):
+    """A prompt prefix of a job that batch mode primes for the provider's cache
+    (:mod:`batchain.engine.promptcache`). A prefix whose priming failed, or whose cache
+    may have expired, has no row: it is primed again."""
+
+    #: its primer is in a provider batch; the calls that share it wait for that batch
+    PRIMING = "priming"
+    #: the primer's answer showed the cache written: its calls go marked, until a time
+    WRITTEN = "written"
+    #: the primer's answer showed no cache (too short, in fact): its calls go unmarked
+    UNCACHED = "uncached"
+
+
 class LinkSource(StrEnum):
     """How an item got its call's answer (``job_calls.source`` in the store). Not a
     lifecycle: a link is written once and never changes."""
@@ -82,7 +96,7 @@ class LinkSource(StrEnum):
     CACHE = "cache"
 
 
-_J, _I, _C, _B = JobStatus, ItemStatus, CallStatus, BatchStatus
+_J, _I, _C, _B, _P = JobStatus, ItemStatus, CallStatus, BatchStatus, PrefixStatus
 
 TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
     JobStatus: {
@@ -116,6 +130,12 @@ TRANSITIONS: dict[type[StrEnum], dict[StrEnum, frozenset[StrEnum]]] = {
         _B.COLLECTED: frozenset(),
         _B.ABANDONED: frozenset(),
         _B.LOST: frozenset(),
+    },
+    # WRITTEN -> WRITTEN: a batch that used it ended, renewing its lifetime
+    PrefixStatus: {
+        _P.PRIMING: frozenset({_P.WRITTEN, _P.UNCACHED}),
+        _P.WRITTEN: frozenset(),
+        _P.UNCACHED: frozenset(),
     },
 }
 

@@ -207,6 +207,8 @@ class LiveBatch:
     #: build made, which linked a call to its item only when answered (this one links
     #: them when it parks them, and says so in the batch's info)
     link_answers: bool = False
+    #: it carries calls marked for the prompt cache: their worst case is a cache write
+    marked: bool = False
 
 
 @dataclass(slots=True)
@@ -418,6 +420,7 @@ class BatchCoordinator:
             lane=row.lane,
             size=row.n_calls,
             link_answers=row.info.get("linked") != _LINKED_AT_PARK,
+            marked=bool(row.info.get("marked")),
         )
         if row.status == BatchStatus.CREATING.value:
             if self.cancelling:
@@ -477,7 +480,7 @@ class BatchCoordinator:
         tokens = enqueued_tokens(parked.request) if parked.rebuild is None else None
         self.capacity.hold(batch.uid, parked.request.lane, tokens)
         if self.budget is not None:
-            worst = self.budget.worst_case(parked.request, Tier.BATCH)
+            worst = self.budget.worst_case(parked.request, Tier.BATCH, cache_write=batch.marked)
             batch.reserved += worst
             self.budget.reserved += worst
 
@@ -523,6 +526,7 @@ class BatchCoordinator:
         prompt prefix; the primers of prefixes worth caching go first, alone, and the calls
         that share them wait for that batch to end (:mod:`.promptcache`). Returns how many."""
         api = self._api(members[0].adapter)
+        await self._await_priming(members[0])
         plan = self.cache.plan(api, members)
         by_key = {p.key: p for p in members}
         created = 0
@@ -536,6 +540,24 @@ class BatchCoordinator:
         if plan.now:
             created += await self._send_group(api, [by_key[k] for k in plan.now], plan)
         return created
+
+    async def _await_priming(self, first: Parked) -> None:
+        """The batches priming prefixes of ``first``'s model (an earlier run's, maybe in
+        another process) are live, for the calls sharing them to wait on; one no longer at
+        the provider primed nothing: its prefixes are primed again."""
+        for uid in self.cache.priming(first.request.lane):
+            if uid not in self.live:
+                await self.adopt(uid, first.adapter, first.client)
+            if uid not in self.live:
+                self._requeue(self.cache.ended(uid))
+
+    def _requeue(self, keys: list[str]) -> None:
+        """Calls that waited for a priming batch go to the next flush."""
+        released = [p for p in map(self.parked.get, keys) if p is not None]
+        for p in released:
+            self._queue(p)
+        if released:
+            self.on_change()
 
     def _live_batch_of(self, key: str) -> str | None:
         parked = self.parked.get(key)
@@ -566,7 +588,7 @@ class BatchCoordinator:
             waiting = set(part).difference(part[i] for i in chosen)
             held += len(waiting)
             self.unsubmitted.update(dict.fromkeys(k for k in part if k in waiting))
-            members, reserved = self._affordable([by_key[part[i]] for i in chosen])
+            members, reserved = self._affordable([by_key[part[i]] for i in chosen], plan)
             if not members:
                 continue
             if created:  # the lines carry the group's first batch's uid: this one has its own
@@ -577,7 +599,8 @@ class BatchCoordinator:
                     )
             lines = [encoded[p.key] for p in members]
             size = Size(len(members), sum(tokens[p.key] for p in members), sum(map(len, lines)))
-            if not await self._create(api, uid, members, lines, reserved, size):
+            marked = sum(1 for p in members if p.key in plan.marked)
+            if not await self._create(api, uid, members, lines, reserved, size, marked):
                 # refused or failed: the rest waits for the next flush (sized by what it taught)
                 self.unsubmitted.update(dict.fromkeys(k for later in parts[n + 1 :] for k in later))
                 break
@@ -627,13 +650,14 @@ class BatchCoordinator:
         parked.request = request
         return True
 
-    def _affordable(self, members: list[Parked]) -> tuple[list[Parked], Decimal]:
-        """The leading calls whose worst case fits the budget; the rest wait (unsubmitted)."""
+    def _affordable(self, members: list[Parked], plan: CachePlan) -> tuple[list[Parked], Decimal]:
+        """The leading calls whose worst case fits the budget; the rest wait (unsubmitted).
+        A call marked for the prompt cache may write it: its worst case is that write."""
         if self.budget is None:
             return members, Decimal(0)
         total = Decimal(0)
         for n, p in enumerate(members):
-            worst = self.budget.worst_case(p.request, Tier.BATCH)
+            worst = self.budget.worst_case(p.request, Tier.BATCH, cache_write=p.key in plan.marked)
             if not self.budget.fits(total + worst):
                 for rest in members[n:]:
                     self.unsubmitted[rest.key] = None
@@ -652,9 +676,11 @@ class BatchCoordinator:
         lines: list[bytes],
         reserved: Decimal,
         size: Size,
+        marked: int = 0,
     ) -> bool:
-        """Create one provider batch; True when its calls are at the provider (or may be,
-        while that is verified)."""
+        """Create one provider batch (``marked``: how many of its calls are marked for the
+        prompt cache); True when its calls are at the provider (or may be, while that is
+        verified)."""
         keys = [p.key for p in members]
         first = members[0]
         host = host_of(first.client)
@@ -663,20 +689,24 @@ class BatchCoordinator:
             return False
         recorded = time.time()
         unbegun = [p for p in members if p.unbegun]
+        info: dict[str, Any] = {
+            "model": first.request.model,
+            "endpoint": first.request.endpoint,
+            "round": self.stats.rounds,
+            # every custom id of the batch carries it (Anthropic: its only name)
+            "nonce": uid,
+            "linked": _LINKED_AT_PARK,
+        }
+        if marked:  # a resumed run reserves their worst case as cache writes
+            info["marked"] = marked
+        self.cache.intent(uid, keys)  # committed with the intent
         self.store.batch_intent(
             uid,
             self.job_id,
             first.adapter.name,
             first.request.lane,
             keys,
-            {
-                "model": first.request.model,
-                "endpoint": first.request.endpoint,
-                "round": self.stats.rounds,
-                # every custom id of the batch carries it (Anthropic: its only name)
-                "nonce": uid,
-                "linked": _LINKED_AT_PARK,
-            },
+            info,
             [
                 (p.key, p.request.provider, p.request.model, p.request.endpoint, p.request.body_hash)
                 for p in unbegun
@@ -701,7 +731,7 @@ class BatchCoordinator:
             refusal = create_refusal(getattr(exc, "status_code", None), text) if _refused(exc) else None
             if refusal is None:
                 log.warning("batch create failed: %s", text)
-            if await self._created_anyway(api, members, uid, recorded, reserved, exc, size):
+            if await self._created_anyway(api, members, uid, recorded, reserved, exc, size, marked):
                 return True
             if refusal is not None:
                 lane = first.request.lane
@@ -730,6 +760,7 @@ class BatchCoordinator:
             lane=first.request.lane,
             size=len(members),
             held=len(members),
+            marked=bool(marked),
         )
         self.capacity.opened(uid, first.request.lane, size)
         return True
@@ -791,6 +822,7 @@ class BatchCoordinator:
         reserved: Decimal,
         exc: Exception,
         size: Size,
+        marked: int,
     ) -> bool:
         """A create that raised may still have reached the provider: settle it now, as a
         resume would. True when the batch is there, or may be while that is verified: its
@@ -809,6 +841,7 @@ class BatchCoordinator:
             lane=first.request.lane,
             size=len(members),
             held=len(members),
+            marked=bool(marked),
         )
         if _refused(exc) or first.adapter.classify(exc).kind == FailureKind.UNREACHABLE:
             # a definite no, or no connection ever made (refused, not resolved, no connection
@@ -1005,11 +1038,10 @@ class BatchCoordinator:
         self.live.pop(batch.uid, None)
         if self.on_ended is not None:
             self.on_ended(batch.uid)
-        released = [p for p in map(self.parked.get, self.cache.ended(batch.uid)) if p is not None]
-        for p in released:  # they waited for this batch to write their prompt's cache
-            self._queue(p)
-        if released:
-            self.on_change()
+        released = self.cache.ended(batch.uid)
+        if released:  # they waited for this batch to write their prompt's cache
+            failpoint("prompt_cache_released")
+            self._requeue(released)
         return self.capacity.closed(batch.uid)
 
     def _found(self, batch: LiveBatch) -> None:

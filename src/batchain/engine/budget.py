@@ -2,7 +2,8 @@
 
 Before a call goes out it reserves its worst-case cost: the request's input at a generous
 2.5 bytes per token, and its output at ``max_tokens`` (16,384 when the model sets none, so
-set ``max_tokens`` for a tight budget). A provider batch is submitted only if the sum of
+set ``max_tokens`` for a tight budget); a batch call marked for the prompt cache at the
+price of writing all of that input to the cache. A provider batch is submitted only if the sum of
 its calls' worst cases fits what is left. When a call is answered its reservation is
 replaced by its real cost. Reservations that do not fit wait for outstanding ones to
 settle; when nothing is outstanding and the next call still does not fit, the budget is
@@ -46,8 +47,8 @@ class Budget:
     def remaining(self) -> Decimal:
         return self.limit - self.spent - self.reserved
 
-    def price(self, provider: str, model: str, usage: Usage, tier: str) -> Decimal:
-        cost = self.pricebook.cost_of(provider, model, usage, tier)
+    def price(self, provider: str, model: str, usage: Usage, tier: str, cache_write_1h: int = 0) -> Decimal:
+        cost = self.pricebook.cost_of(provider, model, usage, tier, cache_write_1h_tokens=cache_write_1h)
         if not cost.known or cost.total is None:
             raise UnpricedModel(
                 f"cannot enforce the budget: no price is known for {provider} model {model!r}; "
@@ -55,8 +56,14 @@ class Budget:
             )
         return Decimal(cost.total)
 
-    def worst_case(self, request: CallRequest, tier: str) -> Decimal:
-        return self.price(request.provider, request.model, worst_case_usage(request), tier)
+    def worst_case(self, request: CallRequest, tier: str, cache_write: bool = False) -> Decimal:
+        """``cache_write``: the request is marked for the provider's prompt cache, so its
+        input may all be written to it, at the 1-hour write price (Anthropic: 2x input)."""
+        usage = worst_case_usage(request)
+        if not cache_write:
+            return self.price(request.provider, request.model, usage, tier)
+        usage.cache_creation_tokens = usage.input_tokens
+        return self.price(request.provider, request.model, usage, tier, usage.input_tokens)
 
     def fits(self, amount: Decimal) -> bool:
         return self.spent + self.reserved + amount <= self.limit

@@ -26,21 +26,31 @@ of one model's calls:
 Marks go into the batch line only: a call's key, its stored request and its hash are
 those of the unmarked body (:func:`batchain.providers.base.cache_neutral`), and a call
 sent realtime (auto mode's deadline) goes unmarked.
+
+**Across runs.** What became of each prefix is the job's, in the store
+(:class:`~batchain.states.PrefixStatus`), so a detached job primes too: ``submit`` sends
+the primers (and what needs none) and leaves; the calls they hold are no one's until a
+later run (``poll``, ``wait``, a resume; maybe another process) replays their items, finds
+the prefix being primed by that batch, and holds them again until it ended. The row of a
+priming is written in the transaction that records its batch's intent, and its outcome in
+the one that records the primer's answer, so a crash at any point neither loses the held
+calls (their items are pending) nor primes a prefix twice while its cache lives: a
+priming row whose batch is no longer at the provider, unanswered, is a failed priming.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Protocol
 
 from batchain.providers.base import CallRequest
 from batchain.providers.promptcache import CachePrefix, PromptCaching
-from batchain.store.records import Usage
+from batchain.states import PrefixStatus
+from batchain.store.records import PrefixRecord, Usage
 
-__all__ = ["PRIME_MIN_CALLS", "TRUSTED_S", "CachePlan", "PrefixCaches"]
+__all__ = ["PRIME_MIN_CALLS", "TRUSTED_S", "CachePlan", "PrefixBoard", "PrefixCaches"]
 
 #: the fewest calls of one flush sharing a prefix for it to be primed (see above)
 PRIME_MIN_CALLS = 5
@@ -49,13 +59,24 @@ PRIME_MIN_CALLS = 5
 TRUSTED_S = 50 * 60.0
 
 
-class _State(Enum):
-    #: its primer is at the provider; the other calls wait
-    PRIMING = "priming"
-    #: written: its calls are sent marked
-    WRITTEN = "written"
-    #: the primer's answer showed no cache: sent unmarked for the rest of the run
-    UNCACHED = "uncached"
+#: what became of a prefix (PRIMING: its primer is at the provider, the other calls wait;
+#: WRITTEN: its calls are sent marked; UNCACHED: the primer's answer showed no cache, so
+#: they are sent unmarked)
+_State = PrefixStatus
+
+
+class PrefixBoard(Protocol):
+    """Where a job's prefixes are kept across runs (the store)."""
+
+    def prompt_prefixes(self, job_id: str) -> list[PrefixRecord]: ...
+
+    def prefix_priming(self, job_id: str, lane: str, prefix: str, batch_id: str, primer: str) -> None: ...
+
+    def prefix_settled(
+        self, job_id: str, lane: str, prefix: str, status: PrefixStatus, until: float
+    ) -> None: ...
+
+    def prefix_dropped(self, job_id: str, lane: str, prefix: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -67,7 +88,7 @@ class _Prefix:
     primer: str = ""
     #: calls waiting for the priming batch to end (PRIMING)
     held: list[str] = field(default_factory=list)
-    #: monotonic time until which it is marked (WRITTEN)
+    #: wall time until which it is marked (WRITTEN)
     until: float = 0.0
 
 
@@ -94,17 +115,22 @@ class CachePlan:
 
 
 class PrefixCaches:
-    """The prefixes of one run's batch calls, and what became of them."""
+    """The prefixes of one job's batch calls, and what became of them (kept on ``board``,
+    when given, for the job's later runs)."""
 
     def __init__(
-        self, enabled: bool, prime: bool = True, clock: Callable[[], float] = time.monotonic
+        self,
+        enabled: bool,
+        board: PrefixBoard | None = None,
+        job_id: str = "",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.enabled = enabled
-        #: whether this run primes: not one that leaves once its calls are at the provider
-        #: (``submit``, ``poll``): the calls a primer holds would wait for a later run,
-        #: which knows nothing of the priming and would prime again
-        self.prime = prime
+        self._board = board
+        self._job_id = job_id
         self._clock = clock
+        #: whether the board's prefixes were read (once, at the first plan)
+        self._loaded = board is None
         #: by (lane, prefix key)
         self._prefixes: dict[tuple[str, str], _Prefix] = {}
         #: the prefix each primer primes
@@ -117,6 +143,27 @@ class PrefixCaches:
         #: calls sent marked, and primers sent, in this run (for the job's stats)
         self.marked_calls = 0
         self.primed = 0
+
+    def _load(self) -> None:
+        """The prefixes earlier runs of the job left: those being primed wait for their
+        batch again (:meth:`priming`), written ones are marked until their time."""
+        self._loaded = True
+        if self._board is None:
+            return
+        for row in self._board.prompt_prefixes(self._job_id):
+            where = (row.lane, row.prefix)
+            state = _State(row.status)
+            self._prefixes[where] = _Prefix(state, batch=row.batch_id, primer=row.primer, until=row.until)
+            if state is _State.PRIMING:
+                self._primers[row.primer] = where
+                self._priming.setdefault(row.batch_id, []).append(where)
+
+    def priming(self, lane: str) -> list[str]:
+        """The batches priming prefixes of ``lane`` (an earlier run's among them: the caller
+        makes them live, or tells :meth:`ended` they are gone)."""
+        if not self._loaded:
+            self._load()
+        return [uid for uid, wheres in self._priming.items() if any(w[0] == lane for w in wheres)]
 
     def _caching(self, api: object) -> PromptCaching | None:
         """``api`` if it caches prompts and this run uses it, else None."""
@@ -133,6 +180,8 @@ class PrefixCaches:
         caching = self._caching(api)
         if caching is None:
             return CachePlan([], [c.key for c in calls])
+        if not self._loaded:
+            self._load()
         api = caching
         lane = calls[0].request.lane
         groups: dict[str | None, list[_Call]] = {}
@@ -156,13 +205,13 @@ class PrefixCaches:
         where = (lane, prefix.key)
         known = self._prefixes.get(where)
         if known is not None and known.state is _State.WRITTEN and known.until < self._clock():
-            del self._prefixes[where]  # surely expired: primed again if it pays
+            self._forget(where)  # surely expired: primed again if it pays
             known = None
         if known is not None and known.state is _State.PRIMING:
             known.held.extend(c.key for c in members)
             plan.held += len(members)
             return
-        if known is None and self.prime and self._pays(api, prefix, members):
+        if known is None and self._pays(api, prefix, members):
             primer, rest = members[0], members[1:]
             self._prefixes[where] = _Prefix(_State.PRIMING, primer=primer.key, held=[c.key for c in rest])
             self._primers[primer.key] = where
@@ -183,6 +232,24 @@ class PrefixCaches:
             and prefix.tokens >= api.min_cacheable(model)
         )
 
+    def _forget(self, where: tuple[str, str]) -> None:
+        """The prefix is primed again if it pays: its priming failed, or its cache may have
+        expired."""
+        known = self._prefixes.pop(where, None)
+        if known is not None and self._board is not None:
+            self._board.prefix_dropped(self._job_id, *where)
+
+    def intent(self, uid: str, keys: Iterable[str]) -> None:
+        """Batch ``uid`` is about to be recorded with these calls: its primers' prefixes are
+        primed by it (kept on the board in the same transaction as the batch's intent)."""
+        for key in keys:
+            where = self._primers.get(key)
+            prefix = self._prefixes.get(where) if where else None
+            if where is None or prefix is None or prefix.state is not _State.PRIMING or prefix.batch:
+                continue
+            if self._board is not None:
+                self._board.prefix_priming(self._job_id, where[0], where[1], uid, key)
+
     def sent(self, primers: Sequence[str], batch_of: Callable[[str], str | None]) -> list[str]:
         """The primers went (``batch_of``: the live batch each is in, None if not sent).
         Returns the calls to send now after all: those held for a primer that did not go."""
@@ -194,7 +261,8 @@ class PrefixCaches:
             if where is None or prefix is None:
                 continue
             if uid is None:
-                del self._primers[key], self._prefixes[where]
+                del self._primers[key]
+                self._forget(where)
                 released.extend(prefix.held)
                 continue
             prefix.batch = uid
@@ -217,15 +285,18 @@ class PrefixCaches:
             self._marked[uid] = used
 
     def answered(self, key: str, usage: Usage) -> None:
-        """A call was answered: if it primed a prefix, whether the cache was written."""
+        """A call was answered: if it primed a prefix, whether the cache was written (kept
+        on the board with the answer, uncommitted: the caller commits them together)."""
         where = self._primers.pop(key, None)
         prefix = self._prefixes.get(where) if where else None
-        if prefix is None or prefix.state is not _State.PRIMING:
+        if where is None or prefix is None or prefix.state is not _State.PRIMING:
             return
         if usage.cache_creation_tokens or usage.cache_read_tokens:
             prefix.state, prefix.until = _State.WRITTEN, self._clock() + TRUSTED_S
         else:
             prefix.state = _State.UNCACHED
+        if self._board is not None:
+            self._board.prefix_settled(self._job_id, where[0], where[1], prefix.state, prefix.until)
 
     def ended(self, uid: str) -> list[str]:
         """Batch ``uid`` is no longer live: the calls its primers held go now (their
@@ -236,6 +307,8 @@ class PrefixCaches:
             known = self._prefixes.get(where)
             if known is not None and known.state is _State.WRITTEN:
                 known.until = max(known.until, now + TRUSTED_S)
+                if self._board is not None:
+                    self._board.prefix_settled(self._job_id, *where, _State.WRITTEN, known.until)
         released: list[str] = []
         for where in self._priming.pop(uid, ()):
             prefix = self._prefixes.get(where)
@@ -245,7 +318,7 @@ class PrefixCaches:
             prefix.held = []
             if prefix.state is _State.PRIMING:  # its primer was not answered: prime again
                 self._primers.pop(prefix.primer, None)
-                del self._prefixes[where]
+                self._forget(where)
         return released
 
     def release_all(self) -> list[str]:

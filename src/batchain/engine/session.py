@@ -125,7 +125,7 @@ def wire(
             ),
             breakers=breakers,
             prompt_cache=PrefixCaches(
-                enabled=options.prompt_cache == PromptCache.AUTO, prime=purpose is Purpose.FINISH
+                enabled=options.prompt_cache == PromptCache.AUTO, board=store, job_id=job_id
             ),
         )
         if batched

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from batchain.errors import LeaseLost, StoreError
-from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
+from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource, PrefixStatus
 from batchain.store.records import (
     BatchRecord,
     CallRecord,
@@ -29,6 +29,7 @@ from batchain.store.records import (
     JobRecord,
     LeaseClaim,
     PaidCallGroup,
+    PrefixRecord,
     ReusedCallGroup,
     ScopeClaim,
     ScopeRow,
@@ -316,6 +317,24 @@ class Store(Protocol):
     def provider_batch_ids(self, provider: str) -> set[str]:
         """The provider ids of every batch of ``provider`` the store knows, whatever its job:
         each is owned, so none is a batch a lost create answer left unrecorded."""
+        ...
+
+    def prompt_prefixes(self, job_id: str) -> list[PrefixRecord]:
+        """The prompt prefixes the job's batches prime or primed (:mod:`batchain.engine.promptcache`)."""
+        ...
+
+    def prefix_priming(self, job_id: str, lane: str, prefix: str, batch_id: str, primer: str) -> None:
+        """Prefix ``prefix`` of ``lane`` is primed by call ``primer`` in batch ``batch_id``
+        (replacing any row of it); written in the transaction of that batch's intent."""
+        ...
+
+    def prefix_settled(self, job_id: str, lane: str, prefix: str, status: PrefixStatus, until: float) -> None:
+        """The primer's answer settled the prefix (written until ``until``, or uncached); a
+        written one's ``until`` only grows."""
+        ...
+
+    def prefix_dropped(self, job_id: str, lane: str, prefix: str) -> None:
+        """Forget the prefix: its priming failed, or its cache may have expired."""
         ...
 
     def call_requeued(self, key: str, reason: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from batchain.states import CallStatus, ItemStatus, JobStatus
 
-__all__ = ["CallRecord", "ItemRecord", "JobRecord", "ScopeClaim", "ScopeRow", "Usage"]
+__all__ = ["CallRecord", "ItemRecord", "JobRecord", "PrefixRecord", "ScopeClaim", "ScopeRow", "Usage"]
 
 
 @dataclass(slots=True)
@@ -168,6 +168,23 @@ class LeaseClaim:
 
     epoch: int | None
     holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRecord:
+    """A prompt prefix a job's batches prime (``prompt_prefixes``; ``status`` is a
+    :class:`~batchain.states.PrefixStatus` value): what a later run, maybe in another
+    process, needs to send the calls that share it without priming it again."""
+
+    lane: str
+    #: the prefix's key (:class:`~batchain.providers.promptcache.CachePrefix`)
+    prefix: str
+    status: str
+    #: the priming batch (its uid) and the call that primes it
+    batch_id: str
+    primer: str
+    #: wall time until which the cache is surely alive (written)
+    until: float
 
 
 @dataclass(frozen=True, slots=True)

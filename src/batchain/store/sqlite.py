@@ -48,6 +48,7 @@ from batchain.states import (
     ItemStatus,
     JobStatus,
     LinkSource,
+    PrefixStatus,
     check_transition,
 )
 from batchain.store.base import lease_owner
@@ -62,6 +63,7 @@ from batchain.store.records import (
     JobRecord,
     LeaseClaim,
     PaidCallGroup,
+    PrefixRecord,
     ReusedCallGroup,
     ScopeClaim,
     ScopeRow,
@@ -75,7 +77,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 #: 3: ``calls`` is a rowid table (see :func:`_set_aside_calls`); ``jobs.input_ref``
 #: (``told``, added later, kept the version: it is a table of its own that an older build of
 #: schema 3 never reads, and a schema-3 store gets it on open like any missing table; so did
-#: ``rate_scopes``, the rate-limit scopes every process on the store paces by)
+#: ``rate_scopes``, the rate-limit scopes every process on the store paces by, and
+#: ``prompt_prefixes``, the prompt prefixes a job's batches prime for the provider's cache)
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -193,6 +196,17 @@ CREATE TABLE IF NOT EXISTS rate_scopes (
     throttled INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS prompt_prefixes (
+    job_id TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    status TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    primer TEXT NOT NULL,
+    until REAL NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (job_id, lane, prefix)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 """
@@ -211,6 +225,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 #   job; they keep `batchain jobs`, `status` and every poll off a scan.
 # - told has no index but its key: its rows are looked up by (job, item, call) only.
 # - rate_scopes: one small row per rate-limit scope, read and written by its key only.
+# - prompt_prefixes: a few rows per job, read by job (its key's first column) once a run.
 # - job_item_counts is not an index but a counter row per (job, item status), changed once
 #   per store call that changes items (not once per item), so counting a job's items is one
 #   lookup instead of a walk over them.
@@ -1496,6 +1511,39 @@ class SQLiteStore:
         )
         return {r["provider_batch_id"] for r in rows}
 
+    # -- prompt prefixes ------------------------------------------------------------------
+
+    def prompt_prefixes(self, job_id: str) -> list[PrefixRecord]:
+        rows = self._read(
+            "SELECT lane, prefix, status, batch_id, primer, until FROM prompt_prefixes WHERE job_id=?",
+            (job_id,),
+        )
+        return [PrefixRecord(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
+
+    def prefix_priming(self, job_id: str, lane: str, prefix: str, batch_id: str, primer: str) -> None:
+        """Not committed here: with the priming batch's intent, which follows (a row whose
+        batch was never recorded is taken for a failed priming)."""
+        self._write(
+            "INSERT OR REPLACE INTO prompt_prefixes (job_id, lane, prefix, status, batch_id, primer,"
+            " until, updated_at) VALUES (?,?,?,?,?,?,0,?)",
+            (job_id, lane, prefix, PrefixStatus.PRIMING.value, batch_id, primer, time.time()),
+        )
+
+    def prefix_settled(self, job_id: str, lane: str, prefix: str, status: PrefixStatus, until: float) -> None:
+        """Not committed here: with the answers that settled it (or the next group commit)."""
+        olds = (*_predecessors(status), status.value)
+        self._write(
+            "UPDATE prompt_prefixes SET status=?, until=max(until, ?), updated_at=?"
+            f" WHERE job_id=? AND lane=? AND prefix=? AND status IN {_in(olds)}",
+            (status.value, until, time.time(), job_id, lane, prefix, *olds),
+        )
+
+    def prefix_dropped(self, job_id: str, lane: str, prefix: str) -> None:
+        self._write(
+            "DELETE FROM prompt_prefixes WHERE job_id=? AND lane=? AND prefix=?", (job_id, lane, prefix)
+        )
+        self.commit_soon()
+
     def call_requeued(self, key: str, reason: str) -> None:
         """A batched call that did not run (expired, cancelled, 5xx): send it again later."""
         olds = _predecessors(CallStatus.PENDING)
@@ -1532,6 +1580,7 @@ class SQLiteStore:
                     return Compaction(job_id, status.value, compacted=False)
                 waits = self._conn.execute("DELETE FROM waits WHERE job_id=?", (job_id,)).rowcount
                 told = self._conn.execute("DELETE FROM told WHERE job_id=?", (job_id,)).rowcount
+                self._conn.execute("DELETE FROM prompt_prefixes WHERE job_id=?", (job_id,))
                 requests = self._conn.execute(
                     "UPDATE calls SET request=NULL WHERE request IS NOT NULL AND status='succeeded'"
                     " AND key IN (SELECT key FROM job_calls WHERE job_id=?)",
