@@ -21,7 +21,7 @@ of one model's calls:
 * **Marking.** Once the primer's answer shows the cache written (or read), every call of
   the prefix is sent marked, in this flush and later ones, while the cache is surely
   alive: :data:`TRUSTED_S` after the last batch that used it ended. An answer that shows
-  no cache (the prefix was shorter than estimated) leaves the prefix unmarked for the run.
+  no cache (the prefix was shorter than estimated) leaves the prefix unmarked for the job.
 
 Marks go into the batch line only: a call's key, its stored request and its hash are
 those of the unmarked body (:func:`batchain.providers.base.cache_neutral`), and a call
