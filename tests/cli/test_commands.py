@@ -16,6 +16,7 @@ from typing import Any
 from batchain.sandbox import Sandbox
 from tests.cli.conftest import REPO, Cli
 from tests.cli.test_cli import assert_one_line_error, read_jsonl
+from tests.engine.test_prompt_cache import PRICES, priced
 
 EXAMPLES = REPO / "examples"
 CLASSIFY = str(EXAMPLES / "classify.yaml")
@@ -124,3 +125,28 @@ def test_submit_then_wait_results_report_in_other_processes(
     realtime = cli("submit", EXTRACT, str(data), "--mode", "realtime")
     assert realtime.returncode == 2
     assert_one_line_error(realtime, "batchain run --mode realtime")
+
+
+def test_submit_then_wait_prime_the_prompt_cache_across_processes(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cli_sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.05, batch_finalizing_s=0.01)
+    chain = str(REPO / "tests" / "engine" / "crash" / "cached_chain.py") + ":chain"  # ~6,600-token system
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(8)))
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(PRICES))
+    env = {**cli.env, "CRASH_ANTHROPIC_BASE_URL": cli_sandbox.anthropic_base_url}
+
+    submitted = cli("submit", chain, str(data), "--prices", str(prices), "--poll-interval", "0.05", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    waited = cli("wait", job_id, "--quiet", env=env)  # another process: sends the held calls marked
+    assert waited.returncode == 0, waited.stderr
+    ledger = cli_sandbox.ledger()
+    assert len(ledger) == 8 and not cli_sandbox.duplicates()
+    writes = [e for e in ledger if e.cache_creation_tokens]
+    assert len(writes) == 1 and sum(1 for e in ledger if e.cached_tokens) == 7
+    assert max(e.ts for e in writes) < min(e.ts for e in ledger if e.cached_tokens)
+    report = json_of(cli.here("report", job_id, "--json", "--prices", str(prices)))
+    assert float(report["paid"]) == float(sum(map(priced, ledger)))
