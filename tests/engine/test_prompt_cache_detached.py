@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,17 @@ def test_a_submitted_job_primes_and_a_fresh_open_sends_the_rest_marked(
     again.wait(progress=False)
     assert_primed_once(quick, again)
     assert prefixes(path) == [("written", rows[0][1])]
+
+
+def test_polls_send_the_held_calls_once_the_priming_batch_ended(quick: Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "polled.sqlite"
+    job = submit(path, "polled")
+    for _ in range(200):  # each poll a fresh handle, as `batchain poll` in a new process
+        job = batchain.Job.open("polled", store=path)
+        if job.poll(progress=False).value == "completed":
+            break
+        time.sleep(0.02)
+    assert_primed_once(quick, job)
 
 
 def _resume_in_child(

@@ -545,6 +545,8 @@ class BatchCoordinator:
         """The batches priming prefixes of ``first``'s model (an earlier run's, maybe in
         another process) are live, for the calls sharing them to wait on; one no longer at
         the provider primed nothing: its prefixes are primed again."""
+        if self.cancelling or self.switched:
+            return  # nothing is primed any more (and adopting nothing tells nothing)
         for uid in self.cache.priming(first.request.lane):
             if uid not in self.live:
                 await self.adopt(uid, first.adapter, first.client)
