@@ -158,10 +158,12 @@ class Parked:
     #: not in the store yet (or to be started again): recorded with its batch's intent,
     #: one write instead of a row at parking and the batch's id in it at the flush
     unbegun: bool = False
+    #: ``request.key``, read for every call many times over in a flush: a field, not a
+    #: property (a rebuilt request keeps the key: see ``_materialize``)
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        return self.request.key
+    def __post_init__(self) -> None:
+        self.key = self.request.key
 
     def group(self, api: BatchAPI) -> tuple[str, str, str]:
         r = self.request

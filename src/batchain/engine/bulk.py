@@ -163,27 +163,29 @@ class BulkItems:
                 self.settle(a.idx, a.value, None, admitted.error)
         self.store.commit_soon()
 
-    async def park_resumed(self) -> set[str]:
+    async def park_resumed(self) -> tuple[set[str], int]:
         """A resumed run's items whose calls an earlier run put in a provider batch that is
         still there wait for it without being read or held: found in one query, by batch,
         instead of row by row as they are fed (a large job's resume would otherwise read
         every item, and its call, back). Returns the batches taken; :meth:`add` handles any
-        other item as before."""
+        other item as before. Returns the batches taken and how many items wait on them."""
         returns = self.returns
         if not self.stubs or returns is None or self.settle_evicted is None:
-            return set()
+            return set(), 0
         parked = self.store.parked_items(self.job_id)
         if not parked:
-            return set()
+            return set(), 0
         adapter = self.template.adapter
         client = self.calls.client_for(adapter, self.template.fast.model)
         taken: set[str] = set()
+        n = 0
         for batch, idxs in parked.items():
             here = self._lane_of(batch) == self.template.base.lane
             if here and await self.batch.adopt(batch, adapter, client):
                 returns.parked(batch, idxs)
                 taken.add(batch)
-        return taken
+                n += len(idxs)
+        return taken, n
 
     def answered(self, batch: str, answers: Mapping[str, Body | None]) -> None:
         """Provider batch ``batch`` answered calls whose rows left the window (``{key:

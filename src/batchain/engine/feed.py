@@ -228,8 +228,9 @@ class Feeder:
 
     async def feed(self, inputs: InputSource | None) -> None:
         # a resumed run's items whose calls are at a provider wait there without being read
-        parked = await self.bulk.park_resumed() if self.bulk is not None else set()
-        async for row in self.inputs.items(inputs, waits=self.bulk is not None, skip_batches=parked):
+        parked, n_parked = await self.bulk.park_resumed() if self.bulk is not None else (set(), 0)
+        rows = self.inputs.items(inputs, waits=self.bulk is not None, skip_batches=parked, skipped=n_parked)
+        async for row in rows:
             if not await self._feed_returned() or not await self._put(row):
                 break
         else:

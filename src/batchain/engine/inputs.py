@@ -39,12 +39,18 @@ class Inputs:
         self.store_first = store_first
 
     async def items(
-        self, inputs: InputSource | None, *, waits: bool = False, skip_batches: Collection[str] = ()
+        self,
+        inputs: InputSource | None,
+        *,
+        waits: bool = False,
+        skip_batches: Collection[str] = (),
+        skipped: int = 0,
     ) -> AsyncIterator[tuple[int, Any, Wait | None]]:
         """``(idx, value, wait)``: stored items without a result first, then new
         inputs. With ``waits`` (the bulk path), a stored item's value is its
         :class:`~batchain.engine.bulk.Stored` text, and it comes with the call an earlier run noted it
-        waits for (bulk path); items parked on a batch of ``skip_batches`` are left out."""
+        waits for (bulk path); the ``skipped`` items parked on a batch of ``skip_batches``
+        are left out."""
         fresh: _Rows | None = None
         if self.store_first and inputs is not None:
             fresh = await self._ingest_all(inputs)
@@ -54,7 +60,7 @@ class Inputs:
                 if self.control.stopping:
                     return
                 yield idx, Stored(text), None
-        elif waits:
+        elif waits and not self._all_skipped(skipped):
             pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
             for idx, text, key, record in pending:
                 if self.control.stopping:
@@ -112,6 +118,11 @@ class Inputs:
             f"job {self.job_id} stopped before all of its inputs were read ({job.n_items} "
             "read); pass the same inputs again to continue it"
         )
+
+    def _all_skipped(self, skipped: int) -> bool:
+        """Are all pending items among the ``skipped``? (A resumed batch job whose items
+        all wait on provider batches: nothing to read, instead of every item to skip.)"""
+        return skipped > 0 and self.store.item_counts(self.job_id).get(ItemStatus.PENDING.value, 0) <= skipped
 
     async def _ingest_all(self, inputs: InputSource) -> _Rows | None:
         """Store every input not stored yet. For a job that had none, the stored items as
