@@ -169,6 +169,10 @@ def test_submit_puts_every_input_at_the_provider(fast: Sandbox, store_path: Path
     again.wait()
     assert again.counts["succeeded"] == 25
     assert len(fast.ledger()) == 25 and not fast.duplicates()
+    # every item waited on a batch the resumed run took as a whole: each ends from its
+    # batch's answers; none is read, built and replayed again
+    assert again.stats["items_finished_out_of_window"] == 25
+    assert again.stats["items_fed_again"] == 0 and again.stats["paid"] == 25
 
 
 def test_poll_advances_every_item_of_a_stage(fast: Sandbox, store_path: Path) -> None:

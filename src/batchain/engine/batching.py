@@ -571,16 +571,28 @@ class BatchCoordinator:
         """Create the batches of these calls of one group: split under every limit, each as
         large as the model's capacity allows now. Returns how many."""
         lane = members[0].request.lane
-        tokens = {p.key: enqueued_tokens(p.request) for p in members}
-        members = [p for p in members if not self._over_cap(p, tokens[p.key])]
+        uid = _new_uid()
+        encode, custom_id, wire = api.encode, api.custom_id, self.cache.wire
+        # one pass (at tens of thousands of calls, each pass counts): the tokens each holds
+        # in the model's queue, what goes on the wire (marked for the prompt cache where
+        # that pays; same key) and its line
+        tokens: dict[str, int] = {}
+        wired: dict[str, CallRequest] = {}
+        encoded: dict[str, bytes] = {}
+        by_key: dict[str, Parked] = {}
+        sized: list[tuple[str, int]] = []
+        for p in members:
+            key = p.key
+            held_tokens = tokens[key] = enqueued_tokens(p.request)
+            if self._over_cap(p, held_tokens):
+                continue
+            request = wired[key] = wire(api, p, plan)
+            line = encoded[key] = encode(custom_id(uid, key), request)
+            by_key[key] = p
+            sized.append((key, len(line)))
+        members = list(by_key.values())
         if not members:
             return 0
-        uid = _new_uid()
-        # what goes on the wire: marked for the prompt cache where that pays (same key)
-        wired = {p.key: self.cache.wire(api, p, plan) for p in members}
-        encoded = {p.key: api.encode(api.custom_id(uid, p.key), wired[p.key]) for p in members}
-        by_key = {p.key: p for p in members}
-        sized = [(k, len(v)) for k, v in encoded.items()]
         limits = self.capacity.limits(lane, api.limits)
         inputs = None
         if limits.max_inputs is not None:
@@ -603,7 +615,7 @@ class BatchCoordinator:
                     )
             lines = [encoded[p.key] for p in members]
             size = Size(len(members), sum(tokens[p.key] for p in members), sum(map(len, lines)))
-            marked = sum(1 for p in members if p.key in plan.marked)
+            marked = sum(1 for p in members if p.key in plan.marked) if plan.marked else 0
             if not await self._create(api, uid, members, lines, reserved, size, marked):
                 # refused or failed: the rest waits for the next flush (sized by what it taught)
                 self.unsubmitted.update(dict.fromkeys(k for later in parts[n + 1 :] for k in later))

@@ -15,7 +15,7 @@ from batchain.engine.results import error_json
 from batchain.errors import InputError
 from batchain.states import ItemStatus
 from batchain.store.base import Store
-from batchain.store.records import JobRecord
+from batchain.store.records import CallRecord, JobRecord
 
 __all__ = ["InputSource", "Inputs", "aiter_inputs"]
 
@@ -60,8 +60,11 @@ class Inputs:
                 if self.control.stopping:
                     return
                 yield idx, Stored(text), None
-        elif waits and not self._all_skipped(skipped):
-            pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
+        elif waits:
+            if self._all_skipped(skipped):
+                pending: Iterable[tuple[int, str, str | None, CallRecord | None]] = ()
+            else:
+                pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
             for idx, text, key, record in pending:
                 if self.control.stopping:
                     return

@@ -279,6 +279,8 @@ class PrefixCaches:
     def in_batch(self, uid: str, plan: CachePlan, keys: Sequence[str]) -> None:
         """Batch ``uid`` carries these calls of ``plan``: the prefixes its marked calls use
         live on when it ends."""
+        if not plan.marked:
+            return
         used = {plan.marked[k] for k in keys if k in plan.marked}
         if used:
             self.marked_calls += sum(1 for k in keys if k in plan.marked)

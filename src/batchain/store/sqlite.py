@@ -1412,10 +1412,11 @@ class SQLiteStore:
                     for key, provider_, model, endpoint, h in sorted(begin, key=_first)
                 ),
             )
-        begun = {row[0] for row in begin}
-        self._write_many(
-            "UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in sorted(keys) if k not in begun]
-        )
+        if len(begin) < len(keys):  # else every call was just written with the batch
+            begun = {row[0] for row in begin}
+            self._write_many(
+                "UPDATE calls SET batch_id=? WHERE key=?", [(uid, k) for k in sorted(keys) if k not in begun]
+            )
         self.commit()
 
     def batch_submitted(self, uid: str, provider_batch_id: str) -> None:
