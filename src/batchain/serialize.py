@@ -14,6 +14,7 @@ from a module already imported (the user's own code), never imported on a row's 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from typing import Any
@@ -85,12 +86,22 @@ def _load_pydantic(path: str, data: Any) -> Any:
 def dumps(obj: Any) -> str:
     if type(obj) is str:  # most outputs: the same JSON string, written many times faster
         return _json.dumps(obj)
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+    plain = to_jsonable(obj)
+    text = _json.dumps(plain)
+    if "null" in text:  # maybe a NaN or an infinity, which the fast encoder writes as null
+        return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 def loads(text: str | None) -> Any:
     if text is None:
         return None
+    value = json.loads(text) if _LONG_NUMBER.search(text) else _json.loads(text)
     if "__" not in text:  # no tag can be in it: nothing to revive (most inputs)
-        return json.loads(text)
-    return _revive(json.loads(text))
+        return value
+    return _revive(value)
+
+
+#: a run of digits that may be an integer beyond 64 bits: the fast decoder would make it
+#: a float, so such text goes to the standard library's, which keeps every integer exact
+_LONG_NUMBER = re.compile(r"\d{16}")
