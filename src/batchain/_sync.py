@@ -56,7 +56,9 @@ def iterate_sync(make: Callable[[], AsyncGenerator[T, None]], name: str = "batch
     # unbounded: the producer is paced by the work itself, and a full queue must never
     # block the job's thread while the consumer is gone
     out: queue.Queue[tuple[T] | _Raised | None] = queue.Queue()
-    started: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = queue.Queue()
+    #: the loop and task, once they run; None if the thread ended before (then ``out``
+    #: says why): never waited for in vain
+    started: queue.Queue[tuple[asyncio.AbstractEventLoop, asyncio.Task[None]] | None] = queue.Queue()
 
     async def pump() -> None:
         agen = make()
@@ -81,10 +83,18 @@ def iterate_sync(make: Callable[[], AsyncGenerator[T, None]], name: str = "batch
             out.put(_Raised(exc))
         finally:
             out.put(None)
+            started.put(None)
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
-    loop, task = started.get()
+    running = started.get()
+    if running is None:  # the loop never ran the work: its error, if any, is in ``out``
+        thread.join()
+        while (got := out.get()) is not None:
+            if isinstance(got, _Raised):
+                raise got.exc
+        return
+    loop, task = running
     try:
         while (got := out.get()) is not None:
             if isinstance(got, _Raised):
