@@ -60,7 +60,9 @@ class Inputs:
                 if self.control.stopping:
                     return
                 yield idx, Stored(text), None
-        elif waits and not self._all_skipped(skipped):
+        elif waits and self._all_skipped(skipped):
+            pass  # every pending item waits on a batch taken: none is read (nor fed twice)
+        elif waits:
             pending = self.store.iter_pending_waits(self.job_id, skip_batches=skip_batches)
             for idx, text, key, record in pending:
                 if self.control.stopping:
