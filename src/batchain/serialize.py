@@ -91,6 +91,8 @@ def dumps(obj: Any) -> str:
 def loads(text: str | None) -> Any:
     if text is None:
         return None
+    if text[:1] == '"':  # a string (most outputs): orjson reads it exactly, 5x faster
+        return _json.loads(text)
     if "__" not in text:  # no tag can be in it: nothing to revive (most inputs)
         return json.loads(text)
     return _revive(json.loads(text))
