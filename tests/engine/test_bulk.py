@@ -176,24 +176,31 @@ def test_collect_with_a_changed_chain_keeps_what_was_submitted(sandbox: Sandbox,
 
 @pytest.fixture
 def read_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The items a run reads back from the store row by row (``iter_pending_waits``)."""
+    """The items a run reads back from the store row by row (``iter_pending_waits``, or
+    ``iter_items`` as a run without waits reads them)."""
     read: list[int] = []
-    original = SQLiteStore.iter_pending_waits
 
-    def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
-        for row in original(self, *args, **kwargs):
-            read.append(row[0])
-            yield row
+    def spy_on(name: str, idx_of: Any) -> None:
+        original = getattr(SQLiteStore, name)
 
-    monkeypatch.setattr(SQLiteStore, "iter_pending_waits", spy)
+        def spy(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+            for row in original(self, *args, **kwargs):
+                read.append(idx_of(row))
+                yield row
+
+        monkeypatch.setattr(SQLiteStore, name, spy)
+
+    spy_on("iter_pending_waits", lambda row: row[0])
+    spy_on("iter_items", lambda item: item.idx)
     return read
 
 
 def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
-    sandbox: Sandbox, store_path: Path, read_back: list[int]
+    sandbox: Sandbox, store_path: Path, read_back: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Items whose calls are in a provider batch still there wait for it on resume without
-    their rows being read back one by one (one query by batch), and end from its answers."""
+    their rows being read back one by one (one query by batch), and end from its answers,
+    each once."""
     sandbox.configure(batch_validating_s=0.01, batch_processing_s=0.4, batch_finalizing_s=0.01)
     chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(sandbox) | StrOutputParser()
     job = batchain.submit(chain, [{"x": i} for i in range(40)], store=store_path, poll_min=0.02)
@@ -201,6 +208,7 @@ def test_a_resumed_job_leaves_its_items_at_the_provider_unread(
     read_back.clear()  # what the resume reads
     done = batchain.Job.open(job.id, store=store_path, chain=chain).wait()
     assert done.counts["succeeded"] == 40 and read_back == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # e.g. an item finished twice
     assert done.outputs()[7].endswith("Say 7")
     assert len(sandbox.ledger()) == 40 and not sandbox.duplicates()
     assert sum(line.calls for line in done.report().lines) == 40  # all accounted

@@ -926,6 +926,9 @@ _WARNED_LOCK = threading.Lock()
 
 def response_pricing_facts(provider: str, response: str | Mapping[str, Any] | None) -> tuple[str | None, int]:
     """(service tier, 1-hour cache-write tokens) from a provider response body."""
+    if type(response) is dict and provider == "openai":  # a batch's answers, tens of thousands
+        st = response.get("service_tier")
+        return (st if isinstance(st, str) else None), 0
     body: Any = response
     if isinstance(response, str | bytes):
         try:

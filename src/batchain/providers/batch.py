@@ -176,7 +176,9 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass sets each field through object.__setattr__, four times
+# slower to make, and a collect makes one per request (50,000: about 0.1 s of CPU)
+@dataclass(slots=True)
 class Outcome:
     custom_id: str
     kind: OutcomeKind

@@ -168,8 +168,11 @@ class OpenAIAdapter:
         if not isinstance(message, dict) or message.get("role") != "assistant":
             return None
         content = message.get("content")
-        if not isinstance(content, str) or any(message.get(k) for k in _NOT_PLAIN):
+        if not isinstance(content, str):
             return None
+        for k in _NOT_PLAIN:  # a loop, not any(...): no generator per answer of a batch
+            if message.get(k):
+                return None
         return content
 
     def classify(self, exc: BaseException) -> Failure:
