@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource
+from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource, PrefixStatus
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Store, Usage
 from batchain.store.records import ScopeClaim
 
@@ -158,6 +158,10 @@ def _drive(store: SQLiteStore) -> set[str]:
     now = time.time()
     call("rate_scope", "openai|u|k|m", ScopeClaim(now=now, request_s=0.25, token_s=0.25, rpm=600.0))
     call("rate_scope", "openai|u|k|m", ScopeClaim(now=now, after=now + 1, paused_until=now + 2))
+    call("prefix_priming", "j", "anthropic|u|m", "p1", "b9", keys[0])
+    call("prefix_settled", "j", "anthropic|u|m", "p1", PrefixStatus.WRITTEN, now + 3600)
+    assert [p.prefix for p in call("prompt_prefixes", "j")] == ["p1"]
+    call("prefix_dropped", "j", "anthropic|u|m", "p1")
 
     async def settle() -> None:
         called.add("durable")
