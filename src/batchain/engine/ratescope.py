@@ -226,7 +226,7 @@ class RateScope:
                     waiting = mine
                 if first:
                     await asyncio.sleep(min(wait, RECHECK_S))
-                else:
+                elif waiting is not None:
                     await asyncio.shield(waiting)  # resolved when it is first in line
         finally:
             if mine is not None:  # cancelled while in line
