@@ -143,9 +143,8 @@ def main() -> None:
         + (f" --before {args.before}" if args.before != "/work/main/src" else ""),
         tables,
         notes=[
-            "before: the code at --before (each job paced alone, learning limits only from "
-            "answers); after: this tree (one scope per provider, key and model, shared in the "
-            "process and through the store).",
+            "before: the code at --before; after: this tree (one scope per provider, key and "
+            "model, shared in the process and through the store).",
             "The sandbox runs in its own process on the same 2-core machine, which other "
             "work loaded during the run; 429s are counted by the sandbox.",
             "Two processes: wall from the first start to the last end; both wait for each "
