@@ -266,6 +266,13 @@ def test_a_store_without_rate_scopes_gets_the_table_on_open(store_path: Path) ->
         assert (row.rpm, row.request_from) == (60.0, 100.0)
         # claims follow each other: the next one starts where this one ended
         assert store.rate_scope("s", ScopeClaim(now=100.0, request_s=0.5)).request_from == 100.5
+    with sqlite3.connect(store_path) as conn:
+        conn.execute("ALTER TABLE rate_scopes DROP COLUMN burst_s")  # a store of the build before
+    with batchain.SQLiteStore(store_path) as store:
+        assert store.rate_scope("s", ScopeClaim(now=100.0, burst_s=0.5)).burst_s == 0.5
+        # the largest burst told under the row's limit is kept; a new limit starts afresh
+        assert store.rate_scope("s", ScopeClaim(now=100.0, burst_s=0.2)).burst_s == 0.5
+        assert store.rate_scope("s", ScopeClaim(now=100.0, rpm=120.0, burst_s=0.2)).burst_s == 0.2
 
 
 def test_a_scope_starts_with_the_burst_its_bucket_holds_then_keeps_the_rate() -> None:
@@ -302,3 +309,61 @@ def test_a_first_send_never_settled_holds_the_scope_only_for_a_while(monkeypatch
     second, third, waited = asyncio.run(scenario())
     assert second and not third
     assert 0.15 <= waited < 5
+
+
+def test_two_processes_with_sends_queued_take_the_clock_in_turns(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process (a RateScope on one store) has 40 sends queued at once: the first to
+    queue used to reserve all its slots ahead of the other's, which then waited in one
+    block and finished alone. Now neither reserves further than the lookahead ahead, so
+    the clock goes to both in turns, and they finish together."""
+    import batchain.engine.ratescope as ratescope
+
+    monkeypatch.setattr(ratescope, "LOOKAHEAD_S", 0.25)  # a shorter test
+    board = _Store(store_path)
+    name = f"test|{uuid.uuid4().hex}"
+    first, second = RateScope(name), RateScope(name)
+    for scope in (first, second):
+        scope.settle(RateInfo(limit_requests=2400), Heard.ANSWER, board)  # 0.025 s a send
+
+    async def queued() -> list[tuple[float, str]]:
+        async def take(scope: RateScope, who: str) -> tuple[float, str]:
+            return (await scope.take(1, None, None, board)).at, who
+
+        first_sends = [take(first, "first") for _ in range(40)]
+        second_sends = [take(second, "second") for _ in range(40)]
+        return sorted(await asyncio.gather(*first_sends, *second_sends))
+
+    slots = asyncio.run(queued())
+    board.store.close()
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(slots)]
+    assert min(gaps) >= 0.025 - 1e-6, gaps  # still one pace for both
+    early = [who for _, who in slots[:40]]
+    assert early.count("second") >= 10, early  # was 0: the first's 40 slots came first
+    last = {who: at for at, who in slots}
+    assert abs(last["first"] - last["second"]) < 0.75, last  # was 1.0: 40 slots apart
+
+
+def test_a_process_whose_first_answer_saw_the_bucket_drained_takes_the_scopes_burst(
+    store_path: Path,
+) -> None:
+    """Two processes' first sends go at once; the second's answer comes after the first's
+    burst took the bucket (remaining 180 of 600: nothing to spare). The burst is the
+    scope's, through the store: the second process too sends ahead of the clock."""
+    board = _Store(store_path)
+    name = f"test|{uuid.uuid4().hex}"
+    first, second = RateScope(name), RateScope(name)
+
+    async def both_first() -> tuple[bool, bool]:
+        return await first.admit(board), await second.admit(board)
+
+    assert asyncio.run(both_first()) == (True, True)  # neither knew the limits yet
+    first.settle(RateInfo(limit_requests=600, remaining_requests=600), Heard.ANSWER, board)
+    second.settle(RateInfo(limit_requests=600, remaining_requests=180), Heard.ANSWER, board)
+    slots = [second.reserve(1, None, None, board).at for _ in range(10)]
+    board.store.close()
+    at_once = [s for s in slots if s - slots[0] < 0.05]
+    assert len(at_once) >= 5, slots  # was 1: its own answer left it no burst
+    gaps = [b - a for a, b in itertools.pairwise(slots[len(at_once) :])]
+    assert all(g >= 0.1 - 1e-6 for g in gaps), gaps

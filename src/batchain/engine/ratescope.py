@@ -16,6 +16,12 @@ burst (sent before any header told it the limit) overshot. So a scope:
   drains it. A ``remaining`` of 0 waits for the next unit to come back;
 - is paused by a 429 for everyone: the cooldown shifts every reserved slot by its length,
   keeping their spacing (so the waiters do not all come back at once);
+- reserves a send's slot only once it is at most ``LOOKAHEAD_S`` away; sends further off
+  wait in line, first come first served (:meth:`RateScope.take`). So every process's
+  reservations stay near the present and processes sharing the scope interleave their
+  sends: one of them reserving the slots of all its queued sends (64 sends are 6.4 s at
+  600 RPM) would make the other's wait in one block behind them, each side's burst lost at
+  every handover, and the one finishing last then sending alone;
 - across processes, claims its capacity from the store's row of the scope
   (:meth:`batchain.store.base.Store.rate_scope`) in blocks of about a quarter of a second
   of sends, one atomic statement per block: two processes pace as one at the cost of a few
@@ -32,6 +38,7 @@ import contextlib
 import hashlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +53,10 @@ __all__ = ["Board", "Heard", "RateScope", "Slot", "key_digest", "scope_id", "sco
 
 #: seconds of a scope's capacity a process claims from the store at once
 BLOCK_S = 0.25
+#: a send reserves its slot at most this long ahead of the scope's clock: short, so that
+#: processes sharing a scope take the clock in turns of a few sends; longer than a burst
+#: (which is under a second of the rate), and than an event loop's lag
+LOOKAHEAD_S = 1.0
 #: a waiting send looks this often whether its slot moved (limits loosened, a cooldown)
 RECHECK_S = 0.5
 #: sends wait this long for the scope's first answer; then one of them goes as a new
@@ -137,8 +148,11 @@ class RateScope:
         #: when the first send went (``time.monotonic()``)
         self._probe_at = 0.0
         self._consulted = False
-        self._published: tuple[float | None, float | None] = (None, None)
+        #: the limits and burst last told the store
+        self._published: tuple[float | None, float | None, float | None] = (None, None, None)
         self._waiters: list[asyncio.Future[None]] = []
+        #: sends waiting to reserve a slot (:meth:`take`); only the first one looks
+        self._line: deque[asyncio.Future[None]] = deque()
 
     # -- slow start ----------------------------------------------------------------------
 
@@ -179,48 +193,112 @@ class RateScope:
                 self._probing = False
                 _wake(self._waiters)
                 self._waiters = []
-            limits = (self.rpm, self.tpm)
-            publish = board is not None and self.known and limits != self._published
+            told = (self.rpm, self.tpm, self._burst_s)
+            publish = board is not None and self.known and told != self._published
             if publish:
-                self._published = limits
-        if publish and board is not None and (limits[0] or limits[1]):
-            self._tell(board, ScopeClaim(now=now, rpm=limits[0], tpm=limits[1]))
+                self._published = told
+        if publish and board is not None and (told[0] or told[1]):
+            self._tell(board, ScopeClaim(now=now, rpm=told[0], tpm=told[1], burst_s=told[2]))
 
     # -- pacing ----------------------------------------------------------------------------
 
+    async def take(self, tokens: int, rpm: float | None, tpm: float | None, board: Board | None) -> Slot:
+        """:meth:`reserve`, once the slot is at most :data:`LOOKAHEAD_S` away: until then
+        the send waits in line (first come first served, across the process's jobs and
+        threads), and only the first in line looks, at most every :data:`RECHECK_S`."""
+        mine: asyncio.Future[None] | None = None
+        try:
+            while True:
+                with self._lock:
+                    if mine is None and self._line:
+                        mine = self._join()  # others wait already: behind them
+                    first = mine is None or self._line[0] is mine
+                    if first:
+                        slot, wait = self._reserve(tokens, rpm, tpm, board, LOOKAHEAD_S)
+                        if slot is not None:
+                            if mine is not None:
+                                self._line.popleft()
+                                mine = None
+                                self._call_next()
+                            return slot
+                        if mine is None:
+                            mine = self._join()
+                    waiting = mine
+                if first:
+                    await asyncio.sleep(min(wait, RECHECK_S))
+                elif waiting is not None:
+                    await asyncio.shield(waiting)  # resolved when it is first in line
+        finally:
+            if mine is not None:  # cancelled while in line
+                with self._lock:
+                    was_first = bool(self._line) and self._line[0] is mine
+                    with contextlib.suppress(ValueError):
+                        self._line.remove(mine)
+                    if was_first:
+                        self._call_next()
+
+    def _join(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(waiter)
+        return waiter
+
+    def _call_next(self) -> None:
+        """The first in line now looks (it may be another thread's)."""
+        if self._line:
+            _wake([self._line[0]])
+
     def reserve(self, tokens: int, rpm: float | None, tpm: float | None, board: Board | None) -> Slot:
+        """The next free send slot for a request of ``tokens``, however far off (see
+        :meth:`_reserve`)."""
+        with self._lock:
+            slot, _ = self._reserve(tokens, rpm, tpm, board, None)
+        assert slot is not None
+        return slot
+
+    def _reserve(
+        self, tokens: int, rpm: float | None, tpm: float | None, board: Board | None, horizon: float | None
+    ) -> tuple[Slot | None, float]:
         """The next free send slot for a request of ``tokens``, under the learned limits and
         the caller's own (``rpm``, ``tpm``: the user's, None for none).
 
         GCRA: each dimension's clock is the theoretical time of its next send; a send may go
         ``burst`` seconds ahead of the request clock (what the first answer's ``remaining``
         said the provider's bucket held, less a margin), so a scope starts with the bucket's
-        burst and afterwards sends at the rate, the bucket never drained."""
-        with self._lock:
-            now = time.time()
-            # a user's limit below the provider's is kept without bursts
-            mine = rpm is None or (self.rpm is not None and self.rpm <= rpm)
-            burst = (self._burst_s or 0.0) if mine else 0.0
-            rpm, tpm = _min(rpm, self.rpm), _min(tpm, self.tpm)
-            request_s = 60.0 / rpm if rpm else 0.0
-            token_s = tokens * 60.0 / tpm if tpm else 0.0
-            start = max(now, self.paused_until)
-            for _ in range(3 if board is not None else 0):
-                clock = self._clock(start, request_s, token_s)
-                short_r = request_s > 0 and max(start, self._next_request) + request_s > self._request_end
-                short_t = token_s > 0 and max(start, self._next_token) + token_s > self._token_end
-                if not (short_r or short_t):
-                    break
-                self._claim(board, now, clock, rpm if short_r else None, token_s if short_t else 0.0)
-            at = start
-            if request_s:
-                at = max(at, self._next_request - burst)
-            if token_s:
-                at = max(at, self._next_token)
-                self._next_token = at + token_s
-            if request_s:
-                self._next_request = max(self._next_request, at) + request_s
-            return Slot(at, self.shift, self.generation)
+        burst and afterwards sends at the rate, the bucket never drained.
+
+        With a ``horizon``, a slot whose clock is further off than that is not taken: (None,
+        seconds until it would be within it). Capacity claimed from the store meanwhile stays this
+        process's, for its next sends. The caller holds the lock."""
+        now = time.time()
+        # a user's limit below the provider's is kept without bursts
+        mine = rpm is None or (self.rpm is not None and self.rpm <= rpm)
+        burst = (self._burst_s or 0.0) if mine else 0.0
+        rpm, tpm = _min(rpm, self.rpm), _min(tpm, self.tpm)
+        request_s = 60.0 / rpm if rpm else 0.0
+        token_s = tokens * 60.0 / tpm if tpm else 0.0
+        start = max(now, self.paused_until)
+        for _ in range(3 if board is not None else 0):
+            clock = self._clock(start, request_s, token_s)
+            short_r = request_s > 0 and max(start, self._next_request) + request_s > self._request_end
+            short_t = token_s > 0 and max(start, self._next_token) + token_s > self._token_end
+            if not (short_r or short_t):
+                break
+            self._claim(board, now, clock, rpm if short_r else None, token_s if short_t else 0.0)
+        clock = self._clock(start, request_s, token_s)
+        if horizon is not None and clock - now > horizon:
+            # by the clock, not the send time: processes whose bursts differ still take
+            # the clock in turns (the one with the larger burst would take it first)
+            return None, clock - now - horizon
+        at = start
+        if request_s:
+            at = max(at, self._next_request - burst)
+        if token_s:
+            at = max(at, self._next_token)
+        if token_s:
+            self._next_token = at + token_s
+        if request_s:
+            self._next_request = max(self._next_request, at) + request_s
+        return Slot(at, self.shift, self.generation), 0.0
 
     def due(self, slot: Slot) -> float:
         """When ``slot`` may send now: later by every cooldown since it was reserved."""
@@ -310,13 +388,20 @@ class RateScope:
 
     def _merge(self, row: ScopeRow, now: float) -> None:
         """Take in what other processes told the store: limits (if none known here yet),
-        their cooldowns."""
+        the burst, their cooldowns."""
         if not self.known and (row.rpm or row.tpm):
             self.rpm, self.tpm, self.known = row.rpm, row.tpm, True
-            self._published = (row.rpm, row.tpm)
+            self._published = (row.rpm, row.tpm, row.burst_s)
             _wake(self._waiters)
             self._waiters = []
-        self.throttled = self.throttled or row.throttled
+        if row.throttled and not self.throttled:
+            self.throttled, self._burst_s = True, 0.0  # as for a 429 of our own
+        elif not self.throttled and row.burst_s is not None and row.rpm == self.rpm:
+            # one burst for the scope, as its first answer showed the bucket: a process
+            # whose own first answer came after another's burst saw it drained, and its
+            # sends would keep to the clock while the other's go ahead of it (the scope
+            # then ends when the slower one's last send is due)
+            self._burst_s = max(self._burst_s or 0.0, row.burst_s)
         if row.paused_until > now:
             self._pause(row.paused_until, now)
 

@@ -311,11 +311,11 @@ class Scheduler:
         """Wait for a send slot of the lane's scope. A cooldown another job hits meanwhile
         moves the slot back; limits that loosen meanwhile give a new, earlier one."""
         scope = lane.scope
-        slot = scope.reserve(tokens, lane.user_rpm, lane.user_tpm, self.board)
+        slot = await scope.take(tokens, lane.user_rpm, lane.user_tpm, self.board)
         while (left := scope.due(slot) - time.time()) > 0:
             await asyncio.sleep(min(left, RECHECK_S))
             if scope.generation != slot.generation:
-                slot = scope.reserve(tokens, lane.user_rpm, lane.user_tpm, self.board)
+                slot = await scope.take(tokens, lane.user_rpm, lane.user_tpm, self.board)
 
     async def _send_once(self, attempt: Attempt, timeout: float) -> tuple[Sent | None, BaseException | None]:
         self.stats.in_flight += 1

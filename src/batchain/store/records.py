@@ -247,7 +247,9 @@ class ScopeClaim:
 
     ``request_s`` / ``token_s``: seconds of the scope's request / token capacity claimed,
     starting no earlier than ``after`` (0: claim none). ``rpm`` / ``tpm``: limits learned
-    (None: unchanged). ``paused_until``: a 429's cooldown, for every process (0: none)."""
+    (None: unchanged). ``paused_until``: a 429's cooldown, for every process (0: none).
+    ``burst_s``: how far ahead of the request clock sends may go, as the scope's first
+    answer showed the provider's bucket (None: unchanged)."""
 
     now: float
     after: float = 0.0
@@ -257,12 +259,13 @@ class ScopeClaim:
     tpm: float | None = None
     paused_until: float = 0.0
     throttled: bool = False
+    burst_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ScopeRow:
     """A rate-limit scope's shared row after a :class:`ScopeClaim`: the limits known, where
-    the claimed request / token capacity starts, and the cooldown."""
+    the claimed request / token capacity starts, the cooldown, and the burst (under ``rpm``)."""
 
     rpm: float | None
     tpm: float | None
@@ -270,3 +273,4 @@ class ScopeRow:
     token_from: float
     paused_until: float
     throttled: bool
+    burst_s: float | None = None

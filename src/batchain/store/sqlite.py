@@ -194,7 +194,8 @@ CREATE TABLE IF NOT EXISTS rate_scopes (
     next_token_at REAL NOT NULL DEFAULT 0,
     paused_until REAL NOT NULL DEFAULT 0,
     throttled INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    burst_s REAL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS prompt_prefixes (
     job_id TEXT NOT NULL,
@@ -246,6 +247,7 @@ _ADDED_COLUMNS = [
     ("provider_batches", "done", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "total", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "seen_at", "REAL"),
+    ("rate_scopes", "burst_s", "REAL"),
 ]
 
 #: indexes of earlier builds, dropped on open: every status change of every call had to
@@ -382,12 +384,16 @@ def _literal(values: Sequence[str]) -> str:
 
 
 #: a scope's clocks only move forward: a claim starts at the latest of the clock, now, the
-#: claimer's own next slot and the cooldown, and moves the clock past what it claims
+#: claimer's own next slot and the cooldown, and moves the clock past what it claims. The
+#: burst kept is the largest told under the row's request limit (processes that sent their
+#: first requests at once each saw the bucket after the others' took from it)
 _RATE_SCOPE_SQL = """
 INSERT INTO rate_scopes AS r
-    (scope, rpm, tpm, next_request_at, next_token_at, paused_until, throttled, updated_at)
-VALUES (?1, ?2, ?3, max(?4, ?5, ?8) + ?6, max(?4, ?5, ?8) + ?7, ?8, ?9, ?4)
+    (scope, rpm, tpm, next_request_at, next_token_at, paused_until, throttled, updated_at, burst_s)
+VALUES (?1, ?2, ?3, max(?4, ?5, ?8) + ?6, max(?4, ?5, ?8) + ?7, ?8, ?9, ?4, ?10)
 ON CONFLICT (scope) DO UPDATE SET
+    burst_s = CASE WHEN ?2 IS NOT NULL AND ?2 IS NOT r.rpm THEN ?10
+        ELSE max(coalesce(r.burst_s, ?10), coalesce(?10, r.burst_s)) END,
     rpm = coalesce(excluded.rpm, r.rpm),
     tpm = coalesce(excluded.tpm, r.tpm),
     next_request_at = CASE WHEN ?6 > 0
@@ -397,7 +403,7 @@ ON CONFLICT (scope) DO UPDATE SET
     paused_until = max(r.paused_until, ?8),
     throttled = max(r.throttled, ?9),
     updated_at = ?4
-RETURNING rpm, tpm, next_request_at - ?6, next_token_at - ?7, paused_until, throttled
+RETURNING rpm, tpm, next_request_at - ?6, next_token_at - ?7, paused_until, throttled, burst_s
 """
 
 
@@ -1623,17 +1629,20 @@ class SQLiteStore:
             claim.token_s,
             claim.paused_until,
             int(claim.throttled),
+            claim.burst_s,
         )
         with self._lock:
             self._begin()
             if self._lost:  # this run's writes are undone anyway: claim nothing shared
                 start = max(claim.now, claim.after)
-                return ScopeRow(claim.rpm, claim.tpm, start, start, claim.paused_until, claim.throttled)
+                return ScopeRow(
+                    claim.rpm, claim.tpm, start, start, claim.paused_until, claim.throttled, claim.burst_s
+                )
             try:
                 row = self._conn.execute(_RATE_SCOPE_SQL, params).fetchone()
             except sqlite3.Error as exc:
                 raise self._db.failed(exc, self) from None
-        return ScopeRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+        return ScopeRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
 
     def size(self) -> int:
         """Bytes the store takes on disk (its file and its write-ahead log)."""
