@@ -82,6 +82,7 @@ def test_template_builds_exactly_what_the_model_builds(sandbox: Sandbox, provide
         {"x": "naïve “quotes” and émojis 🐈", "who": "{not a variable}"},
         {"x": "line\nbreaks\tand \\ backslashes", "who": '"json" {"in": "text"}'},
         {"x": "  padded  ", "who": "x"},
+        {"x": "cache_control", "who": '{"cache_control": {"type": "ephemeral"}}'},  # only text
         {"x": "", "who": "an empty text goes the full way"},
     ]
     for value in values:

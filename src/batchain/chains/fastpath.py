@@ -34,7 +34,7 @@ from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
 from langchain_core.runnables import RunnableBinding, RunnableGenerator, RunnableSequence
 
 from batchain.providers import adapter_for
-from batchain.providers._sdk import rebody
+from batchain.providers._sdk import key_hasher, rebody
 from batchain.providers.base import Body, CallRequest, PlainTextAnswers, ProviderAdapter, clean_body_json
 
 __all__ = ["FastChain", "RequestTemplate", "TextShortcut", "compile_fast", "inspect_fast"]
@@ -118,6 +118,7 @@ class RequestTemplate:
         self._count = 0
         #: the base body's key text cut at the placeholders, in the order they appear there
         self._pieces, self._order = _pieces(clean_body_json(base.body), marks)
+        self._keyed = key_hasher(base)
         chat = isinstance(fast.prompt, ChatPromptTemplate)
         self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
 
@@ -160,9 +161,11 @@ class RequestTemplate:
         inner = self.fast.prompt._validate_input(value)
         kwargs = self._merge(**inner) if self._merge is not None else inner
         texts = [f(**kwargs) for f in self.formatters]
-        if not all(isinstance(t, str) and t.strip() for t in texts):
-            return self.full(value)
-        request = rebody(self.base, _put(self.base.body, self.paths, texts), self._text(texts))
+        for t in texts:
+            if not (isinstance(t, str) and t.strip()):
+                return self.full(value)
+        body = _put(self.base.body, self.paths, texts)
+        request = rebody(self.base, body, self._text(texts), self._keyed)
         self._count += 1
         if self._count % _CHECK_EVERY == 1:
             adapter, expected = self.full(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import importlib
 import socket
 import ssl
@@ -279,25 +280,46 @@ def sdk_request(
     )
 
 
-def rebody(template: CallRequest, payload: dict[str, Any], text: str | None = None) -> CallRequest:
+def rebody(
+    template: CallRequest,
+    payload: dict[str, Any],
+    text: str | None = None,
+    keyed: hashlib._Hash | None = None,
+) -> CallRequest:
     """``template``'s call with another body of the same shape (same model, endpoint,
     destination and headers): what :func:`sdk_request` would give for ``payload``.
-    ``text``: ``clean_body_json(payload)``, when the caller has it."""
+    ``text``: ``clean_body_json(payload)``, when the caller has it; ``keyed``: the
+    template's :func:`key_hasher`, when the caller builds many (its key's hash resumes
+    from it instead of hashing the identity again)."""
     if text is None:
         text = clean_body_json(payload)
     raw = text.encode()
+    if keyed is None:
+        key = key_for(template.identity, text)
+    else:
+        hasher = keyed.copy()
+        hasher.update(raw)
+        key = hasher.hexdigest()
+    plain = '"cache_control"' not in text and not isinstance(payload.get("system"), list)
     return CallRequest(
         provider=template.provider,
         endpoint=template.endpoint,
         model=template.model,
         body=payload,
         lane=template.lane,
-        key=key_for(template.identity, text),
+        key=key,
         est_tokens=estimate_tokens(len(text), template.max_output),
         headers=dict(template.headers),
         body_bytes=len(raw),
         max_output=template.max_output,
-        body_hash=hash_of(payload, text),
+        # hash_of, from the bytes in hand
+        body_hash=hashlib.sha256(raw).hexdigest() if plain else hash_of(payload, text),
         context=dict(template.context),
         identity=template.identity,
     )
+
+
+def key_hasher(template: CallRequest) -> hashlib._Hash:
+    """The hash of ``template``'s key up to its body (see :func:`~.base.key_for`): the key
+    of a call with the same identity is this, resumed with the body's JSON bytes."""
+    return hashlib.sha256(f"{template.identity}\x1f".encode())
