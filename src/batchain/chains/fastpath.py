@@ -34,8 +34,15 @@ from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
 from langchain_core.runnables import RunnableBinding, RunnableGenerator, RunnableSequence
 
 from batchain.providers import adapter_for
-from batchain.providers._sdk import key_hasher, rebody
-from batchain.providers.base import Body, CallRequest, PlainTextAnswers, ProviderAdapter, clean_body_json
+from batchain.providers._sdk import rebody
+from batchain.providers.base import (
+    Body,
+    CallRequest,
+    PlainTextAnswers,
+    ProviderAdapter,
+    clean_body_json,
+    key_hasher,
+)
 
 __all__ = ["FastChain", "RequestTemplate", "TextShortcut", "compile_fast", "inspect_fast"]
 
@@ -118,7 +125,7 @@ class RequestTemplate:
         self._count = 0
         #: the base body's key text cut at the placeholders, in the order they appear there
         self._pieces, self._order = _pieces(clean_body_json(base.body), marks)
-        self._keyed = key_hasher(base)
+        self._keyed = key_hasher(base.identity)
         chat = isinstance(fast.prompt, ChatPromptTemplate)
         self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
 

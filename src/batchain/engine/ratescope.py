@@ -294,7 +294,6 @@ class RateScope:
             at = max(at, self._next_request - burst)
         if token_s:
             at = max(at, self._next_token)
-        if token_s:
             self._next_token = at + token_s
         if request_s:
             self._next_request = max(self._next_request, at) + request_s

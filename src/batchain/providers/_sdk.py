@@ -273,7 +273,7 @@ def sdk_request(
         est_tokens=estimate_tokens(len(text), max_tokens),
         headers=headers,
         body_bytes=len(raw),
-        body_hash=hash_of(payload, text),
+        body_hash=hash_of(payload, text, raw),
         max_output=cap(max_tokens),
         context=context,
         identity=identity,
@@ -289,7 +289,7 @@ def rebody(
     """``template``'s call with another body of the same shape (same model, endpoint,
     destination and headers): what :func:`sdk_request` would give for ``payload``.
     ``text``: ``clean_body_json(payload)``, when the caller has it; ``keyed``: the
-    template's :func:`key_hasher`, when the caller builds many (its key's hash resumes
+    template identity's :func:`~.base.key_hasher`, when the caller builds many (its key's hash resumes
     from it instead of hashing the identity again)."""
     if text is None:
         text = clean_body_json(payload)
@@ -300,7 +300,6 @@ def rebody(
         hasher = keyed.copy()
         hasher.update(raw)
         key = hasher.hexdigest()
-    plain = '"cache_control"' not in text and not isinstance(payload.get("system"), list)
     return CallRequest(
         provider=template.provider,
         endpoint=template.endpoint,
@@ -312,14 +311,7 @@ def rebody(
         headers=dict(template.headers),
         body_bytes=len(raw),
         max_output=template.max_output,
-        # hash_of, from the bytes in hand
-        body_hash=hashlib.sha256(raw).hexdigest() if plain else hash_of(payload, text),
+        body_hash=hash_of(payload, text, raw),
         context=dict(template.context),
         identity=template.identity,
     )
-
-
-def key_hasher(template: CallRequest) -> hashlib._Hash:
-    """The hash of ``template``'s key up to its body (see :func:`~.base.key_for`): the key
-    of a call with the same identity is this, resumed with the body's JSON bytes."""
-    return hashlib.sha256(f"{template.identity}\x1f".encode())

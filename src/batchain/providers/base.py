@@ -54,6 +54,7 @@ __all__ = [
     "clean_body_json",
     "hash_of",
     "key_for",
+    "key_hasher",
     "parsed",
     "redact",
     "remember_model_secrets",
@@ -86,12 +87,13 @@ def body_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(cache_neutral(clean)).encode()).hexdigest()
 
 
-def hash_of(body: Mapping[str, Any], text: str) -> str:
-    """:func:`body_hash` of ``body``, whose :func:`clean_body_json` is ``text``: hashed
-    as it is unless it may carry cache markers."""
+def hash_of(body: Mapping[str, Any], text: str, raw: bytes | None = None) -> str:
+    """:func:`body_hash` of ``body``, whose :func:`clean_body_json` is ``text`` (``raw``:
+    its UTF-8 bytes, when the caller has them): hashed as it is unless it may carry cache
+    markers."""
     if '"cache_control"' in text or isinstance(body.get("system"), list):
         return body_hash(body)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode() if raw is None else raw).hexdigest()
 
 
 def cache_neutral(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -138,6 +140,12 @@ def call_identity(provider: str, scope: str, endpoint: str, salt: str) -> str:
 
 def key_for(identity: str, body_json: str) -> str:
     return hashlib.sha256(f"{identity}\x1f{body_json}".encode()).hexdigest()
+
+
+def key_hasher(identity: str) -> hashlib._Hash:
+    """:func:`key_for`'s hash up to the body: resumed (a copy) with a body's JSON bytes, it
+    gives that call's key without hashing the identity again."""
+    return hashlib.sha256(f"{identity}\x1f".encode())
 
 
 _SECRET_PATTERNS = [
