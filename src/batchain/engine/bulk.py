@@ -167,8 +167,8 @@ class BulkItems:
         """A resumed run's items whose calls an earlier run put in a provider batch that is
         still there wait for it without being read or held: found in one query, by batch,
         instead of row by row as they are fed (a large job's resume would otherwise read
-        every item, and its call, back). Returns the batches taken; :meth:`add` handles any
-        other item as before. Returns the batches taken and how many items wait on them."""
+        every item, and its call, back); :meth:`add` handles any other item as before.
+        Returns the batches taken and how many items wait on them."""
         returns = self.returns
         if not self.stubs or returns is None or self.settle_evicted is None:
             return set(), 0

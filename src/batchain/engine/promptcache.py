@@ -242,6 +242,8 @@ class PrefixCaches:
     def intent(self, uid: str, keys: Iterable[str]) -> None:
         """Batch ``uid`` is about to be recorded with these calls: its primers' prefixes are
         primed by it (kept on the board in the same transaction as the batch's intent)."""
+        if not self._primers:  # most batches: no primer at all, nothing to look up per call
+            return
         for key in keys:
             where = self._primers.get(key)
             prefix = self._prefixes.get(where) if where else None
