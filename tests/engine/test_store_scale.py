@@ -325,7 +325,7 @@ def test_an_older_store_gets_counters_and_indexes_on_open(store_path: Path) -> N
     with SQLiteStore(store_path) as store:
         assert store.item_counts("j") == {"pending": 6, "succeeded": 4}
         version = store._read("SELECT value FROM meta WHERE key='schema_version'")[0][0]
-        assert int(version) == SCHEMA_VERSION == 3
+        assert int(version) == SCHEMA_VERSION == 4
         names = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"calls_by_batch", "provider_batches_by_job", "jobs_by_created"} <= names
         assert "input_ref" in {r[1] for r in store._read("PRAGMA table_info(jobs)")}
@@ -434,6 +434,37 @@ def test_calls_of_a_schema_2_store_move_to_a_rowid_table(store_path: Path) -> No
         names = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"calls_sent", "calls_failed", "calls_by_batch"} <= names
         assert "calls_old" not in {r[0] for r in store._read("SELECT name FROM sqlite_master")}
+
+
+def test_links_of_a_schema_3_store_are_keyed_by_item_after_open(store_path: Path) -> None:
+    links = [("j", f"k{9 - i}", i, LinkSource.PAID.value) for i in range(10)]
+    with SQLiteStore(store_path) as store:
+        _job(store, "j", JobStatus.RUNNING)
+        store.link_calls([*links, ("j", "k0", 3, LinkSource.SHARED.value)])
+        store.commit()
+    con = sqlite3.connect(store_path)
+    con.executescript(
+        "ALTER TABLE job_calls RENAME TO v4;"
+        "CREATE TABLE job_calls (job_id TEXT NOT NULL, key TEXT NOT NULL, item_idx INTEGER NOT NULL,"
+        " source TEXT NOT NULL, PRIMARY KEY (job_id, key, item_idx, source)) WITHOUT ROWID;"
+        "INSERT INTO job_calls SELECT job_id, key, item_idx, source FROM v4; DROP TABLE v4;"
+        "UPDATE meta SET value='3' WHERE key='schema_version';"
+    )
+    con.commit()
+    con.close()
+
+    with SQLiteStore(store_path) as store:
+        assert "PRIMARY KEY (job_id, item_idx, key, source)" in _table_sql(store_path, "job_calls")
+        rows = store._read("SELECT job_id, key, item_idx, source FROM job_calls")
+        assert [tuple(r) for r in rows] == sorted(
+            [*links, ("j", "k0", 3, "shared")], key=lambda r: (r[0], r[2], r[1], r[3])
+        )
+        # the item-first key answers the (job, call, item) lookup of who still awaits an answer
+        assert store.first_deliveries("j", [(0, "k9"), (3, "k0"), (3, "k6"), (4, "k1")]) == {
+            (0, "k9"),
+            (3, "k6"),
+        }
+        assert "job_calls_old" not in {r[0] for r in store._read("SELECT name FROM sqlite_master")}
 
 
 def _table_sql(path: Path, table: str) -> str:

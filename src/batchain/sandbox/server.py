@@ -15,7 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -233,18 +233,21 @@ class Sandbox:
         assert proc.stdout is not None
         deadline = time.monotonic() + self._startup_timeout
         line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
-            if not ready:
-                self.stop()
-                raise RuntimeError("sandbox subprocess did not become ready in time")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                code = proc.wait(timeout=5)
-                self._proc = None
-                raise RuntimeError(f"sandbox subprocess exited with code {code} before READY")
-            line += chunk
+        # selectors, not select.select: a host process with 1024+ open files
+        # gets descriptors that select() refuses.
+        with selectors.DefaultSelector() as watch:
+            watch.register(proc.stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if not watch.select(max(remaining, 0)):
+                    self.stop()
+                    raise RuntimeError("sandbox subprocess did not become ready in time")
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    code = proc.wait(timeout=5)
+                    self._proc = None
+                    raise RuntimeError(f"sandbox subprocess exited with code {code} before READY")
+                line += chunk
         text = line.decode().strip()
         if not text.startswith(_READY + " "):
             self.stop()
