@@ -44,6 +44,18 @@ def test_process_mode_same_api() -> None:
             time.sleep(0.05)
 
 
+
+def test_process_mode_starts_in_a_process_holding_over_1024_descriptors() -> None:
+    # a long test session (or a user's app) can hold that many: select() refuses such a
+    # descriptor, and waiting for the sandbox's ready line must not depend on it
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with Sandbox(SandboxConfig(latency_ms=1), process=True) as sb:
+            assert sb.config.latency_ms == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+
 def test_module_entry_point_ready_line_and_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchain.sandbox", "--port", "0", "--rpm", "100"],
