@@ -1,7 +1,7 @@
 """batchain in batch mode at scale, end to end in one process. Prints one JSON line.
 
     any_size.py --shape one   --n N --store S --openai-url U --anthropic-url V
-    any_size.py --shape three --n N --store S --openai-url U --anthropic-url V
+    any_size.py --shape three --n N --store S --openai-url U --anthropic-url V [--window W]
 
 ``one``: prompt | ChatOpenAI(gpt-4o-mini) | StrOutputParser (the bulk path).
 ``three``: three stages on two providers and three models (gpt-4o-mini, claude-haiku-4-5,
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--store", required=True)
     ap.add_argument("--openai-url", required=True)
     ap.add_argument("--anthropic-url", required=True)
+    ap.add_argument("--window", type=int, help="the run's window (default: batchain's)")
     args = ap.parse_args()
 
     import time
@@ -92,7 +93,14 @@ def main() -> None:
     started = time.time()
     with meter:
         job = run(
-            c, inputs(args.n), mode="batch", store=args.store, progress=False, poll_min=1.0, poll_max=2.0
+            c,
+            inputs(args.n),
+            mode="batch",
+            store=args.store,
+            progress=False,
+            poll_min=1.0,
+            poll_max=2.0,
+            window=args.window,
         )
         counts = job.counts
     ok = counts["succeeded"]
