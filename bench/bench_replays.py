@@ -36,11 +36,12 @@ def one_run(n: int, window: int) -> dict[str, Any]:
                 *("--window", str(window)),
                 timeout=3600,
             )
-            twice = len(sb.duplicates())
+            billed, twice = len(sb.ledger()), len(sb.duplicates())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if r["ok"] != n or twice or r["stats"]["paid"] != n * STAGES:
-        raise RuntimeError(f"window {window}: {r['ok']}/{n} ok, {r['stats']['paid']} paid, {twice} twice")
+    paid = r["stats"]["paid"]
+    if r["ok"] != n or twice or paid != n * STAGES or billed != paid:
+        raise RuntimeError(f"window {window}: {r['ok']}/{n} ok, {paid} paid, {billed} billed, {twice} twice")
     return r
 
 
@@ -97,7 +98,8 @@ def main() -> None:
         "that leaves at every stage runs 1 + 2 + 3 stages of replay beside its 3 calls, each "
         "answered stage going through LangChain's runnable machinery again (config, callbacks), "
         "and the store read and written per replayed call. A larger window= saves it, in memory.",
-        "Sandbox: provider batches of 2 s; every run billed each call once (checked).",
+        "Sandbox: provider batches of 2 s; in every run the sandbox ledger billed each call once, "
+        "and exactly the calls batchain counted as paid (checked).",
     ]
     cmd = f"python bench/bench_replays.py --n {args.n} --small {args.small} --reps {args.reps}"
     path = save(
