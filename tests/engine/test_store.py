@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -106,3 +107,23 @@ def test_newer_schema_is_refused(store_path: Path) -> None:
     con.close()
     with pytest.raises(RuntimeError, match="newer"):
         SQLiteStore(store_path)
+
+
+def test_a_reader_on_its_own_connection_is_not_held_up_by_the_shared_one(store_path: Path) -> None:
+    with SQLiteStore(store_path) as st:
+        st.create_job(JobRecord("j", JobStatus.CREATED, "realtime", time.time(), time.time()))
+    shared = SQLiteStore(store_path, read_only=True)
+    own = SQLiteStore(store_path, read_only=True, own_connection=True)
+    try:
+        assert own._db is not shared._db and own._db.lock is not shared._db.lock
+        with shared._db.lock:  # a long read on the shared connection (from another thread)
+            got: list[object] = []
+            reader = threading.Thread(target=lambda: got.append(own.get_job("j")))
+            reader.start()
+            reader.join(timeout=5)
+            assert got and got[0] is not None
+        with pytest.raises(ValueError, match="read-only"):
+            SQLiteStore(store_path, own_connection=True)
+    finally:
+        own.close()
+        shared.close()

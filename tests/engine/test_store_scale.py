@@ -24,7 +24,7 @@ import pytest
 
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource, PrefixStatus
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Store, Usage
-from batchain.store.records import ScopeClaim
+from batchain.store.records import ProgressSample, ScopeClaim
 
 #: tables that grow with the number of calls or items
 LARGE = {"calls", "items", "job_calls", "waits", "job_item_counts", "told"}
@@ -162,6 +162,8 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("prefix_settled", "j", "anthropic|u|m", "p1", PrefixStatus.WRITTEN, now + 3600)
     assert [p.prefix for p in call("prompt_prefixes", "j")] == ["p1"]
     call("prefix_dropped", "j", "anthropic|u|m", "p1")
+    call("record_progress", "j", ProgressSample(now, 1, 0, 2, 1, Decimal("0.01")))
+    assert [s.items_done for s in call("progress_history", "j", since=now - 1)] == [1]
 
     async def settle() -> None:
         called.add("durable")

@@ -15,7 +15,7 @@ are imported inside the commands that need them, so ``--help`` and ``jobs`` stay
 
 This package is the command line only: :mod:`~batchain.cli.app` (the typer app, exit codes),
 :mod:`~batchain.cli.options` (options declared once), the commands in ``cmd_run``,
-``cmd_jobs``, ``cmd_cost`` and ``cmd_sandbox``, :mod:`~batchain.cli.render` (what they
+``cmd_jobs``, ``cmd_cost``, ``cmd_dashboard`` and ``cmd_sandbox``, :mod:`~batchain.cli.render` (what they
 print), :mod:`~batchain.cli.datafiles` (reading inputs, writing results) and
 :mod:`~batchain.cli.demo`. This module registers the commands and is the entry point
 (``batchain = "batchain.cli:main"``).
@@ -42,6 +42,7 @@ from batchain.cli.app import (
     sandbox_app,
 )
 from batchain.cli.cmd_cost import estimate, report
+from batchain.cli.cmd_dashboard import dashboard
 from batchain.cli.cmd_jobs import cancel, compact, jobs, results, status
 from batchain.cli.cmd_run import resume, retry, run, submit, wait
 from batchain.cli.cmd_sandbox import demo, sandbox_serve
@@ -78,6 +79,7 @@ app.command()(compact)
 app.command("cost", hidden=True, help="The same as `batchain report` (its former name).")(report)
 app.command()(estimate)
 app.command()(demo)
+app.command()(dashboard)
 sandbox_app.command("serve")(sandbox_serve)
 
 # -- entry point --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from batchain.engine.batching import BatchCoordinator, CallCancelled
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager
 from batchain.engine.feed import Feeder, Returns, Window
+from batchain.engine.history import ProgressHistory
 from batchain.engine.hook import ACTIVE, CallContext, Eviction, install
 from batchain.engine.inputs import Inputs, InputSource
 from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
@@ -98,6 +99,8 @@ class JobRunner:
         self.bulk: BulkItems | None = None
         self.lease = p.lease
         self.lifecycle = JobLifecycle(p.store, p.job_id)
+        #: the run's progress over time, for the dashboard
+        self.history = ProgressHistory(self)
         self._tasks: set[asyncio.Task[None]] = set()
         #: the store failed under this run (a full disk): what the run raises
         self.store_failure: StoreError | None = None
@@ -128,6 +131,7 @@ class JobRunner:
         executor.add_job(self.calls, self.parts.threads)
         self.store.watch(self.job_id, self._store_failed)
         heartbeat = asyncio.create_task(self.lease.keep())
+        history = asyncio.create_task(self.history.keep())
         _gc_freeze()
         try:
             try:
@@ -146,6 +150,7 @@ class JobRunner:
         finally:
             _gc_unfreeze()
             heartbeat.cancel()
+            history.cancel()
             try:
                 if self.store_failure is None and self.lease.lost is None:
                     self.lease.release()
@@ -205,6 +210,7 @@ class JobRunner:
 
     def _leave(self) -> JobStatus:
         self.results.flush()
+        self.history.sample(final=True)
         return self.lifecycle.leave(self.control, self._stats())
 
     def _realtime_endpoints(self) -> dict[str, dict[str, Any]]:

@@ -30,6 +30,7 @@ from batchain.store.records import (
     LeaseClaim,
     PaidCallGroup,
     PrefixRecord,
+    ProgressSample,
     ReusedCallGroup,
     ScopeClaim,
     ScopeRow,
@@ -367,6 +368,15 @@ class Store(Protocol):
 
     def job_failures(self, job_id: str) -> JobFailures:
         """How many of the job's calls and items failed."""
+        ...
+
+    def record_progress(self, job_id: str, sample: ProgressSample) -> None:
+        """Add a sample of a running job's progress (committed with the run's next commit)."""
+        ...
+
+    def progress_history(self, job_id: str, since: float | None = None) -> list[ProgressSample]:
+        """The job's progress samples in time order (after ``since``, if given); none for a
+        job run by a build that recorded none."""
         ...
 
     def compact_job(self, job_id: str) -> Compaction:

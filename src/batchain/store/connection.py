@@ -201,10 +201,23 @@ class SharedConnection:
         read_only: bool,
         connect: Callable[[], sqlite3.Connection],
         prepare: Callable[[sqlite3.Connection], None],
+        *,
+        private: bool = False,
     ) -> SharedConnection:
         """The open connection to the file at ``path``, or a new one (``connect``, then
-        ``prepare`` once: checks, settings, migrations)."""
+        ``prepare`` once: checks, settings, migrations); ``private``: always a new one, that
+        no other store shares."""
         key = (str(path.resolve()), read_only)
+        if private:
+            conn = connect()
+            try:
+                prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
+            own = cls(path, conn, key)
+            own._refs = 1
+            return own
         with _OPEN_LOCK:
             shared = _OPEN.get(key)
             if shared is None or shared._identity != _identity(path):

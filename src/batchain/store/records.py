@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from batchain.states import CallStatus, ItemStatus, JobStatus
 
-__all__ = ["CallRecord", "ItemRecord", "JobRecord", "PrefixRecord", "ScopeClaim", "ScopeRow", "Usage"]
+__all__ = [
+    "CallRecord",
+    "ItemRecord",
+    "JobRecord",
+    "PrefixRecord",
+    "ProgressSample",
+    "ScopeClaim",
+    "ScopeRow",
+    "Usage",
+]
 
 
 @dataclass(slots=True)
@@ -222,6 +232,21 @@ class JobFailures:
 
     calls: int
     items: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSample:
+    """A running job's progress at one moment, as the run recorded it (for charts)."""
+
+    #: when (seconds since the epoch)
+    t: float
+    items_done: int
+    items_failed: int
+    items_total: int
+    #: model calls the job paid for so far (every run)
+    calls_paid: int
+    #: USD billed so far (every run); None if a price was unknown
+    cost: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from batchain.store.records import (
     LeaseClaim,
     PaidCallGroup,
     PrefixRecord,
+    ProgressSample,
     ReusedCallGroup,
     ScopeClaim,
     ScopeRow,
@@ -80,6 +81,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
 #: ``rate_scopes``, the rate-limit scopes every process on the store paces by, and
 #: ``prompt_prefixes``, the prompt prefixes a job's batches prime for the provider's cache)
 #: 4: ``job_calls`` is keyed by item before call (see :func:`_set_aside_job_calls`)
+#: (``job_progress``, each run's progress over time for the dashboard, kept the version
+#: as ``told`` did)
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -208,6 +211,16 @@ CREATE TABLE IF NOT EXISTS prompt_prefixes (
     until REAL NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (job_id, lane, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_progress (
+    job_id TEXT NOT NULL,
+    t REAL NOT NULL,
+    items_done INTEGER NOT NULL,
+    items_failed INTEGER NOT NULL,
+    items_total INTEGER NOT NULL,
+    calls_paid INTEGER NOT NULL,
+    cost TEXT,
+    PRIMARY KEY (job_id, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
@@ -536,12 +549,22 @@ class SQLiteStore:
     side on one store, their writes committed together once per loop iteration, and a
     failed statement undoes, and is told to, all of them."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool | None = None,
+        own_connection: bool = False,
+    ) -> None:
         """Open (or create) the store at ``path``. A store that cannot be written (a
         read-only medium, or ``read_only=True``) is opened for reading only; one that is
-        damaged or newer than this batchain is refused with :class:`StoreError`, unchanged."""
+        damaged or newer than this batchain is refused with :class:`StoreError`, unchanged.
+        ``own_connection`` (read-only stores only): a connection of its own instead of the
+        process's shared one, so its long reads (a cost report) hold up no other store."""
         self.path = Path(path) if path is not None else default_store_path()
         self.read_only = read_only if read_only is not None else not _writable(self.path)
+        if own_connection and not self.read_only:
+            raise ValueError("own_connection is for read-only stores: writers share one connection")
         #: leases every write of this store is conditional on, by job id
         self._fences: dict[str, _Fence] = {}
         #: fenced jobs whose lease another process took over: this store writes nothing more
@@ -559,7 +582,9 @@ class SQLiteStore:
         self._memos = True
         existed = self.path.exists()
         try:
-            self._db = SharedConnection.open(self.path, self.read_only, self._connect, self._prepare)
+            self._db = SharedConnection.open(
+                self.path, self.read_only, self._connect, self._prepare, private=own_connection
+            )
         except sqlite3.Error as exc:
             error = problem(self.path, exc)
             if not existed:  # leave no empty file behind (a full disk refused the rest)
@@ -1620,6 +1645,43 @@ class SQLiteStore:
                     self._conn.execute("ROLLBACK")
                 raise
         return Compaction(job_id, status.value, compacted=True, waits=waits, requests=requests, told=told)
+
+    # -- progress over time ----------------------------------------------------------------
+
+    def record_progress(self, job_id: str, sample: ProgressSample) -> None:
+        """Add a sample of a running job's progress (committed with the run's next commit)."""
+        self._write(
+            "INSERT OR REPLACE INTO job_progress (job_id, t, items_done, items_failed, items_total,"
+            " calls_paid, cost) VALUES (?,?,?,?,?,?,?)",
+            (
+                job_id,
+                sample.t,
+                sample.items_done,
+                sample.items_failed,
+                sample.items_total,
+                sample.calls_paid,
+                None if sample.cost is None else str(sample.cost),
+            ),
+        )
+        self.commit_soon()
+
+    def progress_history(self, job_id: str, since: float | None = None) -> list[ProgressSample]:
+        """The job's progress samples in time order (after ``since``, if given); none for a
+        job run by a build that recorded none, or in an older store opened read-only."""
+        if self.read_only and not self._has_table("job_progress"):
+            return []  # an older store, not migrated when opened read-only
+        rows = self._read(
+            "SELECT t, items_done, items_failed, items_total, calls_paid, cost FROM job_progress"
+            " WHERE job_id=? AND t>? ORDER BY t",
+            (job_id, -1.0 if since is None else since),
+        )
+        return [
+            ProgressSample(t, done, failed, total, paid, None if cost is None else Decimal(cost))
+            for t, done, failed, total, paid, cost in rows
+        ]
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
 
     def vacuum(self) -> None:
         """Rewrite the store file without its free pages, packing every table and index
