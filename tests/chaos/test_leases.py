@@ -112,7 +112,7 @@ def test_a_runner_stalled_past_its_lease_stops_and_pays_nothing_more(
     finishes the job; the other stops (it lost the lease, or never got it); nothing is billed
     twice beyond the calls that were on the wire when the first one stopped."""
     sandbox.configure(latency_ms=30)
-    store, n, lease = tmp_path / "s.sqlite", 2000, "1.0"
+    store, n, lease = tmp_path / "s.sqlite", 800, "1.0"
     a = _job(sandbox, store, "job-stall", n, "start", "realtime", BATCHAIN_LEASE_S=lease)
     deadline = time.monotonic() + 60
     while not (store.exists() and _done_items(store) >= 40):
