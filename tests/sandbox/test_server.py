@@ -44,7 +44,6 @@ def test_process_mode_same_api() -> None:
             time.sleep(0.05)
 
 
-
 def test_process_mode_starts_in_a_process_holding_over_1024_descriptors() -> None:
     # a long test session (or a user's app) can hold that many: select() refuses such a
     # descriptor, and waiting for the sandbox's ready line must not depend on it
@@ -55,6 +54,7 @@ def test_process_mode_starts_in_a_process_holding_over_1024_descriptors() -> Non
     finally:
         for fd in held:
             os.close(fd)
+
 
 def test_module_entry_point_ready_line_and_sigterm() -> None:
     proc = subprocess.Popen(
