@@ -36,6 +36,8 @@ _TOP_ERRORS = 10
 _EXAMPLES = 5
 #: progress samples sent for a chart (a longer history is thinned evenly)
 _MAX_POINTS = 1000
+#: seconds of recorded progress whose pace foresees a running job's finish
+_PACE_OVER = 600.0
 #: a running job's report is recomputed at most every max(this, 20 x its cost) seconds
 _REPORT_EVERY = 5.0
 _FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED)
@@ -199,10 +201,14 @@ class Views:
         forecast = job_progress(self.store, rec.id, now).expected_finish
         if forecast is not None:
             return forecast
-        samples = history if history is not None else self.store.progress_history(rec.id, since=now - 600)
+        since = now - _PACE_OVER
+        if history is None:
+            samples = self.store.progress_history(rec.id, since=since)
+        else:
+            samples = [s for s in history if s.t > since]
         if len(samples) < 2 or not rec.inputs_complete:
             return None
-        first, last = samples[max(0, len(samples) - 30)], samples[-1]
+        first, last = samples[0], samples[-1]
         pace = (last.items_done - first.items_done) / max(1e-9, last.t - first.t)
         left = counts["pending"]
         if pace <= 0:
