@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from batchain.sandbox import Sandbox, SandboxConfig
 from batchain.states import ItemStatus, JobStatus
 from batchain.store import SQLiteStore
 from batchain.store.records import JobRecord, ProgressSample
+from tests.cli.conftest import batchain_command
 from tests.conftest import TEST_KEY
 
 #: what a hostile input or note tries to put in the page
@@ -153,10 +153,8 @@ class Dashboard:
 def start_dashboard(store: Path) -> Dashboard:
     """``batchain dashboard --store STORE --port 0``, as a user starts it; its URL is read
     from what it prints."""
-    script = Path(sys.executable).with_name("batchain")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "batchain.cli"]
     process = subprocess.Popen(
-        [*command, "dashboard", "--store", str(store), "--port", "0"],
+        [*batchain_command(), "dashboard", "--store", str(store), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

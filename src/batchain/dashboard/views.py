@@ -134,7 +134,7 @@ class Views:
         report, report_at = self.reports.get(rec)
         return {
             "now": now,
-            "job": self._job_row(rec, now, history),
+            "job": self._job_row(rec, now, history, report),
             "history": _points(history),
             "batches": self._batches(job_id),
             "report": report,
@@ -162,12 +162,17 @@ class Views:
     # -- parts -------------------------------------------------------------------------------
 
     def _job_row(
-        self, rec: JobRecord, now: float, history: list[ProgressSample] | None = None
+        self,
+        rec: JobRecord,
+        now: float,
+        history: list[ProgressSample] | None = None,
+        report: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         raw = self.store.item_counts(rec.id)
         counts = {s.value: raw.get(s.value, 0) for s in ItemStatus}
         counts["total"] = sum(raw.values())
-        report, _ = self.reports.get(rec)
+        if report is None:
+            report, _ = self.reports.get(rec)
         cost = report.get("cost") if report else None
         finished = rec.status in _FINISHED
         budget = rec.options.get("budget")

@@ -209,28 +209,32 @@ class SharedConnection:
         no other store shares."""
         key = (str(path.resolve()), read_only)
         if private:
-            conn = connect()
-            try:
-                prepare(conn)
-            except BaseException:
-                conn.close()
-                raise
-            own = cls(path, conn, key)
+            own = cls._new(path, key, connect, prepare)
             own._refs = 1
             return own
         with _OPEN_LOCK:
             shared = _OPEN.get(key)
             if shared is None or shared._identity != _identity(path):
-                conn = connect()
-                try:
-                    prepare(conn)
-                except BaseException:
-                    conn.close()
-                    raise
-                shared = cls(path, conn, key)
-                _OPEN[key] = shared
+                shared = _OPEN[key] = cls._new(path, key, connect, prepare)
             shared._refs += 1
             return shared
+
+    @classmethod
+    def _new(
+        cls,
+        path: Path,
+        key: tuple[str, bool],
+        connect: Callable[[], sqlite3.Connection],
+        prepare: Callable[[sqlite3.Connection], None],
+    ) -> SharedConnection:
+        """A new connection, prepared (closed again if preparing it failed)."""
+        conn = connect()
+        try:
+            prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, key)
 
     def release(self) -> None:
         """A store closed: commit, and close the connection once no store holds it."""
