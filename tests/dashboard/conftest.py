@@ -117,6 +117,9 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         time.sleep(1.0)
         job.cancel()
         ids["cancelled"] = job.id
+        # the ledger billed each call once, and only the calls batchain counts as paid
+        paid = sum(batchain.Job.open(j, store=path).call_stats.get("paid", 0) for j in ids.values())
+        assert not sb.duplicates() and len(sb.ledger()) == paid
     with SQLiteStore(path) as st:
         for state, status, mode, n, done, note in [
             ("running", JobStatus.RUNNING, "realtime", 100, 40, None),

@@ -170,13 +170,15 @@ def test_the_page_follows_a_job_while_it_runs(tmp_path: Path) -> None:
     """A real run writes the store while the dashboard reads it: the page shows it running,
     then done, its chart drawn from the samples the run recorded."""
     store = tmp_path / "live.sqlite"
-    with Sandbox(SandboxConfig(latency_ms=400)) as sb:
+    # answers slow enough (60 calls, 2 at a time, 0.5 s each: 15 s) that the job still runs
+    # while the browser loads the page, whatever the machine's load; then fast to the end
+    with Sandbox(SandboxConfig(latency_ms=500)) as sb:
         chain = chain_for(sb)
         batchain.run(chain, [{"text": "first"}], store=store, progress=False, job_id="job-first")
         dash = start_dashboard(store)
         runner = threading.Thread(
             target=batchain.run,
-            args=(chain, [{"text": f"live {i}"} for i in range(24)]),
+            args=(chain, [{"text": f"live {i}"} for i in range(60)]),
             kwargs={"store": store, "progress": False, "max_concurrency": 2, "job_id": "job-live"},
         )
         try:
@@ -184,15 +186,17 @@ def test_the_page_follows_a_job_while_it_runs(tmp_path: Path) -> None:
             deadline = time.monotonic() + 30
             while dash.json("/api/jobs")["jobs"][0]["id"] != "job-live" and time.monotonic() < deadline:
                 time.sleep(0.05)
-            time.sleep(1.0)  # a few answers in: about 5 of the 24 (5 s in all)
+            time.sleep(1.0)  # a few answers in
             page = Page(render(dash.url))
             cells = _cells(page.root.find_all("tr", data_job="job-live")[0])
-            assert cells[1] == "running" and 0 < int(cells[5]) < 24  # pending
+            assert cells[1] == "running" and 0 < int(cells[5]) < 60  # pending
+            sb.configure(latency_ms=0)
             runner.join(timeout=60)
             page = Page(render(f"{dash.url}#/job/job-live"))
             assert page.root.by_id("job-status").text == "completed"
             assert page.root.by_id("chart-items").find_all("path", cls="js-line")
             assert len(dash.json("/api/jobs/job-live")["history"]) >= 3  # a sample every 2 s, and the last
+            assert len(sb.ledger()) == 1 + 60 and not sb.duplicates()
         finally:
             runner.join(timeout=60)
             dash.process.terminate()

@@ -54,6 +54,7 @@ def test_a_realtime_run_samples_its_progress_as_it_goes(
     assert samples[0].items_done < samples[-1].items_done == 80
     _moves_forward(samples)
     _ends_where_the_job_ended(job, samples[-1], len(sandbox.ledger()))
+    assert not sandbox.duplicates()
 
 
 def test_a_batch_run_and_its_retry_add_up(fast: Sandbox, store_path: Path) -> None:
