@@ -4,6 +4,8 @@ forward and end where the job ended, with the calls the sandbox billed and their
 from __future__ import annotations
 
 import itertools
+import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 import batchain
 from batchain.engine import history
 from batchain.sandbox import Sandbox
+from batchain.states import JobStatus
 from batchain.store import SQLiteStore
 from batchain.store.records import ProgressSample
 from tests.engine.conftest import make_openai
@@ -89,3 +92,61 @@ def test_samples_come_less_often_as_a_run_goes_on() -> None:
     assert history.interval(0) == history.interval(100) == 2.0
     assert history.interval(3_000) == 10.0
     assert history.interval(10 * 3600) == 60.0
+
+
+def _sums(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Note each time a run sums what the job paid from its calls."""
+    summed: list[str] = []
+    real = SQLiteStore.job_spent
+
+    def job_spent(self: SQLiteStore, job_id: str) -> object:
+        summed.append(job_id)
+        return real(self, job_id)
+
+    monkeypatch.setattr(SQLiteStore, "job_spent", job_spent)
+    return summed
+
+
+def _failing_batch_job(fast: Sandbox, store_path: Path) -> batchain.Job:
+    fast.configure(batch_item_error_rate=0.3, seed=5)
+    chain = PROMPT | make_openai(fast) | StrOutputParser()
+    job = batchain.run(
+        chain,
+        [{"x": i} for i in range(30)],
+        mode="batch",
+        store=store_path,
+        progress=False,
+        max_retries=0,
+        poll_min=0.02,
+    )
+    assert job.counts["failed"] > 0
+    fast.configure(batch_item_error_rate=0.0)
+    return job
+
+
+def test_a_run_after_a_clean_one_goes_on_from_its_last_sample(
+    fast: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _failing_batch_job(fast, store_path)
+    summed = _sums(monkeypatch)
+    job = job.retry(mode="batch", progress=False, poll_min=0.02)
+    # the first run left cleanly: its last sample says what it paid, no call is walked
+    assert summed == []
+    _ends_where_the_job_ended(job, _samples(store_path, job.id)[-1], len(fast.ledger()))
+    assert not fast.duplicates()
+
+
+def test_a_run_after_a_crash_sums_what_earlier_runs_paid(
+    fast: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _failing_batch_job(fast, store_path)
+    with SQLiteStore(store_path) as st:
+        # as a run that died leaves the job: running, its last sample behind what it paid
+        st.record_progress(job.id, ProgressSample(time.time(), 0, 0, 30, 0, Decimal(0)))
+        st.set_job_status(job.id, JobStatus.RUNNING)
+    summed = _sums(monkeypatch)
+    job = job.retry(mode="batch", progress=False, poll_min=0.02)
+    assert summed == [job.id]
+    last = _samples(store_path, job.id)[-1]
+    _ends_where_the_job_ended(job, last, len(fast.ledger()))
+    assert not fast.duplicates()

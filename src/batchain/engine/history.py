@@ -4,7 +4,7 @@ A sample is a handful of counters (items done and failed, calls paid, cost), so 
 of a job of any size stays a few hundred rows: a sample is taken when something changed, at
 most every :func:`interval` seconds (2 s at the start, up to a minute for a job running for
 hours), and once more when the run leaves. Cost and paid calls add this run's counters to
-what the store held when it started; item counts are the store's own counters.
+what earlier runs paid; item counts are the store's own counters.
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ class ProgressHistory:
     def _sample(self, final: bool) -> None:
         r = self.runner
         store, job_id = r.store, r.job_id
-        if self._base is None:  # what earlier runs paid: read once per run
-            paid = store.job_call_stats(job_id).get(LinkSource.PAID.value, 0)
-            self._base = (paid, store.job_spent(job_id))
+        if self._base is None:
+            self._base = self._earlier()
         base_paid, base_spent = self._base
         counts = store.item_counts(job_id)
         c, b = r.calls.stats, (r.batch.stats if r.batch is not None else None)
@@ -76,3 +75,18 @@ class ProgressHistory:
             return
         self._last = now
         store.record_progress(job_id, ProgressSample(time.time(), done, failed, total, paid, spent))
+
+    def _earlier(self) -> tuple[int, Decimal]:
+        """Calls earlier runs paid, and their cost. A run that left cleanly recorded both
+        in its last sample, taken after its last payment: a few rows to read back, where
+        summing them walks every call of the job (a second on a resumed job of a million
+        calls). After a crash (the job was left running), or with no sample, they are
+        summed."""
+        r = self.runner
+        store, job_id = r.store, r.job_id
+        if r.lifecycle.interrupted is False:
+            samples = store.progress_history(job_id)
+            if samples and samples[-1].cost is not None:
+                return samples[-1].calls_paid, samples[-1].cost
+        paid = store.job_call_stats(job_id).get(LinkSource.PAID.value, 0)
+        return paid, store.job_spent(job_id)

@@ -189,12 +189,15 @@ class JobLifecycle:
         self.job_id = job_id
         #: calls an earlier process had on the wire when it died (sent again, maybe paid twice)
         self.lost_calls = 0
+        #: whether the job was left running by a process that died (None before :meth:`enter`)
+        self.interrupted: bool | None = None
 
     def enter(self) -> None:
         job = self.store.get_job(self.job_id)
         assert job is not None
         self.lost_calls = int(job.stats.get("calls_lost_in_crashes", 0))
-        if job.status == JobStatus.RUNNING:
+        self.interrupted = job.status == JobStatus.RUNNING
+        if self.interrupted:
             # left behind by a process that died. Its calls still marked as sent were on
             # the wire: the provider may have answered (and billed) them, but the answer
             # never reached the store, so they will be sent again. They are on no wire now:
