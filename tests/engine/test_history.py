@@ -41,6 +41,8 @@ def _ends_where_the_job_ended(job: batchain.Job, sample: ProgressSample, billed:
     assert (sample.items_failed, sample.items_total) == (counts["failed"], counts["total"])
     assert sample.calls_paid == job.call_stats["paid"] == billed
     assert sample.cost == job.report().paid > 0
+    usage = job.store.job_usage(job.id)
+    assert sample.tokens == usage.input_tokens + usage.output_tokens > 0
 
 
 def test_a_realtime_run_samples_its_progress_as_it_goes(
@@ -142,7 +144,7 @@ def test_a_run_after_a_crash_sums_what_earlier_runs_paid(
     job = _failing_batch_job(fast, store_path)
     with SQLiteStore(store_path) as st:
         # as a run that died leaves the job: running, its last sample behind what it paid
-        st.record_progress(job.id, ProgressSample(time.time(), 0, 0, 30, 0, Decimal(0)))
+        st.record_progress(job.id, ProgressSample(time.time(), 0, 0, 30, 0, Decimal(0), 0))
         st.set_job_status(job.id, JobStatus.RUNNING)
     summed = _sums(monkeypatch)
     job = job.retry(mode="batch", progress=False, poll_min=0.02)

@@ -475,3 +475,23 @@ def _table_sql(path: Path, table: str) -> str:
         return str(con.execute("SELECT sql FROM sqlite_master WHERE name=?", (table,)).fetchone()[0])
     finally:
         con.close()
+
+
+def test_progress_samples_of_a_store_without_their_tokens(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        _job(store, "j", JobStatus.RUNNING)
+        store.record_progress("j", ProgressSample(1.0, 1, 0, 5, 1, Decimal("0.5"), 40))
+        store.commit()
+    con = sqlite3.connect(store_path)  # as the build before tokens were sampled left it
+    con.execute("ALTER TABLE job_progress DROP COLUMN tokens")
+    con.commit()
+    con.close()
+
+    # read-only, as the dashboard opens it: not migrated, the samples say no tokens
+    with SQLiteStore(store_path, read_only=True) as store:
+        assert store.progress_history("j") == [ProgressSample(1.0, 1, 0, 5, 1, Decimal("0.5"), None)]
+    # opened to write, it gains the column; the old samples still have no tokens
+    with SQLiteStore(store_path) as store:
+        store.record_progress("j", ProgressSample(2.0, 2, 0, 5, 2, Decimal(1), 80))
+        store.commit()
+        assert [s.tokens for s in store.progress_history("j")] == [None, 80]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -25,11 +24,11 @@ from rich.live import Live
 from rich.text import Text
 
 from batchain.engine.forecast import JobProgress, job_progress
+from batchain.engine.history import Earlier
 from batchain.engine.progress_line import LineState, render_line
 
 if TYPE_CHECKING:
     from batchain.engine.runner import JobRunner
-    from batchain.store.base import Store
 
 __all__ = ["ProgressDisplay", "wants_progress"]
 
@@ -47,20 +46,12 @@ def wants_progress(flag: bool | None) -> bool:
     return sys.stderr.isatty()
 
 
-@dataclass(frozen=True, slots=True)
-class _Baseline:
-    """What the job held when this run started: tokens and cost from earlier runs."""
-
-    tokens: int = 0
-    spent: Decimal = Decimal(0)
-
-
-def _baseline(store: Store, job_id: str) -> _Baseline:
+def _earlier(runner: JobRunner) -> Earlier:
+    """What the job's earlier runs paid (as the run's progress history reads it, once)."""
     try:
-        usage = store.job_usage(job_id)
-        return _Baseline(usage.input_tokens + usage.output_tokens, store.job_spent(job_id))
+        return runner.history.earlier()
     except Exception:  # the display never stops a run
-        return _Baseline()
+        return Earlier()
 
 
 class ProgressDisplay:
@@ -77,7 +68,7 @@ class ProgressDisplay:
         self._read_at = -_STORE_EVERY
         #: items done when this run started (its pace counts only its own)
         self._done_before: int | None = None
-        self._base: _Baseline | None = None
+        self._base: Earlier | None = None
 
     def state(self) -> LineState:
         """The line's state now."""
@@ -85,8 +76,8 @@ class ProgressDisplay:
         job = self._job_progress()
         if self._done_before is None:
             self._done_before = job.items_done
-        if self._base is None:  # one read of the job's calls, at the first draw
-            self._base = _baseline(r.store, self.job_id)
+        if self._base is None:  # read once, at the first draw
+            self._base = _earlier(r)
         base = self._base
         c, b = r.calls.stats, r.batch.stats if r.batch is not None else None
         tokens = c.input_tokens + c.output_tokens + (b.input_tokens + b.output_tokens if b else 0)

@@ -247,6 +247,9 @@ class ProgressSample:
     calls_paid: int
     #: USD billed so far (every run); None if a price was unknown
     cost: Decimal | None
+    #: input and output tokens of the calls paid so far (every run); None if not recorded
+    #: (a sample of a build that recorded none)
+    tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

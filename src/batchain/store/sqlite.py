@@ -220,6 +220,7 @@ CREATE TABLE IF NOT EXISTS job_progress (
     items_total INTEGER NOT NULL,
     calls_paid INTEGER NOT NULL,
     cost TEXT,
+    tokens INTEGER,
     PRIMARY KEY (job_id, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
@@ -254,6 +255,7 @@ _ADDED_COLUMNS = [
     ("jobs", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "input_ref", "TEXT"),
     ("calls", "cost", "TEXT"),
+    ("job_progress", "tokens", "INTEGER"),
     ("calls", "request_hash", "TEXT"),
     ("provider_batches", "missing_polls", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "missing_since", "REAL"),
@@ -1652,7 +1654,7 @@ class SQLiteStore:
         """Add a sample of a running job's progress (committed with the run's next commit)."""
         self._write(
             "INSERT OR REPLACE INTO job_progress (job_id, t, items_done, items_failed, items_total,"
-            " calls_paid, cost) VALUES (?,?,?,?,?,?,?)",
+            " calls_paid, cost, tokens) VALUES (?,?,?,?,?,?,?,?)",
             (
                 job_id,
                 sample.t,
@@ -1661,6 +1663,7 @@ class SQLiteStore:
                 sample.items_total,
                 sample.calls_paid,
                 None if sample.cost is None else str(sample.cost),
+                sample.tokens,
             ),
         )
         self.commit_soon()
@@ -1668,20 +1671,22 @@ class SQLiteStore:
     def progress_history(self, job_id: str, since: float | None = None) -> list[ProgressSample]:
         """The job's progress samples in time order (after ``since``, if given); none for a
         job run by a build that recorded none, or in an older store opened read-only."""
-        if self.read_only and not self._has_table("job_progress"):
-            return []  # an older store, not migrated when opened read-only
+        # an older store, not migrated when opened read-only: no table, or no tokens
+        tokens = "tokens"
+        if self.read_only:
+            columns = {r[1] for r in self._read("PRAGMA table_info(job_progress)")}
+            if not columns:
+                return []
+            tokens = "tokens" if "tokens" in columns else "NULL"
         rows = self._read(
-            "SELECT t, items_done, items_failed, items_total, calls_paid, cost FROM job_progress"
-            " WHERE job_id=? AND t>? ORDER BY t",
+            f"SELECT t, items_done, items_failed, items_total, calls_paid, cost, {tokens} FROM"
+            " job_progress WHERE job_id=? AND t>? ORDER BY t",
             (job_id, -1.0 if since is None else since),
         )
         return [
-            ProgressSample(t, done, failed, total, paid, None if cost is None else Decimal(cost))
-            for t, done, failed, total, paid, cost in rows
+            ProgressSample(t, done, failed, total, paid, None if cost is None else Decimal(cost), n)
+            for t, done, failed, total, paid, cost, n in rows
         ]
-
-    def _has_table(self, name: str) -> bool:
-        return bool(self._read("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
 
     def vacuum(self) -> None:
         """Rewrite the store file without its free pages, packing every table and index
