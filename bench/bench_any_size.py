@@ -162,6 +162,18 @@ def main() -> None:
         write(raw, ("python bench/bench_any_size.py " + " ".join(sys.argv[1:])).strip(), args.batch_s)
 
 
+def _io_note(r: dict[str, Any]) -> str:
+    """What the client wrote to disk and how long its main thread slept (runs that recorded it)."""
+    if "written_mb" not in r:
+        return ""
+    asleep = r["wall_s"] - r["main_thread_ran_s"]
+    return (
+        f"; the client process wrote {r['written_mb'] / 1024:.1f} GB to disk for a "
+        f"{r['store_mb'] / 1024:.1f} GB store, and its main thread (the event loop) was off the "
+        f"CPU for {asleep:.0f} s of the wall"
+    )
+
+
 def write(raw: list[dict[str, Any]], command: str, batch_s: float) -> None:
     summaries, stages, tails = [], [], []
     for r in raw:
@@ -174,7 +186,7 @@ def write(raw: list[dict[str, Any]], command: str, batch_s: float) -> None:
             f"the client created its last batch at {last:.0f} s "
             f"and the run ended {r['wall_s'] - last:.0f} s later; wall minus CPU is "
             f"{r['wall_s'] - r['cpu_s']:.0f} s (waiting for the provider, for the store's disk, "
-            "and for the sandbox's share of the 2 cores)"
+            "and for the sandbox's share of the 2 cores)" + _io_note(r)
         )
     save(
         "any_size",

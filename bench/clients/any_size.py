@@ -74,6 +74,19 @@ def stages(store: str) -> list[dict[str, Any]]:
     ]
 
 
+def written_bytes() -> int:
+    """Bytes this process caused to be written to storage so far (Linux)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main_thread_ran_s() -> float:
+    """Seconds the calling (main) thread has spent on a CPU so far (Linux schedstat)."""
+    return int(Path("/proc/thread-self/schedstat").read_text().split()[0]) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=list(MODELS), required=True)
@@ -91,6 +104,7 @@ def main() -> None:
     c = chain(args.shape, args.openai_url, args.anthropic_url)
     meter = Meter()
     started = time.time()
+    written0, ran0 = written_bytes(), main_thread_ran_s()
     with meter:
         job = run(
             c,
@@ -103,6 +117,7 @@ def main() -> None:
             window=args.window,
         )
         counts = job.counts
+    written, ran = written_bytes() - written0, main_thread_ran_s() - ran0
     ok = counts["succeeded"]
     size = sum(os.path.getsize(p) for p in Path(args.store).parent.glob(Path(args.store).name + "*"))
     emit(
@@ -115,6 +130,10 @@ def main() -> None:
             "started": started,
             "stages": stages(args.store),
             "store_mb": size / 2**20,
+            # what the process wrote to disk (store, its WAL and checkpoints), and how long
+            # its main thread (the event loop: everything but the SDK's worker threads) ran
+            "written_mb": written / 2**20,
+            "main_thread_ran_s": ran,
             **meter.as_dict(),
         }
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -127,3 +129,42 @@ def test_a_reader_on_its_own_connection_is_not_held_up_by_the_shared_one(store_p
     finally:
         own.close()
         shared.close()
+
+
+def _in_file_alone(path: Path) -> int:
+    """Items in the store file itself, its WAL ignored (``immutable``: SQLite reads the
+    file as it is): what checkpoints have copied there."""
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+    except sqlite3.OperationalError:  # not even the schema is there yet
+        return 0
+    finally:
+        con.close()
+
+
+def _checkpointers(path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"batchain-checkpoint:{path.name}"]
+
+
+def test_a_thread_of_its_own_copies_the_wal_into_the_store_file(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        _job(store)
+        # about 400 pages: far below the writer's own checkpoint (BACKSTOP_PAGES)
+        store.add_items("j1", [(i, json.dumps("x" * 800)) for i in range(2000)])
+        store.commit()
+        assert len(_checkpointers(store_path)) == 1
+        deadline = time.monotonic() + 10
+        while _in_file_alone(store_path) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _in_file_alone(store_path) == 2000
+    # closed: the thread is gone, and so is the WAL (no other connection held it)
+    assert _checkpointers(store_path) == []
+    assert not store_path.with_name(store_path.name + "-wal").exists()
+
+
+def test_a_read_only_store_copies_nothing(store_path: Path) -> None:
+    with SQLiteStore(store_path) as store:
+        _job(store)
+    with SQLiteStore(store_path, read_only=True):
+        assert _checkpointers(store_path) == []

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from batchain.errors import StoreError
+from batchain.store.checkpoint import Checkpointer
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -172,10 +173,17 @@ class SharedConnection:
     Stores hold it while they are open (:meth:`open`/:meth:`release`); it closes when the
     last one closes, or when none refers to it any more."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, key: tuple[str, bool]) -> None:
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, key: tuple[str, bool], *, checkpoints: bool = False
+    ) -> None:
         self.path = path
         self.conn = conn
         self._key = key
+        #: the thread that copies the WAL into the file (a writable shared connection's);
+        #: told to stop when this closes, or when nothing refers to this any more
+        self._checkpointer = Checkpointer(path) if checkpoints else None
+        if self._checkpointer is not None:
+            weakref.finalize(self, self._checkpointer.stop, wait=False)
         #: one statement at a time, from any thread; a store method holds it throughout
         self.lock = threading.RLock()
         self._refs = 0
@@ -215,7 +223,7 @@ class SharedConnection:
         with _OPEN_LOCK:
             shared = _OPEN.get(key)
             if shared is None or shared._identity != _identity(path):
-                shared = _OPEN[key] = cls._new(path, key, connect, prepare)
+                shared = _OPEN[key] = cls._new(path, key, connect, prepare, checkpoints=not read_only)
             shared._refs += 1
             return shared
 
@@ -226,15 +234,18 @@ class SharedConnection:
         key: tuple[str, bool],
         connect: Callable[[], sqlite3.Connection],
         prepare: Callable[[sqlite3.Connection], None],
+        *,
+        checkpoints: bool = False,
     ) -> SharedConnection:
-        """A new connection, prepared (closed again if preparing it failed)."""
+        """A new connection, prepared (closed again if preparing it failed); with
+        ``checkpoints``, a :class:`Checkpointer` copies its WAL into the file."""
         conn = connect()
         try:
             prepare(conn)
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, key)
+        return cls(path, conn, key, checkpoints=checkpoints)
 
     def release(self) -> None:
         """A store closed: commit, and close the connection once no store holds it."""
@@ -247,6 +258,8 @@ class SharedConnection:
                     if _OPEN.get(self._key) is self:
                         del _OPEN[self._key]
                     self._closed = True
+                    if self._checkpointer is not None:
+                        self._checkpointer.stop()
                     self.conn.close()
 
     def fenced(self, store: Writer) -> None:

@@ -52,6 +52,7 @@ from batchain.states import (
     check_transition,
 )
 from batchain.store.base import lease_owner
+from batchain.store.checkpoint import BACKSTOP_PAGES
 from batchain.store.connection import SharedConnection, busy_timeout_s, call_in, problem, running_loop
 from batchain.store.records import (
     BatchRecord,
@@ -635,6 +636,8 @@ class SQLiteStore:
             # updated by key, all over the table (measured at 50,000 items: a fifth less
             # client time collecting)
             conn.execute("PRAGMA cache_size=-16384")
+            # the WAL is copied into the file by a thread of its own (see store/checkpoint.py)
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s() * 1000)}")
             _migrate(conn)
 
