@@ -144,7 +144,7 @@ def _in_file_alone(path: Path) -> int:
 
 
 def _checkpointers(path: Path) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"batchain-checkpoint:{path.name}"]
+    return [t for t in threading.enumerate() if t.name == f"batchain-checkpoint:{path.resolve()}"]
 
 
 def test_a_thread_of_its_own_copies_the_wal_into_the_store_file(store_path: Path) -> None:

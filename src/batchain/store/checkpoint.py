@@ -36,7 +36,7 @@ class Checkpointer:
         self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"batchain-checkpoint:{path.name}", daemon=True
+            target=self._run, name=f"batchain-checkpoint:{path.resolve()}", daemon=True
         )
         self._thread.start()
 
