@@ -63,20 +63,9 @@ def test_a_realtime_run_samples_its_progress_as_it_goes(
 
 
 def test_a_batch_run_and_its_retry_add_up(fast: Sandbox, store_path: Path) -> None:
-    fast.configure(batch_item_error_rate=0.3, seed=3)
-    chain = PROMPT | make_openai(fast) | StrOutputParser()
-    job = batchain.run(
-        chain,
-        [{"x": i} for i in range(40)],
-        mode="batch",
-        store=store_path,
-        progress=False,
-        max_retries=0,
-        poll_min=0.02,
-    )
+    job = _failing_batch_job(fast, store_path, n=40, seed=3)
     first = _samples(store_path, job.id)
     assert first[-1].items_failed == job.counts["failed"] > 0
-    fast.configure(batch_item_error_rate=0.0)
     job = job.retry(mode="batch", progress=False, poll_min=0.02)
     samples = _samples(store_path, job.id)
     assert samples[: len(first)] == first and len(samples) > len(first)
@@ -109,12 +98,13 @@ def _sums(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return summed
 
 
-def _failing_batch_job(fast: Sandbox, store_path: Path) -> batchain.Job:
-    fast.configure(batch_item_error_rate=0.3, seed=5)
+def _failing_batch_job(fast: Sandbox, store_path: Path, *, n: int = 30, seed: int = 5) -> batchain.Job:
+    """A batch job of ``n`` items, some failed (no retries), and the sandbox healed after."""
+    fast.configure(batch_item_error_rate=0.3, seed=seed)
     chain = PROMPT | make_openai(fast) | StrOutputParser()
     job = batchain.run(
         chain,
-        [{"x": i} for i in range(30)],
+        [{"x": i} for i in range(n)],
         mode="batch",
         store=store_path,
         progress=False,
