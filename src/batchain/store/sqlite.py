@@ -256,7 +256,6 @@ _ADDED_COLUMNS = [
     ("jobs", "lease_epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "input_ref", "TEXT"),
     ("calls", "cost", "TEXT"),
-    ("job_progress", "tokens", "INTEGER"),
     ("calls", "request_hash", "TEXT"),
     ("provider_batches", "missing_polls", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "missing_since", "REAL"),
@@ -265,6 +264,7 @@ _ADDED_COLUMNS = [
     ("provider_batches", "total", "INTEGER NOT NULL DEFAULT 0"),
     ("provider_batches", "seen_at", "REAL"),
     ("rate_scopes", "burst_s", "REAL"),
+    ("job_progress", "tokens", "INTEGER"),
 ]
 
 #: indexes of earlier builds, dropped on open: every status change of every call had to
