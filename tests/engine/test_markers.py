@@ -88,11 +88,12 @@ def test_duplicates_in_batch_mode_are_paid_once(fast: Sandbox, store_path: Path)
     assert tracker.requests == 5 and tracker.total_cost == job.report().paid > 0
 
 
-def two_stages(sb: Sandbox, fail: list[bool]) -> Any:
-    """Two calls an item; between them a step that fails while ``fail`` holds True."""
+def two_stages(sb: Sandbox, fail: list[bool] | set[str]) -> Any:
+    """Two calls an item; between them a step that fails while ``fail`` holds True (a
+    list), or for the items whose ``x`` it holds (a set)."""
 
     def gate(d: dict[str, Any]) -> dict[str, Any]:
-        if fail and fail[0]:
+        if d["x"] in fail if isinstance(fail, set) else fail and fail[0]:
             raise RuntimeError("stage two is down")
         return d
 
@@ -156,6 +157,29 @@ def test_compaction_drops_told_rows(fast: Sandbox, store_path: Path) -> None:
     assert done.compacted and done.told == 4
     assert told_rows(store_path, job.id) == 0
     assert len(fast.ledger()) == 4 and not fast.duplicates()
+
+
+def test_compaction_keeps_the_told_rows_a_retry_reads(sandbox: Sandbox, store_path: Path) -> None:
+    """Compaction drops the told rows of succeeded items (never fed again) and keeps a
+    failed item's: the retry after it replays the failed items' paid stage one marked, so
+    the trackers of the two runs together are still the ledger."""
+    down = {"topic 1", "topic 3"}
+    first, second, sources = CostTracker(), CostTracker(), Sources()
+    inputs = [{"x": f"topic {i}"} for i in range(4)]
+    job = run_job(two_stages(sandbox, down), inputs, store_path, config={"callbacks": [first]})
+    assert (job.counts["succeeded"], job.counts["failed"]) == (2, 2)
+    assert told_rows(store_path, job.id) == 2 * 2 + 2 * 1  # both stages told; stage one only
+    done = job.compact()
+    assert done.compacted and done.told == 4
+    assert told_rows(store_path, job.id) == 2
+    down.clear()
+    job = batchain.Job.open(job.id, store=store_path, chain=two_stages(sandbox, down))
+    job.retry(progress=False, config={"callbacks": [second, sources]})
+    assert job.counts["succeeded"] == 4
+    assert Counter(sources.seen) == Counter({"replay": 2, None: 2})
+    assert len(sandbox.ledger()) == 8 and not sandbox.duplicates()
+    assert (first.requests, second.requests) == (6, 2)
+    assert first.total_cost + second.total_cost == job.report().paid > 0
 
 
 def test_a_bulk_row_whose_parser_fails_is_told(fast: Sandbox, store_path: Path) -> None:

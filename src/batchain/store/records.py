@@ -264,7 +264,7 @@ class Compaction:
     waits: int = 0
     #: request bodies of answered calls dropped (stores of earlier builds kept them)
     requests: int = 0
-    #: ``told`` rows deleted (which paid answers each item was already told)
+    #: ``told`` rows deleted (which paid answers each succeeded item was already told)
     told: int = 0
 
 

@@ -1616,9 +1616,11 @@ class SQLiteStore:
     def compact_job(self, job_id: str) -> Compaction:
         """Drop what only a running job reads, for a finished (completed or cancelled) job:
         the calls its items waited for (``waits``) and the request bodies of its answered
-        calls (stores of earlier builds kept them), and which paid answers its items were
-        told (``told``: a retry after this tells a retried item's paid answers unmarked
-        again). Everything its results, its cost report and the cache read stays: items,
+        calls (stores of earlier builds kept them), and which paid answers its succeeded
+        items were told (``told``: a succeeded item is never fed again). A failed or
+        cancelled item's ``told`` rows stay: a retry feeds it again, and must deliver the
+        answers it paid for marked ``replay``, not paid a second time. Everything its
+        results, its cost report and the cache read stays: items,
         answered calls and their responses, failed calls, the links between items and calls,
         provider batches. One transaction that holds the
         write lock, so a run that starts the job again meanwhile either comes after (and
@@ -1637,7 +1639,11 @@ class SQLiteStore:
                     self._conn.execute("ROLLBACK")
                     return Compaction(job_id, status.value, compacted=False)
                 waits = self._conn.execute("DELETE FROM waits WHERE job_id=?", (job_id,)).rowcount
-                told = self._conn.execute("DELETE FROM told WHERE job_id=?", (job_id,)).rowcount
+                told = self._conn.execute(
+                    "DELETE FROM told WHERE job_id=?1 AND item_idx IN"
+                    " (SELECT idx FROM items WHERE job_id=?1 AND status='succeeded')",
+                    (job_id,),
+                ).rowcount
                 self._conn.execute("DELETE FROM prompt_prefixes WHERE job_id=?", (job_id,))
                 requests = self._conn.execute(
                     "UPDATE calls SET request=NULL WHERE request IS NOT NULL AND status='succeeded'"
