@@ -52,6 +52,8 @@ from batchain.cli.options import (
     OutputOpt,
     PollOpt,
     PricesOpt,
+    PriorityFieldOpt,
+    PriorityOpt,
     PromptCacheOpt,
     QuietOpt,
     RetriesOpt,
@@ -114,23 +116,8 @@ def run(
     max_enqueued_tokens: EnqueuedTokensOpt = None,
     prompt_cache: PromptCacheOpt = None,
     poll_interval: PollOpt = None,
-    priority: Annotated[
-        str | None,
-        typer.Option(
-            "--priority",
-            help="Auto mode: one level for every item: high (realtime), normal or low (batch); "
-            "or a number (positive: high, 0: normal, negative: low).",
-        ),
-    ] = None,
-    priority_field: Annotated[
-        str | None,
-        typer.Option(
-            "--priority-field",
-            help="Auto mode: the input field (JSON key, CSV column) with each item's level: high, "
-            "normal, low, a number or true/false; missing or empty: normal. An item whose value "
-            "is none of these fails, naming it; the others run.",
-        ),
-    ] = None,
+    priority: PriorityOpt = None,
+    priority_field: PriorityFieldOpt = None,
     deadline: Annotated[
         str | None,
         typer.Option(
@@ -364,6 +351,8 @@ def wait(
     poll_interval: PollOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = None,
+    priority: PriorityOpt = None,
+    priority_field: PriorityFieldOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a submitted job to the end, with live progress; then write its results.
@@ -384,7 +373,8 @@ def wait(
         check_output(target)
         code = _report(job, reader=None, target=target, quiet=quiet, elapsed=0.0, interrupted=False)
         raise typer.Exit(code)
-    _continue(job, reader, values, output, quiet, given(poll_min=poll_interval))
+    levels = _priority_again(job, priority, priority_field)
+    _continue(job, reader, values, output, quiet, given(poll_min=poll_interval) | levels)
 
 
 def _input_again(
@@ -411,6 +401,29 @@ def _check_mode(mode: Mode, detach: bool, *, auto_only: bool, flex_only: bool = 
             "--flex-fallback, --flex-patience, --flex-timeout and --flex-model apply to --mode flex"
             " (and to auto mode's flex calls)"
         )
+
+
+def _priority_again(job: Job, priority: str | None, priority_field: str | None) -> dict[str, Any]:
+    """``--priority`` / ``--priority-field`` given to a job run again (resume, retry, wait):
+    they replace the job's stored rule for the items left, in auto mode only. A job run
+    with a priority function (from Python: it cannot be stored) needs one of them here."""
+    from batchain.options import PRIORITY_FUNCTION
+
+    _check_priority(priority, priority_field)
+    stored = job.record.options
+    mode = stored.get("mode") or Mode.REALTIME.value
+    if (priority is not None or priority_field is not None) and mode != Mode.AUTO.value:
+        raise CliError(
+            f"--priority and --priority-field apply to --mode auto; job {job.id} runs in {mode} mode"
+        )
+    if stored.get(PRIORITY_FUNCTION) and priority is None and priority_field is None:
+        raise CliError(
+            f"job {job.id} ran with a priority function, which cannot be stored: give the items "
+            "left one level (--priority normal) or an input field (--priority-field NAME), or "
+            "continue it from Python with priority=... again",
+            whole=True,
+        )
+    return given(priority=priority, priority_field=priority_field)
 
 
 def _check_priority(priority: str | None, priority_field: str | None) -> None:
@@ -524,6 +537,8 @@ def resume(
     realtime_fallback: FallbackOpt = False,
     batch_only: BatchOnlyOpt = False,
     endpoint_mode: EndpointModeOpt = None,
+    priority: PriorityOpt = None,
+    priority_field: PriorityFieldOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Continue a paused or interrupted job: run the items that have no result yet.
@@ -540,7 +555,7 @@ def resume(
         batch_only=batch_only or None,
         endpoint_modes=endpoint_modes(endpoint_mode),
     )
-    _continue(job, reader, values, output, quiet, options)
+    _continue(job, reader, values, output, quiet, options | _priority_again(job, priority, priority_field))
 
 
 def retry(
@@ -553,6 +568,8 @@ def retry(
     max_retries: RetriesOpt = None,
     timeout: TimeoutOpt = None,
     budget: BudgetOpt = None,
+    priority: PriorityOpt = None,
+    priority_field: PriorityFieldOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a job's failed (and cancelled) items again, in a new process if you like.
@@ -570,7 +587,9 @@ def retry(
         None,
         output,
         quiet,
-        overrides(concurrency, rpm, tpm, max_retries, timeout) | given(budget=budget),
+        overrides(concurrency, rpm, tpm, max_retries, timeout)
+        | given(budget=budget)
+        | _priority_again(job, priority, priority_field),
         failed_only=True,
     )
 

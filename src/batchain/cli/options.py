@@ -232,6 +232,23 @@ PromptCacheOpt = Annotated[
         "off sends every request as the chain built it. (default: auto)",
     ),
 ]
+PriorityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--priority",
+        help="Auto mode: one level for every item: high (realtime), normal or low (batch); "
+        "or a number (positive: high, 0: normal, negative: low).",
+    ),
+]
+PriorityFieldOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--priority-field",
+        help="Auto mode: the input field (JSON key, CSV column) with each item's level: high, "
+        "normal, low, a number or true/false; missing or empty: normal. An item whose value "
+        "is none of these fails, naming it; the others run.",
+    ),
+]
 PollOpt = Annotated[
     float | None,
     typer.Option(
