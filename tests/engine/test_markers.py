@@ -93,7 +93,8 @@ def two_stages(sb: Sandbox, fail: list[bool] | set[str]) -> Any:
     list), or for the items whose ``x`` it holds (a set)."""
 
     def gate(d: dict[str, Any]) -> dict[str, Any]:
-        if d["x"] in fail if isinstance(fail, set) else fail and fail[0]:
+        down = d["x"] in fail if isinstance(fail, set) else bool(fail and fail[0])
+        if down:
             raise RuntimeError("stage two is down")
         return d
 
