@@ -73,6 +73,30 @@ def test_three_stages_replay_earlier_stages_marked(fast: Sandbox, store_path: Pa
     assert tracker.complete and tracker.total_cost == job.report().paid > 0
 
 
+def test_a_tracker_told_no_tier_prices_each_answer_at_its_calls_tier(fast: Sandbox, store_path: Path) -> None:
+    """Inside a job each paid answer tells callbacks its call's tier: a ``CostTracker``
+    given none prices an auto-mode job that sends half its items realtime and half in a
+    batch exactly as the report does (a tier given to it would be right for half only)."""
+    tracker, sources = CostTracker(), Sources()
+    rows = [{"x": f"topic {i}", "u": "high" if i % 2 else "low"} for i in range(8)]
+    job = run_job(
+        three_stages(fast), rows, store_path, mode="auto", priority_field="u", window=3,
+        config={"callbacks": [tracker, sources]},
+    )  # fmt: skip
+    assert job.counts["succeeded"] == 8
+    tiers = Counter(e.tier for e in fast.ledger())
+    assert tiers == Counter({"realtime": 12, "batch": 12}) and not fast.duplicates()
+    assert tracker.requests == 24 and tracker.cache_hits == Counter(sources.seen)["replay"]
+    assert tracker.complete and tracker.total_cost == job.report().paid > 0
+    # the note wins over a tier given: a tracker told realtime prices batch answers as batch
+    as_realtime = CostTracker(tier=Tier.REALTIME)
+    job = run_job(
+        one_stage(fast), [{"x": "once more"}], store_path.with_name("b.sqlite"), mode="batch",
+        config={"callbacks": [as_realtime]},
+    )  # fmt: skip
+    assert as_realtime.requests == 1 and as_realtime.total_cost == job.report().paid > 0
+
+
 def test_duplicates_in_batch_mode_are_paid_once(fast: Sandbox, store_path: Path) -> None:
     """Identical items share one call: the item that paid for it is told it unmarked, the
     other ``shared`` or ``replay``, whether or not they left the window meanwhile."""

@@ -46,7 +46,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from batchain.cost.prices import PriceBook, default_pricebook, normalize_service_tier
-from batchain.engine.lccache import source_of
+from batchain.engine.lccache import source_of, tier_of
 from batchain.options import Tier
 from batchain.store.records import Usage
 
@@ -159,7 +159,9 @@ class CostTracker(BaseCallbackHandler):
     """Prices every model call of the chains it is attached to (see the module docstring).
 
     ``tier`` is the tier your calls run in (``realtime``; ``batch`` if you feed it Batch API
-    results yourself). ``pricebook`` defaults to :func:`batchain.cost.default_pricebook`.
+    results yourself). Inside a batchain job it need not be given: each paid answer says
+    the tier its call ran at, in any mode (auto mixes them). ``pricebook`` defaults to
+    :func:`batchain.cost.default_pricebook`.
     """
 
     raise_error = False
@@ -300,7 +302,8 @@ class CostTracker(BaseCallbackHandler):
         cost = None
         if usage is not None:
             st = normalize_service_tier(_service_tier(metas, llm_output))
-            priced = self.pricebook.cost_of(provider, model, usage, self.tier, st, cache_write_1h_tokens=w1h)
+            tier = tier_of(llm_output) or self.tier  # batchain's note on its answers wins
+            priced = self.pricebook.cost_of(provider, model, usage, tier, st, cache_write_1h_tokens=w1h)
             cost = priced.total
         with self._lock:
             entry = self._entry(model, provider)

@@ -445,6 +445,10 @@ class CallManager:
             result = parse_answer(adapter, model, request, text, run_manager)
             if lc_key is not None:
                 await lccache.update(lc_key, result)
+        if source is None and getattr(run_manager, "handlers", None):
+            # a paid answer tells callbacks (a CostTracker) the tier its call ran at
+            record = self.store.get_calls([request.key]).get(request.key)
+            lccache.note_tier(result, record.tier if record is not None else None)
         return lccache.mark(result, source)
 
     def _stored_or_flying(self, key: str) -> bool:

@@ -16,7 +16,10 @@ other code. An answer from 1 or 2, or shared with an identical call in flight, c
 ``response_metadata["batchain"] = {"source": ...}`` (:class:`Source`); a paid answer
 carries nothing, exactly as the model's own. Paid means: the first delivery, in whatever
 run, of a call the item paid for (its ``paid`` link); the store notes it (``told``), and
-every later delivery of that call to that item is a ``replay``.
+every later delivery of that call to that item is a ``replay``. When callbacks listen, a
+paid answer's ``llm_output`` (what ``on_llm_end`` sees, not the message) carries
+``{"batchain": {"tier": ...}}``: the tier its call ran at, so a ``CostTracker`` prices a
+batch answer at batch rates without being told.
 """
 
 from __future__ import annotations
@@ -33,7 +36,19 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from batchain.errors import LLMCacheNotSet
 
-__all__ = ["MARKER", "CacheKey", "Source", "applies", "cache_key", "lookup", "mark", "source_of", "update"]
+__all__ = [
+    "MARKER",
+    "CacheKey",
+    "Source",
+    "applies",
+    "cache_key",
+    "lookup",
+    "mark",
+    "note_tier",
+    "source_of",
+    "tier_of",
+    "update",
+]
 
 #: the key of batchain's entry in an answer's ``response_metadata``
 MARKER = "batchain"
@@ -123,6 +138,21 @@ def mark(result: ChatResult, source: Source | None) -> ChatResult:
         message = gen.message.model_copy(update={"response_metadata": meta})
         generations.append(ChatGeneration(message=message, generation_info=gen.generation_info))
     return ChatResult(generations=generations, llm_output=result.llm_output)
+
+
+def note_tier(result: ChatResult, tier: str | None) -> None:
+    """Note in ``result``'s ``llm_output`` the tier a paid call ran at (``batch``,
+    ``realtime``, ``flex``): what ``on_llm_end`` callbacks see, never the message, the
+    stored output or LangChain's cache."""
+    if tier:
+        result.llm_output = {**(result.llm_output or {}), MARKER: {"tier": tier}}
+
+
+def tier_of(llm_output: object) -> str | None:
+    """The tier batchain noted for a paid answer (:func:`note_tier`), or None."""
+    entry = llm_output.get(MARKER) if isinstance(llm_output, dict) else None
+    tier = entry.get("tier") if isinstance(entry, dict) else None
+    return tier if isinstance(tier, str) else None
 
 
 def source_of(message: object) -> str | None:
