@@ -95,6 +95,7 @@ def test_a_tracker_told_no_tier_prices_each_answer_at_its_calls_tier(fast: Sandb
         config={"callbacks": [as_realtime]},
     )  # fmt: skip
     assert as_realtime.requests == 1 and as_realtime.total_cost == job.report().paid > 0
+    assert len(fast.ledger()) == 25 and not fast.duplicates()
 
 
 def test_duplicates_in_batch_mode_are_paid_once(fast: Sandbox, store_path: Path) -> None:
