@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,28 @@ TEST_KEY = "sk-test-0123456789abcdefSECRET"
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store.sqlite"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store's URL: an empty schema of the test server of its own. Skips, with
+    the reason, where no server can be started (under CI, fails instead)."""
+    from tests.pgserver import NoServer, drop_schema, fresh_schema_url
+
+    try:
+        url = fresh_schema_url()
+    except NoServer as exc:
+        if os.environ.get("BATCHAIN_CI"):
+            pytest.fail(f"CI must test the PostgreSQL store: {exc}")
+        pytest.skip(str(exc))
+    yield url
+    drop_schema(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's store lives, once per backend: a SQLite file, a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -376,7 +376,7 @@ def _create_job(
             "letter or digit), so it can be typed on a command line"
         )
     if st.get_job(jid) is not None:
-        raise ValueError(f"job {jid!r} already exists in {st.path}; use Job.open(...).resume()")
+        raise ValueError(f"job {jid!r} already exists in {st.name}; use Job.open(...).resume()")
     now = time.time()
     st.create_job(
         JobRecord(

@@ -71,7 +71,7 @@ class Job:
     ) -> Job:
         st = open_store(store)
         if st.get_job(job_id) is None:
-            raise KeyError(f"no job {job_id!r} in store {st.path}")
+            raise KeyError(f"no job {job_id!r} in store {st.name}")
         return cls(job_id, st, resolve_chain(chain) if chain is not None else None)
 
     # -- state -------------------------------------------------------------------------
@@ -240,4 +240,9 @@ class Job:
 
     @property
     def store_path(self) -> Path:
+        """The file of the job's store (a SQLite store's; see :attr:`Store.name` for any)."""
+        from batchain.store import SQLiteStore
+
+        if not isinstance(self.store, SQLiteStore):
+            raise TypeError(f"store {self.store.name} is not a file")
         return self.store.path

@@ -22,7 +22,7 @@ N = 2000
 
 def _child(
     sb: Sandbox,
-    store: Path,
+    store: Path | str,
     job_id: str,
     action: str,
     *,
@@ -59,7 +59,16 @@ def _child(
     )
 
 
-def _count(store: Path, sql: str) -> int:
+def _count(store: Path | str, sql: str) -> int:
+    if isinstance(store, str):  # a PostgreSQL store's URL
+        import psycopg
+
+        try:
+            with psycopg.connect(store) as pg:
+                row = pg.execute(sql).fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.errors.UndefinedTable:
+            return 0
     if not store.exists():
         return 0
     con = sqlite3.connect(store, timeout=30)
@@ -71,7 +80,7 @@ def _count(store: Path, sql: str) -> int:
         con.close()
 
 
-def _wait_for(store: Path, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(store: Path | str, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while _count(store, sql) < target:
         if proc.poll() is not None:
@@ -160,7 +169,7 @@ BATCH_N = 300
 FAST = dict(batch_validating_s=0.02, batch_processing_s=0.3, batch_finalizing_s=0.02)
 
 
-def _finish(sb: Sandbox, store: Path, job_id: str) -> batchain.Job:
+def _finish(sb: Sandbox, store: Path | str, job_id: str) -> batchain.Job:
     proc = _child(sb, store, job_id, "resume", mode="batch", n=BATCH_N)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err.decode()[-3000:]
@@ -185,9 +194,9 @@ def _finish(sb: Sandbox, store: Path, job_id: str) -> batchain.Job:
         "batch_before_download",
     ],
 )
-def test_batch_sigkill_at_failpoint_then_resume(sandbox: Sandbox, tmp_path: Path, point: str) -> None:
+def test_batch_sigkill_at_failpoint_then_resume(sandbox: Sandbox, any_store: Path | str, point: str) -> None:
     sandbox.configure(**FAST)
-    store = tmp_path / "b.sqlite"
+    store = any_store
     proc = _child(sandbox, store, "job-b", "start", mode="batch", n=BATCH_N, failpoint=point)
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
@@ -201,9 +210,9 @@ COLLECTED = "SELECT COUNT(*) FROM provider_batches WHERE status='collected'"
 
 
 @pytest.mark.parametrize("when", ["polling", "later_round"])
-def test_batch_sigkill_while_waiting_then_resume(sandbox: Sandbox, tmp_path: Path, when: str) -> None:
+def test_batch_sigkill_while_waiting_then_resume(sandbox: Sandbox, any_store: Path | str, when: str) -> None:
     sandbox.configure(**FAST)
-    store = tmp_path / "w.sqlite"
+    store = any_store
     proc = _child(sandbox, store, "job-w", "start", mode="batch", n=BATCH_N)
     if when == "polling":
         _wait_for(store, BATCHES, 1, proc)
@@ -220,7 +229,7 @@ def test_batch_sigkill_while_waiting_then_resume(sandbox: Sandbox, tmp_path: Pat
 BULK_N = 400
 
 
-def _finish_bulk(sb: Sandbox, store: Path, job_id: str, provider: str) -> batchain.Job:
+def _finish_bulk(sb: Sandbox, store: Path | str, job_id: str, provider: str) -> batchain.Job:
     proc = _child(
         sb, store, job_id, "resume", mode="batch", n=BULK_N, chain="bulk_chain.py", provider=provider
     )
@@ -252,10 +261,10 @@ def _finish_bulk(sb: Sandbox, store: Path, job_id: str, provider: str) -> batcha
     ],
 )
 def test_bulk_sigkill_at_failpoint_then_resume(
-    sandbox: Sandbox, tmp_path: Path, point: str, provider: str
+    sandbox: Sandbox, any_store: Path | str, point: str, provider: str
 ) -> None:
     sandbox.configure(**FAST)
-    store = tmp_path / "bulk.sqlite"
+    store = any_store
     proc = _child(
         sandbox,
         store,
@@ -274,9 +283,9 @@ def test_bulk_sigkill_at_failpoint_then_resume(
         assert job.stats["batches_reconciled"] == 1  # found at the provider, not resubmitted
 
 
-def test_bulk_sigkill_while_polling_then_resume(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_bulk_sigkill_while_polling_then_resume(sandbox: Sandbox, any_store: Path | str) -> None:
     sandbox.configure(**FAST)
-    store = tmp_path / "bulkw.sqlite"
+    store = any_store
     proc = _child(sandbox, store, "job-bw", "start", mode="batch", n=BULK_N, chain="bulk_chain.py")
     _wait_for(store, BATCHES, 1, proc)
     proc.send_signal(signal.SIGKILL)

@@ -95,22 +95,22 @@ def prompt(text: str = "Write one line about {topic}.") -> ChatPromptTemplate:
     return ChatPromptTemplate.from_template(text)
 
 
-def test_prompt_model_parser(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_prompt_model_parser(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     chain = prompt() | make_openai(sandbox) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
 
 
-def test_parallel_two_providers(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_parallel_two_providers(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     chain = prompt() | RunnableParallel(
         gpt=make_openai(sandbox) | StrOutputParser(),
         claude=make_anthropic(sandbox) | StrOutputParser(),
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert {e.provider for e in sandbox.ledger()} == {"openai", "anthropic"}
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_branch_routing(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_branch_routing(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     cheap = make_openai(sandbox, "gpt-4o-mini")
     strong = make_openai(sandbox, "gpt-4o")
     chain = (
@@ -120,39 +120,39 @@ def test_branch_routing(sandbox: Sandbox, store_path: Path, mode: str) -> None:
         )
         | StrOutputParser()
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     models = {e.model for e in sandbox.ledger()}
     assert models == {"gpt-4o-mini", "gpt-4o"}
 
 
-def test_fallbacks(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_fallbacks(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     failing = prompt("[[fail:400]] {topic}") | make_openai(sandbox)
     backup = prompt() | make_anthropic(sandbox)
     chain = failing.with_fallbacks([backup]) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert {e.provider for e in sandbox.ledger()} == {"anthropic"}
 
 
-def test_with_retry(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_with_retry(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     chain = prompt() | make_openai(sandbox).with_retry(stop_after_attempt=2) | StrOutputParser()
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
-def test_structured_output_openai(sandbox: Sandbox, store_path: Path, method: str, mode: str) -> None:
+def test_structured_output_openai(sandbox: Sandbox, any_store: str | Path, method: str, mode: str) -> None:
     text = "Invent a person who likes {topic}. Reply in JSON with name and age."
     chain = prompt(text) | make_openai(sandbox).with_structured_output(Person, method=method)
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert all(isinstance(o, Person) for o in job.outputs())
 
 
-def test_structured_output_json_mode(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_structured_output_json_mode(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     model = make_openai(sandbox).with_structured_output(None, method="json_mode")
-    job = run_and_compare(sandbox, prompt("Facts about {topic}, as JSON") | model, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, prompt("Facts about {topic}, as JSON") | model, TOPICS, any_store, mode)
     assert all(isinstance(o, dict) and o for o in job.outputs())
 
 
-def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_structured_output_dict_schema(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     schema = {
         "title": "Pet",
         "type": "object",
@@ -160,29 +160,29 @@ def test_structured_output_dict_schema(sandbox: Sandbox, store_path: Path, mode:
         "required": ["kind", "legs"],
     }
     chain = prompt("A pet for a fan of {topic}") | make_openai(sandbox).with_structured_output(schema)
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert all(set(o) == {"kind", "legs"} for o in job.outputs())
 
 
-def test_structured_output_anthropic(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_structured_output_anthropic(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     chain = prompt("Invent a person who likes {topic}") | make_anthropic(sandbox).with_structured_output(
         Person
     )
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert all(isinstance(o, Person) for o in job.outputs())
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_bind_tools(sandbox: Sandbox, store_path: Path, provider: str, mode: str) -> None:
+def test_bind_tools(sandbox: Sandbox, any_store: str | Path, provider: str, mode: str) -> None:
     model = make_openai(sandbox) if provider == "openai" else make_anthropic(sandbox)
     chain = prompt("What is the weather where {topic} are?") | model.bind_tools([lookup_weather])
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     outs = job.outputs()
     assert all(isinstance(o, AIMessage) and o.tool_calls for o in outs)
     assert outs[0].tool_calls[0]["name"] == "lookup_weather"
 
 
-def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     gpt = make_openai(sandbox)
     claude = make_anthropic(sandbox)
 
@@ -193,11 +193,11 @@ def test_lambdas_calling_models_sync_and_async(sandbox: Sandbox, store_path: Pat
         return str((await claude.ainvoke(f"Shorten: {text}")).content)
 
     chain = RunnableLambda(sync_step) | RunnableLambda(async_step)
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_three_stage_nested_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_three_stage_nested_chain(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     gpt = make_openai(sandbox)
     claude = make_anthropic(sandbox)
     outline = prompt("Outline an essay on {topic}") | gpt | StrOutputParser()
@@ -208,18 +208,18 @@ def test_three_stage_nested_chain(sandbox: Sandbox, store_path: Path, mode: str)
         | RunnablePassthrough.assign(draft=draft)
         | RunnablePassthrough.assign(review=review)
     )
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 3 * len(TOPICS)
 
 
-def test_json_parser_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_json_parser_chain(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     model = make_openai(sandbox, model_kwargs={"response_format": {"type": "json_object"}})
     chain = prompt("Give facts about {topic} as JSON") | model | JsonOutputParser()
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert all(isinstance(o, dict) for o in job.outputs())
 
 
-def test_langgraph_graph(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_langgraph_graph(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     langgraph = pytest.importorskip("langgraph.graph")
     from typing import TypedDict
 
@@ -244,26 +244,28 @@ def test_langgraph_graph(sandbox: Sandbox, store_path: Path, mode: str) -> None:
     graph.add_edge("ideate", "critique")
     graph.add_edge("critique", langgraph.END)
     app = graph.compile()
-    run_and_compare(sandbox, app, TOPICS, store_path, mode)
+    run_and_compare(sandbox, app, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
 # -- the Responses API, streamed calls and embeddings (issue: every model call) -----------------
 
 
-def test_responses_api_text_structured_and_tools(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_responses_api_text_structured_and_tools(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     model = make_openai(sandbox, use_responses_api=True)
     chain = RunnableParallel(
         text=prompt("Tell me about {topic}") | model | StrOutputParser(),
         person=prompt("Invent a person who loves {topic}") | model.with_structured_output(Person),
         tools=prompt("What is the weather where {topic} are?") | model.bind_tools([lookup_weather]),
     )
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 3 * len(TOPICS)
     assert all(isinstance(o["person"], Person) and o["tools"].tool_calls for o in job.outputs())
 
 
-def test_streamed_calls_in_lambdas_and_graph_nodes(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_streamed_calls_in_lambdas_and_graph_nodes(
+    sandbox: Sandbox, any_store: str | Path, mode: str
+) -> None:
     gpt = make_openai(sandbox)
     claude = make_anthropic(sandbox)
 
@@ -274,11 +276,11 @@ def test_streamed_calls_in_lambdas_and_graph_nodes(sandbox: Sandbox, store_path:
         return "".join(str(c.content) for c in claude.stream(f"Shorten: {text}"))
 
     chain = RunnableLambda(astreamed) | RunnableLambda(streamed)
-    run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_embeddings_inside_a_chain(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_embeddings_inside_a_chain(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     from langchain_openai import OpenAIEmbeddings
 
     from tests.conftest import TEST_KEY
@@ -296,11 +298,11 @@ def test_embeddings_inside_a_chain(sandbox: Sandbox, store_path: Path, mode: str
         vectors = await emb.aembed_documents([x["topic"], summary])
         return {"summary": summary, "vectors": vectors}
 
-    run_and_compare(sandbox, RunnableLambda(index), TOPICS, store_path, mode)
+    run_and_compare(sandbox, RunnableLambda(index), TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 2 * len(TOPICS)
 
 
-def test_gemini_beside_openai_and_anthropic(sandbox: Sandbox, store_path: Path, mode: str) -> None:
+def test_gemini_beside_openai_and_anthropic(sandbox: Sandbox, any_store: str | Path, mode: str) -> None:
     genai = pytest.importorskip("langchain_google_genai")
     from tests.conftest import TEST_KEY
 
@@ -314,6 +316,6 @@ def test_gemini_beside_openai_and_anthropic(sandbox: Sandbox, store_path: Path, 
         gemini=prompt("Tell me about {topic}") | gemini | parser,
         person=prompt("Invent a person who loves {topic}") | gemini.with_structured_output(Person),
     )
-    job = run_and_compare(sandbox, chain, TOPICS, store_path, mode)
+    job = run_and_compare(sandbox, chain, TOPICS, any_store, mode)
     assert len(sandbox.ledger()) == 4 * len(TOPICS)
     assert all(isinstance(o["person"], Person) for o in job.outputs())

@@ -382,7 +382,7 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
             f"{last.get('rate_limited', 0):,} rate-limited · "
             f"peak {last.get('peak_in_flight', 0):,} in flight",
         ),
-        ("store", escape(str(job.store_path))),
+        ("store", escape(job.store.name)),
     ]
     rows[5:5] = [(label, escape(text)) for label, text in progress_text(job.progress())[1:]]
     if rec.note:

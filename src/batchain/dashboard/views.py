@@ -122,7 +122,7 @@ class Views:
         """Every job (newest first, at most ``limit``), with counts, cost and finish."""
         now = time.time()
         rows = [self._job_row(rec, now) for rec in self.store.list_jobs(limit)]
-        return {"store": str(self.store.path), "now": now, "jobs": rows}
+        return {"store": self.store.name, "now": now, "jobs": rows}
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """One job's page: its row, progress over time, batches, cost, errors."""

@@ -1,19 +1,34 @@
-"""Durable storage of jobs, items, calls and provider batches."""
+"""Durable storage of jobs, items, calls and provider batches: a SQLite file (the default),
+or a PostgreSQL database that processes on several machines share."""
 
 import os
 
 from batchain.store.base import Store
 from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
-from batchain.store.sqlite import SCHEMA_VERSION, SQLiteStore, default_store_path
+from batchain.store.schema import SCHEMA_VERSION
+from batchain.store.sqlite import SQLiteStore, default_store_path
 
-#: a store, or where to open one (None: the default store)
+#: a store, or where to open one: a file's path, a ``postgresql://`` URL (None: the
+#: default store, ``$BATCHAIN_STORE`` or ``~/.batchain/store.sqlite``)
 StoreArg = Store | str | os.PathLike[str] | None
 
 
+def is_postgres_url(value: object) -> bool:
+    """Is ``value`` a PostgreSQL URL (``postgresql://...``)?"""
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(store: StoreArg) -> Store:
-    """A store given as one, or opened from its path (None: the default store)."""
+    """A store given as one, or opened from its path or URL (None: the default store)."""
     if isinstance(store, Store):
         return store
+    if store is None and is_postgres_url(os.environ.get("BATCHAIN_STORE")):
+        store = os.environ["BATCHAIN_STORE"]
+    if is_postgres_url(store):
+        from batchain.store.postgres import PostgresStore  # psycopg: an extra
+
+        assert isinstance(store, str)
+        return PostgresStore(store)
     return SQLiteStore(store)
 
 
@@ -27,5 +42,6 @@ __all__ = [
     "StoreArg",
     "Usage",
     "default_store_path",
+    "is_postgres_url",
     "open_store",
 ]

@@ -14,7 +14,6 @@ import socket
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from batchain.errors import LeaseLost, StoreError
@@ -49,8 +48,8 @@ def lease_owner() -> str:
 class Store(Protocol):
     """Jobs, items, calls and provider batches, durably."""
 
-    #: where the store lives (a file for SQLite), for messages
-    path: Path
+    #: where the store lives, for messages: a file's path, a database URL without its password
+    name: str
     #: opened for reading only (writes raise StoreError)
     read_only: bool
 

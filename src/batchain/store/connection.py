@@ -42,19 +42,24 @@ import shutil
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from batchain.errors import StoreError
 from batchain.store.checkpoint import Checkpointer
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "Conn",
+    "Cursor",
     "SharedConnection",
+    "Where",
     "Writer",
     "busy_timeout_s",
     "call_in",
+    "file_store",
     "problem",
     "running_loop",
 ]
@@ -89,7 +94,7 @@ def _disk_full(path: Path, code: int) -> bool:
         return False
 
 
-def problem(path: Path, exc: sqlite3.Error) -> StoreError:
+def problem(path: Path, exc: Exception) -> StoreError:
     """What went wrong with the store at ``path``, as one line naming the file."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
     why = str(exc)
@@ -142,10 +147,55 @@ def _settle(waiter: asyncio.Future[BaseException | None], outcome: BaseException
         loop.call_soon_threadsafe(_settle, waiter, outcome)
 
 
+class Cursor(Protocol):
+    """What a statement gives back: the DB-API cursor's part the stores use."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """A database connection as the stores use it: :class:`sqlite3.Connection`, or the
+    PostgreSQL store's (:class:`batchain.store.postgres.PgConnection`), which speaks the
+    same SQL through its dialect."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a store lives, as its shared connection needs to know it."""
+
+    #: one shared connection per key (and read-only flag) per process
+    key: str
+    #: a file (SQLite): its identity is checked on open, its WAL checkpointed by a thread
+    path: Path | None
+    #: the driver's errors: a statement raising one fails the open transaction
+    errors: tuple[type[Exception], ...]
+    #: one line naming the store for such an error
+    describe: Callable[[Exception], StoreError]
+
+
+def file_store(path: Path) -> Where:
+    """A SQLite file."""
+    return Where(str(path.resolve()), path, (sqlite3.Error,), lambda exc: problem(path, exc))
+
+
 class Writer(Protocol):
     """A store writing through the shared connection."""
 
-    def on_begin(self, conn: sqlite3.Connection) -> None:
+    def on_begin(self, conn: Conn) -> None:
         """A write transaction began, holding the write lock (its lease fences are checked)."""
         ...
 
@@ -154,8 +204,10 @@ class Writer(Protocol):
         ...
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path | None) -> tuple[int, int] | None:
     """Which file is at ``path`` now (a store deleted and made again is another file)."""
+    if path is None:
+        return None
     try:
         st = os.stat(path)
     except OSError:
@@ -168,27 +220,28 @@ _OPEN_LOCK = threading.Lock()
 
 
 class SharedConnection:
-    """The process's connection to one store file, its lock and its write transaction.
+    """The process's connection to one store (a file, or a database), its lock and its
+    write transaction.
 
     Stores hold it while they are open (:meth:`open`/:meth:`release`); it closes when the
     last one closes, or when none refers to it any more."""
 
-    def __init__(
-        self, path: Path, conn: sqlite3.Connection, key: tuple[str, bool], *, checkpoints: bool = False
-    ) -> None:
-        self.path = path
+    def __init__(self, where: Where, conn: Conn, key: tuple[str, bool], *, checkpoints: bool = False) -> None:
+        self.where = where
         self.conn = conn
+        #: the driver's errors (see :attr:`Where.errors`)
+        self.errors = where.errors
         self._key = key
         #: the thread that copies the WAL into the file (a writable shared connection's);
         #: told to stop when this closes, or when nothing refers to this any more
-        self._checkpointer = Checkpointer(path) if checkpoints else None
+        self._checkpointer = Checkpointer(where.path) if checkpoints and where.path is not None else None
         if self._checkpointer is not None:
             weakref.finalize(self, self._checkpointer.stop, wait=False)
         #: one statement at a time, from any thread; a store method holds it throughout
         self.lock = threading.RLock()
         self._refs = 0
         self._closed = False
-        self._identity = _identity(path)
+        self._identity = _identity(where.path)
         #: stores whose lease fences are checked as a transaction begins
         self._fenced: weakref.WeakSet[Writer] = weakref.WeakSet()
         #: stores that wrote in the open transaction
@@ -205,35 +258,35 @@ class SharedConnection:
     @classmethod
     def open(
         cls,
-        path: Path,
+        where: Where,
         read_only: bool,
-        connect: Callable[[], sqlite3.Connection],
-        prepare: Callable[[sqlite3.Connection], None],
+        connect: Callable[[], Conn],
+        prepare: Callable[[Conn], None],
         *,
         private: bool = False,
     ) -> SharedConnection:
-        """The open connection to the file at ``path``, or a new one (``connect``, then
+        """The open connection to the store ``where``, or a new one (``connect``, then
         ``prepare`` once: checks, settings, migrations); ``private``: always a new one, that
         no other store shares."""
-        key = (str(path.resolve()), read_only)
+        key = (where.key, read_only)
         if private:
-            own = cls._new(path, key, connect, prepare)
+            own = cls._new(where, key, connect, prepare)
             own._refs = 1
             return own
         with _OPEN_LOCK:
             shared = _OPEN.get(key)
-            if shared is None or shared._identity != _identity(path):
-                shared = _OPEN[key] = cls._new(path, key, connect, prepare, checkpoints=not read_only)
+            if shared is None or shared._identity != _identity(where.path):
+                shared = _OPEN[key] = cls._new(where, key, connect, prepare, checkpoints=not read_only)
             shared._refs += 1
             return shared
 
     @classmethod
     def _new(
         cls,
-        path: Path,
+        where: Where,
         key: tuple[str, bool],
-        connect: Callable[[], sqlite3.Connection],
-        prepare: Callable[[sqlite3.Connection], None],
+        connect: Callable[[], Conn],
+        prepare: Callable[[Conn], None],
         *,
         checkpoints: bool = False,
     ) -> SharedConnection:
@@ -245,7 +298,7 @@ class SharedConnection:
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, key, checkpoints=checkpoints)
+        return cls(where, conn, key, checkpoints=checkpoints)
 
     def release(self) -> None:
         """A store closed: commit, and close the connection once no store holds it."""
@@ -287,13 +340,13 @@ class SharedConnection:
             if not self._watchers:
                 self.failure = None  # no run builds on the undone writes any more
 
-    def failed(self, exc: sqlite3.Error, by: Writer | None = None) -> StoreError:
+    def failed(self, exc: Exception, by: Writer | None = None) -> StoreError:
         """A statement of ``by`` failed (holding :attr:`lock`): undo the whole open
         transaction (SQLite may have undone only the statement); tell whoever awaits its
         commit, and every other store that wrote in it; while runs watch the file, tell
         them all and refuse every later write. Returns the error, for ``by`` to raise."""
-        error = problem(self.path, exc)
-        with contextlib.suppress(sqlite3.Error):
+        error = self.where.describe(exc)
+        with contextlib.suppress(*self.errors):
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
         self._settle_waiters(error)
@@ -325,7 +378,7 @@ class SharedConnection:
                 self.conn.execute("BEGIN IMMEDIATE")
                 for store in list(self._fenced):
                     store.on_begin(self.conn)
-            except sqlite3.Error as exc:
+            except self.errors as exc:
                 raise self.failed(exc, writer) from None
             except BaseException:
                 self.rollback()
@@ -340,7 +393,7 @@ class SharedConnection:
                 return
             try:
                 self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except self.errors as exc:
                 raise self.failed(exc, by) from None
             self._writers.clear()
             self._settle_waiters(None)
