@@ -170,7 +170,7 @@ def test_the_jobs_table_keeps_every_count_whole_at_any_width(tmp_path: Path, wid
     )
     counts = {"succeeded": 1_234_567, "failed": 12_345, "total": 1_246_912}
     out = Console(width=width, record=True, file=io.StringIO())
-    out.print(jobs_table([(rec, counts)], tmp_path / "store.sqlite", width))
+    out.print(jobs_table([(rec, counts)], str(tmp_path / "store.sqlite"), width))
     text = out.export_text()
     assert all(len(line) <= width for line in text.splitlines()), text
     for cell in (rec.id, "completed", "realtime", "1,234,567", "12,345", "1,246,912"):

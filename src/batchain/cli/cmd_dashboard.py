@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from batchain.cli.app import CliError
-from batchain.cli.common import resolve_store
+from batchain.cli.common import resolve_store, store_name
 from batchain.cli.options import StoreOpt
 from batchain.cli.render import err_console
 
@@ -34,7 +34,7 @@ def dashboard(
     path = resolve_store(store, must_exist=True)
 
     def ready(url: str) -> None:
-        err_console().print(f"dashboard of {escape(str(path))} at {url} (Ctrl-C to stop)")
+        err_console().print(f"dashboard of {escape(store_name(path))} at {url} (Ctrl-C to stop)")
 
     try:
         serve(path, host=host, port=port, on_ready=ready)

@@ -19,7 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from batchain.cli.app import EXIT_FAILED, EXIT_OK, CliError
-from batchain.cli.common import check_output, item_costs, open_job, resolve_store, with_chain
+from batchain.cli.common import (
+    check_output,
+    item_costs,
+    open_job,
+    resolve_store,
+    store_exists,
+    store_name,
+    with_chain,
+)
 from batchain.cli.datafiles import OutputError, ResultWriter
 from batchain.cli.options import JobArg, StoreOpt
 from batchain.cli.render import (
@@ -69,13 +77,14 @@ def jobs(
     ] = False,
 ) -> None:
     """List the jobs in the store, newest first."""
-    from batchain.store import SQLiteStore
+    from batchain.store import open_store
 
-    path = resolve_store(store, must_exist=False)
-    if not path.is_file():
-        err_console().print(f"no jobs yet (no store at {escape(str(path))})")
+    where = resolve_store(store, must_exist=False)
+    name = store_name(where)
+    if not store_exists(where):
+        err_console().print(f"no jobs yet (no store at {escape(name)})")
         return
-    with SQLiteStore(path) as st:
+    with open_store(where) as st:
         records = st.list_jobs(limit)
         rows = [(rec, _counts(st.item_counts(rec.id))) for rec in records]
     if as_json:
@@ -83,11 +92,11 @@ def jobs(
             print(json.dumps(job_summary(rec, counts)))
         return
     if not rows:
-        err_console().print(f"no jobs in {escape(str(path))}")
+        err_console().print(f"no jobs in {escape(name)}")
         return
     # piped output gets room for the whole table instead of rich's 80-column default
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(jobs_table(rows, path, console.width))
+    console.print(jobs_table(rows, name, console.width))
 
 
 def _counts(raw: dict[str, int]) -> dict[str, int]:
@@ -197,19 +206,20 @@ def compact(
     responses (the cache, which later jobs reuse), cost reports, usage. A job that is not
     finished is left alone. Exit code: 0, or 1 if a named job could not be compacted.
     """
-    from batchain.store import SQLiteStore
+    from batchain.store import open_store
 
-    path = resolve_store(store, must_exist=True)
+    where = resolve_store(store, must_exist=True)
+    name = store_name(where)
     err = err_console()
     skipped = 0
-    with SQLiteStore(path) as st:
+    with open_store(where) as st:
         before = st.size()
         ids = job_ids or [rec.id for rec in st.list_jobs(limit=None)]
         for job_id in ids:
             try:
                 done = st.compact_job(job_id)
             except KeyError:
-                raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
+                raise CliError(f"no job {job_id!r} in {name} (see `batchain jobs --store {name}`)") from None
             if done.compacted:
                 dropped = f"{done.waits:,} waits, {done.requests:,} request bodies dropped"
                 err.print(escape(f"{job_id}: compacted ({dropped})"))
@@ -219,7 +229,7 @@ def compact(
         if vacuum:
             st.vacuum()
         after = st.size()
-    err.print(f"store {escape(str(path))}: {_mb(before)} before, {_mb(after)} after")
+    err.print(f"store {escape(name)}: {_mb(before)} before, {_mb(after)} after")
     raise typer.Exit(EXIT_FAILED if skipped else EXIT_OK)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from batchain.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from batchain.cli.common import (
+    Where,
     check_output,
     counted,
     input_ref,
@@ -25,6 +25,7 @@ from batchain.cli.common import (
     output_target,
     reopen_input,
     resolve_store,
+    store_exists,
     with_chain,
 )
 from batchain.cli.datafiles import InputError, InputReader, OutputError, ResultWriter
@@ -277,7 +278,7 @@ def _launch(
     input: str,
     *,
     output: str | None,
-    store: Path | None,
+    store: str | None,
     limit: int | None,
     fmt: Format | None,
     job_id: str | None,
@@ -446,23 +447,21 @@ def _check_priority(priority: str | None, priority_field: str | None) -> None:
         ) from None
 
 
-def _ensure_new_job(store_path: Path, job_id: str) -> None:
-    if not store_path.is_file():
+def _ensure_new_job(store_path: Where, job_id: str) -> None:
+    if not store_exists(store_path):
         return
-    from batchain.store import SQLiteStore
+    from batchain.store import open_store
 
-    with SQLiteStore(store_path) as st:
+    with open_store(store_path) as st:
         if st.get_job(job_id) is not None:
-            raise CliError(
-                f"job {job_id!r} already exists in {store_path}; continue it with `batchain resume`"
-            )
+            raise CliError(f"job {job_id!r} already exists in {st.name}; continue it with `batchain resume`")
 
 
-def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
+def _run_guarded(job_id: str, store_path: Where, start: Any) -> tuple[Job, bool]:
     """Run the job; errors raised before it starts are usage errors (mode, options)."""
     from batchain.engine.lifecycle import JobBusy
     from batchain.errors import StoreError
-    from batchain.store import SQLiteStore
+    from batchain.store import open_store
 
     try:
         return _start_job(job_id, store_path, start)
@@ -477,7 +476,7 @@ def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
             EXIT_FAILED,
         ) from None
     except BatchUnsupportedError as exc:
-        with SQLiteStore(store_path) as st:
+        with open_store(store_path) as st:
             job = st.get_job(job_id)
         if job is None or job.n_items == 0:  # refused before anything was submitted
             raise CliError(exc.explain(cli=True), whole=True) from None
@@ -490,14 +489,14 @@ def _run_guarded(job_id: str, store_path: Path, start: Any) -> tuple[Job, bool]:
             f"{exc}; the job {job_id} stopped, fix the input and `batchain resume {job_id} INPUT`"
         ) from None
     except (ValueError, RuntimeError) as exc:
-        with SQLiteStore(store_path) as st:
+        with open_store(store_path) as st:
             job = st.get_job(job_id)
         if job is None or job.n_items == 0:  # refused before any item ran: mode, options
             raise CliError(str(exc)) from None
         raise
 
 
-def _start_job(job_id: str, store: Path, start: Any) -> tuple[Job, bool]:
+def _start_job(job_id: str, store: Where, start: Any) -> tuple[Job, bool]:
     """Run ``start()`` (which runs the job); ``(job, interrupted)``. Ctrl-C pauses the job."""
     from batchain.job import Job
 
@@ -619,7 +618,7 @@ def _continue(
         else:
             job.resume(values, progress=not quiet, **options)
 
-    done, interrupted = _run_guarded(job.id, job.store_path, start)
+    done, interrupted = _run_guarded(job.id, job.store.location, start)
     code = _report(
         done,
         reader=reader,

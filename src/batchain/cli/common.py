@@ -25,29 +25,52 @@ if TYPE_CHECKING:
     from batchain.job import Job
 
 
-def resolve_store(store: Path | None, *, must_exist: bool) -> Path:
-    """The store file: --store, else $BATCHAIN_STORE, else ~/.batchain/store.sqlite."""
-    from batchain.store import default_store_path
+#: where a store is: a SQLite file, or a PostgreSQL URL (which may hold a password)
+Where = Path | str
 
-    path = (store or default_store_path()).expanduser()
+
+def resolve_store(store: str | None, *, must_exist: bool) -> Where:
+    """The store: --store, else $BATCHAIN_STORE, else ~/.batchain/store.sqlite."""
+    from batchain.store import default_store_path, is_postgres_url
+
+    given = store or os.environ.get("BATCHAIN_STORE")
+    if is_postgres_url(given):
+        assert given is not None
+        return given
+    path = Path(store).expanduser() if store else default_store_path().expanduser()
     if must_exist and not path.is_file():
         raise CliError(f"no job store at {path} (pass --store or set BATCHAIN_STORE)")
     return path
 
 
-def open_job(job_id: str, store: Path | None) -> Job:
+def store_exists(where: Where) -> bool:
+    """Is there a store (a database always is: it says itself which jobs it has)?"""
+    return isinstance(where, str) or where.is_file()
+
+
+def store_name(where: Where) -> str:
+    """How messages name the store: a file's path, a URL without its password."""
+    if isinstance(where, str):
+        from batchain.store.postgres import redacted
+
+        return redacted(where)
+    return str(where)
+
+
+def open_job(job_id: str, store: str | None) -> Job:
     """The job, without its chain (see :func:`with_chain`); no such job is a usage error."""
     from batchain.job import Job
 
-    path = resolve_store(store, must_exist=False)
-    if not path.is_file():
+    where = resolve_store(store, must_exist=False)
+    name = store_name(where)
+    if not store_exists(where):
         raise CliError(
-            f"no job {job_id!r}: there is no job store at {path} (pass --store or set BATCHAIN_STORE)"
+            f"no job {job_id!r}: there is no job store at {name} (pass --store or set BATCHAIN_STORE)"
         )
     try:
-        return Job.open(job_id, store=path)
+        return Job.open(job_id, store=where)
     except KeyError:
-        raise CliError(f"no job {job_id!r} in {path} (see `batchain jobs --store {path}`)") from None
+        raise CliError(f"no job {job_id!r} in {name} (see `batchain jobs --store {name}`)") from None
 
 
 def is_yaml(ref: str) -> bool:

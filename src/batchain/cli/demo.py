@@ -58,7 +58,7 @@ _UNKNOWN: Final = "?"
 
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
-    store: Path
+    store: Path | str
     n: int = 200
     compare: int = 50
     force_sandbox: bool = False
@@ -334,9 +334,12 @@ def run_demo(options: DemoOptions, console: Console) -> int:
             jobs.append(_batch(p, rows, options, console, jobs[0]))
     console.rule()
     ids = " ".join(j.id for j in jobs)
-    at = f" --store {options.store}"
+    from batchain.cli.common import store_name
+
+    name = store_name(options.store)  # a URL's password is never shown
+    at = f" --store {name}"
     console.print(
-        f"the demo's own store: {options.store} · see the jobs: batchain jobs{at} · "
+        f"the demo's own store: {name} · see the jobs: batchain jobs{at} · "
         f"batchain status {jobs[0].id}{at} · the bill: batchain report {jobs[-1].id}{at}"
     )
     console.print(f"demo jobs: {ids}")

@@ -31,10 +31,11 @@ class Format(StrEnum):
 # -- options of several commands ----------------------------------------------------------------
 
 StoreOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--store",
-        help="The job store (SQLite file). Default: $BATCHAIN_STORE, else ~/.batchain/store.sqlite.",
+        help="The job store: a SQLite file, or a postgresql:// URL. Default: $BATCHAIN_STORE, "
+        "else ~/.batchain/store.sqlite.",
         show_default=False,
     ),
 ]

@@ -303,7 +303,7 @@ _JOBS_LAYOUTS: Final = (
 )
 
 
-def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, width: int | None = None) -> Table:
+def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: str, width: int | None = None) -> Table:
     """The jobs as a table; ``width`` (the terminal's columns) picks the widest layout that
     fits, so no column is squeezed to nothing (the chain column, which folds, needs
     :data:`_CHAIN_ROOM` columns)."""
@@ -318,9 +318,9 @@ def jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, width: int | 
     return _jobs_table(rows, path, layout)
 
 
-def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: Path, layout: _JobsLayout) -> Table:
+def _jobs_table(rows: list[tuple[Any, dict[str, int]]], path: str, layout: _JobsLayout) -> Table:
     table = Table(
-        title=f"jobs in {escape(str(path))}",
+        title=f"jobs in {escape(path)}",
         title_justify="left",
         box=layout.box,
         pad_edge=layout.box is not None,

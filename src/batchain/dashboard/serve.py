@@ -1,4 +1,4 @@
-"""Serve the dashboard over a store file until interrupted."""
+"""Serve the dashboard over a store (a file, a PostgreSQL database) until interrupted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,22 @@ from pathlib import Path
 import uvicorn
 
 from batchain.dashboard.app import create_app
+from batchain.store import Store, is_postgres_url
 from batchain.store.sqlite import SQLiteStore
 
 __all__ = ["serve"]
+
+
+def _read_only(store: str | Path) -> tuple[Store, Store]:
+    """The store, read-only, twice: for the page, and on a connection of its own for the
+    cost reports (long reads that must not hold up the page's)."""
+    if is_postgres_url(store):
+        from batchain.store.postgres import PostgresStore
+
+        assert isinstance(store, str)
+        return PostgresStore(store, read_only=True), PostgresStore(store, read_only=True, own_connection=True)
+    path = Path(store).expanduser().resolve()
+    return SQLiteStore(path, read_only=True), SQLiteStore(path, read_only=True, own_connection=True)
 
 
 def serve(
@@ -23,9 +36,7 @@ def serve(
 ) -> None:
     """Serve the dashboard of ``store`` (opened read-only: the page changes nothing) at
     ``host:port`` (port 0: a free one) until Ctrl-C; ``on_ready`` gets its URL."""
-    path = Path(store).expanduser().resolve()
-    st = SQLiteStore(path, read_only=True)
-    reports = SQLiteStore(path, read_only=True, own_connection=True)
+    st, reports = _read_only(store)
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

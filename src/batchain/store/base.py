@@ -14,7 +14,8 @@ import socket
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, Self, runtime_checkable
 
 from batchain.errors import LeaseLost, StoreError
 from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus, LinkSource, PrefixStatus
@@ -50,6 +51,8 @@ class Store(Protocol):
 
     #: where the store lives, for messages: a file's path, a database URL without its password
     name: str
+    #: where to open it again (a file's path, or its URL, credentials included: never shown)
+    location: Path | str
     #: opened for reading only (writes raise StoreError)
     read_only: bool
 
@@ -75,6 +78,10 @@ class Store(Protocol):
     def unwatch(self, job_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def create_job(self, job: JobRecord) -> None: ...
 

@@ -224,6 +224,7 @@ class PostgresStore(SQLStore):
         if own_connection and not read_only:
             raise ValueError("own_connection is for read-only stores: writers share one connection")
         self.url = url
+        self.location = url
         self.name = redacted(url)
         self.read_only = read_only
         psycopg = _psycopg()

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
 from batchain.errors import LeaseLost, StoreError
@@ -241,6 +242,8 @@ class SQLStore:
 
     #: where the store lives, for messages (a file's path, a URL without its password)
     name: str
+    #: where to open it again (a file's path, or its URL, credentials included: never shown)
+    location: Path | str
     #: opened for reading only (writes raise StoreError)
     read_only: bool
     _db: SharedConnection

@@ -181,6 +181,7 @@ class SQLiteStore(SQLStore):
         process's shared one, so its long reads (a cost report) hold up no other store."""
         self.path = Path(path) if path is not None else default_store_path()
         self.name = str(self.path)
+        self.location = self.path
         self.read_only = read_only if read_only is not None else not _writable(self.path)
         if own_connection and not self.read_only:
             raise ValueError("own_connection is for read-only stores: writers share one connection")
