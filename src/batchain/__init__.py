@@ -25,6 +25,9 @@ _EXPORTS = {
     "aas_completed": "batchain.api",
     "wrap": "batchain.wrapped",
     "WrappedChain": "batchain.wrapped",
+    "work": "batchain.worker",
+    "awork": "batchain.worker",
+    "WorkReport": "batchain.worker",
     "estimate": "batchain.cost.estimate",
     "aestimate": "batchain.cost.estimate",
     "Estimate": "batchain.cost.estimate",
@@ -109,6 +112,7 @@ __all__ = [
     "UnpricedModel",
     "Unserializable",
     "Usage",
+    "WorkReport",
     "WrappedChain",
     "YamlChainError",
     "__version__",
@@ -117,11 +121,13 @@ __all__ = [
     "arun",
     "as_completed",
     "asubmit",
+    "awork",
     "default_store_path",
     "estimate",
     "register_adapter",
     "run",
     "submit",
+    "work",
     "wrap",
 ]
 
@@ -164,6 +170,7 @@ if TYPE_CHECKING:
     from batchain.providers.registry import register_adapter
     from batchain.states import CallStatus, ItemStatus, JobStatus
     from batchain.store import SQLiteStore, Usage, default_store_path
+    from batchain.worker import WorkReport, awork, work
     from batchain.wrapped import WrappedChain, wrap
 
 

@@ -46,6 +46,7 @@ from batchain.cli.cmd_dashboard import dashboard
 from batchain.cli.cmd_jobs import cancel, compact, jobs, results, status
 from batchain.cli.cmd_run import resume, retry, run, submit, wait
 from batchain.cli.cmd_sandbox import demo, sandbox_serve
+from batchain.cli.cmd_worker import worker
 from batchain.cli.common import remember_keys
 from batchain.cli.render import one_line
 from batchain.errors import StoreError
@@ -75,6 +76,7 @@ app.command()(status)
 app.command()(results)
 app.command("report")(report)
 app.command()(compact)
+app.command()(worker)
 # `batchain cost` was this command's first name
 app.command("cost", hidden=True, help="The same as `batchain report` (its former name).")(report)
 app.command()(estimate)

@@ -1,0 +1,109 @@
+"""``batchain worker``: workers share a store's jobs, one job in one worker at a time, and
+when a worker is killed the others finish its jobs from the store: every item ends with
+one result, and no request is billed twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from batchain.sandbox import Sandbox
+from batchain.states import JobStatus
+from batchain.store import open_store
+from tests.cli.conftest import Cli
+
+N = 40
+
+#: two model calls per item: two rounds of provider batches per job
+CHAIN = """
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_openai import ChatOpenAI
+
+model = ChatOpenAI(model="gpt-4o-mini")
+chain = (
+    ChatPromptTemplate.from_template("Summarise note {id}: {text}")
+    | model
+    | StrOutputParser()
+    | (lambda summary: {"summary": summary})
+    | ChatPromptTemplate.from_template("Title for: {summary}")
+    | model
+    | StrOutputParser()
+)
+"""
+
+
+def _lease_pid(store: str | Path, job_id: str) -> int | None:
+    with open_store(store) as st:
+        rows = st._read("SELECT lease_owner FROM jobs WHERE id=?", (job_id,))  # type: ignore[attr-defined]
+    owner = rows[0][0] if rows else None
+    return int(owner.rpartition(":")[2]) if owner else None
+
+
+def test_workers_share_jobs_and_finish_a_killed_ones(
+    cli: Cli, cli_sandbox: Sandbox, any_store: str | Path, tmp_path: Path
+) -> None:
+    cli_sandbox.configure(batch_processing_s=1.0)
+    chain = tmp_path / "two_stage.py"
+    chain.write_text(CHAIN)
+    env = dict(cli.env, BATCHAIN_STORE=str(any_store), BATCHAIN_LEASE_S="2")
+    on = Cli(env=env, cwd=cli.cwd, store=Path("unused"))
+
+    ids = []
+    for k in range(2):  # each returns once its first round is at the provider
+        data = tmp_path / f"notes{k}.jsonl"
+        data.write_text(
+            "".join(json.dumps({"id": i, "text": f"note {i} of set {k}"}) + "\n" for i in range(N))
+        )
+        submitted = on("submit", f"{chain}:chain", str(data), "--poll-interval", "0.1")
+        assert submitted.returncode == 0, submitted.stderr
+        ids.append(submitted.stdout.strip())
+
+    workers = [on.popen("worker", "--until-idle", "--poll-interval", "0.2") for _ in range(2)]
+    try:
+        # both jobs are taken, each by one worker; kill the worker that holds the first
+        deadline = time.monotonic() + 60
+        while (holder := _lease_pid(any_store, ids[0])) not in {w.pid for w in workers}:
+            assert time.monotonic() < deadline, "no worker took the job"
+            time.sleep(0.05)
+        victim = next(w for w in workers if w.pid == holder)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        survivor = next(w for w in workers if w is not victim)
+        _, err = survivor.communicate(timeout=120)
+        assert survivor.returncode == 0, err
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+    assert "worker done: jobs run to their end:" in err and ids[0] in err
+    with open_store(any_store) as st:
+        for job_id in ids:
+            record = st.get_job(job_id)
+            assert record is not None and record.status == JobStatus.COMPLETED, (job_id, record.note, err)
+            assert st.item_counts(job_id) == {"succeeded": N}
+    ledger = cli_sandbox.ledger()
+    assert len(ledger) == 2 * 2 * N, "every call of both jobs billed once"
+    assert not cli_sandbox.duplicates(), "a request was billed twice"
+    assert {e.tier for e in ledger} == {"batch"}
+
+
+def test_a_worker_passes_over_a_job_whose_chain_it_cannot_load(
+    cli: Cli, cli_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    chain = tmp_path / "gone.py"
+    chain.write_text(CHAIN)
+    data = tmp_path / "notes.jsonl"
+    data.write_text(json.dumps({"id": 1, "text": "t"}) + "\n")
+    submitted = cli("submit", f"{chain}:chain", str(data), "--poll-interval", "0.1")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    chain.unlink()  # not on this "machine"
+    done = cli("worker", "--until-idle", "--poll-interval", "0.1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"{job_id}: not run here: cannot load chain" in done.stderr
+    assert "jobs run to their end: none" in done.stderr
