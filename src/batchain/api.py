@@ -24,7 +24,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from batchain._sync import iterate_sync, run_sync
 from batchain.chains.inspection import check_batchable, check_priced
 from batchain.chains.ref import resolve_chain
-from batchain.engine.lifecycle import Purpose
+from batchain.engine.inputs import Inputs
+from batchain.engine.lifecycle import Purpose, RunControl
 from batchain.engine.results import ItemEvent, ItemListener
 from batchain.engine.session import execute, expected_total, pricebook_for
 from batchain.errors import InvalidOption
@@ -188,7 +189,9 @@ def submit(chain: Runnable[Any, Any] | str, inputs: Iterable[Any], **kwargs: Any
     """Start a batch job and return once its first round is at the provider.
 
     Later, from any process: ``Job.open(job.id).poll()`` advances it once without blocking,
-    ``.wait()`` runs it to the end.
+    ``.wait()`` runs it to the end. In another mode (``mode="realtime"``, ``"auto"``,
+    ``"flex"``) the job is queued: its inputs are stored, nothing runs, and a worker
+    (:func:`batchain.work`, ``batchain worker``) or ``.wait()`` runs it.
     """
     return run_sync(asubmit(chain, inputs, **kwargs))
 
@@ -198,12 +201,11 @@ async def asubmit(
 ) -> Job:
     kwargs.setdefault("mode", Mode.BATCH)
     kwargs.setdefault("progress", False)
-    if kwargs["mode"] != Mode.BATCH:
-        raise InvalidOption("submit() is for batch mode; use run() for realtime")
     store, job_id = kwargs.pop("store", None), kwargs.pop("job_id", None)
     refs = _Refs(kwargs.pop("chain_ref", None), kwargs.pop("input_ref", None))
     opts = _options(kwargs)
-    return await _start(chain, inputs, opts, store, job_id, refs, until="submitted")
+    until = "submitted" if opts.mode == Mode.BATCH else "stored"
+    return await _start(chain, inputs, opts, store, job_id, refs, until=until)
 
 
 _OPTION_NAMES = {
@@ -401,6 +403,9 @@ async def _execute(
     *,
     until: str | None = None,
 ) -> JobStatus:
+    if until == "stored":  # queued for a worker: the inputs only
+        await Inputs(job.store, job.id, RunControl(), store_first=True).store_all(inputs or ())
+        return job.status
     purpose = Purpose.SUBMIT if until == "submitted" else Purpose.FINISH
     return await execute(
         job.store,

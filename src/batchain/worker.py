@@ -197,7 +197,7 @@ class _Shift:
             return found
         if not ref:
             self.report.passed_over[job_id] = (
-                "no recorded chain reference (started from Python with a chain object)"
+                "no chain reference recorded (started from Python with a chain object)"
             )
             return None
         try:

@@ -122,9 +122,19 @@ def test_submit_then_wait_results_report_in_other_processes(
         assert needle in table.stdout, needle
     assert len(cli_sandbox.ledger()) == 3
 
-    realtime = cli("submit", EXTRACT, str(data), "--mode", "realtime")
-    assert realtime.returncode == 2
-    assert_one_line_error(realtime, "batchain run --mode realtime")
+    # a realtime job is queued: its inputs stored, nothing run until a worker takes it
+    queued = cli("submit", EXTRACT, str(data), "--mode", "realtime")
+    assert queued.returncode == 0, queued.stderr
+    realtime_id = queued.stdout.strip()
+    assert "queued (realtime mode)" in queued.stderr and len(cli_sandbox.ledger()) == 3
+    worked = cli("worker", "--until-idle", "--poll-interval", "0.1")
+    assert worked.returncode == 0, worked.stderr
+    assert f"{job_id} completed" not in worked.stderr  # the batch job was done already
+    assert f"{realtime_id} completed" in worked.stderr
+    # its calls are the batch job's: answered from the store, not paid again
+    assert len(cli_sandbox.ledger()) == 3 and not cli_sandbox.duplicates()
+    status_rt = json.loads(cli.here("status", realtime_id, "--json").stdout)  # 1: an item failed
+    assert status_rt["counts"]["succeeded"] == 3 and status_rt["status"] == "completed"
 
 
 def test_submit_then_wait_prime_the_prompt_cache_across_processes(

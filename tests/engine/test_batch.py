@@ -212,3 +212,24 @@ def test_submit_stores_every_input_so_wait_needs_none(fast: Sandbox, any_store: 
     again.wait()  # no inputs passed: they are all in the store
     assert again.counts["succeeded"] == 25
     assert len(fast.ledger()) == 25 and not fast.duplicates()
+
+
+@pytest.mark.parametrize("path", ["bulk", "ordinary"])
+def test_an_identical_job_submitted_meanwhile_waits_on_the_first_ones_batches(
+    fast: Sandbox, any_store: str | Path, path: str
+) -> None:
+    """Its calls are the first job's, already at the provider: it waits for those batches
+    (status waiting, not paused), and both end with every call billed once."""
+    fast.configure(batch_processing_s=0.5)
+    chain = chain_for(fast)
+    if path == "ordinary":  # a second model step: the chain's items go the ordinary way
+        chain = chain | (lambda s: {"x": s}) | chain_for(fast)  # type: ignore[operator]
+    inputs = [{"x": i} for i in range(12)]
+    first = batchain.submit(chain, inputs, store=any_store, poll_min=0.02)  # type: ignore[arg-type]
+    second = batchain.submit(chain, inputs, store=any_store, poll_min=0.02)  # type: ignore[arg-type]
+    assert first.status == second.status == batchain.JobStatus.WAITING, second.record.note
+    assert second.wait(progress=False).counts["succeeded"] == 12
+    assert first.wait(progress=False).counts["succeeded"] == 12
+    assert first.outputs() == second.outputs()
+    stages = 2 if path == "ordinary" else 1
+    assert len(fast.ledger()) == 12 * stages and not fast.duplicates()

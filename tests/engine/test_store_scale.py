@@ -112,6 +112,7 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("batch_missing", "b1", 1, time.time())
     call("batch_keys", "b1")
     call("job_batches", "j", (BatchStatus.SUBMITTED, BatchStatus.ENDED))
+    call("waits_at_provider", "j")
     call("get_batch", "b1")
     call("provider_batch_ids", "openai")
     call("batch_ended", "b1")

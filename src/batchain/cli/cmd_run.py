@@ -206,8 +206,8 @@ def submit(
     mode: Annotated[
         Mode,
         typer.Option(
-            help="Only batch: the job waits at the provider after this command. Realtime and auto "
-            "jobs run while `batchain run` runs."
+            help="batch: the job waits at the provider after this command. realtime, auto, flex: "
+            "the job is queued (its inputs stored) for `batchain worker` or `batchain wait`."
         ),
     ] = Mode.BATCH,
     store: StoreOpt = None,
@@ -232,17 +232,15 @@ def submit(
     prices: PricesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Start a batch job and return once its first round is at the provider.
+    """Start a batch job and return once its first round is at the provider; in another
+    mode, queue the job (its inputs stored, nothing run) for workers.
 
     Prints the job id on stdout (JOB=$(batchain submit ...)) and a summary on stderr. The
-    process may exit: `batchain wait JOB` collects the results later, from any process
-    (`batchain status JOB` shows where it is, `batchain cancel JOB` stops it). Options are
-    those of `batchain run`; they are stored with the job and apply when it continues.
+    process may exit: `batchain wait JOB` runs or collects the rest later, from any process,
+    and so does any `batchain worker` on the store (`batchain status JOB` shows where it
+    is, `batchain cancel JOB` stops it). Options are those of `batchain run`; they are
+    stored with the job and apply when it continues.
     """
-    if mode != Mode.BATCH:
-        raise CliError(
-            f"submit starts batch jobs; run a {mode.value} job with `batchain run --mode {mode.value}`"
-        )
     _launch(
         chain,
         input,
@@ -324,14 +322,18 @@ def _report_submitted(job: Job, reader: InputReader, quiet: bool, elapsed: float
     counts = job.counts
     if not quiet:
         err = err_console()
-        batches = batch_summary(job)
+        if job.record.mode == Mode.BATCH:
+            where = f"provider batches: {batch_summary(job)}"
+            then = "waits and collects, from any process"
+        else:
+            where = f"queued ({job.record.mode} mode): a worker runs it (`batchain worker`)"
+            then = "or run it now, from any process"
         err.print(
             f"job [bold]{job.id}[/bold] {job.status.value} in {elapsed:.1f} s: "
-            f"{counts['total']:,} items, {counts['succeeded']:,} already done; provider batches: {batches}"
+            f"{counts['total']:,} items, {counts['succeeded']:,} already done; {where}"
         )
         err.print(
-            f"next: batchain wait {job.id} (waits and collects, from any process) · "
-            f"batchain status {job.id} · batchain cancel {job.id}"
+            f"next: batchain wait {job.id} ({then}) · batchain status {job.id} · batchain cancel {job.id}"
         )
     return EXIT_FAILED if reader.n_bad or counts["failed"] else EXIT_OK
 

@@ -104,6 +104,10 @@ class Inputs:
             value = Stored(text) if waits else serialize.loads(text)
             yield idx, value, (key, record) if key is not None else None
 
+    async def store_all(self, inputs: InputSource) -> None:
+        """Store every input as a pending item, and nothing else (a job queued for a worker)."""
+        await self._ingest_all(inputs, keep=False)
+
     def _missing(self, job: JobRecord) -> set[int]:
         """Inputs read by an earlier run with no stored item: none unless a store lost
         them (a build before writes were all-or-nothing); read again to repair."""
@@ -127,16 +131,16 @@ class Inputs:
         all wait on provider batches: nothing to read, instead of every item to skip.)"""
         return skipped > 0 and self.store.item_counts(self.job_id).get(ItemStatus.PENDING.value, 0) <= skipped
 
-    async def _ingest_all(self, inputs: InputSource) -> _Rows | None:
+    async def _ingest_all(self, inputs: InputSource, *, keep: bool = True) -> _Rows | None:
         """Store every input not stored yet. For a job that had none, the stored items as
         ``(idx, input JSON)`` too, so the run feeds them without reading them back (up to
-        ``_FRESH_BYTES`` of inputs; None beyond, or if the job had items)."""
+        ``_FRESH_BYTES`` of inputs; None beyond, if the job had items, or without ``keep``)."""
         job = self.store.get_job(self.job_id)
         assert job is not None
         missing = self._missing(job)
         if job.inputs_complete and not missing:
             return None
-        fresh: _Rows | None = [] if job.n_items == 0 else None
+        fresh: _Rows | None = [] if job.n_items == 0 and keep else None
         held = 0
         idx = 0
         rows: _Rows = []

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from batchain.errors import JobBusy, LeaseLost, StoreError
-from batchain.states import BatchStatus, CallStatus, ItemStatus, JobStatus
+from batchain.states import CallStatus, ItemStatus, JobStatus
 from batchain.store.base import Store, lease_owner
 
 __all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl", "lease_seconds"]
@@ -244,4 +244,4 @@ class JobLifecycle:
         return new
 
     def _at_provider(self) -> bool:
-        return bool(self.store.job_batches(self.job_id, (BatchStatus.SUBMITTED, BatchStatus.ENDED)))
+        return self.store.waits_at_provider(self.job_id)

@@ -319,6 +319,12 @@ class Store(Protocol):
         """The job's provider batches (of these statuses), in the order they were created."""
         ...
 
+    def waits_at_provider(self, job_id: str) -> bool:
+        """Is the job waiting on a provider batch: one of its own at the provider, or
+        another job's that holds calls its items share (an identical job submitted while
+        the first's batches are out)?"""
+        ...
+
     def batch_keys(self, uid: str) -> list[str]: ...
 
     def provider_batch_ids(self, provider: str) -> set[str]:

@@ -1179,6 +1179,19 @@ class SQLStore:
             params += [s.value for s in statuses]
         return [_batch_row(r) for r in self._read(sql + " ORDER BY created_at, id", params)]
 
+    def waits_at_provider(self, job_id: str) -> bool:
+        out = f"status IN {_literal((BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value))}"
+        if self._read(f"SELECT 1 FROM provider_batches WHERE job_id=? AND {out} LIMIT 1", (job_id,)):
+            return True
+        # another job's batch: walks this job's links (only when it has no batch of its own)
+        shared = self._read(
+            "SELECT 1 FROM job_calls j JOIN calls c ON c.key = j.key"
+            " JOIN provider_batches b ON b.id = c.batch_id"
+            f" WHERE j.job_id=? AND c.status IN {_literal(_PARKED_CALL)} AND b.{out} LIMIT 1",
+            (job_id,),
+        )
+        return bool(shared)
+
     def batch_keys(self, uid: str) -> list[str]:
         return [r["key"] for r in self._read("SELECT key FROM calls WHERE batch_id=?", (uid,))]
 
