@@ -147,14 +147,17 @@ def main() -> None:
         },
     ]
     notes = [
-        "Sandbox: 20 ms a request, limits far above the load; chain prompt | gpt-4o-mini | StrOutputParser, "
-        "queued with batchain.submit(..., mode='realtime') and run by `batchain worker --until-idle` "
-        "processes started together; wall from their start to the last one's exit; CPU of the workers "
-        "(start-up and imports included) per call.",
-        "The machine has 2 cores, shared with the sandbox and the PostgreSQL server: 4 workers cannot run "
-        "faster than 2 would if the work were CPU-bound.",
-        "Not measured yet: items of one job shared among workers (the issue's 1/2/4 workers on one job, and "
-        "200,000 items of a 3-stage chain with 4 workers): today a job runs in one worker at a time.",
+        "Sandbox: 20 ms a request, no rate limits; chain prompt | gpt-4o-mini | StrOutputParser, queued with "
+        "batchain.submit(..., mode='realtime') and run by `batchain worker --until-idle` processes started "
+        "together; wall from their start to the last one's exit; CPU of the worker processes (start-up and "
+        "imports included) per call.",
+        "More workers do not run more jobs at once faster here, for two reasons: the machine has 2 cores, "
+        "which the workers share with the sandbox and the PostgreSQL server; and a PostgreSQL store takes "
+        "one writer at a time (a write transaction holds the store's advisory lock for one event-loop "
+        "iteration, as SQLite's write lock does), so workers writing at once take turns. Row locks instead "
+        "of the store-wide lock are the next step for scaling, with items of one job shared among workers.",
+        "One job with 4 workers: the job runs in one worker (its lease); the other three only look for jobs, "
+        "which is what costs the extra CPU and wall here.",
     ]
     path = save(
         "workers",

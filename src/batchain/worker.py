@@ -59,30 +59,11 @@ class WorkReport:
     passed_over: dict[str, str] = field(default_factory=dict)
 
 
-def work(
-    store: StoreArg = None,
-    jobs: Sequence[str] = (),
-    *,
-    concurrency: int = 4,
-    poll_interval: float = 2.0,
-    until_idle: bool = False,
-    inputs_for: InputsFor | None = None,
-    **options: Any,
-) -> WorkReport:
-    """Run the store's jobs (or ``jobs``) until stopped; see :func:`awork`."""
+def work(store: StoreArg = None, jobs: Sequence[str] = (), **kwargs: Any) -> WorkReport:
+    """Run the store's jobs (or ``jobs``) until stopped; the arguments of :func:`awork`."""
     from batchain._sync import run_sync
 
-    return run_sync(
-        awork(
-            store,
-            jobs,
-            concurrency=concurrency,
-            poll_interval=poll_interval,
-            until_idle=until_idle,
-            inputs_for=inputs_for,
-            **options,
-        )
-    )
+    return run_sync(awork(store, jobs, **kwargs))
 
 
 async def awork(
@@ -96,12 +77,13 @@ async def awork(
     **options: Any,
 ) -> WorkReport:
     """Run jobs of ``store``: the ones named in ``jobs`` (paused ones too), else every
-    workable one (see :data:`WORKABLE`), up to ``concurrency`` at once, looking for more every
-    ``poll_interval`` seconds. With ``until_idle``, return once no job is left that it could
-    run (a job another process runs is waited for: that process may die); else run until
-    cancelled. ``inputs_for``: a job's remaining inputs when the store does not hold them
-    all (the CLI reopens the file the job was started with). ``options``: run options for
-    every job (``progress`` is off by default)."""
+    workable one (see :data:`WORKABLE`), up to ``concurrency`` at once, taking one more
+    every ``poll_interval`` seconds (or as soon as one of its jobs ends). With
+    ``until_idle``, return once no job is left that it could run (a job another process
+    runs is waited for: that process may die); else run until cancelled. ``inputs_for``:
+    a job's remaining inputs when the store does not hold them all (the CLI reopens the
+    file the job was started with). ``options``: run options for every job (``progress``
+    is off by default)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     options.setdefault("progress", False)
@@ -112,11 +94,14 @@ async def awork(
         while True:
             now = time.monotonic()
             candidates = _workable(st, jobs)
+            # one new job a look: workers started together share the jobs out instead of
+            # the first one to look taking them all
             for job_id in candidates:
                 if len(shift.running) >= concurrency:
                     break
                 if job_id not in shift.running and shift.busy_until.get(job_id, 0.0) <= now:
                     shift.start(job_id)
+                    break
             if not shift.running:
                 if until_idle and all(j in shift.report.passed_over for j in candidates):
                     return shift.report
