@@ -1,7 +1,8 @@
 """Print a pip constraints file pinning each runtime dependency to its lowest admitted version.
 
 The lower bounds in pyproject.toml are the single source: ``name>=X`` becomes ``name==X``,
-so CI can prove that the oldest releases the pins admit really work.
+so CI can prove that the oldest releases the pins admit really work (the runtime
+dependencies, and the extras in ``EXTRAS``).
 """
 
 import re
@@ -10,7 +11,12 @@ import tomllib
 from pathlib import Path
 
 project = tomllib.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "pyproject.toml").read_text())
-for spec in project["project"]["dependencies"]:
+#: extras the lowest-versions environment installs too (.ci/run): their lower bounds as well
+EXTRAS = ("postgresql",)
+specs = list(project["project"]["dependencies"])
+for extra in EXTRAS:
+    specs += project["project"]["optional-dependencies"][extra]
+for spec in specs:
     requirement, _, marker = spec.partition(";")
     found = re.match(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*.*?>=\s*([^,\s]+)", requirement)
     if found:

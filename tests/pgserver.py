@@ -119,9 +119,9 @@ def server_url() -> str:
 
 def fresh_schema_url() -> str:
     """A URL whose connections use a new, empty schema of the test server."""
+    admin = server_url()  # NoServer first, psycopg missing included
     import psycopg
 
-    admin = server_url()
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")

@@ -3,11 +3,11 @@
 import sys
 import time
 
-from batchain.store import SQLiteStore
+from batchain.store import open_store
 from batchain.store.base import lease_owner
 
 store, job_id, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-with SQLiteStore(store) as st:
+with open_store(store) as st:
     while time.time() < start:
         time.sleep(0.001)
     claim = st.acquire_lease(job_id, lease_owner(), 30.0)

@@ -14,7 +14,7 @@ import pytest
 
 from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
-from batchain.store import SQLiteStore
+from batchain.store import open_store
 from batchain.store.records import JobRecord
 
 HERE = Path(__file__).parent
@@ -35,7 +35,7 @@ def _env(sb: Sandbox, **extra: str) -> dict[str, str]:
 
 
 def _job(
-    sb: Sandbox, store: Path, job_id: str, n: int, action: str, mode: str, **env: str
+    sb: Sandbox, store: Path | str, job_id: str, n: int, action: str, mode: str, **env: str
 ) -> subprocess.Popen[str]:
     chain = CRASH / ("chain_for_crash.py" if mode == "realtime" else "batch_chain.py")
     args = [
@@ -53,17 +53,17 @@ def _job(
     )
 
 
-def _results(store: Path, job_id: str) -> dict[str, int]:
-    with SQLiteStore(store) as st:
+def _results(store: Path | str, job_id: str) -> dict[str, int]:
+    with open_store(store) as st:
         counts = st.item_counts(job_id)
         job = st.get_job(job_id)
         assert job is not None
         return {**counts, "n_items": job.n_items}
 
 
-def test_a_lease_is_claimed_by_exactly_one_of_many_racing_processes(tmp_path: Path) -> None:
-    store = tmp_path / "race.sqlite"
-    with SQLiteStore(store) as st:
+def test_a_lease_is_claimed_by_exactly_one_of_many_racing_processes(any_store: Path | str) -> None:
+    store = any_store
+    with open_store(store) as st:
         now = time.time()
         st.create_job(
             JobRecord(id="race", status=JobStatus.CREATED, mode="batch", created_at=now, updated_at=now)
@@ -84,10 +84,10 @@ def test_a_lease_is_claimed_by_exactly_one_of_many_racing_processes(tmp_path: Pa
 
 @pytest.mark.parametrize("trial", range(3))
 def test_two_resumers_racing_a_batch_job_pay_nothing_twice(
-    sandbox: Sandbox, tmp_path: Path, trial: int
+    sandbox: Sandbox, any_store: Path | str, trial: int
 ) -> None:
     sandbox.configure(batch_validating_s=0.05, batch_processing_s=1.0, batch_finalizing_s=0.05)
-    store, n = tmp_path / "b.sqlite", 60
+    store, n = any_store, 60
     first = _job(sandbox, store, "job-race", n, "start", "batch", BATCHAIN_FAILPOINT="batch_after_create")
     first.communicate(timeout=60)  # killed right after its first create: the job is left running
     start_at = str(time.time() + 3.0)  # after both children have imported everything
@@ -106,16 +106,16 @@ def test_two_resumers_racing_a_batch_job_pay_nothing_twice(
 
 
 def test_a_runner_stalled_past_its_lease_stops_and_pays_nothing_more(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, any_store: Path | str
 ) -> None:
     """SIGSTOP longer than the lease, a second process resumes, then SIGCONT: one of them
     finishes the job; the other stops (it lost the lease, or never got it); nothing is billed
     twice beyond the calls that were on the wire when the first one stopped."""
     sandbox.configure(latency_ms=30)
-    store, n, lease = tmp_path / "s.sqlite", 800, "1.0"
+    store, n, lease = any_store, 800, "1.0"
     a = _job(sandbox, store, "job-stall", n, "start", "realtime", BATCHAIN_LEASE_S=lease)
     deadline = time.monotonic() + 60
-    while not (store.exists() and _done_items(store) >= 40):
+    while _done_items(store) < 40:
         assert a.poll() is None and time.monotonic() < deadline, "the first runner made no progress"
         time.sleep(0.05)
     os.kill(a.pid, signal.SIGSTOP)
@@ -141,12 +141,24 @@ def test_a_runner_stalled_past_its_lease_stops_and_pays_nothing_more(
     assert paid_twice <= in_flight_at_stop, f"{paid_twice} requests billed twice"
 
 
-def _done_items(store: Path) -> int:
+def _done_items(store: Path | str) -> int:
     import sqlite3
 
+    done = "SELECT COUNT(*) FROM items WHERE status='succeeded'"
+    if isinstance(store, str):  # a PostgreSQL store's URL
+        import psycopg
+
+        try:
+            with psycopg.connect(store) as pg:
+                row = pg.execute(done).fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.errors.UndefinedTable:
+            return 0
+    if not store.exists():
+        return 0
     con = sqlite3.connect(store, timeout=30)
     try:
-        return int(con.execute("SELECT COUNT(*) FROM items WHERE status='succeeded'").fetchone()[0])
+        return int(con.execute(done).fetchone()[0])
     except sqlite3.OperationalError:
         return 0
     finally:
