@@ -68,6 +68,8 @@ def test_workers_share_jobs_and_finish_a_killed_ones(
         while (holder := _lease_pid(any_store, ids[0])) not in {w.pid for w in workers}:
             assert time.monotonic() < deadline, "no worker took the job"
             time.sleep(0.05)
+        running = on("status", ids[0], "--json")  # exit 0: no item failed
+        assert json.loads(running.stdout)["runner"].endswith(f":{holder}"), running.stdout
         victim = next(w for w in workers if w.pid == holder)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
@@ -86,6 +88,7 @@ def test_workers_share_jobs_and_finish_a_killed_ones(
             record = st.get_job(job_id)
             assert record is not None and record.status == JobStatus.COMPLETED, (job_id, record.note, err)
             assert st.item_counts(job_id) == {"succeeded": N}
+            assert record.runner(time.time()) is None  # released at the end
     ledger = cli_sandbox.ledger()
     assert len(ledger) == 2 * 2 * N, "every call of both jobs billed once"
     assert not cli_sandbox.duplicates(), "a request was billed twice"

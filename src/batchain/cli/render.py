@@ -277,6 +277,7 @@ def job_summary(rec: Any, counts: dict[str, int]) -> dict[str, Any]:
         "inputs_complete": rec.inputs_complete,
         "counts": counts,
         "note": rec.note,
+        "runner": rec.runner(time.time()),
     }
 
 
@@ -384,6 +385,9 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
         ),
         ("store", escape(job.store.name)),
     ]
+    runner = rec.runner(time.time())
+    if runner is not None:
+        rows.insert(1, ("runner", escape(f"{runner} (its lease, until {fmt_time(rec.lease_until or 0)})")))
     rows[5:5] = [(label, escape(text)) for label, text in progress_text(job.progress())[1:]]
     if rec.note:
         rows.append(("note", escape(rec.note)))

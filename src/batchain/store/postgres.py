@@ -28,7 +28,7 @@ from batchain.errors import StoreError
 from batchain.store import is_postgres_url
 from batchain.store.connection import Conn, Cursor, SharedConnection, Where, busy_timeout_s
 from batchain.store.dialect import JSON_FUNCTIONS, ddl, translate
-from batchain.store.schema import ADDED_COLUMNS, DROPPED_INDEXES, SCHEMA, SCHEMA_VERSION
+from batchain.store.schema import ADDED_COLUMNS, DROPPED_INDEXES, SCHEMA, SCHEMA_VERSION, check_version
 from batchain.store.sql import SQLStore
 
 if TYPE_CHECKING:
@@ -254,11 +254,7 @@ class PostgresStore(SQLStore):
     def _prepare(self, conn: Conn) -> None:
         """A new connection: refuse a newer store, then the schema."""
         version = _stored_version(conn)
-        if version is not None and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.name} has schema version {version}, newer than this batchain "
-                f"({SCHEMA_VERSION}); upgrade batchain"
-            )
+        check_version(self.name, version)
         if self.read_only:
             if version is None:
                 raise StoreError(f"store {self.name} holds no batchain store (and cannot be made: read-only)")

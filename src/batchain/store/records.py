@@ -64,9 +64,20 @@ class JobRecord:
     #: where the inputs came from (the CLI: a JSON object naming the file, its format and
     #: --limit, its size and modification time), so a resume can reopen them
     input_ref: str | None = None
+    #: the process holding the job's lease (``host:pid``) and until when, if one does: the
+    #: runner (or worker) running it now
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    def runner(self, now: float) -> str | None:
+        """Who runs the job now: its lease holder while the lease lasts."""
+        if self.lease_owner and self.lease_until and self.lease_until > now:
+            return self.lease_owner
+        return None
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
+        columns = _columns(row)
         return cls(
             id=row["id"],
             status=JobStatus(row["status"]),
@@ -79,8 +90,10 @@ class JobRecord:
             inputs_complete=bool(row["inputs_complete"]),
             note=row["note"],
             stats=json.loads(row["stats"] or "{}"),
-            # a store opened read-only is not migrated: an older one lacks the column
-            input_ref=row["input_ref"] if "input_ref" in _columns(row) else None,
+            # a store opened read-only is not migrated: an older one lacks the columns
+            input_ref=row["input_ref"] if "input_ref" in columns else None,
+            lease_owner=row["lease_owner"] if "lease_owner" in columns else None,
+            lease_until=row["lease_until"] if "lease_until" in columns else None,
         )
 
 

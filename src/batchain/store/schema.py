@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ADDED_COLUMNS", "DROPPED_INDEXES", "SCHEMA", "SCHEMA_OBJECTS", "SCHEMA_VERSION"]
+from batchain.errors import StoreError
+
+__all__ = ["ADDED_COLUMNS", "DROPPED_INDEXES", "SCHEMA", "SCHEMA_OBJECTS", "SCHEMA_VERSION", "check_version"]
 
 #: 2: per-job item counters (``job_item_counts``), calls by provider batch, provider batches by
 #: job, jobs by creation time, and what the provider last said of each batch.
@@ -211,3 +213,13 @@ DROPPED_INDEXES = ("calls_by_status", "calls_by_job")
 
 #: the tables and indexes the schema creates
 SCHEMA_OBJECTS = tuple(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def check_version(name: str, version: int | None) -> None:
+    """Refuse a store written by a newer batchain (``version`` above this build's), before
+    anything in it is changed."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {name} has schema version {version}, newer than this batchain "
+            f"({SCHEMA_VERSION}); upgrade batchain"
+        )

@@ -20,7 +20,14 @@ from batchain.errors import StoreError
 from batchain.store.base import lease_owner
 from batchain.store.checkpoint import BACKSTOP_PAGES
 from batchain.store.connection import Conn, SharedConnection, busy_timeout_s, file_store, problem
-from batchain.store.schema import ADDED_COLUMNS, DROPPED_INDEXES, SCHEMA, SCHEMA_OBJECTS, SCHEMA_VERSION
+from batchain.store.schema import (
+    ADDED_COLUMNS,
+    DROPPED_INDEXES,
+    SCHEMA,
+    SCHEMA_OBJECTS,
+    SCHEMA_VERSION,
+    check_version,
+)
 from batchain.store.sql import SQLStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "default_store_path", "lease_owner"]
@@ -241,12 +248,7 @@ class SQLiteStore(SQLStore):
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         """Refuse a newer store before changing anything in it."""
-        version = _stored_version(conn)
-        if version is not None and version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema version {version}, newer than this batchain "
-                f"({SCHEMA_VERSION}); upgrade batchain"
-            )
+        check_version(self.name, _stored_version(conn))
 
     def vacuum(self) -> None:
         """Rewrite the store file without its free pages, packing every table and index
