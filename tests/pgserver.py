@@ -20,7 +20,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 
-__all__ = ["NoServer", "drop_schema", "fresh_schema_url", "server_url"]
+__all__ = ["NoServer", "count_in", "drop_schema", "fresh_schema_url", "server_url"]
 
 
 class NoServer(Exception):
@@ -135,3 +135,28 @@ def drop_schema(url: str) -> None:
     schema = url.rsplit("%3D", 1)[1]
     with psycopg.connect(server_url(), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def count_in(store: Path | str, sql: str) -> int:
+    """``SELECT COUNT(*) ...`` on a store from outside any batchain process: a SQLite file or
+    a PostgreSQL URL; 0 while the store (or its tables) does not exist yet."""
+    if isinstance(store, str):
+        import psycopg
+
+        try:
+            with psycopg.connect(store) as pg:
+                row = pg.execute(sql).fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.errors.UndefinedTable:
+            return 0
+    import sqlite3
+
+    if not store.exists():
+        return 0
+    con = sqlite3.connect(store, timeout=30)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()

@@ -16,6 +16,7 @@ from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
 from batchain.store import open_store
 from batchain.store.records import JobRecord
+from tests.pgserver import count_in
 
 HERE = Path(__file__).parent
 CRASH = HERE.parent / "engine" / "crash"
@@ -142,24 +143,4 @@ def test_a_runner_stalled_past_its_lease_stops_and_pays_nothing_more(
 
 
 def _done_items(store: Path | str) -> int:
-    import sqlite3
-
-    done = "SELECT COUNT(*) FROM items WHERE status='succeeded'"
-    if isinstance(store, str):  # a PostgreSQL store's URL
-        import psycopg
-
-        try:
-            with psycopg.connect(store) as pg:
-                row = pg.execute(done).fetchone()
-                return int(row[0]) if row else 0
-        except psycopg.errors.UndefinedTable:
-            return 0
-    if not store.exists():
-        return 0
-    con = sqlite3.connect(store, timeout=30)
-    try:
-        return int(con.execute(done).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
+    return count_in(store, "SELECT COUNT(*) FROM items WHERE status='succeeded'")

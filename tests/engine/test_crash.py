@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 import batchain
 from batchain.sandbox import Sandbox
+from tests.pgserver import count_in
 
 HERE = Path(__file__).parent / "crash"
 N = 2000
@@ -60,24 +60,7 @@ def _child(
 
 
 def _count(store: Path | str, sql: str) -> int:
-    if isinstance(store, str):  # a PostgreSQL store's URL
-        import psycopg
-
-        try:
-            with psycopg.connect(store) as pg:
-                row = pg.execute(sql).fetchone()
-                return int(row[0]) if row else 0
-        except psycopg.errors.UndefinedTable:
-            return 0
-    if not store.exists():
-        return 0
-    con = sqlite3.connect(store, timeout=30)
-    try:
-        return int(con.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
+    return count_in(store, sql)
 
 
 def _wait_for(store: Path | str, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
