@@ -447,7 +447,7 @@ class CallManager:
                 await lccache.update(lc_key, result)
         if source is None and getattr(run_manager, "handlers", None):
             # a paid answer tells callbacks (a CostTracker) the tier its call ran at
-            record = self.store.get_calls([request.key]).get(request.key)
+            record = self.store.get_call(request.key)
             lccache.note_tier(result, record.tier if record is not None else None)
         return lccache.mark(result, source)
 
