@@ -188,8 +188,10 @@ class _Shift:
         try:
             found = self._chains[job_id] = resolve_chain(ref)
         except Exception as exc:  # the chain's module is not here, or fails to import
-            self.report.passed_over[job_id] = f"cannot load chain {ref}: {type(exc).__name__}: {exc}"
-            log.warning("worker: job %s: %s", job_id, self.report.passed_over[job_id])
+            why = f"cannot load chain {ref}: {type(exc).__name__}: {exc}"
+            if self.report.passed_over.get(job_id) != why:  # said once, not at every look
+                log.warning("worker: job %s: %s", job_id, why)
+            self.report.passed_over[job_id] = why
             return None
         return found
 
@@ -199,4 +201,4 @@ def _workable(st: Store, named: Sequence[str]) -> list[str]:
     if named:
         records = [r for r in (st.get_job(j) for j in named) if r is not None]
         return [r.id for r in records if r.status in WORKABLE_NAMED]
-    return [r.id for r in reversed(st.list_jobs(None)) if r.status in WORKABLE]
+    return st.job_ids(WORKABLE)

@@ -77,6 +77,7 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("create_job", JobRecord("j", JobStatus.CREATED, "batch", time.time(), time.time()))
     call("get_job", "j")
     call("list_jobs", 20)
+    assert call("job_ids", (JobStatus.CREATED,)) == ["other", "j"]  # oldest first
     call("set_job_status", "j", JobStatus.RUNNING)
     claim = call("acquire_lease", "j", "me:1", 30.0)
     call("renew_lease", "j", "me:1", claim.epoch, 30.0)

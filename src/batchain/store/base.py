@@ -91,6 +91,10 @@ class Store(Protocol):
         """The newest jobs first (``limit`` None: all of them)."""
         ...
 
+    def job_ids(self, statuses: tuple[JobStatus, ...]) -> list[str]:
+        """The ids of the jobs in ``statuses``, oldest first (a worker's look for work)."""
+        ...
+
     def set_job_status(self, job_id: str, new: JobStatus, note: str | None = None) -> None: ...
 
     def acquire_lease(self, job_id: str, owner: str, ttl: float) -> LeaseClaim:

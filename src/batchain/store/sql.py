@@ -452,6 +452,12 @@ class SQLStore:
         rows = self._read("SELECT * FROM jobs WHERE id=?", (job_id,))
         return JobRecord.from_row(rows[0]) if rows else None
 
+    def job_ids(self, statuses: tuple[JobStatus, ...]) -> list[str]:
+        values = [s.value for s in statuses]
+        where = f"status IN {_in(values)}"
+        rows = self._read(f"SELECT id FROM jobs WHERE {where} ORDER BY created_at, id", values)
+        return [r[0] for r in rows]
+
     def list_jobs(self, limit: int | None = 100) -> list[JobRecord]:
         """The newest jobs first (``limit`` None: all of them)."""
         if limit is None:
