@@ -4,6 +4,7 @@ the same transitions, fence the same leases and report the same aggregates."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from decimal import Decimal
@@ -267,3 +268,47 @@ def test_a_postgres_store_never_names_its_password(pg_url: str) -> None:
     with pytest.raises(StoreError) as refused:
         open_store(unreachable)
     assert secret not in str(refused.value) and "cannot be reached" in str(refused.value)
+
+
+def test_a_postgres_server_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connect that gets no answer (a host that accepts and stays silent) ends, after the
+    busy timeout, in a one-line StoreError, instead of waiting as long as the OS lets it."""
+    monkeypatch.setenv("BATCHAIN_BUSY_TIMEOUT_S", "2")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nothing ever answers
+    port = silent.getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="cannot be reached") as refused:
+            open_store(f"postgresql://postgres:pw-SECRET@127.0.0.1:{port}/postgres")
+    finally:
+        silent.close()
+    assert "pw-SECRET" not in str(refused.value)
+    assert time.monotonic() - started < 15
+
+
+def test_a_write_waiting_for_the_postgres_stores_lock_ends(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the store's write lock: a write waits the busy timeout,
+    then fails in one line naming the store, as on SQLite (test_one_process)."""
+    import psycopg
+
+    from batchain.store.postgres import _lock_key
+
+    monkeypatch.setenv("BATCHAIN_BUSY_TIMEOUT_S", "0.5")
+    with open_store(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as other:
+        _job(store)
+        database, schema = other.execute("SELECT current_database(), current_schema()").fetchone()  # type: ignore[misc]
+        other.execute("SELECT pg_advisory_lock(%s)", (_lock_key(database, schema),))
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="is locked"):
+            store.add_items("j1", [(0, '"a"')])
+        assert time.monotonic() - started < 5
+        other.execute("SELECT pg_advisory_unlock_all()")
+    with open_store(pg_url) as again:  # nothing half-written; the store goes on
+        assert again.item_counts("j1") == {}
+        again.add_items("j1", [(0, '"a"')])
+        again.commit()
+        assert again.item_counts("j1") == {"pending": 1}

@@ -144,6 +144,26 @@ def _bound(parameters: Any, named: bool) -> Any:
     return {f"p{n}": v for n, v in enumerate(parameters, 1)}
 
 
+def _bounded(url: str) -> dict[str, Any]:
+    """Connection settings that put an end to every wait on the server, unless the URL
+    sets its own: a connect that gets no answer gives up after the busy timeout, and a
+    server gone silent mid-statement (a dead host, a cut network) is found by TCP
+    keepalives and a send timeout in about as long, instead of the OS's hours."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    limit = max(2, round(busy_timeout_s()))  # libpq takes whole seconds, 2 at the least
+    wanted: dict[str, Any] = {
+        "connect_timeout": limit,
+        "keepalives": 1,
+        "keepalives_idle": limit,
+        "keepalives_interval": max(1, limit // 3),
+        "keepalives_count": 3,
+        "tcp_user_timeout": limit * 1000,
+    }
+    given = conninfo_to_dict(url)
+    return {k: v for k, v in wanted.items() if k not in given}
+
+
 def _lock_key(database: str, schema: str) -> int:
     """The advisory lock of the store in ``schema`` of ``database`` (a signed 64-bit key)."""
     digest = hashlib.sha256(f"batchain:{database}:{schema}".encode()).digest()
@@ -237,7 +257,9 @@ class PostgresStore(SQLStore):
 
     def _connect(self) -> Conn:
         psycopg = _psycopg()
-        conn = psycopg.connect(self.url, autocommit=True, cursor_factory=psycopg.ClientCursor)
+        conn = psycopg.connect(
+            self.url, autocommit=True, cursor_factory=psycopg.ClientCursor, **_bounded(self.url)
+        )
         try:
             conn.execute(f"SET lock_timeout = {int(busy_timeout_s() * 1000)}")
             if self.read_only:
