@@ -43,6 +43,7 @@ from batchain.states import JobStatus
 from batchain.store import SQLiteStore
 from batchain.store.records import JobRecord
 from tests.engine.conftest import make_anthropic, make_openai
+from tests.pgserver import count_in
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -223,18 +224,6 @@ def real_disk(tmp_path: Path) -> Iterator[Tmpfs]:
 # -- watching a run ------------------------------------------------------------------------------
 
 
-def _count(store: Path, sql: str) -> int:
-    if not store.exists():
-        return 0
-    con = sqlite3.connect(store, timeout=30)
-    try:
-        return int(con.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
-
-
 class FillWhen(threading.Thread):
     """Fills the disk once ``ready(store)`` holds: a full disk arriving mid-run."""
 
@@ -269,7 +258,7 @@ class FillWhen(threading.Thread):
 
 
 def _at_least(sql: str, target: int) -> Callable[[Path], bool]:
-    return lambda store: _count(store, sql) >= target
+    return lambda store: count_in(store, sql) >= target
 
 
 def _then(first: Callable[[Path], bool], second: Callable[[Path], bool]) -> Callable[[Path], bool]:

@@ -59,13 +59,9 @@ def _child(
     )
 
 
-def _count(store: Path | str, sql: str) -> int:
-    return count_in(store, sql)
-
-
 def _wait_for(store: Path | str, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
-    while _count(store, sql) < target:
+    while count_in(store, sql) < target:
         if proc.poll() is not None:
             raise AssertionError(f"child exited early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
         if time.monotonic() > deadline:
@@ -91,7 +87,7 @@ def test_sigkill_at_several_points_then_resume(sandbox: Sandbox, tmp_path: Path)
         _wait_for(store, sql, target, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        in_flight_at_kills += _count(store, CALLS_SENT)
+        in_flight_at_kills += count_in(store, CALLS_SENT)
         proc = _child(sandbox, store, job_id, "resume")
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()[-3000:]
@@ -123,7 +119,7 @@ def test_sigterm_drains_in_flight_calls_so_nothing_is_paid_twice(sandbox: Sandbo
     _wait_for(store, CALLS_DONE, 300, proc)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    assert _count(store, CALLS_SENT) == 0
+    assert count_in(store, CALLS_SENT) == 0
     job = batchain.Job.open("job-term", store=store)
     assert job.status == batchain.JobStatus.PAUSED and job.counts["pending"] > 0
     proc = _child(sandbox, store, "job-term", "resume", n=n)
@@ -142,7 +138,7 @@ def test_sigint_pauses_like_ctrl_c(sandbox: Sandbox, tmp_path: Path) -> None:
     _wait_for(store, CALLS_DONE, 200, proc)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
-    assert _count(store, CALLS_SENT) == 0
+    assert count_in(store, CALLS_SENT) == 0
     assert batchain.Job.open("job-int", store=store).status == batchain.JobStatus.PAUSED
 
 
@@ -227,7 +223,7 @@ def _finish_bulk(sb: Sandbox, store: Path | str, job_id: str, provider: str) -> 
     assert len(sb.ledger()) == BULK_N
     assert {e.tier for e in sb.ledger()} == {"batch"}
     # the bulk path noted the call of every item, so the resume did not rebuild requests
-    assert _count(store, "SELECT COUNT(*) FROM waits") == BULK_N
+    assert count_in(store, "SELECT COUNT(*) FROM waits") == BULK_N
     return job
 
 
