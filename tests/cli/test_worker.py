@@ -111,3 +111,4 @@ def test_a_worker_passes_over_a_job_whose_chain_it_cannot_load(
     assert done.returncode == 0, done.stderr
     assert f"{job_id}: not run here: cannot load chain" in done.stderr
     assert "jobs run to their end: none" in done.stderr
+    assert len(cli_sandbox.ledger()) == 1 and not cli_sandbox.duplicates()  # submit's round only

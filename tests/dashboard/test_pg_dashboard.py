@@ -23,6 +23,8 @@ def test_the_dashboard_reads_a_postgres_store(pg_url: str) -> None:
         job = batchain.run(
             chain, [{"x": i} for i in range(6)], store=url, mode="batch", progress=False, poll_min=0.02
         )
+        ledger = sandbox.ledger()
+        assert len(ledger) == 6 and {e.tier for e in ledger} == {"batch"} and not sandbox.duplicates()
     assert job.counts["succeeded"] == 6
     dash = start_dashboard(url)  # type: ignore[arg-type]
     try:

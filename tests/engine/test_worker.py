@@ -46,7 +46,9 @@ def test_a_job_started_from_python_with_a_chain_object_is_passed_over(
     job = batchain.submit(chain, [{"x": 1}], store=any_store, mode="realtime")
     report = batchain.work(any_store, poll_interval=0.05, until_idle=True)
     assert report.ended == {} and "no chain reference recorded" in report.passed_over[job.id]
+    assert sandbox.ledger() == []  # passed over: nothing sent
     # given its chain, it runs
     assert (
         batchain.Job.open(job.id, store=any_store, chain=chain).wait(progress=False).counts["succeeded"] == 1
     )
+    assert len(sandbox.ledger()) == 1 and not sandbox.duplicates()
