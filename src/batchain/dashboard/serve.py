@@ -9,8 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from batchain.dashboard.app import create_app
-from batchain.store import Store, is_postgres_url
-from batchain.store.sqlite import SQLiteStore
+from batchain.store import Store, is_postgres_url, open_store
 
 __all__ = ["serve"]
 
@@ -18,13 +17,8 @@ __all__ = ["serve"]
 def _read_only(store: str | Path) -> tuple[Store, Store]:
     """The store, read-only, twice: for the page, and on a connection of its own for the
     cost reports (long reads that must not hold up the page's)."""
-    if is_postgres_url(store):
-        from batchain.store.postgres import PostgresStore
-
-        assert isinstance(store, str)
-        return PostgresStore(store, read_only=True), PostgresStore(store, read_only=True, own_connection=True)
-    path = Path(store).expanduser().resolve()
-    return SQLiteStore(path, read_only=True), SQLiteStore(path, read_only=True, own_connection=True)
+    where = store if is_postgres_url(store) else Path(store).expanduser().resolve()
+    return open_store(where, read_only=True), open_store(where, read_only=True, own_connection=True)
 
 
 def serve(

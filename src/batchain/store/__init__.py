@@ -18,8 +18,9 @@ def is_postgres_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(store: StoreArg) -> Store:
-    """A store given as one, or opened from its path or URL (None: the default store)."""
+def open_store(store: StoreArg, *, read_only: bool | None = None, own_connection: bool = False) -> Store:
+    """A store given as one, or opened from its path or URL (None: the default store);
+    ``read_only`` and ``own_connection`` as the backends take them."""
     if isinstance(store, Store):
         return store
     if store is None and is_postgres_url(os.environ.get("BATCHAIN_STORE")):
@@ -28,8 +29,8 @@ def open_store(store: StoreArg) -> Store:
         from batchain.store.postgres import PostgresStore  # psycopg: an extra
 
         assert isinstance(store, str)
-        return PostgresStore(store)
-    return SQLiteStore(store)
+        return PostgresStore(store, read_only=bool(read_only), own_connection=own_connection)
+    return SQLiteStore(store, read_only=read_only, own_connection=own_connection)
 
 
 __all__ = [
