@@ -22,7 +22,7 @@ from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.options import Mode
 from batchain.states import ItemStatus, JobStatus, LinkSource
 from batchain.store import StoreArg, open_store
-from batchain.store.base import Store
+from batchain.store.base import Store, lease_owner
 from batchain.store.records import Compaction, JobRecord, Usage
 
 __all__ = ["ItemResult", "Job", "new_job_id"]
@@ -176,6 +176,25 @@ class Job:
     async def aresume(self, inputs: Iterable[Any] | AsyncIterable[Any] | None = None, **options: Any) -> Job:
         await self._run(inputs, options, Purpose.FINISH)
         return self
+
+    def assist(self, **options: Any) -> int:
+        """Help the process that runs this (realtime) job: run free chunks of its items
+        here, until none is left. Returns how many items this process ran. The job's
+        status stays its runner's to change. See :mod:`batchain.engine.claims`."""
+        from batchain._sync import run_sync
+
+        return run_sync(self.aassist(**options))
+
+    async def aassist(self, **options: Any) -> int:
+        options.setdefault("progress", False)
+        before = self._ran_here()
+        await self._run(None, options, Purpose.ASSIST)
+        return self._ran_here() - before
+
+    def _ran_here(self) -> int:
+        record = self.store.get_job(self.id)
+        runners = record.stats.get("runners", {}) if record is not None else {}
+        return int(runners.get(lease_owner(), 0))
 
     # -- batch mode ----------------------------------------------------------------------
 

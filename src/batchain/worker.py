@@ -2,9 +2,12 @@
 
 A worker takes the store's unfinished jobs (or the ones it is given) and runs each to its
 end: realtime items, batch rounds, their polls and collections. A job is run by one
-process at a time, under its lease (:mod:`batchain.engine.lifecycle`): a worker that finds
-a job's lease held passes it over and looks again later, so several workers share a store's
-jobs, each job in one of them. When a worker dies, its jobs' leases lapse
+process at a time, under its lease (:mod:`batchain.engine.lifecycle`): it reads the
+inputs, runs the provider batches and ends the job. A worker that finds a job's lease held
+helps with its items if the job is shared (realtime and flex mode without a budget: items
+are taken a chunk at a time, see :mod:`batchain.engine.claims`), and looks at it again later;
+so several workers share a store's jobs, and a realtime job's items. When a worker dies,
+the chunks it held are free again at once, and its jobs' leases lapse
 (``$BATCHAIN_LEASE_S``, 30 s) and another worker takes them over, from the store: answered
 calls replay, calls at a provider are waited for there, never sent twice. Every item ends
 with exactly one result.
@@ -32,6 +35,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from batchain.chains.ref import resolve_chain
+from batchain.engine.session import not_shared, resolve_options
 from batchain.errors import JobBusy
 from batchain.job import Job
 from batchain.states import JobStatus
@@ -57,6 +61,8 @@ class WorkReport:
 
     ended: dict[str, JobStatus] = field(default_factory=dict)
     passed_over: dict[str, str] = field(default_factory=dict)
+    #: items run to help with jobs another process ran (by job)
+    helped: dict[str, int] = field(default_factory=dict)
 
 
 def work(store: StoreArg = None, jobs: Sequence[str] = (), **kwargs: Any) -> WorkReport:
@@ -169,10 +175,24 @@ class _Shift:
         try:
             await job.aresume(inputs, **self.options)
         except JobBusy:
-            return None  # another process runs it: looked at again later
+            # another process runs it: help with its items if they can be shared, and look
+            # at it again later (that process may die)
+            await self._assist(job)
+            return None
         self.report.passed_over.pop(job_id, None)
         log.info("worker: job %s %s", job_id, job.status.value)
         return job.status
+
+    async def _assist(self, job: Job) -> None:
+        """Run free chunks of a realtime job's items another process runs (see
+        :mod:`batchain.engine.claims`); nothing for a job that is not shared."""
+        options = resolve_options(job.record.options, self.options)
+        if not_shared(options) is not None:
+            return
+        n = await job.aassist(**self.options)
+        if n:
+            log.info("worker: job %s: helped with %d items", job.id, n)
+            self.report.helped[job.id] = self.report.helped.get(job.id, 0) + n
 
     def _chain(self, job_id: str, ref: str | None) -> Runnable[Any, Any] | None:
         """The job's chain, loaded once per worker; None (and why, in the report) if it

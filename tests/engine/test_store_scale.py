@@ -103,6 +103,20 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("pending_waits_of", "j", [3, 1, 2])
     call("waits_of", "j", [3, 1, 2])
     call("iter_items", "j", (ItemStatus.PENDING,))
+    call("join_job", "j", "me:1#1", 30.0)
+    call("join_job", "j", "me:1#h", 30.0)
+    assert call("renew_seat", "j", "me:1#h", 30.0)
+    store.join_job("other", "me:1#o", 30.0)
+    call("fence_runner", "other", "me:1#o", lambda exc: None)
+    assert call("claim_chunk", "j", "me:1#1", 10) == 0
+    assert call("claim_chunk", "j", "me:1#h", 10) == 1  # chunk 0 is held
+    assert not call("take_chunk", "j", 1, "me:1#1") and call("take_chunk", "j", 2, "me:1#1")
+    assert call("pending_elsewhere", "j", "me:1#1", 10) == 10
+    assert [(r.runner, r.chunks) for r in call("job_runners", "j")] == [("me:1#1", 2), ("me:1#h", 1)]
+    assert [idx for idx, _ in call("pending_in", "j", 10, 20)] == list(range(10, 20))
+    call("release_chunk", "j", 1, "me:1#h")
+    call("leave_job", "j", "me:1#h")
+    call("unfence", "other")
     call("batch_intent", "b1", "j", "openai", "openai|u|m", keys[:20], {"round": 1, "nonce": "b1"})
     call("batch_submitted", "b1", "batch_1")
     parked = call("parked_items", "j")

@@ -33,6 +33,7 @@ from batchain.cli.options import JobArg, StoreOpt
 from batchain.cli.render import (
     cost_json,
     err_console,
+    helpers_of,
     job_summary,
     jobs_table,
     plural,
@@ -137,6 +138,7 @@ def status(
             "errors": [{"error": m, "count": n} for m, n in errors.most_common()],
             "cost": cost_json(job),
             "progress": progress_json(job.progress()),
+            "helpers": helpers_of(job),
             "batches": [
                 {k: getattr(b, k) for k in ("id", "provider", "status", "provider_batch_id", "n_calls")}
                 for b in job.store.job_batches(job.id)

@@ -70,6 +70,8 @@ def worker(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     for job_id, why in report.passed_over.items():
         err.print(escape(f"{job_id}: not run here: {why}"))
+    for job_id, n in report.helped.items():
+        err.print(escape(f"{job_id}: helped with {n} items"))
     ended = ", ".join(f"{job_id} {status.value}" for job_id, status in report.ended.items()) or "none"
     err.print(escape(f"worker done: jobs run to their end: {ended}"))
 

@@ -362,6 +362,12 @@ def _short_ref(ref: str | None) -> str:
     return f"{Path(target).name}:{attr}" if "/" in target or "\\" in target else ref
 
 
+def helpers_of(job: Job) -> list[str]:
+    """The processes (``host:pid``) helping with a job's items, besides its lease holder."""
+    runner = job.record.runner(time.time())
+    return sorted({r.host_pid for r in job.store.job_runners(job.id)} - {runner or ""})
+
+
 def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None:
     rec, out = job.record, out_console()
     out.print(f"[bold]{escape(rec.id)}[/bold]  {rec.status.value}  ({escape(rec.mode)})")
@@ -388,6 +394,9 @@ def print_status(job: Job, counts: dict[str, int], errors: Counter[str]) -> None
     runner = rec.runner(time.time())
     if runner is not None:
         rows.insert(1, ("runner", escape(f"{runner} (its lease, until {fmt_time(rec.lease_until or 0)})")))
+    helpers = helpers_of(job)
+    if helpers:
+        rows.insert(2, ("helpers", escape(f"{len(helpers)}: " + ", ".join(helpers))))
     rows[5:5] = [(label, escape(text)) for label, text in progress_text(job.progress())[1:]]
     if rec.note:
         rows.append(("note", escape(rec.note)))

@@ -10,6 +10,7 @@ from typing import Any
 
 from batchain import serialize
 from batchain.engine.bulk import Stored, Wait
+from batchain.engine.claims import Claims
 from batchain.engine.lifecycle import RunControl
 from batchain.engine.results import error_json
 from batchain.errors import InputError
@@ -32,11 +33,24 @@ class Inputs:
     submitted job must be able to finish in another process that never sees the inputs.
     """
 
-    def __init__(self, store: Store, job_id: str, control: RunControl, *, store_first: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        control: RunControl,
+        *,
+        store_first: bool,
+        claims: Claims | None = None,
+        helping: bool = False,
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.control = control
         self.store_first = store_first
+        #: realtime items are taken a chunk at a time, so other processes can share them
+        self.claims = claims
+        #: a helper's run (Purpose.ASSIST): the stored items only, never the inputs
+        self.helping = helping
 
     async def items(
         self,
@@ -69,11 +83,25 @@ class Inputs:
                 if self.control.stopping:
                     return
                 yield idx, Stored(text), (key, record) if key is not None else None
+        elif self.claims is not None:
+            async for idx, text in self.claims.stored():
+                yield idx, serialize.loads(text), None
+            if self.helping:
+                return
         else:
             for item in self.store.iter_items(self.job_id, (ItemStatus.PENDING,)):
                 if self.control.stopping:
                     return
                 yield item.idx, serialize.loads(item.input), None
+        async for row in self._read_on(inputs):
+            yield row
+        if self.claims is not None and not self.control.stopping:
+            self.claims.inputs_read()
+            async for idx, text in self.claims.rest():
+                yield idx, serialize.loads(text), None
+
+    async def _read_on(self, inputs: InputSource | None) -> AsyncIterator[tuple[int, Any, Wait | None]]:
+        """The inputs after those stored by earlier runs, each stored as it is read."""
         job = self.store.get_job(self.job_id)
         assert job is not None
         missing = self._missing(job)
@@ -91,8 +119,10 @@ class Inputs:
                 continue
             if self.control.stopping:
                 return
+            ours = self.claims is None or self.claims.reading(idx)  # before it is stored
             self._ingest(idx, value, read=max(idx + 1, skip))
-            yield idx, value, None
+            if ours:
+                yield idx, value, None
             idx += 1
         self.store.update_job(self.job_id, n_items=max(idx, skip), inputs_complete=True)
         self.store.commit_soon()

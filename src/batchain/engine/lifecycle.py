@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from batchain.errors import JobBusy, LeaseLost, StoreError
 from batchain.states import CallStatus, ItemStatus, JobStatus
 from batchain.store.base import Store, lease_owner
 
-__all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl", "lease_seconds"]
+__all__ = ["JobBusy", "JobLifecycle", "Lease", "Phase", "Purpose", "RunControl", "Seat", "lease_seconds"]
 
 #: a running job's lease: renewed every third of it, taken over when it lapses
 LEASE_S = 30.0
@@ -38,6 +39,7 @@ class Purpose(Enum):
     SUBMIT = "submitted"  # stop once a round is at the provider (submit)
     POLL = "poll"  # advance once without blocking (poll)
     CANCEL = "cancel"  # cancel what is at the provider and mark the rest cancelled
+    ASSIST = "assist"  # run items of a job another process runs (see Seat)
 
 
 class Phase(Enum):
@@ -119,6 +121,9 @@ class Lease:
         self.seconds = seconds if seconds is not None else lease_seconds()
         self.owner = lease_owner()
         self.epoch: int | None = None
+        #: this run's seat among the job's runners (``owner#tag``): the chunks of items it
+        #: holds are held while it is (see :mod:`batchain.store.claims`)
+        self.runner: str | None = None
         self.lost: LeaseLost | None = None
         #: wall-clock time until which the lease is surely ours (wall, not monotonic: a
         #: suspended machine's monotonic clock stops)
@@ -133,7 +138,9 @@ class Lease:
             )
         self.epoch = claim.epoch
         self._valid_until = time.time() + self.seconds
-        self.store.fence(self.job_id, self.owner, claim.epoch, self._lose)
+        self.runner = f"{self.owner}#{claim.epoch}"
+        self.store.join_job(self.job_id, self.runner, self.seconds)
+        self.store.fence(self.job_id, self.owner, claim.epoch, self._lose, self.runner)
 
     def _lose(self, exc: LeaseLost) -> None:
         if self.lost is None:
@@ -145,16 +152,24 @@ class Lease:
         if self.lost is not None or self.epoch is None:
             return False
         start = time.time()
-        if self.store.renew_lease(self.job_id, self.owner, self.epoch, self.seconds):
+        if self._renewed():
             self._valid_until = start + self.seconds
             return True
         self._lose(
             LeaseLost(
-                f"job {self.job_id}: another process took over its lease while this one was "
-                "stalled; this one stopped before writing or sending anything more"
+                f"job {self.job_id}: {self._what_lapsed}; this one stopped before writing or "
+                "sending anything more"
             )
         )
         return False
+
+    _what_lapsed = "another process took over its lease while this one was stalled"
+
+    def _renewed(self) -> bool:
+        assert self.epoch is not None and self.runner is not None
+        return self.store.renew_lease(self.job_id, self.owner, self.epoch, self.seconds) and (
+            self.store.renew_seat(self.job_id, self.runner, self.seconds)
+        )
 
     async def keep(self) -> None:
         """Renew the lease every third of its length, until cancelled or lost."""
@@ -178,7 +193,34 @@ class Lease:
 
     def release(self) -> None:
         if self.epoch is not None and self.lost is None:
+            if self.runner is not None:
+                self.store.leave_job(self.job_id, self.runner)
             self.store.release_lease(self.job_id, self.owner, self.epoch)
+
+
+class Seat(Lease):
+    """A seat among a job's runners, for a process that helps with the items of a job
+    another process runs (:attr:`Purpose.ASSIST`): renewed, guarded and lost like the lease,
+    and every write of the store is conditional on it. The chunks of items it holds are
+    free again once it lapses (see :mod:`batchain.store.claims`)."""
+
+    _what_lapsed = "its seat among the job's runners lapsed while this process was stalled"
+
+    def claim(self) -> None:
+        self.epoch = 0
+        self.runner = f"{self.owner}#h{secrets.token_hex(4)}"
+        self._valid_until = time.time() + self.seconds
+        self.store.join_job(self.job_id, self.runner, self.seconds)
+        self.store.fence_runner(self.job_id, self.runner, self._lose)
+
+    def _renewed(self) -> bool:
+        assert self.runner is not None
+        return self.store.renew_seat(self.job_id, self.runner, self.seconds)
+
+    def release(self) -> None:
+        if self.runner is not None and self.lost is None:
+            self.store.leave_job(self.job_id, self.runner)
+            self.store.unfence(self.job_id)
 
 
 class JobLifecycle:
@@ -192,16 +234,20 @@ class JobLifecycle:
         #: whether the job was left running by a process that died (None before :meth:`enter`)
         self.interrupted: bool | None = None
 
-    def enter(self) -> None:
+    def enter(self, runner: str | None = None) -> None:
+        """The run (``runner``: its seat among the job's runners) takes the job."""
         job = self.store.get_job(self.job_id)
         assert job is not None
         self.lost_calls = int(job.stats.get("calls_lost_in_crashes", 0))
         self.interrupted = job.status == JobStatus.RUNNING
-        if self.interrupted:
+        helped = any(r.runner != runner for r in self.store.job_runners(self.job_id))
+        if self.interrupted and not helped:
             # left behind by a process that died. Its calls still marked as sent were on
             # the wire: the provider may have answered (and billed) them, but the answer
             # never reached the store, so they will be sent again. They are on no wire now:
-            # counted once, they wait to be sent like any other call.
+            # counted once, they wait to be sent like any other call. (While other
+            # processes help with its items, calls marked sent may be on their wires now:
+            # those of the dead process are sent again when its items run, uncounted.)
             lost = self.store.calls_in_status(CallStatus.SENT, self.job_id)
             for key in lost:
                 self.store.call_requeued(key, "lost in a crash")
@@ -209,6 +255,23 @@ class JobLifecycle:
             self.store.update_job(self.job_id, stats={**job.stats, "calls_lost_in_crashes": self.lost_calls})
             self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)
+
+    def runners_with(self, owner: str, items: int) -> dict[str, int]:
+        """The job's items run by each process (``host:pid``) over every run, with ``items``
+        more by ``owner``."""
+        job = self.store.get_job(self.job_id)
+        out: dict[str, int] = dict(job.stats.get("runners", {})) if job is not None else {}
+        if items:
+            out[owner] = int(out.get(owner, 0)) + items
+        return out
+
+    def note_items(self, owner: str, items: int) -> None:
+        """A helper's count of the items it ran, in the job's stats."""
+        job = self.store.get_job(self.job_id)
+        if job is None or not items:
+            return
+        self.store.update_job(self.job_id, stats={**job.stats, "runners": self.runners_with(owner, items)})
+        self.store.commit()
 
     def leave(self, control: RunControl, stats: dict[str, Any]) -> JobStatus:
         """Record the run's stats and the job's new status."""

@@ -27,11 +27,12 @@ from batchain.chains.fastpath import FastChain
 from batchain.engine.batching import BatchCoordinator, CallCancelled
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import CallManager
+from batchain.engine.claims import Claims
 from batchain.engine.feed import Feeder, Returns, Window
 from batchain.engine.history import ProgressHistory
 from batchain.engine.hook import ACTIVE, CallContext, Eviction, install
 from batchain.engine.inputs import Inputs, InputSource
-from batchain.engine.lifecycle import JobLifecycle, Lease, RunControl
+from batchain.engine.lifecycle import JobLifecycle, Lease, Purpose, RunControl
 from batchain.engine.results import Results
 from batchain.engine.rounds import Rounds
 from batchain.engine.scheduler import Scheduler
@@ -76,6 +77,8 @@ class RunParts:
     priority: PriorityRule | None
     #: batch mode: items evicted from the window while their calls are at a provider
     returns: Returns | None = None
+    #: realtime: the chunks of items this run holds (other processes may hold others)
+    claims: Claims | None = None
 
 
 class JobRunner:
@@ -172,7 +175,9 @@ class JobRunner:
         self.control.fail(self.store_failure)
 
     async def _run(self, inputs: InputSource | None) -> JobStatus:
-        self.lifecycle.enter()
+        if self.control.purpose is Purpose.ASSIST:
+            return await self._assist()
+        self.lifecycle.enter(self.lease.runner)
         try:
             await self._drive(inputs)
         except asyncio.CancelledError:
@@ -198,6 +203,38 @@ class JobRunner:
         if self.control.fatal is not None:
             raise self.control.fatal
         return status
+
+    async def _assist(self) -> JobStatus:
+        """Run free chunks of the job's items beside the process that runs the job, until
+        none is left; the job's status stays that process's to change."""
+        try:
+            await self._drive(None)
+        except asyncio.CancelledError:
+            if self.store_failure is None:
+                await self._stop_gracefully()
+                self._note_assist()
+            raise
+        except Exception:
+            if self.store_failure is not None:
+                raise self.store_failure from None
+            await self._stop_gracefully()
+            raise
+        if self.store_failure is not None:
+            raise self.store_failure
+        if self.control.stopping:
+            await self._stop_gracefully()
+        if self.lease.lost is not None:
+            raise self.lease.lost
+        self._note_assist()
+        if self.control.fatal is not None:
+            raise self.control.fatal
+        job = self.store.get_job(self.job_id)
+        assert job is not None
+        return job.status
+
+    def _note_assist(self) -> None:
+        self.results.flush()
+        self.lifecycle.note_items(self.lease.owner, self.results.done + self.results.failed)
 
     async def _abandon(self) -> None:
         """Stop every item without recording anything: the job is another process's now,
@@ -263,6 +300,7 @@ class JobRunner:
             "shared": c.shared,
             "langchain_cache_hits": self._langchain_cache_hits(),
             "realtime_endpoints": self._realtime_endpoints(),
+            "runners": self.lifecycle.runners_with(self.lease.owner, self.results.done + self.results.failed),
             "estimated_usage": self._estimated_usage(),
             **self.parts.paths,
         }
@@ -397,6 +435,8 @@ class JobRunner:
     async def _run_item(self, idx: int, value: Any) -> None:
         if not self._leveled(idx, value):
             self.window.release()
+            if self.parts.claims is not None:
+                self.parts.claims.settled(idx)
             return
         eviction = Eviction(asyncio.current_task())
         token = ACTIVE.set(CallContext(self.calls, idx, asyncio.get_running_loop(), eviction))
@@ -425,6 +465,8 @@ class JobRunner:
             self.calls.forget_level(idx)
             ACTIVE.reset(token)
             self.window.release()
+            if self.parts.claims is not None:
+                self.parts.claims.settled(idx)
 
     async def _fast_invoke(self, fast: FastChain, idx: int, value: Any) -> Any:
         stop, kwargs = fast.call_args()

@@ -26,10 +26,11 @@ from batchain.engine.budget import Budget
 from batchain.engine.bulk import BulkItems
 from batchain.engine.calls import BatchPrices, CallManager, build_request
 from batchain.engine.capacity import Capacity
+from batchain.engine.claims import Claims
 from batchain.engine.feed import Returns, Window
 from batchain.engine.flex import FlexPolicy
 from batchain.engine.inputs import Inputs, InputSource
-from batchain.engine.lifecycle import Lease, Purpose, RunControl
+from batchain.engine.lifecycle import Lease, Purpose, RunControl, Seat
 from batchain.engine.progress import ProgressDisplay, wants_progress
 from batchain.engine.promptcache import PrefixCaches
 from batchain.engine.results import ItemListener, Results
@@ -43,7 +44,7 @@ from batchain.states import JobStatus
 from batchain.store.base import Store
 from batchain.store.records import JobRecord
 
-__all__ = ["execute", "expected_total", "pricebook_for", "resolve_options", "wire"]
+__all__ = ["execute", "expected_total", "not_shared", "pricebook_for", "resolve_options", "wire"]
 
 
 def item_config(stored: dict[str, Any]) -> RunnableConfig:
@@ -94,7 +95,12 @@ def wire(
         board=store,
     )
     control.on_stop.append(scheduler.stop)
-    lease = Lease(store, job_id, on_lost=control.fail)
+    helping = purpose is Purpose.ASSIST
+    if helping:
+        refused = not_shared(options)
+        if refused is not None:
+            raise InvalidOption(f"job {job_id} is not shared among processes: {refused}")
+    lease = (Seat if helping else Lease)(store, job_id, on_lost=control.fail)
     changed = asyncio.Event()
     pricebook = pricebook_for(options)
     budget = (
@@ -166,6 +172,9 @@ def wire(
         # leave the window, and come back as their batches end
         returns = Returns(batch.live, changed)
         batch.on_ended = returns.ended
+    results = Results(store, job_id, listener)
+    # realtime items are taken a chunk at a time, so workers elsewhere can share them
+    claims = Claims(store, job_id, lease, control, results.flush) if batch is None else None
     runner = JobRunner(
         RunParts(
             store=store,
@@ -179,9 +188,9 @@ def wire(
             calls=calls,
             batch=batch,
             fast=fast,
-            results=Results(store, job_id, listener),
+            results=results,
             window=window,
-            inputs=Inputs(store, job_id, control, store_first=batched),
+            inputs=Inputs(store, job_id, control, store_first=batched, claims=claims, helping=helping),
             deadline=options.deadline,
             deadline_margin=options.deadline_margin,
             paths=paths,
@@ -191,12 +200,27 @@ def wire(
             timeout=options.timeout,
             priority=priority,
             returns=returns,
+            claims=claims,
         )
     )
     if options.mode == Mode.BATCH:
         runner.bulk, why = _bulk_items(runner, fast, calls, batch, store, job_id, budget is None)
         paths["bulk_path"] = "on" if runner.bulk is not None else f"off: {why}"
     return runner
+
+
+def not_shared(options: RunOptions) -> str | None:
+    """Why a job's items cannot be shared with other processes; None if they can. Its
+    provider batches are one process's (the lease holder's), and a budget is held by one
+    process's accounting: such a job runs in one process at a time."""
+    if options.mode in (Mode.BATCH, Mode.AUTO) or _flex_batch(options):
+        return (
+            f"{options.mode} mode sends its calls through provider batches, which the job's "
+            "runner alone submits"
+        )
+    if options.budget is not None:
+        return "it has a budget, which one process at a time holds"
+    return None
 
 
 def _flex_batch(options: RunOptions) -> bool:

@@ -32,6 +32,7 @@ from batchain.store.records import (
     PrefixRecord,
     ProgressSample,
     ReusedCallGroup,
+    RunnerRecord,
     ScopeClaim,
     ScopeRow,
     Usage,
@@ -107,13 +108,61 @@ class Store(Protocol):
 
     def release_lease(self, job_id: str, owner: str, epoch: int) -> None: ...
 
-    def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
+    def fence(
+        self,
+        job_id: str,
+        owner: str,
+        epoch: int,
+        on_lost: Callable[[LeaseLost], None],
+        runner: str | None = None,
+    ) -> None:
         """Make every later commit of this store conditional on ``owner`` still holding the lease of
-        ``job_id`` at ``epoch``: otherwise the commit is rolled back, ``on_lost`` is told, and
-        :class:`~batchain.errors.LeaseLost` raised."""
+        ``job_id`` at ``epoch`` (and ``runner`` its seat among the job's runners): otherwise
+        the commit is rolled back, ``on_lost`` is told, and :class:`~batchain.errors.LeaseLost`
+        raised."""
         ...
 
     def unfence(self, job_id: str) -> None: ...
+
+    # -- several processes on one job's items (see batchain.store.claims) -----------------
+
+    def fence_runner(self, job_id: str, runner: str, on_lost: Callable[[LeaseLost], None]) -> None:
+        """:meth:`fence` for a process helping with a job's items: on its seat, not the lease."""
+        ...
+
+    def join_job(self, job_id: str, runner: str, ttl: float) -> None:
+        """A seat among the job's runners for ``runner``, for ``ttl`` seconds."""
+        ...
+
+    def renew_seat(self, job_id: str, runner: str, ttl: float) -> bool:
+        """Extend ``runner``'s seat; False if it lapsed and another process freed it."""
+        ...
+
+    def leave_job(self, job_id: str, runner: str) -> None:
+        """Free ``runner``'s seat and the chunks of items it holds."""
+        ...
+
+    def job_runners(self, job_id: str) -> list[RunnerRecord]:
+        """The live processes running the job's items."""
+        ...
+
+    def claim_chunk(self, job_id: str, runner: str, size: int) -> int | None:
+        """The first free chunk of a running job's items without a result, now ``runner``'s."""
+        ...
+
+    def take_chunk(self, job_id: str, chunk: int, runner: str) -> bool:
+        """Hold chunk ``chunk`` unless another live runner does."""
+        ...
+
+    def release_chunk(self, job_id: str, chunk: int, runner: str) -> None: ...
+
+    def pending_elsewhere(self, job_id: str, runner: str, size: int) -> int:
+        """Items without a result in chunks other live runners hold."""
+        ...
+
+    def pending_in(self, job_id: str, lo: int, hi: int) -> list[tuple[int, str]]:
+        """``(idx, input)`` of the items without a result in ``lo <= idx < hi``."""
+        ...
 
     def update_job(self, job_id: str, **fields: Any) -> None: ...
 

@@ -15,6 +15,7 @@ __all__ = [
     "JobRecord",
     "PrefixRecord",
     "ProgressSample",
+    "RunnerRecord",
     "ScopeClaim",
     "ScopeRow",
     "Usage",
@@ -191,6 +192,21 @@ class LeaseClaim:
 
     epoch: int | None
     holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerRecord:
+    """A process running a job's items (``job_runners``: see :mod:`batchain.store.claims`):
+    ``host:pid#tag``, until when its seat holds unless renewed, and the chunks of items it
+    holds now."""
+
+    runner: str
+    until: float
+    chunks: int
+
+    @property
+    def host_pid(self) -> str:
+        return self.runner.partition("#")[0]
 
 
 @dataclass(frozen=True, slots=True)

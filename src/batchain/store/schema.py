@@ -22,7 +22,8 @@ __all__ = ["ADDED_COLUMNS", "DROPPED_INDEXES", "SCHEMA", "SCHEMA_OBJECTS", "SCHE
 #: ``prompt_prefixes``, the prompt prefixes a job's batches prime for the provider's cache)
 #: 4: ``job_calls`` is keyed by item before call (see :func:`batchain.store.sqlite._set_aside_job_calls`)
 #: (``job_progress``, each run's progress over time for the dashboard, kept the version
-#: as ``told`` did)
+#: as ``told`` did; so did ``job_runners`` and ``item_claims``, the processes running a
+#: job's items and the chunks of items each holds: see :mod:`batchain.store.claims`)
 SCHEMA_VERSION = 4
 
 SCHEMA = """
@@ -163,6 +164,18 @@ CREATE TABLE IF NOT EXISTS job_progress (
     tokens INTEGER,
     PRIMARY KEY (job_id, t)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_runners (
+    job_id TEXT NOT NULL,
+    runner TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (job_id, runner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS item_claims (
+    job_id TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    runner TEXT NOT NULL,
+    PRIMARY KEY (job_id, chunk)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provider_batches_by_job ON provider_batches (job_id, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 """
@@ -182,6 +195,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 # - told has no index but its key: its rows are looked up by (job, item, call) only.
 # - rate_scopes: one small row per rate-limit scope, read and written by its key only.
 # - prompt_prefixes: a few rows per job, read by job (its key's first column) once a run.
+# - job_runners, item_claims: a few rows per running job (its runners, and the chunks of
+#   items they hold now: a chunk's row goes when its items are done), read by job.
 # - job_item_counts is not an index but a counter row per (job, item status), changed once
 #   per store call that changes items (not once per item), so counting a job's items is one
 #   lookup instead of a walk over them.

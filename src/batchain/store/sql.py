@@ -55,6 +55,7 @@ from batchain.states import (
     PrefixStatus,
     check_transition,
 )
+from batchain.store.claims import ClaimQueries
 from batchain.store.connection import Conn, Cursor, SharedConnection, busy_timeout_s, call_in, running_loop
 from batchain.store.records import (
     BatchRecord,
@@ -229,9 +230,27 @@ class _Fence:
     on_lost: Callable[[LeaseLost], None]
     #: the loop the run holding it runs on, where it is told
     loop: asyncio.AbstractEventLoop | None
+    #: a process that helps with the job's items: its seat among the job's runners is the
+    #: lease (see :meth:`SQLStore.fence_runner`), not the job's lease
+    runner: str | None = None
+
+    def held(self, conn: Conn, job_id: str) -> tuple[bool, str | None]:
+        """Is it still held (checked in a write transaction)? If not, who holds the lease
+        now (None: the seat lapsed)."""
+        if self.epoch:
+            row = conn.execute("SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None and (row[0], int(row[1] or 0)) != (self.owner, self.epoch):
+                return False, str(row[0] or "none")
+        if self.runner is not None:
+            row = conn.execute(
+                "SELECT 1 FROM job_runners WHERE job_id=? AND runner=?", (job_id, self.runner)
+            ).fetchone()
+            if row is None:
+                return False, None
+        return True, None
 
 
-class SQLStore:
+class SQLStore(ClaimQueries):
     """Jobs, items, calls and provider batches in a SQL database.
 
     Every store opened on one database in one process shares one connection and its write
@@ -339,15 +358,14 @@ class SQLStore:
         for job_id, fence in list(self._fences.items()):
             if job_id in self._lost:
                 continue
-            row = conn.execute("SELECT lease_owner, lease_epoch FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row is not None and (row[0], int(row[1] or 0)) != (fence.owner, fence.epoch):
-                self._lose(
-                    job_id,
-                    LeaseLost(
-                        f"job {job_id}: another process ({row[0] or 'none'}) took over its lease "
-                        "while this one was stalled; this one stopped and wrote nothing more"
-                    ),
-                )
+            held, by = fence.held(conn, job_id)
+            if held:
+                continue
+            if by is None:
+                why = "its seat among the job's runners lapsed while this process was stalled"
+            else:
+                why = f"another process ({by}) took over its lease while this one was stalled"
+            self._lose(job_id, LeaseLost(f"job {job_id}: {why}; this one stopped and wrote nothing more"))
         if not self._lost:
             return
         # one store object serving several running jobs cannot tell their writes apart: the
@@ -537,15 +555,32 @@ class SQLStore:
         )
         self.commit()
 
-    def fence(self, job_id: str, owner: str, epoch: int, on_lost: Callable[[LeaseLost], None]) -> None:
+    def fence(
+        self,
+        job_id: str,
+        owner: str,
+        epoch: int,
+        on_lost: Callable[[LeaseLost], None],
+        runner: str | None = None,
+    ) -> None:
         """Make every later write of this store conditional on ``owner`` still holding the
-        lease of ``job_id`` at ``epoch``: checked as each write transaction begins (see
-        :meth:`on_begin`); once lost, ``on_lost`` is told, the store's writes are undone
-        and its commits raise :class:`~batchain.errors.LeaseLost`."""
+        lease of ``job_id`` at ``epoch`` (and, with ``runner``, its seat among the job's
+        runners): checked as each write transaction begins (see :meth:`on_begin`); once
+        lost, ``on_lost`` is told, the store's writes are undone and its commits raise
+        :class:`~batchain.errors.LeaseLost`."""
         with self._lock:
             # a transaction open now began after the claim (which committed what was open
             # before it), so the lease was ours when it began
-            self._fences[job_id] = _Fence(owner, epoch, on_lost, running_loop())
+            self._fences[job_id] = _Fence(owner, epoch, on_lost, running_loop(), runner)
+            self._lost.pop(job_id, None)
+            self._db.fenced(self)
+
+    def fence_runner(self, job_id: str, runner: str, on_lost: Callable[[LeaseLost], None]) -> None:
+        """:meth:`fence` for a process that helps with a job's items: every later write is
+        conditional on ``runner`` keeping its seat among the job's runners (see
+        :meth:`batchain.store.claims.ClaimQueries.join_job`)."""
+        with self._lock:
+            self._fences[job_id] = _Fence(runner, 0, on_lost, running_loop(), runner)
             self._lost.pop(job_id, None)
             self._db.fenced(self)
 
