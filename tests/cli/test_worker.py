@@ -11,6 +11,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
 from batchain.store import open_store
@@ -189,12 +191,14 @@ def test_workers_share_one_realtime_jobs_items(
     assert {e.tier for e in ledger} == {"realtime"}
 
 
-def test_a_killed_helpers_chunks_are_run_by_the_others(
-    cli: Cli, cli_sandbox: Sandbox, any_store: str | Path, tmp_path: Path
+@pytest.mark.parametrize("victim_is", ["helper", "lease holder"])
+def test_a_killed_workers_items_are_run_by_the_others(
+    cli: Cli, cli_sandbox: Sandbox, any_store: str | Path, tmp_path: Path, victim_is: str
 ) -> None:
-    """SIGKILL a worker that holds chunks of a job another worker runs: its chunks are free
-    again, the others run its items without a result, and every item ends with one result.
-    A realtime request on the wire when it died may be billed twice, no other."""
+    """SIGKILL a worker while three share a realtime job (a helper, or the lease holder):
+    its chunks are free again, the others run its items without a result (and one takes
+    the job's lease over), and every item ends with one result. A realtime request on the
+    wire when it died may be billed twice, no other."""
     n = 600
     cli_sandbox.configure(latency_ms=40)
     env = dict(cli.env, BATCHAIN_STORE=str(any_store), BATCHAIN_LEASE_S="2")
@@ -205,12 +209,13 @@ def test_a_killed_helpers_chunks_are_run_by_the_others(
     try:
         deadline = time.monotonic() + 60
         victim = None
-        while victim is None:
+        while victim is None:  # once a helper holds chunks
             assert time.monotonic() < deadline, "no worker helped"
             holder = _lease_pid(any_store, job_id)
             helping: set[int] = set()
             _runners_seen(any_store, job_id, {w.pid for w in workers} - {holder or 0}, helping)
-            victim = next((w for w in workers if w.pid in helping), None)
+            if helping:
+                victim = next(w for w in workers if w.pid in (helping if victim_is == "helper" else {holder}))
             time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
