@@ -280,3 +280,29 @@ def test_the_next_round_is_built_while_a_round_uploads(sandbox: Sandbox, store_p
     assert len(sandbox.ledger()) == 100 and not sandbox.duplicates()
     realtime = batchain.run(one_stage(sandbox), inputs, store=store_path, progress=False, cache=False)
     assert job.outputs() == realtime.outputs()
+
+
+def test_item_coroutines_ask_the_store_together_not_once_per_call(
+    fast: Sandbox, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls item coroutines reach in one turn of the event loop are looked up in one
+    query, and the deliveries of a batch's answers are checked in one: a store across the
+    network (PostgreSQL) costs a round trip per turn, not a few per call."""
+    from batchain.store.sql import SQLStore
+
+    asked: collections.Counter[str] = collections.Counter()
+    for name in ("get_calls", "first_deliveries"):
+        original = getattr(SQLStore, name)
+
+        def counted(self: SQLStore, *args: Any, _name: str = name, _f: Any = original, **kw: Any) -> Any:
+            asked[_name] += 1
+            return _f(self, *args, **kw)
+
+        monkeypatch.setattr(SQLStore, name, counted)
+    inputs = [{"x": f"topic {i}"} for i in range(120)]
+    job = run_batch(three_stages(fast), inputs, store_path, window=1000)
+    assert job.counts["succeeded"] == 120
+    # each item asks for 6 calls (its 3 stages, and the earlier stages again each time it
+    # comes back from a batch): asked one at a time, that was 360 queries of each kind
+    assert asked["get_calls"] <= 30 and asked["first_deliveries"] <= 30, asked
+    assert len(fast.ledger()) == 360 and not fast.duplicates()

@@ -177,6 +177,32 @@ class Admitted:
     source: Source | None = None
 
 
+@dataclass(slots=True)
+class _Queued:
+    """A call of an item coroutine waiting to be admitted (:meth:`CallManager._admit_soon`)."""
+
+    admission: Admission
+    subscriber: Callable[[Admission], Subscriber]
+    got: asyncio.Future[Admitted]
+
+
+class _Subscribers:
+    """Who is told the answer of each of a group of queued calls, for :meth:`CallManager.admit`."""
+
+    def __init__(self, queued: list[_Queued]) -> None:
+        self._by_admission = {id(q.admission): q.subscriber for q in queued}
+
+    def __call__(self, admission: Admission) -> Subscriber:
+        return self._by_admission[id(admission)](admission)
+
+
+def _abandon(admitted: Admitted, exc: BaseException) -> None:
+    """A call admitted to be sent by a coroutine that was cancelled before it could send
+    it: whoever shares the call is told, as a send that raised tells them."""
+    if admitted.verdict is Verdict.SEND and admitted.flight is not None:
+        admitted.flight.fail(exc)
+
+
 class InFlight:
     """A call of this run that has no answer yet, and everyone waiting on it.
 
@@ -339,6 +365,12 @@ class CallManager:
         #: the lanes (provider, base URL, model) of every call admitted in this run
         self.lanes: set[str] = set()
         self._inflight: dict[str, InFlight] = {}
+        #: item coroutines' calls waiting to be admitted together (see :meth:`_admit_soon`)
+        self._admitting: list[_Queued] = []
+        self._admitter: asyncio.Task[None] | None = None
+        #: deliveries of parked calls waiting to learn if they are first (:meth:`_first_told`)
+        self._telling: list[tuple[int, str, asyncio.Future[bool]]] = []
+        self._teller: asyncio.Task[None] | None = None
         #: models seen by the hook (kept alive: ids must stay unique)
         self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
@@ -559,13 +591,11 @@ class CallManager:
         (the store, or an identical call in flight)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         admission = Admission(item_idx, adapter, model, request)
-        [got] = await self.admit([admission], lambda _: _to_future(future, eviction))
+        got = await self._admit_soon(admission, lambda _: _to_future(future, eviction))
         key = request.key
         if got.verdict is Verdict.REPLAYED:
             assert got.answer is not None
-            if got.source is None:  # looked up in this very step: no other task came between
-                self.told([(item_idx, key)])
-            return got.answer, got.source
+            return got.answer, got.source  # a first delivery is noted as told already
         if got.verdict in (Verdict.REFUSED, Verdict.FAILED):
             assert got.error is not None
             raise got.error
@@ -578,7 +608,7 @@ class CallManager:
                 text = await self._wait(future, item_idx)
                 if got.source is None:
                     # asked again now: another call of this item may have been told it first
-                    return text, self._first_told(item_idx, key, Source.SHARED)
+                    return text, await self._first_told(item_idx, key, Source.SHARED)
                 return text, got.source
         except GoRealtime:
             # auto mode's deadline: the owner answers this call in realtime after all
@@ -690,6 +720,64 @@ class CallManager:
                 await self.batch.park(parked, uid)
         return out
 
+    async def _admit_soon(
+        self, admission: Admission, subscriber: Callable[[Admission], Subscriber]
+    ) -> Admitted:
+        """Admit one call of an item coroutine together with the calls other coroutines
+        reach in the same turn of the event loop: one :meth:`admit` (a few store queries)
+        for all of them instead of a few queries each, which is what a store across the
+        network (PostgreSQL) makes a call cost."""
+        got: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
+        self._admitting.append(_Queued(admission, subscriber, got))
+        if self._admitter is None:
+            self._admitter = asyncio.create_task(self._admit_queued(), name="batchain-admit")
+        try:
+            return await got
+        except asyncio.CancelledError as exc:
+            if got.done() and not got.cancelled() and got.exception() is None:
+                _abandon(got.result(), exc)
+            raise
+
+    async def _admit_queued(self) -> None:
+        """Admit every queued call at once (see :meth:`_admit_soon`). A replayed call's
+        first delivery to the item that paid for it is noted as told here, in the same
+        step as its lookup, so a second delivery of it (the same item asking again) counts
+        as a replay."""
+        queued, self._admitting, self._admitter = self._admitting, [], None
+        queued = [q for q in queued if not q.got.done()]  # their coroutines were cancelled
+        if not queued:
+            return
+        try:
+            got = await self.admit([q.admission for q in queued], _Subscribers(queued))
+        except BaseException as exc:
+            # each coroutine gets what admitting its call raised, as if it had admitted it
+            for q in queued:
+                if q.got.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    q.got.cancel()
+                else:
+                    q.got.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        told: list[tuple[int, str]] = []
+        seen: set[tuple[int, str]] = set()
+        for q, admitted in zip(queued, got, strict=True):
+            if admitted.verdict is Verdict.REPLAYED and admitted.source is None:
+                pair = (q.admission.idx, q.admission.request.key)
+                if pair in seen:
+                    admitted = Admitted(Verdict.REPLAYED, answer=admitted.answer, source=Source.REPLAY)
+                else:
+                    seen.add(pair)
+                    told.append(pair)
+            if q.got.done():  # cancelled while the calls were being admitted
+                _abandon(admitted, asyncio.CancelledError())
+            else:
+                q.got.set_result(admitted)
+        if told:
+            self.told(told)
+
     async def _send(self, flight: InFlight, item_idx: int) -> str:
         """Send a call now (realtime) and tell everyone sharing it."""
         try:
@@ -744,13 +832,40 @@ class CallManager:
         self.store.tell(self.job_id, pairs)
         self.store.commit_soon()
 
-    def _first_told(self, item_idx: int, key: str, otherwise: Source) -> Source | None:
+    async def _first_told(self, item_idx: int, key: str, otherwise: Source) -> Source | None:
         """None, noted as told, if this is the first delivery of a call the item paid for;
-        else ``otherwise``."""
-        if (item_idx, key) not in self.store.first_deliveries(self.job_id, [(item_idx, key)]):
-            return otherwise
-        self.told([(item_idx, key)])
-        return None
+        else ``otherwise``. Asked together with the deliveries other coroutines reach in
+        the same turn of the event loop (a batch's answers arrive together): one query and
+        one write for all of them."""
+        got: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._telling.append((item_idx, key, got))
+        if self._teller is None:
+            self._teller = asyncio.create_task(self._tell_queued(), name="batchain-tell")
+        return None if await got else otherwise
+
+    async def _tell_queued(self) -> None:
+        """Which queued deliveries are first ones (see :meth:`_first_told`); those are
+        noted as told, in the same step as the lookup."""
+        queued, self._telling, self._teller = self._telling, [], None
+        queued = [q for q in queued if not q[2].done()]  # their coroutines were cancelled
+        if not queued:
+            return
+        try:
+            first = self.store.first_deliveries(self.job_id, [(idx, key) for idx, key, _ in queued])
+        except Exception as exc:
+            for _, _, got in queued:
+                got.set_exception(exc)
+            return
+        told: list[tuple[int, str]] = []
+        for idx, key, got in queued:
+            pair = (idx, key)
+            is_first = pair in first
+            if is_first:
+                first.discard(pair)  # the same item asking twice: told once
+                told.append(pair)
+            got.set_result(is_first)
+        if told:
+            self.told(told)
 
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
         """Await a call; while it is parked for a batch, count the item as waiting."""
