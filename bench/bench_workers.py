@@ -23,6 +23,8 @@ python bench/bench_workers.py --quick    # smaller, for a smoke check
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import resource
 import subprocess
@@ -131,11 +133,23 @@ def main() -> None:
     ap.add_argument("--batch-n", type=int, default=20000, help="items of the 3-stage batch job")
     ap.add_argument("--batch-s", type=float, default=10.0, help="the sandbox's provider batch time")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--only",
+        choices=["realtime", "batch"],
+        help="run these cases only; the others' results are kept from bench/results/workers.json",
+    )
     args = ap.parse_args()
     reps, n, slow_n, batch_n = (
         (1, 300, 200, 600) if args.quick else (args.reps, args.n, args.slow_n, args.batch_n)
     )
+    params = {"reps": reps, "n": n, "slow_n": slow_n, "batch_n": batch_n, "batch_s": args.batch_s}
     results: dict[str, dict[str, float]] = {}
+    if args.only:
+        kept = json.loads((ROOT / "results" / "workers.json").read_text())["raw"]
+        results.update({k: v for k, v in kept.items() if k.startswith("batch") != (args.only == "batch")})
+        for key in ("reps", "n", "slow_n") if args.only == "batch" else ("batch_n", "batch_s"):
+            params[key] = kept["params"][key]
+        reps, n, slow_n, batch_n = (int(params[k]) for k in ("reps", "n", "slow_n", "batch_n"))
 
     def case(
         sb: Sandbox, key: str, backend: str, jobs: int, items: int, workers: int, k: int, **opt: Any
@@ -144,19 +158,20 @@ def main() -> None:
         results[key] = _medians(runs)
         print(key, results[key], flush=True)
 
-    with sandbox(latency_ms=20) as sb:  # no rate limits: the load is the only limit
-        case(sb, "sqlite 1 1", "sqlite", 1, n, 1, reps)
-        case(sb, "postgresql 1 1", "postgresql", 1, n, 1, reps)
-        for w in (2, 4):
-            case(sb, f"postgresql 1 {w}", "postgresql", 1, n, w, reps)
-        for w in (1, 2, 4):
-            case(sb, f"postgresql 4 {w}", "postgresql", 4, n, w, reps)
-    with sandbox(latency_ms=300) as sb:
-        for w in (1, 2, 4):
-            case(sb, f"slow 1 {w}", "postgresql", 1, slow_n, w, reps, max_concurrency=8)
-    knobs = {"batch_validating_s": 0.5, "batch_processing_s": args.batch_s, "batch_finalizing_s": 0.5}
-    with sandbox(**knobs) as sb:
-        for w in (1, 4):
+    if args.only != "batch":
+        with sandbox(latency_ms=20) as sb:  # no rate limits: the load is the only limit
+            case(sb, "sqlite 1 1", "sqlite", 1, n, 1, reps)
+            case(sb, "postgresql 1 1", "postgresql", 1, n, 1, reps)
+            for w in (2, 4):
+                case(sb, f"postgresql 1 {w}", "postgresql", 1, n, w, reps)
+            for w in (1, 2, 4):
+                case(sb, f"postgresql 4 {w}", "postgresql", 4, n, w, reps)
+        with sandbox(latency_ms=300) as sb:
+            for w in (1, 2, 4):
+                case(sb, f"slow 1 {w}", "postgresql", 1, slow_n, w, reps, max_concurrency=8)
+    knobs = {"batch_validating_s": 0.5, "batch_processing_s": params["batch_s"], "batch_finalizing_s": 0.5}
+    with sandbox(**knobs) if args.only != "realtime" else contextlib.nullcontext() as sb:
+        for w in (1, 4) if args.only != "realtime" else ():
             case(
                 sb,
                 f"batch 1 {w}",
@@ -225,7 +240,7 @@ def main() -> None:
         },
         {
             "title": f"Batch mode, one job of {batch_n:,} items x 3 stages, sandbox batches of "
-            f"{args.batch_s:g} s (PostgreSQL, one run each)",
+            f"{params['batch_s']:g} s (PostgreSQL, one run each)",
             "columns": ["run", "submit s", "workers s", "wall s", "speed-up (wall)"],
             "rows": [
                 batch_row("batch 1 1", "1 worker"),
@@ -260,7 +275,7 @@ def main() -> None:
         "python bench/bench_workers.py",
         tables,
         notes,
-        results,
+        {**results, "params": params},
     )
     show(tables, path)
 
