@@ -42,7 +42,8 @@ def is_lease_holder(runner: str) -> bool:
 
 
 def runner_alive(runner: str) -> bool:
-    """False only when the runner (``host:pid#tag``) is a process on this host that is gone."""
+    """False only when the runner (``host:pid``, a lease's owner, or ``host:pid#tag``, a
+    seat) is a process on this host that is gone."""
     host, _, pid = runner.partition("#")[0].rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import time
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -55,7 +53,7 @@ from batchain.states import (
     PrefixStatus,
     check_transition,
 )
-from batchain.store.claims import ClaimQueries
+from batchain.store.claims import ClaimQueries, runner_alive
 from batchain.store.connection import Conn, Cursor, SharedConnection, busy_timeout_s, call_in, running_loop
 from batchain.store.records import (
     BatchRecord,
@@ -109,20 +107,6 @@ _link_order = itemgetter(0, 2, 1)
 _PAIRS_PER_QUERY = 400
 
 _USAGE_COLS = "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens"
-
-
-def _alive(owner: str) -> bool:
-    """False only when the owner is a process on this host that no longer exists."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _call_record(r: Row) -> CallRecord:
@@ -520,7 +504,7 @@ class SQLStore(ClaimQueries):
                     raise KeyError(job_id)
                 holder, until, epoch = row[0], row[1], int(row[2] or 0)
                 now = time.time()
-                if holder and holder != owner and until and until > now and _alive(holder):
+                if holder and holder != owner and until and until > now and runner_alive(holder):
                     self._conn.execute("ROLLBACK")
                     return LeaseClaim(None, str(holder))
                 self._conn.execute(
