@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models._utils import _update_message_content_to_blocks
@@ -135,6 +135,10 @@ def is_generic(adapter: ProviderAdapter) -> bool:
 
 #: told once how a call ended: its answer's text and parsed body, or (None, None, exception)
 Subscriber = Callable[[str | None, Any, BaseException | None], None]
+#: a call of an item coroutine to admit, and who is told its answer
+_Asked = tuple["Admission", Callable[["Admission"], Subscriber]]
+Q = TypeVar("Q")
+A = TypeVar("A")
 
 
 class Verdict(Enum):
@@ -177,23 +181,63 @@ class Admitted:
     source: Source | None = None
 
 
-@dataclass(slots=True)
-class _Queued:
-    """A call of an item coroutine waiting to be admitted (:meth:`CallManager._admit_soon`)."""
+class _Together(Generic[Q, A]):
+    """Questions item coroutines ask in one turn of the event loop, answered by one call of
+    ``answer`` for all of them: a few store queries a turn instead of a few a question,
+    which is what a store across the network (PostgreSQL) makes a question cost.
+    ``abandoned`` gets the answer of a question whose coroutine was cancelled once it was
+    answered."""
 
-    admission: Admission
-    subscriber: Callable[[Admission], Subscriber]
-    got: asyncio.Future[Admitted]
+    def __init__(
+        self,
+        answer: Callable[[list[Q]], Awaitable[list[A]]],
+        name: str,
+        abandoned: Callable[[A, BaseException], None] | None = None,
+    ) -> None:
+        self._answer = answer
+        self._name = name
+        self._abandoned = abandoned
+        self._queued: list[tuple[Q, asyncio.Future[A]]] = []
+        self._task: asyncio.Task[None] | None = None
 
+    async def ask(self, question: Q) -> A:
+        got: asyncio.Future[A] = asyncio.get_running_loop().create_future()
+        self._queued.append((question, got))
+        if self._task is None:
+            self._task = asyncio.create_task(self._answer_queued(), name=self._name)
+        try:
+            return await got
+        except asyncio.CancelledError as exc:
+            if got.done() and not got.cancelled() and got.exception() is None:
+                self._abandon(got.result(), exc)
+            raise
 
-class _Subscribers:
-    """Who is told the answer of each of a group of queued calls, for :meth:`CallManager.admit`."""
+    async def _answer_queued(self) -> None:
+        queued, self._queued, self._task = self._queued, [], None
+        queued = [(q, got) for q, got in queued if not got.done()]  # their coroutines were cancelled
+        if not queued:
+            return
+        try:
+            answers = await self._answer([q for q, _ in queued])
+        except asyncio.CancelledError:
+            for _, got in queued:
+                got.cancel()
+            raise
+        except BaseException as exc:
+            # each coroutine gets what answering its question raised, as if it had asked alone
+            for _, got in queued:
+                if not got.done():
+                    got.set_exception(exc)
+            return
+        for (_, got), answer in zip(queued, answers, strict=True):
+            if got.done():  # cancelled while the answers were being found
+                self._abandon(answer, asyncio.CancelledError())
+            else:
+                got.set_result(answer)
 
-    def __init__(self, queued: list[_Queued]) -> None:
-        self._by_admission = {id(q.admission): q.subscriber for q in queued}
-
-    def __call__(self, admission: Admission) -> Subscriber:
-        return self._by_admission[id(admission)](admission)
+    def _abandon(self, answer: A, exc: BaseException) -> None:
+        if self._abandoned is not None:
+            self._abandoned(answer, exc)
 
 
 def _abandon(admitted: Admitted, exc: BaseException) -> None:
@@ -365,12 +409,12 @@ class CallManager:
         #: the lanes (provider, base URL, model) of every call admitted in this run
         self.lanes: set[str] = set()
         self._inflight: dict[str, InFlight] = {}
-        #: item coroutines' calls waiting to be admitted together (see :meth:`_admit_soon`)
-        self._admitting: list[_Queued] = []
-        self._admitter: asyncio.Task[None] | None = None
-        #: deliveries of parked calls waiting to learn if they are first (:meth:`_first_told`)
-        self._telling: list[tuple[int, str, asyncio.Future[bool]]] = []
-        self._teller: asyncio.Task[None] | None = None
+        #: item coroutines' calls, admitted together (:meth:`_admit_together`)
+        self._admissions: _Together[_Asked, Admitted] = _Together(
+            self._admit_together, "batchain-admit", _abandon
+        )
+        #: deliveries of parked calls, checked together as first ones (:meth:`_first_ones`)
+        self._deliveries: _Together[tuple[int, str], bool] = _Together(self._first_ones, "batchain-tell")
         #: models seen by the hook (kept alive: ids must stay unique)
         self._models: dict[int, BaseChatModel] = {}
         self._clients: dict[int, Any] = {}
@@ -591,7 +635,7 @@ class CallManager:
         (the store, or an identical call in flight)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         admission = Admission(item_idx, adapter, model, request)
-        got = await self._admit_soon(admission, lambda _: _to_future(future, eviction))
+        got = await self._admissions.ask((admission, lambda _: _to_future(future, eviction)))
         key = request.key
         if got.verdict is Verdict.REPLAYED:
             assert got.answer is not None
@@ -720,63 +764,25 @@ class CallManager:
                 await self.batch.park(parked, uid)
         return out
 
-    async def _admit_soon(
-        self, admission: Admission, subscriber: Callable[[Admission], Subscriber]
-    ) -> Admitted:
-        """Admit one call of an item coroutine together with the calls other coroutines
-        reach in the same turn of the event loop: one :meth:`admit` (a few store queries)
-        for all of them instead of a few queries each, which is what a store across the
-        network (PostgreSQL) makes a call cost."""
-        got: asyncio.Future[Admitted] = asyncio.get_running_loop().create_future()
-        self._admitting.append(_Queued(admission, subscriber, got))
-        if self._admitter is None:
-            self._admitter = asyncio.create_task(self._admit_queued(), name="batchain-admit")
-        try:
-            return await got
-        except asyncio.CancelledError as exc:
-            if got.done() and not got.cancelled() and got.exception() is None:
-                _abandon(got.result(), exc)
-            raise
-
-    async def _admit_queued(self) -> None:
-        """Admit every queued call at once (see :meth:`_admit_soon`). A replayed call's
-        first delivery to the item that paid for it is noted as told here, in the same
-        step as its lookup, so a second delivery of it (the same item asking again) counts
-        as a replay."""
-        queued, self._admitting, self._admitter = self._admitting, [], None
-        queued = [q for q in queued if not q.got.done()]  # their coroutines were cancelled
-        if not queued:
-            return
-        try:
-            got = await self.admit([q.admission for q in queued], _Subscribers(queued))
-        except BaseException as exc:
-            # each coroutine gets what admitting its call raised, as if it had admitted it
-            for q in queued:
-                if q.got.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    q.got.cancel()
-                else:
-                    q.got.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        told: list[tuple[int, str]] = []
-        seen: set[tuple[int, str]] = set()
-        for q, admitted in zip(queued, got, strict=True):
-            if admitted.verdict is Verdict.REPLAYED and admitted.source is None:
-                pair = (q.admission.idx, q.admission.request.key)
-                if pair in seen:
-                    admitted = Admitted(Verdict.REPLAYED, answer=admitted.answer, source=Source.REPLAY)
-                else:
-                    seen.add(pair)
-                    told.append(pair)
-            if q.got.done():  # cancelled while the calls were being admitted
-                _abandon(admitted, asyncio.CancelledError())
+    async def _admit_together(self, asked: list[_Asked]) -> list[Admitted]:
+        """Admit the calls item coroutines reached in one turn of the event loop (see
+        :class:`_Together`) in one :meth:`admit`. A replayed call's first delivery to the
+        item that paid for it is noted as told here, in the same step as its lookup, so a
+        second delivery of it (the same item asking again) counts as a replay."""
+        subscribers = {id(admission): subscriber for admission, subscriber in asked}
+        got = await self.admit([admission for admission, _ in asked], lambda a: subscribers[id(a)](a))
+        told: dict[tuple[int, str], None] = {}
+        for i, admitted in enumerate(got):
+            if admitted.verdict is not Verdict.REPLAYED or admitted.source is not None:
+                continue
+            pair = (asked[i][0].idx, asked[i][0].request.key)
+            if pair in told:
+                got[i] = Admitted(Verdict.REPLAYED, answer=admitted.answer, source=Source.REPLAY)
             else:
-                q.got.set_result(admitted)
+                told[pair] = None
         if told:
-            self.told(told)
+            self.told(list(told))
+        return got
 
     async def _send(self, flight: InFlight, item_idx: int) -> str:
         """Send a call now (realtime) and tell everyone sharing it."""
@@ -835,37 +841,23 @@ class CallManager:
     async def _first_told(self, item_idx: int, key: str, otherwise: Source) -> Source | None:
         """None, noted as told, if this is the first delivery of a call the item paid for;
         else ``otherwise``. Asked together with the deliveries other coroutines reach in
-        the same turn of the event loop (a batch's answers arrive together): one query and
-        one write for all of them."""
-        got: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._telling.append((item_idx, key, got))
-        if self._teller is None:
-            self._teller = asyncio.create_task(self._tell_queued(), name="batchain-tell")
-        return None if await got else otherwise
+        the same turn of the event loop (a batch's answers arrive together)."""
+        return None if await self._deliveries.ask((item_idx, key)) else otherwise
 
-    async def _tell_queued(self) -> None:
-        """Which queued deliveries are first ones (see :meth:`_first_told`); those are
-        noted as told, in the same step as the lookup."""
-        queued, self._telling, self._teller = self._telling, [], None
-        queued = [q for q in queued if not q[2].done()]  # their coroutines were cancelled
-        if not queued:
-            return
-        try:
-            first = self.store.first_deliveries(self.job_id, [(idx, key) for idx, key, _ in queued])
-        except Exception as exc:
-            for _, _, got in queued:
-                got.set_exception(exc)
-            return
+    async def _first_ones(self, pairs: list[tuple[int, str]]) -> list[bool]:
+        """Which deliveries ``(idx, key)`` are first ones, in one query; those are noted
+        as told in the same step, in one write."""
+        first = self.store.first_deliveries(self.job_id, pairs)
         told: list[tuple[int, str]] = []
-        for idx, key, got in queued:
-            pair = (idx, key)
-            is_first = pair in first
-            if is_first:
+        answers: list[bool] = []
+        for pair in pairs:
+            answers.append(pair in first)
+            if answers[-1]:
                 first.discard(pair)  # the same item asking twice: told once
                 told.append(pair)
-            got.set_result(is_first)
         if told:
             self.told(told)
+        return answers
 
     async def _wait(self, future: asyncio.Future[str], item_idx: int) -> str:
         """Await a call; while it is parked for a batch, count the item as waiting."""
