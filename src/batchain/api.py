@@ -370,14 +370,17 @@ def _create_job(
     options: RunOptions,
     refs: _Refs,
 ) -> Job:
-    st = open_store(store)
     jid = job_id or new_job_id()
     if not _JOB_ID.fullmatch(jid):
         raise InvalidOption(
             f"job id {jid!r}: use letters, digits and . _ : - (at most 128, starting with a "
             "letter or digit), so it can be typed on a command line"
         )
+    st = open_store(store)
+    owned = st is not store
     if st.get_job(jid) is not None:
+        if owned:
+            st.close()
         raise ValueError(f"job {jid!r} already exists in {st.name}; use Job.open(...).resume()")
     now = time.time()
     st.create_job(
@@ -392,7 +395,7 @@ def _create_job(
             options=options.to_record(),
         )
     )
-    return Job(jid, st, runnable)
+    return Job(jid, st, runnable, owns_store=owned)
 
 
 async def _execute(

@@ -21,7 +21,7 @@ from batchain.engine.lifecycle import Purpose
 from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.options import Mode
 from batchain.states import ItemStatus, JobStatus, LinkSource
-from batchain.store import StoreArg, open_store
+from batchain.store import StoreArg, close_with, open_store
 from batchain.store.base import Store, lease_owner
 from batchain.store.records import Compaction, JobRecord, Usage
 
@@ -53,10 +53,16 @@ class ItemResult:
 class Job:
     """A handle on one job in a store. Cheap to create; every property reads the store."""
 
-    def __init__(self, job_id: str, store: Store, chain: Runnable[Any, Any] | None = None):
+    def __init__(
+        self, job_id: str, store: Store, chain: Runnable[Any, Any] | None = None, *, owns_store: bool = False
+    ):
+        """A handle on job ``job_id`` in ``store``; ``owns_store``: batchain opened the store
+        for this handle (from a path or URL), and closes it when the handle is dropped."""
         self.id = job_id
         self.store = store
         self._chain = chain
+        if owns_store:
+            close_with(self, store)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, status={self.status.value!r}, counts={self.counts})"
@@ -70,9 +76,16 @@ class Job:
         chain: Runnable[Any, Any] | str | None = None,
     ) -> Job:
         st = open_store(store)
-        if st.get_job(job_id) is None:
-            raise KeyError(f"no job {job_id!r} in store {st.name}")
-        return cls(job_id, st, resolve_chain(chain) if chain is not None else None)
+        owned = st is not store
+        try:
+            if st.get_job(job_id) is None:
+                raise KeyError(f"no job {job_id!r} in store {st.name}")
+            runnable = resolve_chain(chain) if chain is not None else None
+        except BaseException:
+            if owned:
+                st.close()
+            raise
+        return cls(job_id, st, runnable, owns_store=owned)
 
     # -- state -------------------------------------------------------------------------
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 
+import batchain
+from batchain.sandbox import Sandbox
 from batchain.states import (
     TRANSITIONS,
     CallStatus,
@@ -19,6 +25,7 @@ from batchain.states import (
     check_transition,
 )
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Usage
+from tests.engine.conftest import make_openai
 
 
 def _job(store: SQLiteStore, job_id: str = "j1") -> None:
@@ -173,3 +180,43 @@ def test_a_read_only_store_copies_nothing(store_path: Path) -> None:
         _job(store)
     with SQLiteStore(store_path, read_only=True):
         assert _checkpointers(store_path) == []
+
+
+def _open_files(under: Path) -> set[str]:
+    """Files under ``under`` this process holds open (Linux)."""
+    out: set[str] = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(under)):
+            out.add(Path(target).name)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd (Linux)")
+def test_a_dropped_job_handle_closes_the_store_it_opened(fast: Sandbox, tmp_path: Path) -> None:
+    """A process that runs many jobs on many store files keeps open only the stores a job
+    handle still holds (before, each run left its file, WAL and shared memory open)."""
+    chain = ChatPromptTemplate.from_template("Say {x}") | make_openai(fast) | StrOutputParser()
+    for i in range(3):
+        batchain.run(chain, [{"x": i}], store=tmp_path / f"dropped{i}.sqlite", progress=False)
+    kept = batchain.run(chain, [{"x": 9}], store=tmp_path / "kept.sqlite", progress=False)
+    with pytest.raises(ValueError, match="already exists"):
+        batchain.run(chain, [{"x": 9}], store=tmp_path / "kept.sqlite", job_id=kept.id, progress=False)
+    with pytest.raises(KeyError):
+        batchain.Job.open("no-such-job", store=tmp_path / "missing-job.sqlite")
+    gc.disable()  # closed when the handle is dropped, not whenever the collector runs
+    try:
+        SQLiteStore(tmp_path / "next.sqlite").close()  # opening a store closes the dropped ones
+    finally:
+        gc.enable()
+    assert {name.split(".")[0] for name in _open_files(tmp_path)} == {"kept"}
+    assert kept.outputs()[0].endswith("Say 9")  # the handle in use keeps its store
+    own = SQLiteStore(tmp_path / "own.sqlite")
+    batchain.run(chain, [{"x": 1}], store=own, progress=False)
+    gc.collect()
+    SQLiteStore(tmp_path / "next.sqlite").close()
+    assert own.list_jobs()  # a store the caller passed in is the caller's to close
+    own.close()

@@ -1,7 +1,10 @@
 """Durable storage of jobs, items, calls and provider batches: a SQLite file (the default),
 or a PostgreSQL database that processes on several machines share."""
 
+import contextlib
 import os
+import weakref
+from collections import deque
 
 from batchain.store.base import Store
 from batchain.store.records import CallRecord, ItemRecord, JobRecord, Usage
@@ -18,11 +21,36 @@ def is_postgres_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
+#: stores whose owners were garbage collected, closed by the next :func:`open_store`
+_DROPPED: deque[Store] = deque()
+
+
+def close_with(owner: object, store: Store) -> None:
+    """Close ``store`` once ``owner`` (a job handle that opened it) is garbage collected.
+
+    Not in the collector's own step: that may run on a thread that holds the store's lock,
+    or the lock of the shared connections. The store waits in a queue (an append takes no
+    lock) until the next :func:`open_store`, so a process that runs many jobs on many files
+    keeps only the ones in use open."""
+    weakref.finalize(owner, _DROPPED.append, store)
+
+
+def _close_dropped() -> None:
+    while _DROPPED:
+        try:
+            store = _DROPPED.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        with contextlib.suppress(Exception):  # a store that cannot commit now never will
+            store.close()
+
+
 def open_store(store: StoreArg, *, read_only: bool | None = None, own_connection: bool = False) -> Store:
     """A store given as one, or opened from its path or URL (None: the default store);
     ``read_only`` and ``own_connection`` as the backends take them."""
     if isinstance(store, Store):
         return store
+    _close_dropped()
     if store is None and is_postgres_url(os.environ.get("BATCHAIN_STORE")):
         store = os.environ["BATCHAIN_STORE"]
     if is_postgres_url(store):
@@ -42,6 +70,7 @@ __all__ = [
     "Store",
     "StoreArg",
     "Usage",
+    "close_with",
     "default_store_path",
     "is_postgres_url",
     "open_store",
