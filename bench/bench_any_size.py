@@ -2,7 +2,9 @@
 whatever its number of items, in bounded memory.
 
     python bench/bench_any_size.py                        # 1,000,000 x 1 stage, 50,000 x 3 stages
-    python bench/bench_any_size.py --one 0 --three 200000 # the 3-stage size (about an hour)
+    python bench/bench_any_size.py --one 0 --three 200000 # the 3-stage size
+    python bench/bench_any_size.py --one 0 --three 0 --three-ordinary 200000 --add
+                                               # the same through the ordinary path (25 min)
     python bench/bench_any_size.py --one 100000 --three 20000 --batch-s 10   # smaller
 
 The sandbox runs in its own process with a fixed provider batch time (``--batch-s``, 30 s by
@@ -33,10 +35,13 @@ from typing import Any
 import batchain
 from harness import RESULTS, fmt, run_client, sandbox, save
 
-STAGES = {"one": 1, "three": 3}
+STAGES = {"one": 1, "three": 3, "three_ordinary": 3}
 TITLES = {
     "one": "prompt, gpt-4o-mini, parser (bulk path)",
-    "three": "3 stages: gpt-4o-mini, claude-haiku-4-5, gpt-4o (ordinary path, replayed from the store)",
+    "three": "3 stages: gpt-4o-mini, claude-haiku-4-5, gpt-4o, each prompt, model, parser (bulk path)",
+    "three_ordinary": (
+        "the same 3 stages with a lambda after the first (ordinary path, coroutines replayed from the store)"
+    ),
 }
 
 
@@ -115,7 +120,7 @@ def rows_of(r: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         t0 = r["started"]
         per_stage.append(
             [
-                f"{r['n']:,} x {stages}",
+                f"{r['n']:,} x {stages}" + (" (ordinary path)" if r["shape"] == "three_ordinary" else ""),
                 s["model"],
                 str(s["batches"]),
                 f"{s['calls']:,}",
@@ -132,6 +137,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one", type=int, default=1_000_000, help="items of the single-stage run (0: skip)")
     ap.add_argument("--three", type=int, default=50_000, help="items of the 3-stage run (0: skip)")
+    ap.add_argument(
+        "--three-ordinary", type=int, default=0, help="items of the 3-stage run on the ordinary path (0: skip)"
+    )
     ap.add_argument("--batch-s", type=float, default=30.0, help="the sandbox's provider batch time")
     ap.add_argument("--render", action="store_true", help="only rebuild the tables from the last results")
     ap.add_argument(
@@ -146,8 +154,9 @@ def main() -> None:
     raw = []
     if args.add and (RESULTS / "any_size.json").exists():
         kept = json.loads((RESULTS / "any_size.json").read_text())["raw"]
-        raw = [r for r in kept if not {"one": args.one, "three": args.three}[r["shape"]]]
-    for shape, n in (("one", args.one), ("three", args.three)):
+        sizes = {"one": args.one, "three": args.three, "three_ordinary": args.three_ordinary}
+        raw = [r for r in kept if not sizes[r["shape"]]]
+    for shape, n in (("one", args.one), ("three", args.three), ("three_ordinary", args.three_ordinary)):
         if not n:
             continue
         print(f"{shape}: {n:,} items, {args.batch_s:.0f} s batches", flush=True)

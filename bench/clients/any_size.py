@@ -5,7 +5,9 @@
 
 ``one``: prompt | ChatOpenAI(gpt-4o-mini) | StrOutputParser (the bulk path).
 ``three``: three stages on two providers and three models (gpt-4o-mini, claude-haiku-4-5,
-gpt-4o), through the ordinary path (coroutines replayed from the store).
+gpt-4o), each ``prompt | model | parser``: the bulk path, rows replayed stage by stage.
+``three_ordinary``: the same stages with a pass-through lambda after the first, which
+takes the ordinary path (coroutines replayed from the store).
 
 Inputs come from a generator: batch mode stores each before running any. Reports wall
 time, CPU time, peak RSS, the store's size, and for each stage (model) when its first and
@@ -26,13 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from batch_chains import API_KEY, Meter, emit
 
-MODELS = {"one": ["gpt-4o-mini"], "three": ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"]}
+MODELS = {
+    "one": ["gpt-4o-mini"],
+    "three": ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"],
+    "three_ordinary": ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"],
+}
 
 
 def chain(shape: str, openai_url: str, anthropic_url: str) -> Any:
     from langchain_anthropic import ChatAnthropic
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableLambda
     from langchain_openai import ChatOpenAI
 
     def gpt(name: str) -> Any:
@@ -46,6 +53,8 @@ def chain(shape: str, openai_url: str, anthropic_url: str) -> Any:
     second = ChatPromptTemplate.from_template("{text}\n\nRewrite it for a younger audience.") | claude
     third = ChatPromptTemplate.from_template("{text}\n\nTranslate it into French.") | gpt("gpt-4o")
     text = StrOutputParser()
+    if shape == "three_ordinary":
+        return first | text | RunnableLambda(lambda s: s) | second | text | third | text
     return first | text | second | text | third | text
 
 

@@ -46,6 +46,26 @@ def three_stages(sb: Sandbox) -> Any:
     )
 
 
+def staged(sb: Sandbox) -> Any:
+    """The same three models as stages of one sequence, each stage's text the next one's
+    input: the bulk path, rows replayed from the store stage by stage."""
+    text = StrOutputParser()
+    return (
+        ChatPromptTemplate.from_template("Outline {x}")
+        | make_openai(sb)
+        | text
+        | ChatPromptTemplate.from_template("Draft {outline}")
+        | make_anthropic(sb)
+        | text
+        | ChatPromptTemplate.from_template("Review {draft}")
+        | make_openai(sb, "gpt-4o")
+        | text
+    )
+
+
+SHAPES = {"one_stage": one_stage, "three_stages": three_stages, "staged": staged}
+
+
 def batches(store: Path) -> list[BatchRecord]:
     with SQLiteStore(store) as st:
         (job,) = st.list_jobs()
@@ -88,26 +108,28 @@ def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_pat
     assert job.outputs() == realtime.outputs()
 
 
-def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["three_stages", "staged"])
+def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path, shape: str) -> None:
     # long enough that a loaded machine still creates every batch of a stage before one ends
     sandbox.configure(batch_validating_s=0.01, batch_processing_s=2.0, batch_finalizing_s=0.01)
     inputs = [{"x": f"topic {i}"} for i in range(60)]
-    job = run_batch(three_stages(sandbox), inputs, store_path, poll_min=0.05, window=12)
+    job = run_batch(SHAPES[shape](sandbox), inputs, store_path, poll_min=0.05, window=12)
     assert job.counts["succeeded"] == 60
-    # coroutines out of the window come back to replay their chains up to the next call
+    assert job.stats["bulk_path"].startswith("on: 3 stages" if shape == "staged" else "off:")
+    # items out of the window come back to replay their chains up to the next call
     assert job.stats["items_fed_again"] == job.stats["items_left_window"] >= 48 * 3
     assert job.stats["items_finished_out_of_window"] == 0
     check_stages_overlap(sandbox, store_path, ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o"])
     assert len(sandbox.ledger()) == 180 and not sandbox.duplicates()
-    realtime = batchain.run(three_stages(sandbox), inputs, store=store_path, progress=False, cache=False)
+    realtime = batchain.run(SHAPES[shape](sandbox), inputs, store=store_path, progress=False, cache=False)
     assert job.outputs() == realtime.outputs()
 
 
-@pytest.mark.parametrize("shape", ["one_stage", "three_stages"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 def test_cost_and_links_stay_exact_when_items_leave_the_window(
     fast: Sandbox, store_path: Path, shape: str
 ) -> None:
-    chain = one_stage(fast) if shape == "one_stage" else three_stages(fast)
+    chain = SHAPES[shape](fast)
     # 20% duplicates: shared calls, and items whose calls were answered while they were out
     rows = [{"x": f"story {i % 32}"} for i in range(40)]
     job = run_batch(chain, rows, store_path, window=6, prices=PRICES)
@@ -147,14 +169,17 @@ def test_failures_and_retries_reach_items_that_left_the_window(fast: Sandbox, st
     assert len(fast.ledger()) == 3 and not fast.duplicates()  # the failed call is not sent again
 
 
-def test_random_errors_and_dropped_results_with_a_tiny_window(fast: Sandbox, store_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["three_stages", "staged"])
+def test_random_errors_and_dropped_results_with_a_tiny_window(
+    fast: Sandbox, store_path: Path, shape: str
+) -> None:
     fast.configure(batch_item_error_rate=0.2, batch_drop_rate=0.2)
     inputs = [{"x": i} for i in range(30)]
-    job = run_batch(three_stages(fast), inputs, store_path, window=4, max_retries=12)
+    job = run_batch(SHAPES[shape](fast), inputs, store_path, window=4, max_retries=12)
     assert job.counts["succeeded"] == 30
     assert not fast.duplicates() and len(fast.ledger()) == 90
     fast.configure(batch_item_error_rate=0.0, batch_drop_rate=0.0)
-    again = batchain.run(three_stages(fast), inputs, store=store_path, progress=False, cache=False)
+    again = batchain.run(SHAPES[shape](fast), inputs, store=store_path, progress=False, cache=False)
     assert job.outputs() == again.outputs()  # never shifted onto the wrong item
 
 
@@ -175,9 +200,10 @@ def test_submit_puts_every_input_at_the_provider(fast: Sandbox, store_path: Path
     assert again.stats["items_fed_again"] == 0 and again.stats["paid"] == 25
 
 
-def test_poll_advances_every_item_of_a_stage(fast: Sandbox, store_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["three_stages", "staged"])
+def test_poll_advances_every_item_of_a_stage(fast: Sandbox, store_path: Path, shape: str) -> None:
     fast.configure(batch_processing_s=0.2)
-    chain = three_stages(fast)
+    chain = SHAPES[shape](fast)
     job = batchain.submit(chain, [{"x": i} for i in range(20)], store=store_path, poll_min=0.02, window=5)
     reopened = batchain.Job.open(job.id, store=store_path, chain=chain)
     for _ in range(300):
@@ -187,13 +213,16 @@ def test_poll_advances_every_item_of_a_stage(fast: Sandbox, store_path: Path) ->
     assert len(fast.ledger()) == 60 and not fast.duplicates()
 
 
-def test_a_crash_between_rounds_resumes_without_paying_twice(fast: Sandbox, store_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["three_stages", "staged"])
+def test_a_crash_between_rounds_resumes_without_paying_twice(
+    fast: Sandbox, store_path: Path, shape: str
+) -> None:
     """Items out of the window are only rows in the store: a new process finds them there."""
     fast.configure(batch_processing_s=0.3)
-    chain = three_stages(fast)
+    chain = SHAPES[shape](fast)
     job = batchain.submit(chain, [{"x": i} for i in range(30)], store=store_path, poll_min=0.02, window=4)
     # a different process would open the job from the store alone: so does this one
-    resumed = batchain.Job.open(job.id, store=store_path, chain=three_stages(fast))
+    resumed = batchain.Job.open(job.id, store=store_path, chain=SHAPES[shape](fast))
     resumed.wait()
     assert resumed.counts["succeeded"] == 30
     assert len(fast.ledger()) == 90 and not fast.duplicates()
@@ -201,11 +230,11 @@ def test_a_crash_between_rounds_resumes_without_paying_twice(fast: Sandbox, stor
     assert max(hashes.values()) == 1
 
 
-@pytest.mark.parametrize("shape", ["one_stage", "three_stages"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 def test_items_come_back_while_inputs_are_still_read(fast: Sandbox, store_path: Path, shape: str) -> None:
     """Batches end while the feeder still reads inputs: returning items and new ones share
     the window's places, and none holds a place without being parked (that would hang)."""
-    chain = one_stage(fast) if shape == "one_stage" else three_stages(fast)
+    chain = SHAPES[shape](fast)
     inputs = [{"x": i} for i in range(40)]
     job = run_batch(chain, inputs, store_path, poll_min=0.01, window=2)
     assert job.counts["succeeded"] == 40

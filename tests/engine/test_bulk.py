@@ -117,8 +117,14 @@ def test_batch_mode_takes_the_bulk_path_only_for_the_fast_shape(sandbox: Sandbox
     assert wire(store, "job-a", chain, RunOptions(mode="batch")).bulk
     assert not wire(store, "job-a", chain, RunOptions(mode="realtime")).bulk
     assert not wire(store, "job-a", chain, RunOptions(mode="auto")).bulk
-    longer = chain | ChatPromptTemplate.from_template("{x}") | make_openai(sandbox)
-    assert not wire(store, "job-a", longer, RunOptions(mode="batch")).bulk
+    # stages of the same shape, each stage's output the next one's input: rows too
+    longer = chain | ChatPromptTemplate.from_template("{x}") | make_anthropic(sandbox)
+    staged = wire(store, "job-a", longer, RunOptions(mode="batch")).bulk
+    assert staged is not None and len(staged.stages) == 2
+    lambda_between = (
+        chain | (lambda s: {"x": s}) | ChatPromptTemplate.from_template("{x}") | make_openai(sandbox)
+    )
+    assert not wire(store, "job-a", lambda_between, RunOptions(mode="batch")).bulk
     store.close()
 
 
@@ -364,3 +370,72 @@ def test_text_shortcut_agrees_with_the_model_over_a_batch_run(sandbox: Sandbox, 
     )
     assert job.stats["bulk_path"] == "on" and ordinary.stats["fast_path"] != "on"
     assert job.outputs() == ordinary.outputs()
+
+
+class Odd(BaseOutputParser[Any]):
+    """Passes text on, except text that mentions "odd": a dict the next prompt rejects."""
+
+    def parse(self, text: str) -> Any:
+        return {"wrong": text} if "odd" in text else text
+
+
+def test_stages_fail_their_items_as_the_ordinary_path_does(sandbox: Sandbox, store_path: Path) -> None:
+    """An item of a chain of stages fails where the chain would: a provider error at the
+    first stage, the next prompt rejecting a stage's output, a parser at the last stage;
+    the others go on. Each call is paid once, and the errors are the ordinary path's."""
+    sandbox.configure(**FAST)
+    chain = (
+        ChatPromptTemplate.from_template("{x}")
+        | make_openai(sandbox)
+        | Odd()
+        | ChatPromptTemplate.from_template("Again: {text}")
+        | make_anthropic(sandbox)
+        | Picky()
+    )
+    inputs = [{"x": "fine"}, {"x": "[[fail:400]] no"}, {"x": "an odd one"}, {"x": "a bad one"}, {"x": "ok"}]
+    job = run_batch(chain, inputs, store_path, window=2)
+    assert job.stats["bulk_path"] == "on: 2 stages"
+    assert [r.status.value for r in job.results()] == ["succeeded", "failed", "failed", "failed", "succeeded"]
+    # stage 1: the 4 calls not refused; stage 2: the 3 items the first stage passed on
+    assert len(sandbox.ledger()) == 7 and not sandbox.duplicates()
+    assert sum(line.calls for line in job.report().lines) == 7
+    ordinary = batchain.run(
+        chain,
+        inputs,
+        mode="batch",
+        store=store_path.with_name("b.sqlite"),
+        progress=False,
+        poll_min=0.02,
+        callbacks=[BaseCallbackHandler()],
+    )
+    assert ordinary.stats["bulk_path"] != "on"
+    assert job.outputs() == ordinary.outputs() and job.outputs()[0].endswith("FINE")
+
+    def errors(j: batchain.Job) -> dict[int, str]:
+        return {e.index: e.error["type"] for e in j.errors() if e.error is not None}
+
+    assert errors(job) == errors(ordinary)
+    assert errors(job)[3] == "OutputParserException"
+
+
+def test_a_chain_of_stages_reruns_from_the_cache_and_shares_identical_calls(
+    sandbox: Sandbox, store_path: Path
+) -> None:
+    sandbox.configure(**FAST)
+    text = StrOutputParser()
+    chain = (
+        ChatPromptTemplate.from_template("About {x}")
+        | make_openai(sandbox)
+        | text
+        | ChatPromptTemplate.from_template("Shorter: {text}")
+        | make_openai(sandbox, "gpt-4o")
+        | text
+    )
+    inputs = [{"x": i % 5} for i in range(20)]
+    first = run_batch(chain, inputs, store_path, window=3)
+    assert first.counts["succeeded"] == 20 and first.stats["bulk_path"] == "on: 2 stages"
+    assert len(sandbox.ledger()) == 10 and not sandbox.duplicates()
+    assert first.call_stats["paid"] == 10
+    second = run_batch(chain, inputs, store_path)
+    assert second.outputs() == first.outputs()
+    assert len(sandbox.ledger()) == 10  # nothing paid again

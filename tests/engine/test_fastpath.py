@@ -13,7 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from pydantic import BaseModel
 
 import batchain
-from batchain.chains.fastpath import FastChain, compile_fast, inspect_fast
+from batchain.chains.fastpath import FastChain, compile_fast, inspect_fast, inspect_stages
 from batchain.sandbox import Sandbox
 from tests.engine.conftest import make_anthropic, make_openai
 
@@ -101,6 +101,24 @@ def test_internals_langchain_shapes_take_the_fast_path(sandbox: Sandbox, name: s
         f"depends on LangChain internals: the shape {name!r} no longer takes the fast path "
         f"with the installed langchain-core/openai/anthropic ({found})"
     )
+
+
+def test_a_sequence_of_fast_shapes_is_stages(sandbox: Sandbox) -> None:
+    prompt = ChatPromptTemplate.from_template("{x}")
+    model = make_openai(sandbox)
+    stages = inspect_stages(prompt | model | StrOutputParser() | prompt | make_anthropic(sandbox))
+    assert isinstance(stages, tuple) and [s.parser is None for s in stages] == [False, True]
+    one = inspect_stages(prompt | model)
+    assert isinstance(one, tuple) and len(one) == 1
+    # a message passed on would carry its metadata into the next prompt's text
+    assert inspect_stages(prompt | model | prompt | model) == (
+        "stage 1 of 2 ends with its model's message, not an output parser"
+    )
+    assert inspect_stages(prompt | model | StrOutputParser() | prompt | model.with_retry()) == (
+        "stage 2 of 2: the second step is a RunnableRetry, not a chat model"
+    )
+    assert isinstance(inspect_stages(prompt | model | StrOutputParser() | (lambda s: s)), str)
+    assert inspect_stages(prompt | model, callbacks=[Recorder()]) == "callbacks are set"
 
 
 def test_other_shapes_take_the_ordinary_path(sandbox: Sandbox) -> None:

@@ -44,7 +44,7 @@ from batchain.providers.base import (
     key_hasher,
 )
 
-__all__ = ["FastChain", "RequestTemplate", "TextShortcut", "compile_fast", "inspect_fast"]
+__all__ = ["FastChain", "RequestTemplate", "TextShortcut", "compile_fast", "inspect_fast", "inspect_stages"]
 
 log = logging.getLogger("batchain.chains.fastpath")
 
@@ -394,6 +394,37 @@ def inspect_fast(
     chain: Any, *, callbacks: list[Any] | None = None, configurable: bool = False
 ) -> FastChain | str:
     """The chain as a :class:`FastChain`, or the reason it must take the ordinary path."""
+    steps = _observed(chain, callbacks, configurable)
+    return steps if isinstance(steps, str) else _stage_of(steps)
+
+
+def inspect_stages(
+    chain: Any, *, callbacks: list[Any] | None = None, configurable: bool = False
+) -> tuple[FastChain, ...] | str:
+    """The chain as stages, each ``prompt | model [| parser]``, each stage's output the next
+    one's input (``p1 | m1 | parser | p2 | m2 | parser ...``); or the reason it cannot be.
+    A stage before the last needs a parser: a message passed on as the next prompt's
+    input would carry its metadata into that prompt's text."""
+    steps = _observed(chain, callbacks, configurable)
+    if isinstance(steps, str):
+        return steps
+    starts = [i for i, step in enumerate(steps) if i == 0 or isinstance(step, BasePromptTemplate)]
+    if len(starts) == 1:
+        single = _stage_of(steps)
+        return (single,) if isinstance(single, FastChain) else single
+    stages: list[FastChain] = []
+    for n, (start, end) in enumerate(zip(starts, [*starts[1:], len(steps)], strict=True), 1):
+        stage = _stage_of(steps[start:end])
+        if isinstance(stage, str):
+            return f"stage {n} of {len(starts)}: {stage}"
+        if stage.parser is None and n < len(starts):
+            return f"stage {n} of {len(starts)} ends with its model's message, not an output parser"
+        stages.append(stage)
+    return tuple(stages)
+
+
+def _observed(chain: Any, callbacks: list[Any] | None, configurable: bool) -> list[Any] | str:
+    """The chain's steps, or why its run must take the ordinary path whatever its shape."""
     if callbacks:
         return "callbacks are set"
     if configurable:
@@ -402,7 +433,11 @@ def inspect_fast(
         return "tracing is on"
     if type(chain) is not RunnableSequence:
         return f"the chain is a {type(chain).__name__}, not prompt | model [| parser]"
-    steps = list(chain.steps)
+    return list(chain.steps)
+
+
+def _stage_of(steps: list[Any]) -> FastChain | str:
+    """``prompt | model [| checks] [| parser]`` as a :class:`FastChain`, or why not."""
     if not isinstance(steps[0], BasePromptTemplate):
         return f"the first step is a {type(steps[0]).__name__}, not a prompt template"
     found = _model_of(steps[1]) if len(steps) > 1 else None

@@ -1,21 +1,25 @@
-"""Batch mode for ``prompt | model [| parser]`` chains without a coroutine per item.
+"""Batch mode for ``prompt | model [| parser]`` chains, and sequences of them, without a
+coroutine per item.
 
-In batch mode an item of such a chain does one thing: it makes one model call and waits
-for the provider batch that answers it. The ordinary path keeps a task per item for that
-wait; over tens of thousands of items the tasks, futures and LangChain objects cost more
-than everything else the client does. Here an item is a row: its request comes from the
-chain's :class:`~batchain.chains.fastpath.RequestTemplate`, its call is looked up, shared or
-parked in bulk, and when the call's answer arrives the model's own parser and the chain's
-output parser turn it into the item's output.
+In batch mode an item of such a chain does one thing per stage: it makes one model call
+and waits for the provider batch that answers it. The ordinary path keeps a task per item
+for that wait, and replays an evicted item through LangChain's machinery; over tens of
+thousands of items the tasks, futures and LangChain objects cost more than everything else
+the client does. Here an item is a row: its request comes from its stage's
+:class:`~batchain.chains.fastpath.RequestTemplate`, its call is looked up, shared or parked
+in bulk, and when the call's answer arrives the model's own parser and the stage's output
+parser turn it into the stage's output: the item's, or the next stage's input.
 
-The rules are the ordinary path's: the same request, key and store records; an answered
+The rules are the ordinary path's: the same requests, keys and store records; an answered
 call replays, an identical call in flight is shared, a call an earlier run put in a batch
-is found there, never sent again. Items the template cannot build go the ordinary way.
+is found there, never sent again. An item of a later stage that left the window is fed
+again from its first stage, replayed from the store stage by stage, a chunk at a time, as
+the ordinary path replays a chain. Items a template cannot build go the ordinary way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from batchain import serialize
@@ -69,12 +73,17 @@ def _settled_elsewhere(record: CallRecord | None) -> bool:
 
 
 class BulkItems:
-    """The items of one batch-mode run of a templated chain, as rows instead of tasks."""
+    """The items of one batch-mode run of a templated chain, as rows instead of tasks.
+
+    ``stages``: one template per ``prompt | model [| parser]`` stage, in order. What a
+    resume or a batch's answers can skip (a stub request, items parked unread, items
+    finished from a batch's answers out of the window) is about a first stage's call, so
+    it applies to one-stage chains, and to the first stage of longer ones."""
 
     def __init__(
         self,
         *,
-        template: RequestTemplate,
+        stages: Sequence[RequestTemplate],
         calls: CallManager,
         batch: BatchCoordinator,
         store: Store,
@@ -96,7 +105,8 @@ class BulkItems:
         #: whether calls found by key may skip rebuilding their request (off under a
         #: budget, whose reservations need each request's size)
         self.stubs = stubs
-        self.template = template
+        self.stages = list(stages)
+        self.template = self.stages[0]
         self.calls = calls
         self.batch = batch
         self.store = store
@@ -111,13 +121,20 @@ class BulkItems:
         self._shared_out: set[int] = set()
         #: the lane of each provider batch a waited call is in
         self._batch_lanes: dict[str, str] = {}
-        self._text = TextShortcut(template.fast, template.adapter, template.base)
+        self._texts = [TextShortcut(t.fast, t.adapter, t.base) for t in self.stages]
+
+    @property
+    def single(self) -> bool:
+        """One stage: an item's first call is its only one."""
+        return len(self.stages) == 1
 
     async def add(self, rows: list[tuple[int, Any, Wait | None]]) -> None:
-        """Start ``rows`` (``(idx, input, wait)``): admit each item's call in one chunk.
+        """Start ``rows`` (``(idx, input, wait)``): admit each item's first call in one
+        chunk, then the next stage's calls of the items whose calls replayed, and so on.
 
-        ``wait`` is the call an earlier run noted the item waits for, with its record: when
-        that call is answered or at a provider, the item's request is not built again."""
+        ``wait`` is the first call an earlier run noted the item waits for, with its
+        record: when that call is answered or at a provider, the item's request is not
+        built again."""
         model = self.template.fast.model
         admissions: list[Admission] = []
         waits: list[tuple[int, str]] = []
@@ -134,34 +151,61 @@ class BulkItems:
                 )
                 continue
             value = Stored.value(raw)
-            try:
-                adapter, request = self.template.build(value)
-            except Exception as exc:  # the prompt rejects the input: the item's error
-                self.settle(idx, value, None, exc)
-                continue
-            if not adapter.batchable:
-                self.spill(idx, value)  # e.g. an API without a batch endpoint
-                continue
-            admissions.append(Admission(idx, adapter, model, request, value=value))
-            waits.append((idx, request.key))
+            built = self._built(0, idx, value, value)
+            if built is not None:
+                admissions.append(built)
+                waits.append((idx, built.request.key))
         if waits:
             self.store.set_waits(self.job_id, waits)
+        onward = await self._admit(0, admissions)
+        for n in range(1, len(self.stages)):
+            if not onward:
+                break
+            admissions = [a for a in (self._built(n, a.idx, a.value, out) for a, out in onward) if a]
+            onward = await self._admit(n, admissions)
+        self.store.commit_soon()
+
+    def _built(self, n: int, idx: int, item: Any, value: Any) -> Admission | None:
+        """Item ``idx``'s call of stage ``n`` on ``value`` (the item's input ``item``, or
+        the stage before's output); None if the item ended or went the ordinary way."""
+        template = self.stages[n]
+        try:
+            adapter, request = template.build(value)
+        except Exception as exc:  # the prompt rejects its input: the item's error
+            self.settle(idx, item, None, exc)
+            return None
+        if not adapter.batchable:
+            self.spill(idx, item)  # e.g. an API without a batch endpoint
+            return None
+        return Admission(idx, adapter, template.fast.model, request, value=item)
+
+    async def _admit(self, n: int, admissions: list[Admission]) -> list[tuple[Admission, Any]]:
+        """Admit stage ``n``'s calls; returns the items whose calls replayed and go on to
+        the next stage, with their outputs (the last stage's end their items here)."""
+        if not admissions:
+            return []
         told: dict[int, _Row] = {}
 
         def row(a: Admission) -> Subscriber:
-            told[id(a)] = found = self._row(a)
+            self.outstanding += 1
+            told[id(a)] = found = _Row(self, a, n)
             return found
 
+        onward: list[tuple[Admission, Any]] = []
         got = await self.calls.admit(admissions, row)
         for a, admitted in zip(admissions, got, strict=True):
             if admitted.verdict is Verdict.REPLAYED:
                 assert admitted.answer is not None
-                self._finish(a.idx, a.value, a.adapter, a.request, admitted.answer, source=admitted.source)
+                done = self._stage_done(
+                    n, a.idx, a.value, a.adapter, a.request, admitted.answer, admitted.source
+                )
+                if done is not _ENDED:
+                    onward.append((a, done))
             elif admitted.verdict in (Verdict.SHARED, Verdict.PARKED):
                 told[id(a)].source = admitted.source
             elif admitted.verdict is Verdict.FAILED:
                 self.settle(a.idx, a.value, None, admitted.error)
-        self.store.commit_soon()
+        return onward
 
     async def park_resumed(self) -> tuple[set[str], int]:
         """A resumed run's items whose calls an earlier run put in a provider batch that is
@@ -195,9 +239,9 @@ class BulkItems:
         fails, as a call found by its key fails to be sent again (see ``_materialize``). An
         item this does not finish (one that went the ordinary way, or whose call is to be
         sent again or failed) stays evicted and goes on when the batch ends, as any
-        other."""
+        other. (Items of a longer chain go on to their next stage when fed again.)"""
         returns, settle = self.returns, self.settle_evicted
-        if returns is None or settle is None:
+        if returns is None or settle is None or not self.single:
             return
         idxs = returns.claim(batch)
         if not idxs:
@@ -265,11 +309,6 @@ class BulkItems:
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]
 
-    def _row(self, a: Admission) -> _Row:
-        """Who is told the answer of item ``a.idx``'s call: the item's row."""
-        self.outstanding += 1
-        return _Row(self, a)
-
     def _finish(
         self,
         idx: int,
@@ -281,38 +320,68 @@ class BulkItems:
         source: Source | None = None,
         key: str | None = None,
     ) -> None:
-        """End item ``idx`` with its call's answer ``body`` (``settle``: how; by default,
-        an item in the window; ``source``: the answer's marker, if not paid for; ``key``:
-        the call's, if ``request`` is not the item's own).
+        """End item ``idx`` of a one-stage chain with its call's answer ``body`` (see
+        :meth:`_stage_done`)."""
+        self._stage_done(0, idx, value, adapter, request, body, source, settle, key)
+
+    def _stage_done(
+        self,
+        n: int,
+        idx: int,
+        value: Any,
+        adapter: ProviderAdapter,
+        request: CallRequest,
+        body: Body,
+        source: Source | None = None,
+        settle: Settle | None = None,
+        key: str | None = None,
+    ) -> Any:
+        """Stage ``n`` of item ``idx`` (input ``value``) got its call's answer ``body``:
+        the stage's output if a stage follows, else the item ends (``settle``: how; by
+        default, an item in the window) and this returns ``_ENDED``. ``source``: the
+        answer's marker, if not paid for; ``key``: the call's, if ``request`` is not the
+        item's own.
 
         An item told a call it paid for (no marker) is noted as told only if it fails: a
-        succeeded item is never fed again (a retry feeds failed and cancelled ones), so the
-        hot path writes nothing more for it."""
+        succeeded item is never fed again (a retry feeds failed and cancelled ones), and a
+        stage's output passed on is a parser's, which carries no marker, so the hot path
+        writes nothing more for it."""
         settle = settle or self.settle
-        fast = self.template.fast
+        fast = self.stages[n].fast
 
         def full() -> Any:
             generations = mark(parse_answer(adapter, fast.model, request, body, None), source).generations
             return fast.parse(generations[0].message, generations)
 
         try:
-            output = self._text.output(adapter, body, full)
-        except Exception as exc:  # the model's or the chain's parser rejects the answer
+            output = self._texts[n].output(adapter, body, full)
+        except Exception as exc:  # the model's or the stage's parser rejects the answer
             if source is None:
                 self.calls.told([(idx, key or request.key)])
             settle(idx, value, None, exc)
-        else:
-            settle(idx, value, output, None)
+            return _ENDED
+        if n + 1 < len(self.stages):
+            return output
+        settle(idx, value, output, None)
+        return _ENDED
+
+
+#: what :meth:`BulkItems._stage_done` returns when its item ended
+_ENDED = object()
+#: no provider batch: an item evicted on it is fed again at once
+_AGAIN = ""
 
 
 class _Row:
-    """An item of the bulk path waiting on its call: finishes the item when told."""
+    """An item of the bulk path waiting on its call of stage ``n``: finishes the stage when
+    told."""
 
-    __slots__ = ("_a", "_bulk", "source")
+    __slots__ = ("_a", "_bulk", "_n", "source")
 
-    def __init__(self, bulk: BulkItems, a: Admission) -> None:
+    def __init__(self, bulk: BulkItems, a: Admission, n: int) -> None:
         self._bulk = bulk
         self._a = a
+        self._n = n
         #: the answer's marker: set when the item waits on a call another item pays for
         self.source: Source | None = None
 
@@ -320,11 +389,16 @@ class _Row:
         bulk, a = self._bulk, self._a
         bulk.outstanding -= 1
         if isinstance(exc, Evicted):
-            if self.source is not None:
+            if self.source is not None and bulk.single:
                 bulk._shared_out.add(a.idx)
             bulk.evict(a.idx, exc.batch)
         elif text is None:
             bulk.settle(a.idx, a.value, None, exc or CallCancelled("no answer"))
         else:
             body = data if data is not None else text
-            bulk._finish(a.idx, a.value, a.adapter, a.request, body, source=self.source)
+            done = bulk._stage_done(self._n, a.idx, a.value, a.adapter, a.request, body, self.source)
+            if done is not _ENDED:
+                # the next stage's input is not kept: the item is fed again, and replays
+                # this stage from the store (an answer told in the window is rare in
+                # batch mode: a call's items leave the window once it is at a provider)
+                bulk.evict(a.idx, _AGAIN)

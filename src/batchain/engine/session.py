@@ -16,7 +16,13 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from batchain.chains.fastpath import FastChain, compile_template, inspect_fast
+from batchain.chains.fastpath import (
+    FastChain,
+    RequestTemplate,
+    compile_template,
+    inspect_fast,
+    inspect_stages,
+)
 from batchain.chains.inspection import find_models
 from batchain.cost.prices import PriceBook, default_pricebook
 from batchain.engine import lccache
@@ -204,8 +210,9 @@ def wire(
         )
     )
     if options.mode == Mode.BATCH:
-        runner.bulk, why = _bulk_items(runner, fast, calls, batch, store, job_id, budget is None)
-        paths["bulk_path"] = "on" if runner.bulk is not None else f"off: {why}"
+        stages = fast if fast is not None else inspect_stages(chain, callbacks=options.callbacks)
+        runner.bulk, why = _bulk_items(runner, stages, calls, batch, store, job_id, budget is None)
+        paths["bulk_path"] = _bulk_path(runner.bulk, why)
     return runner
 
 
@@ -249,28 +256,28 @@ def _window_size(options: RunOptions) -> int:
 
 def _bulk_items(
     runner: JobRunner,
-    fast: FastChain | None,
+    stages: FastChain | tuple[FastChain, ...] | str,
     calls: CallManager,
     batch: BatchCoordinator | None,
     store: Store,
     job_id: str,
     stubs: bool,
 ) -> tuple[BulkItems | None, str]:
-    """Batch mode on the fast path: items as rows, no task each; or why not."""
-    if fast is None or batch is None:
-        return None, "the chain is not on the fast path"
-    if lccache.applies(fast.model):
-        # rows build no messages to key LangChain's cache by: items go the coroutine way
-        return None, "a LangChain LLM cache applies to the model"
-    stop, kwargs = fast.call_args()
-    salt = calls.salt_for(fast.model)
-    template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
-    if template is None:
-        return None, "the prompt or model admits no request template"
-    if not calls.parkable(template.adapter, fast.model, template.base).batch:
-        return None, "the model's endpoint has no Batch API"
+    """Batch mode on the fast path (a chain of one or more ``prompt | model [| parser]``
+    stages): items as rows, no task each; or why not."""
+    if batch is None:
+        return None, "no provider batches"
+    if isinstance(stages, str):
+        return None, f"the chain is not on the fast path: {stages}"
+    templates: list[RequestTemplate] = []
+    chain = stages if isinstance(stages, tuple) else (stages,)
+    for n, fast in enumerate(chain, 1):
+        template = _template_of(fast, calls)
+        if isinstance(template, str):
+            return None, template if len(chain) == 1 else f"stage {n} of {len(chain)}: {template}"
+        templates.append(template)
     bulk = BulkItems(
-        template=template,
+        stages=templates,
         calls=calls,
         batch=batch,
         store=store,
@@ -283,9 +290,31 @@ def _bulk_items(
         settle_evicted=runner.settle_evicted,
         inputs_told=runner.parts.results.listener is not None,
     )
-    if runner.parts.returns is not None:
+    if runner.parts.returns is not None and bulk.single:
         batch.on_answered = bulk.answered
     return bulk, ""
+
+
+def _template_of(fast: FastChain, calls: CallManager) -> RequestTemplate | str:
+    """The request template of a stage whose calls can wait for provider batches, or why
+    there is none."""
+    if lccache.applies(fast.model):
+        # rows build no messages to key LangChain's cache by: items go the coroutine way
+        return "a LangChain LLM cache applies to the model"
+    stop, kwargs = fast.call_args()
+    salt = calls.salt_for(fast.model)
+    template = compile_template(fast, lambda msgs: build_request(fast.model, msgs, stop, kwargs, salt))
+    if template is None:
+        return "the prompt or model admits no request template"
+    if not calls.parkable(template.adapter, fast.model, template.base).batch:
+        return "the model's endpoint has no Batch API"
+    return template
+
+
+def _bulk_path(bulk: BulkItems | None, why: str) -> str:
+    if bulk is None:
+        return f"off: {why}"
+    return "on" if bulk.single else f"on: {len(bulk.stages)} stages"
 
 
 def expected_total(inputs: Any, record: JobRecord) -> int | None:
