@@ -138,7 +138,10 @@ def main() -> None:
     ap.add_argument("--one", type=int, default=1_000_000, help="items of the single-stage run (0: skip)")
     ap.add_argument("--three", type=int, default=50_000, help="items of the 3-stage run (0: skip)")
     ap.add_argument(
-        "--three-ordinary", type=int, default=0, help="items of the 3-stage run on the ordinary path (0: skip)"
+        "--three-ordinary",
+        type=int,
+        default=0,
+        help="items of the 3-stage run on the ordinary path (0: skip)",
     )
     ap.add_argument("--batch-s", type=float, default=30.0, help="the sandbox's provider batch time")
     ap.add_argument("--render", action="store_true", help="only rebuild the tables from the last results")
@@ -181,6 +184,22 @@ def _io_note(r: dict[str, Any]) -> str:
         f"{r['store_mb'] / 1024:.1f} GB store, and its main thread (the event loop) was off the "
         f"CPU for {asleep:.0f} s of the wall"
     )
+
+
+def _paths_note(raw: list[dict[str, Any]]) -> list[str]:
+    """The 3-stage chain on the bulk path against the same stages on the ordinary path."""
+    by = {r["shape"]: r for r in raw}
+    bulk, ordinary = by.get("three"), by.get("three_ordinary")
+    if bulk is None or ordinary is None or bulk["n"] != ordinary["n"]:
+        return []
+    return [
+        f"{bulk['n']:,} items x 3 stages: the bulk path (rows, each stage from its request template) "
+        f"took {ordinary['cpu_s'] / bulk['cpu_s']:.1f}x less client CPU than the ordinary path "
+        f"(coroutines replaying the chain through LangChain): {bulk['cpu_s']:.0f} s against "
+        f"{ordinary['cpu_s']:.0f} s; wall {bulk['wall_s']:.0f} s against {ordinary['wall_s']:.0f} s; "
+        f"peak RSS {bulk['peak_rss_mb']:.0f} MB against {ordinary['peak_rss_mb']:.0f} MB "
+        f"(batchain {bulk.get('commit', '?')} against {ordinary.get('commit', '?')})."
+    ]
 
 
 def write(raw: list[dict[str, Any]], command: str, batch_s: float) -> None:
@@ -245,6 +264,7 @@ def write(raw: list[dict[str, Any]], command: str, batch_s: float) -> None:
             "for a window: at a real provider, where a batch takes minutes to hours, every "
             "batch of a stage is out long before the first ends.",
             *tails,
+            *_paths_note(raw),
         ],
         raw=raw,
     )
