@@ -131,7 +131,7 @@ class PgConnection:
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
         # bound on the server: the statement is prepared once and each row sent as its
         # values alone, instead of a whole query text the server parses and plans again
-        cursor = _psycopg().Cursor(self._conn, row_factory=_row_factory)
+        cursor: psycopg.Cursor[Any] = _psycopg().Cursor(self._conn, row_factory=_row_factory)
         statement = translate(sql)
         cursor.executemany(statement.text, (_bound(p, statement.named) for p in parameters))
         return cursor
