@@ -259,6 +259,8 @@ class PostgresStore(SQLStore):
 
     def _connect(self) -> Conn:
         psycopg = _psycopg()
+        # one statement is bound on the client: the IN lists of lookups vary in length, and
+        # each length would be a statement of its own to prepare (many rows: executemany)
         conn = psycopg.connect(
             self.url, autocommit=True, cursor_factory=psycopg.ClientCursor, **_bounded(self.url)
         )
