@@ -809,13 +809,14 @@ class CallManager:
         """The stored answer of an answered call and where it came from (None: ``first``,
         the item paid for it and was never told it), or None. Its link to the item goes to
         ``links``: written, and counted, unless the item has one already (an item fed again
-        after an eviction or a restart replays its own paid calls)."""
+        after an eviction or a restart replays its own paid calls). A first delivery adds
+        none: its ``paid`` link is how it was found to be one."""
         if record is None or record.status != CallStatus.SUCCEEDED or not record.response:
             return None
+        if first:
+            return record.response, None  # the item paid for it: its link is there
         own = record.job_id == self.job_id
         links.append((self.job_id, record.key, item_idx, LinkSource.REPLAY if own else LinkSource.CACHE))
-        if first:
-            return record.response, None
         return record.response, Source.REPLAY if own else Source.CACHE
 
     def _first_deliveries(
