@@ -4,7 +4,10 @@ the same transitions, fence the same leases and report the same aggregates."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -192,6 +195,34 @@ def test_leases_fence_writes(any_store: str | Path) -> None:
         with pytest.raises(LeaseLost):
             first.commit()
         assert lost and second.item_counts("j1") == {}
+
+
+def test_a_lease_surely_held_is_found_without_the_write_lock(store_path: Path) -> None:
+    """Workers look at a running job again and again: a lease held by a live process is
+    found by a read, and the look takes no write lock from the process that runs it."""
+    with open_store(store_path) as store:
+        _job(store)
+        holder = f"{socket.gethostname()}:{os.getppid()}"  # a live process on this host
+        assert store.acquire_lease("j1", holder, ttl=30).epoch == 1
+        statements: list[str] = []
+        raw = store._db.conn  # type: ignore[attr-defined]  # the SQLite connection, to trace
+        raw.set_trace_callback(statements.append)
+        try:
+            busy = store.acquire_lease("j1", "elsewhere:2", ttl=30)
+        finally:
+            raw.set_trace_callback(None)
+        assert busy.epoch is None and busy.holder == holder
+        assert statements and not [s for s in statements if s.startswith(("BEGIN", "UPDATE"))], statements
+        # a holder gone from this host is still taken over at once, in the locked step
+        _job(store, "j2")
+        assert store.acquire_lease("j2", f"{socket.gethostname()}:{_dead_pid()}", ttl=30).epoch == 1
+        assert store.acquire_lease("j2", "elsewhere:2", ttl=30).epoch == 2
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def test_rate_scope_claims_move_a_shared_clock(any_store: str | Path) -> None:

@@ -160,6 +160,13 @@ def _batch_row(r: Row) -> BatchRecord:
     )
 
 
+def _held_by_another(holder: str | None, until: float | None, owner: str, now: float | None = None) -> bool:
+    """Is a job's lease held, and not lapsed, by a live process other than ``owner``?"""
+    if not holder or holder == owner or not until:
+        return False
+    return until > (time.time() if now is None else now) and runner_alive(holder)
+
+
 def _predecessors(new: StrEnum) -> tuple[str, ...]:
     table = TRANSITIONS[type(new)]
     return tuple(old.value for old, allowed in table.items() if new in allowed)
@@ -485,8 +492,13 @@ class SQLStore(ClaimQueries):
 
         A lease held by a process that is gone on this host is taken over at once; one held
         elsewhere expires ``ttl`` seconds after its last renewal. Every claim gets a new
-        epoch, so the holder before it can tell (see :meth:`fence`).
+        epoch, so the holder before it can tell (see :meth:`fence`). A lease surely held
+        is found by a read, without the store's write lock: workers that look at a running
+        job again and again do not hold up the process that runs it.
         """
+        peek = self._read("SELECT lease_owner, lease_until FROM jobs WHERE id=?", (job_id,))
+        if peek and _held_by_another(peek[0][0], peek[0][1], owner):
+            return LeaseClaim(None, str(peek[0][0]))
         with self._lock:
             self._db.commit(self)
             self._raise_undone()
@@ -504,7 +516,7 @@ class SQLStore(ClaimQueries):
                     raise KeyError(job_id)
                 holder, until, epoch = row[0], row[1], int(row[2] or 0)
                 now = time.time()
-                if holder and holder != owner and until and until > now and runner_alive(holder):
+                if _held_by_another(holder, until, owner, now):
                     self._conn.execute("ROLLBACK")
                     return LeaseClaim(None, str(holder))
                 self._conn.execute(
