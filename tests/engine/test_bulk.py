@@ -354,20 +354,26 @@ def test_text_shortcut_checks_itself_and_turns_off_when_it_differs(sandbox: Sand
     assert other is not None and not TextShortcut(other.fast, other.adapter, other.base).active
 
 
+def run_ordinary(chain: Any, rows: list[Any], store: Path) -> batchain.Job:
+    """The same chain in batch mode on the ordinary path (a callback keeps it off the fast
+    and bulk paths)."""
+    return batchain.run(
+        chain,
+        rows,
+        mode="batch",
+        store=store,
+        progress=False,
+        poll_min=0.02,
+        callbacks=[BaseCallbackHandler()],
+    )
+
+
 def test_text_shortcut_agrees_with_the_model_over_a_batch_run(sandbox: Sandbox, store_path: Path) -> None:
     sandbox.configure(**FAST)
     chain = ChatPromptTemplate.from_template("Say {x}") | make_anthropic(sandbox) | StrOutputParser()
     rows = [{"x": f"thing {i}"} for i in range(6)]
     job = run_batch(chain, rows, store_path)
-    ordinary = batchain.run(
-        chain,
-        rows,
-        mode="batch",
-        store=store_path.with_name("b.sqlite"),
-        progress=False,
-        poll_min=0.02,
-        callbacks=[BaseCallbackHandler()],
-    )
+    ordinary = run_ordinary(chain, rows, store_path.with_name("b.sqlite"))
     assert job.stats["bulk_path"] == "on" and ordinary.stats["fast_path"] != "on"
     assert job.outputs() == ordinary.outputs()
 
@@ -399,15 +405,7 @@ def test_stages_fail_their_items_as_the_ordinary_path_does(sandbox: Sandbox, sto
     # stage 1: the 4 calls not refused; stage 2: the 3 items the first stage passed on
     assert len(sandbox.ledger()) == 7 and not sandbox.duplicates()
     assert sum(line.calls for line in job.report().lines) == 7
-    ordinary = batchain.run(
-        chain,
-        inputs,
-        mode="batch",
-        store=store_path.with_name("b.sqlite"),
-        progress=False,
-        poll_min=0.02,
-        callbacks=[BaseCallbackHandler()],
-    )
+    ordinary = run_ordinary(chain, inputs, store_path.with_name("b.sqlite"))
     assert ordinary.stats["bulk_path"] != "on"
     assert job.outputs() == ordinary.outputs() and job.outputs()[0].endswith("FINE")
 
