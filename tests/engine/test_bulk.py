@@ -121,6 +121,9 @@ def test_batch_mode_takes_the_bulk_path_only_for_the_fast_shape(sandbox: Sandbox
     longer = chain | ChatPromptTemplate.from_template("{x}") | make_anthropic(sandbox)
     staged = wire(store, "job-a", longer, RunOptions(mode="batch")).bulk
     assert staged is not None and len(staged.stages) == 2
+    # as for one stage, configurable fields in the run's config keep it off
+    configured = RunOptions(mode="batch", config={"configurable": {"temperature": 0}})
+    assert not wire(store, "job-a", longer, configured).bulk
     lambda_between = (
         chain | (lambda s: {"x": s}) | ChatPromptTemplate.from_template("{x}") | make_openai(sandbox)
     )

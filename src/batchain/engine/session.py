@@ -210,7 +210,7 @@ def wire(
         )
     )
     if options.mode == Mode.BATCH:
-        stages = fast if fast is not None else inspect_stages(chain, callbacks=options.callbacks)
+        stages = fast or inspect_stages(chain, callbacks=options.callbacks, configurable=configurable)
         runner.bulk, why = _bulk_items(runner, stages, calls, batch, store, job_id, budget is None)
         paths["bulk_path"] = _bulk_path(runner.bulk, why)
     return runner
