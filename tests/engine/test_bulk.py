@@ -440,3 +440,9 @@ def test_a_chain_of_stages_reruns_from_the_cache_and_shares_identical_calls(
     second = run_batch(chain, inputs, store_path)
     assert second.outputs() == first.outputs()
     assert len(sandbox.ledger()) == 10  # nothing paid again
+    # a window larger than the job: rows are told their answers in the window (none is
+    # evicted), and one told a stage's answer is fed again for its next stage
+    third = run_batch(chain, [{"x": i} for i in range(5, 12)], store_path)
+    assert third.counts["succeeded"] == 7 and third.stats["items_left_window"] >= 7
+    assert third.outputs()[0].endswith("About 5") and len(sandbox.ledger()) == 10 + 14
+    assert not sandbox.duplicates()
