@@ -260,7 +260,7 @@ class BulkItems:
                 self.finished_out += 1
                 source = Source.SHARED if idx in self._shared_out else None
                 self._shared_out.discard(idx)
-                self._finish(idx, value, adapter, request, body, settle, source, key)
+                self._stage_done(0, idx, value, adapter, request, body, source, settle, key)
             elif self._changed(key, value):
                 self.finished_out += 1
                 settle(idx, value, None, BatchCallError(f"{adapter.name}: {CHAIN_CHANGED}"))
@@ -308,21 +308,6 @@ class BulkItems:
 
     def _rebuilder(self, value: Any) -> Callable[[], CallRequest]:
         return lambda: self.template.build(value)[1]
-
-    def _finish(
-        self,
-        idx: int,
-        value: Any,
-        adapter: ProviderAdapter,
-        request: CallRequest,
-        body: Body,
-        settle: Settle | None = None,
-        source: Source | None = None,
-        key: str | None = None,
-    ) -> None:
-        """End item ``idx`` of a one-stage chain with its call's answer ``body`` (see
-        :meth:`_stage_done`)."""
-        self._stage_done(0, idx, value, adapter, request, body, source, settle, key)
 
     def _stage_done(
         self,
