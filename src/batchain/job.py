@@ -21,7 +21,7 @@ from batchain.engine.lifecycle import Purpose
 from batchain.engine.session import execute, expected_total, resolve_options
 from batchain.options import Mode
 from batchain.states import ItemStatus, JobStatus, LinkSource
-from batchain.store import StoreArg, close_with, open_store
+from batchain.store import StoreArg, close_with, open_store, share
 from batchain.store.base import Store, lease_owner
 from batchain.store.records import Compaction, JobRecord, Usage
 
@@ -57,12 +57,15 @@ class Job:
         self, job_id: str, store: Store, chain: Runnable[Any, Any] | None = None, *, owns_store: bool = False
     ):
         """A handle on job ``job_id`` in ``store``; ``owns_store``: batchain opened the store
-        for this handle (from a path or URL), and closes it when the handle is dropped."""
+        for this handle (from a path or URL), and closes it once this handle, and every
+        handle given the same store since, is dropped."""
         self.id = job_id
         self.store = store
         self._chain = chain
         if owns_store:
             close_with(self, store)
+        else:
+            share(self, store)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, status={self.status.value!r}, counts={self.counts})"

@@ -24,7 +24,7 @@ from batchain.states import (
     JobStatus,
     check_transition,
 )
-from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Usage
+from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Usage, open_store
 from tests.engine.conftest import make_openai
 
 
@@ -209,14 +209,25 @@ def test_a_dropped_job_handle_closes_the_store_it_opened(fast: Sandbox, tmp_path
         batchain.Job.open("no-such-job", store=tmp_path / "missing-job.sqlite")
     gc.disable()  # closed when the handle is dropped, not whenever the collector runs
     try:
-        SQLiteStore(tmp_path / "next.sqlite").close()  # opening a store closes the dropped ones
+        open_store(tmp_path / "next.sqlite").close()  # opening a store closes the dropped ones
     finally:
         gc.enable()
     assert {name.split(".")[0] for name in _open_files(tmp_path)} == {"kept"}
-    assert kept.outputs()[0].endswith("Say 9")  # the handle in use keeps its store
+    outputs = kept.outputs()  # (a call in an assert would keep the handle alive)
+    assert outputs[0].endswith("Say 9")  # the handle in use keeps its store
+    # a handle given another's store keeps it open when the first is dropped (a worker
+    # opens a job, then opens it again with its chain on the same store)
+    again = batchain.Job.open(kept.id, store=kept.store, chain=chain)
+    del kept
+    open_store(tmp_path / "next.sqlite").close()
+    outputs = again.outputs()
+    assert outputs[0].endswith("Say 9") and "kept.sqlite" in _open_files(tmp_path)
+    del again
+    open_store(tmp_path / "next.sqlite").close()
+    assert "kept.sqlite" not in _open_files(tmp_path)
     own = SQLiteStore(tmp_path / "own.sqlite")
     batchain.run(chain, [{"x": 1}], store=own, progress=False)
     gc.collect()
-    SQLiteStore(tmp_path / "next.sqlite").close()
+    open_store(tmp_path / "next.sqlite").close()
     assert own.list_jobs()  # a store the caller passed in is the caller's to close
     own.close()

@@ -21,28 +21,43 @@ def is_postgres_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
-#: stores whose owners were garbage collected, closed by the next :func:`open_store`
-_DROPPED: deque[Store] = deque()
+#: each store batchain opened for job handles (by id), with the handles holding it
+_HANDLES: dict[int, tuple[Store, "weakref.WeakSet[object]"]] = {}
+#: stores whose handles were garbage collected, looked at by the next :func:`open_store`
+_DROPPED: deque[int] = deque()
 
 
 def close_with(owner: object, store: Store) -> None:
-    """Close ``store`` once ``owner`` (a job handle that opened it) is garbage collected.
+    """Close ``store`` once ``owner`` (a job handle that opened it), and every handle that
+    :func:`share` made hold it since, are garbage collected.
 
     Not in the collector's own step: that may run on a thread that holds the store's lock,
     or the lock of the shared connections. The store waits in a queue (an append takes no
     lock) until the next :func:`open_store`, so a process that runs many jobs on many files
     keeps only the ones in use open."""
-    weakref.finalize(owner, _DROPPED.append, store)
+    entry = _HANDLES.setdefault(id(store), (store, weakref.WeakSet()))
+    entry[1].add(owner)
+    weakref.finalize(owner, _DROPPED.append, id(store))
+
+
+def share(owner: object, store: Store) -> None:
+    """``owner``, a handle given ``store``, keeps it open too if batchain opened it."""
+    if id(store) in _HANDLES:
+        close_with(owner, store)
 
 
 def _close_dropped() -> None:
     while _DROPPED:
         try:
-            store = _DROPPED.popleft()
+            key = _DROPPED.popleft()
         except IndexError:  # another thread took the last one
             return
+        entry = _HANDLES.get(key)
+        if entry is None or len(entry[1]):
+            continue  # closed already, or another handle holds it
+        del _HANDLES[key]
         with contextlib.suppress(Exception):  # a store that cannot commit now never will
-            store.close()
+            entry[0].close()
 
 
 def open_store(store: StoreArg, *, read_only: bool | None = None, own_connection: bool = False) -> Store:
@@ -74,4 +89,5 @@ __all__ = [
     "default_store_path",
     "is_postgres_url",
     "open_store",
+    "share",
 ]
