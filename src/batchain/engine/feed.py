@@ -279,8 +279,3 @@ class Feeder:
         if self._rows and self.bulk is not None:
             chunk, self._rows = self._rows, []
             await self.bulk.add(chunk)
-            # a chunk's admission need not wait for anything, and a window of chunks
-            # replaying their stages is seconds of work: between chunks the store commits
-            # (a shared store's write lock goes to the other processes in turn), the lease
-            # is renewed and batches are polled
-            await asyncio.sleep(0)
