@@ -36,7 +36,7 @@ from langchain_core.runnables import Runnable
 
 from batchain.chains.ref import resolve_chain
 from batchain.engine.session import not_shared, resolve_options
-from batchain.errors import JobBusy
+from batchain.errors import JobBusy, LeaseLost
 from batchain.job import Job
 from batchain.states import JobStatus
 from batchain.store import Store, StoreArg, open_store
@@ -178,6 +178,11 @@ class _Shift:
             # another process runs it: help with its items if they can be shared, and look
             # at it again later (that process may die)
             await self._assist(job)
+            return None
+        except LeaseLost as exc:
+            # this worker stalled past its lease and another process took the job over: the
+            # job goes on there (or here again, at a later look, if that process dies)
+            log.warning("worker: %s", exc)
             return None
         self.report.passed_over.pop(job_id, None)
         log.info("worker: job %s %s", job_id, job.status.value)

@@ -52,3 +52,26 @@ def test_a_job_started_from_python_with_a_chain_object_is_passed_over(
         batchain.Job.open(job.id, store=any_store, chain=chain).wait(progress=False).counts["succeeded"] == 1
     )
     assert len(sandbox.ledger()) == 1 and not sandbox.duplicates()
+
+
+def test_a_worker_that_lost_a_jobs_lease_goes_on_working(
+    sandbox: Sandbox, any_store: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose run of a job stalled past its lease (another process took the job
+    over) does not die: it says so, and looks at the job again later, as at a busy one."""
+    monkeypatch.setenv("CRASH_OPENAI_BASE_URL", sandbox.openai_base_url)
+    monkeypatch.setenv("CRASH_PROVIDER", "openai")
+    job = batchain.submit(CHAIN, [{"n": i} for i in range(10)], store=any_store, mode="realtime")
+    resume, lost = batchain.Job.aresume, []
+
+    async def stalled_once(self: batchain.Job, *args: object, **kwargs: object) -> batchain.Job:
+        if not lost:
+            lost.append(self.id)
+            raise batchain.LeaseLost(f"job {self.id}: another process took over its lease")
+        return await resume(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batchain.Job, "aresume", stalled_once)
+    report = batchain.work(any_store, poll_interval=0.05, until_idle=True)
+    assert lost == [job.id] and report.ended == {job.id: JobStatus.COMPLETED}
+    assert batchain.Job.open(job.id, store=any_store).counts["succeeded"] == 10
+    assert len(sandbox.ledger()) == 10 * 2 and not sandbox.duplicates()

@@ -213,18 +213,25 @@ class Feeder:
         #: bulk path: rows holding a window place, not yet parked (one list for new and
         #: returning items: whichever waits for a place parks them all first)
         self._rows: list[tuple[int, Any, Wait | None]] = []
+        #: items taken back from ``returns``, or taken out of ``_rows`` to be admitted, and
+        #: not yet started: neither waiting nor live, they keep the run from ending
+        self._in_hand = 0
+
+    @property
+    def _holding(self) -> bool:
+        return self._in_hand > 0 or bool(self._rows)
 
     @property
     def idle(self) -> bool:
         """Every input is fed and no evicted item is ready: the items in the window are all
         there will be until a provider batch ends."""
-        return self.exhausted and (self.returns is None or not self.returns.ready)
+        return self.exhausted and not self._holding and (self.returns is None or not self.returns.ready)
 
     @property
     def finished(self) -> bool:
         """Nothing more will be fed: every input is, and no evicted item waits. (An item
         told it is evicted but still ending is a live item of the run, counted there.)"""
-        return self.exhausted and (self.returns is None or not self.returns.pending)
+        return self.exhausted and not self._holding and (self.returns is None or not self.returns.pending)
 
     async def feed(self, inputs: InputSource | None) -> None:
         # a resumed run's items whose calls are at a provider wait there without being read
@@ -254,10 +261,19 @@ class Feeder:
         if returns is None:
             return True
         while returns.ready and not self.control.stopping:
-            for row in self.inputs.returned(returns.take(_BULK_CHUNK), waits=self.bulk is not None):
-                if not await self._put(row):
-                    return False
+            taken = returns.take(_BULK_CHUNK)
+            left = len(taken)
+            self._in_hand += left
+            try:
+                for row in self.inputs.returned(taken, waits=self.bulk is not None):
+                    if not await self._put(row):
+                        return False
+                    left -= 1
+                    self._in_hand -= 1
+            finally:
+                self._in_hand -= left
             await self._flush_rows()
+            self.changed.set()
         return not self.control.stopping
 
     async def _put(self, row: tuple[int, Any, Wait | None]) -> bool:
@@ -278,4 +294,13 @@ class Feeder:
     async def _flush_rows(self) -> None:
         if self._rows and self.bulk is not None:
             chunk, self._rows = self._rows, []
-            await self.bulk.add(chunk)
+            self._in_hand += len(chunk)
+            try:
+                await self.bulk.add(chunk)
+            finally:
+                self._in_hand -= len(chunk)
+            # a chunk's admission need not wait for anything, and a window of chunks
+            # replaying their stages is seconds of work: between chunks the store commits
+            # (a shared store's write lock goes to the other processes in turn), the lease
+            # is renewed and batches are polled
+            await asyncio.sleep(0)
