@@ -210,7 +210,9 @@ def wire(
         )
     )
     if options.mode == Mode.BATCH:
-        stages = fast or inspect_stages(chain, callbacks=options.callbacks, configurable=configurable)
+        stages = (
+            (fast,) if fast else inspect_stages(chain, callbacks=options.callbacks, configurable=configurable)
+        )
         runner.bulk, why = _bulk_items(runner, stages, calls, batch, store, job_id, budget is None)
         paths["bulk_path"] = _bulk_path(runner.bulk, why)
     return runner
@@ -256,7 +258,7 @@ def _window_size(options: RunOptions) -> int:
 
 def _bulk_items(
     runner: JobRunner,
-    stages: FastChain | tuple[FastChain, ...] | str,
+    stages: tuple[FastChain, ...] | str,
     calls: CallManager,
     batch: BatchCoordinator | None,
     store: Store,
@@ -270,11 +272,10 @@ def _bulk_items(
     if isinstance(stages, str):
         return None, f"the chain is not on the fast path: {stages}"
     templates: list[RequestTemplate] = []
-    chain = stages if isinstance(stages, tuple) else (stages,)
-    for n, fast in enumerate(chain, 1):
+    for n, fast in enumerate(stages, 1):
         template = _template_of(fast, calls)
         if isinstance(template, str):
-            return None, template if len(chain) == 1 else f"stage {n} of {len(chain)}: {template}"
+            return None, template if len(stages) == 1 else f"stage {n} of {len(stages)}: {template}"
         templates.append(template)
     bulk = BulkItems(
         stages=templates,
