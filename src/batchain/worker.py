@@ -173,15 +173,16 @@ class _Shift:
                 self.report.passed_over[job_id] = "its inputs are not all in the store"
                 return None
         try:
-            await job.aresume(inputs, **self.options)
-        except JobBusy:
-            # another process runs it: help with its items if they can be shared, and look
-            # at it again later (that process may die)
-            await self._assist(job)
-            return None
+            try:
+                await job.aresume(inputs, **self.options)
+            except JobBusy:
+                # another process runs it: help with its items if they can be shared, and
+                # look at it again later (that process may die)
+                await self._assist(job)
+                return None
         except LeaseLost as exc:
-            # this worker stalled past its lease and another process took the job over: the
-            # job goes on there (or here again, at a later look, if that process dies)
+            # this worker stalled past its lease (or its seat, helping) and another process
+            # took over: the job goes on there, or here again at a later look
             log.warning("worker: %s", exc)
             return None
         self.report.passed_over.pop(job_id, None)

@@ -54,11 +54,13 @@ def test_a_job_started_from_python_with_a_chain_object_is_passed_over(
     assert len(sandbox.ledger()) == 1 and not sandbox.duplicates()
 
 
+@pytest.mark.parametrize("role", ["runner", "helper"])
 def test_a_worker_that_lost_a_jobs_lease_goes_on_working(
-    sandbox: Sandbox, any_store: str | Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, any_store: str | Path, monkeypatch: pytest.MonkeyPatch, role: str
 ) -> None:
-    """A worker whose run of a job stalled past its lease (another process took the job
-    over) does not die: it says so, and looks at the job again later, as at a busy one."""
+    """A worker whose run of a job stalled past its lease, or whose help with another
+    process's job stalled past its seat (another process took over), does not die: it says
+    so, and looks at the job again later, as at a busy one."""
     monkeypatch.setenv("CRASH_OPENAI_BASE_URL", sandbox.openai_base_url)
     monkeypatch.setenv("CRASH_PROVIDER", "openai")
     job = batchain.submit(CHAIN, [{"n": i} for i in range(10)], store=any_store, mode="realtime")
@@ -66,11 +68,18 @@ def test_a_worker_that_lost_a_jobs_lease_goes_on_working(
 
     async def stalled_once(self: batchain.Job, *args: object, **kwargs: object) -> batchain.Job:
         if not lost:
+            if role == "helper":
+                raise batchain.JobBusy(f"job {self.id} is being run by another process")
             lost.append(self.id)
             raise batchain.LeaseLost(f"job {self.id}: another process took over its lease")
         return await resume(self, *args, **kwargs)  # type: ignore[arg-type]
 
+    async def helper_stalled(self: batchain.Job, **kwargs: object) -> int:
+        lost.append(self.id)
+        raise batchain.LeaseLost(f"job {self.id}: another process took over its seat")
+
     monkeypatch.setattr(batchain.Job, "aresume", stalled_once)
+    monkeypatch.setattr(batchain.Job, "aassist", helper_stalled)
     report = batchain.work(any_store, poll_interval=0.05, until_idle=True)
     assert lost == [job.id] and report.ended == {job.id: JobStatus.COMPLETED}
     assert batchain.Job.open(job.id, store=any_store).counts["succeeded"] == 10
