@@ -262,16 +262,14 @@ class Feeder:
             return True
         while returns.ready and not self.control.stopping:
             taken = returns.take(_BULK_CHUNK)
-            left = len(taken)
-            self._in_hand += left
+            # held until every one is put: any wait is inside a put, with the rest unput
+            self._in_hand += len(taken)
             try:
                 for row in self.inputs.returned(taken, waits=self.bulk is not None):
                     if not await self._put(row):
                         return False
-                    left -= 1
-                    self._in_hand -= 1
             finally:
-                self._in_hand -= left
+                self._in_hand -= len(taken)
             await self._flush_rows()
             self.changed.set()
         return not self.control.stopping
