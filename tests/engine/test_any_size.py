@@ -363,6 +363,7 @@ def test_the_store_commits_between_chunks_of_rows(
     monkeypatch.setattr(SharedConnection, "_group_commit", spied_commit)
     job = run_batch(staged(fast), [{"x": i} for i in range(3500)], store_path)
     assert job.counts["succeeded"] == 3500
+    assert len(fast.ledger()) == 3500 * 3 and not fast.duplicates()
     adds = [n for n, e in enumerate(events) if e == "add"]
     assert len(adds) >= 4 * 3  # 4 chunks, fed again after each of 3 stages
     assert all("commit" in events[a:b] for a, b in itertools.pairwise(adds)), events
