@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumpb", "dumps", "loads"]
 
 orjson: Any
 try:
@@ -26,6 +26,18 @@ def loads(text: str | bytes) -> Any:
         except orjson.JSONDecodeError:
             pass  # e.g. NaN, which the standard library accepts: let it decide
     return json.loads(text)
+
+
+def dumpb(obj: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes (what goes in a batch file, without a round trip
+    through ``str``)."""
+    if orjson is not None:
+        try:
+            encoded: bytes = orjson.dumps(obj)
+            return encoded
+        except TypeError:
+            pass
+    return dumps(obj).encode()
 
 
 def dumps(obj: Any) -> str:

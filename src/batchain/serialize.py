@@ -86,6 +86,8 @@ def _load_pydantic(path: str, data: Any) -> Any:
 def dumps(obj: Any) -> str:
     if type(obj) is str:  # most outputs: the same JSON string, written many times faster
         return _json.dumps(obj)
+    if type(obj) is dict and _flat(obj):  # most inputs: already plain JSON, no float in it
+        return _json.dumps(obj)
     plain = to_jsonable(obj)
     text = _json.dumps(plain)
     if "null" in text:  # maybe a NaN or an infinity, which the fast encoder writes as null
@@ -93,9 +95,25 @@ def dumps(obj: Any) -> str:
     return text
 
 
+def _flat(obj: dict[Any, Any]) -> bool:
+    """A dict :func:`to_jsonable` would give back as it is, with nothing the fast encoder
+    writes differently (floats: NaN): string keys (no tag) to strings, integers, booleans
+    or None."""
+    for k, v in obj.items():
+        if type(k) is not str or k in _TAGS or not (v is None or type(v) in _SCALARS):
+            return False
+    return True
+
+
+#: value types a flat dict holds (exact types: a subclass may serialize otherwise)
+_SCALARS = frozenset({str, int, bool})
+
+
 def loads(text: str | None) -> Any:
     if text is None:
         return None
+    if text[:1] == '"':  # a JSON string (most outputs): exact as the fast decoder reads it
+        return _json.loads(text)
     value = json.loads(text) if _LONG_NUMBER.search(text) else _json.loads(text)
     if "__" not in text:  # no tag can be in it: nothing to revive (most inputs)
         return value

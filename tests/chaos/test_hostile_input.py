@@ -3,6 +3,7 @@ and read back as the same plain row, imports nothing, and both modes treat it al
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from langchain_core.runnables import RunnableLambda
 
 import batchain
-from batchain import serialize
+from batchain import _json, serialize
 
 HOSTILE: list[Any] = [
     {"__pydantic__": "wave:Wave_read", "data": {"x": 1}},
@@ -20,6 +21,9 @@ HOSTILE: list[Any] = [
     {"nested": {"__pydantic__": "os:system", "data": "echo owned"}},
     {"__batchain_dict__": {"a": 1}},
     [{"__lc__": 1}, {"x": {"__batchain_dict__": 2}}],
+    # flat rows, which skip the general encoder unless a key is a tag
+    {"__lc__": "x"},
+    {"__pydantic__": "os:system", "data": "echo owned"},
 ]
 
 
@@ -44,12 +48,39 @@ def test_a_row_comes_back_exactly(row: Any) -> None:
     assert back != back  # NaN stays NaN (not null)
 
 
-@pytest.mark.parametrize("value", ["plain", 'é\n"\\', "\ud800 lone surrogate", "__lc__", 2**70, [2**70, 1.5]])
+@pytest.mark.parametrize(
+    "value",
+    ["plain", 'é\n"\\', "\ud800 lone surrogate", "__lc__", "12345678901234567890123", 2**70, [2**70, 1.5]],
+)
 def test_strings_and_big_integers_come_back_exactly(value: Any) -> None:
     """Strings are read by a faster parser than other values: both must give them back as
     they were (an integer beyond 64 bits stays an integer)."""
     back = serialize.loads(serialize.dumps(value))
     assert back == value and type(back) is type(value)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"text": "a headline", "n": 3, "ok": True, "none": None},
+        {"text": "null", "id": 2**70, "s": "\ud800"},
+        {"__lc__": "x", "a": "b"},
+        {"f": 1.5},
+        {1: "non-string key"},
+    ],
+)
+def test_a_flat_row_is_written_as_the_general_encoder_writes_it(row: Any) -> None:
+    """Flat rows (string keys to strings, integers, booleans, None) skip the walk that
+    tags objects: the text must be what the walk would give, and read back the same."""
+    plain = serialize.to_jsonable(row)
+    general = (_json.dumps(plain), json.dumps(plain, ensure_ascii=False, separators=(",", ":")))
+    assert serialize.dumps(row) in general
+    assert serialize.loads(serialize.dumps(row)) == serialize.loads(general[0])
+
+
+@pytest.mark.parametrize("value", [{"a": "é", "n": 2**70}, [float("nan"), {1: "x"}], "plain", None])
+def test_a_batch_line_is_the_json_text_as_bytes(value: Any) -> None:
+    assert _json.dumpb(value) == _json.dumps(value).encode()
 
 
 def test_stored_data_never_imports_a_module() -> None:

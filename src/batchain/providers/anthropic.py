@@ -224,7 +224,7 @@ class AnthropicBatchAPI:
 
     def encode(self, custom_id: str, request: CallRequest) -> bytes:
         entry = {"custom_id": custom_id, "params": request.body}
-        return _json.dumps(entry).encode()
+        return _json.dumpb(entry)
 
     def split_key(self, request: CallRequest) -> str:
         # a batch sends its beta header for all its requests

@@ -192,7 +192,7 @@ class Outcome:
 
 def openai_line(custom_id: str, endpoint: str, body: Mapping[str, Any]) -> bytes:
     line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
-    return _json.dumps(line).encode() + b"\n"
+    return _json.dumpb(line) + b"\n"
 
 
 def _http_outcome(custom_id: str, status: int, body: Any) -> Outcome:

@@ -442,7 +442,7 @@ class FakeBatchAPI:
         return key  # fake batches carry their uid, as OpenAI's carry metadata
 
     def encode(self, custom_id: str, request: CallRequest) -> bytes:
-        return _json.dumps({"custom_id": custom_id, "body": request.body}).encode() + b"\n"
+        return _json.dumpb({"custom_id": custom_id, "body": request.body}) + b"\n"
 
     def split_key(self, request: CallRequest) -> str:
         return ""

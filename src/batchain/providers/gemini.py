@@ -228,7 +228,7 @@ class GeminiBatchAPI:
         return key
 
     def encode(self, custom_id: str, request: CallRequest) -> bytes:
-        return _json.dumps({"key": custom_id, "request": request.body}).encode()
+        return _json.dumpb({"key": custom_id, "request": request.body})
 
     def split_key(self, request: CallRequest) -> str:
         return ""
