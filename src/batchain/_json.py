@@ -31,22 +31,28 @@ def loads(text: str | bytes) -> Any:
 def dumpb(obj: Any) -> bytes:
     """:func:`dumps` as UTF-8 bytes (what goes in a batch file, without a round trip
     through ``str``)."""
-    if orjson is not None:
-        try:
-            encoded: bytes = orjson.dumps(obj)
-            return encoded
-        except TypeError:
-            pass
-    return dumps(obj).encode()
+    fast = _fast(obj)
+    return fast if fast is not None else _standard(obj).encode()
 
 
 def dumps(obj: Any) -> str:
     """Compact JSON text, non-ASCII kept as is (NaN and infinities, which JSON does not
     have, become null)."""
-    if orjson is not None:
-        try:
-            encoded: bytes = orjson.dumps(obj)
-            return encoded.decode()
-        except TypeError:  # an integer beyond 64 bits, a non-string key...
-            pass
+    fast = _fast(obj)
+    return fast.decode() if fast is not None else _standard(obj)
+
+
+def _fast(obj: Any) -> bytes | None:
+    """``obj`` encoded by orjson; None where it cannot (an integer beyond 64 bits, a
+    non-string key...) or is not installed."""
+    if orjson is None:
+        return None
+    try:
+        encoded: bytes = orjson.dumps(obj)
+    except TypeError:
+        return None
+    return encoded
+
+
+def _standard(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
