@@ -14,9 +14,10 @@ chain replays from the store up to its next call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
 
 from batchain.engine.bulk import BulkItems, Wait
@@ -221,6 +222,15 @@ class Feeder:
     def _holding(self) -> bool:
         return self._in_hand > 0 or bool(self._rows)
 
+    @contextlib.contextmanager
+    def _hold(self, n: int) -> Iterator[None]:
+        """``n`` items in hand (see ``_in_hand``) while the block runs."""
+        self._in_hand += n
+        try:
+            yield
+        finally:
+            self._in_hand -= n
+
     @property
     def idle(self) -> bool:
         """Every input is fed and no evicted item is ready: the items in the window are all
@@ -263,13 +273,10 @@ class Feeder:
         while returns.ready and not self.control.stopping:
             taken = returns.take(_BULK_CHUNK)
             # held until every one is put: any wait is inside a put, with the rest unput
-            self._in_hand += len(taken)
-            try:
+            with self._hold(len(taken)):
                 for row in self.inputs.returned(taken, waits=self.bulk is not None):
                     if not await self._put(row):
                         return False
-            finally:
-                self._in_hand -= len(taken)
             await self._flush_rows()
             self.changed.set()
         return not self.control.stopping
@@ -292,11 +299,8 @@ class Feeder:
     async def _flush_rows(self) -> None:
         if self._rows and self.bulk is not None:
             chunk, self._rows = self._rows, []
-            self._in_hand += len(chunk)
-            try:
+            with self._hold(len(chunk)):
                 await self.bulk.add(chunk)
-            finally:
-                self._in_hand -= len(chunk)
             # a chunk's admission need not wait for anything, and a window of chunks
             # replaying their stages is seconds of work: between chunks the store commits
             # (a shared store's write lock goes to the other processes in turn), the lease
