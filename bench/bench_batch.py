@@ -111,6 +111,8 @@ IMPLS = {
     "batchain": ("batch_batchain.py", "--store", "b.sqlite"),
     "langasync": ("batch_langasync.py", "--storage", "langasync_jobs"),
     "sdk": ("batch_sdk.py", "--state", "sdk_state.json"),
+    # batchain with its store's statements timed (bench/bench_client_split.py)
+    "batchain_timed": ("store_timed.py", "--store", "b.sqlite"),
 }
 
 
@@ -152,7 +154,7 @@ def one_run(sb: Any, impl: str, python: str, n: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     if col["ok"] != n or col["n_outputs"] != n:
         raise RuntimeError(f"{impl} collected {col['ok']}/{n}: {col}")
-    if impl == "batchain" and not (sub["inputs_complete"] and sub["n_items"] == n):
+    if impl.startswith("batchain") and not (sub["inputs_complete"] and sub["n_items"] == n):
         raise RuntimeError(f"batchain submit read {sub['n_items']}/{n} inputs: {sub}")
     if set(billed) != {"batch"} or billed["batch"]["requests"] != n:
         raise RuntimeError(f"{impl}: the sandbox billed {billed}, expected {n} batch requests")

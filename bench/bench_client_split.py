@@ -5,55 +5,22 @@ time at 50,000 items at most 5x the script's).
 python bench/bench_client_split.py                 # 50,000 items, 3 runs of each client
 python bench/bench_client_split.py --n 10000 --reps 1
 
-Each run is bench/bench_batch.py's: the single-stage chain, submit in one process, the
-sandbox's batches left to end, collect in another. batchain runs under
-bench/clients/store_timed.py, which times every statement of the SQLite store on the
+Each run is bench/bench_batch.py's (``one_run``): the single-stage chain, submit in one
+process, the sandbox's batches left to end, collect in another, the ledger checked.
+batchain runs under bench/clients/store_timed.py, which times every statement of the SQLite store on the
 thread that runs it. Writes bench/results/client_split.json (``--no-save``: print only).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from bench_batch import CLIENTS, SANDBOX_CLIENT_TIME, SDK_GOAL_ITEMS, one_run, wait_batches_ended
+from bench_batch import SANDBOX_CLIENT_TIME, SDK_GOAL_ITEMS, one_run
 from harness import fmt, median, sandbox, save, show
 
 PHASES = ("submit", "collect")
-
-
-def _client(phase: str, *args: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(CLIENTS / "store_timed.py"), phase, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def batchain_run(sb: Any, n: int) -> dict[str, Any]:
-    """One batchain job of ``n`` items, submit then collect, with its statements timed."""
-    sb.reset()
-    work = Path(tempfile.mkdtemp(prefix="bench-split-"))
-    try:
-        common = ["--base-url", sb.openai_base_url, "--n", str(n), "--store", str(work / "b.sqlite")]
-        sub = _client("submit", *common)
-        wait_batches_ended(sb.openai_base_url)
-        col = _client("collect", *common, "--job-id", sub["job_id"])
-        billed = sb.ledger_summary()["openai"]["gpt-4o-mini"]
-        duplicates = len(sb.duplicates())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if col["ok"] != n or billed["batch"]["requests"] != n or duplicates:
-        raise RuntimeError(f"batchain collected {col['ok']}/{n}, billed {billed}, {duplicates} twice")
-    return {"submit": sub, "collect": col}
 
 
 def _store_s(run: dict[str, Any], phase: str) -> float:
@@ -116,10 +83,10 @@ def main() -> None:
         for rep in range(args.reps):
             # alternate which client goes first: the machine's speed drifts within a run
             for impl in ("batchain", "sdk") if rep % 2 == 0 else ("sdk", "batchain"):
-                if impl == "sdk":
-                    sdk.append(one_run(sb, "sdk", sys.executable, args.n))
-                else:
-                    runs.append(batchain_run(sb, args.n))
+                run = one_run(sb, "batchain_timed" if impl == "batchain" else "sdk", sys.executable, args.n)
+                if run["billed_twice"]:
+                    raise RuntimeError(f"{impl}: {run['billed_twice']} requests billed twice")
+                (runs if impl == "batchain" else sdk).append(run)
                 print(impl, "run", rep + 1, "done", flush=True)
     tables = [split_table(args.n, runs, sdk), statements_table(args.n, runs)]
     notes = [

@@ -12,6 +12,8 @@ nothing of the engine's is. For bench/bench_client_split.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import runpy
@@ -33,26 +35,15 @@ def _name(sql: str) -> str:
     return (m.group(1) if m else words[:40])[:80]
 
 
-def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
-    def run(self: SQLStore, sql: str, *args: Any, **kwargs: Any) -> Any:
+def _timed(method: Callable[..., Any], kind: Callable[..., str]) -> Callable[..., Any]:
+    """``method`` of the store, its time added to the statement ``kind(*args)`` names."""
+
+    def run(self: SQLStore, *args: Any, **kwargs: Any) -> Any:
         t0 = time.thread_time()
         try:
-            return method(self, sql, *args, **kwargs)
+            return method(self, *args, **kwargs)
         finally:
-            slot = TIMES.setdefault(_name(sql), [0.0, 0])
-            slot[0] += time.thread_time() - t0
-            slot[1] += 1
-
-    return run
-
-
-def _timed_commit(method: Callable[[SQLStore], None]) -> Callable[[SQLStore], None]:
-    def run(self: SQLStore) -> None:
-        t0 = time.thread_time()
-        try:
-            method(self)
-        finally:
-            slot = TIMES.setdefault("COMMIT", [0.0, 0])
+            slot = TIMES.setdefault(kind(*args), [0.0, 0])
             slot[0] += time.thread_time() - t0
             slot[1] += 1
 
@@ -60,24 +51,16 @@ def _timed_commit(method: Callable[[SQLStore], None]) -> Callable[[SQLStore], No
 
 
 def main() -> None:
-    for name in ("_write", "_write_many", "_read"):
-        setattr(SQLStore, name, _timed(getattr(SQLStore, name)))
-    SQLStore.commit = _timed_commit(SQLStore.commit)  # type: ignore[method-assign]
+    statement: Callable[..., str] = lambda sql, *_: _name(sql)  # noqa: E731
+    kinds = {"_write": statement, "_write_many": statement, "_read": statement, "commit": lambda: "COMMIT"}
+    for name, kind in kinds.items():
+        setattr(SQLStore, name, _timed(getattr(SQLStore, name), kind))
     script = Path(__file__).resolve().parent / "batch_batchain.py"
     sys.argv = [str(script), *sys.argv[1:]]
-    printed: list[str] = []
-    write = sys.stdout.write
-
-    def capture(text: str) -> int:
-        printed.append(text)
-        return len(text)
-
-    sys.stdout.write = capture  # type: ignore[method-assign]
-    try:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.stdout.write = write  # type: ignore[method-assign]
-    line = [ln for ln in "".join(printed).splitlines() if ln.startswith("{")][-1]
+    line = [ln for ln in printed.getvalue().splitlines() if ln.startswith("{")][-1]
     result = json.loads(line)
     result["store"] = TIMES
     print(json.dumps(result))
