@@ -6,18 +6,19 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from batchain.engine.feed import Feeder, Returns, Window
+from batchain.engine.feed import Feeder, Returns, Row, Window
 from batchain.engine.lifecycle import RunControl
 
 
 class _Inputs:
     """No new inputs; evicted items come back as rows with no wait."""
 
-    async def items(self, inputs: Any, **_: Any) -> AsyncIterator[tuple[int, Any, None]]:
-        for row in ():
+    async def items(self, inputs: Any, **_: Any) -> AsyncIterator[Row]:
+        rows: tuple[Row, ...] = ()
+        for row in rows:
             yield row
 
-    def returned(self, idxs: list[int], *, waits: bool = False) -> Iterator[tuple[int, Any, None]]:
+    def returned(self, idxs: list[int], *, waits: bool = False) -> Iterator[Row]:
         for idx in idxs:
             yield idx, {"x": idx}, None
 
@@ -38,12 +39,12 @@ def test_items_taken_back_keep_the_run_from_ending_until_they_are_admitted() -> 
             async def park_resumed(self) -> tuple[set[str], int]:
                 return set(), 0
 
-            async def add(self, rows: list[tuple[int, Any, None]]) -> None:
+            async def add(self, rows: list[Row]) -> None:
                 admitted.extend(idx for idx, _, _ in rows)
                 for _ in rows:
                     window.release()  # the item ended at once
 
-        feeder = Feeder(_Inputs(), window, control, changed, lambda i, v: None, Bulk(), returns)  # type: ignore[arg-type]
+        feeder = Feeder(_Inputs(), window, control, changed, lambda i, v: None, Bulk(), returns)
         feeding = asyncio.create_task(feeder.feed(None))
         ended_early = []
         for _ in range(1000):

@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from typing import Any, Protocol
 
-from batchain.engine.bulk import BulkItems, Wait
-from batchain.engine.inputs import Inputs, InputSource
+from batchain.engine.bulk import Wait
+from batchain.engine.inputs import InputSource
 from batchain.engine.lifecycle import RunControl
 
-__all__ = ["Feeder", "Returns", "Window"]
+__all__ = ["Feeder", "ItemRows", "Returns", "Row", "RowSink", "Window"]
 
 #: items the bulk path builds and parks at a time
 _BULK_CHUNK = 1000
@@ -187,18 +187,55 @@ class Returns:
 #: starts an item's coroutine: (idx, value)
 StartItem = Callable[[int, Any], None]
 
+#: an item as the feeder hands it on: ``(idx, value, wait)`` (see :meth:`ItemRows.items`)
+Row = tuple[int, Any, Wait | None]
+
+
+class ItemRows(Protocol):
+    """Where the feeder reads items (:class:`~batchain.engine.inputs.Inputs`)."""
+
+    def items(
+        self,
+        inputs: InputSource | None,
+        *,
+        waits: bool = False,
+        skip_batches: Collection[str] = (),
+        skipped: int = 0,
+    ) -> AsyncIterator[Row]:
+        """Stored items without a result, then new inputs; with ``waits``, each with the
+        call an earlier run noted it waits for; the ``skipped`` items parked on a batch of
+        ``skip_batches`` left out."""
+        ...
+
+    def returned(self, idxs: list[int], *, waits: bool = False) -> Iterator[Row]:
+        """Evicted items fed again, read back from the store."""
+        ...
+
+
+class RowSink(Protocol):
+    """Where the bulk path's rows go (:class:`~batchain.engine.bulk.BulkItems`)."""
+
+    async def park_resumed(self) -> tuple[set[str], int]:
+        """A resumed run's items waiting on live provider batches, left there unread: the
+        batches taken, and how many items wait on them."""
+        ...
+
+    async def add(self, rows: list[Row]) -> None:
+        """Start a chunk of rows."""
+        ...
+
 
 class Feeder:
     """Starts items from the inputs, one window place each."""
 
     def __init__(
         self,
-        inputs: Inputs,
+        inputs: ItemRows,
         window: Window,
         control: RunControl,
         changed: asyncio.Event,
         start: StartItem,
-        bulk: BulkItems | None,
+        bulk: RowSink | None,
         returns: Returns | None = None,
     ) -> None:
         self.inputs = inputs
@@ -213,7 +250,7 @@ class Feeder:
         self.exhausted = False
         #: bulk path: rows holding a window place, not yet parked (one list for new and
         #: returning items: whichever waits for a place parks them all first)
-        self._rows: list[tuple[int, Any, Wait | None]] = []
+        self._rows: list[Row] = []
         #: items taken back from ``returns``, or taken out of ``_rows`` to be admitted, and
         #: not yet started: neither waiting nor live, they keep the run from ending
         self._in_hand = 0
@@ -281,7 +318,7 @@ class Feeder:
             self.changed.set()
         return not self.control.stopping
 
-    async def _put(self, row: tuple[int, Any, Wait | None]) -> bool:
+    async def _put(self, row: Row) -> bool:
         """Start one item in a window place: at once, or (bulk path) with the next chunk of
         rows. False if the run is stopping."""
         # rows holding places are parked before waiting for one, or the round could never end
