@@ -62,6 +62,7 @@ from batchain.providers.batch import (
     OutcomeKind,
     Refusal,
     chunk,
+    counts_inputs,
     create_refusal,
     request_inputs,
 )
@@ -594,10 +595,14 @@ class BatchCoordinator:
         if not members:
             return 0
         limits = self.capacity.limits(lane, api.limits)
-        inputs = None
+        inputs, cap = None, self.max_batch_size
         if limits.max_inputs is not None:
-            inputs = {p.key: request_inputs(p.request.endpoint, p.request.body) for p in members}
-        parts = list(chunk(sized, limits, self.max_batch_size, inputs))
+            endpoint = members[0].request.endpoint  # one per group
+            if counts_inputs(endpoint):
+                inputs = {p.key: request_inputs(endpoint, p.request.body) for p in members}
+            else:  # one input a request: the input limit is a request limit
+                cap = min(cap or limits.max_inputs, limits.max_inputs)
+        parts = list(chunk(sized, limits, cap, inputs))
         created = held = 0
         for n, part in enumerate(parts):
             chosen = self.capacity.admit(lane, [tokens[k] for k in part], time.monotonic())

@@ -686,6 +686,10 @@ class CallManager:
         joined: list[tuple[str, str, int, str]] = []
         failures = self.batch.failures if self.batch is not None else {}
         lanes = self.lanes
+        # the same for every call of the chunk: batch mode's route (no levels: it depends on
+        # neither the item nor flex), and the job's SDK client of each model
+        fixed = self.route(admissions[0].idx, flex=False) if self.routes is None and admissions else None
+        clients: dict[tuple[int, int], Any] = {}
         for a in admissions:
             key = a.request.key
             lanes.add(a.request.lane)
@@ -718,7 +722,10 @@ class CallManager:
             flight = InFlight(a.request, a.adapter, a.model, self._inflight)
             self._inflight[key] = flight
             parked_ok = support is not None and support.batch and batch is not None
-            way = self.route(a.idx, flex=self._flex_ok(a.request)) if parked_ok else Route.REALTIME
+            if not parked_ok:
+                way = Route.REALTIME
+            else:
+                way = fixed if fixed is not None else self.route(a.idx, flex=self._flex_ok(a.request))
             if way is Route.FLEX and self.flex_items is not None:
                 self.flex_items.add(a.idx)
             if way is not Route.BATCH or batch is None:
@@ -731,10 +738,14 @@ class CallManager:
                 # its link now, so a collect finds who paid for it even if the item left
                 owners.append((self.job_id, key, a.idx, LinkSource.PAID))
                 record = None
+            client_id = (id(a.adapter), id(a.model))
+            client = clients.get(client_id)
+            if client is None:
+                client = clients[client_id] = self.client_for(a.adapter, a.model)
             parked = Parked(
                 a.request,
                 a.adapter,
-                self.client_for(a.adapter, a.model),
+                client,
                 flight,
                 a.idx,
                 attempts=record.attempts if record is not None else 0,

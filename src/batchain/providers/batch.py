@@ -28,6 +28,7 @@ __all__ = [
     "anthropic_outcomes",
     "anthropic_view",
     "chunk",
+    "counts_inputs",
     "create_refusal",
     "openai_failed_batch_outcomes",
     "openai_line",
@@ -54,10 +55,16 @@ ANTHROPIC_LIMITS = BatchLimits(max_requests=100_000, max_bytes=256 * 1024 * 1024
 _BYTE_HEADROOM = 0.95
 
 
+def counts_inputs(endpoint: str) -> bool:
+    """Does a request to ``endpoint`` carry more than one input towards ``max_inputs``
+    (embeddings)? Every other request carries one."""
+    return endpoint.endswith("/embeddings")
+
+
 def request_inputs(endpoint: str, body: Mapping[str, Any]) -> int:
     """How many inputs a request carries towards ``max_inputs``: the texts (or token lists)
     of an embeddings request, else 1."""
-    if not endpoint.endswith("/embeddings"):
+    if not counts_inputs(endpoint):
         return 1
     value = body.get("input")
     if isinstance(value, list) and value and not isinstance(value[0], int):
