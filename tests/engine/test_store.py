@@ -65,10 +65,13 @@ def test_item_cannot_finish_twice(store_path: Path) -> None:
         _job(store)
         store.add_items("j1", [(0, '"a"'), (1, '"b"')])
         store.finish_item("j1", 0, ItemStatus.SUCCEEDED, '"A"')
-        with pytest.raises(IllegalTransition):
+        with pytest.raises(IllegalTransition, match="items #0 cannot become failed"):
             store.finish_item("j1", 0, ItemStatus.FAILED, error="{}")
         store.finish_item("j1", 1, ItemStatus.FAILED, error='{"type":"X","message":"m"}')
         assert store.item_counts("j1") == {"succeeded": 1, "failed": 1}
+        # what each statement wrote: the status and output of one, the status and error of the other
+        got = [(r.status, r.output, r.error) for r in store.iter_items("j1")]
+        assert got == [("succeeded", '"A"', None), ("failed", None, '{"type":"X","message":"m"}')]
         assert store.reset_items("j1", (ItemStatus.FAILED,)) == 1
         assert store.item_counts("j1") == {"succeeded": 1, "pending": 1}
 

@@ -777,20 +777,21 @@ class SQLStore(ClaimQueries):
         """:meth:`finish_item` of many items: ``(idx, status, output, error)`` each."""
         by_status: dict[ItemStatus, list[tuple[Any, ...]]] = {}
         for idx, status, output, error in rows:
-            by_status.setdefault(status, []).append((status.value, output, error, job_id, idx))
+            by_status.setdefault(status, []).append((output, error, job_id, idx))
         for status, params in by_status.items():
             olds = _predecessors(status)
+            # the statuses as literals: bound, they were a third of the values bound per item
             changed = self._write_many(
-                f"UPDATE items SET status=?, output=?, error=?, attempts=attempts+1"
-                f" WHERE job_id=? AND idx=? AND status IN {_in(olds)}",
-                (p + olds for p in params),
+                f"UPDATE items SET status='{status.value}', output=?, error=?, attempts=attempts+1"
+                f" WHERE job_id=? AND idx=? AND status IN {_literal(olds)}",
+                params,
             )
             if len(olds) == 1:  # an item finishes only from pending
                 self._count(job_id, {ItemStatus(olds[0]): -changed, status: changed})
             else:
                 self._recount(job_id)
             if changed != len(params):
-                where = ", ".join(f"#{p[4]}" for p in params[:5]) + (" ..." if len(params) > 5 else "")
+                where = ", ".join(f"#{p[3]}" for p in params[:5]) + (" ..." if len(params) > 5 else "")
                 raise IllegalTransition(
                     f"job {job_id}: {len(params) - changed} of items {where} cannot become {status.value}"
                 )
@@ -911,9 +912,9 @@ class SQLStore(ClaimQueries):
             "INSERT INTO calls (key, provider, model, endpoint, status, job_id, updated_at,"
             " request_hash) VALUES (?,?,?,?,'pending',?,?,?)"
             " ON CONFLICT(key) DO UPDATE SET status=excluded.status, job_id=excluded.job_id,"
-            f" updated_at=excluded.updated_at WHERE calls.status IN {_in(olds)}",
+            f" updated_at=excluded.updated_at WHERE calls.status IN {_literal(olds)}",
             (
-                (key, provider, model, endpoint, job_id, now, h or None, *olds)
+                (key, provider, model, endpoint, job_id, now, h or None)
                 for key, provider, model, endpoint, h in sorted(calls, key=_first)
             ),
         )
@@ -931,7 +932,7 @@ class SQLStore(ClaimQueries):
         self._write_many(
             f"UPDATE calls SET status='succeeded', response=?, error=NULL, tier=?, cost=?,"
             f" input_tokens=?, output_tokens=?, cache_read_tokens=?, cache_creation_tokens=?,"
-            f" reasoning_tokens=?, updated_at=? WHERE key=? AND status IN {_in(olds)}",
+            f" reasoning_tokens=?, updated_at=? WHERE key=? AND status IN {_literal(olds)}",
             (
                 (
                     response,
@@ -944,7 +945,6 @@ class SQLStore(ClaimQueries):
                     usage.reasoning_tokens,
                     now,
                     key,
-                    *olds,
                 )
                 for key, response, usage, tier, cost in sorted(rows, key=_first)
             ),
