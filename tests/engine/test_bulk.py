@@ -18,7 +18,9 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 
 import batchain
 from batchain.chains.fastpath import RequestTemplate, TextShortcut, compile_fast, compile_template
+from batchain.cost.tokens import approx_input_tokens
 from batchain.engine.calls import build_request, parse_answer
+from batchain.engine.capacity import enqueued_tokens
 from batchain.engine.session import wire
 from batchain.options import RunOptions
 from batchain.sandbox import Sandbox
@@ -52,6 +54,8 @@ def same_request(template: RequestTemplate, value: Any) -> None:
         want.body_bytes,
         want.lane,
     )
+    # the tokens it holds in its model's batch queue: counted from its texts' lengths
+    assert enqueued_tokens(got) == approx_input_tokens(want.body)
 
 
 def prompts() -> dict[str, Any]:
@@ -88,6 +92,7 @@ def test_template_builds_exactly_what_the_model_builds(sandbox: Sandbox, provide
     for value in values:
         same_request(template, value)
     assert template.active
+    assert template.build(values[0])[1].queued_tokens is not None  # not counted from the body
 
 
 def test_template_checks_itself_and_turns_off_when_it_differs(sandbox: Sandbox) -> None:
@@ -98,6 +103,12 @@ def test_template_checks_itself_and_turns_off_when_it_differs(sandbox: Sandbox) 
     assert not template.active
     assert "temperature" not in first.body  # the full build's request is the one used
     same_request(template, {"x": "b"})
+    # so does a count of queued tokens that is not the body's
+    counted = template_of(ChatPromptTemplate.from_template("About {x}") | make_openai(sandbox))
+    assert counted is not None
+    counted._static_chars += 40
+    _, first = counted.build({"x": "a"})
+    assert not counted.active and first.queued_tokens is None
 
 
 def test_prompts_that_are_not_one_text_per_message_have_no_template(sandbox: Sandbox) -> None:

@@ -33,6 +33,7 @@ from langchain_core.prompts import (
 from langchain_core.prompts.chat import _StringImageMessagePromptTemplate
 from langchain_core.runnables import RunnableBinding, RunnableGenerator, RunnableSequence
 
+from batchain.cost.tokens import CHARS_PER_TOKEN, approx_input_tokens, input_chars, overhead
 from batchain.providers import adapter_for
 from batchain.providers._sdk import rebody
 from batchain.providers.base import (
@@ -126,8 +127,12 @@ class RequestTemplate:
         #: the base body's key text cut at the placeholders, in the order they appear there
         self._pieces, self._order = _pieces(clean_body_json(base.body), marks)
         self._keyed = key_hasher(base.identity)
+        self._static_chars, self._counted = _counted_chars(base.body, paths)
+        self._overhead = overhead(base.body)
         chat = isinstance(fast.prompt, ChatPromptTemplate)
-        self._merge = fast.prompt._merge_partial_and_user_variables if chat else None
+        # a chat prompt's partial variables join the item's (without any: the item's own)
+        partial = chat and bool(fast.prompt.partial_variables)
+        self._merge = fast.prompt._merge_partial_and_user_variables if partial else None
 
     def _text(self, texts: list[str]) -> str:
         """The key text of the body with ``texts`` in it (``clean_body_json`` of that body):
@@ -173,13 +178,19 @@ class RequestTemplate:
                 return self.full(value)
         body = _put(self.base.body, self.paths, texts)
         request = rebody(self.base, body, self._text(texts), self._keyed)
+        chars = self._static_chars
+        for t, counted in zip(texts, self._counted, strict=True):
+            if counted:
+                chars += len(t)
+        request.queued_tokens = chars // CHARS_PER_TOKEN + self._overhead
         self._count += 1
         if self._count % _CHECK_EVERY == 1:
             adapter, expected = self.full(value)
-            if (expected.key, expected.body, expected.headers) != (
+            if (expected.key, expected.body, expected.headers, approx_input_tokens(expected.body)) != (
                 request.key,
                 request.body,
                 request.headers,
+                request.queued_tokens,
             ):
                 log.warning("request template differs from the model's own build: turned off")
                 self.active = False
@@ -259,6 +270,21 @@ def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -
             node = child
         node[path[-1]] = text
     return out
+
+
+def _counted_chars(body: dict[str, Any], paths: list[tuple[Any, ...]]) -> tuple[int, list[bool]]:
+    """What :func:`~batchain.cost.tokens.input_chars` counts of ``body`` with its slots
+    (``paths``) empty, and whether it counts each slot's text (a message text does; a
+    text it does not read, none of it): a built body's count is then that plus the
+    counted texts' lengths, found without walking the body."""
+    empty = [""] * len(paths)
+    static = input_chars(_put(body, paths, empty))
+    counted = []
+    for n in range(len(paths)):
+        one = list(empty)
+        one[n] = "x"
+        counted.append(input_chars(_put(body, paths, one)) > static)
+    return static, counted
 
 
 def _copy_container(value: Any) -> Any:

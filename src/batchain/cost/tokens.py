@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CHARS_PER_TOKEN", "MESSAGE_OVERHEAD", "approx_input_tokens", "input_texts", "overhead"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "MESSAGE_OVERHEAD",
+    "approx_input_tokens",
+    "input_chars",
+    "input_texts",
+    "overhead",
+]
 
 CHARS_PER_TOKEN = 4
 #: tokens a message adds beyond its text (and the reply's priming counts as one more)
@@ -81,12 +88,18 @@ def overhead(body: dict[str, Any]) -> int:
 
 def approx_input_tokens(body: dict[str, Any]) -> int:
     """About how many input tokens ``body`` is: its texts (:func:`input_texts`) at ~4
-    characters a token. Plain string contents are counted inline: this runs for every
-    call of a batch."""
+    characters a token."""
+    return input_chars(body) // CHARS_PER_TOKEN + overhead(body)
+
+
+def input_chars(body: dict[str, Any]) -> int:
+    """The characters :func:`approx_input_tokens` counts: message texts, the system prompt,
+    tools and response format. Plain string contents are counted inline: this runs for
+    every call of a batch not built from a template (see ``CallRequest.queued_tokens``)."""
     chars = 0
     for msg in body.get("messages") or ():
         content = msg.get("content") if type(msg) is dict else None
         chars += len(content) if type(content) is str else sum(len(t) for t in _content(msg))
     if any(key in body for key in _EXTRAS):
         chars += sum(len(t) for t in _system(body)) + sum(len(t) for t in _schemas(body))
-    return chars // CHARS_PER_TOKEN + overhead(body)
+    return chars

@@ -43,8 +43,10 @@ LATER_TRIES = 8
 
 
 def enqueued_tokens(request: CallRequest) -> int:
-    """The input tokens ``request`` holds in its model's queue, estimated from its texts."""
-    return approx_input_tokens(request.body)
+    """The input tokens ``request`` holds in its model's queue, estimated from its texts
+    (by its builder, or from its body here)."""
+    known = request.queued_tokens
+    return known if known is not None else approx_input_tokens(request.body)
 
 
 class Action(StrEnum):

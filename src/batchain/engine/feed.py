@@ -137,7 +137,10 @@ class Returns:
             self._ready.append(idx)
             self._wake.set()
             return
-        self._by_batch.setdefault(batch, array("q")).append(idx)
+        idxs = self._by_batch.get(batch)
+        if idxs is None:  # not setdefault: that would make an array for every item
+            idxs = self._by_batch[batch] = array("q")
+        idxs.append(idx)
         self.waiting += 1
 
     def ended(self, batch: str) -> None:

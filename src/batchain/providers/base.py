@@ -249,6 +249,9 @@ class CallRequest:
     context: dict[str, Any] = field(default_factory=dict)
     #: the key's inputs other than the body (:func:`call_identity`)
     identity: str = ""
+    #: the input tokens it holds in its model's batch queue, when whoever built it knows
+    #: them (a request template: from its texts' lengths); None: counted from the body
+    queued_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
