@@ -127,6 +127,7 @@ class RequestTemplate:
         #: the base body's key text cut at the placeholders, in the order they appear there
         self._pieces, self._order = _pieces(clean_body_json(base.body), marks)
         self._keyed = key_hasher(base.identity)
+        self._plan = _plan(paths)
         self._static_chars, self._counted = _counted_chars(base.body, paths)
         self._overhead = overhead(base.body)
         chat = isinstance(fast.prompt, ChatPromptTemplate)
@@ -176,7 +177,7 @@ class RequestTemplate:
         for t in texts:
             if not (isinstance(t, str) and t.strip()):
                 return self.full(value)
-        body = _put(self.base.body, self.paths, texts)
+        body = _fill(self.base.body, self._plan, texts)
         request = rebody(self.base, body, self._text(texts), self._keyed)
         chars = self._static_chars
         for t, counted in zip(texts, self._counted, strict=True):
@@ -256,19 +257,35 @@ def _pieces(text: str, marks: list[str]) -> tuple[list[str], list[int]]:
 
 def _put(body: dict[str, Any], paths: list[tuple[Any, ...]], texts: list[str]) -> dict[str, Any]:
     """A copy of ``body`` with ``texts`` at ``paths``; only the containers on a path are copied."""
-    out = dict(body)
-    copied: dict[tuple[Any, ...], Any] = {(): out}
-    for path, text in zip(paths, texts, strict=True):
-        node: Any = out
-        for depth in range(1, len(path)):
-            prefix = path[:depth]
-            child = copied.get(prefix)
-            if child is None:
-                child = _copy_container(node[path[depth - 1]])
-                node[path[depth - 1]] = child
-                copied[prefix] = child
+    filled: dict[str, Any] = _fill(body, _plan(paths), texts)
+    return filled
+
+
+#: where a template's texts go in its body: at each key or index of a container, the slot
+#: whose text goes there, or the plan of the container there (made once per template)
+_Plan = dict[Any, "int | _Plan"]
+
+
+def _plan(paths: list[tuple[Any, ...]]) -> _Plan:
+    plan: _Plan = {}
+    for slot, path in enumerate(paths):
+        node = plan
+        for step in path[:-1]:
+            child = node.setdefault(step, {})
+            assert isinstance(child, dict), "a text's path runs through another text"
             node = child
-        node[path[-1]] = text
+        node[path[-1]] = slot
+    return plan
+
+
+def _fill(node: Any, plan: _Plan, texts: list[str]) -> Any:
+    """A copy of container ``node`` with the texts of ``plan`` in it."""
+    out = dict(node) if type(node) is dict else list(node)
+    for step, where in plan.items():
+        if isinstance(where, int):
+            out[step] = texts[where]
+        else:
+            out[step] = _fill(node[step], where, texts)
     return out
 
 
@@ -285,10 +302,6 @@ def _counted_chars(body: dict[str, Any], paths: list[tuple[Any, ...]]) -> tuple[
         one[n] = "x"
         counted.append(input_chars(_put(body, paths, one)) > static)
     return static, counted
-
-
-def _copy_container(value: Any) -> Any:
-    return dict(value) if isinstance(value, dict) else list(value)
 
 
 def _find(node: Any, target: str, path: tuple[Any, ...], found: list[tuple[Any, ...]]) -> None:
