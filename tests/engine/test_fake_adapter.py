@@ -355,16 +355,12 @@ def test_a_new_provider_runs_realtime_through_its_adapter(
     assert shout_adapter.api.batches == {}
 
 
-def test_an_input_limit_caps_the_requests_of_a_batch_that_are_not_embeddings(store_path: Path) -> None:
+def test_an_input_limit_caps_the_requests_of_a_batch_that_are_not_embeddings(
+    shout_adapter: ShoutAdapter, store_path: Path
+) -> None:
     """A request that is not an embeddings request carries one input: a Batch API's input
     limit below its request limit caps how many requests go in one batch."""
-    chain = PROMPT | ShoutModel() | StrOutputParser()
-    adapter = ShoutAdapter()
-    adapter.api.limits = BatchLimits(max_requests=1000, max_bytes=1 << 20, max_inputs=7)
-    batchain.register_adapter(ShoutModel, adapter)
-    try:
-        job = run(chain, ROWS[:20], store_path, "batch", job_id="shout-inputs")
-    finally:
-        unregister_adapter(ShoutModel)
+    shout_adapter.api.limits = BatchLimits(max_requests=1000, max_bytes=1 << 20, max_inputs=7)
+    job = run(PROMPT | ShoutModel() | StrOutputParser(), ROWS[:20], store_path, "batch")
     assert job.outputs() == [f"SAY {i}" for i in range(20)]
-    assert sorted(len(entries) for _, entries in adapter.api.batches.values()) == [6, 7, 7]
+    assert sorted(len(entries) for _, entries in shout_adapter.api.batches.values()) == [6, 7, 7]
