@@ -62,6 +62,14 @@ class Window:
         there will be. (A place released but not yet taken by the feeder is free.)"""
         return self._waiting and self.full
 
+    def take_free(self) -> bool:
+        """A place for the next item if one is free now and the run goes on; else False,
+        and :meth:`take` decides (most items find a place free: no coroutine for those)."""
+        if self.full or self.control.stopping:
+            return False
+        self._took()
+        return True
+
     async def take(self, before_waiting: Callable[[], Awaitable[None]] | None = None) -> bool:
         """A place for the next item; False if the run is stopping."""
         if self.full:
@@ -77,11 +85,14 @@ class Window:
                 self._waiting = False
         if self.control.stopping:
             return False
+        self._took()
+        return True
+
+    def _took(self) -> None:
         if self.in_use >= self.size:
             self.borrowed += 1
         self.in_use += 1
         self.started += 1
-        return True
 
     def release(self) -> None:
         self.in_use -= 1
@@ -287,8 +298,17 @@ class Feeder:
         # a resumed run's items whose calls are at a provider wait there without being read
         parked, n_parked = await self.bulk.park_resumed() if self.bulk is not None else (set(), 0)
         rows = self.inputs.items(inputs, waits=self.bulk is not None, skip_batches=parked, skipped=n_parked)
+        returns = self.returns
         async for row in rows:
-            if not await self._feed_returned() or not await self._put(row):
+            # items back from ended batches go first; a stopping run stops there (asked only
+            # then, not with a coroutine for every item)
+            if (
+                returns is not None
+                and (returns.ready or self.control.stopping)
+                and not await self._feed_returned()
+            ):
+                break
+            if not await self._put(row):
                 break
         else:
             await self._flush_rows()
@@ -325,7 +345,7 @@ class Feeder:
         """Start one item in a window place: at once, or (bulk path) with the next chunk of
         rows. False if the run is stopping."""
         # rows holding places are parked before waiting for one, or the round could never end
-        if not await self.window.take(before_waiting=self._flush_rows):
+        if not self.window.take_free() and not await self.window.take(before_waiting=self._flush_rows):
             return False
         if self.bulk is None:
             self.start(row[0], row[1])
