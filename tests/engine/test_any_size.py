@@ -283,14 +283,14 @@ def test_a_job_collects_garbage_less_often_and_restores_the_collector(store_path
 
     job = batchain.run(RunnableLambda(look), [1, 2, 3], store=store_path, mode="realtime", progress=False)
     assert job.outputs() == [1, 2, 3]
-    assert all(t[0] >= 50_000 and t[2] >= 100 and frozen > 0 for t, frozen in seen)
+    assert all(t[0] >= 200_000 and t[2] >= 100 and frozen > 0 for t, frozen in seen)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
-    gc.set_threshold(100_000, 5, 5)  # a program's own setting, higher than a job's for young objects
+    gc.set_threshold(300_000, 5, 5)  # a program's own setting, higher than a job's for young objects
     try:
         batchain.run(RunnableLambda(look), [4], store=store_path, mode="realtime", progress=False)
-        assert seen[-1][0] == (100_000, 20, 100)
-        assert gc.get_threshold() == (100_000, 5, 5)
+        assert seen[-1][0] == (300_000, 20, 100)
+        assert gc.get_threshold() == (300_000, 5, 5)
     finally:
         gc.set_threshold(*before)
 
