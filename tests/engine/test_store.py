@@ -22,13 +22,15 @@ from batchain.states import (
     IllegalTransition,
     ItemStatus,
     JobStatus,
+    LinkSource,
     check_transition,
 )
 from batchain.store import SCHEMA_VERSION, JobRecord, SQLiteStore, Usage, open_store
+from batchain.store.sql import SQLStore
 from tests.engine.conftest import make_openai
 
 
-def _job(store: SQLiteStore, job_id: str = "j1") -> None:
+def _job(store: SQLStore, job_id: str = "j1") -> None:
     now = time.time()
     store.create_job(JobRecord(job_id, JobStatus.CREATED, "realtime", now, now))
 
@@ -234,3 +236,29 @@ def test_a_dropped_job_handle_closes_the_store_it_opened(fast: Sandbox, tmp_path
     open_store(tmp_path / "next.sqlite").close()
     assert own.list_jobs()  # a store the caller passed in is the caller's to close
     own.close()
+
+
+def test_rows_inserted_many_at_a_time_keep_each_rows_conflict_rule(any_store: str | Path) -> None:
+    """Items, waits and links written many rows to a statement (on SQLite; the rows past
+    the last full statement one by one) are each inserted, ignored or replaced as one row
+    alone would be, rows repeated within one statement included, and counted once."""
+    store = open_store(any_store)
+    assert isinstance(store, SQLStore)
+    try:
+        _job(store, "j")
+        store.add_items("j", [(i, str(i)) for i in range(0, 250, 2)])
+        store.add_items("j", [(i, json.dumps(-i)) for i in range(250)])  # the even ones are kept
+        assert store.item_counts("j") == {"pending": 250}
+        assert {r.idx: r.input for r in store.iter_items("j")} == {
+            i: str(i) if i % 2 == 0 else json.dumps(-i) for i in range(250)
+        }
+        # each of 60 items is waited for 4 or 5 times over: the last row of each wins
+        store.set_waits("j", [(i % 60, f"k{i}") for i in range(260)])
+        waits = {idx: key for idx, key, _ in store.waits_of("j", list(range(250)))}
+        assert waits == {j: f"k{max(i for i in range(260) if i % 60 == j)}" for j in range(60)}
+        store.link_calls([("j", f"k{i % 70}", i % 70, LinkSource.PAID) for i in range(250)])
+        links = store._read("SELECT item_idx, key FROM job_calls WHERE job_id=? ORDER BY item_idx", ("j",))
+        assert [tuple(r) for r in links] == [(i, f"k{i}") for i in range(70)]
+        store.commit()
+    finally:
+        store.close()

