@@ -313,7 +313,7 @@ class SQLStore(ClaimQueries):
             except self._db.errors as exc:
                 raise self._db.failed(exc, self) from None
 
-    def _insert_many(self, into: str, values: str, rows: Iterable[tuple[Any, ...]]) -> int:
+    def _insert_many(self, into: str, values: str, rows: list[tuple[Any, ...]]) -> int:
         """``INSERT {into} VALUES {values}`` for every row (``values``: one row's
         parenthesized placeholders); returns how many rows it inserted in all. Up to
         :attr:`rows_per_insert` rows go in one statement: a row appended to a table in key
@@ -324,11 +324,10 @@ class SQLStore(ClaimQueries):
         single = f"INSERT {into} VALUES {values}"
         if per <= 1:
             return self._write_many(single, rows)
-        listed = rows if isinstance(rows, list) else list(rows)
-        full = len(listed) - len(listed) % per
-        grouped = [tuple(v for row in listed[i : i + per] for v in row) for i in range(0, full, per)]
+        full = len(rows) - len(rows) % per
+        grouped = [tuple(v for row in rows[i : i + per] for v in row) for i in range(0, full, per)]
         n = self._write_many(f"INSERT {into} VALUES {','.join([values] * per)}", grouped) if grouped else 0
-        return n + (self._write_many(single, listed[full:]) if full < len(listed) else 0)
+        return n + (self._write_many(single, rows[full:]) if full < len(rows) else 0)
 
     def _discarded(self, run: Callable[[], Cursor]) -> Cursor:
         """A write of a runner that lost its lease: run (so it answers as it would) and
