@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from batchain.errors import StoreError
@@ -55,6 +56,25 @@ def default_store_path() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".batchain" / "store.sqlite"
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the store in WAL mode. Switching a new store's journal takes its lock and, unlike
+    any other statement, does not wait for it (SQLite answers busy at once): several
+    processes creating one store at the same moment retry here, up to the busy timeout,
+    instead of failing. A store already in WAL mode answers at once, without the lock."""
+    deadline = time.monotonic() + busy_timeout_s()
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -203,7 +223,9 @@ class SQLiteStore(SQLStore):
             )
         except sqlite3.Error as exc:
             error = problem(self.path, exc)
-            if not existed:  # leave no empty file behind (a full disk refused the rest)
+            # a full disk refused the rest: leave no empty file behind (only then: another
+            # process may be creating the same store, and an unlinked file fails its reads)
+            if not existed and error.disk_full:
                 with contextlib.suppress(OSError):
                     if self.path.stat().st_size == 0:
                         self.path.unlink()
@@ -239,7 +261,7 @@ class SQLiteStore(SQLStore):
         conn = _sqlite(db)
         self._check_version(conn)
         if not self.read_only:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             # 16 MB of pages instead of 2: a batch's calls are written, then read and
             # updated by key, all over the table (measured at 50,000 items: a fifth less
