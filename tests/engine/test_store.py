@@ -114,17 +114,17 @@ def test_writes_survive_reopening_and_schema_is_versioned(store_path: Path) -> N
 
 
 _CREATOR = """
-import sys, time
+import json, sys, time
 from pathlib import Path
 from batchain.states import JobStatus
 from batchain.store import JobRecord, open_store
 
-folder, me, trials = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-for trial in range(trials):
+folder, me, stores = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+for trial, where in enumerate(stores):
     while not (folder / f"go.{trial}").exists():  # every process starts each trial together
         pass
     try:
-        store = open_store(folder / str(trial) / "store.sqlite")
+        store = open_store(where)
         now = time.time()
         store.create_job(JobRecord(f"job-{me}", JobStatus.CREATED, "realtime", now, now))
         store.commit()
@@ -135,33 +135,44 @@ for trial in range(trials):
 """
 
 
-def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_creating_one_new_store_at_once_all_open_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """SQLite answers busy at once, without waiting, to a second process switching a new
     store to WAL; before opening retried it, about one trial in four of three processes
     failed ("locked"), and the loser's clean-up unlinked the file under the others
-    ("disk I/O error")."""
+    ("disk I/O error"). PostgreSQL: the schema is made under the store's lock."""
     processes, trials = 4, 20
+    if backend == "sqlite":
+        stores: list[str] = [str(tmp_path / str(trial) / "store.sqlite") for trial in range(trials)]
+    else:
+        from tests.pgserver import drop_schema, fresh_schema_url
+
+        request.getfixturevalue("pg_url")  # skips (or, under CI, fails) without a server
+        trials = 8
+        stores = [fresh_schema_url() for _ in range(trials)]
+        for url in stores:
+            request.addfinalizer(lambda url=url: drop_schema(url))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _CREATOR, str(tmp_path), str(me), str(trials)],
+            [sys.executable, "-c", _CREATOR, str(tmp_path), str(me), json.dumps(stores)],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
         )
         for me in range(processes)
     ]
-    assert all(p.stdout is not None for p in procs)
     outcomes = []
     for trial in range(trials):
-        (tmp_path / str(trial)).mkdir()
         (tmp_path / f"go.{trial}").touch()
         outcomes.append([p.stdout.readline().strip() for p in procs if p.stdout is not None])
     for p in procs:
         p.communicate(timeout=60)
     assert all(out == ["ok"] * processes for out in outcomes), outcomes
-    for trial in range(trials):
-        store = SQLiteStore(tmp_path / str(trial) / "store.sqlite")
+    for where in stores:
+        store = open_store(where)
         assert sorted(j.id for j in store.list_jobs()) == [f"job-{me}" for me in range(processes)]
         store.close()
 
