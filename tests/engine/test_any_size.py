@@ -112,7 +112,11 @@ def test_one_stage_goes_out_at_once_on_the_bulk_path(sandbox: Sandbox, store_pat
 @pytest.mark.parametrize("shape", ["three_stages", "staged"])
 def test_three_stages_go_out_as_three_rounds(sandbox: Sandbox, store_path: Path, shape: str) -> None:
     # long enough that a loaded machine still creates every batch of a stage before one ends
-    sandbox.configure(batch_validating_s=0.01, batch_processing_s=2.0, batch_finalizing_s=0.01)
+    # (2 s was not, on a slow machine under CI: off the bulk path, a later stage's items come
+    # back through the window one by one, each replaying the stages before it from the
+    # store, and the third stage's 5 batches were created over 2.4 s with nothing else
+    # running; 8 s leaves room for a machine twice as loaded)
+    sandbox.configure(batch_validating_s=0.01, batch_processing_s=8.0, batch_finalizing_s=0.01)
     inputs = [{"x": f"topic {i}"} for i in range(60)]
     job = run_batch(SHAPES[shape](sandbox), inputs, store_path, poll_min=0.05, window=12)
     assert job.counts["succeeded"] == 60
