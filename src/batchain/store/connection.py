@@ -60,6 +60,7 @@ __all__ = [
     "busy_timeout_s",
     "call_in",
     "file_store",
+    "primary_code",
     "problem",
     "running_loop",
 ]
@@ -94,9 +95,15 @@ def _disk_full(path: Path, code: int) -> bool:
         return False
 
 
+def primary_code(exc: Exception) -> int:
+    """SQLite's primary result code of ``exc`` (``SQLITE_BUSY`` for every busy variant;
+    0 for an error that is not SQLite's)."""
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
 def problem(path: Path, exc: Exception) -> StoreError:
     """What went wrong with the store at ``path``, as one line naming the file."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    code = primary_code(exc)
     why = str(exc)
     if _disk_full(path, code):
         said = "" if code == sqlite3.SQLITE_FULL else f" ({why})"  # SQLite's words would repeat ours

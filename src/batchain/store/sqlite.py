@@ -20,7 +20,14 @@ from pathlib import Path
 from batchain.errors import StoreError
 from batchain.store.base import lease_owner
 from batchain.store.checkpoint import BACKSTOP_PAGES
-from batchain.store.connection import Conn, SharedConnection, busy_timeout_s, file_store, problem
+from batchain.store.connection import (
+    Conn,
+    SharedConnection,
+    busy_timeout_s,
+    file_store,
+    primary_code,
+    problem,
+)
 from batchain.store.schema import (
     ADDED_COLUMNS,
     DROPPED_INDEXES,
@@ -70,8 +77,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
             return
         except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() + pause > deadline:
+            if primary_code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
