@@ -122,7 +122,7 @@ from batchain.store import JobRecord, open_store
 folder, me, stores = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 for trial, where in enumerate(stores):
     while not (folder / f"go.{trial}").exists():  # every process starts each trial together
-        pass
+        time.sleep(0.001)
     try:
         store = open_store(where)
         now = time.time()
