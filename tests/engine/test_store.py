@@ -17,6 +17,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 import batchain
+from batchain.errors import StoreError
 from batchain.sandbox import Sandbox
 from batchain.states import (
     TRANSITIONS,
@@ -175,6 +176,29 @@ def test_processes_creating_one_new_store_at_once_all_open_it(
         store = open_store(where)
         assert sorted(j.id for j in store.list_jobs()) == [f"job-{me}" for me in range(processes)]
         store.close()
+
+
+def test_a_store_whose_creator_never_lets_go_is_refused_after_the_busy_timeout(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a new store that another connection keeps reading waits for it only up to
+    the busy timeout, WAL switch and its retries included, and then gives up with the
+    usual one line: it never waits for ever."""
+    monkeypatch.setenv("BATCHAIN_BUSY_TIMEOUT_S", "0.5")
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("CREATE TABLE made_by_another (x)")  # in rollback mode, not yet WAL
+    holder.execute("BEGIN")
+    holder.execute("SELECT * FROM made_by_another").fetchall()  # its read lock stays held
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match="is locked"):
+            SQLiteStore(store_path)
+        waited = time.monotonic() - t0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.4 <= waited < 5, waited
+    SQLiteStore(store_path).close()  # once the lock is let go, the store opens
 
 
 def test_newer_schema_is_refused(store_path: Path) -> None:
