@@ -66,10 +66,11 @@ def default_store_path() -> Path:
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:
-    """Put the store in WAL mode. Switching a new store's journal takes its lock and, unlike
-    the statements that follow, does not wait for it (SQLite answers busy at once, without
-    its busy handler): several processes creating one store at the same moment retry here,
-    up to the busy timeout, instead of failing. A store already in WAL mode needs no lock."""
+    """Put the store in WAL mode. Switching a new store's journal reads it, then takes its
+    exclusive lock. When several processes switch it at the same moment, each holds the
+    read lock the others wait for, and SQLite answers all but one busy at once, without
+    its busy handler (waiting would deadlock): they retry here, up to the busy timeout,
+    instead of failing. A store already in WAL mode needs no lock."""
     deadline = time.monotonic() + busy_timeout_s()
     pause = 0.005
     while True:
