@@ -14,13 +14,13 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchain.sandbox import Sandbox
+from tests import preloaded
 
 HERE = Path(__file__).parent
 RUN_JOB = HERE.parent / "engine" / "crash" / "run_job.py"
@@ -75,14 +75,14 @@ class _Runners:
             BATCHAIN_LEASE_S=str(lease_s),
         )
         self.env.pop("BATCHAIN_FAILPOINT", None)
-        self.live: list[subprocess.Popen[str]] = []
+        self.live: list[preloaded.Child] = []
         self.done: list[tuple[int, str]] = []  # exit code and stderr of every finished runner
 
     def spawn(self, action: str, start_at: float = 0.0) -> None:
-        args = [sys.executable, str(RUN_JOB), str(self.store), JOB, str(self.items), action, CHAIN, self.mode]
+        args = [str(RUN_JOB), str(self.store), JOB, str(self.items), action, CHAIN, self.mode]
         env = dict(self.env, CHAOS_START_AT=str(start_at))
         self.live.append(
-            subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            preloaded.popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         )
 
     def race(self) -> float:
@@ -98,7 +98,7 @@ class _Runners:
             self.live.remove(proc)
             self.done.append((proc.returncode, proc.stderr.read() if proc.stderr else ""))
 
-    def signal(self, sig: int) -> list[subprocess.Popen[str]]:
+    def signal(self, sig: int) -> list[preloaded.Child]:
         hit = [p for p in self.live if p.poll() is None]
         for proc in hit:
             os.kill(proc.pid, sig)

@@ -16,6 +16,7 @@ from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
 from batchain.store import open_store
 from batchain.store.records import JobRecord
+from tests import preloaded
 from tests.pgserver import count_in
 
 HERE = Path(__file__).parent
@@ -37,10 +38,9 @@ def _env(sb: Sandbox, **extra: str) -> dict[str, str]:
 
 def _job(
     sb: Sandbox, store: Path | str, job_id: str, n: int, action: str, mode: str, **env: str
-) -> subprocess.Popen[str]:
+) -> preloaded.Child:
     chain = CRASH / ("chain_for_crash.py" if mode == "realtime" else "batch_chain.py")
     args = [
-        sys.executable,
         str(CRASH / "run_job.py"),
         str(store),
         job_id,
@@ -49,7 +49,7 @@ def _job(
         f"{chain}:chain",
         mode,
     ]
-    return subprocess.Popen(
+    return preloaded.popen(
         args, env=_env(sb, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 

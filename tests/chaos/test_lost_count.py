@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 import batchain
 from batchain.sandbox import Sandbox
+from tests import preloaded
 
 CRASH = Path(__file__).parent.parent / "engine" / "crash"
 pytestmark = pytest.mark.timeout(180)
@@ -26,7 +26,7 @@ DONE = "SELECT COUNT(*) FROM calls WHERE status='succeeded'"
 SENT = "SELECT COUNT(*) FROM calls WHERE status='sent'"
 
 
-def _child(sb: Sandbox, store: Path, action: str) -> subprocess.Popen[bytes]:
+def _child(sb: Sandbox, store: Path, action: str) -> preloaded.Child:
     env = dict(
         os.environ,
         CRASH_OPENAI_BASE_URL=sb.openai_base_url,
@@ -36,7 +36,7 @@ def _child(sb: Sandbox, store: Path, action: str) -> subprocess.Popen[bytes]:
     env.pop("BATCHAIN_FAILPOINT", None)
     args = [str(CRASH / "run_job.py"), str(store), "job-lost", str(N), action]
     args += [f"{CRASH / 'chain_for_crash.py'}:chain", "realtime"]
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return preloaded.popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _count(store: Path, sql: str) -> int:
@@ -51,7 +51,7 @@ def _count(store: Path, sql: str) -> int:
         con.close()
 
 
-def _wait_for(store: Path, target: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(store: Path, target: int, proc: preloaded.Child) -> None:
     deadline = time.monotonic() + 90
     while _count(store, DONE) < target:
         if proc.poll() is not None:

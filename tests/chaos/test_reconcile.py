@@ -14,7 +14,7 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from batchain.providers.base import BatchIntent, Identification, ProviderBatch
 from batchain.providers.fake import FakeAdapter, FakeBatchAPI, FakeChatModel, FakeProvider
 from batchain.providers.registry import register_adapter, unregister_adapter
 from batchain.sandbox import Sandbox
+from tests import preloaded
 
 CRASH = Path(__file__).parent.parent / "engine" / "crash"
 N = 100
@@ -38,7 +39,7 @@ FAST = dict(batch_validating_s=0.02, batch_processing_s=0.3, batch_finalizing_s=
 pytestmark = pytest.mark.timeout(240)
 
 
-def _child(sb: Sandbox, store: Path, job_id: str, action: str, failpoint: str = "") -> subprocess.Popen[str]:
+def _child(sb: Sandbox, store: Path, job_id: str, action: str, failpoint: str = "") -> preloaded.Child:
     env = dict(
         os.environ,
         CRASH_OPENAI_BASE_URL=sb.openai_base_url,
@@ -49,8 +50,8 @@ def _child(sb: Sandbox, store: Path, job_id: str, action: str, failpoint: str = 
     if failpoint:
         env["BATCHAIN_FAILPOINT"] = failpoint
     args = [str(CRASH / "run_job.py"), str(store), job_id, str(N), action, f"{CRASH / 'bulk_chain.py'}:chain"]
-    return subprocess.Popen(
-        [sys.executable, *args, "batch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return preloaded.popen(
+        [*args, "batch"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -92,6 +93,13 @@ def _other_jobs_batch(sb: Sandbox, **headers: str) -> str:
 def _other_batch(sb: Sandbox, batch_id: str) -> Any:
     with _client(sb) as client:
         return client.messages.batches.retrieve(batch_id)
+
+
+def _wait_ended(sb: Sandbox, batch_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while _other_batch(sb, batch_id).processing_status != "ended":
+        assert time.monotonic() < deadline, f"batch {batch_id} did not end"
+        time.sleep(0.05)
 
 
 def _batches(store: Path, job_id: str) -> list[tuple[str, str | None]]:
@@ -193,6 +201,7 @@ def test_a_second_crash_while_verifying_is_safe(sandbox: Sandbox, tmp_path: Path
     store = tmp_path / "d.sqlite"
     _crash(sandbox, store, "job-d", "batch_after_create:anthropic")
     other = _other_jobs_batch(sandbox)  # newer than ours: it is checked first
+    _wait_ended(sandbox, other)  # a candidate still running is passed over, not ruled out
     # the resume dies right after ruling the other job's batch out, before checking ours
     _crash(sandbox, store, "job-d", "batch_ruled_out", action="resume")
     assert _batches(store, "job-d") == [("creating", None)]  # nothing decided is lost

@@ -14,6 +14,7 @@ import pytest
 
 import batchain
 from batchain.sandbox import Sandbox
+from tests import preloaded
 from tests.pgserver import count_in
 
 HERE = Path(__file__).parent / "crash"
@@ -31,7 +32,7 @@ def _child(
     failpoint: str | None = None,
     chain: str | None = None,
     provider: str = "openai",
-) -> subprocess.Popen[bytes]:
+) -> preloaded.Child:
     env = dict(
         os.environ,
         CRASH_OPENAI_BASE_URL=sb.openai_base_url,
@@ -42,9 +43,8 @@ def _child(
         env["BATCHAIN_FAILPOINT"] = failpoint
     env["CRASH_PROVIDER"] = provider
     chain = chain or ("chain_for_crash.py" if mode == "realtime" else "batch_chain.py")
-    return subprocess.Popen(
+    return preloaded.popen(
         [
-            sys.executable,
             str(HERE / "run_job.py"),
             str(store),
             job_id,
@@ -59,7 +59,7 @@ def _child(
     )
 
 
-def _wait_for(store: Path | str, sql: str, target: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(store: Path | str, sql: str, target: int, proc: preloaded.Child) -> None:
     deadline = time.monotonic() + 60
     while count_in(store, sql) < target:
         if proc.poll() is not None:

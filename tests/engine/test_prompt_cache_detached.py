@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +23,7 @@ from batchain.cost.prices import PriceBook
 from batchain.engine.budget import Budget
 from batchain.engine.calls import build_request
 from batchain.sandbox import LedgerEntry, Sandbox
+from tests import preloaded
 from tests.engine.conftest import make_anthropic
 from tests.engine.test_prompt_cache import MODEL, PRICES, batches, priced
 
@@ -100,7 +100,7 @@ def _resume_in_child(
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, CRASH_ANTHROPIC_BASE_URL=sb.anthropic_base_url, BATCHAIN_FAILPOINT=failpoint)
     args = [str(CRASH / "run_job.py"), str(path), job_id, str(N), "resume", CHAIN, "batch"]
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120)
+    return preloaded.run(args, env=env, text=True, timeout=120)
 
 
 @pytest.mark.timeout(180)
