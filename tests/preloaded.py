@@ -50,6 +50,7 @@ _lock = threading.Lock()
 _context: Any = None
 
 
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _folder: str | None = None
 
 
@@ -83,21 +84,31 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _main(script: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
-    """The child: the script as ``__main__``, then an interpreter's exit."""
+def _main(
+    script: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str, stdin: str
+) -> None:
+    """The child: the script (or ``-m module``) as ``__main__``, then an interpreter's
+    exit."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    for fd, path in ((1, out), (2, err)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    for fd, path, flags in ((0, stdin, os.O_RDONLY), (1, out, _WRITE), (2, err, _WRITE)):
+        target = os.open(path, flags)
         os.dup2(target, fd)
         os.close(target)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 (multiprocessing gave it /dev/null)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.argv = [script, *args]
-    sys.path.insert(0, str(Path(script).resolve().parent))  # as ``python script`` has it
+    module = args[0] if script == "-m" else None
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if module is not None:
+            sys.argv = [module, *args[1:]]
+            sys.path.insert(0, cwd)  # as ``python -m`` has it
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [script, *args]
+            sys.path.insert(0, str(Path(script).resolve().parent))  # as ``python script`` has it
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         code = _exit_code(exc)
     except BaseException:
@@ -175,15 +186,22 @@ def popen(
     stdout: int | None = None,
     stderr: int | None = None,
     text: bool = False,
+    stdin: str | bytes | None = None,
 ) -> Child:
-    """``subprocess.Popen([sys.executable, *args], ...)`` for a script (``args[0]``), as
-    a preloaded child. ``stdout``/``stderr``: ``subprocess.PIPE`` to read them back."""
+    """``subprocess.Popen([sys.executable, *args], ...)`` for a script (``args[0]``, or
+    ``-m module``), as a preloaded child. ``stdout``/``stderr``: ``subprocess.PIPE`` to
+    read them back; ``stdin``: what the child reads (else nothing: ``/dev/null``)."""
     script, *rest = [str(a) for a in args]
     folder = tempfile.mkdtemp(prefix="child-", dir=_outputs())
     out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+    given = os.devnull
+    if stdin is not None:
+        given = os.path.join(folder, "stdin")
+        Path(given).write_bytes(stdin.encode() if isinstance(stdin, str) else stdin)
+    where = str(cwd or os.getcwd())
     process = _server().Process(
         target=_main,
-        args=(script, rest, dict(os.environ if env is None else env), str(cwd or os.getcwd()), out, err),
+        args=(script, rest, dict(os.environ if env is None else env), where, out, err, given),
         # daemonic: a child a failed test left behind does not hold up the worker's exit
         daemon=True,
     )
@@ -196,11 +214,15 @@ def run(
     args: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
     timeout: float | None = None,
     text: bool = False,
+    input: str | bytes | None = None,
 ) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run([sys.executable, *args], capture_output=True, ...)``, preloaded."""
-    child = popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text)
+    child = popen(
+        args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, stdin=input
+    )
     try:
         out, err = child.communicate(timeout)
     except subprocess.TimeoutExpired:

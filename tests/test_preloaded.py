@@ -85,3 +85,12 @@ def test_waiting_past_the_timeout_raises_as_popen_does(tmp_path: Path) -> None:
         child.kill()
         child.wait(timeout=30)
     assert sys.executable in child.args
+
+
+def test_a_child_reads_the_given_stdin_and_runs_a_module(tmp_path: Path) -> None:
+    (tmp_path / "echo_mod.py").write_text("import sys\nprint(sys.stdin.read().upper(), sys.argv[1:])\n")
+    done = preloaded.run(["-m", "echo_mod", "a"], cwd=tmp_path, input="hello", text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "HELLO ['a']"
+    empty = preloaded.run(["-m", "echo_mod"], cwd=tmp_path, text=True, timeout=60)
+    assert empty.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ import pytest
 
 from batchain.cli import run_cli
 from batchain.sandbox import Sandbox, SandboxConfig
+from tests import preloaded
 from tests.conftest import TEST_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +42,14 @@ class Cli:
     def __call__(
         self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, *args],
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=env or self.env,
-            cwd=self.cwd,
-            timeout=timeout,
+        # the console script, run by a child of the preloaded fork server (tests/preloaded.py):
+        # a process of its own that skips the interpreter's start and the heavy imports
+        script = self.command[1:] if self.command[0] == sys.executable else self.command
+        done = preloaded.run(
+            [*script, *args], env=env or self.env, cwd=self.cwd, timeout=timeout, text=True, input=stdin
         )
+        done.args = [*self.command, *args]
+        return done
 
     def here(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The same command in this process, on the same store: for a quick look at a job
