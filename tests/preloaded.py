@@ -12,8 +12,9 @@ flushed, the exit status of ``SystemExit``). Its stdout and stderr go to files t
 returned handle reads back. The handle has the parts of :class:`subprocess.Popen` the
 tests use.
 
-Nothing of batchain reads its environment at import, so a preloaded module behaves as a
-freshly imported one (checked in ``test_preloaded.py``).
+batchain reads its environment when called, never at import, so a preloaded module sees
+the child's environment as a freshly imported one would (``test_preloaded.py`` checks it
+through the store's busy timeout).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Mapping, Sequence
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ PRELOAD = [
 ]
 
 _lock = threading.Lock()
-_context: Any = None
+_context: ForkServerContext | None = None
 
 
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -64,7 +67,7 @@ def _outputs() -> str:
         return _folder
 
 
-def _server() -> Any:
+def _server() -> ForkServerContext:
     global _context
     with _lock:
         if _context is None:
@@ -133,13 +136,16 @@ def _main(
 class Child:
     """A preloaded child, with the parts of :class:`subprocess.Popen` the tests use."""
 
-    def __init__(self, args: list[str], process: Any, folder: str, text: bool, pipes: tuple[bool, bool]):
+    def __init__(
+        self, args: list[str], process: BaseProcess, folder: str, text: bool, pipes: tuple[bool, bool]
+    ):
         self.args = args
         self._process = process
         self._folder = folder
         self._text = text
         self._pipes = pipes
-        self.pid: int = process.pid
+        assert process.pid is not None  # started
+        self.pid = process.pid
         self.stdout: Any = None
         self.stderr: Any = None
 
@@ -148,7 +154,7 @@ class Child:
         code = self._process.exitcode
         if code is not None and self.stdout is None and self.stderr is None:
             self._open_outputs()
-        return code  # type: ignore[no-any-return]
+        return code
 
     def _open_outputs(self) -> None:
         mode = "r" if self._text else "rb"

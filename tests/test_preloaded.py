@@ -13,9 +13,11 @@ from tests import preloaded
 SCRIPT = """
 import os, sys, time, atexit
 import batchain
+from batchain.store.connection import busy_timeout_s
 atexit.register(lambda: print("atexit ran", file=sys.stderr))
 print("argv", sys.argv[1:], "cwd", os.getcwd(), "env", os.environ.get("PRELOADED_PROBE"))
 print("path0", sys.path[0])
+print("busy timeout", busy_timeout_s())  # read from the child's environment, not the server's
 if sys.argv[1] == "sleep":
     time.sleep(60)
 if sys.argv[1] == "fail":
@@ -34,7 +36,7 @@ def test_a_child_gets_its_argv_environment_and_folder_and_exits_with_its_code(tm
     script = _script(tmp_path)
     child = preloaded.popen(
         [str(script), "exit", "3"],
-        env={"PRELOADED_PROBE": "yes", "PATH": "/usr/bin"},
+        env={"PRELOADED_PROBE": "yes", "PATH": "/usr/bin", "BATCHAIN_BUSY_TIMEOUT_S": "7.5"},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -44,6 +46,7 @@ def test_a_child_gets_its_argv_environment_and_folder_and_exits_with_its_code(tm
     assert child.returncode == 3
     assert f"argv ['exit', '3'] cwd {tmp_path} env yes" in out
     assert f"path0 {tmp_path}" in out
+    assert "busy timeout 7.5" in out
     assert "atexit ran" in err
 
 
