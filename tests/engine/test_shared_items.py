@@ -14,11 +14,13 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 import batchain
+from batchain.engine.lifecycle import JobLifecycle, RunControl
 from batchain.errors import InvalidOption, LeaseLost
 from batchain.sandbox import Sandbox
 from batchain.states import JobStatus
-from batchain.store import open_store
+from batchain.store import JobRecord, open_store
 from batchain.store.claims import is_lease_holder
+from tests import preloaded
 from tests.engine.conftest import make_openai
 
 N = 400
@@ -155,3 +157,57 @@ def test_a_batch_job_is_not_shared(sandbox: Sandbox, any_store: str | Path) -> N
     budget = batchain.submit(chain, [{"id": 1}], store=any_store, mode="realtime", budget=1.0)
     with pytest.raises(InvalidOption, match="budget"):
         batchain.Job.open(budget.id, store=any_store, chain=chain).assist()
+
+
+def test_a_helpers_count_noted_while_the_holder_leaves_is_kept(any_store: str | Path) -> None:
+    """The lease holder's stats are made before it leaves; a helper that notes its items in
+    between keeps them (the holder once wrote back runners read before the helper's note)."""
+    with open_store(any_store) as st:
+        now = time.time()
+        st.create_job(JobRecord("j", JobStatus.CREATED, "realtime", now, now))
+        st.record_job_stats("j", {"sent": 1}, runner="earlier:1", items=5)
+        st.commit()
+        holder = JobLifecycle(st, "j")
+        holder.enter()
+        before = st.get_job("j")
+        assert before is not None
+        stale = {**before.stats, "sent": 9}  # read before the helper's note, as _stats() is
+        JobLifecycle(st, "j").note_items("helper:2", 7)
+        holder.leave(RunControl(), stale, "holder:3", 11)
+        job = st.get_job("j")
+        assert job is not None
+        assert job.stats["runners"] == {"earlier:1": 5, "helper:2": 7, "holder:3": 11}
+        assert job.stats["sent"] == 9  # the rest of the stats are the holder's
+
+
+_NOTER = """
+import sys, time
+from pathlib import Path
+from batchain.store import open_store
+
+where, me, go, rounds = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+with open_store(where) as st:
+    while not go.exists():
+        time.sleep(0.001)
+    for n in range(rounds):
+        # half like a helper leaving (stats kept), half like a holder (stats replaced)
+        st.record_job_stats("j", {"by": me} if n % 2 else None, runner=me, items=1)
+        st.commit()
+"""
+
+
+def test_processes_noting_their_items_together_lose_no_count(any_store: str | Path, tmp_path: Path) -> None:
+    """Every count added by processes writing the job's stats at once is kept: the read and
+    the write are one step under the store's write lock, on both backends."""
+    with open_store(any_store) as st:
+        now = time.time()
+        st.create_job(JobRecord("j", JobStatus.CREATED, "realtime", now, now))
+        st.commit()
+    script, go, rounds = tmp_path / "noter.py", tmp_path / "go", 40
+    script.write_text(_NOTER)
+    children = [preloaded.popen([script, str(any_store), f"p{me}", go, str(rounds)]) for me in range(3)]
+    go.touch()
+    assert [c.wait(120) for c in children] == [0, 0, 0], [c.communicate() for c in children]
+    with open_store(any_store) as st:
+        job = st.get_job("j")
+        assert job is not None and job.stats["runners"] == {f"p{me}": rounds for me in range(3)}

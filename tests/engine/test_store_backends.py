@@ -38,7 +38,9 @@ def test_jobs_items_and_counts(any_store: str | Path) -> None:
         assert [j.id for j in store.list_jobs()] == ["j2", "j1"]
         assert [j.id for j in store.list_jobs(None)] == ["j2", "j1"]
         assert [j.id for j in store.list_jobs(1)] == ["j2"]
-        store.update_job("j1", n_items=3, inputs_complete=True, options={"a": [1, 2]}, stats={"x": 1})
+        store.update_job("j1", n_items=3, inputs_complete=True, options={"a": [1, 2]})
+        with pytest.raises(ValueError, match="stats"):  # one writer of stats: record_job_stats
+            store.update_job("j1", stats={"x": 1})
         store.add_items("j1", [(0, '"a"'), (1, '"b"'), (2, '{"q": "\\u00e9 %s ?"}')])
         store.add_items("j1", [(0, '"again"')])  # an existing item is left alone
         store.commit()

@@ -252,30 +252,21 @@ class JobLifecycle:
             for key in lost:
                 self.store.call_requeued(key, "lost in a crash")
             self.lost_calls += len(lost)
-            self.store.update_job(self.job_id, stats={**job.stats, "calls_lost_in_crashes": self.lost_calls})
+            self.store.record_job_stats(self.job_id, {**job.stats, "calls_lost_in_crashes": self.lost_calls})
             self.store.set_job_status(self.job_id, JobStatus.PAUSED, "interrupted")
         self.store.set_job_status(self.job_id, JobStatus.RUNNING)
 
-    def runners_with(self, owner: str, items: int) -> dict[str, int]:
-        """The job's items run by each process (``host:pid``) over every run, with ``items``
-        more by ``owner``."""
-        job = self.store.get_job(self.job_id)
-        out: dict[str, int] = dict(job.stats.get("runners", {})) if job is not None else {}
-        if items:
-            out[owner] = int(out.get(owner, 0)) + items
-        return out
-
     def note_items(self, owner: str, items: int) -> None:
-        """A helper's count of the items it ran, in the job's stats."""
-        job = self.store.get_job(self.job_id)
-        if job is None or not items:
-            return
-        self.store.update_job(self.job_id, stats={**job.stats, "runners": self.runners_with(owner, items)})
-        self.store.commit()
+        """A helper's count of the items it ran, added to the job's stats."""
+        if items:
+            self.store.record_job_stats(self.job_id, runner=owner, items=items)
+            self.store.commit()
 
-    def leave(self, control: RunControl, stats: dict[str, Any]) -> JobStatus:
-        """Record the run's stats and the job's new status."""
-        self.store.update_job(self.job_id, stats={**stats, "calls_lost_in_crashes": self.lost_calls})
+    def leave(self, control: RunControl, stats: dict[str, Any], owner: str, items: int) -> JobStatus:
+        """Record the run's stats (with ``items`` more run by ``owner``) and the job's new
+        status."""
+        stats = {**stats, "calls_lost_in_crashes": self.lost_calls}
+        self.store.record_job_stats(self.job_id, stats, runner=owner, items=items)
         self.store.commit()
         counts = self.store.item_counts(self.job_id)
         job = self.store.get_job(self.job_id)

@@ -248,7 +248,8 @@ class JobRunner:
     def _leave(self) -> JobStatus:
         self.results.flush()
         self.history.sample(final=True)
-        return self.lifecycle.leave(self.control, self._stats())
+        ran = self.results.done + self.results.failed
+        return self.lifecycle.leave(self.control, self._stats(), self.lease.owner, ran)
 
     def _realtime_endpoints(self) -> dict[str, dict[str, Any]]:
         """Batch mode: the calls sent realtime because their endpoint has no Batch API (or
@@ -300,7 +301,6 @@ class JobRunner:
             "shared": c.shared,
             "langchain_cache_hits": self._langchain_cache_hits(),
             "realtime_endpoints": self._realtime_endpoints(),
-            "runners": self.lifecycle.runners_with(self.lease.owner, self.results.done + self.results.failed),
             "estimated_usage": self._estimated_usage(),
             **self.parts.paths,
         }

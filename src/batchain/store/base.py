@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from array import array
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
@@ -165,6 +165,14 @@ class Store(Protocol):
         ...
 
     def update_job(self, job_id: str, **fields: Any) -> None: ...
+
+    def record_job_stats(
+        self, job_id: str, stats: Mapping[str, Any] | None = None, runner: str = "", items: int = 0
+    ) -> None:
+        """Replace the job's stats with ``stats`` (None: keep them), except ``runners`` (items
+        run by each process over every run), kept as stored with ``items`` more by
+        ``runner``, in one step under the write lock: runs leaving together lose no count."""
+        ...
 
     def add_items(self, job_id: str, rows: list[tuple[int, str]]) -> None:
         """Insert pending items ``(idx, input_json)``; existing ones are left alone."""

@@ -33,7 +33,7 @@ import asyncio
 import json
 import time
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -604,16 +604,37 @@ class SQLStore(ClaimQueries):
             self._lost.pop(job_id, None)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode", "stats"}
+        allowed = {"chain_ref", "options", "n_items", "inputs_complete", "mode"}  # stats: record_job_stats
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot update job fields {sorted(bad)}")
         sets = ", ".join(f"{k}=?" for k in fields)
         values = [
-            json.dumps(v) if k in ("options", "stats") else int(v) if isinstance(v, bool) else v
+            json.dumps(v) if k == "options" else int(v) if isinstance(v, bool) else v
             for k, v in fields.items()
         ]
         self._write(f"UPDATE jobs SET {sets}, updated_at=? WHERE id=?", [*values, time.time(), job_id])
+
+    def record_job_stats(
+        self, job_id: str, stats: Mapping[str, Any] | None = None, runner: str = "", items: int = 0
+    ) -> None:
+        """The job's stats become ``stats`` (None: they stay), but for ``runners``, the items
+        each process ran over every run: that stays as stored, with ``items`` more by
+        ``runner``. The read and the write are one step under the store's write lock, so
+        runs leaving one job together each add their count; none overwrites another's."""
+        with self._lock:
+            self._begin()  # the write lock, held to the commit: the row cannot change under us
+            rows = self._read("SELECT stats FROM jobs WHERE id=?", (job_id,))
+            if not rows:
+                return
+            stored: dict[str, Any] = json.loads(rows[0][0] or "{}")
+            runners = {str(k): int(v) for k, v in dict(stored.get("runners", {})).items()}
+            if items:
+                runners[runner] = runners.get(runner, 0) + items
+            new = {**(stored if stats is None else stats), "runners": runners}
+            self._write(
+                "UPDATE jobs SET stats=?, updated_at=? WHERE id=?", (json.dumps(new), time.time(), job_id)
+            )
 
     # -- items ----------------------------------------------------------------------
 
