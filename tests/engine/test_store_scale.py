@@ -84,6 +84,7 @@ def _drive(store: SQLiteStore) -> set[str]:
     call("fence", "j", "me:1", claim.epoch, lambda exc: None)
     call("watch", "j", lambda exc: None)
     call("update_job", "j", n_items=40, inputs_complete=True)
+    call("record_job_stats", "j", {"sent": 1}, runner="me:1", items=2)
     call("add_items", "j", [(i, json.dumps(i)) for i in range(40)])
     call("begin_calls", [(k, "openai", "m", "/v1/chat/completions", "h") for k in keys[:30]], "j")
     call(
