@@ -57,6 +57,11 @@ class Results:
         #: items finished in this loop iteration, written together (see flush)
         self._finished: list[tuple[int, ItemStatus, str | None, str | None]] = []
 
+    @property
+    def ended(self) -> int:
+        """Items this run ended, succeeded or failed (its count among the job's runners)."""
+        return self.done + self.failed
+
     def output(self, idx: int, value: Any, output: Any) -> None:
         """The item succeeded with ``output`` (or fails if the output cannot be stored)."""
         try:

@@ -234,7 +234,7 @@ class JobRunner:
 
     def _note_assist(self) -> None:
         self.results.flush()
-        self.lifecycle.note_items(self.lease.owner, self.results.done + self.results.failed)
+        self.lifecycle.note_items(self.lease.owner, self.results.ended)
 
     async def _abandon(self) -> None:
         """Stop every item without recording anything: the job is another process's now,
@@ -248,8 +248,7 @@ class JobRunner:
     def _leave(self) -> JobStatus:
         self.results.flush()
         self.history.sample(final=True)
-        ran = self.results.done + self.results.failed
-        return self.lifecycle.leave(self.control, self._stats(), self.lease.owner, ran)
+        return self.lifecycle.leave(self.control, self._stats(), self.lease.owner, self.results.ended)
 
     def _realtime_endpoints(self) -> dict[str, dict[str, Any]]:
         """Batch mode: the calls sent realtime because their endpoint has no Batch API (or
